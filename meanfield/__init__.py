@@ -1,0 +1,65 @@
+"""meanfield: the mean-field theory of wide random neural networks, derived, evaluated and checked.
+
+A ten-line tour:
+
+>>> import meanfield as mf
+>>> net = mf.Network(depth=3, activation="relu", sigma_w2=2, sigma_b2=0, outputs=10)
+>>> stats = mf.predict(net, width=512, samples=32)          # kappa's, m, s, lambda_max (theory)
+>>> sampled = mf.sample(net, width=128, samples=8, seed=0)  # exact FIM spectrum of a real network
+>>> mf.second_moment(mf.activation("relu"), 2.0)            # E[relu(sqrt(2) z)^2]
+1.0
+>>> bn = net.with_(norms=[mf.BatchNorm("last")])            # normalization is a layer of the spec
+>>> mf.derive(net)                                          # sympy closed forms  # doctest: +SKIP
+>>> mf.verify(net, widths=(64, 128), samples=8, seeds=4)    # theory vs samples   # doctest: +SKIP
+
+The public names are listed in ``__all__``; each has a docstring with a runnable example.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it. Loaded on first use so that `import meanfield` stays fast and
+# the command line does not pay for matplotlib or sympy printing it never uses.
+_EXPORTS = {
+    "InvalidArgument": "errors",
+    "Activation": "activations",
+    "activation": "activations",
+    "catalogue": "activations",
+    "second_moment": "gaussian",
+    "cross_moment": "gaussian",
+    "Network": "network",
+    "BatchNorm": "network",
+    "LayerNorm": "network",
+    "order_parameters": "recursions",
+    "OrderParameters": "recursions",
+    "signal_propagation": "recursions",
+    "predict": "fisher",
+    "FisherStats": "fisher",
+    "derive": "derivation",
+    "sample": "sampling",
+    "sample_many": "sampling",
+    "verify": "verify",
+    "latex": "latex",
+    "max_learning_rate": "training",
+    "train": "training",
+    "sweep": "sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,297 @@
+"""The one network spec that drives both the theory and the sampler.
+
+A :class:`Network` is a fully connected net of ``depth`` = L weight layers,
+
+    u^l = W^l h^{l-1} + b^l,   h^l = phi_l(N_l(u^l)) (l < L),   f = N_L(u^L),
+
+with W^l_ij ~ N(0, sigma_w2[l] / M_{l-1}), b^l_i ~ N(0, sigma_b2[l]), widths M_l = alphas[l] * M
+(l = 0..L-1; M_0 is the input dimension) and M_L = outputs = C. N_l is the identity unless a
+normalization layer is declared on u^l: normalization is a *layer in the spec*
+(:class:`BatchNorm`, :class:`LayerNorm`), never a flag, so the theory and the sampler cannot read a
+placement differently.
+
+Normalizations have no epsilon and no trainable affine parameters (the affine map is fixed at the
+identity, as at initialization): the parameters theta are all W^l and b^l, and P counts them all,
+including biases that a batch norm above makes inert (their gradient is exactly zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import sympy
+
+from .activations import Activation, activation
+from .errors import InvalidArgument, check_int, check_real
+
+__all__ = ["Network", "BatchNorm", "LayerNorm", "Norm"]
+
+
+def _resolve_layer(layer: Any) -> int | str:
+    if isinstance(layer, str):
+        if layer.strip().lower() in ("last", "output", "l"):
+            return "last"
+        try:
+            return int(layer)
+        except ValueError:
+            raise InvalidArgument("layer", layer, "a layer number 1..L or 'last'") from None
+    return check_int("layer", layer, minimum=1)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch norm on the pre-activation u^layer: per unit, over the T samples of the batch.
+
+    ``center_only=True`` subtracts the batch mean only; otherwise the unit is also divided by its
+    batch standard deviation (population variance, no epsilon). ``layer="last"`` is the output.
+
+    Example:
+        >>> BatchNorm("last")
+        BatchNorm(layer='last', center_only=False)
+    """
+
+    layer: int | str
+    center_only: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", _resolve_layer(self.layer))
+        if not isinstance(self.center_only, bool):
+            raise InvalidArgument("center_only", self.center_only, "True or False")
+
+    @property
+    def kind(self) -> str:
+        return "batch-center" if self.center_only else "batch"
+
+    def min_samples(self) -> int:
+        """Fewest samples T for which a batch norm here is defined (mean: 2; variance: 3)."""
+        return 2 if self.center_only else 3
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.layer}"
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer norm on the pre-activation u^layer: per sample, over the units (mean and variance).
+
+    Only hidden layers: over the C outputs the statistics do not concentrate as M grows.
+
+    Example:
+        >>> LayerNorm(2)
+        LayerNorm(layer=2)
+    """
+
+    layer: int | str
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", _resolve_layer(self.layer))
+
+    kind = "layer"
+
+    def min_samples(self) -> int:
+        return 1
+
+    def __str__(self) -> str:
+        return f"layer:{self.layer}"
+
+
+Norm = Union[BatchNorm, LayerNorm]
+
+
+def _per_layer(argument: str, value: Any, count: int, check) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return tuple(check(argument, value) for _ in range(count))
+    values = tuple(value)
+    if len(values) != count:
+        raise InvalidArgument(argument, value, f"a scalar or a sequence of {count} values (one per layer)")
+    return tuple(check(f"{argument}[{i}]", v) for i, v in enumerate(values))
+
+
+@dataclass(frozen=True)
+class Network:
+    """A wide random fully connected network: the spec read by theory and sampler alike.
+
+    Args:
+        depth: L, the number of weight layers (>= 1).
+        activation: a catalogue name or :class:`Activation`, or one per hidden layer 1..L-1.
+        sigma_w2: weight variance sigma_w^2 (times 1/fan-in), scalar or one per layer 1..L.
+        sigma_b2: bias variance, scalar or one per layer 1..L.
+        outputs: C, the number of linear outputs.
+        alphas: width ratios (alpha_0, ..., alpha_{L-1}); M_l = alpha_l M. Default all 1.
+        norms: normalization layers, e.g. ``(BatchNorm("last"),)`` or ``(LayerNorm(1),)``.
+        input_q1: qhat_1^0, the mean square of an input entry (default 1).
+        input_q2: qhat_2^0, the mean product of entries of two different inputs (default 0).
+
+    Any real parameter may be a sympy symbol, for derivations.
+
+    Example:
+        >>> net = Network(3, "relu", 2, 0, outputs=10, norms=[BatchNorm("last")])
+        >>> net.norms
+        (BatchNorm(layer=3, center_only=False),)
+        >>> net.parameter_count(100)
+        21010
+    """
+
+    depth: int
+    activation: Any
+    sigma_w2: Any
+    sigma_b2: Any
+    outputs: int = 1
+    alphas: Any = None
+    norms: Any = ()
+    input_q1: Any = 1
+    input_q2: Any = 0
+    _by_layer: dict = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        L = check_int("depth", self.depth, minimum=1)
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        set_("depth", L)
+        hidden = max(L - 1, 1)  # a depth-1 net has no hidden layer; keep one (unused) activation
+        if isinstance(self.activation, (str, Activation)):
+            acts = (activation(self.activation),) * hidden
+        elif isinstance(self.activation, Sequence):
+            if len(self.activation) != L - 1 or L == 1:
+                raise InvalidArgument("activation", self.activation,
+                                      f"a name, an Activation, or a sequence of {L - 1} (one per hidden layer)")
+            acts = tuple(activation(a) for a in self.activation)
+        else:
+            raise InvalidArgument("activation", self.activation, "a catalogue name or an Activation")
+        set_("activation", acts)
+        set_("sigma_w2", _per_layer("sigma_w2", self.sigma_w2, L,
+                                    lambda a, v: check_real(a, v, minimum=0, strict_min=True)))
+        set_("sigma_b2", _per_layer("sigma_b2", self.sigma_b2, L, lambda a, v: check_real(a, v, minimum=0)))
+        set_("outputs", check_int("outputs", self.outputs, minimum=1))
+        if self.alphas is None:
+            alphas: tuple = (1,) * L
+        else:
+            alphas = _per_layer("alphas", self.alphas, L, lambda a, v: check_real(a, v, minimum=0, strict_min=True))
+        set_("alphas", alphas)
+        set_("input_q1", check_real("input_q1", self.input_q1, minimum=0, strict_min=True))
+        set_("input_q2", check_real("input_q2", self.input_q2))
+        q1, q2 = self.input_q1, self.input_q2
+        if not isinstance(q1, sympy.Basic) and not isinstance(q2, sympy.Basic) and abs(q2) > q1:
+            raise InvalidArgument("input_q2", q2, f"|input_q2| <= input_q1 = {q1} (a correlation)")
+        # -- normalization layers
+        norms = self.norms
+        if isinstance(norms, (BatchNorm, LayerNorm)):
+            norms = (norms,)
+        resolved = []
+        for norm in norms:
+            if not isinstance(norm, (BatchNorm, LayerNorm)):
+                raise InvalidArgument("norms", norm, "BatchNorm(layer) or LayerNorm(layer) objects")
+            layer = L if norm.layer == "last" else norm.layer
+            if not 1 <= layer <= L:
+                raise InvalidArgument("norms", str(norm), f"a layer between 1 and depth={L} (or 'last')")
+            if isinstance(norm, LayerNorm) and layer == L:
+                raise InvalidArgument(
+                    "norms", str(norm), f"layer norm on a hidden layer 1..{L - 1}",
+                    "over the C outputs its statistics do not concentrate as the width grows",
+                )
+            resolved.append(type(norm)(layer, norm.center_only) if isinstance(norm, BatchNorm) else LayerNorm(layer))
+        layers = [n.layer for n in resolved]
+        dupes = sorted({layer for layer in layers if layers.count(layer) > 1})
+        if dupes:
+            raise InvalidArgument("norms", [str(n) for n in resolved], "at most one normalization per layer",
+                                  f"layer {dupes[0]} has two")
+        set_("norms", tuple(sorted(resolved, key=lambda n: n.layer)))
+        set_("_by_layer", {n.layer: n for n in self.norms})
+
+    # -- queries used by theory and sampler alike -------------------------------------------------
+    def norm_at(self, layer: int) -> Norm | None:
+        """The normalization on u^layer, or None.
+
+        Example:
+            >>> Network(2, "tanh", 1, 0, norms=[LayerNorm(1)]).norm_at(1)
+            LayerNorm(layer=1)
+        """
+        return self._by_layer.get(layer)
+
+    def phi(self, layer: int) -> Activation:
+        """The activation applied at hidden layer 1..L-1."""
+        if not 1 <= layer <= self.depth - 1:
+            raise InvalidArgument("layer", layer, f"a hidden layer 1..{self.depth - 1}")
+        return self.activation[layer - 1]
+
+    def widths(self, width: int) -> tuple[int, ...]:
+        """(M_0, ..., M_{L-1}, C) for base width M; each alpha_l M must be a whole number.
+
+        Example:
+            >>> Network(3, "relu", 2, 0, outputs=4, alphas=(1, 2, 0.5)).widths(64)
+            (64, 128, 32, 4)
+        """
+        M = check_int("width", width, minimum=1)
+        out = []
+        for l, a in enumerate(self.alphas):
+            if isinstance(a, sympy.Basic) and not a.is_number:
+                raise InvalidArgument("alphas", self.alphas, "numeric width ratios to compute widths")
+            size = float(a) * M
+            if abs(size - round(size)) > 1e-9 or round(size) < 1:
+                raise InvalidArgument("width", M, f"a width M with alpha_{l} * M a positive whole number",
+                                      f"alpha_{l}={a} gives {size:g}")
+            out.append(int(round(size)))
+        return (*out, self.outputs)
+
+    def parameter_count(self, width: int) -> int:
+        """P = sum_l M_l (M_{l-1} + 1): every weight and bias, at base width M."""
+        sizes = self.widths(width)
+        return sum(sizes[l] * (sizes[l - 1] + 1) for l in range(1, self.depth + 1))
+
+    def min_samples(self) -> int:
+        """Fewest samples T that every normalization layer of this network needs."""
+        return max((n.min_samples() for n in self.norms), default=1)
+
+    @property
+    def is_symbolic(self) -> bool:
+        """True when any parameter is a sympy symbol."""
+        values = (*self.sigma_w2, *self.sigma_b2, *self.alphas, self.input_q1, self.input_q2)
+        return any(isinstance(v, sympy.Basic) and not v.is_number for v in values) or any(
+            a.is_symbolic for a in self.activation)
+
+    def with_(self, **changes: Any) -> "Network":
+        """A copy with some constructor arguments changed (the spec itself never changes).
+
+        Example:
+            >>> Network(3, "relu", 2, 0).with_(norms=[BatchNorm(2)]).norms
+            (BatchNorm(layer=2, center_only=False),)
+        """
+        args = dict(depth=self.depth, activation=self.activation if self.depth > 1 else self.activation[0],
+                    sigma_w2=self.sigma_w2, sigma_b2=self.sigma_b2, outputs=self.outputs,
+                    alphas=self.alphas, norms=self.norms, input_q1=self.input_q1, input_q2=self.input_q2)
+        args.update(changes)
+        return Network(**args)
+
+    # -- display ------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """One line: depth, activations, variances, outputs, widths and normalizations."""
+        acts = sorted({a.name for a in self.activation})
+        sw = _compact(self.sigma_w2)
+        sb = _compact(self.sigma_b2)
+        norms = ", ".join(map(str, self.norms)) or "none"
+        return (f"L={self.depth} {'/'.join(acts)} sigma_w2={sw} sigma_b2={sb} C={self.outputs} "
+                f"alphas={_compact(self.alphas)} norms={norms}")
+
+    def __str__(self) -> str:
+        rows = [("depth L", self.depth), ("activation", ", ".join(a.name for a in self.activation)),
+                ("sigma_w^2", _compact(self.sigma_w2)), ("sigma_b^2", _compact(self.sigma_b2)),
+                ("outputs C", self.outputs), ("alphas", _compact(self.alphas)),
+                ("normalization", ", ".join(map(str, self.norms)) or "none"),
+                ("input (qhat_1, qhat_2)", f"({self.input_q1}, {self.input_q2})")]
+        width = max(len(k) for k, _ in rows)
+        return "Network\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+    def _repr_latex_(self) -> str:
+        from .latex import latex_network
+        return latex_network(self)
+
+
+def _compact(values: tuple) -> str:
+    if all(v == values[0] for v in values):
+        return _num(values[0])
+    return "(" + ", ".join(_num(v) for v in values) + ")"
+
+
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
