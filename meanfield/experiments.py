@@ -1,0 +1,1226 @@
+"""``meanfield reproduce``: the paper's comparison, theory against sampled networks, resumable.
+
+The pipeline is a list of *stages*. Each stage names the points it needs (a point is one network at
+one width M, batch size T and seed, or its theory prediction), and renders figures and findings from
+the computed values. Every computed point is appended, as one JSON line, to ``cache.jsonl`` in the
+output folder the moment it is done, keyed by the full network description, M, T and seed: a rerun
+(after an interruption, or with more seeds) computes only what is missing, and a changed network
+parameter can never reuse a stale number. Figures, CSV files and the Markdown report are rebuilt
+from the cache at the end of every run.
+
+Stages (see :data:`STAGES`; a later stage, e.g. the random-matrix edge of issue 9, registers itself
+with :func:`register_stage`):
+
+* ``width``: m, s and lambda_max against M at fixed T, for each activation and normalization
+  placement, sampled means with standard errors beside the finite-width theory.
+* ``ratio``: lambda_max against M at fixed M/T (T grows with M): bounded with batch norm in the last
+  layer, growing like M without normalization.
+* ``learning_rate``: loss after N gradient steps over (M, eta) with the predicted boundary
+  eta = 2/lambda_max(M) (needs :mod:`meanfield.training`; skipped with a note when unavailable).
+
+Findings are *computed*: fitted exponents, ratios and sign tests on the numbers decide each sentence
+of the report; nothing in the text is fixed in advance.
+
+Example:
+    >>> config = load_config(None, quick=True)
+    >>> config.widths
+    (64, 128, 256)
+    >>> result = reproduce(config, out="results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgument, check_int, closest
+
+__all__ = ["Config", "load_config", "reproduce", "ReproduceResult", "Task", "Stage", "STAGES",
+           "register_stage", "Store", "network_for", "placement_label"]
+
+_STATS = ("m", "s", "lambda_max")
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of ``meanfield reproduce`` (every field can be set in the ``--config`` TOML file).
+
+    Attributes:
+        activations: activations compared in the width stage.
+        depth: L, weight layers (the middle layer used by 'batch:mid' and 'layer:mid' is L // 2 + 1
+            rounded into the hidden layers).
+        outputs: C (> 1, so that the C outliers are visible as a group).
+        sigma_w2: weight variance, one number or a table per activation.
+        sigma_b2: bias variance, one number or a table per activation (biases make kappa_2 > 0 for
+            odd activations such as tanh; without them tanh has no outliers to remove).
+        placements: normalization placements: 'none', 'batch:last', 'batch-center:last',
+            'batch:mid', 'layer:mid' or explicit layers ('batch:2', 'layer:1').
+        widths: widths M of the width stage.
+        samples: batch size T of the width stage.
+        seeds: sampled networks per point of the width stage.
+        ratio_activations, ratio_placements, ratio_widths, width_per_sample, ratio_seeds: the fixed
+            M/T stage, T = M / width_per_sample.
+        learning_rate: run the learning-rate stage (when meanfield.training provides it).
+        lr_activation, lr_placements, lr_widths, lr_samples, lr_steps, lr_factors, lr_seeds: its grid,
+            eta = factor * eta_max(M) of the network without normalization.
+        stages: the stages to run, in order.
+    """
+
+    activations: tuple[str, ...] = ("relu", "tanh")
+    depth: int = 3
+    outputs: int = 4
+    sigma_w2: Any = (("relu", 2.0), ("tanh", 1.5))
+    sigma_b2: Any = (("relu", 0.1), ("tanh", 0.3))
+    placements: tuple[str, ...] = ("none", "batch:last", "batch-center:last", "batch:mid", "layer:mid")
+    widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    samples: int = 16
+    seeds: int = 8
+    ratio_activations: tuple[str, ...] = ("relu", "tanh")
+    ratio_placements: tuple[str, ...] = ("none", "batch:last", "batch-center:last")
+    ratio_widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    width_per_sample: int = 4
+    ratio_seeds: int = 6
+    learning_rate: bool = True
+    lr_activation: str = "relu"
+    lr_placements: tuple[str, ...] = ("none", "batch:last")
+    lr_widths: tuple[int, ...] = (64, 128, 256)
+    lr_samples: int = 16
+    lr_steps: int = 50
+    lr_factors: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    lr_seeds: int = 1
+    stages: tuple[str, ...] = ("width", "ratio", "learning_rate")
+
+    def sigma(self, kind: str, activation: str) -> float:
+        """sigma_w2 or sigma_b2 for one activation (a scalar setting applies to all)."""
+        value = getattr(self, kind)
+        if isinstance(value, tuple):
+            table = dict(value)
+            if activation not in table:
+                raise InvalidArgument(kind, dict(value), f"a number or a table with an entry for {activation!r}")
+            return float(table[activation])
+        return float(value)
+
+    def to_dict(self) -> dict:
+        """The settings as plain TOML-able values."""
+        data = dataclasses.asdict(self)
+        for kind in ("sigma_w2", "sigma_b2"):
+            value = getattr(self, kind)
+            data[kind] = dict(value) if isinstance(value, tuple) else value
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
+
+
+QUICK = dict(
+    activations=("relu", "tanh"),
+    placements=("none", "batch:last", "batch-center:last", "batch:mid", "layer:mid"),
+    widths=(64, 128, 256), samples=16, seeds=4,
+    ratio_activations=("relu",), ratio_widths=(32, 64, 128, 256), ratio_seeds=3,
+    lr_widths=(64, 128), lr_steps=30, lr_factors=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+)
+"""Overrides of the defaults for ``--quick`` (about a minute on 2 cores)."""
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check one TOML value against the type of its default; name the key when it does not fit."""
+    if key in ("sigma_w2", "sigma_b2"):
+        if isinstance(value, Mapping):
+            return tuple(sorted((str(k), _coerce(f"{key}.{k}", v, 1.0)) for k, v in value.items()))
+        return _coerce(key, value, 1.0)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InvalidArgument(key, value, "true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgument(key, value, "a positive integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InvalidArgument(key, value, "a non-negative number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InvalidArgument(key, value, "a string")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise InvalidArgument(key, value, "a non-empty list")
+        return tuple(_coerce(key, v, default[0]) for v in value)
+    raise InvalidArgument(key, value, f"a value like {default!r}")
+
+
+def load_config(path: str | os.PathLike | None = None, *, quick: bool = False, **overrides: Any) -> Config:
+    """The run's settings: defaults, then the ``--quick`` preset, then a TOML file, then ``overrides``.
+
+    Unknown keys are an error that names the key and the closest valid one. The file may put the keys
+    at the top level or in a ``[reproduce]`` table.
+
+    Args:
+        path: a TOML file, or None.
+        quick: start from the one-minute preset :data:`QUICK`.
+        **overrides: final values (same names as the TOML keys).
+
+    Example:
+        >>> load_config(None, quick=True, seeds=2).seeds
+        2
+        >>> load_config(None, widht=3)
+        Traceback (most recent call last):
+        ...
+        meanfield.errors.InvalidArgument: widht=3 is not allowed: expected a setting of reproduce (did you mean 'widths'?)
+    """
+    defaults = _field_types()
+    values: dict[str, Any] = dict(QUICK) if quick else {}
+    if path is not None:
+        values.update(_read_toml(path))
+    values.update(overrides)
+    checked = {}
+    for key, value in values.items():
+        if key not in defaults:
+            near = closest(key, defaults)
+            raise InvalidArgument(key, value, "a setting of reproduce", f"did you mean {near!r}?" if near else None)
+        checked[key] = _coerce(key, value, defaults[key])
+    config = Config(**checked)
+    _validate(config)
+    return config
+
+
+def _read_toml(path: str | os.PathLike) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise InvalidArgument("config", str(path), "an existing TOML file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InvalidArgument("config", str(path), "a valid TOML file", str(err)) from None
+    if "reproduce" in data and isinstance(data["reproduce"], dict):
+        rest = {k: v for k, v in data.items() if k != "reproduce"}
+        data = {**rest, **data["reproduce"]}
+    return data
+
+
+def _validate(config: Config) -> None:
+    from .activations import activation
+
+    for name in (*config.activations, *config.ratio_activations, config.lr_activation):
+        activation(name)
+        for kind in ("sigma_w2", "sigma_b2"):
+            config.sigma(kind, name)
+    for placements in (config.placements, config.ratio_placements, config.lr_placements):
+        for placement in placements:
+            network_for(config, config.activations[0], placement)
+    if config.outputs < 1:
+        raise InvalidArgument("outputs", config.outputs, "an integer >= 1")
+    for stage in config.stages:
+        if stage not in STAGES:
+            near = closest(stage, STAGES)
+            raise InvalidArgument("stages", stage, "one of " + ", ".join(STAGES),
+                                  f"did you mean {near!r}?" if near else None)
+    for width in config.ratio_widths:
+        if width % config.width_per_sample:
+            raise InvalidArgument("ratio_widths", width, f"multiples of width_per_sample={config.width_per_sample}")
+
+
+# -- networks and placements -------------------------------------------------------------------------------
+
+_PLACEMENT_NAMES = {
+    "none": "no normalization",
+    "batch": "batch norm",
+    "batch-center": "batch norm (mean only)",
+    "layer": "layer norm",
+}
+
+
+def _resolve_placement(placement: str, depth: int) -> str:
+    """'batch:mid' -> 'batch:2' for depth 3; 'none' stays."""
+    if placement == "none":
+        return placement
+    kind, _, layer = placement.partition(":")
+    if layer == "mid":
+        layer = str(max(1, min(depth - 1, depth // 2 + depth % 2))) if depth > 1 else "1"
+    if layer == "last" or layer == str(depth):
+        layer = "last"
+    return f"{kind}:{layer}"
+
+
+def placement_label(placement: str, depth: int) -> str:
+    """Readable name of a placement: 'batch:last' -> 'batch norm, last layer'.
+
+    Example:
+        >>> placement_label("batch-center:last", 3), placement_label("layer:mid", 3)
+        ('batch norm (mean only), last layer', 'layer norm, layer 2')
+    """
+    placement = _resolve_placement(placement, depth)
+    if placement == "none":
+        return _PLACEMENT_NAMES["none"]
+    kind, _, layer = placement.partition(":")
+    where = "last layer" if layer == "last" else f"layer {layer}"
+    return f"{_PLACEMENT_NAMES.get(kind, kind)}, {where}"
+
+
+def network_for(config: Config, activation: str, placement: str, depth: int | None = None):
+    """The :class:`~meanfield.Network` of one (activation, placement) of the config.
+
+    Example:
+        >>> network_for(load_config(), "relu", "batch:mid").norms
+        (BatchNorm(layer=2, center_only=False),)
+    """
+    from .cli import parse_norm
+    from .network import Network
+
+    depth = config.depth if depth is None else depth
+    placement = _resolve_placement(placement, depth)
+    norms = () if placement == "none" else (parse_norm(placement),)
+    return Network(depth=depth, activation=activation, sigma_w2=config.sigma("sigma_w2", activation),
+                   sigma_b2=config.sigma("sigma_b2", activation), outputs=config.outputs, norms=norms)
+
+
+# -- tasks and the cache ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One cached unit of work: ``function(**kwargs)`` in a worker, returning a dict of numbers.
+
+    ``key`` identifies the point completely (network description, M, T, seed, kind), so a cached value
+    is reused only for exactly the same computation. ``labels`` are readable columns for the CSV.
+    """
+
+    key: str
+    function: str  # "module:function" inside meanfield, importable in a worker process
+    kwargs: tuple[tuple[str, Any], ...]
+    labels: tuple[tuple[str, Any], ...] = ()
+    cost: float = 1.0  # relative cost, to start the big tasks first
+
+
+def _call(task: Task) -> tuple[str, dict, float]:
+    """Worker entry: run one task and time it."""
+    import importlib
+
+    module, _, name = task.function.partition(":")
+    function = getattr(importlib.import_module(f"meanfield.{module}"), name)
+    start = time.perf_counter()
+    values = function(**dict(task.kwargs))
+    return task.key, values, time.perf_counter() - start
+
+
+def _spec(net) -> tuple[tuple[str, Any], ...]:
+    """A picklable, hashable description of a network that rebuilds it exactly in a worker."""
+    return (("depth", net.depth), ("activation", tuple(a.name for a in net.activation)),
+            ("sigma_w2", net.sigma_w2), ("sigma_b2", net.sigma_b2), ("outputs", net.outputs),
+            ("alphas", net.alphas), ("norms", tuple(str(n) for n in net.norms)))
+
+
+def _described(net) -> str:
+    """Readable and exact: the one-line description plus a digest of the exact spec (floats in full)."""
+    import hashlib
+
+    return f"{net.describe()}|{hashlib.sha1(repr(_spec(net)).encode()).hexdigest()[:10]}"
+
+
+def _network(spec: tuple) -> Any:
+    from .cli import parse_activation, parse_norm
+    from .network import Network
+
+    data = dict(spec)
+    acts = [parse_activation(name) for name in data["activation"]]
+    return Network(depth=data["depth"], activation=acts if data["depth"] > 1 else acts[0],
+                   sigma_w2=data["sigma_w2"], sigma_b2=data["sigma_b2"], outputs=data["outputs"],
+                   alphas=data["alphas"], norms=tuple(parse_norm(n) for n in data["norms"]))
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def theory_point(spec: tuple, width: int, samples: int) -> dict:
+    """predict(net, M, T) as a flat dict (finite-width values, leading order, the kind of lambda_max)."""
+    from . import predict
+
+    stats = predict(_network(spec), width=width, samples=samples)
+    row = {key: _finite(getattr(stats, key, None)) for key in
+           ("kappa1", "kappa2", "alpha", "P", "m", "s", "lambda_max", "eta_max", "gram_diag", "gram_offdiag")}
+    lead = stats.leading
+    row.update({f"leading_{key}": _finite(getattr(lead, key, None)) for key in _STATS})
+    row["lambda_max_kind"] = getattr(stats, "lambda_max_kind", "prediction")
+    bounds = getattr(stats, "lambda_max_bounds", None)
+    row["lambda_max_lo"], row["lambda_max_hi"] = (_finite(bounds[0]), _finite(bounds[1])) if bounds else (None, None)
+    return row
+
+
+def sample_point(spec: tuple, width: int, samples: int, seed: int) -> dict:
+    """sample(net, M, T, seed) as a flat dict of its statistics."""
+    from . import sample
+
+    result = sample(_network(spec), width, samples, seed)
+    return {key: _finite(getattr(result, key, None)) for key in
+            ("P", "m", "s", "lambda_max", "gram_diag", "gram_offdiag", "kappa1", "kappa2")}
+
+
+class Store:
+    """The append-only JSON-lines cache of computed points in the output folder.
+
+    A line is written and flushed as soon as its point is done, so an interrupted run loses at most
+    the points in flight. A torn last line (killed mid-write) is ignored on reading and repaired
+    before appending.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     store = Store(Path(d) / "cache.jsonl")
+        ...     store.add("a", {"m": 1.0}, {"width": 8}, 0.1)
+        ...     Store(Path(d) / "cache.jsonl").rows["a"]["values"]
+        {'m': 1.0}
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a torn line from an interrupted write
+                    if isinstance(row, dict) and "key" in row:
+                        self.rows[row["key"]] = row
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, key: str, values: dict, labels: Mapping[str, Any], seconds: float) -> None:
+        row = {"key": key, "labels": dict(labels), "values": values, "seconds": round(seconds, 4)}
+        text = json.dumps(row, sort_keys=True, default=_json_default)
+        needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(("\n" if needs_newline else "") + text + "\n")
+            handle.flush()
+        self.rows[key] = row
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# -- stages ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One section of the report: a title, a table (Markdown), a computed reading, figures."""
+
+    title: str
+    reading: str
+    table: str = ""
+    figures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of reproduce: ``tasks(config)`` lists its points; ``render(config, rows, out)`` -> Findings.
+
+    ``available()`` returns None when the stage can run, else the reason it is skipped.
+    """
+
+    name: str
+    tasks: Callable[[Config], list[Task]]
+    render: Callable[[Config, "Results", Path], list[Finding]]
+    available: Callable[[], str | None] = lambda: None
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add (or replace) a stage of ``reproduce``; list its name in ``Config.stages`` to run it.
+
+    This is the hook for later figures (the random-matrix edge of issue 9): a module defines its
+    tasks and its renderer and registers them here.
+    """
+    STAGES[stage.name] = stage
+    return stage
+
+
+def _point_tasks(stage: str, config: Config, activations: Sequence[str], placements: Sequence[str],
+                 sizes: Sequence[tuple[int, int]], seeds: int) -> list[Task]:
+    tasks = []
+    for act in activations:
+        for placement in placements:
+            net = network_for(config, act, placement)
+            spec = _spec(net)
+            described = _described(net)
+            resolved = _resolve_placement(placement, config.depth)
+            for width, samples in sizes:
+                labels = (("stage", stage), ("activation", act), ("placement", resolved), ("width", width),
+                          ("samples", samples))
+                tasks.append(Task(f"theory|{described}|M={width}|T={samples}", "experiments:theory_point",
+                                  (("spec", spec), ("width", width), ("samples", samples)),
+                                  labels + (("seed", None), ("kind", "theory")), cost=0.05))
+                # cost: forward M^2 T per layer, Gram (C T)^2 M; batch norm about twice the plain cost
+                cost = (width * width * samples + (config.outputs * samples) ** 2 * width) * 1e-7 * (
+                    2.0 if resolved != "none" else 1.0)
+                for seed in range(seeds):
+                    tasks.append(Task(f"sample|{described}|M={width}|T={samples}|seed={seed}",
+                                      "experiments:sample_point",
+                                      (("spec", spec), ("width", width), ("samples", samples), ("seed", seed)),
+                                      labels + (("seed", seed), ("kind", "sample")), cost=cost))
+    return tasks
+
+
+def _width_tasks(config: Config) -> list[Task]:
+    return _point_tasks("width", config, config.activations, config.placements,
+                        [(w, config.samples) for w in config.widths], config.seeds)
+
+
+def _ratio_tasks(config: Config) -> list[Task]:
+    return _point_tasks("ratio", config, config.ratio_activations, config.ratio_placements,
+                        [(w, w // config.width_per_sample) for w in config.ratio_widths], config.ratio_seeds)
+
+
+# -- results: the cache as tables ------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """Theory and sampled values of one (stage, activation, placement, M, T)."""
+
+    stage: str
+    activation: str
+    placement: str
+    width: int
+    samples: int
+    theory: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)
+    sampled: dict = field(default_factory=lambda: defaultdict(list))
+
+    def mean(self, key: str) -> float:
+        values = [v for v in self.sampled.get(key, []) if v is not None]
+        return float(np.mean(values)) if values else math.nan
+
+    def sem(self, key: str) -> float:
+        values = [v for v in self.sampled.get(key, []) if v is not None]
+        return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+class Results:
+    """The cached rows of this run's tasks, grouped into :class:`Point` objects."""
+
+    def __init__(self, tasks: Iterable[Task], store: Store):
+        self.points: dict[tuple, Point] = {}
+        self.rows: list[dict] = []
+        for task in tasks:
+            row = store.rows.get(task.key)
+            if row is None:
+                continue
+            labels = dict(task.labels)
+            self.rows.append({**labels, **row["values"], "seconds": row.get("seconds")})
+            if labels.get("kind") not in ("theory", "sample"):
+                continue
+            ident = (labels["stage"], labels["activation"], labels["placement"], labels["width"], labels["samples"])
+            point = self.points.get(ident)
+            if point is None:
+                point = self.points[ident] = Point(*ident)
+            if labels["kind"] == "theory":
+                point.theory = row["values"]
+            else:
+                point.seeds.append(labels["seed"])
+                for key, value in row["values"].items():
+                    point.sampled[key].append(value)
+
+    def series(self, stage: str, activation: str, placement: str) -> list[Point]:
+        return sorted((p for p in self.points.values()
+                       if (p.stage, p.activation, p.placement) == (stage, activation, placement)),
+                      key=lambda p: p.width)
+
+
+# -- numbers that the readings use -------------------------------------------------------------------------------
+
+
+def slope(widths: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares exponent a of values ~ c M^a (log-log fit); NaN with fewer than two points.
+
+    Example:
+        >>> round(slope([64, 128, 256], [1.0, 2.0, 4.0]), 6)
+        1.0
+    """
+    pairs = [(math.log(w), math.log(v)) for w, v in zip(widths, values) if v and v > 0 and math.isfinite(v)]
+    if len(pairs) < 2:
+        return math.nan
+    x, y = np.array(pairs).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _growth(exponent: float) -> str:
+    """Words for a fitted exponent of M (the thresholds split 0, 1/2 and 1 halfway)."""
+    if not math.isfinite(exponent):
+        return "could not be fitted"
+    if exponent < 0.25:
+        return f"stays bounded (fitted exponent {exponent:.2f})"
+    if exponent < 0.75:
+        return f"grows sub-linearly, like M^{exponent:.2f}"
+    return f"grows like M (fitted exponent {exponent:.2f})"
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+def _pm(mean: float, sem: float) -> str:
+    return f"{_fmt(mean)} ± {_fmt(sem, 2)}"
+
+
+# -- figures ------------------------------------------------------------------------------------------------------
+
+_COLORS = {"none": "#1f2937", "batch:last": "#d62728", "batch-center:last": "#ff7f0e",
+           "batch": "#2ca02c", "layer": "#1f77b4", "batch-center": "#9467bd"}
+
+
+def _color(placement: str) -> str:
+    return _COLORS.get(placement) or _COLORS.get(placement.partition(":")[0], "#8c564b")
+
+
+def _save(fig, out: Path, stem: str) -> tuple[str, ...]:
+    names = []
+    for ext in ("png", "pdf"):
+        path = out / f"{stem}.{ext}"
+        # fixed metadata keeps reruns byte-stable where the backend allows it
+        fig.savefig(path, dpi=130, bbox_inches="tight",
+                    metadata={"Software": None} if ext == "png" else {"Creator": None, "Producer": None,
+                                                                      "CreationDate": None})
+        names.append(path.name)
+    return tuple(names)
+
+
+def _figure(ncols: int, width: float = 4.3, height: float = 3.6):
+    from matplotlib.figure import Figure  # no pyplot: no global state, works headless
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+_STAT_LABEL = {"m": r"$m$ (mean eigenvalue)", "s": r"$s$ (second moment)",
+               "lambda_max": r"$\lambda_{\max}$"}
+
+
+def _plot_series(ax, series: list[Point], key: str, color: str, label: str | None, shift: float = 1.0) -> None:
+    """Sampled means with one-s.e. bars (markers, nudged by ``shift`` so placements do not overlap),
+    the finite-width theory (solid; dashed where the theory only estimates and bounds lambda_max, with
+    the bounds as a band)."""
+    widths = [p.width for p in series]
+    means = [p.mean(key) for p in series]
+    sems = [p.sem(key) for p in series]
+    ax.errorbar([w * shift for w in widths], means, yerr=[0 if not math.isfinite(s) else s for s in sems],
+                fmt="o", ms=3.5, color=color, capsize=2, label=label, zorder=3)
+    theory = [_finite(p.theory.get(key)) for p in series]
+    if any(v is not None for v in theory):
+        bound = key == "lambda_max" and any(p.theory.get("lambda_max_kind") == "bound" for p in series)
+        ax.plot(widths, [np.nan if v is None else v for v in theory], "--" if bound else "-", color=color, lw=1.2)
+        if bound:
+            lo = [_finite(p.theory.get("lambda_max_lo")) for p in series]
+            hi = [_finite(p.theory.get("lambda_max_hi")) for p in series]
+            if all(v is not None for v in lo + hi):
+                ax.fill_between(widths, lo, hi, color=color, alpha=0.08, lw=0)
+
+
+def _style_legend(fig, axes, ncol: int) -> None:
+    """One legend for the figure: a marker per placement, and what markers, lines and bands mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", marker="o", ls="none", ms=3.5),
+                Line2D([], [], color="grey", ls="-"), Line2D([], [], color="grey", ls="--"),
+                Patch(color="grey", alpha=0.15)]
+    labels += ["sampled mean ± 1 s.e.", "theory (finite width)", "theory estimate (λ_max only bounded)",
+               "theory bounds on λ_max"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=7, frameon=False)
+
+
+def _shift(index: int, count: int) -> float:
+    return 1.0 + 0.02 * (index - (count - 1) / 2)
+
+
+def _render_width(config: Config, results: Results, out: Path) -> list[Finding]:
+    findings = []
+    for act in config.activations:
+        placements = [_resolve_placement(p, config.depth) for p in config.placements]
+        fig, axes = _figure(3)
+        for ax, key in zip(axes, _STATS):
+            for index, placement in enumerate(placements):
+                series = results.series("width", act, placement)
+                if series:
+                    _plot_series(ax, series, key, _color(placement), placement_label(placement, config.depth),
+                                 _shift(index, len(placements)))
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("width $M$")
+            ax.set_ylabel(_STAT_LABEL[key])
+            ax.grid(True, which="both", alpha=0.25)
+        _style_legend(fig, axes, ncol=5)
+        fig.suptitle(f"{act}, L={config.depth}, C={config.outputs}, T={config.samples}: FIM statistics against "
+                     f"width ({config.seeds} sampled networks per point)", fontsize=9)
+        figures = _save(fig, out, f"width_{act}")
+        findings.append(_width_finding(config, results, act, placements, figures))
+    return findings
+
+
+def _width_finding(config: Config, results: Results, act: str, placements: list[str],
+                   figures: tuple[str, ...]) -> Finding:
+    T = config.samples
+    header = ("| placement | M | λ_max theory | λ_max sampled | × below none | exponent in M | "
+              "κ₂ sampled | outlier excess T·κ₂/(κ₁−κ₂) |\n|---|---|---|---|---|---|---|---|")
+    lines = [header]
+    base = {p.width: p for p in results.series("width", act, "none")}
+    facts = {}
+    for placement in placements:
+        series = results.series("width", act, placement)
+        if not series:
+            continue
+        last = series[-1]
+        exponent = slope([p.width for p in series], [p.mean("lambda_max") for p in series])
+        ref = base.get(last.width)
+        factor = ref.mean("lambda_max") / last.mean("lambda_max") if ref and placement != "none" else math.nan
+        k1, k2, k2_sem = last.mean("kappa1"), last.mean("kappa2"), last.sem("kappa2")
+        outlier = T * k2 / (k1 - k2) if math.isfinite(k1) and k1 != k2 else math.nan
+        facts[placement] = dict(exponent=exponent, factor=factor, k2=k2, k2_sem=k2_sem, outlier=outlier,
+                                width=last.width, value=last.mean("lambda_max"))
+        lines.append(f"| {placement_label(placement, config.depth)} | {last.width} | "
+                     f"{_fmt(_finite(last.theory.get('lambda_max')) or math.nan)}"
+                     f"{' (estimate)' if last.theory.get('lambda_max_kind') == 'bound' else ''} | "
+                     f"{_pm(last.mean('lambda_max'), last.sem('lambda_max'))} | {_fmt(factor, 3)} | "
+                     f"{_fmt(exponent, 3)} | {_pm(k2, k2_sem)} | {_fmt(outlier, 3)} |")
+    return Finding(f"{act}: sharpness against width at fixed T = {T}", _width_reading(config, act, facts),
+                   "\n".join(lines), figures)
+
+
+def _width_reading(config: Config, act: str, facts: dict) -> str:
+    if "none" not in facts:
+        return "No run without normalization to compare with."
+    none = facts["none"]
+    T = config.samples
+    parts = [f"For {act} without normalization, λ_max {_growth(none['exponent'])} at fixed T = {T}, reaching "
+             f"{_fmt(none['value'])} at M = {none['width']}; its sampled κ₂ = {_pm(none['k2'], none['k2_sem'])} "
+             f"puts the C = {config.outputs} mean-gradient outliers at {_fmt(none['outlier'] + 1, 3)} times the "
+             f"bulk scale α(κ₁−κ₂)M/T."]
+    removed, kept = [], []
+    for placement, f in facts.items():
+        if placement == "none":
+            continue
+        label = placement_label(placement, config.depth)
+        # an outlier needs a positive mean off-diagonal Gram entry: kappa_2 > 0 by more than 3 s.e.
+        has_outliers = f["k2"] > 3 * (f["k2_sem"] if math.isfinite(f["k2_sem"]) else 0) and f["outlier"] > 0.5
+        text = f"{label} (λ_max {_fmt(f['factor'], 3)}× smaller, κ₂ = {_pm(f['k2'], f['k2_sem'])})"
+        (kept if has_outliers else removed).append(text)
+    if removed:
+        parts.append("The outliers are removed (sampled κ₂ not positive) by " + "; ".join(removed) + ".")
+    if kept:
+        parts.append("They remain (κ₂ > 0 by more than 3 standard errors) with " + "; ".join(kept) + ".")
+    exps = [f["exponent"] for p, f in facts.items() if p != "none" and math.isfinite(f["exponent"])]
+    if exps:
+        parts.append(f"At fixed T every placement still grows with M (exponents {min(exps):.2f} to "
+                     f"{max(exps):.2f}): what remains is the bulk, of order M/T, so removing the outliers "
+                     "lowers λ_max by a constant factor but bounds it only if T grows with M (next finding).")
+    return " ".join(parts)
+
+
+def _render_ratio(config: Config, results: Results, out: Path) -> list[Finding]:
+    acts = list(config.ratio_activations)
+    fig, axes = _figure(len(acts))
+    placements = [_resolve_placement(p, config.depth) for p in config.ratio_placements]
+    facts: dict[str, dict] = {}
+    lines = ["| activation | placement | M | T | λ_max theory | λ_max sampled | exponent in M | "
+             "growth over the range |", "|---|---|---|---|---|---|---|---|"]
+    for ax, act in zip(axes, acts):
+        for index, placement in enumerate(placements):
+            series = results.series("ratio", act, placement)
+            if not series:
+                continue
+            _plot_series(ax, series, "lambda_max", _color(placement),
+                         placement_label(placement, config.depth) if ax is axes[0] else None,
+                         _shift(index, len(placements)))
+            means = [p.mean("lambda_max") for p in series]
+            exponent = slope([p.width for p in series], means)
+            growth = means[-1] / means[0] if means[0] else math.nan
+            facts[(act, placement)] = dict(exponent=exponent, growth=growth, first=series[0], last=series[-1])
+            for p in series:
+                lines.append(f"| {act} | {placement_label(placement, config.depth)} | {p.width} | {p.samples} | "
+                             f"{_fmt(_finite(p.theory.get('lambda_max')) or math.nan)} | "
+                             f"{_pm(p.mean('lambda_max'), p.sem('lambda_max'))} | {_fmt(exponent, 3)} | "
+                             f"{_fmt(growth, 3)} |")
+        widths = np.array(sorted({w for w in config.ratio_widths}), dtype=float)
+        none = results.series("ratio", act, "none")
+        if none:
+            ref = none[0].mean("lambda_max") / none[0].width
+            ax.plot(widths, ref * widths, ":", color="grey", lw=1, label=r"$\propto M$" if ax is axes[0] else None)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"width $M$ (batch $T = M/{config.width_per_sample}$)")
+        ax.set_ylabel(r"$\lambda_{\max}$")
+        ax.set_title(f"{act}, L={config.depth}, C={config.outputs}, fixed M/T = {config.width_per_sample}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+    _style_legend(fig, axes, ncol=4)
+    figures = _save(fig, out, "ratio")
+    return [Finding(f"Sharpness when the batch grows with the width (M/T = {config.width_per_sample})",
+                    _ratio_reading(config, facts), "\n".join(lines), figures)]
+
+
+def _ratio_reading(config: Config, facts: dict) -> str:
+    parts = []
+    for act in config.ratio_activations:
+        rows = {p: f for (a, p), f in facts.items() if a == act}
+        if not rows:
+            continue
+        sentences = []
+        for placement, f in rows.items():
+            first, last = f["first"], f["last"]
+            sentences.append(f"{placement_label(placement, config.depth)}: λ_max {_growth(f['exponent'])}, from "
+                             f"{_fmt(first.mean('lambda_max'))} at (M, T) = ({first.width}, {first.samples}) to "
+                             f"{_fmt(last.mean('lambda_max'))} at ({last.width}, {last.samples}), "
+                             f"a factor {_fmt(f['growth'], 3)} over a {last.width // first.width}× range of M")
+        bounded = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] < 0.25]
+        growing = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] >= 0.75]
+        text = f"With {act} and T = M/{config.width_per_sample}: " + "; ".join(sentences) + "."
+        if bounded and growing:
+            text += (f" So with T growing in proportion to M, {' and '.join(bounded)} keep λ_max bounded while "
+                     f"{' and '.join(growing)} still grow like M: the normalization removes the pathological "
+                     "sharpness under the condition that M/T stays bounded.")
+        elif bounded:
+            text += f" λ_max stays bounded for {', '.join(bounded)}."
+        parts.append(text)
+    return " ".join(parts) if parts else "No points computed."
+
+
+def _agreement_finding(config: Config, results: Results) -> Finding:
+    lines = ["| activation | placement | M | T | statistic | theory | sampled | relative error | in s.e. |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    errors: dict[str, list] = defaultdict(list)
+    for act in config.activations:
+        for placement in [_resolve_placement(p, config.depth) for p in config.placements]:
+            series = results.series("width", act, placement)
+            if not series:
+                continue
+            p = series[-1]
+            for key in _STATS:
+                theory = _finite(p.theory.get(key))
+                mean, sem = p.mean(key), p.sem(key)
+                if theory is None or not math.isfinite(mean):
+                    continue
+                rel = (mean - theory) / theory
+                z = (mean - theory) / sem if sem and math.isfinite(sem) else math.nan
+                bound = key == "lambda_max" and p.theory.get("lambda_max_kind") == "bound"
+                if not bound:
+                    errors[key].append((abs(rel), act, placement))
+                lines.append(f"| {act} | {placement_label(placement, config.depth)} | {p.width} | {p.samples} | "
+                             f"{key}{' (estimate; bounded)' if bound else ''} | {_fmt(theory)} | {_pm(mean, sem)} | "
+                             f"{rel:+.1%} | {_fmt(z, 2)} |")
+    parts = []
+    for key in _STATS:
+        if errors[key]:
+            worst = max(errors[key])
+            median = float(np.median([e[0] for e in errors[key]]))
+            parts.append(f"{key}: median |relative error| {median:.1%} over {len(errors[key])} networks, largest "
+                         f"{worst[0]:.1%} ({worst[1]}, {placement_label(worst[2], config.depth)})")
+    reading = ("At the largest width of the width stage, theory (finite-width form) against sampled means: "
+               + "; ".join(parts) + ". Rows marked 'estimate' are cases where the theory only bounds λ_max; "
+               "they are not counted.") if parts else "No points computed."
+    return Finding("Theory against samples", reading, "\n".join(lines))
+
+
+# -- the learning-rate stage (issue 8) --------------------------------------------------------------------------
+
+
+def _training_function() -> Callable | None:
+    try:
+        from . import training
+    except ImportError:
+        return None
+    return getattr(training, "loss_grid", None)
+
+
+def _lr_available() -> str | None:
+    return None if _training_function() is not None else "meanfield.training.loss_grid is not available"
+
+
+def lr_point(spec: tuple, width: int, samples: int, factors: tuple, steps: int, seed: int) -> dict:
+    """Loss after ``steps`` gradient steps at eta = factor * eta_max(M), for each factor."""
+    function = _training_function()
+    result = function(_network(spec), width=width, samples=samples, factors=factors, steps=steps, seed=seed)
+    return {k: (list(map(_finite, v)) if isinstance(v, (list, tuple, np.ndarray)) else _finite(v))
+            for k, v in dict(result).items()}
+
+
+def _lr_tasks(config: Config) -> list[Task]:
+    tasks = []
+    for placement in config.lr_placements:
+        net = network_for(config, config.lr_activation, placement)
+        spec = _spec(net)
+        resolved = _resolve_placement(placement, config.depth)
+        for width in config.lr_widths:
+            tasks.append(Task(f"theory|{net.describe()}|M={width}|T={config.lr_samples}", "experiments:theory_point",
+                              (("spec", spec), ("width", width), ("samples", config.lr_samples)),
+                              (("stage", "learning_rate"), ("activation", config.lr_activation),
+                               ("placement", resolved), ("width", width), ("samples", config.lr_samples),
+                               ("seed", None), ("kind", "theory")), cost=0.05))
+            for seed in range(config.lr_seeds):
+                tasks.append(Task(
+                    f"lr|{net.describe()}|M={width}|T={config.lr_samples}|steps={config.lr_steps}|"
+                    f"factors={','.join(map(str, config.lr_factors))}|seed={seed}",
+                    "experiments:lr_point",
+                    (("spec", spec), ("width", width), ("samples", config.lr_samples),
+                     ("factors", tuple(config.lr_factors)), ("steps", config.lr_steps), ("seed", seed)),
+                    (("stage", "learning_rate"), ("activation", config.lr_activation), ("placement", resolved),
+                     ("width", width), ("samples", config.lr_samples), ("seed", seed), ("kind", "training")),
+                    cost=width * width * config.lr_samples * config.lr_steps * len(config.lr_factors) * 1e-7))
+    return tasks
+
+
+def _render_lr(config: Config, results: Results, out: Path) -> list[Finding]:
+    rows = [r for r in results.rows if r.get("stage") == "learning_rate" and r.get("kind") == "training"]
+    if not rows:
+        return []
+    placements = [_resolve_placement(p, config.depth) for p in config.lr_placements]
+    fig, axes = _figure(len(placements))
+    thresholds = {}
+    for ax, placement in zip(axes, placements):
+        mine = sorted((r for r in rows if r["placement"] == placement), key=lambda r: r["width"])
+        widths = sorted({r["width"] for r in mine})
+        etas, losses = [], []
+        for width in widths:
+            group = [r for r in mine if r["width"] == width]
+            eta = np.array(group[0]["eta"], dtype=float)
+            loss = np.nanmean(np.array([[np.nan if v is None else v for v in g["loss"]] for g in group],
+                                       dtype=float), axis=0)
+            etas.append(eta)
+            losses.append(loss)
+        if not widths:
+            continue
+        eta_grid = np.unique(np.concatenate(etas))
+        image = np.full((len(widths), len(eta_grid)), np.nan)
+        for i, (eta, loss) in enumerate(zip(etas, losses)):
+            image[i, np.searchsorted(eta_grid, eta)] = loss
+        finite = image[np.isfinite(image)]
+        vmax = np.log10(np.max(finite)) if finite.size else 1.0
+        shown = np.log10(np.where(np.isfinite(image), image, 10 ** (vmax + 1)))
+        mesh = ax.pcolormesh(eta_grid, widths, shown, shading="nearest", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="log10 loss after training (diverged: top colour)")
+        series = results.series("learning_rate", config.lr_activation, placement)
+        boundary = [(p.width, _finite(p.theory.get("eta_max"))) for p in series]
+        boundary = [(w, e) for w, e in boundary if e is not None]
+        if boundary:
+            ax.plot([e for _, e in boundary], [w for w, _ in boundary], "w--", lw=1.5,
+                    label=r"predicted $\eta = 2/\lambda_{\max}(M)$")
+            thresholds[placement] = dict(boundary)
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel(r"learning rate $\eta$")
+        ax.set_ylabel("width $M$")
+        ax.set_title(placement_label(placement, config.depth), fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    figures = _save(fig, out, "learning_rate")
+    reading = _lr_reading(config, thresholds)
+    return [Finding(f"Learning rate: loss after {config.lr_steps} steps over (M, η)", reading, "", figures)]
+
+
+def _lr_reading(config: Config, thresholds: dict) -> str:
+    if "none" not in thresholds:
+        return "Predicted boundaries are drawn on the figure."
+    parts = []
+    for placement, table in thresholds.items():
+        if placement == "none":
+            continue
+        common = sorted(set(table) & set(thresholds["none"]))
+        if common:
+            ratios = [table[w] / thresholds["none"][w] for w in common]
+            parts.append(f"{placement_label(placement, config.depth)} allows steps {min(ratios):.2g}–{max(ratios):.2g}× "
+                         f"larger than no normalization (predicted η_max at M = {common[0]}..{common[-1]})")
+    return ("; ".join(parts) + ". The dashed line is the predicted stability boundary η = 2/λ_max(M).") if parts else ""
+
+
+# -- registry --------------------------------------------------------------------------------------------------
+
+register_stage(Stage("width", _width_tasks, _render_width))
+register_stage(Stage("ratio", _ratio_tasks, _render_ratio))
+register_stage(Stage("learning_rate", _lr_tasks, _render_lr, _lr_available))
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """What a run wrote: the folder, the files, how many points were computed or reused, the time."""
+
+    out: Path
+    files: tuple[str, ...]
+    computed: int
+    reused: int
+    seconds: float
+    skipped: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    def summary(self) -> str:
+        lines = [f"meanfield reproduce: {self.computed} points computed, {self.reused} reused from the cache, "
+                 f"{self.seconds:.1f} s", f"  wrote into {self.out}/:"]
+        lines += [f"    {name}" for name in self.files]
+        lines += [f"  skipped stage {name}" for name in self.skipped]
+        return "\n".join(lines)
+
+
+def _lock(out: Path):
+    path = out / ".lock"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _alive(pid):
+            raise InvalidArgument("out", str(out), "a folder that no other reproduce run is writing to",
+                                  f"process {pid} holds {path}") from None
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_tasks(tasks: list[Task], store: Store, processes: int, progress: bool) -> int:
+    """Compute the tasks not in the store, biggest first, appending each as it finishes."""
+    from tqdm.auto import tqdm
+
+    todo = sorted((t for t in tasks if t.key not in store), key=lambda t: -t.cost)
+    if not todo:
+        return 0
+    bar = tqdm(total=len(todo), desc="reproduce", unit="pt", disable=not progress, smoothing=0.05)
+    labels = {t.key: dict(t.labels) for t in todo}
+    try:
+        if processes <= 1:
+            for task in todo:
+                key, values, seconds = _call(task)
+                store.add(key, values, labels[key], seconds)
+                bar.update()
+        else:
+            _run_parallel(todo, store, labels, processes, bar)
+    finally:
+        bar.close()
+    return len(todo)
+
+
+def _run_parallel(todo: list[Task], store: Store, labels: dict, processes: int, bar) -> None:
+    import concurrent.futures as cf
+    import multiprocessing
+
+    # One BLAS thread per worker: the workers already fill the cores, and oversubscribed BLAS threads
+    # slow small matrix products down. Children read these variables when they start.
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in _THREAD_VARIABLES})
+    try:
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            futures = {pool.submit(_call, task): task for task in todo}
+            try:
+                for future in cf.as_completed(futures):
+                    key, values, seconds = future.result()
+                    store.add(key, values, labels[key], seconds)
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def reproduce(config: Config | None = None, out: str | os.PathLike = "meanfield-results", *,
+              processes: int | None = None, fresh: bool = False, progress: bool = True) -> ReproduceResult:
+    """Run the stages of ``config`` into ``out``: cache, CSV files, figures (PNG and PDF), report.md.
+
+    Args:
+        config: settings (:func:`load_config`); default :class:`Config`().
+        out: output folder, created if missing; points already cached there are reused.
+        processes: worker processes for the sampled points (default 2; 1 runs in this process).
+        fresh: discard the cache in ``out`` first.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`ReproduceResult` (``.summary()`` prints what was written).
+
+    Example:
+        >>> cfg = load_config(None, quick=True, widths=(32, 64), seeds=2, stages=("width",),
+        ...                   activations=("relu",), placements=("none", "batch:last"))
+        >>> reproduce(cfg, out="/tmp/mf-doc", processes=1, progress=False).files  # doctest: +SKIP
+        ('cache.jsonl', 'points.csv', 'summary.csv', 'width_relu.png', 'width_relu.pdf', 'report.md')
+    """
+    config = Config() if config is None else config
+    processes = 2 if processes is None else check_int("processes", processes, minimum=1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lock = _lock(out)
+    try:
+        cache = out / "cache.jsonl"
+        if fresh and cache.exists():
+            cache.unlink()
+        store = Store(cache)
+        stages, skipped = [], []
+        for name in config.stages:
+            stage = STAGES[name]
+            reason = stage.available()
+            if reason is None:
+                stages.append(stage)
+            else:
+                skipped.append(f"{name} ({reason})")
+        tasks = [task for stage in stages for task in stage.tasks(config)]
+        unique = list({task.key: task for task in tasks}.values())
+        computed = _run_tasks(unique, store, processes, progress)
+        results = Results(tasks, store)
+        findings: list[Finding] = []
+        files = ["cache.jsonl"]
+        files += _write_csv(results, out)
+        for stage in stages:
+            new = stage.render(config, results, out)
+            findings += new
+            if stage.name == "width" and new:
+                findings.append(_agreement_finding(config, results))
+            files += [name for f in new for name in f.figures]
+        seconds = time.perf_counter() - start
+        _write_report(out / "report.md", config, findings, skipped, computed, len(unique) - computed, seconds)
+        files.append("report.md")
+        return ReproduceResult(out, tuple(files), computed, len(unique) - computed, seconds, tuple(skipped),
+                               tuple(findings))
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# -- outputs ---------------------------------------------------------------------------------------------------
+
+
+def _write_csv(results: Results, out: Path) -> list[str]:
+    """points.csv: every cached number (one row per theory or sampled point); summary.csv: aggregates."""
+    label_cols = ["stage", "activation", "placement", "width", "samples", "seed", "kind"]
+    value_cols = sorted({k for row in results.rows for k in row if k not in label_cols})
+    with open(out / "points.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(label_cols + value_cols)
+        for row in sorted(results.rows, key=lambda r: tuple(str(r.get(c)) for c in label_cols)):
+            writer.writerow([_csv_value(row.get(c)) for c in label_cols + value_cols])
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        stats = ("m", "s", "lambda_max", "kappa1", "kappa2")
+        writer.writerow(["stage", "activation", "placement", "width", "samples", "seeds", "lambda_max_kind"]
+                        + [f"{k}_{part}" for k in stats for part in ("theory", "mean", "sem")]
+                        + [f"leading_{k}" for k in _STATS])
+        for ident in sorted(results.points, key=lambda i: tuple(map(str, i))):
+            p = results.points[ident]
+            writer.writerow([p.stage, p.activation, p.placement, p.width, p.samples, len(p.seeds),
+                             p.theory.get("lambda_max_kind", "")]
+                            + [_csv_value(v) for k in stats for v in (p.theory.get(k), p.mean(k), p.sem(k))]
+                            + [_csv_value(p.theory.get(f"leading_{k}")) for k in _STATS])
+    return ["points.csv", "summary.csv"]
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def _write_report(path: Path, config: Config, findings: list[Finding], skipped: list[str], computed: int,
+                  reused: int, seconds: float) -> None:
+    from . import __version__
+
+    lines = ["# meanfield reproduce: pathological sharpness and normalization", "",
+             f"meanfield {__version__}. This run computed {computed} points and reused {reused} from the cache "
+             f"({seconds:.0f} s). Every number is in `points.csv` (one row per theory or sampled network) and "
+             "`summary.csv` (means, standard errors, theory); the readings below are computed from them.", "",
+             "Networks: fully connected, "
+             f"depth L = {config.depth}, C = {config.outputs} outputs, inputs iid N(0, 1); "
+             + ", ".join(f"{a}: σ_w² = {config.sigma('sigma_w2', a):g}, σ_b² = {config.sigma('sigma_b2', a):g}"
+                         for a in dict.fromkeys((*config.activations, *config.ratio_activations))) + ". "
+             "Theory: `meanfield.predict` (finite-width form). Sampled: exact top eigenvalue, trace and "
+             "Frobenius norm of the CT × CT dual Gram of drawn networks; error bars are one standard error "
+             "over seeds.", ""]
+    for number, finding in enumerate(findings, 1):
+        lines += [f"## {number}. {finding.title}", "", finding.reading, ""]
+        lines += [f"![{name}]({name})" for name in finding.figures if name.endswith(".png")]
+        if finding.figures:
+            lines.append("")
+        if finding.table:
+            lines += [finding.table, ""]
+    if skipped:
+        lines += ["## Not run", ""] + [f"- {s}" for s in skipped] + [""]
+    lines += ["## Settings", "", "```toml"] + [f"{k} = {_toml(v)}" for k, v in config.to_dict().items()] + ["```", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
