@@ -91,7 +91,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" not in text and action.option_strings and default not in (None, False, [])
+        if ("default" not in text.lower() and action.option_strings and default not in (None, False, [])
                 and default is not argparse.SUPPRESS):
             text += " (default: %(default)s)"
         return text
@@ -240,8 +240,9 @@ example:
 Interrupted runs resume: every computed point is appended to points.csv in the output folder.""",
     "sweep": """\
 example:
-  meanfield sweep grid.toml --store results.sqlite
-  meanfield sweep grid.toml --store results.sqlite --scheduler tcp://10.0.0.5:8786""",
+  meanfield sweep grid.toml                         (results in grid.sqlite; a rerun resumes)
+  meanfield sweep grid.toml --store results.sqlite --scheduler tcp://10.0.0.5:8786
+  meanfield sweep grid.toml --dry-run               (show the grid and what is left to do)""",
 }
 
 
@@ -320,9 +321,13 @@ def build_parser() -> Parser:
                       "1 otherwise.")
     _add_network_options(p)
     group = p.add_argument_group("size")
-    group.add_argument("--widths", default="64,128,256", metavar="M1,M2,..", help="widths to sample")
-    group.add_argument("--samples", type=int, default=8, metavar="T", help="batch size T")
-    group.add_argument("--seeds", type=int, default=16, metavar="N", help="networks per width")
+    group.add_argument("--widths", default=None, metavar="M1,M2,..",
+                       help="widths to sample (default: the library's, 64,256)")
+    group.add_argument("--samples", type=int, default=None, metavar="T", help="batch size T (default 16)")
+    group.add_argument("--seeds", type=int, default=None, metavar="N", help="networks per width (default 24)")
+    group.add_argument("--processes", type=int, default=None, metavar="P", help="worker processes")
+    p.add_argument("--alpha", type=float, default=None, metavar="A",
+                   help="family-wise false-alarm rate of the test (default 0.01)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_verify)
 
@@ -347,14 +352,27 @@ def build_parser() -> Parser:
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub("sweep", "Run a grid of networks x widths x seeds (TOML file), resumable, local or on Dask.")
-    try:
-        from .sweep import add_sweep_arguments
-    except ImportError:  # the sweep module is optional at this point of the project
+    module = _sweep_module()
+    if module is None or not hasattr(module, "add_sweep_arguments"):
         p.set_defaults(func=_missing("sweep"))
     else:
-        add_sweep_arguments(p)
+        module.add_sweep_arguments(p)
         p.set_defaults(func=_cmd_sweep)
     return parser
+
+
+def _sweep_module():
+    """meanfield.sweeps (its functions import dask lazily, so this is cheap), or None."""
+    import importlib
+
+    for name in (".sweeps", ".sweep"):
+        try:
+            module = importlib.import_module(name, __package__)
+        except ImportError:
+            continue
+        if hasattr(module, "add_sweep_arguments"):
+            return module
+    return None
 
 
 # -- building the network ------------------------------------------------------------------------------
@@ -449,9 +467,9 @@ def _predict_dict(stats: Any) -> dict:
 
 
 def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
+    net = network_from_args(args)
     from . import predict
 
-    net = network_from_args(args)
     stats = predict(net, width=args.width, samples=args.samples, dps=args.dps)
     if args.json:
         _print_json(_predict_dict(stats))
@@ -487,10 +505,10 @@ def _summary_table(summary: Any, net: Any, width: int, samples: int) -> str:
 
 
 def _cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
-    from . import sample_many
-
     net = network_from_args(args)
     seeds = _seed_list(args, default_count=4)
+    from . import sample_many
+
     summary = sample_many(net, args.width, args.samples, seeds, processes=args.processes,
                           progress=False if args.no_progress or args.json else None)
     if args.json:
@@ -515,10 +533,12 @@ def _int_list(option: str, text: str) -> tuple[int, ...]:
 
 
 def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
-    from . import verify  # a function (the module may be named verification.py)
-
     net = network_from_args(args)
-    report = verify(net, widths=_int_list("widths", args.widths), samples=args.samples, seeds=args.seeds)
+    options = {"widths": None if args.widths is None else _int_list("widths", args.widths),
+               "samples": args.samples, "seeds": args.seeds, "alpha": args.alpha, "processes": args.processes}
+    from . import verify  # the function (its module may be named verification.py)
+
+    report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(report.to_json() if hasattr(report, "to_json") else json.dumps(to_jsonable(report.to_dict())))
     else:
@@ -555,16 +575,7 @@ def _cmd_reproduce(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, parser: Parser) -> int:
-    from . import sweep as sweep_module  # noqa: F401 - the package attribute may be the function
-
-    import importlib
-
-    module = importlib.import_module(".sweep", __package__)
-    runner = getattr(module, "run_cli", None) or getattr(module, "main_from_args", None)
-    if runner is None:
-        return _missing("sweep")(args, parser)
-    status = runner(args)
-    return int(status or 0)
+    return int(_sweep_module().cli_run(args) or 0)
 
 
 def _missing(name: str):

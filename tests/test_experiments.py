@@ -1,0 +1,161 @@
+"""``meanfield reproduce`` on a tiny configuration: files, CSV, computed report, resume without rework."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from meanfield import experiments
+from meanfield.cli import main
+from meanfield.errors import InvalidArgument
+from meanfield.experiments import Store, load_config, slope
+
+TINY = """\
+# a tiny run: two widths, two placements, two seeds; both stages that need only theory and sampler
+[reproduce]
+activations = ["relu"]
+depth = 3
+outputs = 2
+placements = ["none", "batch-center:last"]
+widths = [16, 32]
+samples = 4
+seeds = 3
+ratio_activations = ["relu"]
+ratio_placements = ["none", "batch:last"]
+ratio_widths = [16, 32]
+width_per_sample = 4
+ratio_seeds = 2
+stages = ["width", "ratio"]
+"""
+
+
+def run(capsys, *argv):
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return int(status or 0), captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny run through the command line (module-scoped: the tests below read its output)."""
+    folder = tmp_path_factory.mktemp("reproduce")
+    config = folder / "tiny.toml"
+    config.write_text(TINY)
+    out = folder / "results"
+    status = main(["reproduce", "--quick", "--config", str(config), "--out", str(out), "--processes", "1",
+                   "--no-progress"])
+    return status, config, out
+
+
+def test_writes_figures_csv_and_report(tiny):
+    status, _, out = tiny
+    assert status == 0
+    for name in ("cache.jsonl", "points.csv", "summary.csv", "report.md", "width_relu.png", "width_relu.pdf",
+                 "ratio.png", "ratio.pdf"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "width_relu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ratio.pdf").read_bytes()[:5] == b"%PDF-"
+    assert not (out / ".lock").exists()
+
+
+def test_csv_holds_every_point(tiny):
+    _, _, out = tiny
+    rows = list(csv.DictReader(open(out / "points.csv")))
+    sampled = [r for r in rows if r["kind"] == "sample"]
+    theory = [r for r in rows if r["kind"] == "theory"]
+    # width stage: 1 activation x 2 placements x 2 widths x 3 seeds; ratio stage: 2 x 2 x 2 seeds
+    assert len(sampled) == 2 * 2 * 3 + 2 * 2 * 2
+    assert len(theory) == 2 * 2 + 2 * 2
+    for r in sampled + theory:
+        for key in ("m", "s", "lambda_max"):
+            assert math.isfinite(float(r[key])) and float(r[key]) > 0
+    ratio = [r for r in rows if r["stage"] == "ratio"]
+    assert {(int(r["width"]), int(r["samples"])) for r in ratio} == {(16, 4), (32, 8)}
+
+
+def test_summary_means_are_the_means_of_the_points(tiny):
+    _, _, out = tiny
+    points = list(csv.DictReader(open(out / "points.csv")))
+    for row in csv.DictReader(open(out / "summary.csv")):
+        mine = [float(p["lambda_max"]) for p in points if p["kind"] == "sample" and
+                all(p[k] == row[k] for k in ("stage", "activation", "placement", "width", "samples"))]
+        assert int(row["seeds"]) == len(mine)
+        assert float(row["lambda_max_mean"]) == pytest.approx(sum(mine) / len(mine), rel=1e-12)
+
+
+def test_report_reading_is_computed_from_the_numbers(tiny):
+    _, _, out = tiny
+    report = (out / "report.md").read_text()
+    assert "## 1. relu: sharpness against width" in report
+    summary = [r for r in csv.DictReader(open(out / "summary.csv"))
+               if r["stage"] == "width" and r["placement"] == "none"]
+    summary.sort(key=lambda r: int(r["width"]))
+    exponent = slope([int(r["width"]) for r in summary], [float(r["lambda_max_mean"]) for r in summary])
+    assert f"{exponent:.2f}" in report
+    largest = float(summary[-1]["lambda_max_mean"])
+    assert f"{largest:.4g}" in report
+    assert "![width_relu.png](width_relu.png)" in report
+
+
+def test_rerun_does_no_recomputation(tiny, capsys):
+    _, config, out = tiny
+    before = (out / "cache.jsonl").read_bytes()
+    status, stdout, _ = run(capsys, "reproduce", "--quick", "--config", str(config), "--out", str(out),
+                            "--processes", "1", "--no-progress")
+    assert status == 0
+    assert re.search(r"\b0 points computed, 32 reused", stdout), stdout
+    assert (out / "cache.jsonl").read_bytes() == before
+
+
+def test_interrupted_run_computes_only_what_is_missing(tiny, tmp_path):
+    _, config, out = tiny
+    lines = (out / "cache.jsonl").read_text().splitlines()
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    # keep 20 finished points and a torn line, as if killed while writing the 21st
+    (partial / "cache.jsonl").write_text("\n".join(lines[:20]) + "\n" + lines[20][: len(lines[20]) // 2])
+    result = experiments.reproduce(load_config(config, quick=True), out=partial, processes=1, progress=False)
+    assert (result.computed, result.reused) == (len(lines) - 20, 20)
+    rows = [json.loads(line) for line in (partial / "cache.jsonl").read_text().splitlines() if line.strip()[-1:] == "}"]
+    assert len({r["key"] for r in rows}) == len(lines)
+    # the recomputed points are the same numbers (fixed seeds)
+    first = {json.loads(line)["key"]: json.loads(line)["values"] for line in lines}
+    for r in rows:
+        for key in ("m", "s", "lambda_max"):
+            assert r["values"][key] == pytest.approx(first[r["key"]][key], rel=1e-9)
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("widht = [16]\n")
+    status, _, err = run(capsys, "reproduce", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert status == 2
+    assert "widht" in err and "did you mean 'widths'" in err and "Traceback" not in err
+    with pytest.raises(InvalidArgument, match="seeds"):
+        load_config(None, seeds=0)
+    with pytest.raises(InvalidArgument, match="placements"):
+        load_config(None, placements=["batch:9"])
+
+
+def test_store_ignores_a_torn_line_and_repairs_it(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_text('{"key": "a", "labels": {}, "values": {"m": 1.0}, "seconds": 0}\n{"key": "b", "val')
+    store = Store(path)
+    assert set(store.rows) == {"a"}
+    store.add("c", {"m": 2.0}, {}, 0.0)
+    assert set(Store(path).rows) == {"a", "c"}
+
+
+def test_growth_words_follow_the_fitted_exponent():
+    assert slope([1, 2, 4], [3, 3, 3]) == pytest.approx(0)
+    assert "bounded" in experiments._growth(0.1)
+    assert "sub-linearly" in experiments._growth(0.5)
+    assert "grows like M" in experiments._growth(0.95)
