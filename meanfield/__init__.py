@@ -46,7 +46,7 @@ _EXPORTS = {
     "latex": "latex",
     "max_learning_rate": "training",
     "train": "training",
-    "sweep": "sweep",
+    "sweep": "sweeps",
 }
 
 __all__ = sorted(_EXPORTS)

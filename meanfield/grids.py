@@ -1,0 +1,563 @@
+"""Sweep grids: the product depth x activation x variances x norms x width x samples x seeds, and its file.
+
+A :class:`Grid` expands to :class:`Point` s = (network, width M, samples T, seed); every option of
+every key is crossed with every option of every other key. Each point has a deterministic
+:meth:`Point.key`, sha256 of the canonical JSON of (network spec, width, samples, seed, task), so
+the same point gets the same key in any process, on any machine, in any later session: it is what
+the results store (:mod:`meanfield.store`) makes unique and what ``resume`` skips.
+
+The grid file (TOML) holds the same keys at top level. A scalar is a single option; a list is the
+options; a list *inside* the list is one per-layer option::
+
+    # every combination of these is one network ...
+    depth      = [2, 3]
+    activation = ["relu", "tanh", "leaky_relu(a=0.2)"]   # or { expr = "x*tanh(x)" }
+    sigma_w2   = [1.0, 2.0]                               # [[1.0, 2.0, 2.0]] = one per layer
+    sigma_b2   = 0.0
+    outputs    = [1, 10]
+    norms      = ["none", "batch:last", "layer:1, batch:last"]  # batch-center:L, layer:l (hidden)
+    # alphas = [[1, 2, 1]]; input_q1 = 1.0; input_q2 = 0.0
+    # ... and each network is run at every width, samples and seed
+    width   = [64, 128]
+    samples = 8
+    seeds   = 4            # seeds 0..3; or an explicit list [0, 7, 11]
+
+Required: depth, activation, sigma_w2, width, samples. Defaults: sigma_b2 = 0, outputs = 1,
+alphas = all 1, norms = "none", input_q1 = 1, input_q2 = 0, seeds = 1 (seed 0). An unknown key or
+a bad value raises :class:`GridFileError` naming the file, the line and the key (and, for a
+misspelt key, the closest valid one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+from .activations import _CATALOGUE, Activation, activation
+from .errors import InvalidArgument, check_int, check_real, closest
+from .network import BatchNorm, LayerNorm, Network
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["Grid", "Point", "GridFileError", "GRID_KEYS", "load_grid", "network_spec", "network_from_spec"]
+
+#: Keys that describe the network (crossed into one Network per combination).
+NETWORK_KEYS = ("depth", "activation", "sigma_w2", "sigma_b2", "outputs", "alphas", "norms", "input_q1",
+                "input_q2")
+#: Keys that describe how each network is sampled.
+RUN_KEYS = ("width", "samples", "seeds")
+#: Every key a grid (object or file) accepts.
+GRID_KEYS = NETWORK_KEYS + RUN_KEYS
+_REQUIRED = ("depth", "activation", "sigma_w2", "width", "samples")
+_DEFAULTS: dict[str, Any] = {"sigma_b2": 0.0, "outputs": 1, "alphas": None, "norms": "none", "input_q1": 1.0,
+                             "input_q2": 0.0, "seeds": 1}
+_NORM_KINDS = ("batch", "batch-center", "layer")
+
+
+class GridFileError(InvalidArgument):
+    """A bad grid file: names the file, the line (1-based, None if unknown) and the key.
+
+    Example:
+        >>> try:
+        ...     Grid.from_toml_text("depth = 2\\nactivaton = 'relu'\\n", path="g.toml")
+        ... except GridFileError as err:
+        ...     print(err)
+        g.toml, line 2: key 'activaton' is not a grid key (did you mean 'activation'?); valid keys: depth, activation, sigma_w2, sigma_b2, outputs, alphas, norms, input_q1, input_q2, width, samples, seeds
+    """
+
+    def __init__(self, path: str, line: int | None, key: str, message: str):
+        self.path = path
+        self.line = line
+        self.key = key
+        self.detail = message
+        InvalidArgument.__init__(self, key, None, message)
+        where = f"{path}, line {line}" if line is not None else str(path)
+        self.args = (f"{where}: {message}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.line, self.key, self.detail))
+
+
+# -- canonical network specs (what the task key hashes) -----------------------------------------------
+
+
+def _canon_number(argument: str, value: Any) -> float:
+    if isinstance(value, sympy.Basic) and not value.is_number:
+        raise InvalidArgument(argument, value, "a number (a sweep runs numerically)",
+                              "substitute symbolic parameters before sweeping")
+    return float(value)
+
+
+def _activation_spec(act: Activation) -> dict:
+    if act.family in _CATALOGUE:
+        return {"family": act.family, "params": {k: _canon_number(f"{act.family}.{k}", v) for k, v in act.params}}
+    if act.is_symbolic:
+        raise InvalidArgument("activation", act.name, "an activation with numeric parameters")
+    # srepr is exact and does not depend on printing settings; the name is only for display.
+    return {"expr": sympy.srepr(act.expr), "name": act.name}
+
+
+def network_spec(net: Network) -> dict:
+    """The canonical, JSON-ready description of a numeric network (floats, names, norm strings).
+
+    Exact sympy numbers become floats, so ``sigma_w2=Rational(1, 2)`` and ``0.5`` give the same spec
+    (and the same task key), as they give the same sampled network.
+
+    Example:
+        >>> spec = network_spec(Network(2, "relu", 2, 0, norms=[BatchNorm("last")]))
+        >>> spec["activation"], spec["sigma_w2"], spec["norms"]
+        ([{'family': 'relu', 'params': {}}], [2.0, 2.0], ['batch:2'])
+    """
+    if not isinstance(net, Network):
+        raise InvalidArgument("network", net, "a meanfield.Network")
+    return {
+        "depth": net.depth,
+        "activation": [_activation_spec(a) for a in net.activation],
+        "sigma_w2": [_canon_number("sigma_w2", v) for v in net.sigma_w2],
+        "sigma_b2": [_canon_number("sigma_b2", v) for v in net.sigma_b2],
+        "outputs": net.outputs,
+        "alphas": [_canon_number("alphas", v) for v in net.alphas],
+        "norms": [str(n) for n in net.norms],
+        "input_q1": _canon_number("input_q1", net.input_q1),
+        "input_q2": _canon_number("input_q2", net.input_q2),
+    }
+
+
+def _activation_from_spec(spec: Mapping) -> Activation:
+    if "family" in spec:
+        return activation(spec["family"], **spec.get("params", {}))
+    return Activation(name=spec.get("name") or str(sympy.sympify(spec["expr"])), expr=sympy.sympify(spec["expr"]),
+                      family="custom")
+
+
+def network_from_spec(spec: Mapping | str) -> Network:
+    """Rebuild the Network of a spec (a dict or its JSON text, as stored in a results store).
+
+    Example:
+        >>> net = Network(3, "tanh", (1, 2, 2), 0.1, outputs=2, norms=[LayerNorm(1)])
+        >>> network_from_spec(json.dumps(network_spec(net))) == net
+        True
+    """
+    if isinstance(spec, str):
+        spec = json.loads(spec)
+    acts = [_activation_from_spec(a) for a in spec["activation"]]
+    depth = int(spec["depth"])
+    return Network(depth, acts[0] if depth == 1 else acts, spec["sigma_w2"], spec["sigma_b2"],
+                   outputs=int(spec["outputs"]), alphas=spec["alphas"],
+                   norms=[_parse_norm("norms", n) for n in spec["norms"]],
+                   input_q1=spec["input_q1"], input_q2=spec["input_q2"])
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces, float repr), the text that task keys hash."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One task of a sweep: a network, its width M, the batch size T and the sampling seed.
+
+    Example:
+        >>> p = Point(Network(2, "relu", 2, 0), width=64, samples=8, seed=0)
+        >>> p.key("fisher")
+        '4c2c58eb31ff367b2c3957d7e1de4870'
+        >>> p.key("fisher") == Point(Network(2, "relu", 2.0, 0.0), 64, 8, 0).key("fisher")
+        True
+    """
+
+    network: Network
+    width: int
+    samples: int
+    seed: int
+    spec: dict = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "width", check_int("width", self.width, minimum=1))
+        object.__setattr__(self, "samples", check_int("samples", self.samples, minimum=1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        object.__setattr__(self, "spec", network_spec(self.network))
+
+    def key(self, task: str) -> str:
+        """sha256 (first 128 bits, hex) of the canonical (spec, width, samples, seed, task)."""
+        text = canonical_json({"network": self.spec, "width": self.width, "samples": self.samples,
+                               "seed": self.seed, "task": task})
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def cost(self) -> float:
+        """A rough relative cost (P T C: forward/backward and the Gram matrix) to start big tasks first."""
+        return float(self.network.parameter_count(self.width)) * self.samples * self.network.outputs
+
+
+# -- option parsers: one per key; each raises InvalidArgument naming the key -------------------------------
+
+
+def _options(key: str, value: Any) -> tuple:
+    """A grid value as a tuple of options: a scalar is one option, a list is the options."""
+    if isinstance(value, (str, bytes, Mapping, Network, Activation, BatchNorm, LayerNorm)) or not isinstance(
+            value, Iterable):
+        return (value,)
+    options = tuple(value)
+    if not options:
+        raise InvalidArgument(key, list(options), "a value or a non-empty list of options")
+    return options
+
+
+_ACT_CALL = re.compile(r"^\s*([A-Za-z_][\w\-]*)\s*\((.*)\)\s*$")
+
+
+def _parse_activation(key: str, value: Any) -> Any:
+    if isinstance(value, Activation):
+        return value
+    if isinstance(value, str):
+        match = _ACT_CALL.match(value)
+        if not match:
+            return activation(value)
+        name, inner = match.groups()
+        params = {}
+        for part in filter(None, (p.strip() for p in inner.split(","))):
+            k, eq, v = part.partition("=")
+            if not eq:
+                raise InvalidArgument(key, value, "a name, or name(param=value, ...) e.g. 'leaky_relu(a=0.2)'")
+            try:
+                params[k.strip()] = float(v)
+            except ValueError:
+                raise InvalidArgument(key, value, "numeric activation parameters, e.g. 'leaky_relu(a=0.2)'") from None
+        return activation(name, **params)
+    if isinstance(value, Mapping):
+        table = dict(value)
+        if "expr" in table:
+            expr = table.pop("expr")
+            name = table.pop("name", None)
+            return Activation.from_expr(expr, name=name, **table)
+        if "name" in table:
+            return activation(table.pop("name"), **table)
+        raise InvalidArgument(key, value, "a table with 'name' (and parameters) or 'expr' (and 'name')")
+    if isinstance(value, Sequence):  # one activation per hidden layer
+        return tuple(_parse_activation(key, v) for v in value)
+    raise InvalidArgument(key, value, "a catalogue name, 'name(a=...)', {expr = ...}, or a per-layer list")
+
+
+def _parse_norm(key: str, text: Any) -> BatchNorm | LayerNorm:
+    if isinstance(text, (BatchNorm, LayerNorm)):
+        return text
+    if not isinstance(text, str):
+        raise InvalidArgument(key, text, "a norm like 'batch:last', 'batch-center:2' or 'layer:1'")
+    kind, colon, layer = text.strip().partition(":")
+    kind = kind.strip().lower().replace("_", "-")
+    kind = {"batchnorm": "batch", "bn": "batch", "layernorm": "layer", "ln": "layer"}.get(kind, kind)
+    if not colon or kind not in _NORM_KINDS:
+        near = closest(kind, _NORM_KINDS)
+        raise InvalidArgument(key, text, "'KIND:LAYER' with KIND one of " + ", ".join(_NORM_KINDS)
+                              + " and LAYER a number or 'last' (e.g. 'batch:last')",
+                              f"did you mean '{near}:{layer.strip() or 'last'}'?" if near and colon else None)
+    try:
+        if kind == "layer":
+            return LayerNorm(layer.strip())
+        return BatchNorm(layer.strip(), center_only=kind == "batch-center")
+    except InvalidArgument as err:
+        raise InvalidArgument(key, text, err.allowed, err.hint) from None
+
+
+def _parse_norms(key: str, value: Any) -> tuple:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return ()
+    if isinstance(value, (BatchNorm, LayerNorm)):
+        return (value,)
+    if isinstance(value, str):
+        return tuple(_parse_norm(key, part) for part in value.split(",") if part.strip())
+    if isinstance(value, Iterable):
+        return tuple(_parse_norm(key, v) for v in value)
+    raise InvalidArgument(key, value, "'none', a norm like 'batch:last', or a list of norms")
+
+
+def _parse_real_or_layers(key: str, value: Any, minimum: float | None, strict: bool) -> Any:
+    if value is None and key == "alphas":
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if not value:
+            raise InvalidArgument(key, list(value), "a number or a non-empty per-layer list")
+        return tuple(check_real(key, v, minimum=minimum, strict_min=strict, symbolic=False) for v in value)
+    return check_real(key, value, minimum=minimum, strict_min=strict, symbolic=False)
+
+
+def _parse_seeds(value: Any) -> tuple[int, ...]:
+    if isinstance(value, range):
+        value = list(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        seeds = tuple(check_int("seeds", s, minimum=0) for s in value)
+        if not seeds:
+            raise InvalidArgument("seeds", [], "a count >= 1 or a non-empty list of seeds >= 0")
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dupes:
+            raise InvalidArgument("seeds", list(seeds), "distinct seeds", f"seed {dupes[0]} is repeated")
+        return seeds
+    return tuple(range(check_int("seeds", value, minimum=1)))
+
+
+def _parse(key: str, value: Any) -> tuple:
+    """All options of grid key ``key``, validated one by one."""
+    if key == "seeds":
+        return _parse_seeds(value)
+    if key == "activation":
+        # a list of strings is options; a nested list is one per-layer option
+        return tuple(_parse_activation(key, v) for v in _options(key, value))
+    if key == "norms":
+        if value is None or isinstance(value, (str, BatchNorm, LayerNorm)):
+            return (_parse_norms(key, value),)
+        return tuple(_parse_norms(key, v) for v in _options(key, value))
+    options = _options(key, value)
+    if key in ("depth", "outputs", "width", "samples"):
+        return tuple(check_int(key, v, minimum=1) for v in options)
+    if key in ("sigma_w2", "alphas"):
+        return tuple(_parse_real_or_layers(key, v, 0, True) for v in options)
+    if key == "sigma_b2":
+        return tuple(_parse_real_or_layers(key, v, 0, False) for v in options)
+    if key == "input_q1":
+        return tuple(check_real(key, v, minimum=0, strict_min=True, symbolic=False) for v in options)
+    if key == "input_q2":
+        return tuple(check_real(key, v, symbolic=False) for v in options)
+    raise AssertionError(key)  # pragma: no cover
+
+
+def _dedupe(key: str, options: tuple) -> None:
+    seen = []
+    for option in options:
+        if option in seen:
+            raise InvalidArgument(key, option, "distinct options", "this option is listed twice")
+        seen.append(option)
+
+
+def _blame(argument: str) -> str | None:
+    """The grid key an InvalidArgument from Network/activation construction is about."""
+    base = re.split(r"[\[.\s]", argument, maxsplit=1)[0]
+    if base in GRID_KEYS:
+        return base
+    if base in ("layer", "center_only"):
+        return "norms"
+    if base in ("expr", "params") or base in _CATALOGUE:
+        return "activation"
+    return None
+
+
+# -- the grid ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The product of options: every network combination x width x samples x seed is one Point.
+
+    Each argument is one option or a list of options (a tuple/list *inside* the list is a
+    per-layer value). ``networks=[...]`` gives the networks explicitly instead of the network keys.
+
+    Example:
+        >>> g = Grid(depth=[2, 3], activation=["relu", "tanh"], sigma_w2=2, width=[32, 64], samples=4,
+        ...          seeds=2)
+        >>> len(g), len(g.networks)
+        (16, 4)
+        >>> g.points()[0]
+        Point(network=Network(depth=2, ...), width=32, samples=4, seed=0)
+    """
+
+    depth: Any = None
+    activation: Any = None
+    sigma_w2: Any = None
+    sigma_b2: Any = _DEFAULTS["sigma_b2"]
+    outputs: Any = _DEFAULTS["outputs"]
+    alphas: Any = _DEFAULTS["alphas"]
+    norms: Any = _DEFAULTS["norms"]
+    input_q1: Any = _DEFAULTS["input_q1"]
+    input_q2: Any = _DEFAULTS["input_q2"]
+    width: Any = None
+    samples: Any = None
+    seeds: Any = _DEFAULTS["seeds"]
+    networks: Any = None
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        given = self.networks is not None
+        if given:
+            extra = [k for k in NETWORK_KEYS if getattr(self, k) not in (None, _DEFAULTS.get(k))]
+            if extra:
+                raise InvalidArgument(extra[0], getattr(self, extra[0]), "no network keys when networks= is given",
+                                      "describe the networks either by keys or as Network objects")
+            nets = _options("networks", self.networks)
+            for net in nets:
+                if not isinstance(net, Network):
+                    raise InvalidArgument("networks", net, "meanfield.Network objects")
+                network_spec(net)  # numeric?
+            _dedupe("networks", nets)
+        else:
+            for key in _REQUIRED[:3]:
+                if getattr(self, key) is None:
+                    raise InvalidArgument(key, None, "a value or list of values (required grid key)")
+            for key in NETWORK_KEYS:
+                set_(key, _parse(key, getattr(self, key)))
+                _dedupe(key, getattr(self, key))
+            nets = tuple(self._expand())
+        for key in RUN_KEYS:
+            if getattr(self, key) is None:
+                raise InvalidArgument(key, None, "a value or list of values (required grid key)")
+            set_(key, _parse(key, getattr(self, key)))
+            _dedupe(key, getattr(self, key))
+        set_("networks", tuple(nets))
+        # combinations the spec cannot run: say which key, before any work starts
+        for net in self.networks:
+            need = net.min_samples()
+            for T in self.samples:
+                if T < need:
+                    norm = next(n for n in net.norms if n.min_samples() == need)
+                    raise InvalidArgument("samples", T, f"an integer >= {need} for networks with {norm}",
+                                          "batch statistics over fewer samples are degenerate")
+            for M in self.width:
+                net.widths(M)
+
+    def _expand(self):
+        varying = [k for k in NETWORK_KEYS if len(getattr(self, k)) > 1]
+        for combo in itertools.product(*(getattr(self, k) for k in NETWORK_KEYS)):
+            args = dict(zip(NETWORK_KEYS, combo))
+            try:
+                yield Network(**args)
+            except InvalidArgument as err:
+                key = _blame(err.argument) or "depth"
+                context = ", ".join(f"{k}={_show(args[k])}" for k in varying if k != key)
+                hints = [f"in the combination with {context}" if context else "", err.hint or ""]
+                raise InvalidArgument(key, _show(args[key]), err.allowed,
+                                      "; ".join(h for h in hints if h) or None) from None
+
+    def __len__(self) -> int:
+        return len(self.networks) * len(self.width) * len(self.samples) * len(self.seeds)
+
+    def points(self) -> tuple[Point, ...]:
+        """Every (network, width, samples, seed), networks outermost, seeds innermost."""
+        return tuple(Point(net, M, T, s) for net in self.networks for M in self.width for T in self.samples
+                     for s in self.seeds)
+
+    def to_dict(self) -> dict:
+        """The grid's options as JSON-ready data (stored as sweep metadata)."""
+        out: dict[str, Any] = {"networks": [network_spec(n) for n in self.networks]}
+        out.update({k: list(getattr(self, k)) for k in RUN_KEYS})
+        return out
+
+    # -- the grid file ---------------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Grid":
+        """The grid described by a TOML file (format: see the module docstring)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise InvalidArgument("grid", str(path), "a readable TOML grid file", err.strerror) from None
+        return cls.from_toml_text(text, path=str(path))
+
+    @classmethod
+    def from_toml_text(cls, text: str, path: str = "<grid>") -> "Grid":
+        """The grid described by TOML text; errors name ``path``, the line and the key.
+
+        Example:
+            >>> g = Grid.from_toml_text('depth = 2\\nactivation = "relu"\\nsigma_w2 = [1, 2]\\nwidth = 16\\nsamples = 4')
+            >>> len(g)
+            2
+            >>> try:
+            ...     Grid.from_toml_text('depth = 2\\nactivation = "relu"\\nsigma_w2 = -1\\nwidth = 16\\nsamples = 4')
+            ... except GridFileError as err:
+            ...     print(err)
+            <grid>, line 3: sigma_w2=-1 is not allowed: expected a finite real number > 0
+        """
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            found = re.search(r"line (\d+)", str(err))
+            raise GridFileError(path, int(found.group(1)) if found else None, "(syntax)",
+                                f"not valid TOML: {err}") from None
+        for key in data:
+            if key not in GRID_KEYS:
+                near = closest(key, GRID_KEYS)
+                raise GridFileError(path, _key_line(text, key), key,
+                                    f"key {key!r} is not a grid key" + (f" (did you mean {near!r}?)" if near else "")
+                                    + "; valid keys: " + ", ".join(GRID_KEYS))
+        for key in _REQUIRED:
+            if key not in data:
+                raise GridFileError(path, None, key, f"the required key {key!r} is missing"
+                                    " (required: " + ", ".join(_REQUIRED) + ")")
+        try:
+            return cls(**data, source=text)
+        except GridFileError:
+            raise
+        except InvalidArgument as err:
+            key = _blame(err.argument) or "depth"
+            message = str(err)
+            if err.argument != key and not message.startswith(key):
+                message = f"{key}: {message}"
+            raise GridFileError(path, _key_line(text, key), key, message) from None
+
+    def __str__(self) -> str:
+        rows = [("networks", str(len(self.networks)))]
+        if self.networks and len(self.networks) <= 6:
+            rows += [("", n.describe()) for n in self.networks]
+        rows += [(k, ", ".join(map(str, getattr(self, k)))) for k in RUN_KEYS]
+        rows.append(("points", str(len(self))))
+        w = max(len(k) for k, _ in rows)
+        return "Grid\n" + "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def _show(value: Any) -> Any:
+    if isinstance(value, tuple) and value and isinstance(value[0], (BatchNorm, LayerNorm)):
+        return ",".join(map(str, value))
+    if value == ():
+        return "none"
+    if isinstance(value, tuple):
+        return [_show(v) for v in value]
+    if isinstance(value, Activation):
+        return value.name
+    return value
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """1-based line where ``key`` is assigned (or opened as a table): tomllib does not report it."""
+    pattern = re.compile(r'^\s*(\[\[?\s*)?(?:"%s"|\'%s\'|%s)\s*(=|\]|\.)' % ((re.escape(key),) * 3))
+    in_string = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string is None and pattern.match(line):
+            return number
+        # skip the inside of multi-line strings, where 'key =' is only text
+        for quote in ('"""', "'''"):
+            if line.count(quote) % 2 == 1:
+                in_string = None if in_string == quote else (quote if in_string is None else in_string)
+    return None
+
+
+def load_grid(grid: Any) -> Grid:
+    """A Grid from a Grid, a mapping of grid keys, or a TOML file path.
+
+    Example:
+        >>> len(load_grid({"depth": 2, "activation": "relu", "sigma_w2": 2, "width": 8, "samples": 2}))
+        1
+    """
+    if isinstance(grid, Grid):
+        return grid
+    if isinstance(grid, (str, Path)):
+        return Grid.from_toml(grid)
+    if isinstance(grid, Mapping):
+        unknown = [k for k in grid if k not in GRID_KEYS + ("networks",)]
+        if unknown:
+            near = closest(unknown[0], GRID_KEYS)
+            raise InvalidArgument("grid", unknown[0], "grid keys " + ", ".join(GRID_KEYS),
+                                  f"did you mean {near!r}?" if near else None)
+        return Grid(**grid)
+    raise InvalidArgument("grid", grid, "a Grid, a dict of grid keys, or a TOML file path")

@@ -1,0 +1,715 @@
+"""sweep(grid, store): every (network, M, T, seed) of a grid -> one record of predicted and sampled FIM stats.
+
+Each task runs ``predict(net, M, T)`` (theory) and ``sample(net, M, T, seed)`` (a real network's
+exact Fisher spectrum) and the process that called :func:`sweep` appends the record to an SQLite
+results store (:mod:`meanfield.store`), one committed transaction per record. Tasks run
+
+* on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process),
+* or on an existing Dask cluster, ``scheduler="tcp://host:8786"`` (or a ``distributed.Client`` /
+  ``LocalCluster``), through distributed's own ``Client.map`` and ``as_completed``: the cluster
+  schedules, retries tasks of workers that die, and may run on other machines; nothing here is a
+  scheduler of its own. Needs the optional extra ``pip install 'meanfield-fisher[dask]'``.
+
+Restartable by construction: a task's key is sha256 of its canonical (spec, width, samples, seed,
+task) (:meth:`meanfield.grids.Point.key`) and UNIQUE in the store, so an interrupted sweep loses
+at most the tasks in flight, a re-run (``resume=True``, the default) skips every stored key and
+does no work when all are stored, and two sweeps on one store can never store a record twice.
+
+The grid is a :class:`~meanfield.grids.Grid`, a dict of its keys, or a TOML file (format in
+:mod:`meanfield.grids`)::
+
+    depth = [2, 3]
+    activation = ["relu", "tanh"]
+    sigma_w2 = [1.0, 2.0]
+    norms = ["none", "batch:last"]
+    width = [64, 128]
+    samples = 8
+    seeds = 4
+
+Example:
+    >>> import tempfile, os
+    >>> store = os.path.join(tempfile.mkdtemp(), "demo.sqlite")
+    >>> grid = {"depth": 2, "activation": "relu", "sigma_w2": 2, "width": 4, "samples": 2, "seeds": 2}
+    >>> def tiny(point):          # any picklable task: point -> dict of numbers (default: fisher_task)
+    ...     return {"P": point.network.parameter_count(point.width)}
+    >>> results = sweep(grid, store, task=tiny, processes=1, quiet=True)
+    >>> [(r["seed"], r["P"]) for r in results.records]
+    [(0, 25), (1, 25)]
+    >>> sweep(grid, store, task=tiny, processes=1, quiet=True).report.computed   # resumed: nothing to do
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import multiprocessing
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument, check_int, check_real
+from .grids import Grid, Point, canonical_json, load_grid
+from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now
+
+__all__ = ["sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError", "add_sweep_arguments",
+           "cli_run", "sweep_main", "summary_table"]
+
+#: Seconds to wait for a Dask scheduler to answer before raising SchedulerUnavailable.
+CONNECT_TIMEOUT = 5.0
+#: How often a broken local process pool (a worker killed, e.g. out of memory) is replaced.
+POOL_RESTARTS = 3
+
+
+class SchedulerUnavailable(InvalidArgument):
+    """The Dask scheduler address did not answer within the timeout (or distributed is missing).
+
+    Example:
+        >>> print(SchedulerUnavailable("tcp://127.0.0.1:9", "no answer within 2 s"))
+        scheduler='tcp://127.0.0.1:9' is not allowed: expected the address of a running Dask scheduler, e.g. tcp://host:8786 (no answer within 2 s)
+    """
+
+    def __init__(self, address: Any, hint: str | None = None):
+        super().__init__("scheduler", address, "the address of a running Dask scheduler, e.g. tcp://host:8786", hint)
+
+    def __reduce__(self):
+        return (type(self), (self.value, self.hint))
+
+
+class SweepError(RuntimeError):
+    """The executor itself failed (not a task): e.g. local worker processes keep dying."""
+
+
+# -- the task ----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _predict(net, width: int, samples: int):
+    # the prediction does not depend on the seed: compute it once per worker for all seeds
+    from .fisher import predict
+    return predict(net, width, samples)
+
+
+def _num(obj: Any, name: str, required: bool = True) -> Any:
+    if required:
+        return getattr(obj, name)  # an AttributeError names the broken contract in the failure row
+    return getattr(obj, name, None)
+
+
+def fisher_task(point: Point) -> dict:
+    """predict(net, M, T) and sample(net, M, T, seed) -> the statistics of one sweep record.
+
+    Columns: ``P``, ``alpha``; ``predicted_`` + kappa1, kappa2, m, s, lambda_max, lambda_max_kind,
+    lambda_max_lo, lambda_max_hi (when only bounded), eta_max, gram_diag, gram_offdiag;
+    ``leading_`` + m, s, lambda_max; ``sampled_`` + kappa1, kappa2, m, s, lambda_max, gram_diag,
+    gram_offdiag; ``predict_seconds``, ``sample_seconds``.
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> record = fisher_task(Point(Network(2, "relu", 2, 0), width=16, samples=4, seed=0))  # doctest: +SKIP
+        >>> sorted(record)[:3]                                                                  # doctest: +SKIP
+        ['P', 'alpha', 'leading_lambda_max']
+    """
+    from .sampling import sample
+
+    net, M, T = point.network, point.width, point.samples
+    start = time.perf_counter()
+    pred = _predict(net, M, T)
+    mid = time.perf_counter()
+    sampled = sample(net, M, T, point.seed)
+    end = time.perf_counter()
+    bounds = _num(pred, "lambda_max_bounds", required=False) or (None, None)
+    leading = _num(pred, "leading", required=False)
+    record = {"P": _num(sampled, "P"), "alpha": _num(pred, "alpha", required=False)}
+    for name in ("kappa1", "kappa2", "m", "s", "lambda_max"):
+        record[f"predicted_{name}"] = _num(pred, name)
+    record.update({
+        "predicted_lambda_max_kind": _num(pred, "lambda_max_kind", required=False),
+        "predicted_lambda_max_lo": bounds[0],
+        "predicted_lambda_max_hi": bounds[1],
+        "predicted_eta_max": _num(pred, "eta_max", required=False),
+        "predicted_gram_diag": _num(pred, "gram_diag", required=False),
+        "predicted_gram_offdiag": _num(pred, "gram_offdiag", required=False),
+    })
+    for name in ("m", "s", "lambda_max"):
+        record[f"leading_{name}"] = _num(leading, name, required=False) if leading is not None else None
+    for name in ("kappa1", "kappa2", "m", "s", "lambda_max", "gram_diag", "gram_offdiag"):
+        record[f"sampled_{name}"] = _num(sampled, name)
+    record["predict_seconds"] = mid - start
+    record["sample_seconds"] = end - mid
+    return record
+
+
+fisher_task.task_name = "fisher"  # type: ignore[attr-defined]  # the name hashed into task keys
+
+
+def task_name(task: Callable) -> str:
+    """The name hashed into a task key: ``task.task_name`` or ``module.qualname``."""
+    name = getattr(task, "task_name", None)
+    if isinstance(name, str) and name:
+        return name
+    module, qual = getattr(task, "__module__", None), getattr(task, "__qualname__", None)
+    if not (module and qual) or not callable(task):
+        raise InvalidArgument("task", task, "a picklable function point -> dict (or with a task_name attribute)")
+    return f"{module}.{qual}"
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(task: Callable, point: Point, key: str) -> dict:
+    """Run one task on a worker; exceptions come back as data so one bad point stops nothing."""
+    start = time.perf_counter()
+    try:
+        stats = task(point)
+        if not isinstance(stats, Mapping):
+            raise TypeError(f"the task returned {type(stats).__name__}, not a dict of statistics")
+        return {"ok": True, "key": key, "stats": dict(stats), "elapsed": time.perf_counter() - start,
+                "worker": _worker_id()}
+    except Exception as err:  # noqa: BLE001 - any task error is recorded as a failure of that point
+        return {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(), "elapsed": time.perf_counter() - start,
+                "worker": _worker_id()}
+
+
+# -- executors: each yields (point, key, outcome) as tasks complete -----------------------------------
+
+
+class _Serial:
+    description = "serial (in-process)"
+
+    def __init__(self, task):
+        self.task = task
+
+    def run(self, items):
+        for point, key in items:
+            yield point, key, run_task(self.task, point, key)
+
+    def close(self, abort=False):
+        pass
+
+
+def _pool_context():
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        # fork: workers start in milliseconds with everything already imported; safe only while
+        # this process has no other thread (a lock held by one would stay locked in the child)
+        return multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # a clean single-threaded server forks the workers: no inherited threads or their locks (a
+        # progress bar's monitor, a Dask client); each worker re-imports the caller's main module
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", "meanfield.sweeps"])  # imported once, in the server
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _LocalPool:
+    def __init__(self, task, processes: int):
+        self.task = task
+        self.processes = processes
+        self.description = f"{processes} local processes"
+        self.pool = None
+        self._new_pool()  # before the progress bar starts its monitor thread (see _pool_context)
+
+    def _new_pool(self):
+        self.pool = concurrent.futures.ProcessPoolExecutor(self.processes, mp_context=_pool_context())
+        self.pool.submit(int).result()  # start the workers now
+
+    def run(self, items):
+        pending = list(items)
+        restarts = 0
+        while pending:
+            if self.pool is None:
+                self._new_pool()
+            futures = {self.pool.submit(run_task, self.task, p, k): (p, k) for p, k in pending}
+            broken = False
+            for future in concurrent.futures.as_completed(futures):
+                point, key = futures[future]
+                try:
+                    outcome = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    broken = True
+                    continue
+                futures[future] = None
+                yield point, key, outcome
+            pending = [pk for pk in futures.values() if pk is not None]
+            self.pool.shutdown(wait=True)
+            self.pool = None
+            if broken and pending:
+                restarts += 1
+                if restarts > POOL_RESTARTS:
+                    raise SweepError(f"local worker processes died {restarts} times (out of memory? a crash in a "
+                                     f"task?); {len(pending)} tasks not run. Rerun the sweep to resume them, "
+                                     "or use fewer processes")
+            elif pending:  # pragma: no cover - as_completed returns every future
+                raise SweepError(f"{len(pending)} tasks neither finished nor failed")
+
+    def close(self, abort=False):
+        if self.pool is None:
+            return
+        if abort:
+            # in-flight tasks would otherwise run to completion before the interpreter can exit
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
+
+
+class _Dask:
+    def __init__(self, task, scheduler, connect_timeout: float, quiet: bool):
+        try:
+            import distributed
+        except ImportError:
+            raise SchedulerUnavailable(scheduler, "running on a Dask cluster needs the 'distributed' package: "
+                                       "pip install 'meanfield-fisher[dask]'") from None
+        self.distributed = distributed
+        self.task = task
+        self.own = False
+        self.futures = []
+        if isinstance(scheduler, distributed.Client):
+            self.client = scheduler
+        else:
+            address = getattr(scheduler, "scheduler_address", scheduler)  # a LocalCluster / SpecCluster
+            if not isinstance(address, str) or not address.strip():
+                raise InvalidArgument("scheduler", scheduler, "a scheduler address 'tcp://host:port', a "
+                                      "distributed.Client, or a cluster object")
+            try:
+                self.client = distributed.Client(address, timeout=connect_timeout, set_as_default=False)
+            except Exception as err:  # noqa: BLE001 - OSError, TimeoutError, protocol errors of a non-Dask port
+                raise SchedulerUnavailable(address, f"no Dask scheduler answered within {connect_timeout:g} s: "
+                                           f"{type(err).__name__}: {err}") from None
+            self.own = True
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        self.description = f"Dask scheduler {self.client.scheduler.address} ({workers} workers)"
+        if not workers and not quiet:
+            print("meanfield sweep: the Dask scheduler has no workers yet; tasks wait until workers join",
+                  file=sys.stderr)
+
+    def run(self, items):
+        items = list(items)
+        if not items:
+            return
+        by_key = {key: point for point, key in items}
+        points = [p for p, _ in items]
+        keys = [k for _, k in items]
+        # The task key as the Dask key: two clients sweeping the same points share the work.
+        self.futures = self.client.map(run_task, [self.task] * len(items), points, keys,
+                                       key=[f"meanfield-sweep-{k}" for k in keys], pure=False)
+        for future in self.distributed.as_completed(self.futures, loop=self.client.loop):
+            key = str(future.key)[len("meanfield-sweep-"):]
+            try:
+                outcome = future.result()
+            except Exception as err:  # noqa: BLE001 - KilledWorker (a task that killed 3 workers), cancelled
+                outcome = {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
+                           "traceback": "".join(traceback.format_exception_only(type(err), err)),
+                           "elapsed": None, "worker": None}
+            future.release()
+            yield by_key[key], key, outcome
+
+    def close(self, abort=False):
+        if abort and self.futures:
+            try:
+                self.client.cancel(self.futures)
+            except Exception:  # noqa: BLE001 - the client may already be gone; nothing else to do
+                pass
+        if self.own:
+            self.client.close()
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _executor(task, scheduler, processes, connect_timeout, quiet):
+    if scheduler is not None:
+        if processes is not None:
+            raise InvalidArgument("processes", processes, "None when a Dask scheduler is given",
+                                  "the cluster's workers decide the parallelism")
+        return _Dask(task, scheduler, connect_timeout, quiet)
+    n = _available_cpus() if processes is None else check_int("processes", processes, minimum=1)
+    return _Serial(task) if n == 1 else _LocalPool(task, n)
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+def _uniform(values: list) -> Any:
+    return values[0] if all(v == values[0] for v in values) else values
+
+
+def identity(point: Point, key: str, task: str, sweep_id: int | None) -> dict:
+    """The identity columns of a record: key, spec, the grid coordinates of the point.
+
+    A per-layer value that is the same in every layer is stored as that number (so SQL filters
+    like ``sigma_w2 = 2`` work); otherwise as a JSON list.
+    """
+    spec = point.spec
+    names = [a.get("name") or _family_name(a) for a in spec["activation"]]
+    return {"key": key, "sweep": sweep_id, "task": task, "network": canonical_json(spec), "depth": spec["depth"],
+            "activation": ",".join(names) if len(set(names)) > 1 else names[0],
+            "sigma_w2": _uniform(spec["sigma_w2"]), "sigma_b2": _uniform(spec["sigma_b2"]),
+            "outputs": spec["outputs"], "alphas": _uniform(spec["alphas"]),
+            "norms": ",".join(spec["norms"]) or "none", "input_q1": spec["input_q1"], "input_q2": spec["input_q2"],
+            "width": point.width, "samples": point.samples, "seed": point.seed}
+
+
+def _family_name(spec: dict) -> str:
+    params = spec.get("params") or {}
+    if not params:
+        return spec["family"]
+    return f"{spec['family']}({', '.join(f'{k}={v:g}' for k, v in params.items())})"
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """How one sweep run went: counts, wall time and rates.
+
+    Attributes:
+        points: tasks in the grid. skipped: already in the store at the start (resume).
+        computed: stored by this run. failed: tasks that raised (their keys stay to do).
+        duplicates: computed here but already stored meanwhile (by a concurrent sweep).
+        seconds: wall time of the run. task_seconds: summed time inside tasks.
+        executor: where the tasks ran. status: 'finished' or 'interrupted'.
+    """
+
+    points: int
+    skipped: int
+    computed: int
+    failed: int
+    duplicates: int
+    seconds: float
+    task_seconds: float
+    executor: str
+    status: str
+    store: str
+    sweep_id: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every point of the grid has a record."""
+        return self.skipped + self.computed + self.duplicates == self.points
+
+    def __str__(self) -> str:
+        ran = self.computed + self.failed + self.duplicates
+        rows = [("store", self.store), ("executor", self.executor), ("status", self.status),
+                ("points", f"{self.points} ({self.skipped} already stored, {self.computed} computed, "
+                           f"{self.failed} failed, {self.duplicates} stored meanwhile by another sweep)"),
+                ("wall time", f"{self.seconds:.2f} s" + (f" ({ran / self.seconds:.2f} tasks/s, "
+                                                         f"{self.task_seconds / ran:.3f} s in a task on average)"
+                                                         if ran and self.seconds > 0 else ""))]
+        w = max(len(k) for k, _ in rows)
+        return "Sweep\n" + "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+# -- summary table ---------------------------------------------------------------------------------
+
+
+_PAIRS = ("m", "s", "lambda_max")
+_MAX_ROWS = 30
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _mean_sem(values: list) -> str:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.4g}"
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return f"{mean:.4g} ± {(var / len(values)) ** 0.5:.2g}"
+
+
+def _network_label(r: dict) -> str:
+    parts = [f"L={r.get('depth')}", str(r.get("activation")), f"sw2={_fmt(r.get('sigma_w2'))}",
+             f"sb2={_fmt(r.get('sigma_b2'))}", f"C={r.get('outputs')}"]
+    if r.get("norms") not in (None, "none"):
+        parts.append(str(r["norms"]))
+    if r.get("alphas") not in (None, 1, 1.0):
+        parts.append(f"alphas={r['alphas']}")
+    return " ".join(parts)
+
+
+def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary: one row per (network, M, T), seeds averaged (mean ± sem)."""
+    if not records:
+        return [], []
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r.get("network"), r.get("width"), r.get("samples")), []).append(r)
+    columns = set().union(*(r.keys() for r in records))
+    if all(f"predicted_{n}" in columns and f"sampled_{n}" in columns for n in _PAIRS):
+        stats = [col for n in _PAIRS for col in ((f"{n} theory", f"predicted_{n}", False),
+                                                 (f"{n} sampled", f"sampled_{n}", True))]
+    else:
+        skip = set(IDENTITY_COLUMNS) | set(BOOKKEEPING_COLUMNS)
+        numeric = [c for c in records[0] if c not in skip and isinstance(records[0][c], (int, float))]
+        stats = [(c, c, True) for c in numeric[:6]]
+    header = ["network", "M", "T", "seeds"] + [label for label, _, _ in stats]
+    rows = []
+    for (_, width, samples), group in groups.items():
+        row = [_network_label(group[0]), str(width), str(samples), str(len(group))]
+        for _, column, average in stats:
+            values = [g.get(column) for g in group]
+            row.append(_mean_sem(values) if average else _fmt(values[0]))
+        rows.append(row)
+    if len(rows) > _MAX_ROWS:
+        more = len(rows) - _MAX_ROWS
+        rows = rows[:_MAX_ROWS] + [[f"... {more} more (network, M, T) groups"] + [""] * (len(header) - 1)]
+    return header, rows
+
+
+def summary_table(records: list[dict]) -> str:
+    """An aligned text table of :func:`summary_rows` (what a sweep prints at the end).
+
+    Example:
+        >>> print(summary_table([{"network": "a", "depth": 2, "activation": "relu", "sigma_w2": 2.0,
+        ...                       "sigma_b2": 0.0, "outputs": 1, "width": 8, "samples": 2, "seed": s,
+        ...                       "P": 17} for s in (0, 1)]))
+        network                     M  T  seeds  P
+        L=2 relu sw2=2 sb2=0 C=1    8  2  2      17 ± 0
+    """
+    header, rows = summary_rows(records)
+    if not header:
+        return "(no records)"
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+# -- the sweep ----------------------------------------------------------------------------------------
+
+
+def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any = None, processes: int | None = None,
+          resume: bool = True, quiet: bool = False, task: Callable[[Point], Mapping] | None = None,
+          connect_timeout: float = CONNECT_TIMEOUT) -> SweepResults:
+    """Run every point of ``grid`` not yet in ``store``; one committed record per finished task.
+
+    Args:
+        grid: a :class:`~meanfield.grids.Grid`, a dict of grid keys, or a TOML grid file path.
+        store: the SQLite results file (created if missing) or an open :class:`~meanfield.store.ResultStore`.
+        scheduler: None for local processes; a Dask scheduler address ``"tcp://host:port"``, a
+            ``distributed.Client`` or a cluster object (``LocalCluster``) to run on that cluster.
+        processes: local worker processes (default: the CPUs available; 1 runs in this process).
+        resume: skip points already in the store (default). ``False`` refuses a store that already
+            holds some of the grid's points instead of silently mixing runs.
+        quiet: no progress bar and no summary.
+        task: ``point -> dict`` of statistics (picklable; default :func:`fisher_task`).
+        connect_timeout: seconds a Dask scheduler has to answer.
+
+    Returns:
+        The :class:`~meanfield.store.SweepResults` of the grid's points (``.report`` says how the run
+        went); tasks that raised are in ``.failures`` and are tried again by the next run.
+
+    Raises:
+        InvalidArgument: bad grid, store or options; :class:`SchedulerUnavailable` when the Dask
+            scheduler does not answer within ``connect_timeout`` seconds.
+
+    Example:
+        >>> import tempfile, os
+        >>> def area(point):
+        ...     return {"MT": point.width * point.samples}
+        >>> r = sweep({"depth": 1, "activation": "linear", "sigma_w2": 1, "width": [2, 3], "samples": 2},
+        ...           os.path.join(tempfile.mkdtemp(), "s.sqlite"), task=area, processes=1, quiet=True)
+        >>> sorted(rec["MT"] for rec in r.records), r.report.complete
+        ([4, 6], True)
+    """
+    grid = load_grid(grid)
+    task = fisher_task if task is None else task
+    name = task_name(task)
+    if not isinstance(resume, bool):
+        raise InvalidArgument("resume", resume, "True or False")
+    connect_timeout = check_real("connect_timeout", connect_timeout, minimum=0, strict_min=True, symbolic=False)
+    points = grid.points()
+    keys = [p.key(name) for p in points]
+    opened = store if isinstance(store, ResultStore) else ResultStore(store)
+    try:
+        return _sweep(grid, opened, points, keys, task, name, scheduler, processes, resume, quiet, connect_timeout)
+    finally:
+        if opened is not store:
+            opened.close()
+
+
+def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, quiet, connect_timeout):
+    done = store.done_keys(keys)
+    if done and not resume:
+        raise InvalidArgument("resume", False, "True for a store that already holds points of this grid",
+                              f"{store.path} holds {len(done)} of its {len(points)} points: pass resume=True "
+                              "(--resume) to skip them, or use a new store")
+    todo = sorted(((p, k) for p, k in zip(points, keys) if k not in done), key=lambda pk: -pk[0].cost())
+    executor = _executor(task, scheduler, processes, connect_timeout, quiet) if todo else None
+    description = executor.description if executor else "none (nothing to do)"
+    sweep_id = store.begin_sweep(task=name, points=len(points), skipped=len(done), scheduler=description,
+                                 grid=grid.to_dict(), grid_source=grid.source)
+    computed = failed = duplicates = 0
+    task_seconds = 0.0
+    status = "interrupted"
+    start = time.perf_counter()
+    bar = _progress(len(points), len(done), quiet)
+    try:
+        if executor is not None:
+            for point, key, outcome in executor.run(todo):
+                task_seconds += outcome.get("elapsed") or 0.0
+                ok, failure = outcome["ok"], None
+                if ok:
+                    record = identity(point, key, name, sweep_id)
+                    clash = sorted(set(outcome["stats"]) & (set(record) | set(BOOKKEEPING_COLUMNS)))
+                    if clash:
+                        ok, failure = False, f"the task returned reserved column names {clash}"
+                if ok:
+                    record.update(outcome["stats"])
+                    record.update(elapsed=outcome["elapsed"], worker=outcome["worker"], finished=now(),
+                                  meanfield_version=_version())
+                    if store.add(record):
+                        computed += 1
+                    else:
+                        duplicates += 1
+                else:
+                    failed += 1
+                    store.add_failure({"key": key, "sweep": sweep_id, "task": name,
+                                       "network": canonical_json(point.spec), "width": point.width,
+                                       "samples": point.samples, "seed": point.seed,
+                                       "error": failure or outcome["error"],
+                                       "traceback": outcome.get("traceback"), "worker": outcome.get("worker"),
+                                       "finished": now()})
+                bar.update(1)
+                if failed:
+                    bar.set_postfix(failed=failed, refresh=False)
+        status = "finished"
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.close(abort=status != "finished")
+        store.end_sweep(sweep_id, status=status, computed=computed, failed=failed, duplicates=duplicates)
+    report = SweepReport(points=len(points), skipped=len(done), computed=computed, failed=failed,
+                         duplicates=duplicates, seconds=time.perf_counter() - start, task_seconds=task_seconds,
+                         executor=description, status=status, store=str(store.path), sweep_id=sweep_id)
+    results = load(store, keys=keys)
+    results = SweepResults(records=results.records, columns=results.columns, failures=results.failures,
+                           path=results.path, report=report)
+    if not quiet:
+        print(results)
+        if results.failures:
+            first = results.failures[-1]
+            print(f"\n{len({f['key'] for f in results.failures})} tasks failed; the last error: {first['error']}\n"
+                  "(rerun the sweep to retry them; tracebacks are in the store's 'failures' table)")
+    return results
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    if quiet:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):
+        # no monitor thread: a later local pool may then still fork safely (see _pool_context)
+        monitor_interval = 0
+
+    return Bar(total=total, initial=initial, desc="sweep", unit="task", file=sys.stderr, dynamic_ncols=True,
+               smoothing=0.1)
+
+
+# -- command line (wired by meanfield.cli as `meanfield sweep`) ----------------------------------------
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``meanfield sweep`` arguments to ``parser`` (a subcommand parser); run with :func:`cli_run`.
+
+    Example:
+        >>> p = add_sweep_arguments(argparse.ArgumentParser(prog="meanfield sweep"))
+        >>> a = p.parse_args(["grid.toml", "--processes", "2", "--quiet"])
+        >>> a.grid, a.store, a.processes, a.resume, a.quiet
+        ('grid.toml', None, 2, True, True)
+    """
+    parser.add_argument("grid", help="TOML grid file: keys depth, activation, sigma_w2, sigma_b2, outputs, "
+                                     "alphas, norms, input_q1, input_q2, width, samples, seeds")
+    parser.add_argument("--store", "-o", default=None, metavar="FILE",
+                        help="SQLite results file (default: the grid file with suffix .sqlite)")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="run on this Dask scheduler (needs the 'dask' extra) instead of local processes")
+    parser.add_argument("--processes", "-j", type=int, default=None, metavar="N",
+                        help="local worker processes (default: all CPUs; 1 = in this process)")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
+                        help="skip points already in the store (the default)")
+    resume.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="refuse a store that already holds points of this grid")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                        help=f"how long a Dask scheduler has to answer (default {CONNECT_TIMEOUT:g})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the grid and how many points are stored / to do, and run nothing")
+    return parser
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    """Run ``meanfield sweep`` from parsed arguments; the exit status (0 done, 1 tasks failed, 130 ^C).
+
+    Bad input raises :class:`~meanfield.InvalidArgument` (a grid file error names the line) for
+    the caller to print as a usage error.
+    """
+    grid = Grid.from_toml(args.grid)
+    store = args.store or str(Path(args.grid).with_suffix(".sqlite"))
+    if args.dry_run:
+        keys = [p.key(task_name(fisher_task)) for p in grid.points()]
+        stored = 0
+        if Path(store).is_file():
+            with ResultStore(store) as opened:
+                stored = len(opened.done_keys(keys))
+        print(grid)
+        print(f"store {store}: {stored} of {len(keys)} points stored, {len(keys) - stored} to do")
+        return 0
+    try:
+        results = sweep(grid, store, scheduler=args.scheduler, processes=args.processes, resume=args.resume,
+                        quiet=args.quiet, connect_timeout=args.connect_timeout)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished records are in {store}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 1 if results.failures else 0
+
+
+def sweep_main(argv: list[str] | None = None) -> int:
+    """``meanfield sweep ...`` as a standalone program (``python -m meanfield.sweeps grid.toml``)."""
+    parser = add_sweep_arguments(argparse.ArgumentParser(
+        prog="meanfield sweep", description="Run a grid of networks x widths x seeds: theory and sampled FIM "
+                                            "statistics into an SQLite results store (resumable)."))
+    args = parser.parse_args(argv)
+    try:
+        return cli_run(args)
+    except InvalidArgument as err:
+        print(f"meanfield sweep: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(sweep_main())
