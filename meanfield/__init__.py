@@ -46,6 +46,11 @@ _EXPORTS = {
     "latex": "latex",
     "max_learning_rate": "training",
     "train": "training",
+    "TrainingRun": "training",
+    "LearningRate": "training",
+    "stability_threshold": "training",
+    "learning_rate_grid": "training",
+    "plot_learning_rate_grid": "training",
     "sweep": "sweeps",
 }
 
