@@ -68,10 +68,15 @@ _RISE = 1.1
 
 
 def _rise(loss: np.ndarray) -> float:
-    """max_n sqrt(loss[n] / min_{m <= n} loss[m]): growth of the residual over its running minimum."""
+    """max_n sqrt(loss[n] / min_{m <= n} loss[m]): growth of the residual over its running minimum,
+    up to the first step where the loss is below 1e-12 of its start (what follows is converged, and
+    near rounding error its step-to-step ratios are noise)."""
     loss = np.asarray(loss, dtype=float)
     if loss.size == 0:
         return 1.0
+    done = np.nonzero(loss < 1e-12 * loss[0])[0]
+    if done.size:
+        loss = loss[: done[0] + 1]
     running = np.minimum.accumulate(loss)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(running > 0, loss / running, 1.0)
@@ -123,7 +128,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Network):
         return value.describe()
     if isinstance(value, (np.floating, float)):
-        return float(value)
+        # JSON has no inf: an infinite loss (a diverged run) becomes None
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, np.ndarray):
@@ -336,7 +342,14 @@ def _descend(model: _Model, theta: np.ndarray, y: np.ndarray, eta: float, steps:
     # step); it must not surface as a warning or leave a NaN anywhere.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for n in range(steps + 1):
-            trace = model.trace(theta)
+            try:
+                trace = model.trace(theta)
+            except InvalidArgument as err:
+                if n == 0 or type(err).__name__ != "DegenerateBatch":
+                    raise
+                # A step made a normalized unit constant over the batch (0/0): training broke down.
+                diverged = True
+                break
             r = np.asarray(_outputs(trace), dtype=float) - y
             loss = 0.5 * float(np.sum(r * r)) / T
             if not math.isfinite(loss) or loss > diverge_at:
@@ -374,7 +387,8 @@ class TrainingRun:
         lambda_max_final: the same at the final parameters (None when diverged or not computed).
         loss: the loss before each step, ``loss[n]`` after n steps (only finite values; a diverged
             run stops early, so ``len(loss) - 1`` steps were taken).
-        diverged: the loss left every reasonable range (more than 1e6 times the zero predictor's).
+        diverged: the loss left every reasonable range (more than 1e6 times the zero predictor's),
+            or a step made a batch-normalized unit constant over the batch (degenerate: 0/0).
         perturbation, direction: the zero-residual start (relative residual size; ``"top"`` or
             ``"random"`` direction), None for random targets.
         lambdas: ((step, lambda_max), ...) when recorded along the way (``lambda_every``).
@@ -422,7 +436,8 @@ class TrainingRun:
     @property
     def growth(self) -> float:
         """max_n ||r_n|| / min_{m <= n} ||r_m||: the largest factor by which the residual r = f - y
-        ever grew above its running minimum (1.0 when it never grew; inf when diverged).
+        grew above its running minimum (1.0 when it never grew; inf when diverged), until the loss
+        first falls below 1e-12 of its start.
 
         Near a minimum whose Hessian is F the residual evolves as r <- (I - eta G) r, a contraction
         for eta lambda_max < 2, so below the threshold it never grows. Above it, it grows by
@@ -471,7 +486,7 @@ class TrainingRun:
         return _latex_table(self._rows())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain Python values, including the loss curve as a list."""
+        """Plain Python values, including the loss curve as a list (None for an infinite value)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out.update(final_loss=self.final_loss, peak_loss=self.peak_loss, steps_taken=self.steps_taken)
         return _plain(out)
@@ -911,13 +926,9 @@ class LearningRateGrid:
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["networks"] = [n.describe() for n in self.networks]
-        out["final_loss"] = np.where(np.isfinite(self.final_loss), self.final_loss, -1.0)  # -1: diverged
-        out["peak_loss"] = np.where(np.isfinite(self.peak_loss), self.peak_loss, -1.0)
         out["eta_sampled"] = self.eta_sampled
         out["gain"] = self.gain() if len(self.labels) >= 2 else {}
-        if self.eta_bounds is not None:
-            out["eta_bounds"] = np.where(np.isfinite(self.eta_bounds), self.eta_bounds, -1.0)
-        return _plain(out)
+        return _plain(out)  # infinite losses (diverged runs) and open bounds become None
 
 
 def _labels_and_networks(networks: Any) -> tuple[tuple[str, ...], tuple[Network, ...]]:
@@ -1068,12 +1079,12 @@ def plot_learning_rate_grid(grid: LearningRateGrid, ax: Any = None, path: Any = 
         mesh = a.pcolormesh(xe, ye, z, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
         a.set_xscale("log", base=2)
         a.set_yscale("log")
-        a.plot(widths, grid.eta_predicted[i], "w-", lw=2, label=r"$2/\lambda_{\max}$ (theory)")
+        a.plot(widths, grid.eta_predicted[i], "w-", lw=2, label=r"$2/\\lambda_{\max}$ (theory)")
         a.plot(widths, grid.eta_leading[i], "w:", lw=1.5, label="leading order")
         if grid.eta_bounds is not None and grid.predicted_kind and any(k != "prediction" for k in grid.predicted_kind[i]):
             lo, hi = grid.eta_bounds[i, :, 0], np.minimum(grid.eta_bounds[i, :, 1], ye[-1])
             a.fill_between(widths, lo, hi, color="white", alpha=0.25, label="theory bound")
-        a.plot(widths, grid.eta_sampled[i], "o", color="tab:red", ms=5, label=r"$2/\lambda_{\max}$ sampled")
+        a.plot(widths, grid.eta_sampled[i], "o", color="tab:red", ms=5, label=r"$2/\\lambda_{\max}$ sampled")
         a.set_xlim(xe[0], xe[-1])
         a.set_ylim(ye[0], ye[-1])
         a.set_title(grid.labels[i])
@@ -1084,7 +1095,7 @@ def plot_learning_rate_grid(grid: LearningRateGrid, ax: Any = None, path: Any = 
     if mesh is not None:
         bar = fig.colorbar(mesh, ax=axes, extend=extend)
         bar.set_label(rf"$\log_{{10}}$(loss after {grid.steps} steps / initial loss)"
-                      + (f"; bottom: $\leq 10^{{{floor:.0f}}}$" if extend == "min" else "")
+                      + (f"; bottom: $\\leq 10^{{{floor:.0f}}}$" if extend == "min" else "")
                       + "; black: diverged")
     if path is not None:
         fig.savefig(path, dpi=150, bbox_inches="tight")
