@@ -1,0 +1,616 @@
+"""The exact dual Gram G = J J^T / T of a sampled network, without the P x P FIM, and its spectrum.
+
+G has shape (CT x CT), index a = (k, t) = k*T + t; its non-zero eigenvalues are those of the FIM
+F = J^T J / T. It is assembled layer by layer, G = sum_l G_l, G_l = J_l J_l^T / T with J_l the
+Jacobian w.r.t. W^l and b^l. With D^l_a[s, :] = d f_a / d u^l(s) (a (T x M_l) matrix per row a) and
+K_l = H^{l-1} + 1 (H^{l-1}[s, s'] = h^{l-1}(s) . h^{l-1}(s')),
+
+    T G_l[a, b] = sum_{s, s'} K_l[s, s'] D^l_a[s] . D^l_b[s'].                                  (*)
+
+How (*) is evaluated depends on where the samples are coupled (see :func:`gram_plan`):
+
+- ``top`` / ``plain`` (no batch norm at or above l, except on the outputs): D^l_a lives on sample t
+  only (layer norm is per sample), so T G_l = (delta delta^T) ⊙ (K_l tiled), one (CT x M)(M x CT) SYRK.
+- batch norm on the outputs: f_k = BN(u^L_k) is a per-output T x T linear map of the batch,
+  J_f = B J_u with B_k = (Pi - f_k f_k^T/T)/sigma_k (center-only: Pi), so G = B G_u B^T, O(C^2 T^2).
+- ``bn-own`` (the weights of the highest hidden batch norm layer l_B): with e_a the backward signal
+  at the normalized unit, eps = e/sigma, nu_a = eps_a ⊙ ũ(t),
+  D_a = (e_t - 1/T) eps_a^T - Ũ diag(nu_a)/T, and (*) becomes
+  K̂[t,t'] eps_a.eps_b - (eps_a ⊙ Omega_t).nu_b/T - nu_a.(eps_b ⊙ Omega_t')/T + nu_a diag(d) nu_b/T^2,
+  K̂ = Pi K Pi, Omega = Pi K Ũ, d_i = ũ_i^T K ũ_i: one SYRK and one (CT x M x CT) GEMM.
+- ``bn-below`` (the layer just under it, without normalization): with g_a = W^T eps_a,
+  delta_a = g_a ⊙ phi'(t), kappa = K Phi', the mean path gives
+  K[t,t'] delta_a.delta_b - ((delta_a ⊙ kappa_t).g_b + g_a.(delta_b ⊙ kappa_t'))/T + g_a diag(n) g_b
+  (n_j = (Phi'^T K Phi')_jj / T^2), and the variance path (full batch norm only)
+  - (Q nu^T + nu Q^T)/T + nu Z nu^T / T^2 with
+  Q_a = X_t delta_a - X̄ g_a / T, X_t = W ⊙ (Ũ^T diag(K_{:,t}) Phi'), X̄ = W ⊙ (Ũ^T (Phi' ⊙ kappa)),
+  Z = sum_rho B_rho B_rho^T, B_rho = W ⊙ (Ũ^T diag(L_{:,rho}) Phi'), K = L L^T (Cholesky).
+  Z is the Gram of the M per-unit batch-variance gradients; it costs about r M^3 + 3 T^2 M^2 flops
+  (r = rank K <= T): the price of exactness for a hidden batch norm (see the README of benchmarks).
+- ``generic`` (any other layer at or below a hidden batch norm: deeper layers, batch norm in every
+  layer, layer norm right under a batch norm): the full (T x M) signals D^l_a are propagated by the
+  exact batched backward pass (chunks of rows a), and (*) is evaluated as E E^T with E_a = L^T D_a.
+  Exact and general, O(C T^2 M^2 + C^2 T^3 M) per layer.
+
+Everything is float64. The same Gram is available by brute force, :func:`explicit_gram` (forms J
+from vector-Jacobian products with unit cotangents), used as an oracle and as a benchmark baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from .backprop import (Trace, _dphi, backward_layer, check_batch, norm_backward)
+from .errors import InvalidArgument, check_choice
+from .network import BatchNorm, LayerNorm, Network
+
+__all__ = ["SampledSpectrum", "LayerGram", "Gram", "gram", "gram_plan", "top_eigenvalue", "jacobian",
+           "explicit_gram", "gram_bytes", "DENSE_LIMIT"]
+
+#: Largest Gram size CT for which lambda_max comes from dense eigh; Lanczos (eigsh) above.
+DENSE_LIMIT = 512
+_CHUNK_BYTES = 1 << 28  # working buffers per chunk (256 MiB): bounds memory, keeps BLAS calls large
+
+
+# ------------------------------------------------------------------------------------------------
+# plan and memory
+# ------------------------------------------------------------------------------------------------
+def _top_hidden_bn(net: Network) -> int:
+    return max((n.layer for n in net.norms if isinstance(n, BatchNorm) and n.layer < net.depth), default=0)
+
+
+def gram_plan(net: Network) -> dict[int, str]:
+    """How each weight layer's Gram block is computed: 'top', 'plain', 'bn-own', 'bn-below', 'generic'.
+
+    Example:
+        >>> from meanfield.network import Network, BatchNorm
+        >>> gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(2)]))
+        {3: 'top', 2: 'bn-own', 1: 'bn-below'}
+        >>> gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(1), BatchNorm(2)]))
+        {3: 'top', 2: 'bn-own', 1: 'generic'}
+    """
+    L, top = net.depth, _top_hidden_bn(net)
+    plan = {}
+    for l in range(L, 0, -1):
+        if l == L:
+            plan[l] = "top"
+        elif l > top:
+            plan[l] = "plain"
+        elif l == top:
+            plan[l] = "bn-own"
+        elif l == top - 1 and net.norm_at(l) is None:
+            plan[l] = "bn-below"
+        else:
+            plan[l] = "generic"
+    return plan
+
+
+def _rank_bound(sizes: tuple[int, ...], l: int, T: int) -> int:
+    return min(T, sizes[l - 1] + 1)
+
+
+def gram_bytes(net: Network, width: int, samples: int, *, eigenvalues: bool = False) -> int:
+    """Estimated peak bytes of :func:`gram` (plus the spectrum) for this network at (M, T).
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> gram_bytes(Network(3, "relu", 2, 0, outputs=10), 4096, 256) < 2**31
+        True
+    """
+    sizes, T = check_batch(net, width, samples)
+    C, L = net.outputs, net.depth
+    n = C * T
+    f8 = 8
+    params = sum(sizes[l] * (sizes[l - 1] + 1) for l in range(1, L + 1)) * f8
+    trace = sum(4 * T * m for m in sizes) * f8
+    Mmax = max(sizes)
+    total = params + trace + 4 * n * n * f8 + 5 * n * Mmax * f8
+    plan = gram_plan(net)
+    if "bn-below" in plan.values() or "generic" in plan.values():
+        total += 3 * _CHUNK_BYTES
+    for l, kind in plan.items():
+        if kind == "bn-below":
+            MB = sizes[l + 1]
+            total += (3 * MB * MB + 3 * n * MB) * f8 + 2 * MB * sizes[l] * f8 * 2
+        elif kind == "generic":
+            total += n * _rank_bound(sizes, l, T) * sizes[l] * f8
+            total += 4 * T * max(sizes[l], sizes[l + 1]) * f8  # one row's signal at least
+    if eigenvalues or n <= DENSE_LIMIT:
+        total += 2 * n * n * f8
+    return int(total)
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(need: int, what: str, width: int) -> None:
+    """Raise InvalidArgument before allocating when ``need`` bytes exceed 80% of available memory."""
+    usable = int(0.8 * _available_bytes())
+    if need > usable:
+        raise InvalidArgument("width", width, f"a size whose {what} fits in memory",
+                              f"it needs about {need / 2**30:.1f} GiB; {usable / 2**30:.1f} GiB usable "
+                              "(80% of the memory available now)")
+
+
+# ------------------------------------------------------------------------------------------------
+# the layer blocks
+# ------------------------------------------------------------------------------------------------
+def _kernel(trace: Trace, l: int) -> np.ndarray:
+    """K_l = H^{l-1} + 1: Gram of the layer's inputs over samples, +1 for the bias."""
+    h = trace.hidden(l - 1)
+    K = h @ h.T
+    K += 1.0
+    return K
+
+
+def _factor(K: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, bool]:
+    """L with L L^T = K (T x r), and whether L is lower triangular (then L[s, rho] = 0 for s < rho)."""
+    T = K.shape[0]
+    if h.shape[1] + 1 < T:  # [h, 1] is an exact thinner factor
+        return np.hstack([h, np.ones((T, 1))]), False
+    try:
+        return np.linalg.cholesky(K), True
+    except np.linalg.LinAlgError:
+        # K = H + 11^T is positive semi-definite by construction; a failed Cholesky means rank
+        # deficiency (e.g. repeated samples). Eigenvalues below the rounding level of K are dropped:
+        # the error this makes is of that rounding level, the same as Cholesky's own.
+        w, V = np.linalg.eigh(K)
+        keep = w > T * np.finfo(np.float64).eps * max(w[-1], 0.0)
+        return V[:, keep] * np.sqrt(w[keep]), False
+
+
+def _plain(delta: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """sum_l-block (*) for sample-diagonal signals delta (C, T, M): (delta delta^T) ⊙ K[t, t']."""
+    C, T, M = delta.shape
+    flat = np.ascontiguousarray(delta.reshape(C * T, M))
+    G = flat @ flat.T
+    G.reshape(C, T, C, T)[...] *= K[None, :, None, :]
+    return G
+
+
+def _sym_add(G: np.ndarray, Y: np.ndarray, V: np.ndarray) -> None:
+    """G += Y V^T + V Y^T (the symmetric rank-2k update, as one GEMM and a transpose)."""
+    A = Y @ V.T
+    G += A
+    G += A.T
+
+
+def _bn_own(e: np.ndarray, trace: Trace, l: int, center_only: bool) -> np.ndarray:
+    C, T, M = e.shape
+    K = _kernel(trace, l)
+    Kc = K - K.mean(axis=0, keepdims=True)
+    Khat = Kc - Kc.mean(axis=1, keepdims=True)  # Pi K Pi
+    if center_only:
+        return _plain(e, Khat)
+    sigma = trace.scales[l - 1]
+    U = trace.normalized[l - 1]
+    eps = e / sigma
+    G = _plain(eps, Khat)
+    nu = (eps * U[None]).reshape(C * T, M)
+    KU = K @ U
+    d = np.einsum("si,si->i", U, KU)
+    Omega = KU - KU.mean(axis=0, keepdims=True)  # Pi K Ũ
+    Y = (nu * (d / (2.0 * T * T))) - (eps * Omega[None]).reshape(C * T, M) / T
+    _sym_add(G, Y, nu)
+    return G
+
+
+def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
+    """Layer l = l_B - 1 (no normalization at l) under the batch norm at l_B = l + 1."""
+    C, T, MB = e.shape
+    lb = l + 1
+    norm = net.norm_at(lb)
+    W = np.asarray(trace.weights[lb - 1])                 # (M_B, M_l)
+    Ml = W.shape[1]
+    phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))  # (T, M_l)
+    K = _kernel(trace, l)
+    eps = e if norm.center_only else e / trace.scales[lb - 1]
+    g = (eps.reshape(C * T, MB) @ W)                      # (CT, M_l)
+    delta = (g.reshape(C, T, Ml) * phi[None])             # direct signals
+    kappa = K @ phi
+    nvec = np.einsum("sj,sj->j", phi, kappa) / (T * T)
+    G = _plain(delta, K)
+    Y = g * (nvec / 2.0) - (delta * kappa[None]).reshape(C * T, Ml) / T
+    _sym_add(G, Y, g)
+    if norm.center_only:
+        return G
+    U = trace.normalized[lb - 1]                          # (T, M_B)
+    nu = (eps * U[None]).reshape(C * T, MB)
+    UT = np.ascontiguousarray(U.T)
+    # Q_a = X_t delta_a - X̄ g_a / T
+    Q = (g @ (W * (UT @ (phi * kappa))).T) * (-1.0 / T)
+    Q = Q.reshape(C, T, MB)
+    per = max(1, _CHUNK_BYTES // (8 * MB * Ml * 2 + 8 * T * Ml))
+    for t0 in range(0, T, per):
+        ts = slice(t0, min(T, t0 + per))
+        X = np.matmul(UT[None], K[:, ts].T[:, :, None] * phi[None])   # (nt, M_B, M_l)
+        X *= W[None]
+        Q[:, ts, :] += np.matmul(delta[:, ts, :].transpose(1, 0, 2), X.transpose(0, 2, 1)).transpose(1, 0, 2)
+        del X
+    Q = Q.reshape(C * T, MB)
+    # Z = sum_rho B_rho B_rho^T, the Gram of the per-unit variance gradients
+    Lf, lower = _factor(K, trace.hidden(l - 1))
+    r = Lf.shape[1]
+    Z = np.zeros((MB, MB))
+    per = max(1, _CHUNK_BYTES // (8 * MB * Ml * 2))
+    for r0 in range(0, r, per):
+        r1 = min(r, r0 + per)
+        s0 = r0 if lower else 0                            # L[s, rho] = 0 for s < rho
+        B = np.matmul(UT[None, :, s0:], Lf[s0:, r0:r1].T[:, :, None] * phi[None, s0:])  # (nr, M_B, M_l)
+        B *= W[None]
+        Bc = np.ascontiguousarray(B.transpose(1, 0, 2)).reshape(MB, (r1 - r0) * Ml)
+        del B
+        Z += Bc @ Bc.T
+        del Bc
+    Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
+    _sym_add(G, Y2, nu)
+    return G
+
+
+def _generic(e: np.ndarray, trace: Trace, net: Network, lb: int, layers: list[int]) -> dict[int, np.ndarray]:
+    """(*) for ``layers`` (all below lb) from full (T x M) signals, chunked over the rows a."""
+    C, T, MB = e.shape
+    n = C * T
+    flat = e.reshape(n, MB)
+    lowest = min(layers)
+    factors = {l: _factor(_kernel(trace, l), trace.hidden(l - 1))[0] for l in layers}
+    E = {l: np.empty((n, factors[l].shape[1], trace.pre[l - 1].shape[1])) for l in layers}
+    widest = max(trace.pre[l - 1].shape[1] for l in range(lowest, lb + 1))
+    per = max(1, _CHUNK_BYTES // (8 * 3 * T * widest))
+    rows = np.arange(T)
+    for a0 in range(0, n, per):
+        a1 = min(n, a0 + per)
+        cot = np.zeros((a1 - a0, T, MB))
+        cot[np.arange(a1 - a0), (np.arange(a0, a1) % T)] = flat[a0:a1]
+        D = norm_backward(net, trace, lb, cot)
+        for l in range(lb - 1, lowest - 1, -1):
+            D = backward_layer(net, trace, l + 1, D)
+            if l in E:
+                E[l][a0:a1] = np.matmul(factors[l].T[None], D)
+        del cot, D
+    del rows
+    out = {}
+    for l in layers:
+        Ef = E.pop(l).reshape(n, -1)
+        out[l] = Ef @ Ef.T
+        del Ef
+    return out
+
+
+def _layer_blocks(net: Network, trace: Trace):
+    """Yield (l, T G_l) for the pre-output-norm outputs u^L, l = L..1 (see the module docstring)."""
+    L, C = net.depth, net.outputs
+    T = trace.inputs.shape[0]
+    top = _top_hidden_bn(net)
+    K = _kernel(trace, L)
+    GL = np.zeros((C, T, C, T))
+    for k in range(C):
+        GL[k, :, k, :] = K
+    yield L, GL.reshape(C * T, C * T)
+    del GL
+    if L == 1:
+        return
+    W = np.asarray(trace.weights[L - 1])
+    e = W[:, None, :] * _dphi(net, L - 1, trace.normalized[L - 2])[None]   # at ũ^{L-1}, (C, T, M)
+    l = L - 1
+    while l > top:
+        delta = norm_backward(net, trace, l, e) if isinstance(net.norm_at(l), LayerNorm) else e
+        yield l, _plain(delta, _kernel(trace, l))
+        if l > 1:
+            W = np.asarray(trace.weights[l - 1])
+            Ml = delta.shape[2]
+            e = (delta.reshape(-1, Ml) @ W).reshape(C, T, -1) * _dphi(net, l - 1, trace.normalized[l - 2])[None]
+        l -= 1
+    if top == 0:
+        return
+    center = net.norm_at(top).center_only
+    yield top, _bn_own(e, trace, top, center)
+    plan = gram_plan(net)
+    if top > 1 and plan[top - 1] == "bn-below":
+        yield top - 1, _bn_below(e, trace, net, top - 1)
+    generic = [l for l in range(top - 1, 0, -1) if plan[l] == "generic"]
+    if generic:
+        yield from sorted(_generic(e, trace, net, top, generic).items(), reverse=True)
+
+
+def _output_norm(net: Network, trace: Trace, G: np.ndarray) -> np.ndarray:
+    """B G B^T for a batch norm on the outputs: f_k = BN(u^L_k) is the linear map B_k of the batch."""
+    norm = net.norm_at(net.depth)
+    if norm is None:
+        return G
+    C, T = trace.outputs.shape
+    f = trace.outputs
+    sigma = None if norm.center_only else trace.scales[-1]
+
+    def left(A4):
+        out = A4 - A4.mean(axis=1, keepdims=True)
+        if sigma is not None:
+            out -= f[:, :, None, None] * (np.einsum("kt,ktls->kls", f, out) / T)[:, None]
+            out /= sigma[:, None, None, None]
+        return out
+
+    A = left(G.reshape(C, T, C, T))
+    A = left(np.ascontiguousarray(A.transpose(2, 3, 0, 1)))
+    A = A.reshape(C * T, C * T)
+    return (A + A.T) * 0.5  # B G B^T is symmetric; average away the rounding asymmetry
+
+
+# ------------------------------------------------------------------------------------------------
+# public: Gram, eigenvalue, explicit Jacobian
+# ------------------------------------------------------------------------------------------------
+def _means(G: np.ndarray, C: int, T: int) -> tuple[float, float | None]:
+    n = C * T
+    tr = float(np.trace(G))
+    if T < 2:
+        return tr / n, None
+    blocks = G.reshape(C, T, C, T)
+    same = float(sum(blocks[k, :, k, :].sum() for k in range(C)))
+    return tr / n, (same - tr) / (C * T * (T - 1))
+
+
+@dataclass(frozen=True, eq=False)
+class Gram:
+    """G = J J^T / T (CT x CT, index k*T + t) with its per-layer mean entries.
+
+    Attributes:
+        matrix: G.
+        layer_diag, layer_offdiag: dicts layer -> contribution of W^l, b^l to the mean diagonal entry
+            and to the mean same-output off-diagonal entry (None when T = 1).
+        layer_matrices: dict layer -> G_l when asked for (``per_layer=True``), else None.
+        plan: :func:`gram_plan` of the network.
+    """
+
+    matrix: np.ndarray
+    layer_diag: dict
+    layer_offdiag: dict
+    plan: dict
+    layer_matrices: dict | None = None
+
+
+def gram(net: Network, trace: Trace, *, per_layer: bool = False) -> Gram:
+    """G = J J^T / T, exactly, from the forward trace, layer by layer (never the P x P FIM).
+
+    Args:
+        net: the network spec.
+        trace: :func:`meanfield.sampling.forward` of a drawn network and batch.
+        per_layer: also keep every layer's block G_l (memory: L matrices CT x CT).
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> from meanfield.backprop import draw, forward
+        >>> net = Network(2, "relu", 2, 0.1, outputs=2)
+        >>> tr = forward(net, draw(net, 5, 4, seed=0))
+        >>> J = jacobian(net, tr)
+        >>> bool(np.allclose(gram(net, tr).matrix, J @ J.T / 4))
+        True
+    """
+    C, T = trace.outputs.shape
+    G = np.zeros((C * T, C * T))
+    diag, off, mats = {}, {}, ({} if per_layer else None)
+    for l, Gl in _layer_blocks(net, trace):
+        Gl = _output_norm(net, trace, Gl)
+        Gl *= 1.0 / T
+        diag[l], off[l] = _means(Gl, C, T)
+        G += Gl
+        if per_layer:
+            mats[l] = Gl
+        del Gl
+    order = sorted(diag)
+    return Gram(G, {l: diag[l] for l in order}, {l: off[l] for l in order}, gram_plan(net),
+                None if mats is None else {l: mats[l] for l in order})
+
+
+def top_eigenvalue(G: np.ndarray, method: str = "auto") -> tuple[float, str]:
+    """lambda_max of the symmetric PSD matrix G: dense ('dense') or Lanczos ('lanczos'); 'auto' picks.
+
+    'auto' uses dense eigh (only the top eigenvalue) up to size :data:`DENSE_LIMIT`, Lanczos (scipy
+    eigsh, tolerance 0 = machine precision) above. Returns (value, method used).
+
+    Example:
+        >>> top_eigenvalue(np.diag([1.0, 3.0, 2.0]))
+        (3.0, 'dense')
+    """
+    method = check_choice("method", method, ("auto", "dense", "lanczos"))
+    n = G.shape[0]
+    if not np.any(G):
+        return 0.0, "dense"
+    if method == "auto":
+        method = "dense" if n <= DENSE_LIMIT else "lanczos"
+    if method == "lanczos" and n > 2:
+        v0 = np.ones(n) / math.sqrt(n)  # deterministic start; mean gradients dominate the outliers
+        value = scipy.sparse.linalg.eigsh(G, k=1, which="LA", tol=0, v0=v0,
+                                          ncv=min(n - 1, 40), maxiter=100 * n, return_eigenvectors=False)
+        return float(value[0]), "lanczos"
+    value = scipy.linalg.eigh(G, eigvals_only=True, subset_by_index=[n - 1, n - 1])
+    return float(value[0]), "dense"
+
+
+def jacobian(net: Network, trace: Trace) -> np.ndarray:
+    """J (CT x P), row a = k*T + t = d f_k(t)/d theta; columns W^1..W^L (row-major), then b^1..b^L.
+
+    Built by brute force from the exact backward pass with unit cotangents (no structure used): the
+    oracle for :func:`gram` and the baseline of the benchmark. Memory CT * P * 8 bytes.
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> from meanfield.backprop import draw, forward
+        >>> net = Network(2, "tanh", 1, 0.1, outputs=3)
+        >>> jacobian(net, forward(net, draw(net, 4, 2, seed=0))).shape
+        (6, 35)
+    """
+    C, T = trace.outputs.shape
+    L = net.depth
+    n = C * T
+    sizes = [trace.inputs.shape[1]] + [u.shape[1] for u in trace.pre]
+    P = sum(sizes[l] * (sizes[l - 1] + 1) for l in range(1, L + 1))
+    check_memory(n * P * 8 + 4 * T * max(sizes) * 8 * min(n, 64), "explicit Jacobian", sizes[1])
+    J = np.empty((n, P))
+    woff = np.cumsum([0] + [sizes[l] * sizes[l - 1] for l in range(1, L + 1)])
+    boff = woff[-1] + np.cumsum([0] + [sizes[l] for l in range(1, L + 1)])
+    per = max(1, _CHUNK_BYTES // (8 * 3 * T * max(sizes)))
+    for a0 in range(0, n, per):
+        a1 = min(n, a0 + per)
+        idx = np.arange(a0, a1)
+        cot = np.zeros((a1 - a0, T, C))
+        cot[np.arange(a1 - a0), idx % T, idx // T] = 1.0
+        D = norm_backward(net, trace, L, cot)
+        for l in range(L, 0, -1):
+            h = trace.hidden(l - 1)
+            J[a0:a1, woff[l - 1]:woff[l]] = np.matmul(D.transpose(0, 2, 1), h).reshape(a1 - a0, -1)
+            J[a0:a1, boff[l - 1]:boff[l]] = D.sum(axis=1)
+            if l > 1:
+                D = backward_layer(net, trace, l, D)
+    return J
+
+
+def explicit_gram(net: Network, trace: Trace) -> np.ndarray:
+    """J J^T / T with J from :func:`jacobian`: the brute-force route (oracle, benchmark baseline)."""
+    J = jacobian(net, trace)
+    T = trace.outputs.shape[1]
+    G = J @ J.T
+    G *= 1.0 / T
+    return G
+
+
+# ------------------------------------------------------------------------------------------------
+# result objects
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerGram:
+    """Weight layer l's share of the Gram: its contribution to the mean entries (and as kappa's).
+
+    kappa1 = T * gram_diag / (alpha M) and kappa2 = T * gram_offdiag / (alpha M), the layer's term of
+    the theory's kappa sums (None when undefined: T = 1 or alpha = 0).
+    """
+
+    layer: int
+    method: str
+    parameters: int
+    gram_diag: float
+    gram_offdiag: float | None
+    kappa1: float | None
+    kappa2: float | None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _tex(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        text = f"{v:.6g}"
+        if "e" in text:
+            mant, exp = text.split("e")
+            return f"{mant} \\times 10^{{{int(exp)}}}"
+        return text
+    return str(v)
+
+
+@dataclass(frozen=True, eq=False)
+class SampledSpectrum:
+    """FIM statistics of one sampled network and batch, exact (from the dual Gram G = J J^T / T).
+
+    Attributes:
+        network, width (M), samples (T), seed, P (parameters).
+        m: tr(G)/P; s: ||G||_F^2 / P; lambda_max: top eigenvalue of G (= of F).
+        gram_diag: mean diagonal entry of G; gram_offdiag: mean same-output off-diagonal entry
+            G[(k,t),(k,s)], t != s (None if T = 1).
+        alpha: sum_{l=1}^{L-1} alpha_l alpha_{l-1}; kappa1 = T gram_diag/(alpha M),
+            kappa2 = T gram_offdiag/(alpha M) (None if alpha = 0 or T = 1).
+        layers: per weight layer, a :class:`LayerGram` (contributions summing to gram_diag etc.).
+        eigenvalues: all CT eigenvalues of G, descending (the non-zero FIM spectrum, plus zeros),
+            when asked for, else None.
+        gram: G itself when asked for, else None.
+        lambda_max_method: 'dense' or 'lanczos'; seconds: wall time of the computation.
+    """
+
+    network: Network
+    width: int
+    samples: int
+    seed: int
+    P: int
+    m: float
+    s: float
+    lambda_max: float
+    gram_diag: float
+    gram_offdiag: float | None
+    alpha: float
+    kappa1: float | None
+    kappa2: float | None
+    layers: tuple
+    eigenvalues: np.ndarray | None = None
+    gram: np.ndarray | None = None
+    lambda_max_method: str = "dense"
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def eta_max(self) -> float | None:
+        """2 / lambda_max: the largest stable gradient-descent step on the squared loss."""
+        return 2.0 / self.lambda_max if self.lambda_max > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scalar statistics (and per-layer gram_diag[l], gram_offdiag[l]) as a flat dict."""
+        out = {"P": self.P, "m": self.m, "s": self.s, "lambda_max": self.lambda_max,
+               "gram_diag": self.gram_diag, "gram_offdiag": self.gram_offdiag,
+               "kappa1": self.kappa1, "kappa2": self.kappa2}
+        for lay in self.layers:
+            out[f"gram_diag[{lay.layer}]"] = lay.gram_diag
+            out[f"gram_offdiag[{lay.layer}]"] = lay.gram_offdiag
+        return out
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        return [("P", self.P), ("m", self.m), ("s", self.s), ("lambda_max", self.lambda_max),
+                ("gram_diag", self.gram_diag), ("gram_offdiag", self.gram_offdiag),
+                ("kappa1", self.kappa1), ("kappa2", self.kappa2)]
+
+    def __str__(self) -> str:
+        head = (f"SampledSpectrum: {self.network.describe()}\n"
+                f"  M={self.width}  T={self.samples}  seed={self.seed}  "
+                f"lambda_max by {self.lambda_max_method}  ({self.seconds:.3g} s)")
+        rows = self._rows()
+        w = max(len(k) for k, _ in rows)
+        body = "\n".join(f"  {k:<{w}}  {_fmt(v):>14}" for k, v in rows)
+        cols = ("layer", "method", "params", "gram_diag", "gram_offdiag", "kappa1", "kappa2")
+        table = [cols] + [(str(x.layer), x.method, str(x.parameters), _fmt(x.gram_diag), _fmt(x.gram_offdiag),
+                           _fmt(x.kappa1), _fmt(x.kappa2)) for x in self.layers]
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+        lines = ["  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(r)) for r in table]
+        return f"{head}\n{body}\n  per layer:\n" + "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_latex_(self) -> str:
+        names = {"P": "P", "m": "m", "s": "s", "lambda_max": r"\lambda_{\max}", "gram_diag": r"\bar G_{\rm diag}",
+                 "gram_offdiag": r"\bar G_{\rm off}", "kappa1": r"\kappa_1", "kappa2": r"\kappa_2"}
+        rows = " \\\\ ".join(f"{names[k]} & {_tex(v)}" for k, v in self._rows())
+        layer_rows = " \\\\ ".join(
+            f"{x.layer} & {_tex(x.gram_diag)} & {_tex(x.gram_offdiag)} & {_tex(x.kappa1)} & {_tex(x.kappa2)}"
+            for x in self.layers)
+        return (f"$\\text{{sampled: }} M={self.width},\\ T={self.samples},\\ \\text{{seed}}={self.seed}"
+                f"\\quad \\begin{{array}}{{lr}} {rows} \\end{{array}}"
+                f"\\quad \\begin{{array}}{{rrrrr}} l & \\bar G^l_{{\\rm diag}} & \\bar G^l_{{\\rm off}} & "
+                f"\\kappa_1^l & \\kappa_2^l \\\\ \\hline {layer_rows} \\end{{array}}$")
