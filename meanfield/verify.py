@@ -1,0 +1,717 @@
+"""Prediction versus sampled networks: a statistical test that a formula holds as the width grows.
+
+``verify(net, widths, samples=T, seeds=N)`` samples N networks (and input batches) at each width M,
+reads m, s, lambda_max and the kappa's from each exact dual Gram, and compares the means with a
+prediction: by default :func:`meanfield.predict`, or a user's conjecture.
+
+The test (per statistic X, over the widths M_1 < ... < M_k)
+-----------------------------------------------------------
+The relative error at width M_j is r_j = (mean_j - pred_j) / |pred_j| with standard error
+se_j = sem_j / |pred_j| (sem over the N seeds). THEORY.md section 5: even a correct finite-width
+prediction leaves a bias that vanishes as a power of the width (m, kappa_1, kappa_2: O(1/M); s: the
+O(T/M) excess of entry-wise Gram fluctuations; lambda_max: O(1/sqrt(M)) when its C outliers split,
+O(1/M) otherwise). So the null hypothesis is
+
+    H0:  r_j = b * M_j^(-gamma_X) + noise_j,   noise_j ~ N(0, se_j^2),  b unknown,
+
+"the error is a finite-width correction of the expected order, and tends to 0". The weighted least
+squares fit of b leaves the residual Q = sum_j (r_j - b M_j^(-gamma))^2 / se_j^2, chi-square with
+k - 1 degrees of freedom under H0; with estimated se's, Q / (k - 1) is referred to F(k - 1, nu)
+as in Welch's heteroscedastic ANOVA (H0 says r_j / M_j^(-gamma) are equal; for k = 2 this is exactly
+Welch's t-test of the extrapolated error a = 0 in r = a + b M^(-gamma)). A wrong prediction leaves an error a that does not shrink
+with M, and Q grows like a^2 / se^2. The report also shows the extrapolated error a (M -> infinity)
+with its standard error, from the fit r = a + b M^(-gamma).
+
+With a single width nothing separates a bias from an error: the test is then r = 0 (t-test) and
+the report says so; finite-width corrections are not allowed for.
+
+The family of statistics is tested at family-wise false-alarm rate ``alpha`` (default 1%) with
+Holm's step-down correction, valid under any dependence between the statistics: a correct
+prediction fails with probability <= alpha (up to the normal and F approximations).
+
+Where the prediction only bounds a statistic (``FisherStats.lambda_max_kind == "bound"``: lambda_max
+with batch norm on the output, whose leading-order value is off by 30-160% at practical widths),
+the report tests the bound (one-sided t-tests at every width, Bonferroni over widths) and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as _st
+
+from .errors import InvalidArgument, check_int, check_real
+from .network import Network
+
+__all__ = [
+    "STATISTICS",
+    "StatisticResult",
+    "VerificationReport",
+    "WidthRow",
+    "default_exponents",
+    "holm",
+    "network_seed",
+    "trend_test",
+    "verify",
+]
+
+#: The statistics compared, in report order.
+STATISTICS = ("m", "s", "lambda_max", "kappa1", "kappa2")
+_PRETTY = {"m": "m", "s": "s", "lambda_max": "lambda_max", "kappa1": "kappa_1", "kappa2": "kappa_2"}
+_LATEX = {"m": "m", "s": "s", "lambda_max": r"\lambda_{\max}", "kappa1": r"\kappa_1", "kappa2": r"\kappa_2"}
+_PREDICTION_KEYS = (*STATISTICS, "lambda_max_bounds", "gram_diag", "gram_offdiag")
+
+DEFAULT_WIDTHS = (64, 256)
+DEFAULT_SAMPLES = 16
+DEFAULT_SEEDS = 24
+DEFAULT_ALPHA = 0.01
+
+
+# -- the statistics ---------------------------------------------------------------------------------
+
+
+def default_exponents(net: Network) -> dict[str, float]:
+    """gamma_X: the finite-width bias of statistic X decays as M^(-gamma_X) (THEORY.md sec. 5).
+
+    m, kappa_1, kappa_2: 1 (exact P and bias terms leave O(1/M)); s: 1 (the excess O(T/M) of
+    entry-wise Gram fluctuations); lambda_max: 1/2 when C > 1 (the C outliers split by
+    O(sqrt(M)) around an O(M) value), else 1.
+
+    Example:
+        >>> default_exponents(Network(3, "relu", 2, 0, outputs=10))["lambda_max"]
+        0.5
+    """
+    split = net.outputs > 1
+    return {"m": 1.0, "s": 1.0, "lambda_max": 0.5 if split else 1.0, "kappa1": 1.0, "kappa2": 1.0}
+
+
+@dataclass(frozen=True)
+class TrendTest:
+    """Result of :func:`trend_test`: fit of r_j = b M_j^(-gamma) and the extrapolated error."""
+
+    slope: float            # b under H0 (r = b M^-gamma)
+    extrapolated: float     # a in r = a + b M^-gamma (M -> infinity); r itself for one width
+    extrapolated_se: float
+    q: float                # residual chi-square of the H0 fit (Welch's statistic before correction)
+    dof: int                # k - 1 (k = 1: 1, the plain t-test)
+    denominator_dof: float  # Welch's denominator degrees of freedom (N - 1 for one width)
+    p_value: float
+
+
+def trend_test(widths: Sequence[int], errors: Sequence[float], ses: Sequence[float], counts: Sequence[int],
+               gamma: float) -> TrendTest:
+    """p-value of H0: r_j = b M_j^(-gamma) + N(0, se_j^2), i.e. the error vanishes as M -> infinity.
+
+    Q = min_b sum_j (r_j - b x_j)^2 / se_j^2 with x_j = M_j^(-gamma). H0 says r_j / x_j are all
+    equal, so Q is Welch's heteroscedastic ANOVA statistic and gets his F reference: p =
+    P(F(k-1, nu) > Q / ((k-1)(1 + 2(k-2) Lambda/(k^2-1)))), nu = (k^2-1)/(3 Lambda),
+    Lambda = sum_j (1 - h_j)^2/(n_j - 1), h_j = w_j x_j^2 / sum w x^2 (for k = 2: Welch's t-test of
+    the extrapolated error a = 0 in r = a + b x).
+    One width: Q = (r/se)^2 against F(1, N-1) (no bias allowance).
+
+    Args:
+        widths: M_j, distinct.
+        errors: relative errors r_j.
+        ses: their standard errors (> 0).
+        counts: seeds behind each r_j (>= 2).
+        gamma: the decay exponent of the finite-width bias.
+
+    Returns:
+        A :class:`TrendTest`.
+
+    Example:
+        >>> t = trend_test([64, 256], [0.04, 0.01], [0.005, 0.005], [20, 20], 1.0)
+        >>> round(t.extrapolated, 4), t.p_value > 0.5      # an error shrinking like 1/M
+        (0.0, True)
+        >>> trend_test([64, 256], [0.05, 0.05], [0.005, 0.005], [20, 20], 1.0).p_value < 1e-4
+        True
+    """
+    M = np.asarray(widths, dtype=float)
+    r = np.asarray(errors, dtype=float)
+    se = np.asarray(ses, dtype=float)
+    n = int(min(counts))
+    k = len(M)
+    w = 1.0 / se**2
+    x = M ** (-float(gamma))
+    den = max(n - 1, 1)
+    if k == 1:
+        q = float(r[0] ** 2 * w[0])
+        return TrendTest(0.0, float(r[0]), float(se[0]), q, 1, den, float(_st.f.sf(q, 1, den)))
+    b0 = float(np.sum(w * x * r) / np.sum(w * x * x))
+    q = float(np.sum(w * (r - b0 * x) ** 2))
+    # H0 says y_j = r_j / x_j are all equal (to b), with variances se_j^2 / x_j^2 estimated from
+    # n_j seeds: Welch's (1951) heteroscedastic one-way ANOVA, whose statistic is exactly Q.
+    # His correction of the F reference accounts for the estimated weights (for k = 2 it is
+    # Welch's t-test of the extrapolated error a = 0).
+    h = w * x * x / np.sum(w * x * x)
+    n_j = np.asarray(counts, dtype=float)
+    lam = float(np.sum((1 - h) ** 2 / np.maximum(n_j - 1, 1)))
+    den = (k * k - 1) / (3 * lam)
+    statistic = q / (k - 1) / (1 + 2 * (k - 2) / (k * k - 1) * lam)
+    p = float(_st.f.sf(statistic, k - 1, den))
+    # the extrapolation a, b from the weighted fit r = a + b x (reported, not tested separately)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(design.T @ (w[:, None] * design))
+    a = float((cov @ (design.T @ (w * r)))[0])
+    return TrendTest(b0, a, float(math.sqrt(cov[0, 0])), q, k - 1, den, p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: p_(i) -> max_{j <= i} min(1, (K - j) p_(j)).
+
+    Rejecting where the adjusted p-value is <= alpha keeps the family-wise false-alarm rate <= alpha
+    under any dependence between the tests.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    K = len(p_values)
+    order = sorted(range(K), key=lambda i: p_values[i])
+    adjusted = [0.0] * K
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (K - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def network_seed(seed: int, width: int) -> int:
+    """The sampler seed of verify's network number ``seed`` at width ``width``.
+
+    Mixing the width into the seed keeps the networks at different widths independent (the same
+    seed at two widths would otherwise draw overlapping input and weight streams); it is how a
+    network in a report is re-sampled: ``sample(net, width, T, seed=network_seed(s, width))``.
+
+    Example:
+        >>> network_seed(0, 64) != network_seed(0, 256)
+        True
+    """
+    return int(np.random.SeedSequence([int(seed), int(width)]).generate_state(1, dtype=np.uint32)[0])
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WidthRow:
+    """One statistic at one width: measured mean +- sem over the seeds against the prediction."""
+
+    statistic: str
+    width: int
+    seeds: int
+    mean: float
+    sem: float
+    prediction: float | None
+    relative_error: float | None
+    relative_sem: float | None
+    bounds: tuple[float, float] | None = None
+    p_value: float | None = None  # bound checks only: the one-sided p-value at this width
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("statistic", "width", "seeds", "mean", "sem", "prediction",
+                                           "relative_error", "relative_sem", "p_value")}
+        d["bounds"] = list(self.bounds) if self.bounds is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class StatisticResult:
+    """The verdict on one statistic over all widths.
+
+    ``kind`` is ``"value"`` (a predicted value, tested with :func:`trend_test`), ``"bound"`` (the
+    prediction only bounds it; the bound is tested) or ``"not predicted"`` (shown, not tested).
+    ``adjusted_p`` is Holm-adjusted over the tested statistics; ``passed`` is
+    ``adjusted_p > alpha`` (True for statistics not tested).
+    """
+
+    statistic: str
+    kind: str
+    rows: tuple[WidthRow, ...]
+    exponent: float | None
+    extrapolated: float | None
+    extrapolated_se: float | None
+    p_value: float | None
+    adjusted_p: float | None
+    passed: bool
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.kind == "not predicted":
+            return "not predicted"
+        if self.kind == "bound":
+            return "bound holds" if self.passed else "BOUND VIOLATED"
+        return "pass" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "kind": self.kind, "exponent": self.exponent,
+                "extrapolated_error": self.extrapolated, "extrapolated_se": self.extrapolated_se,
+                "p_value": self.p_value, "adjusted_p": self.adjusted_p, "passed": self.passed,
+                "verdict": self.verdict, "note": self.note, "rows": [r.to_dict() for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """Prediction versus sampled networks, statistic by statistic and width by width.
+
+    ``passed`` is True only when every tested statistic passes at family-wise false-alarm rate
+    ``alpha``. Prints as an aligned table; renders in notebooks (HTML, LaTeX); exports with
+    :meth:`to_dict` / :meth:`to_json`.
+    """
+
+    network: Network
+    samples: int
+    widths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    alpha: float
+    prediction: str
+    results: tuple[StatisticResult, ...]
+    notes: tuple[str, ...] = ()
+    _by_name: dict = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_by_name", {r.statistic: r for r in self.results})
+
+    @property
+    def passed(self) -> bool:
+        """True when every tested statistic passes (bounds hold, values agree)."""
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """Names of the statistics that failed."""
+        return tuple(r.statistic for r in self.results if not r.passed)
+
+    @property
+    def rows(self) -> tuple[WidthRow, ...]:
+        """Every (statistic, width) row, in table order."""
+        return tuple(row for r in self.results for row in r.rows)
+
+    def __getitem__(self, statistic: str) -> StatisticResult:
+        try:
+            return self._by_name[statistic]
+        except KeyError:
+            raise InvalidArgument("statistic", statistic, "one of " + ", ".join(self._by_name)) from None
+
+    # -- export -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: settings, verdict, and every statistic with its per-width rows."""
+        return {
+            "network": self.network.describe(),
+            "samples": self.samples,
+            "widths": list(self.widths),
+            "seeds": list(self.seeds),
+            "seed_rule": "network seed = meanfield.verify.network_seed(seed, width)",
+            "alpha": self.alpha,
+            "test": "per statistic: r_j = b M_j^-gamma fit, F-test of the residual; Holm over statistics",
+            "prediction": self.prediction,
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "notes": list(self.notes),
+            "statistics": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as JSON (keyword arguments go to :func:`json.dumps`, default indent 2)."""
+        kwargs.setdefault("indent", 2)
+        return json.dumps(_jsonable(self.to_dict()), **kwargs)
+
+    # -- display ------------------------------------------------------------------------------------
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        head = ["statistic", "M", "N", "measured", "+-sem", "predicted", "rel.err", "+-se",
+                "M->inf err", "p (Holm)", "verdict"]
+        body = []
+        for res in self.results:
+            for i, row in enumerate(res.rows):
+                first = i == 0
+                if row.bounds is not None:
+                    lo, hi = row.bounds
+                    pred = f"[{_g(lo)}, {_g(hi)}]"
+                else:
+                    pred = _g(row.prediction) if row.prediction is not None else "-"
+                body.append([
+                    _PRETTY[res.statistic] if first else "", str(row.width), str(row.seeds), _g(row.mean),
+                    _g(row.sem, 2), pred, _pct(row.relative_error), _pct(row.relative_sem, signed=False),
+                    (_pct(res.extrapolated) + " +- " + _pct(res.extrapolated_se, signed=False)
+                     if first and res.extrapolated is not None else ""),
+                    (f"{res.adjusted_p:.3g}" if first and res.adjusted_p is not None else ""),
+                    res.verdict if first else "",
+                ])
+        return head, body
+
+    def __str__(self) -> str:
+        head, body = self._table()
+        widths = [max(len(head[c]), *(len(r[c]) for r in body)) for c in range(len(head))]
+        left = {0, 10}
+        fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        verdict = "PASSED" if self.passed else "FAILED (" + ", ".join(_PRETTY[f] for f in self.failures) + ")"
+        lines = [f"Verification: {verdict}",
+                 f"  network     {self.network.describe()}",
+                 f"  prediction  {self.prediction}",
+                 f"  sampling    T={self.samples}, {len(self.seeds)} networks per width, widths "
+                 f"{', '.join(map(str, self.widths))}",
+                 f"  test        false-alarm rate {self.alpha:g} (Holm over {self._tested()} statistics); "
+                 "error = b M^-gamma + noise",
+                 "", fmt(head), fmt(["-" * w for w in widths])]
+        lines += [fmt(r) for r in body]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {_PRETTY[r.statistic]}: {r.note}" for r in self.results if r.note]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<VerificationReport {'passed' if self.passed else 'FAILED'}: {self.network.describe()}, "
+                f"T={self.samples}, widths={self.widths}, {len(self.seeds)} seeds>")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head, body = self._table()
+        colour = "green" if self.passed else "red"
+        out = [f"<p><b style='color:{colour}'>{'PASSED' if self.passed else 'FAILED'}</b> "
+               f"{escape(self.network.describe())}; T={self.samples}, {len(self.seeds)} networks per width; "
+               f"false-alarm rate {self.alpha:g} (Holm); prediction: {escape(self.prediction)}</p>",
+               "<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+        for row in body:
+            out.append("<tr>" + "".join(f"<td style='text-align:{'left' if i in (0, 10) else 'right'}'>"
+                                         f"{escape(c)}</td>" for i, c in enumerate(row)) + "</tr>")
+        out.append("</tbody></table>")
+        out += [f"<p>{escape(n)}</p>" for n in self.notes]
+        out += [f"<p>{escape(_PRETTY[r.statistic])}: {escape(r.note)}</p>" for r in self.results if r.note]
+        return "\n".join(out)
+
+    def _repr_latex_(self) -> str:
+        head, body = self._table()
+        tex_head = ["", "M", "N", r"\text{measured}", r"\pm", r"\text{predicted}", r"\text{rel. err}", r"\pm",
+                    r"M\to\infty", r"p_{\rm Holm}", r"\text{verdict}"]
+        lines = []
+        for res in self.results:
+            for i, row in enumerate(body[:len(res.rows)]):
+                cells = [(_LATEX[res.statistic] if i == 0 else "")] + [_tex(c) for c in row[1:]]
+                lines.append(" & ".join(cells) + r" \\")
+            body = body[len(res.rows):]
+        status = r"\text{passed}" if self.passed else r"\text{FAILED}"
+        return ("$$" + status + r"\quad T=" + str(self.samples) + r",\ N=" + str(len(self.seeds))
+                + r",\ \alpha=" + f"{self.alpha:g}" + r"\\ \begin{array}{l" + "r" * 9 + "l}"
+                + " & ".join(tex_head) + r" \\ \hline " + " ".join(lines) + r"\end{array}$$")
+
+    def _tested(self) -> int:
+        return sum(r.kind != "not predicted" for r in self.results)
+
+
+def _g(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: float | None, signed: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.2f}%" if signed else f"{100 * value:.2f}%"
+
+
+def _tex(cell: str) -> str:
+    cell = cell.replace("%", r"\%").replace("+-", r"\pm")
+    return cell if not any(c.isalpha() for c in cell.replace("e", "")) else r"\text{" + cell + "}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+# -- predictions --------------------------------------------------------------------------------------
+
+
+def _network_alpha(net: Network) -> float:
+    a = [float(x) for x in net.alphas]
+    return sum(a[l] * a[l - 1] for l in range(1, len(a)))
+
+
+def _from_fisher(stats: Any, width: int, samples: int, net: Network) -> dict[str, Any]:
+    """The compared statistics of a FisherStats: kappa's as T gram/(alpha M), like the sampler's."""
+    out: dict[str, Any] = {"m": float(stats.m), "s": float(stats.s)}
+    kind = getattr(stats, "lambda_max_kind", "prediction")
+    if kind == "bound":
+        lo, hi = stats.lambda_max_bounds
+        out["lambda_max_bounds"] = (float(lo), float(hi))
+    else:
+        out["lambda_max"] = float(stats.lambda_max)
+    scale = samples / (float(stats.alpha) * width)
+    out["kappa1"] = float(stats.gram_diag) * scale
+    out["kappa2"] = float(stats.gram_offdiag) * scale
+    return out
+
+
+def _from_mapping(values: Mapping[str, Any], width: int, samples: int, net: Network, source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in _PREDICTION_KEYS:
+            raise InvalidArgument(f"{source}[{key!r}]", value, "keys among " + ", ".join(_PREDICTION_KEYS))
+        if key == "lambda_max_bounds":
+            try:
+                lo, hi = value
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"{source}['lambda_max_bounds']", value, "a pair (lo, hi)") from None
+            lo = -math.inf if lo is None else float(lo)
+            hi = math.inf if hi is None else float(hi)
+            if not lo <= hi:
+                raise InvalidArgument(f"{source}['lambda_max_bounds']", value, "lo <= hi")
+            out[key] = (lo, hi)
+        else:
+            out[key] = check_real(f"{source}[{key!r}]", value, symbolic=False)
+    scale = samples / (_network_alpha(net) * width)
+    if "kappa1" not in out and "gram_diag" in out:
+        out["kappa1"] = out["gram_diag"] * scale
+    if "kappa2" not in out and "gram_offdiag" in out:
+        out["kappa2"] = out["gram_offdiag"] * scale
+    out.pop("gram_diag", None)
+    out.pop("gram_offdiag", None)
+    if "lambda_max" in out and "lambda_max_bounds" in out:
+        raise InvalidArgument(source, values, "either lambda_max or lambda_max_bounds, not both")
+    return out
+
+
+def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samples: int | None):
+    """(widths, samples, name, function width -> dict of predicted statistics)."""
+    if prediction is None:
+
+        def fn(width: int, T: int) -> dict[str, Any]:
+            from .fisher import predict  # imported late: fisher imports the whole theory stack
+
+            return _from_fisher(predict(net, width, T), width, T, net)
+
+        return widths, samples, "meanfield.predict (finite width)", fn
+    if callable(prediction):
+        name = getattr(prediction, "__qualname__", None) or type(prediction).__name__
+
+        def fn(width: int, T: int) -> dict[str, Any]:
+            value = prediction(width, T)
+            if hasattr(value, "gram_diag") and hasattr(value, "m"):
+                return _from_fisher(value, width, T, net)
+            if not isinstance(value, Mapping):
+                raise InvalidArgument("prediction", prediction,
+                                      "a callable (width, samples) -> FisherStats or dict of statistics",
+                                      f"it returned {type(value).__name__}")
+            return _from_mapping(value, width, T, net, "prediction(width, samples)")
+
+        return widths, samples, f"callable {name}", fn
+    if hasattr(prediction, "gram_diag") and hasattr(prediction, "width"):
+        # a FisherStats is a prediction at one width and one T: verify there alone
+        w, T = int(prediction.width), int(prediction.samples)
+        if widths is not None and tuple(widths) != (w,):
+            raise InvalidArgument("widths", widths, f"({w},): the width of the given FisherStats",
+                                  "to test several widths pass a callable (width, samples) -> FisherStats")
+        if samples is not None and samples != T:
+            raise InvalidArgument("samples", samples, f"{T}, the samples of the given FisherStats")
+        if getattr(prediction, "network", net) != net:
+            raise InvalidArgument("prediction", "FisherStats of another network",
+                                  "a FisherStats computed for this network")
+        fixed = _from_fisher(prediction, w, T, net)
+        return (w,), T, f"FisherStats at M={w}, T={T}", lambda width, T_: fixed
+    raise InvalidArgument("prediction", prediction,
+                          "None (meanfield.predict), a FisherStats, or a callable (width, samples) -> dict")
+
+
+# -- verify -------------------------------------------------------------------------------------------
+
+
+def verify(net: Network, widths: Iterable[int] | None = None, samples: int | None = None,
+           seeds: int | Iterable[int] = DEFAULT_SEEDS, prediction: Any = None, *, alpha: float = DEFAULT_ALPHA,
+           exponents: Mapping[str, float] | None = None, processes: int | None = None,
+           progress: Any = None) -> VerificationReport:
+    """Test prediction = lim_{M->inf} E[sampled statistic] for m, s, lambda_max, kappa_1, kappa_2.
+
+    At every width M the N networks ``sample(net, M, T, seed=network_seed(s, M))`` (s over
+    ``seeds``) give means and standard errors; each statistic X is tested by :func:`trend_test`
+    (H0: relative error = b M^(-gamma_X) + noise), and the statistics are combined with Holm's
+    correction at family-wise false-alarm rate ``alpha``. The sampled kappa's are T gram_diag/(alpha M)
+    and T gram_offdiag/(alpha M); the prediction's are the same transform of its gram_diag and
+    gram_offdiag, so that like is compared with like. See the module docstring for the test.
+
+    Args:
+        net: the network.
+        widths: base widths M (at least two for the extrapolation; default (64, 256)); every
+            alpha_l M must be whole.
+        samples: T, the batch size (default 16, at least ``net.min_samples()``).
+        seeds: N, the networks per width (>= 2; seeds 0..N-1), or explicit seed numbers.
+        prediction: None (:func:`meanfield.predict` at each width); a FisherStats (a prediction at
+            one width and T: then verify runs at that width alone, and ``widths`` must be that width or
+            None); or a callable ``(width, samples) -> FisherStats | dict`` (a user conjecture) whose
+            dict keys are among m, s, lambda_max, kappa1, kappa2, gram_diag, gram_offdiag and
+            lambda_max_bounds = (lo, hi). Statistics it does not give are shown, not tested.
+        alpha: family-wise false-alarm rate (0 < alpha < 1; default 0.01).
+        exponents: override the bias exponents gamma_X of :func:`default_exponents`.
+        processes: worker processes for the sampling (see :func:`meanfield.sample_many`).
+        progress: progress reporting, passed to :func:`meanfield.sample_many`.
+
+    Returns:
+        A :class:`VerificationReport`; ``report.passed`` is the verdict.
+
+    Raises:
+        InvalidArgument: bad widths, samples, seeds, alpha, exponents or prediction.
+
+    Example:
+        >>> import meanfield as mf
+        >>> net = mf.Network(2, "relu", 2, 0.1)
+        >>> report = verify(net, widths=(16, 64), samples=4, seeds=6)
+        >>> report.passed in (True, False), sorted(report.to_dict())[:3]
+        (True, ['alpha', 'failures', 'network'])
+    """
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield.Network")
+    if net.is_symbolic:
+        raise InvalidArgument("net", net.describe(), "a numeric network (substitute the symbols first)")
+    if widths is not None:
+        try:
+            widths = tuple(widths)
+        except TypeError:
+            widths = (widths,)
+        if not widths:
+            raise InvalidArgument("widths", widths, "at least one width")
+        widths = tuple(check_int("widths", w, minimum=2) for w in widths)
+        if len(set(widths)) != len(widths):
+            raise InvalidArgument("widths", widths, "distinct widths")
+    if samples is not None:
+        samples = check_int("samples", samples, minimum=max(net.min_samples(), 2))
+    widths, samples, source, predicted_at = _predictor(net, prediction, widths, samples)
+    widths = tuple(sorted(widths if widths is not None else DEFAULT_WIDTHS))
+    samples = samples if samples is not None else max(DEFAULT_SAMPLES, net.min_samples())
+    for w in widths:
+        net.widths(w)  # raises InvalidArgument when alpha_l * w is not whole
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        seeds = tuple(range(check_int("seeds", seeds, minimum=2)))
+    else:
+        try:
+            seeds = tuple(check_int("seeds", s, minimum=0) for s in seeds)
+        except TypeError:
+            raise InvalidArgument("seeds", seeds, "a number of networks >= 2 or a sequence of seeds") from None
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+            raise InvalidArgument("seeds", seeds, "at least two distinct seeds")
+    alpha = check_real("alpha", alpha, minimum=0, strict_min=True, maximum=1, symbolic=False)
+    if alpha >= 1:
+        raise InvalidArgument("alpha", alpha, "a false-alarm rate 0 < alpha < 1")
+    gammas = default_exponents(net)
+    for key, value in (exponents or {}).items():
+        if key not in gammas:
+            raise InvalidArgument("exponents", dict(exponents), "keys among " + ", ".join(STATISTICS))
+        gammas[key] = check_real(f"exponents[{key!r}]", value, minimum=0, strict_min=True, symbolic=False)
+
+    from .sampling import sample_many
+
+    measured = {}
+    predicted = {}
+    for w in widths:
+        run = [network_seed(s, w) for s in seeds]
+        summary = sample_many(net, w, samples, run, processes=processes, progress=progress)
+        measured[w] = {name: np.asarray(summary.values[name], dtype=float) for name in STATISTICS}
+        predicted[w] = predicted_at(w, samples)
+    notes = []
+    if len(widths) == 1:
+        notes.append("a single width: finite-width bias is not separated from error (t-test of r = 0)")
+    return _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, predicted, tuple(notes))
+
+
+def _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, predicted, notes) -> VerificationReport:
+    """Build the report from per-width sampled values and predictions (pure; used by tests too)."""
+    partial = []  # (name, kind, rows, gamma, trend-or-None, raw p or None, note)
+    for name in STATISTICS:
+        rows = []
+        values = [measured[w][name] for w in widths]
+        bad = [w for w, v in zip(widths, values) if not np.all(np.isfinite(v))]
+        if bad:
+            raise InvalidArgument("net", net.describe(), "a network whose sampled statistics are finite",
+                                  f"{name} is not finite at width {bad[0]}")
+        means = [float(np.mean(v)) for v in values]
+        sems = [float(np.std(v, ddof=1) / math.sqrt(len(v))) for v in values]
+        counts = [len(v) for v in values]
+        has_value = all(name in predicted[w] for w in widths)
+        has_bound = name == "lambda_max" and all("lambda_max_bounds" in predicted[w] for w in widths)
+        if has_value:
+            preds = [float(predicted[w][name]) for w in widths]
+            scales, note = _scales(name, preds, [predicted[w] for w in widths], means)
+            errs = [(m - p) / s for m, p, s in zip(means, preds, scales)]
+            ses = [max(e / s, 1e-15) for e, s in zip(sems, scales)]
+            for w, m, e, p, r, q, n in zip(widths, means, sems, preds, errs, ses, counts):
+                rows.append(WidthRow(name, w, n, m, e, p, r, q))
+            trend = trend_test(widths, errs, ses, counts, gammas[name])
+            partial.append((name, "value", rows, gammas[name], trend, trend.p_value, note))
+        elif has_bound:
+            ps = []
+            for w, m, e, n in zip(widths, means, sems, counts):
+                lo, hi = predicted[w]["lambda_max_bounds"]
+                se = max(e, 1e-15 * abs(m))
+                p_hi = float(_st.t.sf((m - hi) / se, n - 1)) if math.isfinite(hi) else 1.0
+                p_lo = float(_st.t.cdf((m - lo) / se, n - 1)) if math.isfinite(lo) else 1.0
+                p = min(p_hi, p_lo)
+                ps.append(p)
+                outside = (m - hi) / abs(hi) if m > hi else ((m - lo) / abs(lo) if m < lo and lo else 0.0)
+                rows.append(WidthRow(name, w, n, m, e, None, outside, e / abs(m) if m else None, (lo, hi), p))
+            raw = min(1.0, len(ps) * min(ps))
+            partial.append((name, "bound", rows, None, None, raw,
+                            "the theory only bounds lambda_max here: the bound is tested, not a value"))
+        else:
+            for w, m, e, n in zip(widths, means, sems, counts):
+                rows.append(WidthRow(name, w, n, m, e, None, None, None))
+            partial.append((name, "not predicted", rows, None, None, None, ""))
+    tested = [i for i, part in enumerate(partial) if part[5] is not None]
+    adjusted = dict(zip(tested, holm([partial[i][5] for i in tested])))
+    results = []
+    for i, (name, kind, rows, gamma, trend, raw, note) in enumerate(partial):
+        adj = adjusted.get(i)
+        results.append(StatisticResult(
+            statistic=name, kind=kind, rows=tuple(rows), exponent=gamma,
+            extrapolated=trend.extrapolated if trend is not None and len(widths) > 1 else None,
+            extrapolated_se=trend.extrapolated_se if trend is not None and len(widths) > 1 else None,
+            p_value=raw, adjusted_p=adj, passed=adj is None or adj > alpha, note=note))
+    return VerificationReport(network=net, samples=samples, widths=tuple(widths), seeds=tuple(seeds), alpha=alpha,
+                              prediction=source, results=tuple(results), notes=notes)
+
+
+def _scales(name: str, preds: list[float], all_preds: list[dict], means: list[float]) -> tuple[list[float], str]:
+    """Relative errors are relative to |prediction|; kappa_2 near 0 is measured in units of kappa_1."""
+    scales = [abs(p) for p in preds]
+    note = ""
+    if name == "kappa2" and all("kappa1" in d for d in all_preds):
+        floors = [1e-2 * abs(float(d["kappa1"])) for d in all_preds]
+        if any(s < f for s, f in zip(scales, floors)):
+            scales = [max(s, f) for s, f in zip(scales, floors)]
+            note = "kappa_2 is near 0: its error is relative to max(|kappa_2|, kappa_1/100)"
+    if any(s == 0 for s in scales):
+        scales = [s if s > 0 else max(abs(m), 1e-300) for s, m in zip(scales, means)]
+        note = "the prediction is 0 at some width: the error there is relative to the measured mean"
+    return scales, note
+
+
+class _CallableModule(type(json)):
+    """``meanfield.verify`` is both this module and its function: make the module call the function.
+
+    Importing ``meanfield.verify`` (the module) binds the package attribute ``verify`` to the module,
+    which would shadow the lazily exported function; calling the module keeps ``mf.verify(net)``
+    working whichever was imported first.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VerificationReport:
+        return verify(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402 - only for the module-class switch just below
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,159 @@
+"""meanfield.verify: the statistical test (calibration and power), the report, and real networks.
+
+False-alarm rates stated here: the engine is checked on synthetic null data at alpha = 5% (2000
+replicates, so the observed rate has a binomial sd of 0.5%); the tests on sampled networks use the
+default alpha = 1% with fixed seeds, so each is deterministic (its false-alarm probability, were the
+seeds fresh, is <= 1%).
+"""
+
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield.network import Network
+
+# the module (``from meanfield import verify`` is the function, which the module also behaves as)
+V = importlib.import_module("meanfield.verify")
+
+# -- the engine ----------------------------------------------------------------------------------------
+
+
+def test_trend_test_separates_a_vanishing_bias_from_an_error():
+    widths = [64, 256, 1024]
+    se = [0.01, 0.005, 0.0025]
+    vanishing = [2.0 / M for M in widths]  # 3%, 0.8%, 0.2%: a correct finite-width bias
+    t = V.trend_test(widths, vanishing, se, [30] * 3, 1.0)
+    assert t.p_value > 0.5 and abs(t.extrapolated) < 1e-12 and math.isclose(t.slope, 2.0)
+    wrong = [0.05 + 2.0 / M for M in widths]  # the same plus an error that does not shrink
+    t = V.trend_test(widths, wrong, se, [30] * 3, 1.0)
+    assert t.p_value < 1e-6 and math.isclose(t.extrapolated, 0.05, rel_tol=1e-9)
+    # the wrong rate: an error decaying like 1/sqrt(M) tested with gamma = 1 is flagged
+    slow = [0.4 / math.sqrt(M) for M in widths]
+    assert V.trend_test(widths, slow, se, [30] * 3, 1.0).p_value < 0.01
+    assert V.trend_test(widths, slow, se, [30] * 3, 0.5).p_value > 0.5
+
+
+def test_single_width_is_a_plain_t_test():
+    t = V.trend_test([128], [0.02], [0.01], [10], 1.0)
+    assert t.dof == 1 and math.isclose(t.q, 4.0)
+    from scipy import stats
+    assert math.isclose(t.p_value, 2 * stats.t.sf(2.0, 9), rel_tol=1e-9)
+
+
+def test_holm_adjusts_and_is_monotone():
+    assert V.holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert V.holm([0.5]) == [0.5]
+    adjusted = V.holm([0.001, 0.2, 0.0001, 0.9])
+    assert adjusted == [0.003, 0.4, 0.0004, 0.9]
+
+
+def _synthetic(rng, widths, seeds, predictions, sds, biases, errors=None, T=16):
+    """Per-width sampled values and predictions: value ~ pred (1 + error + bias M^-gamma) + noise."""
+    errors = errors or {}
+    net = Network(2, "relu", 2, 0.1)
+    gam = V.default_exponents(net)
+    measured, predicted = {}, {}
+    for M in widths:
+        measured[M], predicted[M] = {}, {}
+        for name in V.STATISTICS:
+            p = predictions[name]
+            truth = p * (1 + errors.get(name, 0.0) + biases[name] * M ** -gam[name])
+            measured[M][name] = truth + p * sds[name] * M ** -0.5 * rng.standard_normal(seeds)
+            predicted[M][name] = p
+    return V._assemble(net, T, tuple(widths), tuple(range(seeds)), 0.05, gam, "synthetic", measured, predicted, ())
+
+
+PRED = {"m": 0.01, "s": 0.2, "lambda_max": 40.0, "kappa1": 1.5, "kappa2": 0.6}
+SDS = {"m": 1.0, "s": 2.5, "lambda_max": 1.0, "kappa1": 1.0, "kappa2": 1.1}       # per-network sd * sqrt(M)
+BIAS = {"m": 0.0, "s": 50.0, "lambda_max": 3.0, "kappa1": 0.5, "kappa2": -1.0}    # b in b M^-gamma
+
+
+def test_false_alarm_rate_of_the_engine_matches_alpha():
+    """2000 correct predictions with finite-width biases at alpha = 5%: the rate is about 5%."""
+    rng = np.random.default_rng(20240601)
+    alarms = sum(not _synthetic(rng, (64, 256), 12, PRED, SDS, BIAS).passed for _ in range(2000))
+    rate = alarms / 2000
+    # Holm is exact-level for independent statistics; the F(., N-1) reference is conservative:
+    # expect a little under 5% (binomial sd 0.5%)
+    assert 0.025 <= rate <= 0.065, rate
+
+
+def test_power_of_the_engine_against_a_constant_error():
+    rng = np.random.default_rng(7)
+    caught = sum(not _synthetic(rng, (256, 1024), 24, PRED, SDS, BIAS, errors={"kappa2": 0.05}).passed
+                 for _ in range(200))
+    assert caught >= 190  # se of the extrapolation ~ 1%: 5% is ~5 standard errors
+
+
+# -- the report ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_report():
+    return _synthetic(np.random.default_rng(1), (64, 256), 8, PRED, SDS, BIAS, errors={"kappa2": 0.5})
+
+
+def test_report_table_dict_json(synthetic_report):
+    r = synthetic_report
+    assert not r.passed and r.failures == ("kappa2",) and r["kappa2"].verdict == "FAIL"
+    text = str(r)
+    assert "FAILED (kappa_2)" in text and "kappa_1" in text and "M->inf err" in text
+    lines = text.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("statistic"))):]
+    assert len({len(line) for line in table[:2]}) == 1  # header and rule aligned
+    d = r.to_dict()
+    assert d["passed"] is False and [s["statistic"] for s in d["statistics"]] == list(V.STATISTICS)
+    assert len(d["statistics"][0]["rows"]) == 2
+    back = json.loads(r.to_json())
+    assert back["statistics"][4]["verdict"] == "FAIL" and back["alpha"] == 0.05
+    assert "<table>" in r._repr_html_() and r._repr_latex_().startswith("$$")
+    assert "FAILED" in repr(r)
+    with pytest.raises(mf.InvalidArgument):
+        r["kappa3"]
+
+
+def test_report_is_frozen(synthetic_report):
+    with pytest.raises(AttributeError):
+        synthetic_report.alpha = 0.5
+
+
+def test_bound_rows_are_checked_not_valued():
+    rng = np.random.default_rng(3)
+    net = Network(2, "relu", 2, 0.1, norms=[mf.BatchNorm("last")])
+    widths = (64, 256)
+    measured = {M: {k: PRED[k] * (1 + 0.05 * rng.standard_normal(10)) for k in V.STATISTICS} for M in widths}
+    inside = {M: {"m": PRED["m"], "s": PRED["s"], "kappa1": PRED["kappa1"], "kappa2": PRED["kappa2"],
+                  "lambda_max_bounds": (10.0, 400.0)} for M in widths}
+    r = V._assemble(net, 16, widths, tuple(range(10)), 0.01, V.default_exponents(net), "x", measured, inside, ())
+    assert r["lambda_max"].kind == "bound" and r["lambda_max"].verdict == "bound holds" and r.passed
+    assert "[10, 400]" in str(r) and "only bounds" in str(r)
+    below = {M: dict(inside[M], lambda_max_bounds=(10.0, 30.0)) for M in widths}
+    r = V._assemble(net, 16, widths, tuple(range(10)), 0.01, V.default_exponents(net), "x", measured, below, ())
+    assert r["lambda_max"].verdict == "BOUND VIOLATED" and not r.passed
+
+
+# -- arguments -----------------------------------------------------------------------------------------
+
+NET = Network(2, "relu", 2, 0.1)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(widths=()), dict(widths=(64, 64)), dict(widths=(1,)), dict(samples=1), dict(seeds=1), dict(seeds=[3, 3]),
+    dict(alpha=0), dict(alpha=1.5), dict(exponents={"q": 1}), dict(exponents={"m": -1}), dict(prediction=3),
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(mf.InvalidArgument):
+        V.verify(NET, **kwargs)
+
+
+def test_widths_must_fit_the_ratios():
+    with pytest.raises(mf.InvalidArgument, match="alpha"):
+        V.verify(Network(2, "relu", 2, 0, alphas=(1, 0.25)), widths=(66, 130), samples=4, seeds=2)
+
+
+def test_module_is_callable_like_the_function():
+    assert callable(mf.verify) and V.verify.__name__ == "verify"
