@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from .errors import InvalidArgument, check_choice, check_int, check_real
 from .network import BatchNorm, Network
@@ -275,23 +276,25 @@ class _Model:
         weights, biases = _split(grads)
         return np.concatenate([np.ravel(a) for a in (*weights, *biases)])
 
-    def jacobian(self, theta: np.ndarray, trace: Any = None) -> np.ndarray:
-        """J, shape (CT, P), row a = k*T + t = d f_k(x_t) / d theta (one vjp per output entry)."""
-        trace = self.trace(theta) if trace is None else trace
-        C, T = np.shape(_outputs(trace))
-        J = np.empty((C * T, self.P))
-        for a in range(C * T):
-            e = np.zeros((C, T))
-            e[a // T, a % T] = 1.0
-            J[a] = self.pullback(trace, e)
-        return J
+    def gram(self, trace: Any) -> np.ndarray:
+        """G = J J^T / T (CT x CT, index k*T + t) at the trace's parameters: the sampler's exact Gram."""
+        from .spectrum import gram
 
-    def top(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """(lambda_max, u, J): top eigenpair of the dual Gram G = J J^T / T at theta."""
-        J = self.jacobian(theta)
-        G = J @ J.T / self.T
-        values, vectors = np.linalg.eigh(G)
-        return float(values[-1]), vectors[:, -1], J
+        return gram(self.net, trace).matrix
+
+    def top(self, theta: np.ndarray) -> tuple[float, np.ndarray, Any]:
+        """(lambda_max, u, trace): top eigenpair of G at theta (u indexed k*T + t) and the forward trace."""
+        trace = self.trace(theta)
+        G = self.gram(trace)
+        n = G.shape[0]
+        values, vectors = scipy.linalg.eigh(G, subset_by_index=[n - 1, n - 1])
+        return float(values[0]), vectors[:, 0], trace
+
+    def lambda_max(self, theta: np.ndarray) -> float:
+        """lambda_max(F) at theta, as the sampler computes it (dense or Lanczos by size)."""
+        from .spectrum import top_eigenvalue
+
+        return top_eigenvalue(self.gram(self.trace(theta)))[0]
 
 
 def _split(obj: Any) -> tuple[tuple, tuple]:
@@ -359,7 +362,7 @@ def _descend(model: _Model, theta: np.ndarray, y: np.ndarray, eta: float, steps:
                 break
             losses.append(loss)
             if lambda_every and n % lambda_every == 0:
-                lambdas.append((n, model.top(theta)[0]))
+                lambdas.append((n, model.lambda_max(theta)))
             if n == steps or (stop is not None and stop(losses)):
                 break
             step = model.pullback(trace, r / T)
@@ -511,16 +514,20 @@ def _step_size(eta: Any, c: Any, lam: float) -> tuple[float, float]:
     return c / lam, c
 
 
-def _zero_residual_start(model: _Model, y: np.ndarray, lam: float, u: np.ndarray, J: np.ndarray,
+def _zero_residual_start(model: _Model, y: np.ndarray, lam: float, u: np.ndarray, trace: Any,
                          perturbation: float, direction: str, rng: np.random.Generator) -> np.ndarray:
-    """theta* + eps v with J v along the top eigenvector of G ("top") or v isotropic ("random"),
+    """theta* + eps v with v = J^T u along F's top eigenvector ("top") or v isotropic ("random"),
     eps chosen so that the linearized residual J (eps v) has RMS ``perturbation * rms(y)``."""
+    C, T = y.shape
     if direction == "top":
-        v = J.T @ u  # F v = lambda v, and J v = T lambda u
+        v = model.pullback(trace, u.reshape(C, T))  # J^T u: F v = lambda v, and J v = T lambda u
+        Jv_norm = T * lam
     else:
+        from .spectrum import jacobian
+
         v = rng.standard_normal(model.P)
-    Jv = J @ v
-    scale = perturbation * math.sqrt(float(np.mean(y * y))) * math.sqrt(y.size) / float(np.linalg.norm(Jv))
+        Jv_norm = float(np.linalg.norm(jacobian(model.net, trace) @ v))
+    scale = perturbation * math.sqrt(float(np.mean(y * y))) * math.sqrt(y.size) / Jv_norm
     return model.theta0 + scale * v
 
 
@@ -550,7 +557,7 @@ def train(net: Network, width: int, samples: int, *, seed: int = 0, eta: float |
         setup: ``"zero_residual"`` or ``"random_targets"``.
         perturbation: relative size of the zero-residual start (only for that set-up).
         direction: ``"top"`` or ``"random"`` (only for the zero-residual set-up).
-        final_lambda: compute lambda_max at the final parameters (CT backward passes).
+        final_lambda: compute lambda_max at the final parameters (the sampler's exact Gram).
         lambda_every: also record lambda_max every this many steps (costly; None: never).
 
     Returns:
@@ -583,21 +590,21 @@ def train(net: Network, width: int, samples: int, *, seed: int = 0, eta: float |
     model = _Model(net, width, samples, seed)
     # Independent streams for targets and perturbation directions, distinct from the sampler's.
     rng = np.random.default_rng(np.random.SeedSequence([seed, 8]))
-    lam, u, J = model.top(model.theta0)
+    lam, u, trace = model.top(model.theta0)
     eta, c = _step_size(eta, c, lam)
+    f0 = np.asarray(_outputs(trace), dtype=float)
     if setup == "zero_residual":
-        y = model.outputs(model.theta0)
-        theta = _zero_residual_start(model, y, lam, u, J, perturbation, direction, rng)
+        y = f0
+        theta = _zero_residual_start(model, y, lam, u, trace, perturbation, direction, rng)
     else:
-        y = _targets_like(net, rng, model.outputs(model.theta0).shape)
+        y = _targets_like(net, rng, f0.shape)
         theta = model.theta0
         perturbation = None
         direction = None
-    del J
     reference = 0.5 * float(np.sum(y * y)) / samples
     theta, losses, diverged, lambdas = _descend(model, theta, y, eta, steps, diverge_at=_DIVERGENCE * reference,
                                                 lambda_every=lambda_every)
-    lam_final = model.top(theta)[0] if (final_lambda and not diverged) else None
+    lam_final = model.lambda_max(theta) if (final_lambda and not diverged) else None
     return TrainingRun(network=net, width=width, samples=samples, seed=seed, setup=setup, eta=eta, c=c,
                        steps=steps, lambda_max_initial=lam, lambda_max_final=lam_final,
                        loss=np.asarray(losses), diverged=diverged, perturbation=perturbation,
@@ -712,11 +719,10 @@ def stability_threshold(net: Network, width: int, samples: int, *, seed: int = 0
         raise InvalidArgument("bracket", bracket, "two numbers 0 < lo < hi (stable and unstable guesses for c)")
 
     model = _Model(net, width, samples, seed)
-    lam, u, J = model.top(model.theta0)
-    y = model.outputs(model.theta0)
+    lam, u, trace = model.top(model.theta0)
+    y = np.asarray(_outputs(trace), dtype=float)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 8]))
-    start = _zero_residual_start(model, y, lam, u, J, perturbation, direction, rng)
-    del J
+    start = _zero_residual_start(model, y, lam, u, trace, perturbation, direction, rng)
     reference = 0.5 * float(np.sum(y * y)) / samples
     evaluations: list[tuple[float, float, bool]] = []
 
@@ -1079,12 +1085,12 @@ def plot_learning_rate_grid(grid: LearningRateGrid, ax: Any = None, path: Any = 
         mesh = a.pcolormesh(xe, ye, z, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
         a.set_xscale("log", base=2)
         a.set_yscale("log")
-        a.plot(widths, grid.eta_predicted[i], "w-", lw=2, label=r"$2/\\lambda_{\max}$ (theory)")
+        a.plot(widths, grid.eta_predicted[i], "w-", lw=2, label=r"$2/\lambda_{\max}$ (theory)")
         a.plot(widths, grid.eta_leading[i], "w:", lw=1.5, label="leading order")
         if grid.eta_bounds is not None and grid.predicted_kind and any(k != "prediction" for k in grid.predicted_kind[i]):
             lo, hi = grid.eta_bounds[i, :, 0], np.minimum(grid.eta_bounds[i, :, 1], ye[-1])
             a.fill_between(widths, lo, hi, color="white", alpha=0.25, label="theory bound")
-        a.plot(widths, grid.eta_sampled[i], "o", color="tab:red", ms=5, label=r"$2/\\lambda_{\max}$ sampled")
+        a.plot(widths, grid.eta_sampled[i], "o", color="tab:red", ms=5, label=r"$2/\lambda_{\max}$ sampled")
         a.set_xlim(xe[0], xe[-1])
         a.set_ylim(ye[0], ye[-1])
         a.set_title(grid.labels[i])
