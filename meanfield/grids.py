@@ -387,6 +387,7 @@ class Grid:
     seeds: Any = _DEFAULTS["seeds"]
     networks: Any = None
     source: str | None = field(default=None, compare=False, repr=False)
+    path: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
@@ -496,15 +497,24 @@ class Grid:
                 raise GridFileError(path, None, key, f"the required key {key!r} is missing"
                                     " (required: " + ", ".join(_REQUIRED) + ")")
         try:
-            return cls(**data, source=text)
+            return cls(**data, source=text, path=path)
         except GridFileError:
             raise
         except InvalidArgument as err:
-            key = _blame(err.argument) or "depth"
-            message = str(err)
-            if err.argument != key and not message.startswith(key):
-                message = f"{key}: {message}"
-            raise GridFileError(path, _key_line(text, key), key, message) from None
+            raise _file_error(err, text, path) from None
+
+    def blame(self, err: InvalidArgument) -> InvalidArgument:
+        """``err`` about one of this grid's values, located in its file (a GridFileError) if it has one.
+
+        Example:
+            >>> g = Grid.from_toml_text("depth = 2\\nactivation = 'relu'\\nsigma_w2 = 1\\nwidth = 8\\nsamples = 2",
+            ...                         path="g.toml")
+            >>> print(g.blame(InvalidArgument("samples", 2, "an integer >= 6")))
+            g.toml, line 5: samples=2 is not allowed: expected an integer >= 6
+        """
+        if self.source is None or isinstance(err, GridFileError):
+            return err
+        return _file_error(err, self.source, self.path or "<grid>")
 
     def __str__(self) -> str:
         rows = [("networks", str(len(self.networks)))]
@@ -514,6 +524,14 @@ class Grid:
         rows.append(("points", str(len(self))))
         w = max(len(k) for k, _ in rows)
         return "Grid\n" + "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def _file_error(err: InvalidArgument, text: str, path: str) -> GridFileError:
+    key = _blame(err.argument) or "depth"
+    message = str(err)
+    if err.argument != key and not message.startswith(key):
+        message = f"{key}: {message}"
+    return GridFileError(path, _key_line(text, key), key, message)
 
 
 def _show(value: Any) -> Any:

@@ -148,7 +148,19 @@ def fisher_task(point: Point) -> dict:
     return record
 
 
+def _fisher_check(point: Point) -> None:
+    """Refuse, before any work, the points predict() cannot do (batch sizes a batch norm needs)."""
+    from .recursions import min_samples_for
+
+    need = min_samples_for(point.network, "fisher")
+    if point.samples < need:
+        norms = ", ".join(map(str, point.network.norms))
+        raise InvalidArgument("samples", point.samples, f"an integer >= {need} for networks with {norms}",
+                              "the theory's expectations over the batch statistics need it (see meanfield.predict)")
+
+
 fisher_task.task_name = "fisher"  # type: ignore[attr-defined]  # the name hashed into task keys
+fisher_task.check = _fisher_check  # type: ignore[attr-defined]  # called on every point before a sweep starts
 
 
 def task_name(task: Callable) -> str:
@@ -331,13 +343,20 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _executor(task, scheduler, processes, connect_timeout, quiet):
+def _check_execution(scheduler, processes) -> int | None:
+    """The number of local processes (None on Dask); raises on options that contradict."""
     if scheduler is not None:
         if processes is not None:
             raise InvalidArgument("processes", processes, "None when a Dask scheduler is given",
                                   "the cluster's workers decide the parallelism")
+        return None
+    return _available_cpus() if processes is None else check_int("processes", processes, minimum=1)
+
+
+def _executor(task, scheduler, processes, connect_timeout, quiet):
+    n = _check_execution(scheduler, processes)
+    if n is None:
         return _Dask(task, scheduler, connect_timeout, quiet)
-    n = _available_cpus() if processes is None else check_int("processes", processes, minimum=1)
     return _Serial(task) if n == 1 else _LocalPool(task, n)
 
 
@@ -512,7 +531,10 @@ def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any =
         resume: skip points already in the store (default). ``False`` refuses a store that already
             holds some of the grid's points instead of silently mixing runs.
         quiet: no progress bar and no summary.
-        task: ``point -> dict`` of statistics (picklable; default :func:`fisher_task`).
+        task: ``point -> dict`` of statistics (picklable; default :func:`fisher_task`). Optional
+            attributes: ``task_name`` (hashed into the keys; default module.qualname) and
+            ``check(point)``, which raises InvalidArgument for points the task cannot run, called
+            on every point before anything starts.
         connect_timeout: seconds a Dask scheduler has to answer.
 
     Returns:
@@ -538,7 +560,15 @@ def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any =
     if not isinstance(resume, bool):
         raise InvalidArgument("resume", resume, "True or False")
     connect_timeout = check_real("connect_timeout", connect_timeout, minimum=0, strict_min=True, symbolic=False)
+    _check_execution(scheduler, processes)
     points = grid.points()
+    check = getattr(task, "check", None)
+    if check is not None:
+        for point in {(p.network, p.samples): p for p in points}.values():
+            try:
+                check(point)
+            except InvalidArgument as err:
+                raise grid.blame(err) from None
     keys = [p.key(name) for p in points]
     opened = store if isinstance(store, ResultStore) else ResultStore(store)
     try:
