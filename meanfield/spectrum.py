@@ -238,28 +238,32 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     # Q_a = X_t delta_a - X̄ g_a / T
     Q = (g @ (W * (UT @ (phi * kappa))).T) * (-1.0 / T)
     Q = Q.reshape(C, T, MB)
-    per = max(1, _CHUNK_BYTES // (8 * MB * Ml * 2 + 8 * T * Ml))
+    # X_t for a chunk of samples as ONE (nt*M_B x T)(T x M_l) GEMM: rows (t, i) of U^T scaled by K[:, t]
+    per = max(1, _CHUNK_BYTES // (8 * MB * (Ml + T)))
     for t0 in range(0, T, per):
-        ts = slice(t0, min(T, t0 + per))
-        X = np.matmul(UT[None], K[:, ts].T[:, :, None] * phi[None])   # (nt, M_B, M_l)
+        t1 = min(T, t0 + per)
+        X = np.matmul((UT[None] * K[:, t0:t1].T[:, None, :]).reshape(-1, T), phi).reshape(t1 - t0, MB, Ml)
         X *= W[None]
-        Q[:, ts, :] += np.matmul(delta[:, ts, :].transpose(1, 0, 2), X.transpose(0, 2, 1)).transpose(1, 0, 2)
+        Q[:, t0:t1, :] += np.matmul(delta[:, t0:t1, :].transpose(1, 0, 2),
+                                    X.transpose(0, 2, 1)).transpose(1, 0, 2)
         del X
     Q = Q.reshape(C * T, MB)
-    # Z = sum_rho B_rho B_rho^T, the Gram of the per-unit variance gradients
+    # Z = sum_rho B_rho B_rho^T, the Gram of the per-unit variance gradients. The chunk of B is built
+    # directly in the (M_B, n_rho * M_l) layout that the SYRK reads, by one GEMM.
     Lf, lower = _factor(K, trace.hidden(l - 1))
     r = Lf.shape[1]
     Z = np.zeros((MB, MB))
-    per = max(1, _CHUNK_BYTES // (8 * MB * Ml * 2))
+    per = max(1, _CHUNK_BYTES // (8 * MB * (Ml + T)))
     for r0 in range(0, r, per):
         r1 = min(r, r0 + per)
         s0 = r0 if lower else 0                            # L[s, rho] = 0 for s < rho
-        B = np.matmul(UT[None, :, s0:], Lf[s0:, r0:r1].T[:, :, None] * phi[None, s0:])  # (nr, M_B, M_l)
-        B *= W[None]
-        Bc = np.ascontiguousarray(B.transpose(1, 0, 2)).reshape(MB, (r1 - r0) * Ml)
-        del B
+        A = (UT[:, None, s0:] * Lf[s0:, r0:r1].T[None]).reshape(-1, T - s0)   # rows (i, rho)
+        B = (A @ phi[s0:]).reshape(MB, r1 - r0, Ml)
+        del A
+        B *= W[:, None, :]
+        Bc = B.reshape(MB, (r1 - r0) * Ml)
         Z += Bc @ Bc.T
-        del Bc
+        del B, Bc
     Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
     _sym_add(G, Y2, nu)
     return G
