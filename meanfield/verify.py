@@ -8,22 +8,32 @@ The test (per statistic X, over the widths M_1 < ... < M_k)
 -----------------------------------------------------------
 The relative error at width M_j is r_j = (mean_j - pred_j) / |pred_j| with standard error
 se_j = sem_j / |pred_j| (sem over the N seeds). THEORY.md section 5: even a correct finite-width
-prediction leaves a bias that vanishes as a power of the width (m, kappa_1, kappa_2: O(1/M); s: the
-O(T/M) excess of entry-wise Gram fluctuations; lambda_max: O(1/sqrt(M)) when its C outliers split,
-O(1/M) otherwise). So the null hypothesis is
+prediction leaves a bias that vanishes as a power of the width. So the null hypothesis is
 
-    H0:  r_j = b * M_j^(-gamma_X) + noise_j,   noise_j ~ N(0, se_j^2),  b unknown,
+    H0:  r_j = bias_X(M_j) + noise_j,   noise_j ~ N(0, se_j^2),
 
-"the error is a finite-width correction of the expected order, and tends to 0". The weighted least
-squares fit of b leaves the residual Q = sum_j (r_j - b M_j^(-gamma))^2 / se_j^2, chi-square with
-k - 1 degrees of freedom under H0; with estimated se's, Q / (k - 1) is referred to F(k - 1, nu)
-as in Welch's heteroscedastic ANOVA (H0 says r_j / M_j^(-gamma) are equal; for k = 2 this is exactly
-Welch's t-test of the extrapolated error a = 0 in r = a + b M^(-gamma)). A wrong prediction leaves an error a that does not shrink
-with M, and Q grows like a^2 / se^2. The report also shows the extrapolated error a (M -> infinity)
-with its standard error, from the fit r = a + b M^(-gamma).
+"the error is a finite-width correction of the expected form, and tends to 0", with
+(:func:`default_bias`)
 
-With a single width nothing separates a bias from an error: the test is then r = 0 (t-test) and
-the report says so; finite-width corrections are not allowed for.
+- m, kappa_1, kappa_2:  bias = b / M, b of either sign (exact P and bias terms leave O(1/M));
+- s:                    bias = b / M (the O(T/M) excess of entry-wise Gram fluctuations);
+- lambda_max:           bias = b / M + c / sqrt(M) with c >= 0: near-degenerate top eigenvalues
+  (the C outliers; the top of the bulk when kappa_2 is near 0) split by O(sqrt(M)) around an O(M)
+  value, which can only raise the maximum (lambda_max is convex: E lambda_max(G) >= lambda_max(E G)).
+
+The weighted least-squares fit of the bias leaves the residual Q = sum_j (r_j - bias(M_j))^2 / se_j^2
+(minimised with c >= 0), chi-square with k - 1 degrees of freedom under H0 for one free term. With
+estimated se's it is referred to F with Johansen's correction: for the b/M model this is exactly
+Welch's heteroscedastic ANOVA on r_j M_j, and for two widths Welch's t-test of the extrapolated
+error a = 0 in r = a + b/M. The one-sided c >= 0 makes the null law a 50:50 chi-bar-square mixture
+(see :func:`trend_test`); with two widths the lambda_max test is then one-sided: it catches a
+prediction above the measurements, while a measurement above the prediction can always be a
+splitting excess. A wrong prediction leaves an error a that does not shrink with M, and Q grows like
+a^2 / se^2. The report also shows the extrapolated error a (M -> infinity) with its standard error,
+from the fit r = a + b/M.
+
+With a single width nothing separates a bias from an error: the test is then r = 0 (t-test; for
+lambda_max one-sided) and the report says so.
 
 The family of statistics is tested at family-wise false-alarm rate ``alpha`` (default 1%) with
 Holm's step-down correction, valid under any dependence between the statistics: a correct
@@ -43,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as _st
+from scipy import special as _special
 
 from .errors import InvalidArgument, check_int, check_real
 from .network import Network
@@ -53,7 +63,8 @@ __all__ = [
     "StatisticResult",
     "VerificationReport",
     "WidthRow",
-    "default_exponents",
+    "BiasModel",
+    "default_bias",
     "holm",
     "network_seed",
     "trend_test",
@@ -75,90 +86,186 @@ DEFAULT_ALPHA = 0.01
 # -- the statistics ---------------------------------------------------------------------------------
 
 
-def default_exponents(net: Network) -> dict[str, float]:
-    """gamma_X: the finite-width bias of statistic X decays as M^(-gamma_X) (THEORY.md sec. 5).
+@dataclass(frozen=True)
+class BiasModel:
+    """Finite-width bias allowed under H0: r(M) = sum_i b_i M^(-free_i) + sum_j c_j M^(-nonnegative_j), c_j >= 0.
 
-    m, kappa_1, kappa_2: 1 (exact P and bias terms leave O(1/M)); s: 1 (the excess O(T/M) of
-    entry-wise Gram fluctuations); lambda_max: 1/2 when C > 1 (the C outliers split by
-    O(sqrt(M)) around an O(M) value), else 1.
+    ``free`` terms may have either sign (e.g. the O(1/M) corrections a finite-width prediction leaves);
+    ``nonnegative`` terms may only make the measurement exceed the prediction (e.g. lambda_max, a
+    convex function of the Gram: E lambda_max(G) >= lambda_max(E G), with near-degenerate top
+    eigenvalues splitting by O(sqrt(M)), an excess O(M^(-1/2))).
 
     Example:
-        >>> default_exponents(Network(3, "relu", 2, 0, outputs=10))["lambda_max"]
-        0.5
+        >>> BiasModel(free=(1.0,), nonnegative=(0.5,))
+        BiasModel(free=(1.0,), nonnegative=(0.5,))
     """
-    split = net.outputs > 1
-    return {"m": 1.0, "s": 1.0, "lambda_max": 0.5 if split else 1.0, "kappa1": 1.0, "kappa2": 1.0}
+
+    free: tuple[float, ...] = (1.0,)
+    nonnegative: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        for name in ("free", "nonnegative"):
+            values = getattr(self, name)
+            if isinstance(values, (int, float)):
+                values = (values,)
+            try:
+                values = tuple(check_real(name, g, minimum=0, strict_min=True, symbolic=False) for g in values)
+            except TypeError:
+                raise InvalidArgument(name, values, "a tuple of positive exponents") from None
+            object.__setattr__(self, name, values)
+        if set(self.free) & set(self.nonnegative):
+            raise InvalidArgument("nonnegative", self.nonnegative, "exponents not also among the free ones")
+
+    def __str__(self) -> str:
+        terms = [f"M^-{_g(g, 3)}" for g in self.free] + [f"(+)M^-{_g(g, 3)}" for g in self.nonnegative]
+        return " + ".join(terms) if terms else "0"
+
+
+def default_bias(net: Network) -> dict[str, BiasModel]:
+    """The finite-width bias each statistic may carry under H0 (THEORY.md section 5).
+
+    m, kappa_1, kappa_2: b/M (exact P and bias terms leave O(1/M)); s: b/M (the excess O(T/M) of
+    entry-wise Gram fluctuations, and O(1/M) prediction terms); lambda_max: b/M of either sign plus
+    c/sqrt(M) with c >= 0: the C outliers (or, when kappa_2 is near 0, the top of the bulk) split by
+    O(sqrt(M)) around an O(M) value, which can only raise the maximum (lambda_max is convex).
+
+    Example:
+        >>> str(default_bias(Network(3, "relu", 2, 0, outputs=10))["lambda_max"])
+        'M^-1 + (+)M^-0.5'
+    """
+    plain = BiasModel((1.0,))
+    return {"m": plain, "s": plain, "lambda_max": BiasModel((1.0,), (0.5,)), "kappa1": plain, "kappa2": plain}
 
 
 @dataclass(frozen=True)
 class TrendTest:
-    """Result of :func:`trend_test`: fit of r_j = b M_j^(-gamma) and the extrapolated error."""
+    """Result of :func:`trend_test`: the bias fit under H0, its residual, and the extrapolated error."""
 
-    slope: float            # b under H0 (r = b M^-gamma)
-    extrapolated: float     # a in r = a + b M^-gamma (M -> infinity); r itself for one width
-    extrapolated_se: float
-    q: float                # residual chi-square of the H0 fit (Welch's statistic before correction)
-    dof: int                # k - 1 (k = 1: 1, the plain t-test)
-    denominator_dof: float  # Welch's denominator degrees of freedom (N - 1 for one width)
+    coefficients: tuple[float, ...]   # the H0 fit: free terms, then the nonnegative ones
+    extrapolated: float | None        # a in r = a + (free terms) (M -> infinity); r itself for one width
+    extrapolated_se: float | None
+    q: float                          # weighted residual sum of squares of the H0 fit
+    dof: int                          # k minus the free terms (the test's numerator degrees of freedom)
+    denominator_dof: float            # Welch/Johansen degrees of freedom of the estimated variances
     p_value: float
 
 
-def trend_test(widths: Sequence[int], errors: Sequence[float], ses: Sequence[float], counts: Sequence[int],
-               gamma: float) -> TrendTest:
-    """p-value of H0: r_j = b M_j^(-gamma) + N(0, se_j^2), i.e. the error vanishes as M -> infinity.
+def _wls(X: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Weighted least squares r ~ X b: (b, residual sum of squares, leverages); X has <= 3 columns."""
+    if X.shape[1] == 0:
+        return np.zeros(0), float(np.sum(w * r * r)), np.zeros(len(r))
+    normal = X.T @ (w[:, None] * X)
+    try:
+        inverse = np.linalg.inv(normal)
+    except np.linalg.LinAlgError:  # a column duplicating another (M^-g and M^-g' at one width)
+        inverse = np.linalg.pinv(normal)
+    b = inverse @ (X.T @ (w * r))
+    resid = r - X @ b
+    h = w * np.einsum("ij,jk,ik->i", X, inverse, X)
+    return b, float(np.sum(w * resid * resid)), h
 
-    Q = min_b sum_j (r_j - b x_j)^2 / se_j^2 with x_j = M_j^(-gamma). H0 says r_j / x_j are all
-    equal, so Q is Welch's heteroscedastic ANOVA statistic and gets his F reference: p =
-    P(F(k-1, nu) > Q / ((k-1)(1 + 2(k-2) Lambda/(k^2-1)))), nu = (k^2-1)/(3 Lambda),
-    Lambda = sum_j (1 - h_j)^2/(n_j - 1), h_j = w_j x_j^2 / sum w x^2 (for k = 2: Welch's t-test of
-    the extrapolated error a = 0 in r = a + b x).
-    One width: Q = (r/se)^2 against F(1, N-1) (no bias allowance).
+
+def _johansen_sf(q: float, h: np.ndarray, counts: np.ndarray, r: int) -> float:
+    """P(Q > q) for a weighted residual Q with r degrees of freedom and estimated weights.
+
+    Johansen's (1980) correction of the F reference (Welch's ANOVA and Welch's t-test are its
+    special cases): Q / c ~ F(r, nu), A = sum_j (1 - h_j)^2 / (n_j - 1), c = r + 2A - 6A/(r + 2),
+    nu = r(r + 2) / (3A); h_j the leverages of the H0 design.
+    """
+    if r <= 0:
+        return 1.0 if q <= 1e-12 else 0.0
+    A = float(np.sum((1 - h) ** 2 / np.maximum(counts - 1, 1)))
+    A = max(A, 1e-12)
+    c = r + 2 * A - 6 * A / (r + 2)
+    return float(_special.fdtrc(r, r * (r + 2) / (3 * A), q / c))
+
+
+def trend_test(widths: Sequence[int], errors: Sequence[float], ses: Sequence[float], counts: Sequence[int],
+               model: BiasModel | float = 1.0) -> TrendTest:
+    """p-value of H0: r_j = bias(M_j) + N(0, se_j^2), i.e. the relative error vanishes as M -> infinity.
+
+    The bias has the form of ``model`` (a :class:`BiasModel`; a float g means one term b M^-g of
+    either sign). Q = min over the bias coefficients (nonnegative ones >= 0) of
+    sum_j (r_j - bias(M_j))^2 / se_j^2. Without nonnegative terms Q is, under H0, a chi-square with
+    r = k - (free terms) degrees of freedom; with estimated se's it is referred to F with Johansen's
+    correction (for one b/M term this is exactly Welch's heteroscedastic ANOVA on r_j M_j, and for
+    k = 2 Welch's t-test of the extrapolated error a = 0 in r = a + b/M). One nonnegative term makes
+    the least favourable null a 50:50 mixture of the r and r - 1 degree-of-freedom laws (the
+    chi-bar-square of a one-sided constraint); more than one uses the r law (conservative).
+    With a single width no term of either sign can be told from an error: free terms are dropped
+    and the test is the t-test of r = 0 (one-sided if nonnegative terms remain).
 
     Args:
         widths: M_j, distinct.
         errors: relative errors r_j.
         ses: their standard errors (> 0).
         counts: seeds behind each r_j (>= 2).
-        gamma: the decay exponent of the finite-width bias.
+        model: the bias allowed under H0.
 
     Returns:
         A :class:`TrendTest`.
 
+    Raises:
+        InvalidArgument: fewer widths than free bias terms + 1.
+
     Example:
-        >>> t = trend_test([64, 256], [0.04, 0.01], [0.005, 0.005], [20, 20], 1.0)
+        >>> t = trend_test([64, 256], [0.04, 0.01], [0.005, 0.005], [20, 20])
         >>> round(t.extrapolated, 4), t.p_value > 0.5      # an error shrinking like 1/M
         (0.0, True)
-        >>> trend_test([64, 256], [0.05, 0.05], [0.005, 0.005], [20, 20], 1.0).p_value < 1e-4
+        >>> trend_test([64, 256], [0.05, 0.05], [0.005, 0.005], [20, 20]).p_value < 1e-4
         True
     """
+    if not isinstance(model, BiasModel):
+        model = BiasModel((check_real("model", model, minimum=0, strict_min=True, symbolic=False),))
     M = np.asarray(widths, dtype=float)
     r = np.asarray(errors, dtype=float)
     se = np.asarray(ses, dtype=float)
-    n = int(min(counts))
+    n = np.asarray(counts, dtype=float)
     k = len(M)
     w = 1.0 / se**2
-    x = M ** (-float(gamma))
-    den = max(n - 1, 1)
-    if k == 1:
-        q = float(r[0] ** 2 * w[0])
-        return TrendTest(0.0, float(r[0]), float(se[0]), q, 1, den, float(_st.f.sf(q, 1, den)))
-    b0 = float(np.sum(w * x * r) / np.sum(w * x * x))
-    q = float(np.sum(w * (r - b0 * x) ** 2))
-    # H0 says y_j = r_j / x_j are all equal (to b), with variances se_j^2 / x_j^2 estimated from
-    # n_j seeds: Welch's (1951) heteroscedastic one-way ANOVA, whose statistic is exactly Q.
-    # His correction of the F reference accounts for the estimated weights (for k = 2 it is
-    # Welch's t-test of the extrapolated error a = 0).
-    h = w * x * x / np.sum(w * x * x)
-    n_j = np.asarray(counts, dtype=float)
-    lam = float(np.sum((1 - h) ** 2 / np.maximum(n_j - 1, 1)))
-    den = (k * k - 1) / (3 * lam)
-    statistic = q / (k - 1) / (1 + 2 * (k - 2) / (k * k - 1) * lam)
-    p = float(_st.f.sf(statistic, k - 1, den))
-    # the extrapolation a, b from the weighted fit r = a + b x (reported, not tested separately)
-    design = np.stack([np.ones_like(x), x], axis=1)
-    cov = np.linalg.inv(design.T @ (w[:, None] * design))
-    a = float((cov @ (design.T @ (w * r)))[0])
-    return TrendTest(b0, a, float(math.sqrt(cov[0, 0])), q, k - 1, den, p)
+    free = model.free if k > 1 else ()
+    if len(free) >= k:
+        raise InvalidArgument("widths", tuple(widths), f"at least {len(free) + 1} widths for the bias model {model}")
+    columns = lambda gammas: np.stack([M ** (-g) for g in gammas], axis=1) if gammas else np.zeros((k, 0))  # noqa: E731
+    # the constrained fit: the optimum of min Q with c >= 0 is the unconstrained optimum over its
+    # active set, so try every subset of nonnegative terms and keep the best feasible one
+    best = None
+    nonneg = model.nonnegative
+    for size in range(len(nonneg) + 1):
+        for subset in _subsets(nonneg, size):
+            if len(free) + len(subset) > k:
+                continue
+            b, q, _ = _wls(columns(free + subset), r, w)
+            if np.any(b[len(free):] < 0):
+                continue
+            if best is None or q < best[1] - 1e-12:
+                coefficients = dict(zip(free + subset, b))
+                best = (tuple(float(coefficients.get(g, 0.0)) for g in free + nonneg), q)
+    coefficients, q = best
+    q = max(q, 0.0)
+    dof = k - len(free)
+    _, _, h_free = _wls(columns(free), r, w)
+    if len(nonneg) == 1:
+        _, _, h_one = _wls(columns(free + nonneg), r, w) if len(free) + 1 <= k else (None, None, np.ones(k))
+        p = 0.5 * _johansen_sf(q, h_free, n, dof) + 0.5 * _johansen_sf(q, h_one, n, dof - 1)
+    else:
+        p = _johansen_sf(q, h_free, n, dof)
+    A = float(np.sum((1 - h_free) ** 2 / np.maximum(n - 1, 1)))
+    den = dof * (dof + 2) / (3 * max(A, 1e-12))
+    # the extrapolation a of r = a + (free terms), shown in the report
+    extrapolated = extrapolated_se = None
+    if len(free) + 1 <= k:
+        X = np.concatenate([np.ones((k, 1)), columns(free)], axis=1)
+        cov = np.linalg.inv(X.T @ (w[:, None] * X))
+        extrapolated = float((cov @ (X.T @ (w * r)))[0])
+        extrapolated_se = float(math.sqrt(cov[0, 0]))
+    return TrendTest(coefficients, extrapolated, extrapolated_se, q, dof, den, min(1.0, max(0.0, p)))
+
+
+def _subsets(items: tuple, size: int):
+    from itertools import combinations
+
+    return combinations(items, size)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -233,7 +340,7 @@ class StatisticResult:
     statistic: str
     kind: str
     rows: tuple[WidthRow, ...]
-    exponent: float | None
+    bias: BiasModel | None
     extrapolated: float | None
     extrapolated_se: float | None
     p_value: float | None
@@ -250,7 +357,8 @@ class StatisticResult:
         return "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"statistic": self.statistic, "kind": self.kind, "exponent": self.exponent,
+        return {"statistic": self.statistic, "kind": self.kind,
+                "bias_model": str(self.bias) if self.bias is not None else None,
                 "extrapolated_error": self.extrapolated, "extrapolated_se": self.extrapolated_se,
                 "p_value": self.p_value, "adjusted_p": self.adjusted_p, "passed": self.passed,
                 "verdict": self.verdict, "note": self.note, "rows": [r.to_dict() for r in self.rows]}
@@ -309,7 +417,8 @@ class VerificationReport:
             "seeds": list(self.seeds),
             "seed_rule": "network seed = meanfield.verify.network_seed(seed, width)",
             "alpha": self.alpha,
-            "test": "per statistic: r_j = b M_j^-gamma fit, F-test of the residual; Holm over statistics",
+            "test": "per statistic: relative error = finite-width bias (bias_model) + noise, F-test of "
+                    "the fit's residual (Johansen/Welch); Holm over statistics",
             "prediction": self.prediction,
             "passed": self.passed,
             "failures": list(self.failures),
@@ -358,7 +467,7 @@ class VerificationReport:
                  f"  sampling    T={self.samples}, {len(self.seeds)} networks per width, widths "
                  f"{', '.join(map(str, self.widths))}",
                  f"  test        false-alarm rate {self.alpha:g} (Holm over {self._tested()} statistics); "
-                 "error = b M^-gamma + noise",
+                 "H0: rel. error = finite-width bias + noise",
                  "", fmt(head), fmt(["-" * w for w in widths])]
         lines += [fmt(r) for r in body]
         lines += [f"  note: {n}" for n in self.notes]
@@ -535,13 +644,14 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
 
 def verify(net: Network, widths: Iterable[int] | None = None, samples: int | None = None,
            seeds: int | Iterable[int] = DEFAULT_SEEDS, prediction: Any = None, *, alpha: float = DEFAULT_ALPHA,
-           exponents: Mapping[str, float] | None = None, processes: int | None = None,
+           bias: Mapping[str, BiasModel | float] | None = None, processes: int | None = None,
            progress: Any = None) -> VerificationReport:
     """Test prediction = lim_{M->inf} E[sampled statistic] for m, s, lambda_max, kappa_1, kappa_2.
 
     At every width M the N networks ``sample(net, M, T, seed=network_seed(s, M))`` (s over
     ``seeds``) give means and standard errors; each statistic X is tested by :func:`trend_test`
-    (H0: relative error = b M^(-gamma_X) + noise), and the statistics are combined with Holm's
+    (H0: relative error = the finite-width bias of :func:`default_bias` + noise), and the
+    statistics are combined with Holm's
     correction at family-wise false-alarm rate ``alpha``. The sampled kappa's are T gram_diag/(alpha M)
     and T gram_offdiag/(alpha M); the prediction's are the same transform of its gram_diag and
     gram_offdiag, so that like is compared with like. See the module docstring for the test.
@@ -558,7 +668,8 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
             dict keys are among m, s, lambda_max, kappa1, kappa2, gram_diag, gram_offdiag and
             lambda_max_bounds = (lo, hi). Statistics it does not give are shown, not tested.
         alpha: family-wise false-alarm rate (0 < alpha < 1; default 0.01).
-        exponents: override the bias exponents gamma_X of :func:`default_exponents`.
+        bias: override the finite-width bias allowed per statistic (a :class:`BiasModel`, or a float
+            g for one term b M^-g of either sign); default :func:`default_bias`.
         processes: worker processes for the sampling (see :func:`meanfield.sample_many`).
         progress: progress reporting, passed to :func:`meanfield.sample_many`.
 
@@ -566,7 +677,7 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
         A :class:`VerificationReport`; ``report.passed`` is the verdict.
 
     Raises:
-        InvalidArgument: bad widths, samples, seeds, alpha, exponents or prediction.
+        InvalidArgument: bad widths, samples, seeds, alpha, bias or prediction.
 
     Example:
         >>> import meanfield as mf
@@ -608,11 +719,17 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
     alpha = check_real("alpha", alpha, minimum=0, strict_min=True, maximum=1, symbolic=False)
     if alpha >= 1:
         raise InvalidArgument("alpha", alpha, "a false-alarm rate 0 < alpha < 1")
-    gammas = default_exponents(net)
-    for key, value in (exponents or {}).items():
-        if key not in gammas:
-            raise InvalidArgument("exponents", dict(exponents), "keys among " + ", ".join(STATISTICS))
-        gammas[key] = check_real(f"exponents[{key!r}]", value, minimum=0, strict_min=True, symbolic=False)
+    models = default_bias(net)
+    if bias is not None and not isinstance(bias, Mapping):
+        raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent)")
+    for key, value in (bias or {}).items():
+        if key not in models:
+            raise InvalidArgument("bias", dict(bias), "keys among " + ", ".join(STATISTICS))
+        models[key] = value if isinstance(value, BiasModel) else BiasModel(
+            (check_real(f"bias[{key!r}]", value, minimum=0, strict_min=True, symbolic=False),))
+    free_terms = max(len(m.free) for m in models.values())
+    if len(widths) != 1 and len(widths) <= free_terms:
+        raise InvalidArgument("widths", widths, f"one width, or at least {free_terms + 1} for the bias model")
 
     from .sampling import sample_many
 
@@ -626,12 +743,12 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
     notes = []
     if len(widths) == 1:
         notes.append("a single width: finite-width bias is not separated from error (t-test of r = 0)")
-    return _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, predicted, tuple(notes))
+    return _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, tuple(notes))
 
 
-def _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, predicted, notes) -> VerificationReport:
+def _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, notes) -> VerificationReport:
     """Build the report from per-width sampled values and predictions (pure; used by tests too)."""
-    partial = []  # (name, kind, rows, gamma, trend-or-None, raw p or None, note)
+    partial = []  # (name, kind, rows, bias model, trend-or-None, raw p or None, note)
     for name in STATISTICS:
         rows = []
         values = [measured[w][name] for w in widths]
@@ -651,15 +768,15 @@ def _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, pred
             ses = [max(e / s, 1e-15) for e, s in zip(sems, scales)]
             for w, m, e, p, r, q, n in zip(widths, means, sems, preds, errs, ses, counts):
                 rows.append(WidthRow(name, w, n, m, e, p, r, q))
-            trend = trend_test(widths, errs, ses, counts, gammas[name])
-            partial.append((name, "value", rows, gammas[name], trend, trend.p_value, note))
+            trend = trend_test(widths, errs, ses, counts, models[name])
+            partial.append((name, "value", rows, models[name], trend, trend.p_value, note))
         elif has_bound:
             ps = []
             for w, m, e, n in zip(widths, means, sems, counts):
                 lo, hi = predicted[w]["lambda_max_bounds"]
                 se = max(e, 1e-15 * abs(m))
-                p_hi = float(_st.t.sf((m - hi) / se, n - 1)) if math.isfinite(hi) else 1.0
-                p_lo = float(_st.t.cdf((m - lo) / se, n - 1)) if math.isfinite(lo) else 1.0
+                p_hi = float(_special.stdtr(n - 1, -(m - hi) / se)) if math.isfinite(hi) else 1.0
+                p_lo = float(_special.stdtr(n - 1, (m - lo) / se)) if math.isfinite(lo) else 1.0
                 p = min(p_hi, p_lo)
                 ps.append(p)
                 outside = (m - hi) / abs(hi) if m > hi else ((m - lo) / abs(lo) if m < lo and lo else 0.0)
@@ -674,10 +791,10 @@ def _assemble(net, samples, widths, seeds, alpha, gammas, source, measured, pred
     tested = [i for i, part in enumerate(partial) if part[5] is not None]
     adjusted = dict(zip(tested, holm([partial[i][5] for i in tested])))
     results = []
-    for i, (name, kind, rows, gamma, trend, raw, note) in enumerate(partial):
+    for i, (name, kind, rows, model, trend, raw, note) in enumerate(partial):
         adj = adjusted.get(i)
         results.append(StatisticResult(
-            statistic=name, kind=kind, rows=tuple(rows), exponent=gamma,
+            statistic=name, kind=kind, rows=tuple(rows), bias=model,
             extrapolated=trend.extrapolated if trend is not None and len(widths) > 1 else None,
             extrapolated_se=trend.extrapolated_se if trend is not None and len(widths) > 1 else None,
             p_value=raw, adjusted_p=adj, passed=adj is None or adj > alpha, note=note))
