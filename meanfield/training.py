@@ -30,6 +30,7 @@ the network whose spectrum the sampler reports. Parameters are handled here as o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,9 +155,11 @@ class LearningRate:
         lambda_max: the theory's lambda_max in its finite-width form (``predict``).
         eta_max: 2 / lambda_max.
         lambda_max_leading, eta_max_leading: the same at leading order in M.
-        kind: ``"prediction"``, or ``"bound"`` when the theory only brackets lambda_max (batch norm
-            in the last layer at T comparable to M: the bulk edge is not predicted).
-        eta_max_bounds: (2 / upper, 2 / lower) bounds on lambda_max when ``kind == "bound"``, else None.
+        kind: ``"prediction"``, or ``"bound"`` when the theory only brackets lambda_max (normalization
+            on the output, or kappa_2 <= 0: the top eigenvalue is the bulk edge, not predicted). Then
+            ``lambda_max`` is predict's lower bound lo and ``eta_max`` = 2 / lo an upper bound.
+        eta_max_bounds: (2 / hi, 2 / lo) from predict's bounds (lo, hi) on lambda_max when
+            ``kind == "bound"``, else None.
     """
 
     network: Network
@@ -175,9 +178,9 @@ class LearningRate:
                 ("lambda_max (leading order)", self.lambda_max_leading),
                 ("eta_max (leading order)", self.eta_max_leading),
                 ("lambda_max is", self.kind if self.kind == "prediction"
-                 else "only bounded (eta_max below is the bound's midpoint value)")]
+                 else "only bounded: lambda_max is the lower bound, so eta_max is an upper bound")]
         if self.eta_max_bounds is not None:
-            rows.append(("eta_max between", self.eta_max_bounds))
+            rows.append(("eta_max between (2/hi, 2/lo)", self.eta_max_bounds))
         return rows
 
     def __str__(self) -> str:
@@ -245,6 +248,7 @@ class _Model:
         from . import sampling
 
         self._sampling = sampling
+        self.degenerate = sampling.DegenerateBatch
         self.net = net
         self.draw = sampling.draw(net, width, samples, seed)
         weights, biases = _split(self.draw)
@@ -298,21 +302,13 @@ class _Model:
 
 
 def _split(obj: Any) -> tuple[tuple, tuple]:
-    """(weights, biases) of a sampler Draw / gradient object."""
-    if hasattr(obj, "weights") and hasattr(obj, "biases"):
-        return tuple(obj.weights), tuple(obj.biases)
-    if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        return tuple(obj[0]), tuple(obj[1])
-    raise TypeError(f"cannot find weights and biases in {type(obj).__name__}")
+    """(weights, biases) of a sampler ``Draw`` or ``Gradients``."""
+    return tuple(obj.weights), tuple(obj.biases)
 
 
 def _join(draw: Any, weights: tuple, biases: tuple) -> Any:
-    """The sampler's params object with new weights and biases."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(draw):
-        return dataclasses.replace(draw, weights=weights, biases=biases)
-    return (weights, biases)
+    """The sampler's ``Draw`` with new weights and biases (same inputs and seed)."""
+    return dataclasses.replace(draw, weights=weights, biases=biases)
 
 
 def _outputs(trace: Any) -> np.ndarray:
@@ -347,8 +343,8 @@ def _descend(model: _Model, theta: np.ndarray, y: np.ndarray, eta: float, steps:
         for n in range(steps + 1):
             try:
                 trace = model.trace(theta)
-            except InvalidArgument as err:
-                if n == 0 or type(err).__name__ != "DegenerateBatch":
+            except model.degenerate:
+                if n == 0:
                     raise
                 # A step made a normalized unit constant over the batch (0/0): training broke down.
                 diverged = True
