@@ -38,6 +38,7 @@ _EXPORTS = {
     "OrderParameters": "recursions",
     "signal_propagation": "recursions",
     "predict": "fisher",
+    "predict_grid": "fisher",
     "FisherStats": "fisher",
     "derive": "derivation",
     "sample": "sampling",
