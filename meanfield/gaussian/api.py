@@ -1,0 +1,121 @@
+"""The two public functions: dispatch on the kind of argument (numbers, ``dps``, sympy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..errors import InvalidArgument, check_int
+from . import numeric, symbolic
+
+__all__ = ["second_moment", "cross_moment"]
+
+
+def _is_sympy(*values: Any) -> bool:
+    return any(isinstance(v, sympy.Basic) for v in values)
+
+
+def _check_dps(dps: Any) -> int | None:
+    if dps is None:
+        return None
+    return check_int("dps", dps, minimum=1)
+
+
+def _scalar_for_mp(name: str, value: Any):
+    arr = np.asarray(value)
+    if arr.ndim:
+        raise InvalidArgument(name, value, "a scalar when dps is given (mpmath evaluates one point)")
+    return value
+
+
+def second_moment(f: Any, q: Any, *, dps: int | None = None) -> Any:
+    """E[phi(sqrt(q) z)^2], z ~ N(0, 1): the forward variance map qhat_1 = E[phi(u)^2], Var u = q.
+
+    Args:
+        f: an :class:`~meanfield.Activation` (``meanfield.activation("tanh")``).
+        q: the variance q >= 0: a float or numpy array (vectorized), or a sympy expression.
+        dps: if given, evaluate with mpmath at this many decimal digits (scalar q only).
+
+    Returns:
+        numpy float64 (array of q's shape) for numeric q; an mpmath ``mpf`` when ``dps`` is given;
+        a sympy expression (closed form, or an unevaluated :class:`GaussianExpectation`) when q is
+        a sympy object. At q = 0 the value is phi(0)^2.
+
+    Raises:
+        InvalidArgument: q < 0 or not finite, f not an Activation, or f with symbolic parameters
+            on a numeric path.
+
+    Example:
+        >>> import meanfield as mf, sympy
+        >>> float(second_moment(mf.activation("relu"), 2.0))
+        1.0
+        >>> second_moment(mf.activation("erf"), sympy.Symbol("q", positive=True))
+        2*asin(2*q/(2*q + 1))/pi
+        >>> second_moment(mf.activation("tanh"), 1.0, dps=20)
+        mpf('0.394294490397841...')
+    """
+    f = numeric.check_activation(f)
+    dps = _check_dps(dps)
+    if _is_sympy(q):
+        return symbolic.second_moment(f, q)
+    if dps is not None:
+        q = _scalar_for_mp("q", q)
+        numeric._require_numeric(f)
+        q_arr, _ = numeric.prepare(q)
+        return numeric.mp_second(f, _exact(q), dps)
+    return numeric.fast_second(f, q)
+
+
+def cross_moment(f: Any, q1: Any, q2: Any, *, dps: int | None = None) -> Any:
+    """I_phi[q1, q2] = E[phi(u) phi(v)], (u, v) centred Gaussian, Var = q1, Cov(u, v) = q2.
+
+    Written as in THEORY.md: u = sqrt(q1) x, v = sqrt(q1) (c x + sqrt(1 - c^2) y), c = q2/q1.
+
+    Args:
+        f: an :class:`~meanfield.Activation`.
+        q1: the common variance, >= 0 (float, array, or sympy).
+        q2: the covariance, |q2| <= q1; an excess of up to 1e-12 relative is treated as rounding
+            and q2 taken as exactly +-q1. q1 = 0 requires q2 = 0.
+        dps: if given, evaluate with mpmath at this many digits (scalar arguments only).
+
+    Returns:
+        As :func:`second_moment`: float64 array (broadcast shape), mpmath number, or sympy.
+
+    Raises:
+        InvalidArgument: a bad variance or covariance (naming which, the value, and the bound),
+            non-finite input, f not an Activation or with symbolic parameters on a numeric path.
+
+    Example:
+        >>> import meanfield as mf
+        >>> float(cross_moment(mf.activation("relu"), 1.0, 1.0))   # c = 1: the second moment
+        0.5
+        >>> cross_moment(mf.activation("linear"), 3.0, [0.5, -1.0]).tolist()
+        [0.5, -1.0]
+    """
+    f = numeric.check_activation(f)
+    dps = _check_dps(dps)
+    if _is_sympy(q1, q2):
+        return symbolic.cross_moment(f, q1, q2)
+    if dps is not None:
+        q1 = _scalar_for_mp("q1", q1)
+        q2 = _scalar_for_mp("q2", q2)
+        numeric._require_numeric(f)
+        a, b = numeric.prepare(q1, q2)
+        q1e, q2e = _exact(q1), _exact(q2)
+        if abs(q2e) > q1e:  # within RTOL (prepare raised otherwise): exactly +-q1
+            q2e = q1e if q2e > 0 else -q1e
+        return numeric.mp_cross(f, q1e, q2e, dps)
+    return numeric.fast_cross(f, q1, q2)
+
+
+def _exact(value: Any):
+    """The number as mpmath can take it without losing digits (floats are exact binary numbers)."""
+    import mpmath
+
+    if isinstance(value, (int, np.integer)):
+        return mpmath.mpf(int(value))
+    if isinstance(value, mpmath.mpf):
+        return value
+    return mpmath.mpf(float(value))

@@ -1,0 +1,271 @@
+"""Symbolic Gaussian expectations: a closed form when one is known, else an unevaluated object.
+
+Modelled on ``sympy.stats.Expectation``: :class:`GaussianExpectation` is a sympy expression that
+stays unevaluated, prints as itself, composes arithmetically with other expressions,
+``.rewrite(sympy.Integral)`` shows the Gaussian integral, ``.doit()`` substitutes a closed form
+when one exists (or evaluates numerically when every argument is a number), and ``.evalf()`` /
+``sympy.N`` integrate numerically with mpmath at the requested precision. ``sympy.lambdify``
+works through a printer hook that calls the numeric fast path.
+
+Validation follows sympy: a condition raises only when the assumptions *prove* it false, so
+``Symbol("q", positive=True)`` passes, and so does a plain ``Symbol("q")``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import mpmath
+import sympy
+from sympy.core.symbol import Str
+
+from ..activations import X, Activation
+from ..errors import InvalidArgument
+from .closed_forms import closed_form
+
+__all__ = ["GaussianExpectation", "second_moment", "cross_moment"]
+
+
+def _check_variance(name: str, q: sympy.Expr) -> sympy.Expr:
+    q = sympy.sympify(q)
+    if q.is_real is False or q.is_negative or q.is_finite is False:
+        raise InvalidArgument(name, q, "a real variance >= 0 (symbolic is fine unless provably negative)")
+    return q
+
+
+def _check_covariance(q1: sympy.Expr, q2: sympy.Expr) -> sympy.Expr:
+    q2 = sympy.sympify(q2)
+    if q2.is_real is False or q2.is_finite is False:
+        raise InvalidArgument("q2", q2, "a real covariance with |q2| <= q1")
+    if (q2 - q1).is_positive or (q2 + q1).is_negative:
+        raise InvalidArgument("q2", q2, f"a covariance with |q2| <= q1 = {q1} (|c| <= 1)")
+    if q1.is_zero and q2.is_zero is False:
+        raise InvalidArgument("q2", q2, "q2 = 0 when q1 = 0")
+    return q2
+
+
+def _family_args(f: Activation) -> tuple:
+    return (Str(f.family), sympy.Tuple(*[sympy.Tuple(Str(k), sympy.sympify(v)) for k, v in f.params]),
+            Str(f.name))
+
+
+class GaussianExpectation(sympy.Expr):
+    """I_phi[q1, q2] = E[phi(u) phi(v)] (Var u = Var v = q1, Cov = q2), unevaluated.
+
+    With q2 == q1 it is the second moment E[phi(sqrt(q) z)^2]. Build it with
+    :func:`meanfield.gaussian.cross_moment` / ``second_moment`` (which return a closed form
+    instead when one exists) or directly from an Activation with :meth:`of`.
+
+    Example:
+        >>> import sympy, meanfield as mf
+        >>> q1, q2 = sympy.symbols("q1 q2", real=True)
+        >>> e = GaussianExpectation.of(mf.activation("tanh"), q1, q2)
+        >>> e
+        I[tanh](q1, q2)
+        >>> (2 * e + 1).subs({q1: 1, q2: sympy.Rational(1, 2)}).evalf(12)
+        1.37264882641
+        >>> e.rewrite(sympy.Integral).args[0].has(sympy.exp)
+        True
+    """
+
+    is_real = True
+    is_finite = True
+
+    def __new__(cls, expr, q1, q2, family=Str("custom"), params=sympy.Tuple(), name=None):
+        expr, q1, q2 = sympy.sympify(expr), sympy.sympify(q1), sympy.sympify(q2)
+        if name is None:
+            name = Str(str(expr))
+        return sympy.Expr.__new__(cls, expr, q1, q2, family, params, name)
+
+    @classmethod
+    def of(cls, f: Activation, q1: Any, q2: Any) -> "GaussianExpectation":
+        """The unevaluated I_f[q1, q2] of an Activation (no closed-form lookup)."""
+        family, params, name = _family_args(f)
+        return cls(f.expr, q1, q2, family, params, name)
+
+    # -- parts ------------------------------------------------------------------------------------
+    @property
+    def phi(self) -> sympy.Expr:
+        """The activation's expression in :data:`meanfield.activations.X`."""
+        return self.args[0]
+
+    @property
+    def q1(self) -> sympy.Expr:
+        return self.args[1]
+
+    @property
+    def q2(self) -> sympy.Expr:
+        return self.args[2]
+
+    @property
+    def is_second_moment(self) -> bool:
+        return bool(self.q1 == self.q2)
+
+    @property
+    def free_symbols(self):
+        return self.q1.free_symbols | self.q2.free_symbols | (self.phi.free_symbols - {X})
+
+    def activation(self) -> Activation:
+        """The Activation this expectation is of (catalogue family restored when it has one)."""
+        family = self.args[3].name
+        params = {str(k.name): v for k, v in self.args[4]}
+        if family != "custom":
+            from ..activations import _CATALOGUE, _activation
+
+            if family in _CATALOGUE:
+                entry = _CATALOGUE[family]
+                shown = tuple((k, params.get(k, d)) for k, d in entry.defaults)
+                expr = entry.build(dict(shown))
+                if expr == self.phi:
+                    return Activation(name=self.args[5].name, expr=expr, family=family, params=shown)
+        return Activation(name=self.args[5].name, expr=self.phi, family="custom")
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _closed(self):
+        cf = closed_form(self.activation())
+        if cf is None:
+            return None
+        if self.is_second_moment:
+            return cf.sym_second(self.q1)
+        return cf.sym_cross(self.q1, self.q2)
+
+    def doit(self, **hints):
+        """The closed form if known; else a number if all arguments are numbers; else self.
+
+        With ``integrate=True`` sympy is also asked to do the (second-moment) integral, which can
+        be slow.
+        """
+        deep = hints.get("deep", True)
+        obj = self.func(*[a.doit(**hints) if deep and isinstance(a, sympy.Basic) and not isinstance(a, Str)
+                          else a for a in self.args]) if deep else self
+        closed = obj._closed()
+        if closed is not None:
+            return closed
+        if obj.q1.is_number and obj.q2.is_number and not (obj.phi.free_symbols - {X}):
+            return obj.evalf()
+        if hints.get("integrate") and obj.is_second_moment:
+            res = obj.rewrite(sympy.Integral).doit()
+            if not res.has(sympy.Integral):
+                return res
+        return obj
+
+    def _eval_evalf(self, prec):
+        if not (self.q1.is_number and self.q2.is_number) or (self.phi.free_symbols - {X}):
+            return None
+        from .numeric import mp_cross, prepare
+
+        dps = max(15, mpmath.libmp.prec_to_dps(prec))
+        q1 = sympy.Float(self.q1, dps + 5)
+        q2 = sympy.Float(self.q2, dps + 5)
+        if q1.is_negative:
+            raise InvalidArgument("q1", self.q1, "a variance >= 0")
+        with mpmath.workdps(dps + 5):
+            m1, m2 = mpmath.mpf(q1._mpf_), mpmath.mpf(q2._mpf_)
+        if abs(m2) > m1 * (1 + 1e-12) or (m1 == 0 and m2 != 0):
+            raise InvalidArgument("q2", self.q2, f"a covariance with |q2| <= q1 = {self.q1}")
+        if abs(m2) > m1:
+            m2 = m1 if m2 > 0 else -m1
+        value = mp_cross(self.activation(), m1, m2, dps + 3)
+        return sympy.Float(value, dps)
+
+    def _eval_rewrite_as_Integral(self, *args, **kwargs):
+        x, y = sympy.Dummy("x", real=True), sympy.Dummy("y", real=True)
+        q1, q2 = self.q1, self.q2
+        density = sympy.exp(-x**2 / 2) / sympy.sqrt(2 * sympy.pi)
+        u = sympy.sqrt(q1) * x
+        if self.is_second_moment:
+            return sympy.Integral(self.phi.subs(X, u) ** 2 * density, (x, -sympy.oo, sympy.oo))
+        c = q2 / q1
+        v = sympy.sqrt(q1) * (c * x + sympy.sqrt(1 - c**2) * y)
+        density = density * sympy.exp(-y**2 / 2) / sympy.sqrt(2 * sympy.pi)
+        return sympy.Integral(self.phi.subs(X, u) * self.phi.subs(X, v) * density,
+                              (x, -sympy.oo, sympy.oo), (y, -sympy.oo, sympy.oo))
+
+    def _eval_subs(self, old, new):
+        if old == X:
+            return self
+        return None
+
+    # -- printing --------------------------------------------------------------------------------
+    def _label(self) -> str:
+        return self.args[5].name
+
+    def _sympystr(self, printer) -> str:
+        if self.is_second_moment:
+            return f"E[{self._label()}^2]({printer._print(self.q1)})"
+        return f"I[{self._label()}]({printer._print(self.q1)}, {printer._print(self.q2)})"
+
+    def _latex(self, printer) -> str:
+        from ..latex import latex_expectation
+
+        return latex_expectation(self, printer)
+
+    def _repr_latex_(self) -> str:
+        from ..latex import latex
+
+        return f"$\\displaystyle {latex(self)}$"
+
+    # lambdify hooks: call the numeric fast path (vectorized over arrays).
+    def _numpycode(self, printer) -> str:
+        key = _register(self)
+        return (f"__import__('meanfield.gaussian.symbolic', fromlist=['_'])._lambdified({key!r}, "
+                f"{printer._print(self.q1)}, {printer._print(self.q2)})")
+
+    _lambdacode = _numpycode
+    _pythoncode = _numpycode
+
+    def _mpmathcode(self, printer) -> str:
+        key = _register(self)
+        return (f"__import__('meanfield.gaussian.symbolic', fromlist=['_'])._lambdified_mp({key!r}, "
+                f"{printer._print(self.q1)}, {printer._print(self.q2)})")
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+
+def _register(e: GaussianExpectation) -> str:
+    f = e.activation()
+    key = sympy.srepr((f.expr, f.family, f.params))
+    _REGISTRY[key] = f
+    return key
+
+
+def _lambdified(key: str, q1, q2):
+    from .numeric import fast_cross
+
+    return fast_cross(_REGISTRY[key], q1, q2)
+
+
+def _lambdified_mp(key: str, q1, q2):
+    from .numeric import mp_cross
+
+    return mp_cross(_REGISTRY[key], q1, q2, mpmath.mp.dps)
+
+
+# -- the symbolic entry points -------------------------------------------------------------------
+
+
+def second_moment(f: Activation, q: Any) -> sympy.Expr:
+    """E[phi(sqrt(q) z)^2] as sympy: a closed form, or GaussianExpectation(phi, q, q)."""
+    q = _check_variance("q", q)
+    if q.is_zero:
+        return f.expr.subs(X, 0) ** 2
+    cf = closed_form(f)
+    if cf is not None:
+        return cf.sym_second(q)
+    return GaussianExpectation.of(f, q, q)
+
+
+def cross_moment(f: Activation, q1: Any, q2: Any) -> sympy.Expr:
+    """I_phi[q1, q2] as sympy: a closed form, or an unevaluated GaussianExpectation."""
+    q1 = _check_variance("q1", q1)
+    q2 = _check_covariance(q1, q2)
+    if q1.is_zero:
+        return f.expr.subs(X, 0) ** 2
+    cf = closed_form(f)
+    if cf is not None:
+        if q2 == q1:
+            return cf.sym_second(q1)
+        return cf.sym_cross(q1, q2)
+    return GaussianExpectation.of(f, q1, q2)
