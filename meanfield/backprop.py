@@ -154,12 +154,68 @@ def _derivative(act: Activation) -> Activation:
         return Activation(name=f"{act.name}'", expr=sympy.simplify(d), family="custom")
 
 
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _kernels(family: str, params: dict) -> Any:
+    """Plain numpy versions of the commonest catalogue entries (the generic path goes through sympy's
+    lambdify, whose Max/Piecewise translations are slow and memory hungry on (T x M) arrays).
+    They agree with ``Activation.__call__`` (tested)."""
+    from scipy.special import erf
+
+    a = float(params.get("a", 0.0)) if "a" in params else None
+    table = {
+        "relu": lambda x: np.maximum(x, 0.0),
+        "step": lambda x: np.heaviside(x, 0.5),
+        "linear": lambda x: np.array(x, dtype=np.float64, copy=True),
+        "abs": np.abs,
+        "sign": np.sign,
+        "tanh": np.tanh,
+        "sin": np.sin,
+        "cos": np.cos,
+        "erf": erf,
+        "erf_prime": lambda x: (2.0 / math.sqrt(math.pi)) * np.exp(-x * x),
+        "gelu": lambda x: 0.5 * x * (1.0 + erf(x / _SQRT2)),
+    }
+    if family == "leaky_relu":
+        return lambda x: np.where(x < 0, a * x, x)
+    if family == "leaky_step":
+        return lambda x: np.where(x < 0, a, 1.0)
+    if family == "constant":
+        value = float(params.get("value", 1))
+        return lambda x: np.full(np.shape(x), value)
+    return table.get(family)
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric(act: Activation) -> Any:
+    """A fast numpy callable for phi (checked numeric once, not on every call)."""
+    act._require_numeric()
+    fast = _kernels(act.family, dict(act.params))
+    if fast is not None:
+        return fast
+    return act
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric_derivative(act: Activation) -> Any:
+    if act.family == "tanh":
+        return lambda x: 1.0 - np.tanh(x) ** 2
+    if act.family == "gelu":
+        return lambda x: 0.5 * (1.0 + __import__("scipy.special").special.erf(x / _SQRT2)) \
+            + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    if act.family in ("step", "sign", "constant", "leaky_step"):
+        return lambda x: np.zeros(np.shape(x))
+    return _numeric(_derivative(act))
+
+
 def _phi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
-    return np.asarray(net.phi(layer)(x), dtype=np.float64)
+    return np.asarray(_numeric(net.phi(layer))(x), dtype=np.float64)
 
 
 def _dphi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
-    return np.broadcast_to(np.asarray(_derivative(net.phi(layer))(x), dtype=np.float64), np.shape(x))
+    return np.broadcast_to(np.asarray(_numeric_derivative(net.phi(layer))(x), dtype=np.float64), np.shape(x))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,10 +224,15 @@ def _dphi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
 def _check_network(net: Any) -> Network:
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield.Network")
-    if net.is_symbolic:
+    if _symbolic(net):
         raise InvalidArgument("net", net.describe(), "a network with numeric parameters to sample it",
                               "substitute the symbols first")
     return net
+
+
+@functools.lru_cache(maxsize=64)
+def _symbolic(net: Network) -> bool:
+    return net.is_symbolic
 
 
 def check_batch(net: Network, width: Any, samples: Any) -> tuple[tuple[int, ...], int]:
