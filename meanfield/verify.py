@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,6 +381,7 @@ class VerificationReport:
     prediction: str
     results: tuple[StatisticResult, ...]
     notes: tuple[str, ...] = ()
+    values: Mapping = field(default=None, repr=False, compare=False, hash=False)  # width -> stat -> per seed
     _by_name: dict = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -406,6 +407,30 @@ class VerificationReport:
             return self._by_name[statistic]
         except KeyError:
             raise InvalidArgument("statistic", statistic, "one of " + ", ".join(self._by_name)) from None
+
+    def against(self, prediction: Any, *, alpha: float | None = None,
+                bias: Mapping[str, BiasModel | float] | None = None) -> "VerificationReport":
+        """The same sampled networks tested against another prediction (no new sampling).
+
+        ``prediction`` is as in :func:`verify`; a FisherStats restricts the test to its width, which
+        must be one of this report's. ``alpha`` defaults to this report's.
+
+        Example:
+            >>> import meanfield as mf
+            >>> report = verify(mf.Network(2, "relu", 2, 0), widths=(16, 64), samples=4, seeds=6)
+            >>> report.against(lambda M, T: {"kappa1": 10.0}).passed
+            False
+        """
+        widths, samples, source, predicted_at = _predictor(self.network, prediction, None, self.samples)
+        if widths is None:
+            widths = self.widths
+        elif any(w not in self.widths for w in widths):
+            raise InvalidArgument("prediction", source, f"a prediction at the report's widths {self.widths}")
+        alpha = self.alpha if alpha is None else _check_alpha(alpha)
+        models = _bias_models(self.network, bias, tuple(widths))
+        predicted = {w: predicted_at(w, self.samples) for w in widths}
+        return _assemble(self.network, self.samples, tuple(widths), self.seeds, alpha, models, source,
+                         {w: self.values[w] for w in widths}, predicted, ())
 
     # -- export -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -563,9 +588,10 @@ def _from_fisher(stats: Any, width: int, samples: int, net: Network) -> dict[str
         out["lambda_max_bounds"] = (float(lo), float(hi))
     else:
         out["lambda_max"] = float(stats.lambda_max)
-    scale = samples / (float(stats.alpha) * width)
-    out["kappa1"] = float(stats.gram_diag) * scale
-    out["kappa2"] = float(stats.gram_offdiag) * scale
+    if float(stats.alpha) > 0:  # a depth-1 network has no kappa's (alpha = 0)
+        scale = samples / (float(stats.alpha) * width)
+        out["kappa1"] = float(stats.gram_diag) * scale
+        out["kappa2"] = float(stats.gram_offdiag) * scale
     return out
 
 
@@ -586,11 +612,12 @@ def _from_mapping(values: Mapping[str, Any], width: int, samples: int, net: Netw
             out[key] = (lo, hi)
         else:
             out[key] = check_real(f"{source}[{key!r}]", value, symbolic=False)
-    scale = samples / (_network_alpha(net) * width)
-    if "kappa1" not in out and "gram_diag" in out:
-        out["kappa1"] = out["gram_diag"] * scale
-    if "kappa2" not in out and "gram_offdiag" in out:
-        out["kappa2"] = out["gram_offdiag"] * scale
+    if _network_alpha(net) > 0:  # the kappa's of the gram entries (a depth-1 net has none)
+        scale = samples / (_network_alpha(net) * width)
+        if "kappa1" not in out and "gram_diag" in out:
+            out["kappa1"] = out["gram_diag"] * scale
+        if "kappa2" not in out and "gram_offdiag" in out:
+            out["kappa2"] = out["gram_offdiag"] * scale
     out.pop("gram_diag", None)
     out.pop("gram_offdiag", None)
     if "lambda_max" in out and "lambda_max_bounds" in out:
@@ -640,6 +667,28 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
 
 
 # -- verify -------------------------------------------------------------------------------------------
+
+
+def _check_alpha(alpha: Any) -> float:
+    alpha = check_real("alpha", alpha, minimum=0, strict_min=True, maximum=1, symbolic=False)
+    if alpha >= 1:
+        raise InvalidArgument("alpha", alpha, "a false-alarm rate 0 < alpha < 1")
+    return alpha
+
+
+def _bias_models(net: Network, bias: Any, widths: tuple[int, ...]) -> dict[str, BiasModel]:
+    models = default_bias(net)
+    if bias is not None and not isinstance(bias, Mapping):
+        raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent)")
+    for key, value in (bias or {}).items():
+        if key not in models:
+            raise InvalidArgument("bias", dict(bias), "keys among " + ", ".join(STATISTICS))
+        models[key] = value if isinstance(value, BiasModel) else BiasModel(
+            (check_real(f"bias[{key!r}]", value, minimum=0, strict_min=True, symbolic=False),))
+    free_terms = max(len(m.free) for m in models.values())
+    if len(widths) != 1 and len(widths) <= free_terms:
+        raise InvalidArgument("widths", widths, f"one width, or at least {free_terms + 1} for the bias model")
+    return models
 
 
 def verify(net: Network, widths: Iterable[int] | None = None, samples: int | None = None,
@@ -716,20 +765,8 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
             raise InvalidArgument("seeds", seeds, "a number of networks >= 2 or a sequence of seeds") from None
         if len(seeds) < 2 or len(set(seeds)) != len(seeds):
             raise InvalidArgument("seeds", seeds, "at least two distinct seeds")
-    alpha = check_real("alpha", alpha, minimum=0, strict_min=True, maximum=1, symbolic=False)
-    if alpha >= 1:
-        raise InvalidArgument("alpha", alpha, "a false-alarm rate 0 < alpha < 1")
-    models = default_bias(net)
-    if bias is not None and not isinstance(bias, Mapping):
-        raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent)")
-    for key, value in (bias or {}).items():
-        if key not in models:
-            raise InvalidArgument("bias", dict(bias), "keys among " + ", ".join(STATISTICS))
-        models[key] = value if isinstance(value, BiasModel) else BiasModel(
-            (check_real(f"bias[{key!r}]", value, minimum=0, strict_min=True, symbolic=False),))
-    free_terms = max(len(m.free) for m in models.values())
-    if len(widths) != 1 and len(widths) <= free_terms:
-        raise InvalidArgument("widths", widths, f"one width, or at least {free_terms + 1} for the bias model")
+    alpha = _check_alpha(alpha)
+    models = _bias_models(net, bias, widths)
 
     from .sampling import sample_many
 
@@ -738,20 +775,23 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
     for w in widths:
         run = [network_seed(s, w) for s in seeds]
         summary = sample_many(net, w, samples, run, processes=processes, progress=progress)
-        measured[w] = {name: np.asarray(summary.values[name], dtype=float) for name in STATISTICS}
+        # statistics the sampler leaves out (the kappa's of a depth-1 network) are not compared
+        measured[w] = {name: tuple(float(v) for v in summary.values[name]) for name in STATISTICS
+                       if name in summary.values}
         predicted[w] = predicted_at(w, samples)
-    notes = []
-    if len(widths) == 1:
-        notes.append("a single width: finite-width bias is not separated from error (t-test of r = 0)")
-    return _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, tuple(notes))
+    return _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, ())
 
 
 def _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, notes) -> VerificationReport:
     """Build the report from per-width sampled values and predictions (pure; used by tests too)."""
     partial = []  # (name, kind, rows, bias model, trend-or-None, raw p or None, note)
+    if len(widths) == 1:
+        notes = (*notes, "a single width: finite-width bias is not separated from error (t-test of r = 0)")
     for name in STATISTICS:
+        if not all(name in measured[w] for w in widths):
+            continue
         rows = []
-        values = [measured[w][name] for w in widths]
+        values = [np.asarray(measured[w][name], dtype=float) for w in widths]
         bad = [w for w, v in zip(widths, values) if not np.all(np.isfinite(v))]
         if bad:
             raise InvalidArgument("net", net.describe(), "a network whose sampled statistics are finite",
@@ -799,7 +839,9 @@ def _assemble(net, samples, widths, seeds, alpha, models, source, measured, pred
             extrapolated_se=trend.extrapolated_se if trend is not None and len(widths) > 1 else None,
             p_value=raw, adjusted_p=adj, passed=adj is None or adj > alpha, note=note))
     return VerificationReport(network=net, samples=samples, widths=tuple(widths), seeds=tuple(seeds), alpha=alpha,
-                              prediction=source, results=tuple(results), notes=notes)
+                              prediction=source, results=tuple(results), notes=tuple(notes),
+                              values={w: {k: tuple(float(x) for x in v) for k, v in measured[w].items()}
+                                      for w in widths})
 
 
 def _scales(name: str, preds: list[float], all_preds: list[dict], means: list[float]) -> tuple[list[float], str]:

@@ -161,3 +161,98 @@ def test_widths_must_fit_the_ratios():
 
 def test_module_is_callable_like_the_function():
     assert callable(mf.verify) and V.verify.__name__ == "verify"
+
+
+# -- sampled networks: a correct prediction passes, wrong ones fail --------------------------------------
+# Fixed seeds make each of these deterministic. Sizes are chosen for real power, measured over fresh
+# seed sets by benchmarks/verify_power.py (numbers in the module docstring there and in the notes).
+
+
+@pytest.fixture(scope="module")
+def relu_report():
+    # L=2 relu without biases: kappa_2's per-network sd is ~7% at M=128 and ~3.5% at M=512, so with
+    # N=48 the extrapolated error has se ~0.75%: a 5% error is ~6.5 se, far beyond Holm's threshold
+    # (z = 3.1 at alpha = 1% over 5 statistics).
+    net = Network(2, "relu", 2, 0)
+    return V.verify(net, widths=(128, 512), samples=16, seeds=48, processes=1, progress=False)
+
+
+def test_correct_prediction_passes(relu_report):
+    assert relu_report.passed, str(relu_report)
+    assert relu_report.prediction.startswith("meanfield.predict")
+    assert all(r.kind == "value" for r in relu_report.results)
+
+
+def test_kappa2_off_by_five_percent_fails(relu_report):
+    net = relu_report.network
+
+    def kappa2_five_percent_high(width, samples):
+        stats = V._from_fisher(mf.predict(net, width, samples), width, samples, net)
+        return dict(stats, kappa2=1.05 * stats["kappa2"])
+
+    wrong = relu_report.against(kappa2_five_percent_high)
+    assert not wrong.passed and wrong.failures == ("kappa2",), str(wrong)
+    assert wrong["kappa2"].adjusted_p < 1e-4
+    assert wrong["kappa2"].extrapolated == pytest.approx(-0.05 / 1.05, abs=0.025)
+
+
+def _kappas(net, shift):
+    """A user's conjecture for (kappa_1, kappa_2) at leading order, built from the library's pieces.
+
+    The backward recursion qtilde^l = sigma_w^2 qtilde^{l+1} E[phi'(u^l)^2] (and I_phi' for qtilde_2);
+    ``shift=True`` evaluates phi' at layer l+1's statistics instead of layer l's: the classic slip.
+    """
+    from meanfield.gaussian import cross_moment, second_moment
+    from meanfield.recursions import order_parameters
+
+    def conjecture(width, samples):
+        op = order_parameters(net, samples)
+        L = net.depth
+        t1, t2 = {L: 1.0}, {L: 1.0}
+        for l in range(L - 1, 0, -1):
+            at = op[l + 1] if shift else op[l]
+            dphi = net.phi(l).derivative
+            t1[l] = net.sigma_w2[l] * t1[l + 1] * second_moment(dphi, at.q1)
+            t2[l] = net.sigma_w2[l] * t2[l + 1] * cross_moment(dphi, at.q1, at.q2)
+        alpha = L - 1  # all width ratios 1
+        k1 = sum(t1[l] * op[l - 1].qhat1 for l in range(1, L + 1)) / alpha
+        k2 = sum(t2[l] * op[l - 1].qhat2 for l in range(1, L + 1)) / alpha
+        return {"kappa1": float(k1), "kappa2": float(k2)}
+
+    return conjecture
+
+
+def test_phi_prime_index_shifted_by_one_layer_fails():
+    # erf, L=3: E[phi'^2] falls with q, and q differs between layers, so the slip moves kappa_1 by
+    # -12% (and kappa_2 by ~2.5%); the leading-order conjecture without the slip passes: its O(1/M)
+    # bias terms are what the b/M term of the test allows for.
+    net = Network(3, "erf", 2, 0.2)
+    right = V.verify(net, widths=(64, 256), samples=16, seeds=32, prediction=_kappas(net, False), processes=1,
+                     progress=False)
+    assert right.passed, str(right)
+    assert [r.kind for r in right.results] == ["not predicted"] * 3 + ["value"] * 2
+    shifted = right.against(_kappas(net, True))
+    assert not shifted.passed and "kappa1" in shifted.failures, str(shifted)
+    assert shifted["kappa1"].adjusted_p < 1e-4  # se of the extrapolation ~1.9%: the slip is ~6 se
+
+
+def test_bound_only_statistic_is_checked_as_a_bound():
+    net = Network(2, "relu", 2, 0.1, norms=[mf.BatchNorm("last")])
+    report = V.verify(net, widths=(32, 128), samples=16, seeds=8, processes=1, progress=False)
+    assert report["lambda_max"].kind == "bound" and "only bounds" in str(report)
+    assert report.passed, str(report)
+
+
+def test_fisherstats_prediction_is_a_single_width_test():
+    net = Network(2, "tanh", 1.5, 0.2, outputs=2)
+    stats = mf.predict(net, 64, 8)
+    report = V.verify(net, samples=8, seeds=8, prediction=stats, processes=1, progress=False)
+    assert report.widths == (64,) and "single width" in str(report)
+    with pytest.raises(mf.InvalidArgument, match="callable"):
+        V.verify(net, widths=(64, 128), prediction=stats)
+
+
+def test_depth_one_network_has_no_kappas():
+    report = V.verify(Network(1, "linear", 1, 0.5, outputs=2), widths=(16, 64), samples=4, seeds=6, processes=1,
+                      progress=False)
+    assert [r.statistic for r in report.results] == ["m", "s", "lambda_max"]
