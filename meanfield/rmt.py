@@ -1,0 +1,575 @@
+"""lambda_max = edge of R(g) = d_0 + sigma^2 g + n lam / (1 - T lam g) (+ outliers): finite-width RMT (issue 9).
+
+Leading-order mean field gives the *mean* of the dual Gram G = J J^T / T; at finite width M with a batch
+of T samples its top eigenvalue is set by the *fluctuations* of G, which this module models with free
+probability. The derivation (with the measurements behind each step) is in ``/work/notes/rmt-notes.md``.
+
+The model, per output k (index a = k T + t):
+
+* Given the weights, the T inputs are iid, so the gradients g_k(x_t) are iid vectors and
+  G_kk = [g_k(x_t) . g_k(x_s) / T] is a sample Gram matrix. Write g = mu + c (mu = E_x g). Then
+  G_kk = |mu|^2 11^T / T  (the mean-field outlier O = gram_diag + (T - 1) gram_offdiag)
+       + rank-2 terms (mu . c_t) (mean direction: a *spike* of the population, strength ell)
+       + [c_t . c_s / T]  (a Wishart-type bulk of population covariance Cov_x(g) / T).
+* The population spectrum of Cov_x(g) / T is modelled by its first free cumulants: a part that acts
+  as the identity (the M^2-dimensional tensor part: d_0), a diagonal non-Gaussian part (per-sample norm
+  fluctuations, asymptotically free from the rest: semicircle of variance sigma_D^2), and one flat block
+  of n = O(M) modes of size lam = O(d / M) (the M-dimensional "linear" fluctuations of the forward and
+  backward features). Its R-transform is
+
+      R(g) = d_0 + sigma_D^2 g + n lam / (1 - T lam g),
+
+  and by free additive convolution the bulk edge is z(g*) with z(g) = R(g) + 1/g, z'(g*) = 0 (smallest
+  positive root). A single flat block with d_0 = sigma_D = 0 gives the Marchenko-Pastur edge
+  lam (sqrt(n) + sqrt(T))^2. A population spike ell gives an outlier at x = T ell + R(1/(T ell)) when
+  1 / (T ell) < g* (BBP), else nothing.
+* Batch norm on the output: center-only is G = Pi G_plain Pi (the outlier is deleted; spike and bulk
+  stay); full adds the per-output scale 1 / sigma_k^2, sigma_k^2 = v chi^2_{T-1} / T: the top is the
+  largest over k, E[max_k T / chi^2_k] / v times the center-only edge.
+* No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
+  plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
+  symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M).
+* s = ||G||_F^2 / P: the mean-field value plus the entry variances: C (T Var G_tt + T (T - 1) Var G_ts
+  + (C - 1) T^2 E G_cross^2) / P.
+
+What is *derived* here and what is *measured*: the free-probability edge, BBP outlier, the C-outlier
+maximum, the chi-square factor, and all mean entries (from :func:`meanfield.fisher.predict`) are theory.
+The fluctuation coefficients (n/M, lam M/d, sigma_D^2 M/d^2, ell M/G_offdiag, c_self, c_cross and the
+relative entry variances) are O(1/M) "four-point order parameters" that are **not yet derived**: they
+are measured on sampled networks at two small reference widths (64 and 128; seeds 1000-1002, disjoint
+from the seeds used to test) and extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`,
+cached per network). The prediction at the cell itself therefore never uses samples of that cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+from .errors import InvalidArgument, check_int, check_real
+from .network import BatchNorm, LayerNorm, Network
+
+__all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "Fluctuations",
+           "measure_fluctuations", "finite_width_stats", "rmt_records", "plot_rmt_comparison",
+           "REFERENCE_WIDTHS", "REFERENCE_SEEDS"]
+
+REFERENCE_WIDTHS = (64, 128)
+REFERENCE_RATIOS = (0.5, 2.0)  # T / M at which the bulk cumulants are measured (two T's separate d_0, sigma_D)
+REFERENCE_SEEDS = (1000, 1001, 1002)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# free probability
+# ------------------------------------------------------------------------------------------------------------------
+def mp_edge(ratio: float) -> float:
+    """(1 + sqrt(gamma))^2: top edge of the Marchenko-Pastur law of X X^T / n, X (p x n) iid N(0, 1), gamma = p/n.
+
+    Example:
+        >>> mp_edge(1.0)
+        4.0
+    """
+    gamma = check_real("ratio", ratio, minimum=0)
+    return (1.0 + math.sqrt(gamma)) ** 2
+
+
+def _check_blocks(blocks: Any) -> tuple[tuple[float, float], ...]:
+    out = []
+    for b in blocks:
+        try:
+            n, lam = float(b[0]), float(b[1])
+        except (TypeError, ValueError, IndexError):
+            raise InvalidArgument("blocks", blocks, "a sequence of (count n > 0, eigenvalue lam > 0) pairs") from None
+        if not (n > 0 and lam > 0 and math.isfinite(n) and math.isfinite(lam)):
+            raise InvalidArgument("blocks", blocks, "a sequence of (count n > 0, eigenvalue lam > 0) pairs")
+        out.append((n, lam))
+    return tuple(out)
+
+
+def _r_transform(identity: float, semicircle: float, blocks: tuple, T: float):
+    def R(g):
+        return identity + semicircle * g + sum(n * lam / (1.0 - T * lam * g) for n, lam in blocks)
+
+    def dz(g):  # d/dg (R(g) + 1/g)
+        return semicircle + sum(n * T * lam * lam / (1.0 - T * lam * g) ** 2 for n, lam in blocks) - 1.0 / g**2
+
+    return R, dz
+
+
+def free_edge(identity: float, semicircle: float, blocks: Any, samples: float) -> tuple[float, float]:
+    """Top edge z(g*) of the law with R(g) = identity + semicircle g + sum_j n_j lam_j / (1 - T lam_j g).
+
+    This is the spectrum of d_0 I + D + sum_j lam_j Y_j Y_j^T (T x T, Y_j a T x n_j iid N(0, 1) matrix, D a
+    free centred part of variance ``semicircle``): the generalized Marchenko-Pastur (Silverstein) law of
+    a Gram of T samples whose population covariance has n_j eigenvalues lam_j. The edge is z(g*) with
+    z(g) = R(g) + 1/g and g* the smallest positive zero of z'(g).
+
+    Args:
+        identity: d_0, a deterministic shift.
+        semicircle: sigma^2 >= 0 of a free semicircular part.
+        blocks: (n_j, lam_j) pairs (n_j may be non-integer: an effective count).
+        samples: T.
+
+    Returns:
+        (edge, g*).
+
+    Example:
+        >>> e, g = free_edge(0.0, 0.0, [(100, 1.0)], 25)    # (sqrt(100) + sqrt(25))^2
+        >>> round(e, 9)
+        225.0
+        >>> round(free_edge(0.0, 1.0, [], 1)[0], 9)          # semicircle of variance 1: edge 2
+        2.0
+    """
+    T = check_real("samples", samples, minimum=0, strict_min=True)
+    blocks = _check_blocks(blocks)
+    d0 = check_real("identity", identity)
+    s2 = check_real("semicircle", semicircle, minimum=0)
+    if not blocks and s2 == 0:
+        return float(d0), math.inf
+    R, dz = _r_transform(d0, s2, blocks, T)
+    hi = 1.0 / (T * max(lam for _, lam in blocks)) if blocks else 1.0 / math.sqrt(s2) * 10.0
+    # z' -> -inf as g -> 0+ and -> +inf as g -> hi- (blocks) or is > 0 beyond 1/sigma (semicircle): one root
+    lo = hi * 1e-12
+    top = hi * (1.0 - 1e-13) if blocks else hi
+    g = brentq(dz, lo, top, xtol=1e-15 * hi, rtol=1e-14, maxiter=500)
+    return float(R(g) + 1.0 / g), float(g)
+
+
+def spike_outlier(identity: float, semicircle: float, blocks: Any, samples: float, spike: float) -> float:
+    """x = T ell + R(1 / (T ell)): the sample outlier of a population spike ell (BBP), or the edge below threshold.
+
+    Args:
+        identity, semicircle, blocks, samples: the bulk, as for :func:`free_edge`.
+        spike: ell >= 0, the population eigenvalue of the spike (a rank-one term ell y y^T, |y|^2 ~ T).
+
+    Returns:
+        max(edge, outlier): the top of the spectrum.
+
+    Example:
+        >>> round(spike_outlier(0.0, 0.0, [(100, 1.0)], 25, 0.0), 9)   # no spike: the MP edge
+        225.0
+        >>> x = spike_outlier(0.0, 0.0, [(100, 1.0)], 25, 10.0)        # ell (1 + n/(T ell - ... )) > edge
+        >>> x > 225.0
+        True
+    """
+    edge, g_star = free_edge(identity, semicircle, blocks, samples)
+    ell = check_real("spike", spike, minimum=0)
+    if ell == 0:
+        return edge
+    T = float(samples)
+    g = 1.0 / (T * ell)
+    if g >= g_star:
+        return edge
+    R, _ = _r_transform(float(identity), float(semicircle), _check_blocks(blocks), T)
+    return float(max(edge, T * ell + R(g)))
+
+
+@functools.lru_cache(maxsize=256)
+def expected_max_symmetric(count: int, diagonal: float, offdiagonal: float, draws: int = 20000, seed: int = 0) -> float:
+    """E[lambda_max(E)] for a C x C symmetric Gaussian matrix, E_kk ~ N(0, diagonal), E_kl ~ N(0, offdiagonal).
+
+    Seeded Monte Carlo over ``draws`` matrices (deterministic; standard error ~ 1e-2 sqrt(variance)).
+
+    Example:
+        >>> expected_max_symmetric(1, 1.0, 1.0)
+        0.0
+    """
+    C = check_int("count", count, minimum=1)
+    a = check_real("diagonal", diagonal, minimum=0)
+    b = check_real("offdiagonal", offdiagonal, minimum=0)
+    if C == 1:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((draws, C, C))
+    iu = np.triu_indices(C, 1)
+    E = np.zeros_like(X)
+    E[:, iu[0], iu[1]] = X[:, iu[0], iu[1]] * math.sqrt(b)
+    E = E + np.transpose(E, (0, 2, 1))
+    idx = np.arange(C)
+    E[:, idx, idx] = X[:, idx, idx] * math.sqrt(a)
+    return float(np.linalg.eigvalsh(E)[:, -1].mean())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# fluctuation coefficients (measured at reference widths; to be replaced by a four-point recursion)
+# ------------------------------------------------------------------------------------------------------------------
+_NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_cross", "var_diag", "var_off",
+          "var_cross")
+
+
+@dataclass(frozen=True)
+class Fluctuations:
+    """O(1/M) fluctuation coefficients of the dual Gram, each as c(M) = c_inf + c_1 / M (``coef[name]``).
+
+    Names (d = gram_diag - gram_offdiag of the network without its output norm, o = its gram_offdiag):
+        block2: M p2 / d^2, p2 = n lam^2 (second free cumulant of the bulk block, per unit T).
+        block3: M^2 p3 / d^3, p3 = n lam^3.
+        semicircle: M sigma_D^2 / d^2 (free diagonal part).
+        spike: M ell / o (population eigenvalue of the mean-gradient direction).
+        outlier_self, outlier_cross: M Var(O_kk - mean_k O_kk) / O^2 and M E[O_kl^2] / O^2 (C x C outliers).
+        var_diag, var_off, var_cross: M Var(G_tt) / gd^2, M Var(G_ts) / gd^2, M E[G_cross^2] / gd^2 of the
+            Gram without output scale (center-only twin for full batch norm), gd its mean diagonal.
+
+    Attributes:
+        network: the network the coefficients belong to (width-independent).
+        coef: dict name -> (c_inf, c_1).
+        reference: (widths, T/M ratios, seeds) of the measurement.
+        raw: dict width -> dict name -> measured value at that width.
+    """
+
+    network: Network
+    coef: dict
+    reference: tuple
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def at(self, name: str, width: float) -> float:
+        """c(M) = c_inf + c_1 / M."""
+        c_inf, c_1 = self.coef[name]
+        return c_inf + c_1 / float(width)
+
+    def __str__(self) -> str:
+        lines = [f"Fluctuations: {self.network.describe()}",
+                 f"  measured at widths {self.reference[0]}, T/M {self.reference[1]}, seeds {self.reference[2]}",
+                 f"  {'name':<14}{'c_inf':>12}{'c_1':>12}"]
+        lines += [f"  {k:<14}{v[0]:>12.4g}{v[1]:>12.4g}" for k, v in self.coef.items()]
+        return "\n".join(lines)
+
+    def _repr_latex_(self) -> str:
+        rows = r" \\ ".join(rf"\text{{{k.replace('_', ' ')}}} & {v[0]:.4g} & {v[1]:.4g}" for k, v in self.coef.items())
+        return rf"$\begin{{array}}{{lrr}} & c_\infty & c_1 \\ {rows} \end{{array}}$"
+
+
+def _twin(net: Network) -> Network:
+    """The same network (same draw for a seed) without a normalization on the output layer."""
+    return net.with_(norms=tuple(n for n in net.norms if n.layer != net.depth))
+
+
+def _block_stats(G: np.ndarray, C: int, T: int) -> dict:
+    """Per-draw statistics of a plain-output Gram (CT x CT): outliers, spike, bulk cumulants, entry moments."""
+    Pi = np.eye(T) - 1.0 / T
+    off = ~np.eye(T, dtype=bool)
+    O = np.empty((C, C))
+    rows = []
+    for k in range(C):
+        for l in range(C):
+            O[k, l] = G[k * T:(k + 1) * T, l * T:(l + 1) * T].sum() / T
+    for k in range(C):
+        B = G[k * T:(k + 1) * T, k * T:(k + 1) * T]
+        gbar = B.mean()
+        r = B.mean(axis=1)
+        r = r - r.mean()
+        Bc = Pi @ B @ Pi
+        diag_scale = np.trace(B) / T
+        spike = 0.0
+        if gbar > 0.05 * diag_scale:  # a mean direction to speak of (not, e.g., tanh without bias)
+            spike = float(r.var() / gbar)
+            Bc = Bc - np.outer(r, r) / gbar
+        ev = np.sort(np.linalg.eigvalsh(Bc))[(2 if spike else 1):]  # drop the null directions (1, spike)
+        m1, m2, m3 = (float(np.mean(ev**p)) for p in (1, 2, 3))
+        rows.append(dict(k1=m1, k2=m2 - m1**2, k3=m3 - 3 * m1 * m2 + 2 * m1**3, spike=spike, gbar=float(gbar),
+                         diag=float(np.diag(Bc).mean()), vdiag=float(np.diag(Bc).var()),
+                         voff=float(Bc[off].var()), ediag=float(np.diag(B).mean()), odiag=float(B[off].mean()),
+                         vdiag_raw=float(np.diag(B).var()), voff_raw=float(B[off].var())))
+    cross = []
+    for k in range(C):
+        for l in range(C):
+            if k != l:
+                cross.append(G[k * T:(k + 1) * T, l * T:(l + 1) * T])
+    return dict(rows=rows, O=O, cross=cross)
+
+
+def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dict:
+    from .sampling import sample
+
+    twin = _twin(net)
+    last = net.norm_at(net.depth)
+    centred = isinstance(last, BatchNorm)
+    C = net.outputs
+    per_T = {}
+    for ratio in ratios:
+        T = max(int(round(ratio * width)), 8)
+        acc = []
+        for seed in seeds:
+            G = sample(twin, width, T, seed, gram=True).gram
+            acc.append((_block_stats(G, C, T), G))
+        per_T[T] = acc
+    Ts = sorted(per_T)
+    T1, T2 = Ts[0], Ts[-1]
+
+    def mean_rows(T, key):
+        return float(np.mean([r[key] for st, _ in per_T[T] for r in st["rows"]]))
+
+    d = mean_rows(T2, "k1")
+    o = mean_rows(T2, "gbar")
+    k2a, k2b = mean_rows(T1, "k2"), mean_rows(T2, "k2")
+    k3a, k3b = mean_rows(T1, "k3"), mean_rows(T2, "k3")
+    da = mean_rows(T1, "k1")
+    # free cumulants: kappa_2 = sigma_D^2 + T p2, kappa_3 = T^2 p3 (+ a T-independent diagonal part);
+    # normalise each T by its own d (d scales as 1/T) before separating
+    k2a_n, k2b_n = k2a / da**2, k2b / d**2
+    k3a_n, k3b_n = k3a / da**3, k3b / d**3
+    # in units of d: p2/d^2 and sigma^2/d^2 are T-independent once d ~ M/T is factored... d itself ~ 1/T,
+    # and p2 ~ d^2 / M, so kappa_2 / d^2 = sigma^2/d^2 + T p2 / d^2 is linear in T
+    p2 = (k2b_n - k2a_n) / (T2 - T1)
+    s2 = k2a_n - T1 * p2
+    p3 = (k3b_n - k3a_n) / (T2**2 - T1**2)
+    out = dict(block2=width * p2, block3=width**2 * p3, semicircle=width * s2)
+    out["spike"] = width * mean_rows(T2, "spike") / o if o > 0 and mean_rows(T2, "spike") > 0 else 0.0
+    # outliers and entry variances at T2 (output scale excluded)
+    Os, selfs, crosses, vd, vo, vx = [], [], [], [], [], []
+    for st, G in per_T[T2]:
+        O = st["O"]
+        Obar = float(np.mean(np.diag(O)))
+        Os.append(Obar)
+        selfs.append(float(np.var(np.diag(O))) * C / max(C - 1, 1) / Obar**2 if C > 1 else 0.0)
+        if C > 1:
+            crosses.append(float(np.mean(O[~np.eye(C, dtype=bool)] ** 2)) / Obar**2)
+        key_d, key_o = ("vdiag", "voff") if centred else ("vdiag_raw", "voff_raw")
+        gd = np.mean([r["diag" if centred else "ediag"] for r in st["rows"]])
+        vd.append(np.mean([r[key_d] for r in st["rows"]]) / gd**2)
+        vo.append(np.mean([r[key_o] for r in st["rows"]]) / gd**2)
+        if C > 1:
+            Pi = np.eye(T2) - 1.0 / T2
+            cr = [(Pi @ X @ Pi if centred else X) for X in st["cross"]]
+            vx.append(float(np.mean([np.mean(X**2) for X in cr])) / gd**2)
+    out["outlier_self"] = width * float(np.mean(selfs))
+    out["outlier_cross"] = width * float(np.mean(crosses)) if crosses else 0.0
+    out["var_diag"] = width * float(np.mean(vd))
+    out["var_off"] = width * float(np.mean(vo))
+    out["var_cross"] = width * float(np.mean(vx)) if vx else 0.0
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: tuple = REFERENCE_SEEDS,
+                         ratios: tuple = REFERENCE_RATIOS) -> Fluctuations:
+    """c(M) = c_inf + c_1/M for each fluctuation coefficient, from sampled Grams at two reference widths.
+
+    For each width M_r in ``widths`` and T = ratio * M_r, the exact Gram of the network *without its
+    output normalization* (the same draw) is sampled for each seed; per output block it yields the outlier
+    matrix O_kl = 1^T G_kl 1 / T, the spike ell = Var_t(row mean) / mean (population eigenvalue of the
+    mean-gradient direction, removed before the next step), and the first three free cumulants of the
+    doubly centred rest, from which (kappa_2 = sigma_D^2 + T p2, kappa_3 = T^2 p3 at two T's) the bulk
+    coefficients follow. Cost: a few seconds per network; cached.
+
+    Args:
+        net: the network.
+        widths: two (or more; the first and last are used) reference widths.
+        seeds: seeds of the reference draws (keep them disjoint from the seeds you test with).
+        ratios: two T/M ratios.
+
+    Returns:
+        :class:`Fluctuations`.
+
+    Example:
+        >>> fl = measure_fluctuations(Network(2, "relu", 2, 0), widths=(16, 32), seeds=(1000,))
+        >>> sorted(fl.coef) == sorted(_NAMES)
+        True
+    """
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    widths = tuple(check_int("widths", w, minimum=8) for w in widths)
+    if len(widths) < 2 or widths[0] == widths[-1]:
+        raise InvalidArgument("widths", widths, "at least two different reference widths")
+    seeds = tuple(check_int("seeds", s, minimum=0) for s in seeds)
+    ratios = tuple(check_real("ratios", r, minimum=0, strict_min=True) for r in ratios)
+    if len(ratios) < 2:
+        raise InvalidArgument("ratios", ratios, "two T/M ratios")
+    raw = {w: _measure_width(net, w, seeds, ratios) for w in (widths[0], widths[-1])}
+    a, b = widths[0], widths[-1]
+    coef = {}
+    for name in _NAMES:
+        ya, yb = raw[a][name], raw[b][name]
+        c_1 = (ya - yb) / (1.0 / a - 1.0 / b)
+        coef[name] = (yb - c_1 / b, c_1)
+    return Fluctuations(net, coef, (widths, ratios, seeds), raw)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the prediction
+# ------------------------------------------------------------------------------------------------------------------
+def _positive(x: float) -> float:
+    return x if x > 0 else 0.0
+
+
+def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float) -> dict:
+    """Top of the centred bulk (+ spike) of one output block, in Gram units."""
+    p2 = _positive(fl.at("block2", M)) * d * d / M
+    p3 = _positive(fl.at("block3", M)) * d**3 / M**2
+    s2 = _positive(fl.at("semicircle", M)) * d * d / M
+    ell = _positive(fl.at("spike", M)) * _positive(o) / M
+    blocks = []
+    if p2 > 0 and p3 > 0:
+        lam = p3 / p2
+        n = p2 / lam**2
+        blocks.append((n, lam))
+    trace_blocks = sum(n * lam for n, lam in blocks)
+    d0 = d - trace_blocks - ell
+    edge, g_star = free_edge(d0, s2, blocks, T)
+    top = spike_outlier(d0, s2, blocks, T, ell)
+    return dict(edge=edge, top=top, spike=T * ell, d=d, blocks=tuple(blocks), semicircle=s2, identity=d0)
+
+
+def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict:
+    """lambda_max and s at finite width from the free-probability model of the Gram (module docstring).
+
+    Args:
+        net: the network (numeric).
+        width: M.
+        samples: T.
+        base: the :class:`~meanfield.fisher.FisherStats` of ``predict(net, width, samples)`` (finite-width
+            means; its gram_diag, gram_offdiag, s and P are used).
+
+    Returns:
+        dict with keys ``lambda_max`` (the prediction of E lambda_max), ``s`` (E s), ``lambda_max_bulk``
+        (top of the centred bulk incl. the spike), ``lambda_max_outlier`` (E of the largest C-outlier, None
+        with batch norm on the output), ``edge`` (bulk edge without the spike), ``spike`` (T ell),
+        ``fluctuations`` (the :class:`Fluctuations` used), ``method`` ("rmt-semi-empirical") and ``notes``.
+
+    Example:
+        >>> from meanfield.fisher import predict
+        >>> net = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
+        >>> import meanfield.rmt as rmt
+        >>> fl = rmt.measure_fluctuations(net, widths=(16, 32), seeds=(1000,))
+        >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16))
+        >>> out["lambda_max"] > float(predict(net, 32, 16).leading.lambda_max)
+        True
+    """
+    from .fisher import predict
+
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    if net.is_symbolic:
+        raise InvalidArgument("net", net.describe(), "numeric parameters", "the RMT correction is numeric only")
+    M = check_int("width", width, minimum=8)
+    T = check_int("samples", samples, minimum=max(net.min_samples(), 4))
+    C = net.outputs
+    fl = measure_fluctuations(net)
+    twin = _twin(net)
+    tb = predict(twin, M, T)
+    gd_p, go_p = float(tb.gram_diag), float(tb.gram_offdiag)
+    d = gd_p - go_p
+    last = net.norm_at(net.depth)
+    bulk = _bulk(fl, M, T, d, go_p)
+    notes = ["fluctuation coefficients measured at reference widths "
+             f"{fl.reference[0]} (seeds {fl.reference[2]}) and extrapolated as c_inf + c_1/M"]
+    outlier = None
+    if isinstance(last, BatchNorm):
+        lam = bulk["top"]
+        if not last.center_only:
+            from .recursions import order_parameters
+            from .sphere import expected_max_inverse_chi2
+
+            if T <= 5:
+                raise InvalidArgument("samples", T, "T > 5 with full batch norm on the output",
+                                      "the chi-square moments of the scale diverge")
+            op = order_parameters(net, T)
+            v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
+            lam = lam * expected_max_inverse_chi2(T, C) / v
+    else:
+        O = gd_p + (T - 1) * go_p
+        a = _positive(fl.at("outlier_self", M)) / M
+        b = _positive(fl.at("outlier_cross", M)) / M
+        outlier = O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]
+        lam = max(outlier, bulk["edge"])
+    # s: mean-field part (base) + entry variances
+    P = float(base.P)
+    if isinstance(last, BatchNorm):
+        gd_c = d * (T - 1) / T  # centred twin's mean diagonal
+    else:
+        gd_c = gd_p
+    vd = _positive(fl.at("var_diag", M)) * gd_c**2 / M
+    vo = _positive(fl.at("var_off", M)) * gd_c**2 / M
+    vx = _positive(fl.at("var_cross", M)) * gd_c**2 / M
+    excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P
+    if isinstance(last, BatchNorm) and not last.center_only:
+        from .recursions import order_parameters
+
+        op = order_parameters(net, T)
+        v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
+        excess *= T * T / ((T - 3) * (T - 5) * v * v)  # E[sigma_k^-4]
+    s = float(base.s) + excess
+    return dict(lambda_max=float(lam), s=s, lambda_max_bulk=float(bulk["top"]), lambda_max_outlier=outlier,
+                edge=float(bulk["edge"]), spike=float(bulk["spike"]), fluctuations=fl,
+                method="rmt-semi-empirical", notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# records and figure (for reproduce)
+# ------------------------------------------------------------------------------------------------------------------
+def rmt_records(net: Network, cells: Any, seeds: Any = 8) -> list[dict]:
+    """One record per (M, T): leading-order, finite-width mean-field and RMT predictions, and sampled mean +- sem.
+
+    Args:
+        net: the network.
+        cells: iterable of (width, samples).
+        seeds: an int N (seeds 0..N-1) or a sequence of seeds for the sampled means.
+
+    Returns:
+        list of dicts with keys network, width, samples, lead, meanfield, rmt, sampled, sem, s_lead, s_rmt,
+        s_sampled, s_sem, err_lead, err_rmt (relative errors of lambda_max vs the sampled mean).
+
+    Example:
+        >>> recs = rmt_records(Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)]),
+        ...                    [(16, 8)], seeds=2)   # doctest: +SKIP
+    """
+    from .fisher import predict
+    from .sampling import sample_many
+
+    out = []
+    for M, T in cells:
+        base = predict(net, M, T)
+        rm = finite_width_stats(net, M, T, base)
+        sm = sample_many(net, M, T, seeds, processes=1, progress=False)
+        lam_s, sem = float(sm.mean["lambda_max"]), float(sm.sem["lambda_max"])
+        lead = float(base.leading.lambda_max)
+        if isinstance(net.norm_at(net.depth), BatchNorm):
+            lead = float(base.leading.gram_diag - base.leading.gram_offdiag)
+            if not net.norm_at(net.depth).center_only:
+                lead = float(base.lambda_max)  # the mean-field value with the chi-square maximum
+        out.append(dict(network=net.describe(), width=M, samples=T, lead=lead, meanfield=float(base.lambda_max),
+                        rmt=rm["lambda_max"], sampled=lam_s, sem=sem, s_lead=float(base.leading.s),
+                        s_meanfield=float(base.s), s_rmt=rm["s"], s_sampled=float(sm.mean["s"]),
+                        s_sem=float(sm.sem["s"]), err_lead=lead / lam_s - 1.0, err_rmt=rm["lambda_max"] / lam_s - 1.0))
+    return out
+
+
+def plot_rmt_comparison(records: list, path: Any) -> Any:
+    """Figure: lambda_max / sampled mean against T/M, leading order vs RMT, one panel per network.
+
+    Args:
+        records: output of :func:`rmt_records` (possibly concatenated over networks).
+        path: where to save (png/pdf/svg by suffix).
+
+    Returns:
+        the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = sorted({r["network"] for r in records})
+    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], nets):
+        rs = [r for r in records if r["network"] == name]
+        for M in sorted({r["width"] for r in rs}):
+            sub = sorted((r for r in rs if r["width"] == M), key=lambda r: r["samples"] / r["width"])
+            x = [r["samples"] / M for r in sub]
+            ax.plot(x, [r["lead"] / r["sampled"] for r in sub], "o--", ms=3, label=f"leading M={M}")
+            ax.plot(x, [r["rmt"] / r["sampled"] for r in sub], "s-", ms=3, label=f"RMT M={M}")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhspan(0.95, 1.05, color="0.9")
+        ax.set_xscale("log")
+        ax.set_xlabel("T / M")
+        ax.set_ylabel("predicted / sampled lambda_max")
+        ax.set_title(name, fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
