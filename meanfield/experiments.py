@@ -576,29 +576,43 @@ class Results:
 # -- numbers that the readings use -------------------------------------------------------------------------------
 
 
-def slope(widths: Sequence[float], values: Sequence[float]) -> float:
-    """Least-squares exponent a of values ~ c M^a (log-log fit); NaN with fewer than two points.
+def slope(widths: Sequence[float], values: Sequence[float], sems: Sequence[float] | None = None) -> float:
+    """Exponent a of values ~ c M^a: least squares on log-log, weighted by 1/(relative s.e.)^2 if given.
+
+    The weights keep a noisy small-width mean (the C outliers split and fluctuate most at small M)
+    from dominating the fit; relative errors are floored at 1% so that no point gets all the weight.
 
     Example:
         >>> round(slope([64, 128, 256], [1.0, 2.0, 4.0]), 6)
         1.0
+        >>> round(slope([64, 128, 256], [1.0, 2.0, 9.0], [0.01, 0.02, 9.0]), 2)
+        1.0
     """
-    pairs = [(math.log(w), math.log(v)) for w, v in zip(widths, values) if v and v > 0 and math.isfinite(v)]
-    if len(pairs) < 2:
+    rows = []
+    for i, (w, v) in enumerate(zip(widths, values)):
+        if not (v and v > 0 and math.isfinite(v)):
+            continue
+        rel = sems[i] / v if sems is not None and sems[i] is not None and math.isfinite(sems[i]) else 0.0
+        rows.append((math.log(w), math.log(v), 1.0 / max(rel, 0.01) ** 2 if sems is not None else 1.0))
+    if len({r[0] for r in rows}) < 2:
         return math.nan
-    x, y = np.array(pairs).T
-    return float(np.polyfit(x, y, 1)[0])
+    x, y, weight = np.array(rows).T
+    return float(np.polyfit(x, y, 1, w=np.sqrt(weight))[0])
 
 
 def _growth(exponent: float) -> str:
-    """Words for a fitted exponent of M (the thresholds split 0, 1/2 and 1 halfway)."""
+    """Words for a fitted exponent of M: bounded below 1/3, like M above 2/3, sub-linear between."""
     if not math.isfinite(exponent):
         return "could not be fitted"
-    if exponent < 0.25:
+    if exponent < 1 / 3:
         return f"stays bounded (fitted exponent {exponent:.2f})"
-    if exponent < 0.75:
+    if exponent <= 2 / 3:
         return f"grows sub-linearly, like M^{exponent:.2f}"
     return f"grows like M (fitted exponent {exponent:.2f})"
+
+
+def _series_slope(series: Sequence["Point"], key: str = "lambda_max") -> float:
+    return slope([p.width for p in series], [p.mean(key) for p in series], [p.sem(key) for p in series])
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -736,7 +750,7 @@ def _width_finding(config: Config, results: Results, act: str, placements: list[
         if not series:
             continue
         last = series[-1]
-        exponent = slope([p.width for p in series], [p.mean("lambda_max") for p in series])
+        exponent = _series_slope(series)
         ref = base.get(last.width)
         factor = ref.mean("lambda_max") / last.mean("lambda_max") if ref and placement != "none" else math.nan
         k1, k2, k2_sem = last.mean("kappa1"), last.mean("kappa2"), last.sem("kappa2")
@@ -798,7 +812,7 @@ def _render_ratio(config: Config, results: Results, out: Path) -> list[Finding]:
                          placement_label(placement, config.depth) if ax is axes[0] else None,
                          _shift(index, len(placements)))
             means = [p.mean("lambda_max") for p in series]
-            exponent = slope([p.width for p in series], means)
+            exponent = _series_slope(series)
             growth = means[-1] / means[0] if means[0] else math.nan
             facts[(act, placement)] = dict(exponent=exponent, growth=growth, first=series[0], last=series[-1])
             for p in series:
@@ -835,8 +849,8 @@ def _ratio_reading(config: Config, facts: dict) -> str:
                              f"{_fmt(first.mean('lambda_max'))} at (M, T) = ({first.width}, {first.samples}) to "
                              f"{_fmt(last.mean('lambda_max'))} at ({last.width}, {last.samples}), "
                              f"a factor {_fmt(f['growth'], 3)} over a {last.width // first.width}× range of M")
-        bounded = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] < 0.25]
-        growing = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] >= 0.75]
+        bounded = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] < 1 / 3]
+        growing = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] > 2 / 3]
         text = f"With {act} and T = M/{config.width_per_sample}: " + "; ".join(sentences) + "."
         if bounded and growing:
             text += (f" So with T growing in proportion to M, {' and '.join(bounded)} keep λ_max bounded while "
@@ -1010,11 +1024,14 @@ def _lr_reading(grid) -> str:
     descent trained up to the predicted boundary (all computed from the grid)."""
     parts = []
     trainable = grid.largest_trainable()
+    top = max(grid.etas)
     for i, label in enumerate(grid.labels):
         ratios = trainable[i] / grid.eta_sampled[i]
-        parts.append(f"{label}: the largest step that trained is {_fmt(min(ratios), 3)}–{_fmt(max(ratios), 3)} "
-                     "times the drawn networks' 2/λ_max (the grid resolves "
-                     f"{_fmt(grid.etas[1] / grid.etas[0], 3)}× steps)")
+        censored = bool(np.any(trainable[i] >= top))
+        parts.append(f"{label}: the largest step that trained is {'at least ' if censored else ''}"
+                     f"{_fmt(min(ratios), 3)}–{_fmt(max(ratios), 3)} times the drawn networks' 2/λ_max"
+                     + (f" (it is the top of the grid, η = {_fmt(top, 3)}, at some width)" if censored else "")
+                     + f"; the grid resolves {_fmt(grid.etas[1] / grid.etas[0], 3)}× steps")
     for i in range(1, len(grid.labels)):
         gain = grid.gain(i, 0)
         parts.append(f"{grid.labels[i]} against {grid.labels[0]}: predicted η_max larger by "
