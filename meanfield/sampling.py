@@ -162,8 +162,9 @@ def _limit_blas_threads() -> None:
     import numpy
 
     base = os.path.dirname(os.path.dirname(numpy.__file__))
-    for lib in glob.glob(os.path.join(base, "numpy.libs", "*openblas*")) + \
-            glob.glob(os.path.join(base, "scipy_openblas*", "lib", "*openblas*")):
+    for lib in (glob.glob(os.path.join(base, "numpy.libs", "*openblas*"))
+                + glob.glob(os.path.join(base, "scipy.libs", "*openblas*"))
+                + glob.glob(os.path.join(base, "scipy_openblas*", "lib", "*openblas*"))):
         try:
             handle = ctypes.CDLL(lib)
         except OSError:

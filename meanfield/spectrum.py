@@ -304,12 +304,7 @@ def _layer_blocks(net: Network, trace: Trace):
     L, C = net.depth, net.outputs
     T = trace.inputs.shape[0]
     top = _top_hidden_bn(net)
-    K = _kernel(trace, L)
-    GL = np.zeros((C, T, C, T))
-    for k in range(C):
-        GL[k, :, k, :] = K
-    yield L, GL.reshape(C * T, C * T)
-    del GL
+    yield L, _Top(_kernel(trace, L))  # I_C ⊗ K_L: added in place, never a CT x CT temporary
     if L == 1:
         return
     W = np.asarray(trace.weights[L - 1])
@@ -333,6 +328,13 @@ def _layer_blocks(net: Network, trace: Trace):
     generic = [l for l in range(top - 1, 0, -1) if plan[l] == "generic"]
     if generic:
         yield from sorted(_generic(e, trace, net, top, generic).items(), reverse=True)
+
+
+@dataclass(frozen=True, eq=False)
+class _Top:
+    """The top layer's block I_C ⊗ K_L (delta^L_k = e_k), kept factored."""
+
+    K: np.ndarray
 
 
 def _output_norm(net: Network, trace: Trace, G: np.ndarray) -> np.ndarray:
@@ -407,16 +409,35 @@ def gram(net: Network, trace: Trace, *, per_layer: bool = False) -> Gram:
         True
     """
     C, T = trace.outputs.shape
-    G = np.zeros((C * T, C * T))
+    n = C * T
+    G = np.zeros((n, n))
     diag, off, mats = {}, {}, ({} if per_layer else None)
+    output_norm = net.norm_at(net.depth) is not None
     for l, Gl in _layer_blocks(net, trace):
-        Gl = _output_norm(net, trace, Gl)
-        Gl *= 1.0 / T
-        diag[l], off[l] = _means(Gl, C, T)
+        if isinstance(Gl, _Top):
+            K = Gl.K
+            if output_norm or per_layer:
+                Gl = np.zeros((C, T, C, T))
+                for k in range(C):
+                    Gl[k, :, k, :] = K
+                Gl = Gl.reshape(n, n)
+            else:
+                tr = float(np.trace(K))
+                diag[l] = tr / (T * T)
+                off[l] = (float(K.sum()) - tr) / (T * T * (T - 1)) if T > 1 else None
+                for k in range(C):
+                    G[k * T:(k + 1) * T, k * T:(k + 1) * T] += K
+                continue
+        if output_norm:
+            Gl = _output_norm(net, trace, Gl)
+        d, o = _means(Gl, C, T)
+        diag[l], off[l] = d / T, (None if o is None else o / T)
         G += Gl
         if per_layer:
+            Gl *= 1.0 / T
             mats[l] = Gl
         del Gl
+    G *= 1.0 / T  # every block above is T G_l
     order = sorted(diag)
     return Gram(G, {l: diag[l] for l in order}, {l: off[l] for l in order}, gram_plan(net),
                 None if mats is None else {l: mats[l] for l in order})
