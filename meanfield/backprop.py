@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import sympy
+from scipy.special import erf
 
 from .activations import X, Activation
 from .errors import InvalidArgument, check_int
@@ -69,7 +70,11 @@ class DegenerateBatch(InvalidArgument):
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
+    """A read-only float64 array: the caller's array itself if it already is one, else a copy (never
+    freezes an array the caller may still write to)."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.c_contiguous and not a.flags.writeable:
+        return a
+    a = np.array(a, dtype=np.float64, order="C", copy=True)
     a.setflags(write=False)
     return a
 
@@ -162,8 +167,6 @@ def _kernels(family: str, params: dict) -> Any:
     """Plain numpy versions of the commonest catalogue entries (the generic path goes through sympy's
     lambdify, whose Max/Piecewise translations are slow and memory hungry on (T x M) arrays).
     They agree with ``Activation.__call__`` (tested)."""
-    from scipy.special import erf
-
     a = float(params.get("a", 0.0)) if "a" in params else None
     table = {
         "relu": lambda x: np.maximum(x, 0.0),
@@ -202,9 +205,8 @@ def _numeric(act: Activation) -> Any:
 def _numeric_derivative(act: Activation) -> Any:
     if act.family == "tanh":
         return lambda x: 1.0 - np.tanh(x) ** 2
-    if act.family == "gelu":
-        return lambda x: 0.5 * (1.0 + __import__("scipy.special").special.erf(x / _SQRT2)) \
-            + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    if act.family == "gelu":  # Phi(x) + x phi(x)
+        return lambda x: 0.5 * (1.0 + erf(x / _SQRT2)) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
     if act.family in ("step", "sign", "constant", "leaky_step"):
         return lambda x: np.zeros(np.shape(x))
     return _numeric(_derivative(act))

@@ -26,7 +26,8 @@ How (*) is evaluated depends on where the samples are coupled (see :func:`gram_p
   Q_a = X_t delta_a - X̄ g_a / T, X_t = W ⊙ (Ũ^T diag(K_{:,t}) Phi'), X̄ = W ⊙ (Ũ^T (Phi' ⊙ kappa)),
   Z = sum_rho B_rho B_rho^T, B_rho = W ⊙ (Ũ^T diag(L_{:,rho}) Phi'), K = L L^T (Cholesky).
   Z is the Gram of the M per-unit batch-variance gradients; it costs about r M^3 + 3 T^2 M^2 flops
-  (r = rank K <= T): the price of exactness for a hidden batch norm (see the README of benchmarks).
+  (r = rank K <= T): the price of exactness for a hidden batch norm (measured in
+  benchmarks/sampling.py). Center-only batch norm has no variance path and stays cheap.
 - ``generic`` (any other layer at or below a hidden batch norm: deeper layers, batch norm in every
   layer, layer norm right under a batch norm): the full (T x M) signals D^l_a are propagated by the
   exact batched backward pass (chunks of rows a), and (*) is evaluated as E E^T with E_a = L^T D_a.
