@@ -47,6 +47,7 @@ _EXPORTS = {
     "SampleSummary": "sampling",
     "DegenerateBatch": "sampling",
     "verify": "verify",
+    "VerificationReport": "verify",
     "latex": "latex",
     "max_learning_rate": "training",
     "train": "training",

@@ -5,16 +5,19 @@ normalization placement) pair; the cases cycle through all 12 families of
 :data:`~meanfield.strategies.ACTIVATION_FAMILIES` and all placements (none, batch norm on the output,
 its mean-only form, batch norm on a hidden layer and its mean-only form, layer norm, batch norm and
 layer norm on every hidden layer, and two combinations), so each family meets two or three placements
-and each placement several families. :func:`meanfield.verify` must pass for each at its default
-family-wise false-alarm rate of 1%.
+and each placement several families. :func:`meanfield.verify` must pass for each.
+
+False-alarm rate: the tier as a whole is one test at 1%: each of the CASES cases runs verify at
+alpha = 1% / CASES (Bonferroni over cases; within a case verify's Holm correction covers the five
+statistics), so a correct theory fails the tier with probability <= 1%. (At verify's default
+alpha = 1% per case, 24 cases would give a false alarm in ~20% of fresh runs; the observed per-case
+rate over >= 200 fresh correct cases is measured by ``benchmarks/false_alarm.py`` and recorded in
+the project notes.)
 
 Reproducibility (marker ``statistical``): the networks come from a derandomized hypothesis run (the
-same draws on every machine with this hypothesis version) and the sampling seeds are fixed, so
-the outcome is deterministic. Were the seeds fresh, each case would fail with probability <= 1% when
-the theory is right: over the CASES cases about CASES/100 expected false alarms; the observed rate
-over >= 200 fresh correct cases is measured by ``benchmarks/false_alarm.py`` and recorded in the
-project notes. Marker ``fresh`` (``pytest -m fresh --fresh``) runs the same cases with fresh
-networks and seeds.
+same draws on every machine with this hypothesis version), picked with a seeded choice, and the
+sampling seeds are fixed, so the outcome is deterministic. Marker ``fresh``
+(``pytest -m fresh --fresh``) runs the same cases with fresh networks and seeds.
 
 Sizes: widths (64, 256), T = 16 (batch norm on the output needs T > 9 for its s to have a finite
 variance), 16 networks per width, depth <= 3, C <= 2: about 2-3 minutes on 2 cores.
@@ -44,6 +47,7 @@ PATTERNS = ("none", "batch-last", "batch-center-last", "batch-hidden", "batch-ce
             "batch-every", "layer-every", ("layer", "batch-last"), ("batch-hidden", "batch-center-last"))
 FAMILIES = mfst.ACTIVATION_FAMILIES
 CASES = 2 * len(FAMILIES)  # 24: every family twice, every pattern two or three times
+TIER_ALPHA = 0.01           # false-alarm rate of the whole tier
 
 
 def _strategy(family, pattern):
@@ -82,7 +86,7 @@ def cases():
 
 
 def _check(net, seeds):
-    report = V.verify(net, widths=WIDTHS, samples=SAMPLES, seeds=seeds, progress=False,
+    report = V.verify(net, widths=WIDTHS, samples=SAMPLES, seeds=seeds, progress=False, alpha=TIER_ALPHA / CASES,
                       processes=int(os.environ.get("MEANFIELD_PROCESSES", "2")))
     assert report.passed, "\n" + str(report)
     return report
