@@ -780,20 +780,35 @@ def _width_reading(config: Config, act: str, facts: dict) -> str:
         if placement == "none":
             continue
         label = placement_label(placement, config.depth)
-        # an outlier needs a positive mean off-diagonal Gram entry: kappa_2 > 0 by more than 3 s.e.
-        has_outliers = f["k2"] > 3 * (f["k2_sem"] if math.isfinite(f["k2_sem"]) else 0) and f["outlier"] > 0.5
-        text = f"{label} (λ_max {_fmt(f['factor'], 3)}× smaller, κ₂ = {_pm(f['k2'], f['k2_sem'])})"
+        # per output, the Gram block is about (alpha M/T)((kappa_1 - kappa_2) I + kappa_2 11^T): any
+        # kappa_2 > 0 separates an outlier at 1 + T kappa_2/(kappa_1 - kappa_2) times the bulk. Call it
+        # present when the sampled kappa_2 is positive by more than 3 standard errors.
+        has_outliers = f["k2"] > 3 * (f["k2_sem"] if math.isfinite(f["k2_sem"]) else 0)
+        text = f"{label} ({_times(f['factor'])}, κ₂ = {_pm(f['k2'], f['k2_sem'])}"
+        text += f", outliers at {_fmt(f['outlier'] + 1, 3)}× the bulk)" if has_outliers else ")"
         (kept if has_outliers else removed).append(text)
     if removed:
         parts.append("The outliers are removed (sampled κ₂ not positive) by " + "; ".join(removed) + ".")
     if kept:
         parts.append("They remain (κ₂ > 0 by more than 3 standard errors) with " + "; ".join(kept) + ".")
-    exps = [f["exponent"] for p, f in facts.items() if p != "none" and math.isfinite(f["exponent"])]
-    if exps:
-        parts.append(f"At fixed T every placement still grows with M (exponents {min(exps):.2f} to "
-                     f"{max(exps):.2f}): what remains is the bulk, of order M/T, so removing the outliers "
-                     "lowers λ_max by a constant factor but bounds it only if T grows with M (next finding).")
+    exps = {p: f["exponent"] for p, f in facts.items() if p != "none" and math.isfinite(f["exponent"])}
+    if exps and all(e > 2 / 3 for e in exps.values()):
+        parts.append(f"At fixed T every placement still grows like M (exponents {min(exps.values()):.2f} to "
+                     f"{max(exps.values()):.2f}): removing the outliers lowers λ_max by a factor but does not "
+                     "bound it while T stays fixed; what happens when T grows with M is the next finding.")
+    elif exps:
+        parts.append("At fixed T the fitted exponents of λ_max in M are " + ", ".join(
+            f"{e:.2f} ({placement_label(p, config.depth)})" for p, e in exps.items()) + ".")
     return " ".join(parts)
+
+
+def _times(factor: float) -> str:
+    """'λ_max 3.6× smaller' / 'λ_max 1.07× larger' for a ratio none / placement."""
+    if not math.isfinite(factor):
+        return "λ_max not compared"
+    if factor >= 1:
+        return f"λ_max {_fmt(factor, 3)}× smaller"
+    return f"λ_max {_fmt(1 / factor, 3)}× larger"
 
 
 def _render_ratio(config: Config, results: Results, out: Path) -> list[Finding]:
@@ -853,9 +868,10 @@ def _ratio_reading(config: Config, facts: dict) -> str:
         growing = [placement_label(p, config.depth) for p, f in rows.items() if f["exponent"] > 2 / 3]
         text = f"With {act} and T = M/{config.width_per_sample}: " + "; ".join(sentences) + "."
         if bounded and growing:
-            text += (f" So with T growing in proportion to M, {' and '.join(bounded)} keep λ_max bounded while "
-                     f"{' and '.join(growing)} still grow like M: the normalization removes the pathological "
-                     "sharpness under the condition that M/T stays bounded.")
+            text += (f" So with T growing in proportion to M, {' and '.join(bounded)} "
+                     f"{'keeps' if len(bounded) == 1 else 'keep'} λ_max bounded while {' and '.join(growing)} "
+                     f"still {'grows' if len(growing) == 1 else 'grow'} like M: the sharpness is removed under "
+                     "the condition that M/T stays bounded.")
         elif bounded:
             text += f" λ_max stays bounded for {', '.join(bounded)}."
         parts.append(text)
