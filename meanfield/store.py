@@ -2,7 +2,10 @@
 
 Why SQLite: it is in the standard library, it is one file that ``sqlite3 results.sqlite``, pandas,
 R or any SQL tool opens, and its locking makes concurrent writers safe. Every record is committed
-on its own transaction, so an interrupted sweep loses at most the tasks in flight; the task key
+on its own transaction, so an interrupted sweep loses at most the tasks in flight. The file is in
+WAL mode: while a sweep runs, the newest commits sit in ``results.sqlite-wal`` beside it (SQL tools
+read both; to copy the store, copy both or wait for the sweep to end, which folds the log back into
+the one file). Keep the store on a local disk. The task key
 (:meth:`meanfield.grids.Point.key`) is UNIQUE, so a record can never be stored twice, whoever
 writes it (a resumed sweep, a second sweep on the same store, a task re-run after a worker died).
 Only the process that runs :func:`meanfield.sweep` writes (workers send records back to it), so the
@@ -15,7 +18,8 @@ Tables (the columns of ``results`` after the fixed ones are added as tasks repor
               points, skipped, computed, failed, duplicates, grid (JSON), grid_source (TOML text)
     results   key UNIQUE, sweep, task, network (JSON spec), depth, activation, sigma_w2, sigma_b2,
               outputs, alphas, norms, input_q1, input_q2, width, samples, seed, <statistics...>,
-              elapsed, worker, finished
+              elapsed (s, wall, in the task), cpu (s, process CPU), worker (host:pid), finished (UTC),
+              meanfield_version
     failures  key, sweep, task, network, width, samples, seed, error, traceback, worker, finished
 
 A failed task is not "done": a resumed sweep tries it again.
@@ -42,6 +46,7 @@ import re
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,7 +66,7 @@ FORMAT_VERSION = "1"
 IDENTITY_COLUMNS = ("key", "sweep", "task", "network", "depth", "activation", "sigma_w2", "sigma_b2", "outputs",
                     "alphas", "norms", "input_q1", "input_q2", "width", "samples", "seed")
 #: Bookkeeping columns (not statistics).
-BOOKKEEPING_COLUMNS = ("elapsed", "worker", "finished", "meanfield_version")
+BOOKKEEPING_COLUMNS = ("elapsed", "cpu", "worker", "finished", "meanfield_version")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -150,21 +155,21 @@ class ResultStore:
             raise InvalidArgument("store", str(path), "a file path for the SQLite results store, not a directory")
         if not self.path.parent.exists():
             raise InvalidArgument("store", str(path), "a path in an existing directory")
-        try:
-            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), so that a writer
-            # takes the lock before reading the columns it may have to add.
-            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            with self._transaction():
-                # statement by statement: executescript() would commit the open transaction first
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"meanfield {_version()}",))
-        except sqlite3.DatabaseError as err:
-            raise InvalidArgument("store", str(path), "a meanfield results store (an SQLite file) or a new path",
-                                  str(err)) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db = self._open(timeout)
+                break
+            except sqlite3.OperationalError as err:
+                # a second sweep creating or converting the same new file at this very moment: SQLite
+                # may answer "locked" without waiting (journal-mode change, WAL recovery); wait here
+                if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
+                    raise InvalidArgument("store", str(path), "a results store no other process keeps locked",
+                                          str(err)) from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as err:
+                raise InvalidArgument("store", str(path), "a meanfield results store (an SQLite file) or a new path",
+                                      str(err)) from None
         fmt = self.meta().get("format")
         if fmt != FORMAT_VERSION:
             raise InvalidArgument("store", str(path), f"a results store of format {FORMAT_VERSION}",
@@ -172,6 +177,30 @@ class ResultStore:
         self._columns = self._read_columns()
 
     # -- plumbing ---------------------------------------------------------------------------------
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), so that a writer
+        # takes the lock before reading the columns it may have to add.
+        db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            # WAL + synchronous=NORMAL: a commit costs ~0.05 ms instead of ~28 ms (rollback journal,
+            # measured), so the store never limits a big cluster; a killed process loses no committed
+            # record (only a power cut can drop the last few, never corrupt the file), and readers
+            # never block the sweep. Needs a local disk (shared memory), like SQLite's locking does.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            with ResultStore._Tx(db):
+                # statement by statement: executescript() would commit the open transaction first
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"meanfield {_version()}",))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     class _Tx:
         def __init__(self, db):
             self.db = db

@@ -180,17 +180,18 @@ def _worker_id() -> str:
 
 def run_task(task: Callable, point: Point, key: str) -> dict:
     """Run one task on a worker; exceptions come back as data so one bad point stops nothing."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         stats = task(point)
         if not isinstance(stats, Mapping):
             raise TypeError(f"the task returned {type(stats).__name__}, not a dict of statistics")
-        return {"ok": True, "key": key, "stats": dict(stats), "elapsed": time.perf_counter() - start,
-                "worker": _worker_id()}
+        outcome = {"ok": True, "key": key, "stats": dict(stats)}
     except Exception as err:  # noqa: BLE001 - any task error is recorded as a failure of that point
-        return {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc(), "elapsed": time.perf_counter() - start,
-                "worker": _worker_id()}
+        outcome = {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
+                   "traceback": traceback.format_exc()}
+    # cpu < elapsed means the task waited for a core (a busy machine, or BLAS threads fighting)
+    outcome.update(elapsed=time.perf_counter() - start, cpu=time.process_time() - cpu, worker=_worker_id())
+    return outcome
 
 
 # -- executors: each yields (point, key, outcome) as tasks complete -----------------------------------
@@ -323,14 +324,17 @@ class _Dask:
         # The task key as the Dask key: two clients sweeping the same points share the work.
         self.futures = self.client.map(run_task, [self.task] * len(items), points, keys,
                                        key=[f"meanfield-sweep-{k}" for k in keys], pure=False)
-        for future in self.distributed.as_completed(self.futures, loop=self.client.loop):
+        # with_results: the client's event loop fetches results concurrently as tasks finish,
+        # rather than this thread asking for them one round trip at a time
+        for future, outcome in self.distributed.as_completed(self.futures, loop=self.client.loop, with_results=True,
+                                                             raise_errors=False):
             key = str(future.key)[len("meanfield-sweep-"):]
-            try:
-                outcome = future.result()
-            except Exception as err:  # noqa: BLE001 - KilledWorker (a task that killed 3 workers), cancelled
+            if isinstance(outcome, BaseException) or future.status != "finished":
+                # KilledWorker (the task took 3 workers down with it), cancelled, lost
+                err = outcome if isinstance(outcome, BaseException) else RuntimeError(future.status)
                 outcome = {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
                            "traceback": "".join(traceback.format_exception_only(type(err), err)),
-                           "elapsed": None, "worker": None}
+                           "elapsed": None, "cpu": None, "worker": None}
             future.release()
             yield by_key[key], key, outcome
 
@@ -614,8 +618,8 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                         ok, failure = False, f"the task returned reserved column names {clash}"
                 if ok:
                     record.update(outcome["stats"])
-                    record.update(elapsed=outcome["elapsed"], worker=outcome["worker"], finished=now(),
-                                  meanfield_version=_version())
+                    record.update(elapsed=outcome["elapsed"], cpu=outcome["cpu"], worker=outcome["worker"],
+                                  finished=now(), meanfield_version=_version())
                     if store.add(record):
                         computed += 1
                     else:
