@@ -4,7 +4,9 @@ Each task runs ``predict(net, M, T)`` (theory) and ``sample(net, M, T, seed)`` (
 exact Fisher spectrum) and the process that called :func:`sweep` appends the record to an SQLite
 results store (:mod:`meanfield.store`), one committed transaction per record. Tasks run
 
-* on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process),
+* on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process).
+  Workers are spawned (fresh interpreters, one BLAS thread per core share), so a custom task must
+  be importable: defined in a module, or in a script under ``if __name__ == "__main__":`` guard;
 * or on an existing Dask cluster, ``scheduler="tcp://host:8786"`` (or a ``distributed.Client`` /
   ``LocalCluster``), through distributed's own ``Client.map`` and ``as_completed``: the cluster
   schedules, retries tasks of workers that die, and may run on other machines; nothing here is a
@@ -58,7 +60,7 @@ from typing import Any
 
 from .errors import InvalidArgument, check_int, check_real
 from .grids import Grid, Point, canonical_json, load_grid
-from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now
+from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now, sql_value
 
 __all__ = ["sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError", "add_sweep_arguments",
            "cli_run", "sweep_main", "summary_table"]
@@ -114,9 +116,11 @@ def fisher_task(point: Point) -> dict:
 
     Example:
         >>> from meanfield.network import Network
-        >>> record = fisher_task(Point(Network(2, "relu", 2, 0), width=16, samples=4, seed=0))  # doctest: +SKIP
-        >>> sorted(record)[:3]                                                                  # doctest: +SKIP
-        ['P', 'alpha', 'leading_lambda_max']
+        >>> record = fisher_task(Point(Network(2, "relu", 2, 0, outputs=2), width=16, samples=4, seed=0))
+        >>> record["P"], record["predicted_lambda_max_kind"]
+        (306, 'prediction')
+        >>> 0.5 < record["sampled_m"] / record["predicted_m"] < 2
+        True
     """
     from .sampling import sample
 
@@ -145,7 +149,7 @@ def fisher_task(point: Point) -> dict:
         record[f"sampled_{name}"] = _num(sampled, name)
     record["predict_seconds"] = mid - start
     record["sample_seconds"] = end - mid
-    return record
+    return {name: sql_value(name, value) for name, value in record.items()}  # plain numbers, as stored
 
 
 def _fisher_check(point: Point) -> None:
@@ -500,7 +504,12 @@ def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         row = [_network_label(group[0]), str(width), str(samples), str(len(group))]
         for _, column, average in stats:
             values = [g.get(column) for g in group]
-            row.append(_mean_sem(values) if average else _fmt(values[0]))
+            first = group[0]
+            if column == "predicted_lambda_max" and first.get("predicted_lambda_max_kind") == "bound":
+                # only bounded by the theory (e.g. batch norm on the output): show the interval
+                row.append(f"{_fmt(first.get('predicted_lambda_max_lo'))}..{_fmt(first.get('predicted_lambda_max_hi'))}")
+            else:
+                row.append(_mean_sem(values) if average else _fmt(values[0]))
         rows.append(row)
     if len(rows) > _MAX_ROWS:
         more = len(rows) - _MAX_ROWS
@@ -645,7 +654,8 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                          duplicates=duplicates, seconds=time.perf_counter() - start, task_seconds=task_seconds,
                          executor=description, status=status, store=str(store.path), sweep_id=sweep_id)
     results = load(store, keys=keys)
-    results = SweepResults(records=results.records, columns=results.columns, failures=results.failures,
+    order = {key: i for i, key in enumerate(keys)}  # grid order, whatever order the tasks finished in
+    results = SweepResults(records=sorted(results.records, key=lambda r: order[r["key"]]), columns=results.columns, failures=results.failures,
                            path=results.path, report=report)
     if not quiet:
         print(results)
