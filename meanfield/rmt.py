@@ -54,13 +54,13 @@ from scipy.optimize import brentq
 from .errors import InvalidArgument, check_int, check_real
 from .network import BatchNorm, LayerNorm, Network
 
-__all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "Fluctuations",
+__all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "expected_max_scaled", "Fluctuations",
            "measure_fluctuations", "finite_width_stats", "rmt_records", "plot_rmt_comparison",
            "REFERENCE_WIDTHS", "REFERENCE_SEEDS"]
 
 REFERENCE_WIDTHS = (64, 128)
-REFERENCE_RATIOS = (0.5, 2.0)  # T / M at which the bulk cumulants are measured (two T's separate d_0, sigma_D)
-REFERENCE_SEEDS = (1000, 1001, 1002)
+REFERENCE_RATIOS = (0.25, 2.0)  # T / M of the reference batches: bulk cumulants at the largest, block spread at both
+REFERENCE_SEEDS = tuple(range(1000, 1012))  # the first max(3, ceil(12 / C)) are used
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -194,11 +194,36 @@ def expected_max_symmetric(count: int, diagonal: float, offdiagonal: float, draw
     return float(np.linalg.eigvalsh(E)[:, -1].mean())
 
 
+@functools.lru_cache(maxsize=512)
+def expected_max_scaled(count: int, spread: float, samples: int | None = None, draws: int = 40000,
+                        seed: int = 0) -> float:
+    """E[max_k X_k Z_k] / E[X]: X_k ~ N(1, spread^2) iid (per-output block tops), Z_k = T / chi^2_{T-1} or 1.
+
+    Seeded Monte Carlo (deterministic). With ``samples=None`` the scale Z is 1 (center-only batch norm).
+
+    Example:
+        >>> expected_max_scaled(1, 0.3)
+        1.0
+        >>> round(expected_max_scaled(2, 1.0), 1)   # E max of two N(1, 1): 1 + 1/sqrt(pi)
+        1.6
+    """
+    C = check_int("count", count, minimum=1)
+    sd = check_real("spread", spread, minimum=0)
+    if samples is None and (C == 1 or sd == 0):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    X = 1.0 + sd * rng.standard_normal((draws, C))
+    if samples is not None:
+        T = check_int("samples", samples, minimum=4)
+        X = X * (T / rng.chisquare(T - 1, size=(draws, C)))
+    return float(X.max(axis=1).mean())
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # fluctuation coefficients (measured at reference widths; to be replaced by a four-point recursion)
 # ------------------------------------------------------------------------------------------------------------------
 _NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_cross", "var_diag", "var_off",
-          "var_cross")
+          "var_cross", "top_spread_small", "top_spread_large", "mean_outlier", "mean_bulk")
 
 
 @dataclass(frozen=True)
@@ -213,6 +238,11 @@ class Fluctuations:
         outlier_self, outlier_cross: M Var(O_kk - mean_k O_kk) / O^2 and M E[O_kl^2] / O^2 (C x C outliers).
         var_diag, var_off, var_cross: M Var(G_tt) / gd^2, M Var(G_ts) / gd^2, M E[G_cross^2] / gd^2 of the
             Gram without output scale (center-only twin for full batch norm), gd its mean diagonal.
+        top_spread_small, top_spread_large: M Var(top_k) / E[top_k]^2, top_k the top eigenvalue of output k's
+            centred block, over outputs and draws, at the smallest and the largest reference T/M.
+        mean_outlier, mean_bulk: M (E[O] / O_mf - 1) and M (E[d] / d_mf - 1): the O(1/M) corrections to the
+            mean-field means O = gram_diag + (T - 1) gram_offdiag and d = gram_diag - gram_offdiag (the
+            finite-width corrections of the kernel mean, not in :func:`meanfield.fisher.predict`).
 
     Attributes:
         network: the network the coefficients belong to (width-independent).
@@ -263,6 +293,8 @@ def _block_stats(G: np.ndarray, C: int, T: int) -> dict:
         r = B.mean(axis=1)
         r = r - r.mean()
         Bc = Pi @ B @ Pi
+        vdiag_c, voff_c, diag_c = float(np.diag(Bc).var()), float(Bc[off].var()), float(np.diag(Bc).mean())
+        top_c = float(np.linalg.eigvalsh(Bc)[-1])
         diag_scale = np.trace(B) / T
         spike = 0.0
         if gbar > 0.05 * diag_scale:  # a mean direction to speak of (not, e.g., tanh without bias)
@@ -272,7 +304,7 @@ def _block_stats(G: np.ndarray, C: int, T: int) -> dict:
         m1, m2, m3 = (float(np.mean(ev**p)) for p in (1, 2, 3))
         rows.append(dict(k1=m1, k2=m2 - m1**2, k3=m3 - 3 * m1 * m2 + 2 * m1**3, spike=spike, gbar=float(gbar),
                          diag=float(np.diag(Bc).mean()), vdiag=float(np.diag(Bc).var()),
-                         voff=float(Bc[off].var()), ediag=float(np.diag(B).mean()), odiag=float(B[off].mean()),
+                         voff=float(Bc[off].var()), vdiag_c=vdiag_c, voff_c=voff_c, diag_c=diag_c, top_c=top_c, ediag=float(np.diag(B).mean()), odiag=float(B[off].mean()),
                          vdiag_raw=float(np.diag(B).var()), voff_raw=float(B[off].var())))
     cross = []
     for k in range(C):
@@ -297,28 +329,33 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
             G = sample(twin, width, T, seed, gram=True).gram
             acc.append((_block_stats(G, C, T), G))
         per_T[T] = acc
-    Ts = sorted(per_T)
-    T1, T2 = Ts[0], Ts[-1]
+    T2, T1 = max(per_T), min(per_T)
 
     def mean_rows(T, key):
         return float(np.mean([r[key] for st, _ in per_T[T] for r in st["rows"]]))
 
     d = mean_rows(T2, "k1")
     o = mean_rows(T2, "gbar")
-    k2a, k2b = mean_rows(T1, "k2"), mean_rows(T2, "k2")
-    k3a, k3b = mean_rows(T1, "k3"), mean_rows(T2, "k3")
-    da = mean_rows(T1, "k1")
-    # free cumulants: kappa_2 = sigma_D^2 + T p2, kappa_3 = T^2 p3 (+ a T-independent diagonal part);
-    # normalise each T by its own d (d scales as 1/T) before separating
-    k2a_n, k2b_n = k2a / da**2, k2b / d**2
-    k3a_n, k3b_n = k3a / da**3, k3b / d**3
-    # in units of d: p2/d^2 and sigma^2/d^2 are T-independent once d ~ M/T is factored... d itself ~ 1/T,
-    # and p2 ~ d^2 / M, so kappa_2 / d^2 = sigma^2/d^2 + T p2 / d^2 is linear in T
-    p2 = (k2b_n - k2a_n) / (T2 - T1)
-    s2 = k2a_n - T1 * p2
-    p3 = (k3b_n - k3a_n) / (T2**2 - T1**2)
+    # free cumulants of the centred, spike-removed block: kappa_2 = sigma_D^2 + T p2, kappa_3 = T^2 p3;
+    # the Wishart part's diagonal has variance 2 p2, the rest of the diagonal variance is the free part D
+    v_diag = mean_rows(T2, "vdiag") / d**2
+    p2 = (mean_rows(T2, "k2") / d**2 - v_diag) / (T2 - 2)
+    s2 = v_diag - 2 * p2
+    p3 = mean_rows(T2, "k3") / d**3 / T2**2
     out = dict(block2=width * p2, block3=width**2 * p3, semicircle=width * s2)
-    out["spike"] = width * mean_rows(T2, "spike") / o if o > 0 and mean_rows(T2, "spike") > 0 else 0.0
+    for key, T in (("top_spread_small", T1), ("top_spread_large", T2)):
+        tops = np.array([r["top_c"] for st, _ in per_T[T] for r in st["rows"]])
+        out[key] = width * float(tops.var(ddof=1) / tops.mean() ** 2) if len(tops) > 1 else 0.0
+    from .fisher import predict
+
+    tb = predict(twin, width, T2)
+    d_mf, O_mf = float(tb.gram_diag - tb.gram_offdiag), float(tb.gram_diag + (T2 - 1) * tb.gram_offdiag)
+    O_meas = float(np.mean([np.mean(np.diag(st["O"])) for st, _ in per_T[T2]]))
+    d_meas = float(np.mean([r["ediag"] - r["odiag"] for st, _ in per_T[T2] for r in st["rows"]]))
+    out["mean_outlier"] = width * (O_meas / O_mf - 1.0) if O_mf > 0 else 0.0
+    out["mean_bulk"] = width * (d_meas / d_mf - 1.0)
+    spike = mean_rows(T2, "spike")
+    out["spike"] = width * spike / o if o > 0 and spike > 0 else 0.0
     # outliers and entry variances at T2 (output scale excluded)
     Os, selfs, crosses, vd, vo, vx = [], [], [], [], [], []
     for st, G in per_T[T2]:
@@ -328,8 +365,8 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
         selfs.append(float(np.var(np.diag(O))) * C / max(C - 1, 1) / Obar**2 if C > 1 else 0.0)
         if C > 1:
             crosses.append(float(np.mean(O[~np.eye(C, dtype=bool)] ** 2)) / Obar**2)
-        key_d, key_o = ("vdiag", "voff") if centred else ("vdiag_raw", "voff_raw")
-        gd = np.mean([r["diag" if centred else "ediag"] for r in st["rows"]])
+        key_d, key_o = ("vdiag_c", "voff_c") if centred else ("vdiag_raw", "voff_raw")
+        gd = np.mean([r["diag_c" if centred else "ediag"] for r in st["rows"]])
         vd.append(np.mean([r[key_d] for r in st["rows"]]) / gd**2)
         vo.append(np.mean([r[key_o] for r in st["rows"]]) / gd**2)
         if C > 1:
@@ -353,20 +390,21 @@ def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: 
     output normalization* (the same draw) is sampled for each seed; per output block it yields the outlier
     matrix O_kl = 1^T G_kl 1 / T, the spike ell = Var_t(row mean) / mean (population eigenvalue of the
     mean-gradient direction, removed before the next step), and the first three free cumulants of the
-    doubly centred rest, from which (kappa_2 = sigma_D^2 + T p2, kappa_3 = T^2 p3 at two T's) the bulk
-    coefficients follow. Cost: a few seconds per network; cached.
+    doubly centred rest, from which the bulk coefficients follow: kappa_2 = sigma_D^2 + T p2,
+    kappa_3 = T^2 p3, with sigma_D^2 = (diagonal variance) - 2 p2 (the Wishart part's own diagonal
+    variance is 2 p2). Cost: a few seconds per network; cached.
 
     Args:
         net: the network.
         widths: two (or more; the first and last are used) reference widths.
         seeds: seeds of the reference draws (keep them disjoint from the seeds you test with).
-        ratios: two T/M ratios.
+        ratios: T/M ratios of the reference batches (the largest is used for the bulk cumulants).
 
     Returns:
         :class:`Fluctuations`.
 
     Example:
-        >>> fl = measure_fluctuations(Network(2, "relu", 2, 0), widths=(16, 32), seeds=(1000,))
+        >>> fl = measure_fluctuations(Network(2, "relu", 2, 0), widths=(16, 32), seeds=(1000, 1001, 1002))
         >>> sorted(fl.coef) == sorted(_NAMES)
         True
     """
@@ -377,8 +415,9 @@ def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: 
         raise InvalidArgument("widths", widths, "at least two different reference widths")
     seeds = tuple(check_int("seeds", s, minimum=0) for s in seeds)
     ratios = tuple(check_real("ratios", r, minimum=0, strict_min=True) for r in ratios)
-    if len(ratios) < 2:
-        raise InvalidArgument("ratios", ratios, "two T/M ratios")
+    if not ratios:
+        raise InvalidArgument("ratios", ratios, "at least one T/M ratio")
+    seeds = seeds[:max(3, -(-12 // net.outputs))]
     raw = {w: _measure_width(net, w, seeds, ratios) for w in (widths[0], widths[-1])}
     a, b = widths[0], widths[-1]
     coef = {}
@@ -396,25 +435,64 @@ def _positive(x: float) -> float:
     return x if x > 0 else 0.0
 
 
-def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float) -> dict:
-    """Top of the centred bulk (+ spike) of one output block, in Gram units."""
-    p2 = _positive(fl.at("block2", M)) * d * d / M
-    p3 = _positive(fl.at("block3", M)) * d**3 / M**2
-    s2 = _positive(fl.at("semicircle", M)) * d * d / M
-    ell = _positive(fl.at("spike", M)) * _positive(o) / M
-    blocks = []
+def _coef(fl: Fluctuations, name: str, M: int, notes: list) -> float:
+    """c(M), floored at 0 with a note (a variance extrapolated below zero is noise, not a prediction)."""
+    value = fl.at(name, M)
+    if value < 0:
+        notes.append(f"coefficient {name} extrapolates to {value:.3g} < 0 at M={M}: used 0")
+        return 0.0
+    return value
+
+
+@functools.lru_cache(maxsize=4)
+def _mp1_atoms(count: int = 400) -> np.ndarray:
+    """Equal-mass quantiles of the Marchenko-Pastur law of ratio 1 (density sqrt(x (4 - x)) / (2 pi x) on [0, 4])."""
+    # substitute x = 4 sin^2(theta): the cdf is (2 theta - sin(2 theta)... ) computed on a fine grid, then inverted
+    th = np.linspace(0.0, math.pi / 2, 200001)
+    x = 4.0 * np.sin(th) ** 2
+    # dx = 8 sin cos dtheta, density * dx = (2 sin cos * 2 / (2 pi 4 sin^2)) * 8 sin cos = (4/pi) cos^2 dtheta
+    cdf = (4.0 / math.pi) * (th / 2 + np.sin(2 * th) / 4)
+    q = (np.arange(count) + 0.5) / count
+    atoms = np.interp(q, cdf / cdf[-1], x)
+    return atoms / atoms.mean()
+
+
+def _tw_shift(identity: float, semicircle: float, blocks: tuple, T: float, g: float) -> float:
+    """E[TW_1] (z''(g*)/2)^(1/3) T^(-2/3): mean finite-T shift of the largest eigenvalue below the edge."""
+    zpp = 2.0 / g**3 + sum(2.0 * n * T * T * lam**3 / (1.0 - T * lam * g) ** 3 for n, lam in blocks)
+    return -1.2065 * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
+
+
+def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list) -> dict:
+    """Top of the centred bulk (+ spike) of one output block, in Gram units.
+
+    The population block is n modes with the Marchenko-Pastur(1) profile of mean lam (the population
+    covariance of the linear feature fluctuations is itself Wishart-like, a W C W^T with W square);
+    n and lam follow from p2 = n lam^2 m_2, p3 = n lam^3 m_3 (m_2 = 2, m_3 = 5).
+    """
+    p2 = fl.at("block2", M) * d * d / M
+    p3 = fl.at("block3", M) * d**3 / M**2
+    s2 = _coef(fl, "semicircle", M, notes) * d * d / M
+    ell = _coef(fl, "spike", M, notes) * _positive(o) / M
+    blocks: tuple = ()
+    n = lam = 0.0
     if p2 > 0 and p3 > 0:
-        lam = p3 / p2
-        n = p2 / lam**2
-        blocks.append((n, lam))
-    trace_blocks = sum(n * lam for n, lam in blocks)
-    d0 = d - trace_blocks - ell
+        lam = p3 / p2 * 2.0 / 5.0
+        n = p2 / (2.0 * lam * lam)
+        atoms = _mp1_atoms()
+        blocks = tuple((n / len(atoms), lam * a) for a in atoms)
+    d0 = d - n * lam - ell
     edge, g_star = free_edge(d0, s2, blocks, T)
+    shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
     top = spike_outlier(d0, s2, blocks, T, ell)
-    return dict(edge=edge, top=top, spike=T * ell, d=d, blocks=tuple(blocks), semicircle=s2, identity=d0)
+    # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
+    expected = top if top > edge else edge + shift
+    return dict(edge=edge, top=expected, spike=T * ell, d=d, modes=n, mode_size=lam, semicircle=s2, identity=d0,
+                tw_shift=shift)
 
 
-def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict:
+def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
+                       fluctuations: Fluctuations | None = None) -> dict:
     """lambda_max and s at finite width from the free-probability model of the Gram (module docstring).
 
     Args:
@@ -423,6 +501,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
         samples: T.
         base: the :class:`~meanfield.fisher.FisherStats` of ``predict(net, width, samples)`` (finite-width
             means; its gram_diag, gram_offdiag, s and P are used).
+        fluctuations: the coefficients to use (default :func:`measure_fluctuations` of ``net``).
 
     Returns:
         dict with keys ``lambda_max`` (the prediction of E lambda_max), ``s`` (E s), ``lambda_max_bulk``
@@ -433,9 +512,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     Example:
         >>> from meanfield.fisher import predict
         >>> net = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
-        >>> import meanfield.rmt as rmt
-        >>> fl = rmt.measure_fluctuations(net, widths=(16, 32), seeds=(1000,))
-        >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16))
+        >>> fl = measure_fluctuations(net, widths=(16, 32), seeds=(1000, 1001, 1002))
+        >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16), fluctuations=fl)
         >>> out["lambda_max"] > float(predict(net, 32, 16).leading.lambda_max)
         True
     """
@@ -448,51 +526,65 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     M = check_int("width", width, minimum=8)
     T = check_int("samples", samples, minimum=max(net.min_samples(), 4))
     C = net.outputs
-    fl = measure_fluctuations(net)
+    fl = measure_fluctuations(net) if fluctuations is None else fluctuations
+    if not isinstance(fl, Fluctuations) or fl.network != net:
+        raise InvalidArgument("fluctuations", fluctuations, "Fluctuations measured for this network")
     twin = _twin(net)
     tb = predict(twin, M, T)
     gd_p, go_p = float(tb.gram_diag), float(tb.gram_offdiag)
-    d = gd_p - go_p
+    d = (gd_p - go_p) * (1.0 + fl.at("mean_bulk", M) / M)
     last = net.norm_at(net.depth)
-    bulk = _bulk(fl, M, T, d, go_p)
-    notes = ["fluctuation coefficients measured at reference widths "
+    notes: list = []
+    bulk = _bulk(fl, M, T, d, go_p, notes)
+    notes += ["fluctuation coefficients measured at reference widths "
              f"{fl.reference[0]} (seeds {fl.reference[2]}) and extrapolated as c_inf + c_1/M"]
     outlier = None
     if isinstance(last, BatchNorm):
-        lam = bulk["top"]
+        # per-output spread of the block top (O(1/sqrt M)), interpolated in log(T/M) between the references
+        ratios = fl.reference[1]
+        lo, hi = math.log(min(ratios)), math.log(max(ratios))
+        x = min(max(math.log(T / M), lo), hi)
+        wgt = 0.0 if hi == lo else (x - lo) / (hi - lo)
+        spread2 = ((1 - wgt) * _coef(fl, "top_spread_small", M, notes) + wgt * _coef(fl, "top_spread_large", M, notes)) / M
+        v = 1.0
         if not last.center_only:
             from .recursions import order_parameters
-            from .sphere import expected_max_inverse_chi2
 
             if T <= 5:
                 raise InvalidArgument("samples", T, "T > 5 with full batch norm on the output",
                                       "the chi-square moments of the scale diverge")
             op = order_parameters(net, T)
             v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
-            lam = lam * expected_max_inverse_chi2(T, C) / v
+        lam = bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), None if last.center_only else T) / v
     else:
-        O = gd_p + (T - 1) * go_p
-        a = _positive(fl.at("outlier_self", M)) / M
-        b = _positive(fl.at("outlier_cross", M)) / M
+        O = (gd_p + (T - 1) * go_p) * (1.0 + fl.at("mean_outlier", M) / M)
+        a = _coef(fl, "outlier_self", M, notes) / M
+        b = _coef(fl, "outlier_cross", M, notes) / M
         outlier = O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]
         lam = max(outlier, bulk["edge"])
-    # s: mean-field part (base) + entry variances
+    # s = (C/P) [T E G_tt^2 + T(T-1) E G_ts^2 + (C-1) T^2 E G_cross^2]: means (corrected) squared + variances
     P = float(base.P)
+    d_mf = gd_p - go_p
     if isinstance(last, BatchNorm):
-        gd_c = d * (T - 1) / T  # centred twin's mean diagonal
+        gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
     else:
-        gd_c = gd_p
-    vd = _positive(fl.at("var_diag", M)) * gd_c**2 / M
-    vo = _positive(fl.at("var_off", M)) * gd_c**2 / M
-    vx = _positive(fl.at("var_cross", M)) * gd_c**2 / M
-    excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P
+        O_c = (gd_p + (T - 1) * go_p) * (1.0 + fl.at("mean_outlier", M) / M)
+        go_c = (O_c - d) / T
+        gd_c = d + go_c
+    vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
+    vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
+    vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
     if isinstance(last, BatchNorm) and not last.center_only:
         from .recursions import order_parameters
 
         op = order_parameters(net, T)
         v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
-        excess *= T * T / ((T - 3) * (T - 5) * v * v)  # E[sigma_k^-4]
-    s = float(base.s) + excess
+        excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P
+        # mean part: the finite-width mean-field value (chi-square and projector moments) rescaled by (d/d_mf)^2;
+        # variances: times E[sigma_k^-4] = T^2 / ((T-3)(T-5) v^2)
+        s = float(base.s) * (d / d_mf) ** 2 + excess * T * T / ((T - 3) * (T - 5) * v * v)
+    else:
+        s = C * (T * (gd_c**2 + vd) + T * (T - 1) * (go_c**2 + vo) + (C - 1) * T * T * vx) / P
     return dict(lambda_max=float(lam), s=s, lambda_max_bulk=float(bulk["top"]), lambda_max_outlier=outlier,
                 edge=float(bulk["edge"]), spike=float(bulk["spike"]), fluctuations=fl,
                 method="rmt-semi-empirical", notes=tuple(notes))

@@ -1,0 +1,146 @@
+"""Tests of meanfield.rmt: the free-probability edge solver against closed forms and random matrices, the
+outlier and maximum helpers, input checking, and one statistical check against sampled networks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from meanfield.errors import InvalidArgument
+from meanfield.network import BatchNorm, Network
+from meanfield.rmt import (Fluctuations, expected_max_scaled, expected_max_symmetric, finite_width_stats, free_edge,
+                           measure_fluctuations, mp_edge, spike_outlier)
+
+
+# -- the edge solver: exact cases ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,T,lam", [(100, 25, 1.0), (10, 1000, 0.3), (512, 512, 2.0), (7.5, 3.0, 1e-3)])
+def test_single_block_is_marchenko_pastur(n, T, lam):
+    # lam Y Y^T, Y T x n iid N(0,1): edge lam (sqrt n + sqrt T)^2 = lam n (1 + sqrt(T/n))^2
+    edge, g = free_edge(0.0, 0.0, [(n, lam)], T)
+    assert edge == pytest.approx(lam * (math.sqrt(n) + math.sqrt(T)) ** 2, rel=1e-10)
+    assert edge == pytest.approx(lam * n * mp_edge(T / n), rel=1e-10)
+    assert g == pytest.approx(1 / (lam * (T + math.sqrt(n * T))), rel=1e-8)
+
+
+def test_identity_shift_and_split_blocks():
+    # two free copies of the same MP block = one block with the counts added (free cumulants add)
+    e1, _ = free_edge(3.0, 0.0, [(50, 1.0), (70, 1.0)], 40)
+    assert e1 == pytest.approx(3.0 + (math.sqrt(120) + math.sqrt(40)) ** 2, rel=1e-10)
+
+
+def test_semicircle_edge():
+    for s2 in (1.0, 0.25, 9.0):
+        assert free_edge(0.0, s2, [], 1)[0] == pytest.approx(2 * math.sqrt(s2), rel=1e-9)
+
+
+def test_no_fluctuation_is_the_shift():
+    assert free_edge(2.5, 0.0, [], 10) == (2.5, math.inf)
+
+
+def _top(rng, T, blocks, reps):
+    tops = []
+    for _ in range(reps):
+        B = np.zeros((T, T))
+        for n, lam in blocks:
+            Y = rng.standard_normal((T, n))
+            B += lam * Y @ Y.T
+        tops.append(np.linalg.eigvalsh(B)[-1])
+    return np.mean(tops), np.std(tops) / math.sqrt(reps)
+
+
+def test_two_different_blocks_against_random_matrices():
+    # free sum of two MP laws with different scales: compare with lam1 Y1 Y1^T + lam2 Y2 Y2^T, T = 400.
+    # Finite-T bias of E lambda_max is -1.2 T^(-2/3) x O(edge) (Tracy-Widom): ~2% here; tolerance 4%.
+    rng = np.random.default_rng(7)
+    T, blocks = 400, [(200, 1.0), (100, 4.0)]
+    edge, _ = free_edge(0.0, 0.0, blocks, T)
+    mean, sem = _top(rng, T, blocks, 6)
+    assert abs(mean / edge - 1) < 0.04 + 4 * sem / edge
+    assert mean < edge  # the Tracy-Widom mean is negative
+
+
+def test_spike_outlier_closed_form_and_random_matrices():
+    # population of n unit modes plus a spike ell: outlier T ell + n ell / (ell - 1) above 1 + sqrt(n/T)
+    T, n, ell = 400, 200, 3.0
+    x = spike_outlier(0.0, 0.0, [(n, 1.0)], T, ell)
+    assert x == pytest.approx(T * ell + n * ell / (ell - 1), rel=1e-12)
+    below = spike_outlier(0.0, 0.0, [(n, 1.0)], T, 1.5)  # 1.5 < 1 + sqrt(1/2): no outlier
+    assert below == pytest.approx(free_edge(0.0, 0.0, [(n, 1.0)], T)[0])
+    rng = np.random.default_rng(11)
+    tops = []
+    for _ in range(12):
+        Y = rng.standard_normal((T, n))
+        y = rng.standard_normal(T)
+        tops.append(np.linalg.eigvalsh(Y @ Y.T + ell * np.outer(y, y))[-1])
+    # outlier fluctuations are Gaussian, sd ~ ell sqrt(2T) (1 + O(n/T ell)): 4 standard errors + 1% bias
+    sem = np.std(tops) / math.sqrt(len(tops))
+    assert abs(np.mean(tops) - x) < 4 * sem + 0.01 * x
+
+
+def test_expected_max_symmetric_two_by_two():
+    # [[a, c], [c, b]], Var a = Var b = 2, Var c = 1: lambda_max - (a+b)/2 = sqrt(((a-b)/2)^2 + c^2) is
+    # Rayleigh(1): E = sqrt(pi/2); Monte Carlo standard error sqrt(2 - pi/2)/sqrt(20000) = 0.0046
+    assert expected_max_symmetric(2, 2.0, 1.0) == pytest.approx(math.sqrt(math.pi / 2), abs=4 * 0.0046)
+    assert expected_max_symmetric(1, 5.0, 5.0) == 0.0
+
+
+def test_expected_max_scaled():
+    assert expected_max_scaled(1, 0.5) == 1.0
+    # E max of two N(1, s^2) = 1 + s / sqrt(pi); MC standard error ~ s 0.83 / sqrt(40000) = 0.004 s
+    assert expected_max_scaled(2, 0.5) == pytest.approx(1 + 0.5 / math.sqrt(math.pi), abs=0.004 * 4)
+    # chi-square scale alone: E T / chi^2_{T-1} = T / (T - 3); MC standard error ~ 0.003 at T = 20
+    assert expected_max_scaled(1, 0.0, 20) == pytest.approx(20 / 17, abs=4 * 0.003)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: free_edge(0.0, 0.0, [(0, 1.0)], 10),
+    lambda: free_edge(0.0, -1.0, [(1, 1.0)], 10),
+    lambda: free_edge(0.0, 0.0, [(1, 1.0)], 0),
+    lambda: mp_edge(-1),
+    lambda: spike_outlier(0.0, 0.0, [(1, 1.0)], 10, -1.0),
+    lambda: measure_fluctuations("net"),
+    lambda: measure_fluctuations(Network(2, "relu", 2, 0), widths=(16, 16)),
+])
+def test_bad_input_raises(call):
+    with pytest.raises(InvalidArgument):
+        call()
+
+
+def test_fluctuations_for_another_network_rejected():
+    from meanfield.fisher import predict
+
+    a = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
+    b = Network(2, "relu", 2, 0.1, norms=[BatchNorm("last", center_only=True)])
+    fl = measure_fluctuations(a, widths=(16, 32), seeds=(1000, 1001, 1002))
+    assert isinstance(fl, Fluctuations) and "block2" in str(fl)
+    with pytest.raises(InvalidArgument):
+        finite_width_stats(b, 32, 16, predict(b, 32, 16), fluctuations=fl)
+
+
+# -- statistical check against sampled networks ---------------------------------------------------------------------
+@pytest.mark.statistical
+def test_center_only_batch_norm_against_samples():
+    """Batch norm (center-only) on the output, L = 2 relu, M = 128, T = 128 (T/M = 1, where leading order is
+    4x too low). Coefficients from widths 32/64 (seeds 1000..), samples from seeds 0..11 (disjoint).
+    Accept |rmt/sampled - 1| < 8% + 3 sem: the issue's 5% target plus 3% for the 1/M extrapolation from
+    the small reference widths; 3 standard errors give a false-alarm rate ~0.3% for the sampling part.
+    The leading-order value must fail the same test (the test can fail)."""
+    from meanfield.fisher import predict
+    from meanfield.sampling import sample_many
+
+    net = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
+    M = T = 128
+    fl = measure_fluctuations(net, widths=(32, 64))
+    base = predict(net, M, T)
+    out = finite_width_stats(net, M, T, base, fluctuations=fl)
+    sm = sample_many(net, M, T, 12, processes=1, progress=False)
+    lam, sem = sm.mean["lambda_max"], sm.sem["lambda_max"]
+    tol = 0.08 * lam + 3 * sem
+    assert abs(out["lambda_max"] - lam) < tol
+    lead = float(base.leading.gram_diag - base.leading.gram_offdiag)
+    assert abs(lead - lam) > tol
+    # s: the entry-variance excess brings s to the samples (leading-order s is ~30% low at T = M)
+    s, s_sem = sm.mean["s"], sm.sem["s"]
+    assert abs(out["s"] - s) < 0.08 * s + 3 * s_sem
