@@ -57,6 +57,9 @@ _EXPORTS = {
     "learning_rate_grid": "training",
     "plot_learning_rate_grid": "training",
     "sweep": "sweeps",
+    "free_edge": "rmt",
+    "measure_fluctuations": "rmt",
+    "Fluctuations": "rmt",
 }
 
 __all__ = sorted(_EXPORTS)
