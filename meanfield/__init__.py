@@ -57,6 +57,8 @@ _EXPORTS = {
     "learning_rate_grid": "training",
     "plot_learning_rate_grid": "training",
     "sweep": "sweeps",
+    "load_sweep": "sweeps",
+    "Grid": "grids",
     "free_edge": "rmt",
     "measure_fluctuations": "rmt",
     "Fluctuations": "rmt",

@@ -62,8 +62,11 @@ from .errors import InvalidArgument, check_int, check_real
 from .grids import Grid, Point, canonical_json, load_grid
 from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now, sql_value
 
-__all__ = ["sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError", "add_sweep_arguments",
-           "cli_run", "sweep_main", "summary_table"]
+__all__ = ["sweep", "load_sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError",
+           "add_sweep_arguments", "cli_run", "sweep_main", "summary_table"]
+
+#: ``meanfield.load_sweep(path)``: the records of a results store (:func:`meanfield.store.load`).
+load_sweep = load
 
 #: Seconds to wait for a Dask scheduler to answer before raising SchedulerUnavailable.
 CONNECT_TIMEOUT = 5.0

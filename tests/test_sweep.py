@@ -56,6 +56,18 @@ def failing_task(point):
     return count_task(point)
 
 
+def crash_once_task(point):
+    """Kills its own worker process (like the OOM killer) the first time any worker reaches seed 1."""
+    marker = Path(os.environ["MEANFIELD_TEST_CRASH_MARKER"])
+    if point.seed == 1 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return count_task(point)
+
+
+crash_once_task.task_name = "count"
+
+
 class InterruptAt:
     """Raises KeyboardInterrupt (like ^C) at the n-th call, in-process."""
 
@@ -338,6 +350,14 @@ def test_local_processes_give_the_same_records_as_serial(tmp_path):
     assert {r["key"]: {"P": r["P"], "MT_seed": r["MT_seed"]} for r in parallel.records} == expected(SMALL)
     with pytest.raises(InvalidArgument, match="processes"):
         sweep(SMALL, tmp_path / "q.sqlite", task=count_task, processes=0, quiet=True)
+
+
+def test_local_pool_replaces_a_killed_worker_and_loses_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEANFIELD_TEST_CRASH_MARKER", str(tmp_path / "crashed"))
+    results = sweep(SMALL, tmp_path / "r.sqlite", task=crash_once_task, processes=2, quiet=True)
+    assert (tmp_path / "crashed").exists()  # a worker did die mid-sweep
+    assert results.report.computed == 16 and not results.failures
+    assert {r["key"]: {"P": r["P"], "MT_seed": r["MT_seed"]} for r in results.records} == expected(SMALL)
 
 
 def test_progress_bar_and_summary_unless_quiet(tmp_path, capsys):
