@@ -179,7 +179,7 @@ def _factor(K: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _plain(delta: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """sum_l-block (*) for sample-diagonal signals delta (C, T, M): (delta delta^T) ⊙ K[t, t']."""
+    """T G_l = (delta delta^T) ⊙ K[t, t'] for sample-diagonal signals delta (C, T, M): one SYRK."""
     C, T, M = delta.shape
     flat = np.ascontiguousarray(delta.reshape(C * T, M))
     G = flat @ flat.T
@@ -338,41 +338,38 @@ class _Top:
     K: np.ndarray
 
 
-def _output_norm(net: Network, trace: Trace, G: np.ndarray) -> np.ndarray:
-    """B G B^T for a batch norm on the outputs: f_k = BN(u^L_k) is the linear map B_k of the batch."""
+def _output_maps(net: Network, trace: Trace) -> np.ndarray | None:
+    """B_k (C, T, T): f_k = BN(u^L_k) is linear in the batch, d f_k(t) / d u^L_k(s) = B_k[t, s].
+
+    Full: (Pi - f_k f_k^T / T) / sigma_k; center-only: Pi. None without an output batch norm."""
     norm = net.norm_at(net.depth)
     if norm is None:
-        return G
+        return None
     C, T = trace.outputs.shape
-    f = trace.outputs
-    sigma = None if norm.center_only else trace.scales[-1]
+    B = np.broadcast_to(np.eye(T) - 1.0 / T, (C, T, T)).copy()
+    if not norm.center_only:
+        f = trace.outputs
+        B -= f[:, :, None] * f[:, None, :] / T
+        B /= trace.scales[-1][:, None, None]
+    return B
 
-    def left(A4):
-        out = A4 - A4.mean(axis=1, keepdims=True)
-        if sigma is not None:
-            out -= f[:, :, None, None] * (np.einsum("kt,ktls->kls", f, out) / T)[:, None]
-            out /= sigma[:, None, None, None]
-        return out
 
-    A = left(G.reshape(C, T, C, T))
-    A = left(np.ascontiguousarray(A.transpose(2, 3, 0, 1)))
-    A = A.reshape(C * T, C * T)
-    return (A + A.T) * 0.5  # B G B^T is symmetric; average away the rounding asymmetry
+def _transform(B: np.ndarray | None, G: np.ndarray) -> np.ndarray:
+    """B G B^T for B = blockdiag(B_k) (symmetric blocks): two batched GEMMs, O(C^2 T^3)."""
+    if B is None:
+        return G
+    C, T, _ = B.shape
+    n = C * T
+    X = np.matmul(B, G.reshape(C, T, n)).reshape(n, C, T)
+    Y = np.matmul(X.transpose(1, 0, 2), B).transpose(1, 0, 2).reshape(n, n)
+    Y += Y.T
+    Y *= 0.5  # B G B^T is symmetric; average away the rounding asymmetry
+    return Y
 
 
 # ------------------------------------------------------------------------------------------------
 # public: Gram, eigenvalue, explicit Jacobian
 # ------------------------------------------------------------------------------------------------
-def _means(G: np.ndarray, C: int, T: int) -> tuple[float, float | None]:
-    n = C * T
-    tr = float(np.trace(G))
-    if T < 2:
-        return tr / n, None
-    blocks = G.reshape(C, T, C, T)
-    same = float(sum(blocks[k, :, k, :].sum() for k in range(C)))
-    return tr / n, (same - tr) / (C * T * (T - 1))
-
-
 @dataclass(frozen=True, eq=False)
 class Gram:
     """G = J J^T / T (CT x CT, index k*T + t) with its per-layer mean entries.
@@ -412,32 +409,32 @@ def gram(net: Network, trace: Trace, *, per_layer: bool = False) -> Gram:
     C, T = trace.outputs.shape
     n = C * T
     G = np.zeros((n, n))
+    B = _output_maps(net, trace)
     diag, off, mats = {}, {}, ({} if per_layer else None)
-    output_norm = net.norm_at(net.depth) is not None
     for l, Gl in _layer_blocks(net, trace):
         if isinstance(Gl, _Top):
             K = Gl.K
-            if output_norm or per_layer:
+            blocks = [K] * C
+            if per_layer:
                 Gl = np.zeros((C, T, C, T))
                 for k in range(C):
                     Gl[k, :, k, :] = K
                 Gl = Gl.reshape(n, n)
-            else:
-                tr = float(np.trace(K))
-                diag[l] = tr / (T * T)
-                off[l] = (float(K.sum()) - tr) / (T * T * (T - 1)) if T > 1 else None
-                for k in range(C):
-                    G[k * T:(k + 1) * T, k * T:(k + 1) * T] += K
-                continue
-        if output_norm:
-            Gl = _output_norm(net, trace, Gl)
-        d, o = _means(Gl, C, T)
-        diag[l], off[l] = d / T, (None if o is None else o / T)
-        G += Gl
+            for k in range(C):
+                G[k * T:(k + 1) * T, k * T:(k + 1) * T] += K
+        else:
+            blocks = [Gl[k * T:(k + 1) * T, k * T:(k + 1) * T] for k in range(C)]
+            G += Gl
+        # per-layer means need only the C diagonal blocks, transformed by the output norm
+        if B is not None:
+            blocks = [B[k] @ blk @ B[k] for k, blk in enumerate(blocks)]
+        tr = sum(float(np.trace(blk)) for blk in blocks)
+        diag[l] = tr / (n * T)
+        off[l] = (sum(float(blk.sum()) for blk in blocks) - tr) / (n * (T - 1) * T) if T > 1 else None
         if per_layer:
-            Gl *= 1.0 / T
-            mats[l] = Gl
-        del Gl
+            mats[l] = _transform(B, Gl) * (1.0 / T)
+        del Gl, blocks
+    G = _transform(B, G)
     G *= 1.0 / T  # every block above is T G_l
     order = sorted(diag)
     return Gram(G, {l: diag[l] for l in order}, {l: off[l] for l in order}, gram_plan(net),
