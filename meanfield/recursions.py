@@ -62,7 +62,9 @@ from .network import BatchNorm, LayerNorm, Network
 __all__ = ["order_parameters", "OrderParameters", "LayerParameters", "signal_propagation", "SignalPropagation",
            "min_samples_for"]
 
-_ONE = activation("constant", value=1)
+# phi' = 1 at the output layer; built from the exact sympy 1 (the catalogue would store the float 1.0,
+# which would leak floats into symbolic derivations)
+_ONE = Activation(name="1", expr=sympy.S.One)
 _LINEAR = activation("linear")
 
 
@@ -95,16 +97,25 @@ class _Ctx:
     def second(self, g: Activation, law: "Law") -> Any:
         if law.kind == "sphere":
             from .sphere import sphere_second_moment
-            return sphere_second_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy")
+            return self._exact(sphere_second_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
         from .gaussian import second_moment
-        return second_moment(g, law.q1, dps=self.dps) if self.mode == "mp" else second_moment(g, law.q1)
+        return second_moment(g, law.q1, dps=self.dps) if self.mode == "mp" else self._exact(second_moment(g, law.q1))
 
     def cross(self, g: Activation, law: "Law") -> Any:
         if law.kind == "sphere":
             from .sphere import sphere_cross_moment
-            return sphere_cross_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy")
+            return self._exact(sphere_cross_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
         from .gaussian import cross_moment
-        return cross_moment(g, law.q1, law.q2, dps=self.dps) if self.mode == "mp" else cross_moment(g, law.q1, law.q2)
+        if self.mode == "mp":
+            return cross_moment(g, law.q1, law.q2, dps=self.dps)
+        return self._exact(cross_moment(g, law.q1, law.q2))
+
+    def _exact(self, value: Any) -> Any:
+        """Symbolic mode: floats that catalogue parameters carry (constant(1.0)) back to exact rationals."""
+        if self.mode != "sympy" or not isinstance(value, sympy.Basic):
+            return value
+        floats = value.atoms(sympy.Float)
+        return value.xreplace({f: sympy.Rational(repr(float(f))) for f in floats}) if floats else value
 
 
 @dataclass(frozen=True)

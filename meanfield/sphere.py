@@ -42,7 +42,8 @@ from scipy.special import roots_jacobi, roots_legendre
 from .activations import X, Activation
 from .errors import InvalidArgument, check_int
 
-__all__ = ["sphere_second_moment", "sphere_cross_moment", "homogeneity_degree", "times_x", "chi2_inverse_moment"]
+__all__ = ["sphere_second_moment", "sphere_cross_moment", "homogeneity_degree", "times_x", "chi2_inverse_moment",
+           "expected_max_inverse_chi2", "SphereExpectation"]
 
 _NODES = 96  # Gauss-Jacobi nodes per dimension: smooth catalogue activations converge to ~1e-14
 
@@ -192,7 +193,7 @@ def sphere_second_moment(g: Activation, T: Any, *, dps: int | None = None, symbo
         base = second_moment(g, one, dps=dps) if not symbolic else second_moment(g, sympy.S.One)
         return _out(_homogeneous_factor(k, T, symbolic, dps) * base, symbolic, dps)
     if symbolic:
-        return _symbolic_1d(g.expr**2, T)
+        return SphereExpectation.of(g, T, "second")
     if dps:
         return _mp_1d(g, int(T), dps, square=True)
     return float(_np_1d(g, int(T)))
@@ -223,7 +224,7 @@ def sphere_cross_moment(g: Activation, T: Any, *, dps: int | None = None, symbol
             base = cross_moment(g, 1.0, -1.0 / (float(T) - 1.0))
         return _out(_homogeneous_factor(k, T, symbolic, dps) * base, symbolic, dps)
     if symbolic:
-        return _symbolic_2d(g.expr, T)
+        return SphereExpectation.of(g, T, "cross")
     if dps:
         return _mp_2d(g, int(T), dps)
     return float(_np_2d(g, int(T)))
@@ -468,6 +469,126 @@ def _mp_2d(g: Activation, T: int, dps: int) -> Any:
 
 _Y1 = sympy.Symbol("y_1", real=True)
 _W = sympy.Symbol("w", real=True)
+
+
+class SphereExpectation(sympy.Expr):
+    """E_S[g(u_a)^2] or E_S[g(u_a) g(u_b)] under the sphere law of batch norm over T samples, unevaluated.
+
+    Like :class:`meanfield.gaussian.symbolic.GaussianExpectation`: prints as itself, composes
+    arithmetically, ``.rewrite(sympy.Integral)`` shows the Beta-weighted integral, ``evalf`` / ``sympy.N``
+    integrate numerically (mpmath) once T is a number, and ``lambdify`` calls the numeric fast path.
+
+    Example:
+        >>> from meanfield.activations import activation
+        >>> Ts = sympy.Symbol("T", positive=True, integer=True)
+        >>> e = SphereExpectation.of(activation("tanh"), Ts, "second")
+        >>> e
+        E_S[tanh^2](T)
+        >>> round(float(sympy.N(e.subs(Ts, 16))), 6)
+        0.406034
+    """
+
+    is_real = True
+    is_finite = True
+
+    def __new__(cls, expr, T, kind, name):
+        from sympy.core.symbol import Str
+        return sympy.Expr.__new__(cls, sympy.sympify(expr), sympy.sympify(T), Str(str(kind)), Str(str(name)))
+
+    @classmethod
+    def of(cls, g: Activation, T: Any, kind: str) -> "SphereExpectation":
+        return cls(g.expr, T, kind, g.name)
+
+    @property
+    def phi(self) -> sympy.Expr:
+        return self.args[0]
+
+    @property
+    def T(self) -> sympy.Expr:
+        return self.args[1]
+
+    @property
+    def kind(self) -> str:
+        return self.args[2].name
+
+    @property
+    def free_symbols(self):
+        return self.T.free_symbols | (self.phi.free_symbols - {X})
+
+    def activation(self) -> Activation:
+        return Activation(name=self.args[3].name, expr=self.phi, family="custom")
+
+    def _eval_subs(self, old, new):
+        if old == X:
+            return self
+        return None
+
+    def doit(self, **hints):
+        T = self.T.doit(**hints) if hints.get("deep", True) else self.T
+        obj = self.func(self.phi, T, self.kind, self.args[3].name)
+        if T.is_number and not (self.phi.free_symbols - {X}):
+            return obj.evalf()
+        return obj
+
+    def _eval_evalf(self, prec):
+        T = self.T
+        if not T.is_number or (self.phi.free_symbols - {X}):
+            return None
+        Tv = int(sympy.Integer(sympy.N(T, 30).round()))
+        dps = max(15, mpmath.libmp.prec_to_dps(prec))
+        g = self.activation()
+        value = _mp_1d(g, Tv, dps + 3) if self.kind == "second" else _mp_2d(g, Tv, dps + 3)
+        return sympy.Float(value, dps)
+
+    def _eval_rewrite_as_Integral(self, *args, **kwargs):
+        if self.kind == "second":
+            return _symbolic_1d(self.phi**2, self.T)
+        return _symbolic_2d(self.phi, self.T)
+
+    def _sympystr(self, printer) -> str:
+        label = self.args[3].name
+        if self.kind == "second":
+            return f"E_S[{label}^2]({printer._print(self.T)})"
+        return f"I_S[{label}]({printer._print(self.T)})"
+
+    def _latex(self, printer) -> str:
+        phi = _latex_function(self.args[3].name, self.phi, printer)
+        T = printer._print(self.T)
+        if self.kind == "second":
+            return rf"\mathbb{{E}}_{{S_{{{T}}}}}\left[{phi}(u_a)^{{2}}\right]"
+        return rf"\mathbb{{E}}_{{S_{{{T}}}}}\left[{phi}(u_a)\,{phi}(u_b)\right]"
+
+    def _numpycode(self, printer) -> str:
+        key = _register(self)
+        return (f"__import__('meanfield.sphere', fromlist=['_'])._lambdified({key!r}, {printer._print(self.T)}, "
+                f"{self.kind!r})")
+
+    _lambdacode = _numpycode
+    _pythoncode = _numpycode
+
+
+def _latex_function(name: str, expr: sympy.Expr, printer) -> str:
+    known = {"tanh": r"\tanh", "erf": r"\operatorname{erf}", "sin": r"\sin", "cos": r"\cos",
+             "sigmoid": r"\sigma", "gelu": r"\operatorname{GELU}", "silu": r"\operatorname{SiLU}",
+             "softplus": r"\operatorname{softplus}"}
+    if name in known:
+        return known[name]
+    return r"\left(x \mapsto " + printer._print(expr) + r"\right)"
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+
+def _register(e: SphereExpectation) -> str:
+    key = sympy.srepr(e.phi)
+    _REGISTRY[key] = e.activation()
+    return key
+
+
+def _lambdified(key: str, T, kind: str):
+    g = _REGISTRY[key]
+    T = int(round(float(T)))
+    return _np_1d(g, T) if kind == "second" else _np_2d(g, T)
 
 
 def _symbolic_1d(integrand_of_x: sympy.Expr, T: Any) -> sympy.Expr:
