@@ -6,7 +6,7 @@ A ten-line tour:
 >>> net = mf.Network(depth=3, activation="relu", sigma_w2=2, sigma_b2=0, outputs=10)
 >>> stats = mf.predict(net, width=512, samples=32)          # kappa's, m, s, lambda_max (theory)
 >>> sampled = mf.sample(net, width=128, samples=8, seed=0)  # exact FIM spectrum of a real network
->>> mf.second_moment(mf.activation("relu"), 2.0)            # E[relu(sqrt(2) z)^2]
+>>> float(mf.second_moment(mf.activation("relu"), 2.0))     # E[relu(sqrt(2) z)^2]
 1.0
 >>> bn = net.with_(norms=[mf.BatchNorm("last")])            # normalization is a layer of the spec
 >>> mf.derive(net)                                          # sympy closed forms  # doctest: +SKIP

@@ -131,7 +131,7 @@ class Network:
         >>> net.norms
         (BatchNorm(layer=3, center_only=False),)
         >>> net.parameter_count(100)
-        21010
+        21210
     """
 
     depth: int
