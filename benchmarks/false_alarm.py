@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--widths", default=",".join(map(str, tier.WIDTHS)))
-    parser.add_argument("--samples", type=int, default=tier.SAMPLES)
+    parser.add_argument("--samples", type=int, default=None, help="T (default: the tier's choice per network)")
     parser.add_argument("--seeds", type=int, default=tier.SEEDS)
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=2)
@@ -75,17 +75,18 @@ def main(argv=None) -> int:
         pattern = rng.choice(tier.PATTERNS)
         net = tier._draw(family, pattern, fresh=True)
         base = rng.randrange(2**31)
-        jobs.append((net, widths, args.samples, tuple(range(base, base + args.seeds)), args.alpha))
+        T = args.samples if args.samples is not None else tier.samples_for(net)
+        jobs.append((net, widths, T, tuple(range(base, base + args.seeds)), args.alpha))
         labels.append(tier._label((family, pattern)))
     drawing = time.perf_counter() - start
-    print(f"drew {len(jobs)} networks in {drawing:.1f} s; verifying with widths={widths} T={args.samples} "
+    print(f"drew {len(jobs)} networks in {drawing:.1f} s; verifying with widths={widths} T={args.samples or 'tier'} "
           f"N={args.seeds} alpha={args.alpha}", flush=True)
 
     results = []
     with open(args.out, "a") as out, concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
-        futures = {pool.submit(_run, job): label for job, label in zip(jobs, labels)}
+        futures = {pool.submit(_run, job): f"{label} T={job[2]}" for job, label in zip(jobs, labels)}
         for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
-            res = dict(fut.result(), case=futures[fut], widths=list(widths), samples=args.samples, alpha=args.alpha)
+            res = dict(fut.result(), case=futures[fut], widths=list(widths), alpha=args.alpha)
             results.append(res)
             out.write(json.dumps(res) + "\n")
             out.flush()

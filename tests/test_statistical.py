@@ -19,8 +19,11 @@ same draws on every machine with this hypothesis version), picked with a seeded 
 sampling seeds are fixed, so the outcome is deterministic. Marker ``fresh``
 (``pytest -m fresh --fresh``) runs the same cases with fresh networks and seeds.
 
-Sizes: widths (64, 256), T = 16 (batch norm on the output needs T > 9 for its s to have a finite
-variance), 16 networks per width, depth <= 3, C <= 2: about 2-3 minutes on 2 cores.
+Sizes: widths (64, 256), T = 16, 16 networks per width, depth <= 3, C <= 2: about 2 minutes on 2
+cores. With full batch norm on the output T = 32: every Gram entry of output k then carries
+1/sigma_k^2 with sigma_k^2 ~ chi^2_{T-1}, whose skewness makes the t approximation optimistic (s has
+infinite kurtosis for T <= 17); T = 32 reduces, but does not remove, the excess false-alarm rate
+(see the notes and meanfield.verify's docstring).
 """
 
 import importlib
@@ -85,8 +88,14 @@ def cases():
     return [(FAMILIES[i % len(FAMILIES)], PATTERNS[i % len(PATTERNS)]) for i in range(CASES)]
 
 
+def samples_for(net):
+    """T for this network: 32 with full batch norm on the output, else 16."""
+    output = net.norm_at(net.depth)
+    return 2 * SAMPLES if isinstance(output, mf.BatchNorm) and not output.center_only else SAMPLES
+
+
 def _check(net, seeds):
-    report = V.verify(net, widths=WIDTHS, samples=SAMPLES, seeds=seeds, progress=False, alpha=TIER_ALPHA / CASES,
+    report = V.verify(net, widths=WIDTHS, samples=samples_for(net), seeds=seeds, progress=False, alpha=TIER_ALPHA / CASES,
                       processes=int(os.environ.get("MEANFIELD_PROCESSES", "2")))
     assert report.passed, "\n" + str(report)
     return report
