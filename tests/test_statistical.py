@@ -26,6 +26,7 @@ infinite kurtosis for T <= 17); T = 32 reduces, but does not remove, the excess 
 (see the notes and meanfield.verify's docstring).
 """
 
+import functools
 import importlib
 import os
 import random
@@ -59,6 +60,12 @@ def _strategy(family, pattern):
     return mfst.networks(min_depth=3 if len(kinds) > 1 or "every" in kinds[0] else (2 if hidden else 1),
                          max_depth=MAX_DEPTH, activations=mfst.activations([family]), max_outputs=2,
                          norms=kinds)
+
+
+@functools.lru_cache(maxsize=None)
+def _drawn(family, pattern):
+    """The derandomized draw of a case, once per session (several tests use it)."""
+    return _draw(family, pattern)
 
 
 def _draw(family, pattern, fresh=False, draws=60):
@@ -117,7 +124,7 @@ def test_cases_cover_every_family_and_placement():
 @pytest.mark.parametrize("case", cases(), ids=_label)
 def test_prediction_agrees_with_sampled_networks(case):
     family, pattern = case
-    net = _draw(family, pattern)
+    net = _drawn(family, pattern)
     _check(net, seeds=tuple(range(SEEDS)))
 
 
@@ -134,7 +141,7 @@ def test_prediction_agrees_with_sampled_networks_fresh(case):
 
 def test_drawn_cases_are_valid_for_the_sizes():
     for family, pattern in cases():
-        net = _draw(family, pattern)
+        net = _drawn(family, pattern)
         assert net.min_samples() <= SAMPLES and net.depth <= MAX_DEPTH
         for w in WIDTHS:
             net.widths(w)
