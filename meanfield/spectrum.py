@@ -86,11 +86,17 @@ def gram_plan(net: Network) -> dict[int, str]:
             plan[l] = "plain"
         elif l == top:
             plan[l] = "bn-own"
-        elif l == top - 1 and net.norm_at(l) is None:
+        elif l == top - 1 and _plain_below(net.norm_at(l)):
             plan[l] = "bn-below"
         else:
             plan[l] = "generic"
     return plan
+
+
+def _plain_below(norm) -> bool:
+    """The layer under the top hidden batch norm takes the fast path without a norm, or with a
+    center-only batch norm (its map Pi is the same for every unit, so K_l just becomes Pi K_l Pi)."""
+    return norm is None or (isinstance(norm, BatchNorm) and norm.center_only)
 
 
 def _rank_bound(sizes: tuple[int, ...], l: int, T: int) -> int:
@@ -215,7 +221,7 @@ def _bn_own(e: np.ndarray, trace: Trace, l: int, center_only: bool) -> np.ndarra
 
 
 def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
-    """Layer l = l_B - 1 (no normalization at l) under the batch norm at l_B = l + 1."""
+    """Layer l = l_B - 1 under the batch norm at l_B = l + 1 (no norm at l, or a center-only one)."""
     C, T, MB = e.shape
     lb = l + 1
     norm = net.norm_at(lb)
@@ -223,6 +229,11 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     Ml = W.shape[1]
     phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))  # (T, M_l)
     K = _kernel(trace, l)
+    Lf, lower = _factor(K, trace.hidden(l - 1))
+    if net.norm_at(l) is not None:  # center-only batch norm at l: D^l = Pi D̃, so K -> Pi K Pi
+        K = K - K.mean(axis=0, keepdims=True)
+        K -= K.mean(axis=1, keepdims=True)
+        Lf, lower = Lf - Lf.mean(axis=0, keepdims=True), False
     eps = e if norm.center_only else e / trace.scales[lb - 1]
     g = (eps.reshape(C * T, MB) @ W)                      # (CT, M_l)
     delta = (g.reshape(C, T, Ml) * phi[None])             # direct signals
@@ -251,7 +262,6 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     Q = Q.reshape(C * T, MB)
     # Z = sum_rho B_rho B_rho^T, the Gram of the per-unit variance gradients. The chunk of B is built
     # directly in the (M_B, n_rho * M_l) layout that the SYRK reads, by one GEMM.
-    Lf, lower = _factor(K, trace.hidden(l - 1))
     r = Lf.shape[1]
     Z = np.zeros((MB, MB))
     per = max(1, _CHUNK_BYTES // (8 * MB * (Ml + T)))

@@ -151,7 +151,8 @@ DEEP = {
     "bn3 of 5 (own, below, generic x2)": (5, [BatchNorm(3)]),
     "bn every layer of 4": (4, [BatchNorm(1), BatchNorm(2), BatchNorm(3), BatchNorm(4)]),
     "bn-center 3 + ln 2 + bn last": (4, [LayerNorm(2), BatchNorm(3, True), BatchNorm("last")]),
-    "bn 2, bn-center 1 (generic)": (4, [BatchNorm(1, True), BatchNorm(2)]),
+    "bn 2, bn-center 1 (below)": (4, [BatchNorm(1, True), BatchNorm(2)]),
+    "bn 3, bn-center 2 (below), bn 1 (generic)": (4, [BatchNorm(1), BatchNorm(2, True), BatchNorm(3)]),
     "ln everywhere hidden": (4, [LayerNorm(1), LayerNorm(2), LayerNorm(3)]),
     "depth 1, bn last": (1, [BatchNorm("last")]),
     "depth 2, bn 1": (2, [BatchNorm(1)]),
@@ -190,6 +191,7 @@ def test_plan_names_each_method():
     assert gram_plan(Network(4, "relu", 2, 0, norms=[BatchNorm(3)])) == {4: "top", 3: "bn-own", 2: "bn-below",
                                                                            1: "generic"}
     assert gram_plan(Network(3, "relu", 2, 0, norms=[LayerNorm(1), BatchNorm(2)]))[1] == "generic"
+    assert gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(1, True), BatchNorm(2)]))[1] == "bn-below"
     assert set(gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm("last")])).values()) == {"top", "plain"}
 
 
