@@ -59,16 +59,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer cells and C in {1, 10}")
     ap.add_argument("--seeds", type=int, default=0, help="seeds per cell (default: 16 at M=64, 8 at 256, 4 above)")
     ap.add_argument("--only", default="", help="substring filter on the network label")
+    ap.add_argument("--nets", default="", help="comma-separated exact labels to run, in this order")
+    ap.add_argument("--cells", default="", help="cells as M:T,M:T,... (default: the grid)")
     ap.add_argument("--out", default="", help="also write the table (markdown) here")
     args = ap.parse_args(argv)
     cells = QUICK_CELLS if args.quick else FULL_CELLS
+    if args.cells:
+        cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
+    nets = list(networks(False))
+    if args.nets:
+        by_label = dict(nets)
+        nets = [(lab.strip(), by_label[lab.strip()]) for lab in args.nets.split(",")]
+    elif args.quick:
+        nets = list(networks(True))
     rows, skipped = [], []
     t_sample = t_theory = 0.0
     header = (f"| network | M | T | T/M | sampled lambda_max (sem) | err lead | err mf | err rmt | "
               f"sampled s (sem) | err s mf | err s rmt |")
     print(header)
     print("|" + "---|" * 11)
-    for label, net in networks(args.quick):
+    for label, net in nets:
         if args.only and args.only not in label:
             continue
         t0 = time.perf_counter()

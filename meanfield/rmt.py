@@ -59,8 +59,9 @@ __all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "e
            "REFERENCE_WIDTHS", "REFERENCE_SEEDS"]
 
 REFERENCE_WIDTHS = (64, 128)
+_MAX_CT = 1024
 REFERENCE_RATIOS = (0.25, 2.0)  # T / M of the reference batches: bulk cumulants at the largest, block spread at both
-REFERENCE_SEEDS = tuple(range(1000, 1012))  # the first max(3, ceil(12 / C)) are used
+REFERENCE_SEEDS = tuple(range(1000, 1024))  # the first max(6, ceil(24 / C)) are used
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -222,7 +223,8 @@ def expected_max_scaled(count: int, spread: float, samples: int | None = None, d
 # ------------------------------------------------------------------------------------------------------------------
 # fluctuation coefficients (measured at reference widths; to be replaced by a four-point recursion)
 # ------------------------------------------------------------------------------------------------------------------
-_NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_cross", "var_diag", "var_off",
+_NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_self_T", "outlier_cross",
+          "outlier_cross_T", "var_diag", "var_off",
           "var_cross", "top_spread_small", "top_spread_large", "mean_outlier", "mean_bulk")
 
 
@@ -235,7 +237,9 @@ class Fluctuations:
         block3: M^2 p3 / d^3, p3 = n lam^3.
         semicircle: M sigma_D^2 / d^2 (free diagonal part).
         spike: M ell / o (population eigenvalue of the mean-gradient direction).
-        outlier_self, outlier_cross: M Var(O_kk - mean_k O_kk) / O^2 and M E[O_kl^2] / O^2 (C x C outliers).
+        outlier_self, outlier_cross: M Var(O_kk - mean_k O_kk) / O^2 and M E[O_kl^2] / O^2 (C x C outliers),
+            as a + b / T: ``outlier_self`` is a, ``outlier_self_T`` is b (likewise cross): a part fixed by
+            the weights and a part from the finite batch.
         var_diag, var_off, var_cross: M Var(G_tt) / gd^2, M Var(G_ts) / gd^2, M E[G_cross^2] / gd^2 of the
             Gram without output scale (center-only twin for full batch norm), gd its mean diagonal.
         top_spread_small, top_spread_large: M Var(top_k) / E[top_k]^2, top_k the top eigenvalue of output k's
@@ -323,7 +327,7 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     C = net.outputs
     per_T = {}
     for ratio in ratios:
-        T = max(int(round(ratio * width)), 8)
+        T = max(min(int(round(ratio * width)), _MAX_CT // C), 8)  # C T x C T Grams stay small
         acc = []
         for seed in seeds:
             G = sample(twin, width, T, seed, gram=True).gram
@@ -373,8 +377,24 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
             Pi = np.eye(T2) - 1.0 / T2
             cr = [(Pi @ X @ Pi if centred else X) for X in st["cross"]]
             vx.append(float(np.mean([np.mean(X**2) for X in cr])) / gd**2)
-    out["outlier_self"] = width * float(np.mean(selfs))
-    out["outlier_cross"] = width * float(np.mean(crosses)) if crosses else 0.0
+    # outlier fluctuations at both T's, split as a + b/T
+    for name in ("outlier_self", "outlier_cross"):
+        vals = {}
+        for T in (T1, T2):
+            xs = []
+            for st, _ in per_T[T]:
+                O = st["O"]
+                Obar = float(np.mean(np.diag(O)))
+                if C == 1:
+                    xs.append(0.0)
+                elif name == "outlier_self":
+                    xs.append(float(np.var(np.diag(O))) * C / (C - 1) / Obar**2)
+                else:
+                    xs.append(float(np.mean(O[~np.eye(C, dtype=bool)] ** 2)) / Obar**2)
+            vals[T] = float(np.mean(xs))
+        b = 0.0 if T1 == T2 else (vals[T1] - vals[T2]) / (1.0 / T1 - 1.0 / T2)
+        out[name] = width * (vals[T2] - b / T2)
+        out[name + "_T"] = width * b
     out["var_diag"] = width * float(np.mean(vd))
     out["var_off"] = width * float(np.mean(vo))
     out["var_cross"] = width * float(np.mean(vx)) if vx else 0.0
@@ -417,7 +437,7 @@ def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: 
     ratios = tuple(check_real("ratios", r, minimum=0, strict_min=True) for r in ratios)
     if not ratios:
         raise InvalidArgument("ratios", ratios, "at least one T/M ratio")
-    seeds = seeds[:max(3, -(-12 // net.outputs))]
+    seeds = seeds[:max(6, -(-24 // net.outputs))]
     raw = {w: _measure_width(net, w, seeds, ratios) for w in (widths[0], widths[-1])}
     a, b = widths[0], widths[-1]
     coef = {}
@@ -437,7 +457,10 @@ def _positive(x: float) -> float:
 
 def _coef(fl: Fluctuations, name: str, M: int, notes: list) -> float:
     """c(M), floored at 0 with a note (a variance extrapolated below zero is noise, not a prediction)."""
-    value = fl.at(name, M)
+    return _positive_note(fl.at(name, M), name, M, notes)
+
+
+def _positive_note(value: float, name: str, M: int, notes: list) -> float:
     if value < 0:
         notes.append(f"coefficient {name} extrapolates to {value:.3g} < 0 at M={M}: used 0")
         return 0.0
@@ -558,8 +581,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         lam = bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), None if last.center_only else T) / v
     else:
         O = (gd_p + (T - 1) * go_p) * (1.0 + fl.at("mean_outlier", M) / M)
-        a = _coef(fl, "outlier_self", M, notes) / M
-        b = _coef(fl, "outlier_cross", M, notes) / M
+        a = _positive_note(fl.at("outlier_self", M) + fl.at("outlier_self_T", M) / T, "outlier_self", M, notes) / M
+        b = _positive_note(fl.at("outlier_cross", M) + fl.at("outlier_cross_T", M) / T, "outlier_cross", M, notes) / M
         outlier = O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]
         lam = max(outlier, bulk["edge"])
     # s = (C/P) [T E G_tt^2 + T(T-1) E G_ts^2 + (C-1) T^2 E G_cross^2]: means (corrected) squared + variances
@@ -641,6 +664,7 @@ def plot_rmt_comparison(records: list, path: Any) -> Any:
         the path.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -653,10 +677,13 @@ def plot_rmt_comparison(records: list, path: Any) -> Any:
             sub = sorted((r for r in rs if r["width"] == M), key=lambda r: r["samples"] / r["width"])
             x = [r["samples"] / M for r in sub]
             ax.plot(x, [r["lead"] / r["sampled"] for r in sub], "o--", ms=3, label=f"leading M={M}")
-            ax.plot(x, [r["rmt"] / r["sampled"] for r in sub], "s-", ms=3, label=f"RMT M={M}")
+            ax.errorbar(x, [r["rmt"] / r["sampled"] for r in sub],
+                        yerr=[r.get("sem", 0.0) * r["rmt"] / r["sampled"] ** 2 for r in sub], fmt="s-", ms=3,
+                        capsize=2, label=f"RMT M={M} (bars: sampled sem)")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhspan(0.95, 1.05, color="0.9")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("T / M")
         ax.set_ylabel("predicted / sampled lambda_max")
         ax.set_title(name, fontsize=7)
