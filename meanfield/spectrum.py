@@ -18,7 +18,7 @@ How (*) is evaluated depends on where the samples are coupled (see :func:`gram_p
   D_a = (e_t - 1/T) eps_a^T - Ũ diag(nu_a)/T, and (*) becomes
   K̂[t,t'] eps_a.eps_b - (eps_a ⊙ Omega_t).nu_b/T - nu_a.(eps_b ⊙ Omega_t')/T + nu_a diag(d) nu_b/T^2,
   K̂ = Pi K Pi, Omega = Pi K Ũ, d_i = ũ_i^T K ũ_i: one SYRK and one (CT x M x CT) GEMM.
-- ``bn-below`` (the layer just under it, without normalization): with g_a = W^T eps_a,
+- ``bn-below`` (the layer just under it): with g_a = W^T eps_a,
   delta_a = g_a ⊙ phi'(t), kappa = K Phi', the mean path gives
   K[t,t'] delta_a.delta_b - ((delta_a ⊙ kappa_t).g_b + g_a.(delta_b ⊙ kappa_t'))/T + g_a diag(n) g_b
   (n_j = (Phi'^T K Phi')_jj / T^2), and the variance path (full batch norm only)
@@ -28,8 +28,10 @@ How (*) is evaluated depends on where the samples are coupled (see :func:`gram_p
   Z is the Gram of the M per-unit batch-variance gradients; it costs about r M^3 + 3 T^2 M^2 flops
   (r = rank K <= T): the price of exactness for a hidden batch norm (measured in
   benchmarks/sampling.py). Center-only batch norm has no variance path and stays cheap.
-- ``generic`` (any other layer at or below a hidden batch norm: deeper layers, batch norm in every
-  layer, layer norm right under a batch norm): the full (T x M) signals D^l_a are propagated by the
+  With a batch norm at l itself (batch norm in every layer) the unit j's kernel becomes
+  B_j K B_j (B_j its batch-norm map) and the same terms are summed unit by unit, at the same cost.
+- ``generic`` (any other layer at or below a hidden batch norm: two or more layers under it, layer
+  norm right under it): the full (T x M) signals D^l_a are propagated by the
   exact batched backward pass (chunks of rows a), and (*) is evaluated as E E^T with E_a = L^T D_a.
   Exact and general, O(C T^2 M^2 + C^2 T^3 M) per layer.
 
@@ -74,8 +76,8 @@ def gram_plan(net: Network) -> dict[int, str]:
         >>> from meanfield.network import Network, BatchNorm
         >>> gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(2)]))
         {3: 'top', 2: 'bn-own', 1: 'bn-below'}
-        >>> gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(1), BatchNorm(2)]))
-        {3: 'top', 2: 'bn-own', 1: 'generic'}
+        >>> gram_plan(Network(4, "relu", 2, 0, norms=[BatchNorm(1), BatchNorm(2), BatchNorm(3)]))
+        {4: 'top', 3: 'bn-own', 2: 'bn-below', 1: 'generic'}
     """
     L, top = net.depth, _top_hidden_bn(net)
     plan = {}
@@ -94,9 +96,9 @@ def gram_plan(net: Network) -> dict[int, str]:
 
 
 def _plain_below(norm) -> bool:
-    """The layer under the top hidden batch norm takes the fast path without a norm, or with a
-    center-only batch norm (its map Pi is the same for every unit, so K_l just becomes Pi K_l Pi)."""
-    return norm is None or (isinstance(norm, BatchNorm) and norm.center_only)
+    """The layer under the top hidden batch norm takes a fast path without a norm or with a batch
+    norm (center-only: Pi is the same for every unit, K_l -> Pi K_l Pi; full: per-unit maps B_j)."""
+    return norm is None or isinstance(norm, BatchNorm)
 
 
 def _rank_bound(sizes: tuple[int, ...], l: int, T: int) -> int:
@@ -125,7 +127,7 @@ def gram_bytes(net: Network, width: int, samples: int, *, eigenvalues: bool = Fa
     for l, kind in plan.items():
         if kind == "bn-below":
             MB = sizes[l + 1]
-            total += (3 * MB * MB + 3 * n * MB) * f8 + 2 * MB * sizes[l] * f8 * 2
+            total += (3 * MB * MB + 4 * n * MB + n * n) * f8 + 2 * MB * sizes[l] * f8 * 2
         elif kind == "generic":
             total += n * _rank_bound(sizes, l, T) * sizes[l] * f8
             total += 4 * T * max(sizes[l], sizes[l + 1]) * f8  # one row's signal at least
@@ -222,6 +224,9 @@ def _bn_own(e: np.ndarray, trace: Trace, l: int, center_only: bool) -> np.ndarra
 
 def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     """Layer l = l_B - 1 under the batch norm at l_B = l + 1 (no norm at l, or a center-only one)."""
+    lower = net.norm_at(l)
+    if isinstance(lower, BatchNorm) and not lower.center_only:
+        return _bn_below_bn(e, trace, net, l)
     C, T, MB = e.shape
     lb = l + 1
     norm = net.norm_at(lb)
@@ -278,6 +283,73 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
     _sym_add(G, Y2, nu)
     return G
+
+
+def _bn_below_bn(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
+    """Layer l = l_B - 1 with its own full batch norm, under the batch norm at l_B = l + 1.
+
+    The signal at u^l is B_j applied per unit j to the signal at ũ^l, B_j = (Pi - v_j v_j^T/T)/s_j,
+    so the kernel of unit j is K_j = B_j K B_j. With Λ'_j = diag(phi'_j) B_j L and Λ_j = Pi Λ'_j:
+    mean path  sum_j g_a[j] g_b[j] (Λ_j Λ_j^T)[t, t'];  variance path as in the plain case with
+    Xi_t[i, j] = W[i, j] (Λ_j Λ'_j^T Ũ)[t, i] and Z = sum_j (w_j w_j^T) ⊙ (Ũ^T Λ'_j Λ'_j^T Ũ).
+    """
+    C, T, MB = e.shape
+    n = C * T
+    lb = l + 1
+    upper = net.norm_at(lb)
+    W = np.asarray(trace.weights[lb - 1])                 # (M_B, M_l)
+    Ml = W.shape[1]
+    phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))
+    v, sig = trace.normalized[l - 1], trace.scales[l - 1]  # the lower batch norm's output and std
+    Lf, _ = _factor(_kernel(trace, l), trace.hidden(l - 1))
+    r = Lf.shape[1]
+    PL = Lf - Lf.mean(axis=0, keepdims=True)               # Pi L
+    vL = v.T @ Lf                                          # (M_l, r)
+    eps = e if upper.center_only else e / trace.scales[lb - 1]
+    g = (eps.reshape(n, MB) @ W).reshape(C, T, Ml)
+    full = not upper.center_only
+    if full:
+        U = trace.normalized[lb - 1]
+        nu = (eps * U[None]).reshape(n, MB)
+        Q = np.zeros((T, C, MB))
+        Z = np.zeros((MB, MB))
+    G4 = np.zeros((C, T, C, T))
+    per = max(1, _CHUNK_BYTES // (8 * (3 * T * r + r * MB + T * MB + C * T * T + T * T)))
+    for j0 in range(0, Ml, per):
+        js = slice(j0, min(Ml, j0 + per))
+        nj = js.stop - js.start
+        BL = (PL[None] - v.T[js, :, None] * vL[js, None, :] / T) / sig[js, None, None]   # B_j L (nj, T, r)
+        Lp = BL * phi.T[js, :, None]                                                       # Λ'_j
+        Lm = Lp - Lp.mean(axis=1, keepdims=True)                                           # Λ_j = Pi Λ'_j
+        del BL
+        N = np.matmul(Lm, Lm.transpose(0, 2, 1))                                           # (nj, T, T)
+        gj = g[:, :, js]                                                                    # (C, T, nj)
+        X = gj[:, :, None, :] * N.transpose(1, 2, 0)[None]                                 # (C, T, T', nj)
+        # G4[k, t, k', t'] += sum_j X[k, t, t', j] g[k', t', j]: one batched GEMM over t'
+        G4 += _mm_block(X, gj, C, T)
+        del X, N
+        if full:
+            P = np.matmul(Lp.transpose(0, 2, 1), U)                                        # (nj, r, M_B)
+            Xi = np.matmul(Lm, P) * W.T[js, None, :]                                        # (nj, T, M_B)
+            Q += np.matmul(gj.transpose(1, 0, 2), Xi.transpose(1, 0, 2))                   # (T, C, M_B)
+            del Xi
+            Bc = np.ascontiguousarray((P * W.T[js, None, :]).transpose(2, 0, 1)).reshape(MB, nj * r)
+            Z += Bc @ Bc.T
+            del P, Bc
+    G = G4.reshape(n, n)
+    if full:
+        Q = np.ascontiguousarray(Q.transpose(1, 0, 2)).reshape(n, MB)
+        Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
+        _sym_add(G, Y2, nu)
+    return G
+
+
+def _mm_block(X: np.ndarray, gj: np.ndarray, C: int, T: int) -> np.ndarray:
+    """(C, T, C, T) block sum_j X[k, t, t', j] g[k', t', j] as one batched GEMM over t'."""
+    nj = gj.shape[2]
+    Xs = np.ascontiguousarray(X.transpose(2, 0, 1, 3)).reshape(T, C * T, nj)     # [t', (k, t), j]
+    out = np.matmul(Xs, gj.transpose(1, 2, 0))                                    # [t', (k, t), k']
+    return out.reshape(T, C, T, C).transpose(1, 2, 3, 0)                          # [k, t, k', t']
 
 
 def _generic(e: np.ndarray, trace: Trace, net: Network, lb: int, layers: list[int]) -> dict[int, np.ndarray]:

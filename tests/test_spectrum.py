@@ -152,6 +152,7 @@ DEEP = {
     "bn every layer of 4": (4, [BatchNorm(1), BatchNorm(2), BatchNorm(3), BatchNorm(4)]),
     "bn-center 3 + ln 2 + bn last": (4, [LayerNorm(2), BatchNorm(3, True), BatchNorm("last")]),
     "bn 2, bn-center 1 (below)": (4, [BatchNorm(1, True), BatchNorm(2)]),
+    "bn-center 2 over bn 1 (below)": (3, [BatchNorm(1), BatchNorm(2, True)]),
     "bn 3, bn-center 2 (below), bn 1 (generic)": (4, [BatchNorm(1), BatchNorm(2, True), BatchNorm(3)]),
     "ln everywhere hidden": (4, [LayerNorm(1), LayerNorm(2), LayerNorm(3)]),
     "depth 1, bn last": (1, [BatchNorm("last")]),
@@ -192,6 +193,7 @@ def test_plan_names_each_method():
                                                                            1: "generic"}
     assert gram_plan(Network(3, "relu", 2, 0, norms=[LayerNorm(1), BatchNorm(2)]))[1] == "generic"
     assert gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(1, True), BatchNorm(2)]))[1] == "bn-below"
+    assert gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(1), BatchNorm(2), BatchNorm(3)]))[1] == "bn-below"
     assert set(gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm("last")])).values()) == {"top", "plain"}
 
 
