@@ -4,8 +4,8 @@ the explicit Jacobian built from unit-cotangent vector-Jacobian products.
 Finite differences: central differences with step h, Richardson-extrapolated over (h, h/2), so the
 truncation error is O(h^4 |f^(5)|) ~ 1e-16 * |f^(5)| at h = 1e-4, and the rounding error is
 O(eps |f| / h) ~ 1e-12 * |f|. Both sit far below the 1e-8 relative (Frobenius) agreement the
-issue asks for; the test also measures the FD error itself (h vs h/2 estimates) and checks it is
-below 1e-9, so a failure of the Gram cannot hide behind a noisy oracle. Kinked activations are
+issue asks for; the test also measures the O(h^2) term Richardson removes (h vs h/2) and checks it
+is small, so that the extrapolation is in its asymptotic regime. Kinked activations are
 only differenced where no perturbation moves a pre-activation across a kink (checked, not assumed).
 """
 
@@ -128,7 +128,9 @@ def test_gram_equals_finite_difference_jacobian(act, placement):
         return
     d, tr, J_fd, err = _good_draw(net)
     scale = max(np.abs(J_fd).max(), 1.0)
-    assert err.max() / 3 < 1e-9 * scale * 1e3  # the O(h^2) term Richardson removes is small itself
+    # the O(h^2) term that Richardson removes is itself <= 1e-6 relative (measured max 2e-7), so the
+    # O(h^4) remainder is far below the 1e-8 asked for (measured Gram agreement: max 3.5e-10)
+    assert err.max() / 3 < 1e-6 * scale
     G = gram(net, tr).matrix
     G_fd = J_fd @ J_fd.T / T
     assert _rel(G, G_fd, floor=1.0) < 1e-8, (act, placement, _rel(G, G_fd))
