@@ -1,0 +1,430 @@
+"""derivations/*.md: the theory's formulas as Markdown + LaTeX, generated from the code that computes them.
+
+Every formula in these documents is printed from the sympy objects that :func:`meanfield.derive`,
+:mod:`meanfield.recursions`, :mod:`meanfield.fisher`, :mod:`meanfield.sphere` and
+:mod:`meanfield.gaussian` return: the recursion rules of each layer kind, the dual-Gram entries and
+kappa's in terms of the order parameters, the FIM statistics at finite width and leading order, the
+closed forms of the Gaussian integrals, and exact values at a concrete point. A formula changed in the
+code changes the document; ``tests/test_documents.py`` regenerates them and fails when the committed
+copies differ.
+
+Regenerate with ``python -m meanfield.documents [DIR]`` or ``meanfield derive --write-derivations DIR``.
+For one network, ``meanfield derive --markdown`` prints the same sections (:func:`network_markdown`).
+
+Example:
+    >>> from meanfield import Network
+    >>> from meanfield.symbols import layer_symbol
+    >>> text = network_markdown(Network(2, "linear", layer_symbol("sigma_w2"), 0))
+    >>> "\\\\kappa_{1}" in text and text.startswith("## ")
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+__all__ = ["DOCUMENTS", "generate", "write_derivations", "network_markdown", "network_latex", "network_text",
+           "FINDINGS", "Finding"]
+
+DEPTH = 3
+
+# The placements documented for every activation (depth 3: layer 2 is the middle hidden layer).
+PLACEMENTS: tuple[tuple[str, str], ...] = (
+    ("none", "No normalization"),
+    ("batch:last", "Batch norm in the last layer"),
+    ("batch-center:last", "Batch norm in the last layer, mean subtraction only"),
+    ("batch:2", "Batch norm in the middle hidden layer (layer 2)"),
+    ("layer:2", "Layer norm in the middle hidden layer (layer 2)"),
+)
+
+# activation -> (title, a concrete point (sigma_w2, sigma_b2) for exact values)
+ACTIVATIONS: dict[str, tuple[str, tuple[Any, Any]]] = {
+    "relu": ("ReLU", (2, 0)),
+    "erf": ("erf", (1, sympy.Rational(1, 10))),
+    "linear": ("Linear", (1, sympy.Rational(1, 10))),
+}
+
+_STAT_TEX = {"P": "P", "alpha": r"\alpha", "kappa1": r"\kappa_{1}", "kappa2": r"\kappa_{2}",
+             "gd": r"\mathbb{E}\, G_{tt}", "go": r"\mathbb{E}\, G_{tt'}", "m": "m", "s": "s",
+             "lam": r"\lambda_{\max}"}
+
+
+def _tex(expr: Any) -> str:
+    from meanfield import latex  # the function (its module may be renamed at integration)
+
+    return latex(sympy.sympify(expr))
+
+
+def _display(lines: Sequence[str]) -> str:
+    """A $$ aligned $$ block, one equation per line (GitHub and most Markdown renderers accept it)."""
+    body = " \\\\\n".join(lines)
+    return "$$\n\\begin{aligned}\n" + body + "\n\\end{aligned}\n$$"
+
+
+# -- symbolic pieces -------------------------------------------------------------------------------------------
+
+
+def _symbol(kind: str, layer: int) -> sympy.Symbol:
+    from .symbols import order_symbol
+
+    if kind in ("qtilde1_mean", "qtilde2_same"):
+        try:
+            from .derivation import _extra_symbol
+        except ImportError:  # keep documents working if the helper moves
+            return sympy.Symbol(f"{kind}_{layer}", real=True)
+        return _extra_symbol(kind, layer)
+    return order_symbol(kind, layer)
+
+
+def _symbolic_order(order: Any) -> Any:
+    """The OrderParameters of a derivation with every nonzero entry replaced by its symbol (layer >= 1).
+
+    Feeding it to the statistics code gives the kappa's and Gram entries *in terms of the order
+    parameters*: the structure of the result, not its (long) closed form.
+    """
+    from .recursions import OrderParameters
+
+    layers = []
+    for p in order.layers:
+        changes = {}
+        for kind in ("qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same"):
+            value = getattr(p, kind)
+            if p.layer == 0 or value is None or (isinstance(value, sympy.Basic) and value.is_zero):
+                continue
+            changes[kind] = _symbol(kind, p.layer)
+        layers.append(p.replace(**changes))
+    return OrderParameters(order.network, order.samples, tuple(layers), "sympy")
+
+
+def _structure(derivation: Any) -> dict:
+    """Gram entries, kappa's, m, s, lambda_max in the order-parameter symbols (the fisher code's formulas)."""
+    from .fisher import _statistics
+    from .recursions import _Ctx
+    from .symbols import C, M, T
+
+    op = _symbolic_order(derivation.order)
+    return _statistics(op, M, T, C, _Ctx("sympy"))
+
+
+def _lambda_tex(kind: str) -> str:
+    return r"\lambda_{\max}" if kind == "prediction" else r"\lambda_{\max} \gtrsim"
+
+
+def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level: int = 2) -> list[str]:
+    """Markdown sections for one network: recursion, structure, statistics, exact values at a point."""
+    from . import derive
+    from .symbols import layer_symbol
+
+    h = "#" * level
+    d = derive(net)
+    out = [f"{h} {title}", "", f"Network: `{net.describe()}`.", ""]
+    out += [f"{h}# Recursion", "",
+            "Forward (per unit), then backward (summed over units), layer by layer, as the code applies them:",
+            "", _display([f"{_tex(r.lhs)} &= {_tex(r.rhs)}" for r in d.rules]), ""]
+    st = _structure(d)
+    kind = d.lambda_max_kind
+    out += [f"{h}# Dual Gram entries and kappa's", "",
+            "Expected Gram entries of one output at finite width (exact widths and bias terms), and the "
+            "large-width constants:", "",
+            _display([f"{_STAT_TEX['gd']} &= {_tex(st['gd'])}", f"{_STAT_TEX['go']} &= {_tex(st['go'])}",
+                      f"\\kappa_{{1}} &= {_tex(st['kappa1'])}", f"\\kappa_{{2}} &= {_tex(st['kappa2'])}",
+                      f"\\alpha &= {_tex(st['alpha'])}, \\quad P = {_tex(st['P'])}"]), ""]
+    lam_note = ("" if kind == "prediction" else
+                " Here the theory only bounds the largest eigenvalue: the value shown is the top eigenvalue of "
+                "the expected Gram (the bulk value), a lower bound of the expectation.")
+    out += [f"{h}# FIM statistics", "",
+            "Finite width (left) and leading order in M (right), with"
+            " E G_tt and E G_tt' as above." + lam_note, "",
+            _display([f"m &= {_tex(st['m'])} &\\quad m &\\simeq {_tex(st['m_l'])}",
+                      f"s &= {_tex(st['s'])} &\\quad s &\\simeq {_tex(st['s_l'])}",
+                      f"{_lambda_tex(kind)} &\\; {_tex(st['lam'])} &\\quad {_lambda_tex(kind)} &\\; "
+                      f"{_tex(st['lam_l'])}"]).replace(r"\lambda_{\max} &\;", r"\lambda_{\max} &=", 2), ""]
+    if point is not None:
+        sw, sb = point
+        free = {s.name for s in d.free_symbols}
+        values = {}
+        if "sigma_w2" in free:
+            values["sigma_w2"] = sw
+        if "sigma_b2" in free:
+            values["sigma_b2"] = sb
+        # substitute only what is shown (the full statistics are long and not needed here)
+        mapping = {layer_symbol(k): v for k, v in values.items()}
+
+        def at(value: Any) -> Any:
+            return value.subs(mapping) if isinstance(value, sympy.Basic) else value
+
+        names = ", ".join(f"{_tex(layer_symbol(k))} = {_tex(v)}" for k, v in values.items())
+        out += [f"{h}# Exact values at {('$' + names + '$') if names else 'this network'}", ""]
+        rows = []
+        for p in d.order.layers[1:]:
+            for k in ("qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same"):
+                v = at(getattr(p, k))
+                if v is not None and not (isinstance(v, sympy.Basic) and v.is_zero):
+                    rows.append(_value_row(_tex(_symbol(k, p.layer)), v))
+        rows += [_value_row(r"\kappa_{1}", at(d.kappa1)), _value_row(r"\kappa_{2}", at(d.kappa2)),
+                 _value_row(r"\lambda_{\max}" if kind == "prediction" else r"\lambda_{\max}^{\mathrm{bulk}}",
+                            at(d.leading["lambda_max"]), r"\quad\text{(leading order)}")]
+        out += ["Exact where the closed form is short, else to 12 digits:", "",
+                _display([row for row in rows if row]), ""]
+    if d.notes:
+        out += [f"Notes: " + " ".join(f"{n}." for n in d.notes), ""]
+    return out
+
+
+_LONG = 600  # characters of LaTeX beyond which a value is shown numerically
+
+
+def _value_row(lhs: str, value: Any, suffix: str = "") -> str | None:
+    """'lhs &= exact' when the exact form is short, 'lhs &\\approx 12 digits' for a long number, else None."""
+    value = _tidy(value)
+    text = _tex(value)
+    if len(text) <= _LONG:
+        return f"{lhs} &= {text}{suffix}"
+    if isinstance(value, sympy.Basic) and value.is_number:
+        return f"{lhs} &\\approx {_tex(sympy.Float(sympy.N(value, 15), 12))}{suffix}"
+    return None
+
+
+def _tidy(expr: Any) -> Any:
+    """A short exact form: together/factor for rational functions, else sympy's own simplification of
+    nested radicals and inverse trigonometric values (bounded effort, deterministic)."""
+    expr = sympy.sympify(expr)
+    if expr.is_number:
+        return sympy.nsimplify(expr) if expr.is_Rational else sympy.radsimp(expr)
+    try:
+        return sympy.factor(sympy.together(expr))
+    except sympy.PolynomialError:
+        return expr
+
+
+# -- the documents ---------------------------------------------------------------------------------------------
+
+
+def _header(title: str, what: str) -> list[str]:
+    from . import __version__
+
+    return [f"# {title}", "",
+            f"> Generated by `python -m meanfield.documents` (meanfield {__version__}, sympy {sympy.__version__}) "
+            "from the code that computes these quantities. Do not edit by hand: `tests/test_documents.py` "
+            "regenerates this file and fails when it differs.", "", what, ""]
+
+
+def _gaussian_section(name: str) -> list[str]:
+    """The closed-form Gaussian integrals the activation uses (from meanfield.gaussian)."""
+    from . import activation, cross_moment, second_moment
+    from .symbols import q, q1, q2
+
+    phi = activation(name)
+    dphi = phi.derivative
+    rows = []
+    for f, label in ((phi, r"\phi"), (dphi, r"\phi'")):
+        rows.append(f"\\mathbb{{E}}_z\\left[{label}(\\sqrt{{q}}\\, z)^{{2}}\\right] &= "
+                    f"{_tex(_tidy(second_moment(f, q)))}")
+        rows.append(f"I_{{{label}}}\\left[q_{{1}}, q_{{2}}\\right] &= {_tex(cross_moment(f, q1, q2))}")
+    return ["## Gaussian integrals", "",
+            f"$\\phi(x) = {_tex(phi.expr)}$, $\\phi'(x) = {_tex(dphi.expr)}$; z, z' standard normal, "
+            "I_f[q_1, q_2] = E[f(u) f(u')] for (u, u') centred Gaussian with variances q_1 and covariance q_2:",
+            "", _display(rows), ""]
+
+
+def _activation_document(name: str) -> str:
+    from .cli import parse_norm
+    from .network import Network
+    from .symbols import layer_symbol
+
+    title, point = ACTIVATIONS[name]
+    sw, sb = layer_symbol("sigma_w2"), layer_symbol("sigma_b2")
+    lines = _header(f"{title} networks: recursions, kappa's and FIM statistics",
+                    f"Depth L = {DEPTH}, activation {name} in both hidden layers, weight and bias variances "
+                    "$\\sigma_w^2$, $\\sigma_b^2$ shared by the layers, all widths M (alpha_l = 1), C outputs, "
+                    "inputs with $\\hat q_1^{(0)} = 1$, $\\hat q_2^{(0)} = 0$. One section per normalization "
+                    "placement; M, T, C stay symbols.")
+    lines += _gaussian_section(name)
+    for placement, heading in PLACEMENTS:
+        norms = () if placement == "none" else (parse_norm(placement),)
+        net = Network(DEPTH, name, sw, sb, norms=norms)
+        lines += _network_sections(net, heading, point)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- finite-size corrections -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finite-size statement of the project: its text and the code that prints its formula.
+
+    ``formula()`` returns LaTeX lines computed by the library, so the document cannot drift from the
+    code. ``source`` names the module (or the note) the statement was established in.
+    """
+
+    title: str
+    statement: str
+    formula: Callable[[], list[str]]
+    source: str
+
+
+def _chi_square() -> list[str]:
+    from .sphere import chi2_inverse_moment
+    from .symbols import T
+
+    return [r"\mathbb{E}\left[\frac{T}{\chi^{2}_{T-1}}\right] &= " + _tex(_tidy(chi2_inverse_moment(T, 1))),
+            r"\mathbb{E}\left[\left(\frac{T}{\chi^{2}_{T-1}}\right)^{2}\right] &= "
+            + _tex(_tidy(chi2_inverse_moment(T, 2)))]
+
+
+def _normalised_laws() -> list[str]:
+    from .network import BatchNorm, LayerNorm
+    from .recursions import _Ctx, _norm_forward
+    from .symbols import T, q1, q2
+
+    rows = []
+    for label, norm in (("batch norm", BatchNorm(1)), ("mean-only batch norm", BatchNorm(1, center_only=True)),
+                        ("layer norm", LayerNorm(1))):
+        law = _norm_forward(_Ctx("sympy"), norm, q1, q2, T, 1)
+        rows.append(f"\\text{{{label} ({law.kind})}}: \\quad (q_{{1}}, q_{{2}}) &\\mapsto "
+                    f"\\left({_tex(_tidy(law.q1))},\\; {_tex(_tidy(law.q2))}\\right)")
+    return rows
+
+
+def _plain_corrections() -> list[str]:
+    """Finite width minus leading order for a plain ReLU network with symbolic order parameters."""
+    from .network import Network
+
+    net = Network(DEPTH, "relu", 2, 0)
+    from . import derive
+
+    st = _structure(derive(net))
+    from .symbols import M, T
+
+    return [r"\mathbb{E}\, G_{tt} - M \kappa_{1}\frac{\alpha}{T} &= " + _tex(_tidy(st["gd"] - st["gd_lead"])),
+            r"\mathbb{E}\, G_{tt'} - M \kappa_{2}\frac{\alpha}{T} &= " + _tex(_tidy(st["go"] - st["go_lead"])),
+            r"P - \alpha M^{2} &= " + _tex(_tidy(sympy.expand(st["P"] - st["P_lead"])))]
+
+
+def _full_bn_s_factor() -> list[str]:
+    """E s over its value at the expected Gram, for full batch norm on the output: read off the fisher
+    code by dividing its s by C (T G_d^2 + T (T-1) G_o^2) / P with the same G_d, G_o and P."""
+    from . import derive
+    from .network import BatchNorm, Network
+    from .symbols import C, T
+
+    st = _structure(derive(Network(DEPTH, "relu", 2, 0, norms=[BatchNorm("last")])))
+    naive = C * (T * st["gd"] ** 2 + T * (T - 1) * st["go"] ** 2) / st["P"]
+    ratio = sympy.factor(sympy.cancel(st["s"] / naive))
+    return [r"\frac{\mathbb{E}\,\|G_{kk}\|_F^{2}}{\|\mathbb{E}\, G_{kk}\|_F^{2}} &= " + _tex(ratio)]
+
+
+FINDINGS: list[Finding] = [
+    Finding("Exact parameter count and bias terms",
+            "The finite-width prediction uses the exact P = sum_l M_l (M_{l-1} + 1) and the +1 of each bias "
+            "gradient in every Gram entry; with these, m agrees with sampled networks within about 1% from "
+            "M = 64 on (THEORY.md section 5). Differences to the leading order, for a plain ReLU network of "
+            "depth 3 with symbolic order parameters:",
+            _plain_corrections, "meanfield.fisher"),
+    Finding("Chi-square moments of the batch variance",
+            "A batch-normalised unit divides by its batch standard deviation, whose square is "
+            "v chi^2_{T-1} / T with v = q_1 - q_2; it does not concentrate as M grows, so expectations carry "
+            "the inverse moments:", _chi_square, "meanfield.sphere"),
+    Finding("Laws of a normalised pre-activation",
+            "Forward rules exact in T: batch norm puts the unit uniformly on the sphere of radius sqrt(T) in the "
+            "complement of the constant vector (second moments 1 and -1/(T-1)); mean-only batch norm keeps a "
+            "Gaussian law with the centred moments; layer norm rescales by q_1 and keeps the correlation:",
+            _normalised_laws, "meanfield.recursions"),
+    Finding("Second moment with full batch norm on the output",
+            "With full batch norm on the output, each output's Gram block is sigma_k^{-2} times a projector of "
+            "rank T - 2, and the chi-square spread of sigma_k^2 raises E s above its value at the expected Gram "
+            "by the factor (for T > 5):", _full_bn_s_factor, "meanfield.fisher"),
+]
+
+
+def _findings_document() -> str:
+    lines = _header("Finite-size corrections",
+                    "The corrections to the leading-order mean-field theory that the toolkit applies in its "
+                    "finite-width predictions (`meanfield.predict`, `meanfield.derive`). Each formula below is "
+                    "printed from the code that applies it.")
+    for number, finding in enumerate(FINDINGS, 1):
+        lines += [f"## {number}. {finding.title}", "", finding.statement, "", _display(finding.formula()), "",
+                  f"Source: `{finding.source}`.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- public --------------------------------------------------------------------------------------------------
+
+
+def _index() -> str:
+    lines = _header("Derivations", "Documents generated from the toolkit's symbolic theory:")
+    for name, (title, _) in ACTIVATIONS.items():
+        lines.append(f"- [{title} networks]({name}.md): recursion, kappa's and FIM statistics for every "
+                     "normalization placement.")
+    lines.append("- [Finite-size corrections](finite-size.md): what the finite-width predictions add to the "
+                 "leading order.")
+    return "\n".join(lines) + "\n"
+
+
+DOCUMENTS: dict[str, Callable[[], str]] = {
+    "README.md": _index,
+    **{f"{name}.md": (lambda name=name: _activation_document(name)) for name in ACTIVATIONS},
+    "finite-size.md": _findings_document,
+}
+
+
+def generate() -> dict[str, str]:
+    """Every document: file name -> Markdown text (deterministic for a given meanfield and sympy).
+
+    Example:
+        >>> sorted(generate())  # doctest: +SKIP
+        ['README.md', 'erf.md', 'finite-size.md', 'linear.md', 'relu.md']
+    """
+    return {name: make() for name, make in DOCUMENTS.items()}
+
+
+def write_derivations(folder: str | os.PathLike = "derivations") -> list[Path]:
+    """Write :func:`generate`'s documents into ``folder`` (created if missing); returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in generate().items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def network_markdown(net: Any) -> str:
+    """The derivation of one network as Markdown sections (``meanfield derive --markdown``)."""
+    return "\n".join(_network_sections(net, f"Derivation: {net.describe()}", None)).rstrip() + "\n"
+
+
+def network_latex(net: Any) -> str:
+    """The derivation of one network as LaTeX: one aligned block of rules and statistics (``--latex``)."""
+    from . import derive
+
+    d = derive(net)
+    return "\\begin{aligned}\n" + " \\\\\n".join(d.latex_lines()) + "\n\\end{aligned}"
+
+
+def network_text(net: Any) -> str:
+    """The derivation of one network as a readable table (``meanfield derive``)."""
+    from . import derive
+
+    return str(derive(net))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m meanfield.documents [DIR]``: regenerate derivations/ (default ./derivations)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for path in write_derivations(argv[0] if argv else "derivations"):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
