@@ -239,3 +239,27 @@ def test_derive_prints_the_kappas(capsys, fmt):
     assert re.search(r"kappa|\\kappa|κ", out)
     if fmt == ["--markdown"]:
         assert "$$" in out
+
+
+# -- the README ------------------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_repl_session_runs():
+    import doctest
+
+    result = doctest.testfile(str(README), module_relative=False, optionflags=doctest.ELLIPSIS
+                              | doctest.NORMALIZE_WHITESPACE, verbose=False, report=True)
+    assert result.attempted >= 10
+    assert result.failed == 0
+
+
+def test_readme_first_commands_are_the_main_job_and_the_ci_test_command():
+    text = README.read_text()
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0].endswith("pip install . && meanfield reproduce")
+    assert lines[1].endswith("pip install '.[test]' && pytest")
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "pip install '.[test]' && pytest" in ci

@@ -160,3 +160,11 @@ def test_growth_words_follow_the_fitted_exponent():
     assert "bounded" in experiments._growth(0.3)
     assert "sub-linearly" in experiments._growth(0.4) and "sub-linearly" in experiments._growth(0.66)
     assert "grows like M" in experiments._growth(0.7)
+
+
+def test_readme_documents_the_defaults():
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Configuration", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    assert tomllib.loads(block) == load_config(None).to_dict()
