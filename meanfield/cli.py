@@ -536,8 +536,9 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     net = network_from_args(args)
     options = {"widths": None if args.widths is None else _int_list("widths", args.widths),
                "samples": args.samples, "seeds": args.seeds, "alpha": args.alpha, "processes": args.processes}
-    from . import verify  # the function (its module may be named verification.py)
+    from .documents import _public
 
+    verify = _public("verify")  # the function, even while the module verify.py shadows it
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(report.to_json() if hasattr(report, "to_json") else json.dumps(to_jsonable(report.to_dict())))

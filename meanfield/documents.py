@@ -57,9 +57,15 @@ _STAT_TEX = {"P": "P", "alpha": r"\alpha", "kappa1": r"\kappa_{1}", "kappa2": r"
 
 
 def _tex(expr: Any) -> str:
-    from meanfield import latex  # the function (its module may be renamed at integration)
+    return _public("latex")(sympy.sympify(expr))
 
-    return latex(sympy.sympify(expr))
+
+def _public(name: str) -> Callable:
+    """meanfield.<name> as a function, even while a submodule of the same name shadows it (latex, verify)."""
+    import meanfield
+
+    value = getattr(meanfield, name)
+    return value if callable(value) else getattr(value, name)
 
 
 def _display(lines: Sequence[str]) -> str:
