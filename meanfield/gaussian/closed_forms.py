@@ -65,8 +65,9 @@ MPMATH = _MpmathOps()
 
 
 def _root(o, q1, q2):
-    """sqrt(q1^2 - q2^2) as sqrt((q1 - q2)(q1 + q2)): no cancellation near |c| = 1."""
-    return o.sqrt((q1 - q2) * (q1 + q2))
+    """sqrt(q1^2 - q2^2) as sqrt(q1 - q2) sqrt(q1 + q2): no cancellation near |c| = 1 (q1 - q2 is
+    exact in floating point when q2 is close to q1) and no overflow for huge q."""
+    return o.sqrt(q1 - q2) * o.sqrt(q1 + q2)
 
 
 def _theta(o, q1, q2):
@@ -112,8 +113,13 @@ def _erf_second(o, q, p):
     return 2 * o.atan2(2 * q, o.sqrt(1 + 4 * q)) / o.pi
 
 
+def _erf_root(o, q1, q2):
+    """sqrt((1 + 2 q1)^2 - 4 q2^2), factored as for _root."""
+    return o.sqrt(1 + 2 * (q1 - q2)) * o.sqrt(1 + 2 * (q1 + q2))
+
+
 def _erf_cross(o, q1, q2, p):
-    return 2 * o.atan2(2 * q2, o.sqrt((1 + 2 * q1 - 2 * q2) * (1 + 2 * q1 + 2 * q2))) / o.pi
+    return 2 * o.atan2(2 * q2, _erf_root(o, q1, q2)) / o.pi
 
 
 def _erf_prime_second(o, q, p):
@@ -121,7 +127,7 @@ def _erf_prime_second(o, q, p):
 
 
 def _erf_prime_cross(o, q1, q2, p):
-    return 4 / (o.pi * o.sqrt((1 + 2 * q1 - 2 * q2) * (1 + 2 * q1 + 2 * q2)))
+    return 4 / (o.pi * _erf_root(o, q1, q2))
 
 
 def _sin_second(o, q, p):
