@@ -88,14 +88,14 @@ def gram_plan(net: Network) -> dict[int, str]:
             plan[l] = "plain"
         elif l == top:
             plan[l] = "bn-own"
-        elif l == top - 1 and _plain_below(net.norm_at(l)):
+        elif l == top - 1 and _fast_below(net.norm_at(l)):
             plan[l] = "bn-below"
         else:
             plan[l] = "generic"
     return plan
 
 
-def _plain_below(norm) -> bool:
+def _fast_below(norm) -> bool:
     """The layer under the top hidden batch norm takes a fast path without a norm or with a batch
     norm (center-only: Pi is the same for every unit, K_l -> Pi K_l Pi; full: per-unit maps B_j)."""
     return norm is None or isinstance(norm, BatchNorm)
