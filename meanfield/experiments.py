@@ -678,7 +678,7 @@ _STAT_LABEL = {"m": "m (mean eigenvalue)", "s": "s (mean squared eigenvalue)",
 
 def _plot_series(ax, series: list[Point], key: str, color: str, label: str | None, shift: float = 1.0) -> None:
     """Sampled means with one-s.e. bars (markers, nudged by ``shift`` so placements do not overlap),
-    the finite-width theory (solid; dashed where the theory only estimates and bounds lambda_max, with
+    the finite-width theory (solid; where the theory only bounds lambda_max, its lower bound dashed and
     the bounds as a band)."""
     widths = [p.width for p in series]
     means = [p.mean(key) for p in series]
@@ -705,7 +705,7 @@ def _style_legend(fig, axes, ncol: int) -> None:
     handles += [Line2D([], [], color="grey", marker="o", ls="none", ms=3.5),
                 Line2D([], [], color="grey", ls="-"), Line2D([], [], color="grey", ls="--"),
                 Patch(color="grey", alpha=0.15)]
-    labels += ["sampled mean ± 1 s.e.", "theory (finite width)", "theory estimate (λ_max only bounded)",
+    labels += ["sampled mean ± 1 s.e.", "theory (finite width)", "theory lower bound (λ_max only bounded)",
                "theory bounds on λ_max"]
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=7, frameon=False)
 
@@ -759,7 +759,7 @@ def _width_finding(config: Config, results: Results, act: str, placements: list[
                                 width=last.width, value=last.mean("lambda_max"))
         lines.append(f"| {placement_label(placement, config.depth)} | {last.width} | "
                      f"{_fmt(_finite(last.theory.get('lambda_max')) or math.nan)}"
-                     f"{' (estimate)' if last.theory.get('lambda_max_kind') == 'bound' else ''} | "
+                     f"{' (lower bound)' if last.theory.get('lambda_max_kind') == 'bound' else ''} | "
                      f"{_pm(last.mean('lambda_max'), last.sem('lambda_max'))} | {_fmt(factor, 3)} | "
                      f"{_fmt(exponent, 3)} | {_pm(k2, k2_sem)} | {_fmt(outlier, 3)} |")
     return Finding(f"{act}: sharpness against width at fixed T = {T}", _width_reading(config, act, facts),
@@ -832,7 +832,8 @@ def _render_ratio(config: Config, results: Results, out: Path) -> list[Finding]:
             facts[(act, placement)] = dict(exponent=exponent, growth=growth, first=series[0], last=series[-1])
             for p in series:
                 lines.append(f"| {act} | {placement_label(placement, config.depth)} | {p.width} | {p.samples} | "
-                             f"{_fmt(_finite(p.theory.get('lambda_max')) or math.nan)} | "
+                             f"{_fmt(_finite(p.theory.get('lambda_max')) or math.nan)}"
+                             f"{' (lower bound)' if p.theory.get('lambda_max_kind') == 'bound' else ''} | "
                              f"{_pm(p.mean('lambda_max'), p.sem('lambda_max'))} | {_fmt(exponent, 3)} | "
                              f"{_fmt(growth, 3)} |")
         widths = np.array(sorted({w for w in config.ratio_widths}), dtype=float)
@@ -882,6 +883,7 @@ def _agreement_finding(config: Config, results: Results) -> Finding:
     lines = ["| activation | placement | M | T | statistic | theory | sampled | relative error | in s.e. |",
              "|---|---|---|---|---|---|---|---|---|"]
     errors: dict[str, list] = defaultdict(list)
+    bounded: list = []
     for act in config.activations:
         for placement in [_resolve_placement(p, config.depth) for p in config.placements]:
             series = results.series("width", act, placement)
@@ -898,8 +900,12 @@ def _agreement_finding(config: Config, results: Results) -> Finding:
                 bound = key == "lambda_max" and p.theory.get("lambda_max_kind") == "bound"
                 if not bound:
                     errors[key].append((abs(rel), act, placement))
+                else:
+                    lo, hi = _finite(p.theory.get("lambda_max_lo")), _finite(p.theory.get("lambda_max_hi"))
+                    inside = lo is not None and hi is not None and lo <= mean <= hi
+                    bounded.append((inside, act, placement))
                 lines.append(f"| {act} | {placement_label(placement, config.depth)} | {p.width} | {p.samples} | "
-                             f"{key}{' (estimate; bounded)' if bound else ''} | {_fmt(theory)} | {_pm(mean, sem)} | "
+                             f"{key}{' (lower bound)' if bound else ''} | {_fmt(theory)} | {_pm(mean, sem)} | "
                              f"{rel:+.1%} | {_fmt(z, 2)} |")
     parts = []
     for key in _STATS:
@@ -909,8 +915,12 @@ def _agreement_finding(config: Config, results: Results) -> Finding:
             parts.append(f"{key}: median |relative error| {median:.1%} over {len(errors[key])} networks, largest "
                          f"{worst[0]:.1%} ({worst[1]}, {placement_label(worst[2], config.depth)})")
     reading = ("At the largest width of the width stage, theory (finite-width form) against sampled means: "
-               + "; ".join(parts) + ". Rows marked 'estimate' are cases where the theory only bounds λ_max; "
-               "they are not counted.") if parts else "No points computed."
+               + "; ".join(parts) + ". Rows marked 'lower bound' are cases where the theory only bounds λ_max; "
+               "they are not counted above.") if parts else "No points computed."
+    if bounded:
+        outside = [f"{a}, {placement_label(p, config.depth)}" for ok, a, p in bounded if not ok]
+        reading += (f" In {len(bounded) - len(outside)} of {len(bounded)} bounded cases the sampled mean λ_max "
+                    "lies within the theory's bounds" + (f"; outside: {'; '.join(outside)}." if outside else "."))
     return Finding("Theory against samples", reading, "\n".join(lines))
 
 
