@@ -573,6 +573,16 @@ def _fold(net: Network, T: Any, ctx: _Ctx, sw: tuple, sb: tuple) -> OrderParamet
         chi_scale = sw[l] if l < L else ctx.num(1)
         layers[l] = p.replace(qtilde1=d_eq, qtilde1_mean=d_ne, qtilde2=o_ne, qtilde2_same=o_eq,
                               chi1=chi_scale * bmap[1], chi2=chi_scale * bmap[2])
+    arrays = [v for v in (*sw, *sb) if isinstance(v, np.ndarray)]
+    if arrays:
+        # a grid: every field as an array of the grid's shape (sphere-law values do not depend on sigma)
+        shape = np.broadcast_shapes(*[a.shape for a in arrays])
+
+        def grid(v):
+            return None if v is None else np.broadcast_to(np.asarray(v, dtype=float), shape).copy()
+
+        layers = [p.replace(**{f.name: grid(getattr(p, f.name)) for f in fields(p)
+                               if f.name not in ("layer", "norm", "law")}) for p in layers]
     return OrderParameters(net, T, tuple(layers), ctx.mode, ctx.dps, sw, sb)
 
 
