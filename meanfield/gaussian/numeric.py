@@ -5,9 +5,28 @@ Definitions (THEORY.md sec. 2), z, x, y iid N(0, 1), c = q2 / q1:
     E[phi^2](q)     = E[phi(sqrt(q) z)^2]
     I_phi[q1, q2]   = E[phi(u) phi(v)],  u = sqrt(q1) x,  v = sqrt(q1) (c x + sqrt(1 - c^2) y)
 
-The fast path uses, in this order: a closed form (:mod:`.closed_forms`); for other smooth
-activations a quadrature rule adapted to the scale (see :func:`_smooth_cross`); for kinked ones a
-rule split at the kinks. Plain Gauss-Hermite is never used on a kinked function.
+Fast path, in this order (plain Gauss-Hermite is never applied to a kinked function):
+
+1. a closed form (:mod:`.closed_forms`): relu family, step family, abs, sign, erf, erf', sin, cos,
+   polynomials;
+2. smooth phi, small q1: Mehler's series sum_k a_k^2 c^k with a_k from one Gauss-Hermite row of
+   phi values per pair (N phi evaluations and one matrix product), accepted only where the known
+   remainder at c = 1 certifies 2e-14 (:data:`_MEHLER_BANDS`);
+3. smooth phi otherwise: the conditional form E_u[phi(u) h(c u)], h(m) = E[phi(m + s Y)],
+   s^2 = q1 (1 - c^2): a sinh-mapped trapezoid in u (resolves phi's scale-1 features near 0 and
+   the Gaussian's scale sqrt(q1) alike, so large q1 -- GELU at q = 44 -- costs nothing in
+   accuracy); h by Gauss-Hermite when s is small, else by splitting phi = p + r with p a
+   combination of 1, Phi(x), x, x Phi(x) matching phi's straight-line asymptotes (Gaussian
+   smoothing in closed form) and r smooth and localized, integrated on a fixed grid;
+4. kinked phi (kinks from :attr:`Activation.kinks`): tanh-sinh pieces split at the kinks, at
+   kink / c, and every 2 standard deviations.
+
+The rules assume phi varies on scales >= ~1 away from its kinks, as every catalogue entry does;
+for a sharper user function rescale: phi(x) = g(k x) gives I_phi[q1, q2] = I_g[k^2 q1, k^2 q2].
+
+mpmath path: composite Gauss-Legendre at the working precision on pieces of at most 4 sd, graded
+toward the kinks (and 0), nested for I; closed forms where they exist. Pure-Python mpmath makes
+the nested form slow (tens of seconds at 30 digits).
 
 Edge conventions (shared by every path):
 
@@ -15,6 +34,8 @@ Edge conventions (shared by every path):
   discontinuous phi (step, sign) this differs from the limit q -> 0+.
 * |q2| may exceed q1 by at most ``RTOL = 1e-12`` relative (rounding in the caller); such a q2 is
   taken as exactly +-q1. Beyond that, and for q1 = 0 with q2 != 0, :class:`InvalidArgument`.
+* Results are finite or an error: a non-finite intermediate (e.g. exp(x^2) whose expectation
+  diverges, or q beyond ~1e150 for an unbounded phi) raises FloatingPointError, never returns nan.
 """
 
 from __future__ import annotations
@@ -168,11 +189,12 @@ def _de_rule(lo, hi, n):
 _DE_NODES = 50
 
 # Mehler's formula I_phi(c) = sum_k a_k^2 c^k, a_k = E[phi(sqrt(q1) z) He_k(z)] / sqrt(k!): one
-# row of _MEHLER_N phi evaluations and a matrix product per pair. Used up to q1 = _MEHLER_QMAX,
-# and only where the exactly known remainder at c = 1 (E[phi^2] - sum_k a_k^2) is below _MEHLER_TOL.
-_MEHLER_N = 200
-_MEHLER_K = 170
-_MEHLER_QMAX = 2.5
+# row of N phi evaluations and a matrix product per pair. The terms needed grow ~ linearly with q1
+# (phi(sqrt(q1) z) gets sharper), so it is tried in bands (q1 max, N nodes, K terms), each pair
+# accepted only where the exactly known remainder at c = 1, E[phi^2] - sum_k a_k^2 (>= the
+# remainder at any |c| <= 1, all terms being >= 0), is below _MEHLER_TOL E[phi^2]; the rest go on
+# to the next band and finally to the conditional quadrature.
+_MEHLER_BANDS = ((0.12, 48, 40), (0.45, 96, 80), (1.4, 200, 170), (4.5, 420, 380), (14.0, 520, 480))
 _MEHLER_TOL = 2e-14
 
 
@@ -312,12 +334,14 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
     c = q2 / q1
     todo = np.ones(q1.shape, dtype=bool)
     if _kink_points(f) is None:
-        small = q1 <= _MEHLER_QMAX
-        for idx in _sorted_chunks(q1[small], 4096):
-            sel = np.nonzero(small)[0][idx]
-            value, ok = _mehler(f, q1[sel], c[sel])
-            out[sel[ok]] = value[ok]
-            todo[sel[ok]] = False
+        for qmax, n, k in _MEHLER_BANDS:
+            band = np.nonzero(todo & (q1 <= qmax))[0]
+            for part in np.array_split(band, max(1, band.size * n // 1_000_000)):
+                if part.size == 0:
+                    continue
+                value, ok = _mehler(f, q1[part], c[part], n, k)
+                out[part[ok]] = value[ok]
+                todo[part[ok]] = False
     rest = np.nonzero(todo)[0]
     for idx in _sorted_chunks(q1[rest], 16):
         sel = rest[idx]
@@ -325,8 +349,8 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
     return out
 
 
-def _mehler(f: Activation, q1: np.ndarray, c: np.ndarray):
-    z, w, sw, g = _mehler_tables(_MEHLER_N, _MEHLER_K)
+def _mehler(f: Activation, q1: np.ndarray, c: np.ndarray, n: int, k: int):
+    z, w, sw, g = _mehler_tables(n, k)
     values = f(np.sqrt(q1)[:, None] * z)
     second = values * values @ w
     a = (values * sw) @ g
@@ -334,9 +358,9 @@ def _mehler(f: Activation, q1: np.ndarray, c: np.ndarray):
     remainder = second - b.sum(axis=1)
     ok = np.abs(remainder) <= _MEHLER_TOL * second + 1e-300
     total = b[:, -1].copy()
-    for k in range(_MEHLER_K - 2, -1, -1):
+    for j in range(k - 2, -1, -1):
         total *= c
-        total += b[:, k]
+        total += b[:, j]
     return total, ok
 
 
@@ -348,12 +372,13 @@ def _inner(f: Activation, m: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     if np.any(exact):
         out[exact] = f(m[exact])
     if kinks is None:
-        # narrow: phi(m + sigma y) is smooth on scale >= 2 in y and Gauss-Hermite converges fast
-        narrow = (sigma > 0) & (sigma <= 0.5)
+        # narrow: phi(m + sigma y) is analytic in |Im y| < (pi/2)/sigma >= 2 (tanh's poles; the
+        # other catalogue entries have wider strips) and 32-point Gauss-Hermite converges to ~1e-14
+        narrow = (sigma > 0) & (sigma <= _SIGMA_WIDE)
         if np.any(narrow):
-            z, w = _hermite(28)
+            z, w = _hermite(32)
             out[narrow] = f(m[narrow][..., None] + sigma[narrow][:, None, None] * z) @ w
-        wide = sigma > 0.5
+        wide = sigma > _SIGMA_WIDE
         if np.any(wide):
             out[wide] = _inner_wide_smooth(f, m[wide], sigma[wide])
     else:
@@ -382,7 +407,11 @@ class _Split:
         return a + b * big_phi + c * m + d * (m * big_phi + s * s * _phi(z) / sp)
 
 
-_DT = 0.2  # grid spacing of r: trapezoid error ~exp(-2 pi (pi/2) / 0.2) for Gaussians of sd >= 0.5
+# Conditional sd above which the inner integral uses the split phi = p + r. The grid spacing of r
+# then gives a trapezoid error <= exp(b^2 / (2 sd^2) - 2 pi b / _DT) with b = pi/2 (tanh's strip):
+# 5e-14 at sd = 0.75.
+_SIGMA_WIDE = 0.75
+_DT = 0.3
 
 
 @functools.lru_cache(maxsize=64)
@@ -418,7 +447,7 @@ def _split(f: Activation) -> _Split | None:
 
 
 def _inner_wide_smooth(f, m, s):
-    """E[phi(m + s Y)] for s > 0.5.
+    """E[phi(m + s Y)] for s > _SIGMA_WIDE.
 
     With the split phi = p + r: closed-form E[p(m + s Y)] plus the trapezoid sum of r against the
     Gaussian density on r's fixed grid (no phi evaluations at all). Without one: a sinh trapezoid
