@@ -234,7 +234,7 @@ example:
   meanfield derive --write-derivations derivations/             (regenerate derivations/*.md)""",
     "reproduce": """\
 example:
-  meanfield reproduce                       (full run, about 4 minutes on 2 cores; ./meanfield-results)
+  meanfield reproduce                       (full run, about 3 minutes on 2 cores; ./meanfield-results)
   meanfield reproduce --quick --out /tmp/mf (about one minute)
   meanfield reproduce --config my.toml      (keys as in README; unknown keys are an error)
 Interrupted runs resume: every computed point is appended to points.csv in the output folder.""",

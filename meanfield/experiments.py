@@ -1162,7 +1162,7 @@ def _run_parallel(todo: list[Task], store: Store, labels: dict, processes: int, 
     os.environ.update({k: "1" for k in _THREAD_VARIABLES})
     try:
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        with cf.ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_worker_init) as pool:
             futures = {pool.submit(_call, task): task for task in todo}
             try:
                 for future in cf.as_completed(futures):
@@ -1170,8 +1170,9 @@ def _run_parallel(todo: list[Task], store: Store, labels: dict, processes: int, 
                     store.add(key, values, labels[key], seconds)
                     bar.update()
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                # Ctrl-C (or a failed task): drop the queue; workers finish the task in hand and exit.
+                # Everything finished so far is already in the cache.
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
     finally:
         for k, v in saved.items():
@@ -1182,6 +1183,13 @@ def _run_parallel(todo: list[Task], store: Store, labels: dict, processes: int, 
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _worker_init() -> None:
+    """Workers ignore Ctrl-C: the main process handles it (stops handing out work, keeps the cache)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def reproduce(config: Config | None = None, out: str | os.PathLike = "meanfield-results", *,
