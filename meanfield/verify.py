@@ -63,7 +63,7 @@ import numpy as np
 from scipy import special as _special
 
 from .errors import InvalidArgument, check_int, check_real
-from .network import Network
+from .network import BatchNorm, Network
 
 __all__ = [
     "STATISTICS",
@@ -803,6 +803,11 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
 def _assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, notes) -> VerificationReport:
     """Build the report from per-width sampled values and predictions (pure; used by tests too)."""
     partial = []  # (name, kind, rows, bias model, trend-or-None, raw p or None, note)
+    output = net.norm_at(net.depth)
+    if isinstance(output, BatchNorm) and not output.center_only:
+        notes = (*notes, "batch norm on the output: each output's Gram block carries 1/sigma_k^2 ~ T/(v chi^2_{T-1}), "
+                         "so per-network values are right-skewed and the p-values optimistic (most for depth 1 "
+                         "and few outputs, where nothing else averages); use more seeds and larger T")
     if len(widths) == 1:
         notes = (*notes, "a single width: finite-width bias is not separated from error (t-test of r = 0)")
     for name in STATISTICS:

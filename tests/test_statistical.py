@@ -57,7 +57,13 @@ TIER_ALPHA = 0.01           # false-alarm rate of the whole tier
 def _strategy(family, pattern):
     kinds = pattern if isinstance(pattern, tuple) else (pattern,)
     hidden = any(k not in ("none", "batch-last", "batch-center-last") for k in kinds)
-    return mfst.networks(min_depth=3 if len(kinds) > 1 or "every" in kinds[0] else (2 if hidden else 1),
+    # A depth-1 network with full batch norm on the output makes m and s sums of C inverse
+    # chi-squares and nothing else: the t approximation fails there (4 false alarms in 22 correct
+    # cases at nominal 1%, benchmarks/false_alarm.py), so the tier draws such placements at depth >= 2
+    # (where 0 of 80 failed). It is a limit of the test's normal approximation, not of the theory:
+    # the failing depth-1 networks agree with the prediction when re-run with 400 seeds.
+    shallowest = 2 if "batch-last" in kinds else 1
+    return mfst.networks(min_depth=3 if len(kinds) > 1 or "every" in kinds[0] else (2 if hidden else shallowest),
                          max_depth=MAX_DEPTH, activations=mfst.activations([family]), max_outputs=2,
                          norms=kinds)
 
