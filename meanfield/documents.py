@@ -286,6 +286,17 @@ def _chi_square() -> list[str]:
             + _tex(_tidy(chi2_inverse_moment(T, 2)))]
 
 
+def _max_inverse_chi_square() -> list[str]:
+    """E[max_k T / chi^2_{T-1,k}] over C outputs, by the quadrature the fisher code uses for its bound."""
+    from .sphere import expected_max_inverse_chi2
+
+    Ts, Cs = (8, 16, 32, 64, 256), (1, 4, 10)
+    head = r"T \backslash C & " + " & ".join(str(c) for c in Cs)
+    rows = [f"{T} & " + " & ".join(f"{expected_max_inverse_chi2(T, c):.4f}" for c in Cs) for T in Ts]
+    table = r"\begin{array}{r" + "r" * len(Cs) + "}" + r" \\ ".join([head, *rows]) + r"\end{array}"
+    return [r"\mathbb{E}\left[\max_{k \le C} \frac{T}{\chi^{2}_{T-1,k}}\right] &: \quad " + table]
+
+
 def _normalised_laws() -> list[str]:
     from .network import BatchNorm, LayerNorm
     from .recursions import _Ctx, _norm_forward
@@ -348,6 +359,11 @@ FINDINGS: list[Finding] = [
             "With full batch norm on the output, each output's Gram block is sigma_k^{-2} times a projector of "
             "rank T - 2, and the chi-square spread of sigma_k^2 raises E s above its value at the expected Gram "
             "by the factor (for T > 5):", _full_bn_s_factor, "meanfield.fisher"),
+    Finding("The largest of C batch variances",
+            "With full batch norm on the output the top eigenvalue is set by the output whose batch variance "
+            "came out smallest: the lower bound on lambda_max carries E[max_k T / chi^2_{T-1,k}] over the C "
+            "independent outputs, which exceeds E[T / chi^2_{T-1}] = T/(T-3) markedly at small T and large C "
+            "(values by quadrature):", _max_inverse_chi_square, "meanfield.sphere, meanfield.fisher"),
 ]
 
 
