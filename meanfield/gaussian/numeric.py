@@ -11,7 +11,7 @@ Fast path, in this order (plain Gauss-Hermite is never applied to a kinked funct
    polynomials;
 2. smooth phi, small q1: Mehler's series sum_k a_k^2 c^k with a_k from one Gauss-Hermite row of
    phi values per pair (N phi evaluations and one matrix product), accepted only where the known
-   remainder at c = 1 certifies 2e-14 (:data:`_MEHLER_BANDS`);
+   remainder at c = 1 certifies 1e-12 (:data:`_MEHLER_BANDS`);
 3. smooth phi otherwise: the conditional form E_u[phi(u) h(c u)], h(m) = E[phi(m + s Y)],
    s^2 = q1 (1 - c^2): a sinh-mapped trapezoid in u (resolves phi's scale-1 features near 0 and
    the Gaussian's scale sqrt(q1) alike, so large q1 -- GELU at q = 44 -- costs nothing in
@@ -194,13 +194,19 @@ _DE_NODES = 50
 # accepted only where the exactly known remainder at c = 1, E[phi^2] - sum_k a_k^2 (>= the
 # remainder at any |c| <= 1, all terms being >= 0), is below _MEHLER_TOL E[phi^2]; the rest go on
 # to the next band and finally to the conditional quadrature.
-_MEHLER_BANDS = ((0.12, 48, 40), (0.45, 96, 80), (1.4, 200, 170), (4.5, 420, 380), (14.0, 520, 480))
-_MEHLER_TOL = 2e-14
+_MEHLER_BANDS = ((0.12, 48, 40), (0.45, 96, 80), (1.4, 200, 170), (2.6, 300, 270), (4.5, 420, 380),
+                 (14.0, 520, 480))
+_MEHLER_TOL = 1e-12
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _mehler_tables(n: int, k: int):
-    """GH nodes z, weights w, and G[j, i] = He_j(z_i) sqrt(w_i) / sqrt(j!) (stable recurrence)."""
+    """Positive GH nodes z (n even), weights w there, and the Hermite-function tables
+    G[i, j] = He_j(z_i) sqrt(w_i) / sqrt(j!) split into even j and odd j (stable recurrence).
+
+    a_k only sees phi's even part for even k and its odd part for odd k, so folding the nodes
+    halves the matrix products.
+    """
     z, w = _hermite(n)
     sw = np.sqrt(w)
     g = np.empty((k, n))
@@ -208,7 +214,9 @@ def _mehler_tables(n: int, k: int):
     g[1] = z * sw
     for j in range(1, k - 1):
         g[j + 1] = (z * g[j] - np.sqrt(j) * g[j - 1]) / np.sqrt(j + 1)
-    return z, w, sw, np.ascontiguousarray(g.T)
+    pos = z > 0
+    return (z[pos], w[pos], sw[pos], np.ascontiguousarray(g[0::2, pos].T),
+            np.ascontiguousarray(g[1::2, pos].T))
 
 
 # -- the fast path -----------------------------------------------------------------------------------
@@ -292,6 +300,13 @@ def _sorted_chunks(key: np.ndarray, size: int):
         yield order[start:start + size]
 
 
+def _graded(kinks: tuple[float, ...]) -> tuple[float, ...]:
+    """The kinks and points at distances 1, 4, ..., 1024 around them: phi's smooth part bends on
+    scale ~1 next to a kink, which a piece of length ~sd >> 1 would resolve only through the
+    endpoint clustering of tanh-sinh (not enough at 1e-10 for sd ~ 30)."""
+    return tuple(sorted({p + sign * 4.0**j for p in kinks for j in range(6) for sign in (-1, 1)} | set(kinks)))
+
+
 def _outer_nodes(f: Activation, q: np.ndarray, c: np.ndarray | None):
     """Nodes u (P, N) and weights (density included) for E[g(u)], u ~ N(0, q), q > 0.
 
@@ -309,13 +324,14 @@ def _outer_nodes(f: Activation, q: np.ndarray, c: np.ndarray | None):
     else:
         # pieces: the kinks, kink / c, and every 2 sd (tanh-sinh is sparse mid-piece, so a piece
         # must not be much longer than the Gaussian's own scale)
-        cuts = [np.full_like(q, p) for p in kinks] + [k * 2.0 * sd for k in range(-4, 5)]
+        cuts = [np.full_like(q, p) for p in _graded(kinks)] + [k * 2.0 * sd for k in range(-4, 5)]
         if c is not None:
             safe = np.where(c != 0, c, 1.0)
             cuts += [np.where(c != 0, p / safe, p) for p in kinks]
         cuts = np.sort(np.clip(np.stack(cuts), lo, hi), axis=0)
         edges = [lo, *cuts, hi]
-        parts = [_de_rule(edges[k], edges[k + 1], _DE_NODES) for k in range(len(edges) - 1)]
+        parts = [_de_rule(edges[k], edges[k + 1], _DE_NODES) for k in range(len(edges) - 1)
+                 if np.any(edges[k + 1] > edges[k])]  # clipped grading points: empty pieces
         x = np.concatenate([p[0] for p in parts], axis=-1)
         wt = np.concatenate([p[1] for p in parts], axis=-1)
     return x, wt * _phi(x / sd[:, None]) / sd[:, None]
@@ -334,7 +350,7 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
     c = q2 / q1
     todo = np.ones(q1.shape, dtype=bool)
     if _kink_points(f) is None:
-        for qmax, n, k in _MEHLER_BANDS:
+        for qmax, n, k in _mehler_bands(f):
             band = np.nonzero(todo & (q1 <= qmax))[0]
             for part in np.array_split(band, max(1, band.size * n // 1_000_000)):
                 if part.size == 0:
@@ -349,18 +365,44 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _mehler_bands(f: Activation) -> tuple:
+    """The bands with their q1 limit lowered to where this phi's remainder test passes (probed
+    once per activation at c = 1), so pairs go straight to the cheapest band that certifies them;
+    bands that certify nothing new are dropped."""
+    bands, reached = [], 0.0
+    for qmax, n, k in _MEHLER_BANDS:
+        probe = np.linspace(qmax / 24, qmax, 24)
+        _, ok = _mehler(f, probe, np.ones_like(probe), n, k)
+        limit = probe[np.argmin(ok)] * 0.999 if not ok.all() else qmax
+        if not ok[0]:
+            continue
+        if limit > reached:
+            bands.append((float(limit), n, k))
+            reached = limit
+    return tuple(bands)
+
+
 def _mehler(f: Activation, q1: np.ndarray, c: np.ndarray, n: int, k: int):
-    z, w, sw, g = _mehler_tables(n, k)
-    values = f(np.sqrt(q1)[:, None] * z)
-    second = values * values @ w
-    a = (values * sw) @ g
-    b = a * a
-    remainder = second - b.sum(axis=1)
+    """Mehler partial sum on rows q1, c; returns (values, certified mask)."""
+    z, w, sw, g_even, g_odd = _mehler_tables(n, k)
+    scale = np.sqrt(q1)[:, None] * z
+    plus, minus = f(scale), f(-scale)
+    second = (plus * plus + minus * minus) @ w
+    # coefficients as rows (k, pair): the Horner sweep then reads contiguous memory
+    even = np.square(g_even.T @ ((plus + minus) * sw).T)
+    odd = np.square(g_odd.T @ ((plus - minus) * sw).T)
+    remainder = second - even.sum(axis=0) - odd.sum(axis=0)
     ok = np.abs(remainder) <= _MEHLER_TOL * second + 1e-300
-    total = b[:, -1].copy()
-    for j in range(k - 2, -1, -1):
-        total *= c
-        total += b[:, j]
+    c2 = c * c
+    total_even, total_odd = even[-1].copy(), odd[-1].copy()
+    for j in range(even.shape[0] - 2, -1, -1):
+        total_even *= c2
+        total_even += even[j]
+    for j in range(odd.shape[0] - 2, -1, -1):
+        total_odd *= c2
+        total_odd += odd[j]
+    total = total_even + c * total_odd
     return total, ok
 
 
@@ -491,11 +533,13 @@ def _inner_wide_smooth(f, m, s):
 def _inner_kinked(f, m, s, kinks):
     ss = np.broadcast_to(s[:, None], m.shape)
     lo, hi = m - _TAIL * ss, m + _TAIL * ss
-    cuts = [np.full_like(m, p) for p in kinks] + [m + k * 2.0 * ss for k in range(-4, 5)]
+    cuts = [np.full_like(m, p) for p in _graded(kinks)] + [m + k * 2.0 * ss for k in range(-4, 5)]
     cuts = np.sort(np.clip(np.stack(cuts), lo, hi), axis=0)
     edges = [lo, *cuts, hi]
     total = np.zeros_like(m)
     for k in range(len(edges) - 1):
+        if not np.any(edges[k + 1] > edges[k]):
+            continue
         x, wt = _de_rule(edges[k], edges[k + 1], _DE_NODES)
         dens = _phi((x - m[..., None]) / ss[..., None]) / ss[..., None]
         total += np.sum(wt * dens * f(x), axis=-1)
