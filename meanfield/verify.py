@@ -483,7 +483,9 @@ class VerificationReport:
                     pred = _g(row.prediction) if row.prediction is not None else "-"
                 body.append([
                     _PRETTY[res.statistic] if first else "", str(row.width), str(row.seeds), _g(row.mean),
-                    _g(row.sem, 2), pred, _pct(row.relative_error), _pct(row.relative_sem, signed=False),
+                    _g(row.sem, 2), pred,
+                    ("inside" if row.bounds is not None and row.relative_error == 0 else _pct(row.relative_error)),
+                    _pct(row.relative_sem, signed=False),
                     (_pct(res.extrapolated) + " +- " + _pct(res.extrapolated_se, signed=False)
                      if first and res.extrapolated is not None else ""),
                     (f"{res.adjusted_p:.3g}" if first and res.adjusted_p is not None else ""),
