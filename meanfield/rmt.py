@@ -13,19 +13,21 @@ The model, per output k (index a = k T + t):
        + [c_t . c_s / T]  (a Wishart-type bulk of population covariance Cov_x(g) / T).
 * The population spectrum of Cov_x(g) / T is modelled by its first free cumulants: a part that acts
   as the identity (the M^2-dimensional tensor part: d_0), a diagonal non-Gaussian part (per-sample norm
-  fluctuations, asymptotically free from the rest: semicircle of variance sigma_D^2), and one flat block
-  of n = O(M) modes of size lam = O(d / M) (the M-dimensional "linear" fluctuations of the forward and
-  backward features). Its R-transform is
+  fluctuations, asymptotically free from the rest: semicircle of variance sigma_D^2), and a block of
+  n = O(M) modes with the Marchenko-Pastur(1) profile of mean lam = O(d / M) (the M-dimensional "linear"
+  fluctuations of the forward and backward features, whose population covariance is itself Wishart-like).
+  Its R-transform is
 
-      R(g) = d_0 + sigma_D^2 g + n lam / (1 - T lam g),
+      R(g) = d_0 + sigma_D^2 g + n int lam' dH(lam') / (1 - T lam' g),
 
   and by free additive convolution the bulk edge is z(g*) with z(g) = R(g) + 1/g, z'(g*) = 0 (smallest
-  positive root). A single flat block with d_0 = sigma_D = 0 gives the Marchenko-Pastur edge
-  lam (sqrt(n) + sqrt(T))^2. A population spike ell gives an outlier at x = T ell + R(1/(T ell)) when
-  1 / (T ell) < g* (BBP), else nothing.
+  positive root), lowered by the Tracy-Widom mean E[TW_1] (z''(g*)/2)^(1/3) T^(-2/3) at finite T. A single
+  flat block with d_0 = sigma_D = 0 gives the Marchenko-Pastur edge lam (sqrt(n) + sqrt(T))^2. A population
+  spike ell gives an outlier at x = T ell + R(1/(T ell)) when 1 / (T ell) < g* (BBP), else nothing.
 * Batch norm on the output: center-only is G = Pi G_plain Pi (the outlier is deleted; spike and bulk
-  stay); full adds the per-output scale 1 / sigma_k^2, sigma_k^2 = v chi^2_{T-1} / T: the top is the
-  largest over k, E[max_k T / chi^2_k] / v times the center-only edge.
+  stay); the top is E max_k X_k over the C output blocks, X_k ~ N(top, (spread top)^2) with the per-output
+  spread O(1/sqrt M). Full batch norm adds the per-output scale 1 / sigma_k^2, sigma_k^2 = v chi^2_{T-1} / T:
+  E max_k X_k T / chi^2_k / v.
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
   plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
   symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M).
@@ -34,11 +36,12 @@ The model, per output k (index a = k T + t):
 
 What is *derived* here and what is *measured*: the free-probability edge, BBP outlier, the C-outlier
 maximum, the chi-square factor, and all mean entries (from :func:`meanfield.fisher.predict`) are theory.
-The fluctuation coefficients (n/M, lam M/d, sigma_D^2 M/d^2, ell M/G_offdiag, c_self, c_cross and the
-relative entry variances) are O(1/M) "four-point order parameters" that are **not yet derived**: they
-are measured on sampled networks at two small reference widths (64 and 128; seeds 1000-1002, disjoint
-from the seeds used to test) and extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`,
-cached per network). The prediction at the cell itself therefore never uses samples of that cell.
+The fluctuation coefficients (the block's free cumulants, sigma_D^2, ell, the outlier and block-top
+spreads, the relative entry variances and the O(1/M) corrections of the means) are "four-point order
+parameters" that are **not yet derived**: they are measured on sampled networks at two small reference
+widths (64 and 128; seeds from 1000, disjoint from the seeds used to test) and extrapolated as
+c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per network). The prediction at a cell
+never uses samples of that cell, but it is semi-empirical, and labelled so (``method``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from .errors import InvalidArgument, check_int, check_real
-from .network import BatchNorm, LayerNorm, Network
+from .network import BatchNorm, Network
 
 __all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "expected_max_scaled", "Fluctuations",
            "measure_fluctuations", "finite_width_stats", "rmt_records", "plot_rmt_comparison",
