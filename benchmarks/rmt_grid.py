@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         nets = list(networks(True))
     rows, skipped = [], []
     t_sample = t_theory = 0.0
-    header = (f"| network | M | T | T/M | sampled lambda_max (sem) | err lead | err mf | err rmt | "
+    header = ("| network | M | T | T/M | sampled lambda_max (sem) | err lead | err mf | err rmt | "
               f"sampled s (sem) | err s mf | err s rmt |")
     print(header)
     print("|" + "---|" * 11)
