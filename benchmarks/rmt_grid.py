@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     rows, skipped = [], []
     t_sample = t_theory = 0.0
     header = ("| network | M | T | T/M | sampled lambda_max (sem) | err lead | err mf | err rmt | "
-              f"sampled s (sem) | err s mf | err s rmt |")
+              "sampled s (sem) | err s mf | err s rmt |")
     print(header)
     print("|" + "---|" * 11)
     for label, net in nets:
