@@ -263,3 +263,19 @@ def test_readme_first_commands_are_the_main_job_and_the_ci_test_command():
     assert lines[1].endswith("pip install '.[test]' && pytest")
     ci = (README.parent / ".ci" / "run").read_text()
     assert "pip install '.[test]' && pytest" in ci
+
+
+# -- sweep (wiring only: meanfield.sweeps has its own tests) --------------------------------------------------
+
+
+def test_sweep_runs_a_tiny_grid_and_reports_a_bad_key_as_a_usage_error(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('depth = 2\nactivation = "relu"\nsigma_w2 = 2.0\nwidth = 8\nsamples = 4\nseeds = 2\n')
+    status, out, err = run(capsys, "sweep", str(grid), "--processes", "1", "--quiet")
+    assert status == 0, err
+    assert (tmp_path / "grid.sqlite").exists()
+    status, out, _ = run(capsys, "sweep", str(grid), "--dry-run")
+    assert status == 0 and "0 to do" in out
+    grid.write_text('depht = 2\nactivation = "relu"\nsigma_w2 = 2.0\nwidth = 8\nsamples = 4\n')
+    status, _, err = run(capsys, "sweep", str(grid), "--dry-run")
+    assert_usage_error(status, err, "depht", "depth")
