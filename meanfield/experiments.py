@@ -1097,6 +1097,14 @@ class ReproduceResult:
         lines += [f"  skipped stage {name}" for name in self.skipped]
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_markdown_(self) -> str:
+        """In Jupyter: the report itself."""
+        path = self.out / "report.md"
+        return path.read_text(encoding="utf-8") if path.exists() else self.summary()
+
 
 def _lock(out: Path):
     path = out / ".lock"
