@@ -62,6 +62,7 @@ _EXPORTS = {
     "free_edge": "rmt",
     "measure_fluctuations": "rmt",
     "Fluctuations": "rmt",
+    "reproduce": "experiments",
 }
 
 __all__ = sorted(_EXPORTS)
