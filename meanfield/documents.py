@@ -180,7 +180,7 @@ def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level
         out += ["Exact where the closed form is short, else to 12 digits:", "",
                 _display([row for row in rows if row]), ""]
     if d.notes:
-        out += [f"Notes: " + " ".join(f"{n}." for n in d.notes), ""]
+        out += ["Notes: " + " ".join(f"{n}." for n in d.notes), ""]
     return out
 
 
@@ -315,12 +315,9 @@ def _plain_corrections() -> list[str]:
     """Finite width minus leading order for a plain ReLU network with symbolic order parameters."""
     from .network import Network
 
-    net = Network(DEPTH, "relu", 2, 0)
     from . import derive
 
-    st = _structure(derive(net))
-    from .symbols import M, T
-
+    st = _structure(derive(Network(DEPTH, "relu", 2, 0)))
     return [r"\mathbb{E}\, G_{tt} - M \kappa_{1}\frac{\alpha}{T} &= " + _tex(_tidy(st["gd"] - st["gd_lead"])),
             r"\mathbb{E}\, G_{tt'} - M \kappa_{2}\frac{\alpha}{T} &= " + _tex(_tidy(st["go"] - st["go_lead"])),
             r"P - \alpha M^{2} &= " + _tex(_tidy(sympy.expand(st["P"] - st["P_lead"])))]
