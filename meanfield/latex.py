@@ -9,6 +9,7 @@ cross moment and E[phi(sqrt(q) z)^2] for the second moment, phi written as its c
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import sympy
@@ -148,3 +149,14 @@ def _norm(n: Any) -> str:
     kind = {"batch": r"\text{BN}", "batch-center": r"\text{BN}_{\text{center}}"}.get(getattr(n, "kind", ""),
                                                                                      r"\text{LN}")
     return f"{kind}(u^{{({n.layer})}})"
+
+
+# ``import meanfield.latex`` (done by modules that render) binds the *module* to the package
+# attribute ``meanfield.latex``, shadowing the lazily exported function of the same name. Making
+# the module callable keeps ``meanfield.latex(obj)`` working either way.
+class _CallableModule(sys.modules[__name__].__class__):
+    def __call__(self, obj: Any, **kwargs: Any) -> str:
+        return latex(obj, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
