@@ -5,9 +5,11 @@ and the arbitrary-precision path evaluate the *same* formula, and once in sympy 
 All numeric forms assume q1 > 0 and |q2| <= q1 (the caller handles q1 = 0 and validation).
 
 Stability: the angle theta = arccos(c), c = q2 / q1, is never formed from c. It is
-``atan2(sqrt((q1 - q2) (q1 + q2)), q2)``: at c = +-1 the square root is exactly zero and theta
-exactly 0 or pi, and within 1e-12 of it theta is as accurate as its inputs (no clipping, no
-cancellation in 1 - c^2). The erf forms use the same trick for arcsin. Polynomial activations
+``atan2(sqrt(q1 - q2) sqrt(q1 + q2), q2)`` (and pi - theta is ``atan2(.., -q2)``): at c = +-1 the
+root is exactly zero and theta exactly 0 or pi, within 1e-12 of it theta is as accurate as its
+inputs (no clipping, no cancellation in 1 - c^2, no overflow for huge q). The erf forms use the
+same trick for arcsin; relu's two terms, which cancel to O((1 + c)^(3/2)) near c = -1, are
+combined as |q2| (t - atan t) with a series for t < 0.3. Polynomial activations
 (including linear and constant) use Isserlis' theorem, exact in q1 and q2.
 """
 
@@ -44,9 +46,44 @@ class _NumpyOps:
     def const(value):
         return float(value)
 
+    @staticmethod
+    def relu_core(r, q2):
+        """r + q2 (pi - theta), r = sqrt(q1^2 - q2^2), without the cancellation of its two terms
+        for q2 < 0: there it is |q2| (t - atan t), t = r / |q2|, summed as a series for t < 0.3."""
+        r, q2 = np.broadcast_arrays(np.asarray(r, dtype=float), np.asarray(q2, dtype=float))
+        out = r + q2 * np.arctan2(r, -q2)
+        neg = q2 < 0
+        if np.any(neg):
+            b = -q2[neg]
+            t = r[neg] / b
+            small = t < 0.3
+            tt = t * t
+            acc = np.zeros_like(t)
+            for k in range(16, 0, -1):  # t^3 (1/3 - t^2/5 + t^4/7 - ...), Horner in t^2
+                acc = acc * tt + (-1.0) ** (k + 1) / (2 * k + 1)
+            series = acc * tt * t
+            out[neg] = b * np.where(small, series, t - np.arctan(np.where(small, 1.0, t)))
+        return out[()] if out.ndim == 0 else out
+
 
 class _MpmathOps:
     pi = property(lambda self: mpmath.pi)
+
+    @staticmethod
+    def relu_core(r, q2):
+        """As _NumpyOps.relu_core: |q2| (t - atan t) summed as a series for small t."""
+        if q2 >= 0:
+            return r + q2 * mpmath.atan2(r, -q2)
+        t = r / -q2
+        if t >= mpmath.mpf("0.3"):
+            return -q2 * (t - mpmath.atan(t))
+        total, power, k = mpmath.mpf(0), t**3, 1
+        eps = mpmath.eps * t**3
+        while abs(power) / (2 * k + 1) > eps:
+            total += power / (2 * k + 1) if k % 2 else -power / (2 * k + 1)
+            power *= t * t
+            k += 1
+        return -q2 * total
     sqrt = staticmethod(mpmath.sqrt)
     atan2 = staticmethod(mpmath.atan2)
     exp = staticmethod(mpmath.exp)
@@ -70,17 +107,14 @@ def _root(o, q1, q2):
     return o.sqrt(q1 - q2) * o.sqrt(q1 + q2)
 
 
-def _theta(o, q1, q2):
-    """arccos(q2 / q1) in [0, pi], stably: atan2(sqrt(q1^2 - q2^2), q2)."""
-    return o.atan2(_root(o, q1, q2), q2)
-
-
 # -- the formulas (backend-generic) ----------------------------------------------------------------
 # signature: second(o, q, p) and cross(o, q1, q2, p), with p the parameter dict (backend constants).
 
 
 def _relu_cross(o, q1, q2, p):
-    return (_root(o, q1, q2) + q2 * (o.pi - _theta(o, q1, q2))) / (2 * o.pi)
+    # (sqrt(q1^2 - q2^2) + q2 (pi - theta)) / (2 pi); near c = -1 both terms ~ q1 sqrt(1 + c)
+    # cancel to ~ q1 (1 + c)^(3/2), hence relu_core
+    return o.relu_core(_root(o, q1, q2), q2) / (2 * o.pi)
 
 
 def _leaky_cross(o, q1, q2, p):
@@ -96,12 +130,13 @@ def _abs_cross(o, q1, q2, p):
 
 
 def _step_cross(o, q1, q2, p):
-    return (o.pi - _theta(o, q1, q2)) / (2 * o.pi)
+    # pi - theta = atan2(r, -q2): accurate also where theta is close to pi (c near -1)
+    return o.atan2(_root(o, q1, q2), -q2) / (2 * o.pi)
 
 
 def _leaky_step_cross(o, q1, q2, p):
     a = p["a"]
-    return a + (1 - a) ** 2 * (o.pi - _theta(o, q1, q2)) / (2 * o.pi)
+    return a + (1 - a) ** 2 * o.atan2(_root(o, q1, q2), -q2) / (2 * o.pi)
 
 
 def _sign_cross(o, q1, q2, p):
