@@ -31,6 +31,7 @@ _EXPORTS = {
     "catalogue": "activations",
     "second_moment": "gaussian",
     "cross_moment": "gaussian",
+    "GaussianExpectation": "gaussian",
     "Network": "network",
     "BatchNorm": "network",
     "LayerNorm": "network",
