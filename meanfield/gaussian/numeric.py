@@ -197,6 +197,9 @@ _DE_NODES = 50
 _MEHLER_BANDS = ((0.12, 48, 40), (0.45, 96, 80), (1.4, 200, 170), (2.6, 300, 270), (4.5, 420, 380),
                  (14.0, 520, 480))
 _MEHLER_TOL = 1e-12
+# elements per temporary array of a Mehler band: large, since each chunk costs a Python-level
+# Horner sweep of K/2 steps (measured: 1e6 beats 2e5 by 2x on 1e5 tanh pairs)
+_CHUNK = 1_000_000
 
 
 @functools.lru_cache(maxsize=8)
@@ -352,7 +355,7 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
     if _kink_points(f) is None:
         for qmax, n, k in _mehler_bands(f):
             band = np.nonzero(todo & (q1 <= qmax))[0]
-            for part in np.array_split(band, max(1, band.size * n // 1_000_000)):
+            for part in np.array_split(band, max(1, band.size * n // _CHUNK)):
                 if part.size == 0:
                     continue
                 value, ok = _mehler(f, q1[part], c[part], n, k)
