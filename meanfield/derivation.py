@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+import numpy as np
 import sympy
 
 from .errors import InvalidArgument
@@ -187,6 +188,10 @@ class Derivation:
     def evaluate(self, width: int, samples: int, *, outputs: int | None = None, **values: Any) -> dict:
         """Floats of every statistic at M = width, T = samples, C = outputs (default the network's C).
 
+        All expressions are evaluated together in double precision through one ``lambdify`` with common
+        subexpressions shared (Gaussian and sphere-law expectations call their numeric fast paths). For
+        more digits use ``sympy.N`` on an expression.
+
         Example:
             >>> d = derive(Network(3, "relu", 2, 0, outputs=10))
             >>> round(d.evaluate(512, 32)["m"], 10)
@@ -194,12 +199,20 @@ class Derivation:
         """
         mapping = self._resolve((), values)
         mapping.update({M: width, T: samples, C: self.network.outputs if outputs is None else outputs})
-        out = {}
-        for k in _STATS:
-            v = getattr(self, k)
-            out[k] = _to_float(v.subs(mapping) if isinstance(v, sympy.Basic) else v, k)
-        for k, v in self.leading.items():
-            out[f"leading_{k}"] = _to_float(v.subs(mapping) if isinstance(v, sympy.Basic) else v, k)
+        names = list(_STATS) + [f"leading_{k}" for k in self.leading]
+        exprs = [getattr(self, k) for k in _STATS] + list(self.leading.values())
+        # expectations first (bottom-up, numeric fast paths), then one lambdify of what is left
+        exprs = [_numeric(sympy.sympify(e).subs(mapping)) for e in exprs]
+        left = set().union(*(e.free_symbols for e in exprs))
+        if left:
+            raise InvalidArgument("values", values, "numbers for every free symbol",
+                                  f"missing: {', '.join(sorted(map(str, left)))}")
+        fn = sympy.lambdify([], exprs, modules=[{"Heaviside": _heaviside}, "scipy", "numpy"], cse=True)
+        with np.errstate(all="raise"):
+            out = {k: float(v) for k, v in zip(names, fn())}
+        bad = [k for k, v in out.items() if not math.isfinite(v)]
+        if bad:
+            raise InvalidArgument("values", values, "values where the statistics are finite", f"{bad} are not")
         return out
 
     def lambdify(self, name: str, args: Any = None, modules: Any = None) -> Callable:
@@ -339,8 +352,12 @@ def _lambda_max(net: Network, kappa2: Any, gd: Any, go: Any, P: Any, s: Any, Tsy
     outlier, bulk = gd + (Tsym - 1) * go, gd - go
     if net.norm_at(net.depth) is None and kappa2.is_positive:
         return "prediction", outlier, None
-    if net.norm_at(net.depth) is not None or kappa2.is_nonpositive:
-        return "bound", bulk, (bulk, sympy.sqrt(P * s))
+    if net.norm_at(net.depth) is not None:
+        return "bound", bulk, (bulk, sympy.sqrt(P * s))   # gram_offdiag < 0 under an output batch norm
+    if kappa2.is_nonpositive:
+        # no O(M) outlier; at finite width the bias terms can still make gram_offdiag > 0
+        top = sympy.Max(outlier, bulk)
+        return "bound", top, (top, sympy.sqrt(P * s))
     return _CONDITIONAL, sympy.Max(outlier, bulk), None
 
 
