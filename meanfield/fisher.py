@@ -22,9 +22,11 @@ otherwise: the O(1/M) effects of finite-width fluctuations of the order paramete
 nor is the excess of s from entry-wise Gram fluctuations (relative size about T/M with batch norm on
 the output, 1/M otherwise).
 
-lambda_max is a prediction where E G has C outliers of order M (no normalization on the output and
-kappa_2 > 0). With batch norm on the output (or kappa_2 <= 0) the top eigenvalue is the edge of the
-bulk, which this theory does not give: ``lambda_max_kind`` is then "bound", ``lambda_max_bounds`` =
+lambda_max is a prediction where E G has C outliers of order M (no normalization on the output,
+kappa_2 > 0) that clear the bulk: T gram_offdiag / (gram_diag - gram_offdiag) > 3 sqrt(C T / M), the
+bulk's measured finite-width spread (constant 1.3-2.3) with a margin. Otherwise (batch norm on the
+output, kappa_2 <= 0, or an outlier buried in the bulk at this width) the top eigenvalue is the edge of
+the bulk, which this theory does not give: ``lambda_max_kind`` is then "bound", ``lambda_max_bounds`` =
 (lo, hi) with lo the top eigenvalue of E G (a lower bound for E lambda_max by Jensen: lambda_max is
 convex) sharpened for full batch norm by E[max_k T / chi^2_{T-1,k}], and hi = sqrt(P s); ``lambda_max``
 holds lo and ``eta_max`` = 2 / lo is then an upper bound on the stable learning rate.
@@ -272,12 +274,30 @@ def _statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: _Ctx) -> d
                 full_bn_last=full_bn_last)
 
 
-def _lambda_kind(net: Network, kappa2: Any, ctx: _Ctx) -> str:
+# The bulk of G spreads above its mean eigenvalue gram_diag - gram_offdiag by about c sqrt(C T / M) (relative)
+# at finite width; measured c = 1.3-2.3 (ReLU/erf/tanh, L = 3, T = 8-32, C = 1-4, M = 64-1024). The outlier
+# gram_diag + (T-1) gram_offdiag is only called a prediction when it clears that spread with c = 3.
+BULK_SPREAD = 3.0
+
+
+def _separation(gd: Any, go: Any, T: Any) -> Any:
+    """(outlier - bulk) / bulk of E G per output: T gram_offdiag / (gram_diag - gram_offdiag)."""
+    return T * go / (gd - go)
+
+
+def _lambda_kind(net: Network, kappa2: Any, ctx: _Ctx, gd: Any = None, go: Any = None, width: Any = None,
+                 T: Any = None) -> str:
     if net.norm_at(net.depth) is not None:
         return "bound"
     if ctx.mode == "sympy":
         return "bound" if (kappa2.is_positive is False) else "prediction"
-    return "prediction" if float(kappa2) > 1e-12 else "bound"
+    if not float(kappa2) > 1e-12:
+        return "bound"
+    if gd is not None and width is not None:
+        spread = BULK_SPREAD * math.sqrt(net.outputs * int(T) / float(width))
+        if not float(_separation(gd, go, ctx.num(T))) > spread:
+            return "bound"
+    return "prediction"
 
 
 # -- public -------------------------------------------------------------------------------------------------------
@@ -346,7 +366,8 @@ def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, 
     s = st["s_l"] if use_lead else st["s"]
     lam = st["lam_l"] if use_lead else st["lam"]
     P = st["P"]
-    kind = _lambda_kind(net, st["kappa2"], ctx)
+    symbolic_width = isinstance(width, sympy.Basic) and not width.is_number
+    kind = _lambda_kind(net, st["kappa2"], ctx, st["gd"], st["go"], None if symbolic_width else width, T)
     bounds = None
     notes = []
     if kind == "bound":
@@ -364,8 +385,11 @@ def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, 
         if net.norm_at(net.depth) is not None:
             notes.append("lambda_max is not predicted with normalization on the output (the top eigenvalue is "
                          "the bulk edge): bounds only; lambda_max holds the lower bound, eta_max = 2/lo")
-        else:
+        elif not float(st["kappa2"]) > 1e-12:
             notes.append("kappa_2 <= 0: no O(M) outlier, the top eigenvalue is the bulk edge: bounds only")
+        else:
+            notes.append(f"the outlier (kappa_2 > 0) does not clear the bulk's finite-width spread "
+                         f"~{BULK_SPREAD:g} sqrt(C T / M) at this width: bounds only")
     if ctx.mode == "sympy":
         eta = 2 / lam
     else:
@@ -447,7 +471,8 @@ def predict_grid(net: Network, width: int, samples: int, *, sigma_w2: Any = None
 
     k2 = full(st["kappa2"])
     has_norm = net.norm_at(net.depth) is not None
-    kind = np.where((k2 > 1e-12) & (not has_norm), "prediction", "bound")
+    separated = full(_separation(st["gd"], st["go"], float(T))) > BULK_SPREAD * math.sqrt(net.outputs * T / width)
+    kind = np.where((k2 > 1e-12) & separated & (not has_norm), "prediction", "bound")
     lam = full(st["lam"])
     sw_grid = full(op.sigma_w2[0])
     sb_grid = full(op.sigma_b2[0])

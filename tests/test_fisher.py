@@ -31,8 +31,22 @@ def test_leading_order_plain_network():
     assert float(lead.m) == pytest.approx(k1 * C / M, rel=1e-13)
     assert float(lead.s) == pytest.approx(alpha * C * (k1**2 + (T - 1) * k2**2) / T, rel=1e-13)
     assert float(lead.lambda_max) == pytest.approx(alpha * M * (k1 + (T - 1) * k2) / T, rel=1e-13)
-    assert st.lambda_max_kind == "prediction" and st.lambda_max_bounds is None
-    assert float(st.eta_max) == pytest.approx(2 / float(st.lambda_max), rel=1e-15)
+    relu = predict(Network(3, "relu", 2, 0, outputs=C), M, T)
+    assert relu.lambda_max_kind == "prediction" and relu.lambda_max_bounds is None
+    assert float(relu.eta_max) == pytest.approx(2 / float(relu.lambda_max), rel=1e-15)
+    gd, go = float(relu.gram_diag), float(relu.gram_offdiag)
+    assert float(relu.lambda_max) == pytest.approx(gd + (T - 1) * go, rel=1e-15)
+
+
+def test_outlier_buried_in_the_bulk_is_only_bounded():
+    # kappa_2 > 0, but the outlier clears the mean bulk eigenvalue by T go/(gd - go) = 0.35, less than the
+    # bulk's finite-width spread 3 sqrt(C T / M) = 0.92 (sampled: lambda_max 64.7 +- 1.2, 31% above the
+    # outlier 49.2, 40 seeds at M = 256): a bound, not a prediction
+    st = predict(Network(3, "gelu", 1.7, 0.05, norms=[BatchNorm(1)], alphas=(1, 2, 0.5), outputs=3), 256, 8)
+    assert float(st.kappa2) > 0
+    assert st.lambda_max_kind == "bound" and "spread" in " ".join(st.notes)
+    gd, go = float(st.gram_diag), float(st.gram_offdiag)
+    assert float(st.lambda_max_bounds[0]) == pytest.approx(gd + 7 * go, rel=1e-14)
 
 
 def test_full_batch_norm_last_matches_chi_square_formulas():
