@@ -32,7 +32,8 @@ from meanfield.sampling import sample  # noqa: E402
 from meanfield.spectrum import explicit_gram, gram_plan, top_eigenvalue  # noqa: E402
 
 C, T, L = 10, 256, 3
-PLACEMENTS = {"plain": [], "bn-last": [BatchNorm("last")], "bn-middle": [BatchNorm(2)]}
+PLACEMENTS = {"plain": [], "bn-last": [BatchNorm("last")], "bn-middle": [BatchNorm(2)],
+              "bn-every": [BatchNorm(1), BatchNorm(2), BatchNorm(3)]}  # the last one only on request
 
 
 def matmul_seconds(n: int = 2048, repeat: int = 3) -> float:
@@ -77,7 +78,7 @@ def time_call(fn, repeat: int = 1) -> tuple[float, object]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--widths", default="512,1024,2048")
-    parser.add_argument("--placements", default=",".join(PLACEMENTS))
+    parser.add_argument("--placements", default="plain,bn-last,bn-middle")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--big", action="store_true")
     args = parser.parse_args(argv)

@@ -28,8 +28,10 @@ How (*) is evaluated depends on where the samples are coupled (see :func:`gram_p
   Z is the Gram of the M per-unit batch-variance gradients; it costs about r M^3 + 3 T^2 M^2 flops
   (r = rank K <= T): the price of exactness for a hidden batch norm (measured in
   benchmarks/sampling.py). Center-only batch norm has no variance path and stays cheap.
-  With a batch norm at l itself (batch norm in every layer) the unit j's kernel becomes
-  B_j K B_j (B_j its batch-norm map) and the same terms are summed unit by unit, at the same cost.
+  With a batch norm at l itself (batch norm in every layer), B_j = (Pi - v_j v_j^T/T)/s_j per unit:
+  the Pi part is the same computation with K -> Pi K Pi and phi'_j -> phi'_j / s_j, and the rank-one
+  part adds mu diag(v_j^T K v_j) mu^T - psi mu^T - mu psi^T, with mu, psi (CT x M_l) linear
+  functionals of the signal that cost (CT x M)(M x M) GEMMs: the same cost as without it.
 - ``generic`` (any other layer at or below a hidden batch norm: two or more layers under it, layer
   norm right under it): the full (T x M) signals D^l_a are propagated by the
   exact batched backward pass (chunks of rows a), and (*) is evaluated as E E^T with E_a = L^T D_a.
@@ -224,9 +226,6 @@ def _bn_own(e: np.ndarray, trace: Trace, l: int, center_only: bool) -> np.ndarra
 
 def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     """Layer l = l_B - 1 under the batch norm at l_B = l + 1 (no norm at l, or a center-only one)."""
-    lower = net.norm_at(l)
-    if isinstance(lower, BatchNorm) and not lower.center_only:
-        return _bn_below_bn(e, trace, net, l)
     C, T, MB = e.shape
     lb = l + 1
     norm = net.norm_at(lb)
@@ -235,10 +234,17 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))  # (T, M_l)
     K = _kernel(trace, l)
     Lf, lower = _factor(K, trace.hidden(l - 1))
-    if net.norm_at(l) is not None:  # center-only batch norm at l: D^l = Pi D̃, so K -> Pi K Pi
+    below = net.norm_at(l)
+    if below is not None:
+        # batch norm at l: D^l[:, j] = B_j D̃[:, j], B_j = (Pi - v_j v_j^T/T)/s_j (center-only: Pi).
+        # The Pi part turns K into Pi K Pi and phi'_j into phi'_j / s_j; the rank-one part
+        # v_j v_j^T is added at the end through two M_l-vectors per row (mu, psi below).
+        K0 = K
         K = K - K.mean(axis=0, keepdims=True)
         K -= K.mean(axis=1, keepdims=True)
         Lf, lower = Lf - Lf.mean(axis=0, keepdims=True), False
+        if not below.center_only:
+            phi = phi / trace.scales[l - 1][None, :]
     eps = e if norm.center_only else e / trace.scales[lb - 1]
     g = (eps.reshape(C * T, MB) @ W)                      # (CT, M_l)
     delta = (g.reshape(C, T, Ml) * phi[None])             # direct signals
@@ -247,7 +253,10 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     G = _plain(delta, K)
     Y = g * (nvec / 2.0) - (delta * kappa[None]).reshape(C * T, Ml) / T
     _sym_add(G, Y, g)
+    full_below = below is not None and not below.center_only
     if norm.center_only:
+        if full_below:
+            _rank_one_below(G, g.reshape(C, T, Ml), None, W, None, phi, trace.normalized[l - 1], K0, T)
         return G
     U = trace.normalized[lb - 1]                          # (T, M_B)
     nu = (eps * U[None]).reshape(C * T, MB)
@@ -282,74 +291,34 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
         del B, Bc
     Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
     _sym_add(G, Y2, nu)
+    if full_below:
+        _rank_one_below(G, g.reshape(C, T, Ml), nu, W, UT, phi, trace.normalized[l - 1], K0, T)
     return G
 
 
-def _bn_below_bn(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
-    """Layer l = l_B - 1 with its own full batch norm, under the batch norm at l_B = l + 1.
+def _rank_one_below(G, g, nu, W, UT, phi, v, K, T) -> None:
+    """The v_j v_j^T / T part of a full batch norm at layer l = l_B - 1 (phi already divided by s_j).
 
-    The signal at u^l is B_j applied per unit j to the signal at ũ^l, B_j = (Pi - v_j v_j^T/T)/s_j,
-    so the kernel of unit j is K_j = B_j K B_j. With Λ'_j = diag(phi'_j) B_j L and Λ_j = Pi Λ'_j:
-    mean path  sum_j g_a[j] g_b[j] (Λ_j Λ_j^T)[t, t'];  variance path as in the plain case with
-    Xi_t[i, j] = W[i, j] (Λ_j Λ'_j^T Ũ)[t, i] and Z = sum_j (w_j w_j^T) ⊙ (Ũ^T Λ'_j Λ'_j^T Ũ).
+    With Ẽ'_a the signal at ũ^l divided by s_j, mu_a[j] = sum_s Ẽ'_a[s, j] v[s, j] / T and
+    psi_a[j] = sum_s Ẽ'_a[s, j] (Pi K v)[s, j]; the block gains mu diag(v_j^T K v_j) mu^T
+    - psi mu^T - mu psi^T. Each functional sum_s Ẽ'_a[s, j] c[s, j] of the signal is
+    g_a[j] (Pi y)[t, j] - (nu_a^T (W ⊙ Ũ^T y))[j] / T with y = phi ⊙ c (no GEMM over samples).
     """
-    C, T, MB = e.shape
-    n = C * T
-    lb = l + 1
-    upper = net.norm_at(lb)
-    W = np.asarray(trace.weights[lb - 1])                 # (M_B, M_l)
-    Ml = W.shape[1]
-    phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))
-    v, sig = trace.normalized[l - 1], trace.scales[l - 1]  # the lower batch norm's output and std
-    Lf, _ = _factor(_kernel(trace, l), trace.hidden(l - 1))
-    r = Lf.shape[1]
-    PL = Lf - Lf.mean(axis=0, keepdims=True)               # Pi L
-    vL = v.T @ Lf                                          # (M_l, r)
-    eps = e if upper.center_only else e / trace.scales[lb - 1]
-    g = (eps.reshape(n, MB) @ W).reshape(C, T, Ml)
-    full = not upper.center_only
-    if full:
-        U = trace.normalized[lb - 1]
-        nu = (eps * U[None]).reshape(n, MB)
-        Q = np.zeros((T, C, MB))
-        Z = np.zeros((MB, MB))
-    G4 = np.zeros((C, T, C, T))
-    per = max(1, _CHUNK_BYTES // (8 * (3 * T * r + r * MB + T * MB + C * T * T + T * T)))
-    for j0 in range(0, Ml, per):
-        js = slice(j0, min(Ml, j0 + per))
-        nj = js.stop - js.start
-        BL = (PL[None] - v.T[js, :, None] * vL[js, None, :] / T) / sig[js, None, None]   # B_j L (nj, T, r)
-        Lp = BL * phi.T[js, :, None]                                                       # Λ'_j
-        Lm = Lp - Lp.mean(axis=1, keepdims=True)                                           # Λ_j = Pi Λ'_j
-        del BL
-        N = np.matmul(Lm, Lm.transpose(0, 2, 1))                                           # (nj, T, T)
-        gj = g[:, :, js]                                                                    # (C, T, nj)
-        X = gj[:, :, None, :] * N.transpose(1, 2, 0)[None]                                 # (C, T, T', nj)
-        # G4[k, t, k', t'] += sum_j X[k, t, t', j] g[k', t', j]: one batched GEMM over t'
-        G4 += _mm_block(X, gj, C, T)
-        del X, N
-        if full:
-            P = np.matmul(Lp.transpose(0, 2, 1), U)                                        # (nj, r, M_B)
-            Xi = np.matmul(Lm, P) * W.T[js, None, :]                                        # (nj, T, M_B)
-            Q += np.matmul(gj.transpose(1, 0, 2), Xi.transpose(1, 0, 2))                   # (T, C, M_B)
-            del Xi
-            Bc = np.ascontiguousarray((P * W.T[js, None, :]).transpose(2, 0, 1)).reshape(MB, nj * r)
-            Z += Bc @ Bc.T
-            del P, Bc
-    G = G4.reshape(n, n)
-    if full:
-        Q = np.ascontiguousarray(Q.transpose(1, 0, 2)).reshape(n, MB)
-        Y2 = (nu @ Z) * (1.0 / (2.0 * T * T)) - Q / T
-        _sym_add(G, Y2, nu)
-    return G
+    C, Tn, Ml = g.shape
+    n = C * Tn
 
+    def functional(c):
+        y = phi * c
+        out = (g * (y - y.mean(axis=0, keepdims=True))[None]).reshape(n, Ml)
+        if nu is not None:
+            out -= (nu @ (W * (UT @ y))) / T
+        return out
 
-def _mm_block(X: np.ndarray, gj: np.ndarray, C: int, T: int) -> np.ndarray:
-    """(C, T, C, T) block sum_j X[k, t, t', j] g[k', t', j] as one batched GEMM over t'."""
-    nj = gj.shape[2]
-    Xs = np.ascontiguousarray(X.transpose(2, 0, 1, 3)).reshape(T, C * T, nj)     # [t', (k, t), j]
-    out = np.matmul(Xs, gj.transpose(1, 2, 0))                                    # [t', (k, t), k']
-    return out.reshape(T, C, T, C).transpose(1, 2, 3, 0)                          # [k, t, k', t']
+    KV = K @ v
+    mu = functional(v / T)
+    psi = functional(KV - KV.mean(axis=0, keepdims=True))
+    dV = np.einsum("sj,sj->j", v, KV)
+    _sym_add(G, mu * (dV / 2.0) - psi, mu)
 
 
 def _generic(e: np.ndarray, trace: Trace, net: Network, lb: int, layers: list[int]) -> dict[int, np.ndarray]:
