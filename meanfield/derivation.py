@@ -124,9 +124,7 @@ class Derivation:
         leading = {k: f(v) for k, v in self.leading.items()}
         if kind == _CONDITIONAL and isinstance(values["kappa2"], sympy.Basic):
             k2 = values["kappa2"]
-            if not k2.free_symbols:
-                k2 = sympy.Float(_to_float(k2, "kappa2"))
-            if k2.is_positive or k2.is_nonpositive:
+            if _sign(k2) is not None:
                 T_ = order.samples
                 kind, values["lambda_max"], bounds = _lambda_max(self.network, k2, values["gram_diag"],
                                                                  values["gram_offdiag"], values["P"], values["s"], T_)
@@ -202,12 +200,16 @@ class Derivation:
         names = list(_STATS) + [f"leading_{k}" for k in self.leading]
         exprs = [getattr(self, k) for k in _STATS] + list(self.leading.values())
         # expectations first (bottom-up, numeric fast paths), then one lambdify of what is left
-        exprs = [_numeric(sympy.sympify(e).subs(mapping)) for e in exprs]
+        mapping = {k: sympy.sympify(v) for k, v in mapping.items()}
+        # Max(...) with number arguments would be decided by a slow high-precision evalf of both branches:
+        # keep it unevaluated (a plain function) and let numpy take the maximum
+        exprs = [sympy.sympify(e).replace(sympy.Max, _MAX) for e in exprs]
+        exprs = [_numeric(e.xreplace(mapping)) for e in exprs]  # xreplace: no re-simplification
         left = set().union(*(e.free_symbols for e in exprs))
         if left:
             raise InvalidArgument("values", values, "numbers for every free symbol",
                                   f"missing: {', '.join(sorted(map(str, left)))}")
-        fn = sympy.lambdify([], exprs, modules=[{"Heaviside": _heaviside}, "scipy", "numpy"], cse=True)
+        fn = sympy.lambdify([], exprs, modules=[{"Heaviside": _heaviside, "max_": max}, "scipy", "numpy"], cse=True)
         with np.errstate(all="raise"):
             out = {k: float(v) for k, v in zip(names, fn())}
         bad = [k for k, v in out.items() if not math.isfinite(v)]
@@ -280,6 +282,9 @@ class Derivation:
         return "\\begin{aligned}" + r" \\ ".join(self.latex_lines()) + r"\end{aligned}"
 
 
+_MAX = sympy.Function("max_")
+
+
 def _heaviside(x, h0=0.5):
     import numpy as np
     return np.heaviside(x, 0.5 if h0 is None else h0)
@@ -350,15 +355,26 @@ def _lambda_max(net: Network, kappa2: Any, gd: Any, go: Any, P: Any, s: Any, Tsy
     not normalised; else the bulk value gram_diag - gram_offdiag (a lower bound) with sqrt(P s) above;
     Max(...) with kind "prediction if kappa2 > 0" while the sign of kappa_2 is unknown."""
     outlier, bulk = gd + (Tsym - 1) * go, gd - go
-    if net.norm_at(net.depth) is None and kappa2.is_positive:
-        return "prediction", outlier, None
     if net.norm_at(net.depth) is not None:
-        return "bound", bulk, (bulk, sympy.sqrt(P * s))   # gram_offdiag < 0 under an output batch norm
-    if kappa2.is_nonpositive:
+        return "bound", bulk, (bulk, sympy.sqrt(P * s, evaluate=False))   # gram_offdiag < 0 under an output batch norm
+    sign = _sign(kappa2)
+    if sign is not None and sign > 0:
+        return "prediction", outlier, None
+    if sign is not None:
         # no O(M) outlier; at finite width the bias terms can still make gram_offdiag > 0
-        top = sympy.Max(outlier, bulk)
-        return "bound", top, (top, sympy.sqrt(P * s))
-    return _CONDITIONAL, sympy.Max(outlier, bulk), None
+        top = sympy.Max(outlier, bulk, evaluate=False)
+        return "bound", top, (top, sympy.sqrt(P * s, evaluate=False))
+    return _CONDITIONAL, sympy.Max(outlier, bulk, evaluate=False), None
+
+
+def _sign(value: Any) -> int | None:
+    """+1 / 0 / -1 for a number (numerically: sympy's assumption queries on nested closed forms can take
+    tens of seconds), None while free symbols remain."""
+    value = sympy.sympify(value)
+    if value.free_symbols:
+        return None
+    x = _to_float(value, "kappa2")
+    return 1 if x > 0 else (0 if x == 0 else -1)
 
 
 def _rules(net: Network, Tsym: Any) -> tuple:

@@ -205,7 +205,7 @@ def _nonzero(value: Any) -> bool:
 
 def _max(ctx: _Ctx, a: Any, b: Any) -> Any:
     if ctx.mode == "sympy":
-        return sympy.Max(a, b)
+        return sympy.Max(a, b, evaluate=False)  # no assumption queries on huge arguments
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.maximum(a, b)
     return a if a >= b else b
@@ -213,7 +213,7 @@ def _max(ctx: _Ctx, a: Any, b: Any) -> Any:
 
 def _sqrt(ctx: _Ctx, x: Any) -> Any:
     if ctx.mode == "sympy":
-        return sympy.sqrt(x)
+        return sympy.sqrt(x, evaluate=False)  # evaluating asks assumptions of a huge expression: slow
     if ctx.mode == "mp":
         return mpmath.sqrt(x)
     return np.sqrt(x)
@@ -263,8 +263,7 @@ def _statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: _Ctx) -> d
 
     m, s, lam = stats(gd, go, P)
     m_l, s_l, lam_l = stats(gd_lead, go_lead, P_lead)
-    kappa1 = Tn * gd_lead / (A * Mn)
-    kappa2 = Tn * go_lead / (A * Mn)
+    kappa1, kappa2 = op.kappas()  # = T gd_lead / (A M), computed without the 1/T so that T cancels exactly
     if isinstance(last, BatchNorm):
         rank = Cn * (Tn - (1 if last.center_only else 2))
     else:
@@ -290,7 +289,10 @@ def _lambda_kind(net: Network, kappa2: Any, ctx: _Ctx, gd: Any = None, go: Any =
     if net.norm_at(net.depth) is not None:
         return "bound"
     if ctx.mode == "sympy":
-        return "bound" if (kappa2.is_positive is False) else "prediction"
+        if kappa2.free_symbols:
+            return "prediction"  # assumes kappa_2 > 0 (derive() keeps a Max until the sign is known)
+        from .derivation import _to_float
+        return "prediction" if _to_float(kappa2, "kappa2") > 1e-12 else "bound"
     if not float(kappa2) > 1e-12:
         return "bound"
     if gd is not None and width is not None:

@@ -214,10 +214,14 @@ class OrderParameters:
             >>> [tuple(round(float(x), 6) for x in pair) for pair in op.gram_layers(100)]  # M/pi + 1
             [(101.0, 0.5), (101.0, 32.830989)]
         """
-        net = self.network
-        T = self.samples if self.samples is not None else 1
         ctx = _Ctx(self.mode, self.dps)
-        Tn = ctx.num(T)
+        Tn = ctx.num(self.samples if self.samples is not None else 1)
+        return tuple((gd / Tn, go / Tn) for gd, go in self._sums(width, bias=bias))
+
+    def _sums(self, width: Any = None, *, bias: bool = True) -> tuple[tuple[Any, Any], ...]:
+        """T times gram_layers: the per-layer sums before the 1/T (kept apart so T cancels exactly)."""
+        net = self.network
+        ctx = _Ctx(self.mode, self.dps)
         out = []
         for l in range(1, net.depth + 1):
             below, here = self.layers[l - 1], self.layers[l]
@@ -228,8 +232,8 @@ class OrderParameters:
                 Ml = _width(net, l - 1, width, ctx)
                 one = ctx.num(1) if bias else 0
                 h1, h2 = Ml * below.qhat1 + one, Ml * below.qhat2 + one
-            gd = (h1 * here.qtilde1 + h2 * here.qtilde1_mean) / Tn
-            go = (h1 * here.qtilde2_same + h2 * here.qtilde2) / Tn
+            gd = h1 * here.qtilde1 + h2 * here.qtilde1_mean
+            go = h1 * here.qtilde2_same + h2 * here.qtilde2
             out.append((gd, go))
         return tuple(out)
 
@@ -246,11 +250,10 @@ class OrderParameters:
             1.5
         """
         ctx = _Ctx(self.mode, self.dps)
-        T = ctx.num(self.samples if self.samples is not None else 1)
         A = _alpha(self.network, ctx, normaliser=True)
-        terms = self.gram_layers(None)
-        k1 = sum((gd for gd, _ in terms), ctx.num(0)) * T / A
-        k2 = sum((go for _, go in terms), ctx.num(0)) * T / A
+        terms = self._sums(None)
+        k1 = sum((gd for gd, _ in terms), ctx.num(0)) / A
+        k2 = sum((go for _, go in terms), ctx.num(0)) / A
         return k1, k2
 
     # -- display -----------------------------------------------------------------------------------------
