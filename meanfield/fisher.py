@@ -236,7 +236,7 @@ def _statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: _Ctx) -> d
             sizes = [sympy.nsimplify(s) for s in sizes]
         P = sum((sizes[l] * (sizes[l - 1] + 1) for l in range(1, L + 1)), ctx.num(0))
     else:
-        P = ctx.num(net.parameter_count(int(width)))
+        P = net.parameter_count(int(width))  # an exact int (mixes with floats, arrays and mpf)
     P_lead = alpha * Mn**2 if L > 1 else Cn * ctx.num(net.alphas[0]) * Mn
     terms = op.gram_layers(Mn)
     lead_terms = op.gram_layers(None)
@@ -264,10 +264,11 @@ def _statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: _Ctx) -> d
     m, s, lam = stats(gd, go, P)
     m_l, s_l, lam_l = stats(gd_lead, go_lead, P_lead)
     kappa1, kappa2 = op.kappas()  # = T gd_lead / (A M), computed without the 1/T so that T cancels exactly
-    if isinstance(last, BatchNorm):
-        rank = Cn * (Tn - (1 if last.center_only else 2))
+    lost = (1 if last.center_only else 2) if isinstance(last, BatchNorm) else 0
+    if ctx.mode == "sympy" or isinstance(T, sympy.Basic):
+        rank = Cn * (Tn - lost)
     else:
-        rank = Cn * Tn
+        rank = min(int(C) * (int(T) - lost), P) if isinstance(P, int) else int(C) * (int(T) - lost)
     return dict(alpha=alpha, P=P, P_lead=P_lead, gd=gd, go=go, gd_lead=gd_lead, go_lead=go_lead, m=m, s=s,
                 lam=lam, m_l=m_l, s_l=s_l, lam_l=lam_l, kappa1=kappa1, kappa2=kappa2, terms=terms, rank=rank,
                 full_bn_last=full_bn_last)
