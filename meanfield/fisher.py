@@ -34,6 +34,8 @@ holds lo and ``eta_max`` = 2 / lo is then an upper bound on the stable learning 
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,10 +347,12 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
         width = check_int("width", width, minimum=1)
         net.widths(width)  # every alpha_l M must be whole
     if finite_width == "rmt":
-        raise InvalidArgument("finite_width", finite_width, "None, True or False",
-                              "'rmt' (the random-matrix bulk edge) is reserved for a later version")
+        if symbolic_width or dps is not None or net.is_symbolic:
+            raise InvalidArgument("finite_width", finite_width, "None, True or False with symbolic or mpmath "
+                                  "evaluation", "'rmt' is a numeric, partly measured prediction")
+        return _predict_rmt(net, width, samples)
     if finite_width not in (None, True, False):
-        raise InvalidArgument("finite_width", finite_width, "None, True or False")
+        raise InvalidArgument("finite_width", finite_width, "None, True, False or 'rmt'")
     T = _check_samples(net, samples, purpose="fisher")
     if T is None:
         raise InvalidArgument("samples", samples, "the batch size T (an integer >= 1)")
@@ -358,6 +362,24 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
         with mpmath.workdps(dps):
             return _assemble(net, op, width, T, ctx, finite_width)
     return _assemble(net, op, width, T, ctx, finite_width)
+
+
+def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
+    """The finite-width form with lambda_max and s from meanfield.rmt (issue 9's random-matrix model).
+
+    Semi-empirical: the random-matrix edge and spike are derived, but the fluctuation coefficients they
+    need are measured on sampled reference networks at small widths (see meanfield.rmt); say so.
+    """
+    from . import rmt
+
+    base = predict(net, width, samples)
+    extra = rmt.finite_width_stats(net, int(width), int(samples), base)
+    lam = extra["lambda_max"]
+    notes = (*base.notes, "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.rmt; "
+             "its fluctuation coefficients are measured on sampled reference networks (semi-empirical)",
+             *extra.get("notes", ()))
+    return dataclasses.replace(base, lambda_max=lam, s=extra["s"], eta_max=2 / lam, lambda_max_kind="prediction",
+                               lambda_max_bounds=None, notes=tuple(notes))
 
 
 def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, finite_width: Any) -> FisherStats:

@@ -121,7 +121,7 @@ def fisher_task(point: Point) -> dict:
         >>> from meanfield.network import Network
         >>> record = fisher_task(Point(Network(2, "relu", 2, 0, outputs=2), width=16, samples=4, seed=0))
         >>> record["P"], record["predicted_lambda_max_kind"]
-        (306, 'prediction')
+        (306, 'bound')
         >>> 0.5 < record["sampled_m"] / record["predicted_m"] < 2
         True
     """

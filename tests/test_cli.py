@@ -260,9 +260,9 @@ def test_readme_first_commands_are_the_main_job_and_the_ci_test_command():
     block = text.split("```bash", 1)[1].split("```", 1)[0]
     lines = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0].endswith("pip install . && meanfield reproduce")
-    assert lines[1].endswith("pip install '.[test]' && pytest")
+    assert lines[1].endswith("pip install -e '.[test]' && pytest")
     ci = (README.parent / ".ci" / "run").read_text()
-    assert "pip install '.[test]' && pytest" in ci
+    assert "pip install -e '.[test]' && pytest" in ci
 
 
 # -- sweep (wiring only: meanfield.sweeps has its own tests) --------------------------------------------------
