@@ -177,7 +177,7 @@ def test_too_few_samples_names_samples_and_reason(net, T, needed):
 
 
 @pytest.mark.parametrize("kwargs, argument", [(dict(width=0, samples=8), "width"), (dict(width=64, samples=0), "samples"),
-                                              (dict(width=64, samples=8, finite_width="rmt"), "finite_width"),
+                                              (dict(width=64, samples=8, finite_width="bulk"), "finite_width"),
                                               (dict(width=64, samples=8, dps=1), "dps")])
 def test_bad_arguments(kwargs, argument):
     with pytest.raises(InvalidArgument) as err:
