@@ -17,19 +17,12 @@ import pytest
 
 import meanfield
 from meanfield.cli import build_parser, main, parse_activation, parse_norm
+from cli_runner import run
 
 COMMANDS = ("predict", "sample", "verify", "derive", "reproduce", "sweep")
 SMALL = ["--activation", "relu", "--depth", "2", "--sigma-w2", "2", "--sigma-b2", "0.1", "--outputs", "2"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """main(argv) -> (exit status, stdout, stderr), whether main returns or exits."""
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return int(status or 0), captured.out, captured.err
 
 
 def assert_usage_error(status: int, err: str, *expected: str) -> None:

@@ -14,6 +14,7 @@ from meanfield import experiments
 from meanfield.cli import main
 from meanfield.errors import InvalidArgument
 from meanfield.experiments import Store, load_config, slope
+from cli_runner import run
 
 TINY = """\
 # a tiny run: two widths, two placements, two seeds; both stages that need only theory and sampler
@@ -34,13 +35,6 @@ stages = ["width", "ratio"]
 """
 
 
-def run(capsys, *argv):
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return int(status or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
