@@ -17,6 +17,8 @@ with :func:`register_stage`):
   layer, growing like M without normalization.
 * ``learning_rate``: loss after N gradient steps over (M, eta) with the predicted boundary
   eta = 2/lambda_max(M) (needs :mod:`meanfield.training`; skipped with a note when unavailable).
+* ``rmt``: lambda_max over a grid of (M, T/M) cells, leading order and the random-matrix prediction
+  ``predict(..., finite_width="rmt")`` (issue 9) against sampled means, with per-cell relative errors.
 
 Findings are *computed*: fitted exponents, ratios and sign tests on the numbers decide each sentence
 of the report; nothing in the text is fixed in advance.
@@ -76,6 +78,14 @@ class Config:
         lr_activation, lr_placements, lr_widths, lr_samples, lr_steps, lr_seeds: the learning-rate
             grid; lr_etas steps log-spaced from a quarter of the smallest predicted eta_max to
             lr_eta_span times the largest.
+        rmt_activations, rmt_placements: the networks of the random-matrix stage.
+        rmt_widths: widths M of the random-matrix stage (>= 8).
+        rmt_ratios: batch-to-width ratios T/M of the random-matrix stage (T = round(ratio M); cells with
+            C T > 2048 are skipped, as are cells with T below what the network's norms need).
+        rmt_seeds: sampled networks per cell (seeds 0..rmt_seeds-1, kept below the model's reference
+            seeds 1000+).
+        rmt_reference_widths: the two widths at which the random-matrix model measures its fluctuation
+            coefficients (``meanfield.rmt.measure_fluctuations``; the model's own default is 64, 128).
         stages: the stages to run, in order.
     """
 
@@ -101,7 +111,13 @@ class Config:
     lr_etas: int = 12
     lr_eta_span: float = 16.0
     lr_seeds: int = 1
-    stages: tuple[str, ...] = ("width", "ratio", "learning_rate")
+    rmt_activations: tuple[str, ...] = ("relu", "tanh")
+    rmt_placements: tuple[str, ...] = ("batch-center:last", "none", "layer:mid")
+    rmt_widths: tuple[int, ...] = (64, 256)
+    rmt_ratios: tuple[float, ...] = (0.125, 0.5, 1.0, 2.0)
+    rmt_seeds: int = 6
+    rmt_reference_widths: tuple[int, ...] = (64, 128)
+    stages: tuple[str, ...] = ("width", "ratio", "learning_rate", "rmt")
 
     def sigma(self, kind: str, activation: str) -> float:
         """sigma_w2 or sigma_b2 for one activation (a scalar setting applies to all)."""
@@ -128,6 +144,7 @@ QUICK = dict(
     widths=(64, 128, 256), samples=16, seeds=4,
     ratio_activations=("relu",), ratio_widths=(32, 64, 128, 256), ratio_seeds=3,
     lr_widths=(64, 128), lr_steps=30, lr_etas=8,
+    rmt_activations=("relu",), rmt_widths=(64,), rmt_ratios=(0.25, 1.0), rmt_seeds=3,
 )
 """Overrides of the defaults for ``--quick`` (about a minute on 2 cores)."""
 
@@ -223,11 +240,17 @@ def _read_toml(path: str | os.PathLike) -> dict:
 def _validate(config: Config) -> None:
     from .activations import activation
 
-    for name in (*config.activations, *config.ratio_activations, config.lr_activation):
-        activation(name)
+    named = [("activations", a) for a in config.activations] + [("ratio_activations", a) for a in
+                                                                  config.ratio_activations]
+    named += [("lr_activation", config.lr_activation)] + [("rmt_activations", a) for a in config.rmt_activations]
+    for key, name in named:
+        try:
+            activation(name)
+        except InvalidArgument as err:  # name the setting, keep the catalogue and the closest name
+            raise InvalidArgument(key, name, "an activation of the catalogue", str(err)) from None
         for kind in ("sigma_w2", "sigma_b2"):
             config.sigma(kind, name)
-    for key in ("placements", "ratio_placements", "lr_placements"):
+    for key in ("placements", "ratio_placements", "lr_placements", "rmt_placements"):
         for placement in getattr(config, key):
             try:
                 network_for(config, config.activations[0], placement)
@@ -244,6 +267,28 @@ def _validate(config: Config) -> None:
     for width in config.ratio_widths:
         if width % config.width_per_sample:
             raise InvalidArgument("ratio_widths", width, f"multiples of width_per_sample={config.width_per_sample}")
+    _validate_rmt(config)
+
+
+def _validate_rmt(config: Config) -> None:
+    """The random-matrix stage's keys: widths the model accepts, positive ratios, seeds disjoint from its
+    reference seeds, two different reference widths."""
+    from .rmt import REFERENCE_SEEDS
+
+    for width in config.rmt_widths:
+        if width < 8:
+            raise InvalidArgument("rmt_widths", width, "widths M >= 8 (the random-matrix model needs them)")
+    for ratio in config.rmt_ratios:
+        if not ratio > 0:
+            raise InvalidArgument("rmt_ratios", ratio, "positive ratios T/M")
+    # the model's coefficients are measured on seeds from min(REFERENCE_SEEDS) on: the sampled cells must
+    # not reuse them, or the comparison would test the model on its own data
+    if config.rmt_seeds > min(REFERENCE_SEEDS):
+        raise InvalidArgument("rmt_seeds", config.rmt_seeds, f"at most {min(REFERENCE_SEEDS)}",
+                              f"seeds from {min(REFERENCE_SEEDS)} on are the random-matrix model's reference draws")
+    widths = config.rmt_reference_widths
+    if len(widths) < 2 or widths[0] == widths[-1] or min(widths) < 8:
+        raise InvalidArgument("rmt_reference_widths", list(widths), "two different widths >= 8 (e.g. [64, 128])")
 
 
 # -- networks and placements -------------------------------------------------------------------------------
@@ -496,15 +541,22 @@ def _point_tasks(stage: str, config: Config, activations: Sequence[str], placeme
                 tasks.append(Task(f"theory|{described}|M={width}|T={samples}", "experiments:theory_point",
                                   (("spec", spec), ("width", width), ("samples", samples)),
                                   labels + (("seed", None), ("kind", "theory")), cost=0.05))
-                # cost: forward M^2 T per layer, Gram (C T)^2 M; batch norm about twice the plain cost
-                cost = (width * width * samples + (config.outputs * samples) ** 2 * width) * 1e-7 * (
-                    2.0 if resolved != "none" else 1.0)
-                for seed in range(seeds):
-                    tasks.append(Task(f"sample|{described}|M={width}|T={samples}|seed={seed}",
-                                      "experiments:sample_point",
-                                      (("spec", spec), ("width", width), ("samples", samples), ("seed", seed)),
-                                      labels + (("seed", seed), ("kind", "sample")), cost=cost))
+                tasks += [_sample_task(labels, net, width, samples, seed, resolved != "none") for seed in range(seeds)]
     return tasks
+
+
+def _sample_cost(outputs: int, width: int, samples: int, normalized: bool) -> float:
+    """Relative cost of one sampled point: forward M^2 T per layer, Gram (C T)^2 M; a norm about doubles it."""
+    return (width * width * samples + (outputs * samples) ** 2 * width) * 1e-7 * (2.0 if normalized else 1.0)
+
+
+def _sample_task(labels: tuple, net, width: int, samples: int, seed: int, normalized: bool) -> Task:
+    """One sampled network. The key names only the network, M, T and seed (not the stage), so every stage
+    that needs the same draw shares one cached computation."""
+    return Task(f"sample|{_described(net)}|M={width}|T={samples}|seed={seed}", "experiments:sample_point",
+                (("spec", _spec(net)), ("width", width), ("samples", samples), ("seed", seed)),
+                labels + (("seed", seed), ("kind", "sample")),
+                cost=_sample_cost(net.outputs, width, samples, normalized))
 
 
 def _width_tasks(config: Config) -> list[Task]:
@@ -1068,11 +1120,334 @@ def _lr_reading(grid) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+# -- the random-matrix stage (issue 9) -------------------------------------------------------------------------
+
+_RMT_MAX_CT = 2048  # largest C T of a sampled cell: the exact CT x CT Gram and its top eigenvalue stay cheap
+_RMT_WITHIN = 0.05  # the issue's goal: within 5% of the sampled mean
+_RMT_ROWS = 1  # format of rmt_point's rows: raise it when they change, so that old cached rows are not read
+
+
+def _rmt_min_samples(net) -> int:
+    """Smallest T the random-matrix prediction accepts for ``net``: T >= 4 and what the norms need; with a
+    full batch norm on the output T > 5 (the chi-square moments of its scale diverge below)."""
+    from .network import BatchNorm
+
+    last = net.norm_at(net.depth)
+    full_bn_out = isinstance(last, BatchNorm) and not last.center_only
+    return max(4, net.min_samples(), 6 if full_bn_out else 0)
+
+
+def _rmt_cells(config: Config, net) -> tuple[list[tuple[int, int]], list[str]]:
+    """The (M, T) cells of one network, T = round(ratio M), and why any (M, ratio) was left out."""
+    cells, skipped = [], []
+    least = _rmt_min_samples(net)
+    for width in config.rmt_widths:
+        for ratio in config.rmt_ratios:
+            samples = int(round(ratio * width))
+            if samples * net.outputs > _RMT_MAX_CT:
+                skipped.append(f"M = {width}, T/M = {ratio:g} (C·T = {samples * net.outputs} > {_RMT_MAX_CT})")
+            elif samples < least:
+                skipped.append(f"M = {width}, T/M = {ratio:g} (T = {samples} < {least}, "
+                               "the fewest this network allows)")
+            elif (width, samples) not in cells:
+                cells.append((width, samples))
+    return sorted(cells), skipped
+
+
+def _rmt_model_digest() -> str:
+    """A digest of the random-matrix model's source: the model is semi-empirical and still changing, so a
+    changed model must not reuse cached predictions (the sampled points do not depend on it)."""
+    import hashlib
+
+    from . import rmt
+
+    try:
+        text = Path(rmt.__file__).read_bytes()
+    except OSError:  # e.g. a zipped install: fall back to the package version
+        from . import __version__
+
+        text = __version__.encode()
+    return hashlib.sha1(text).hexdigest()[:10]
+
+
+def _rmt_theory_cost(net, cells: Sequence[tuple[int, int]], reference_widths: Sequence[int]) -> float:
+    """Relative cost of :func:`rmt_point`, in the units of the sampled points: the reference draws of
+    ``measure_fluctuations`` (seeds x reference widths x reference ratios, exact Grams and their spectra)
+    dominate; each cell adds a prediction of about a tenth of a second."""
+    from . import rmt
+
+    C = net.outputs
+    seeds = max(6, -(-24 // C))
+    cost = 0.0
+    for width in (reference_widths[0], reference_widths[-1]):
+        for ratio in rmt.REFERENCE_RATIOS:
+            samples = max(min(int(round(ratio * width)), 1024 // C), 8)
+            # the exact Gram, then full eigen-decompositions of its blocks and of the whole centred Gram:
+            # about five sampled points' worth (calibrated on measured times: ~6 s per C = 4 network at the
+            # reference widths 64, 128, against ~2.8 s for the largest sampled point, M = 256, T = 512)
+            cost += seeds * 5.0 * _sample_cost(C, width, samples, False)
+    return cost + 5.0 * len(cells)  # a prediction per cell: ~0.1 s
+
+
+def rmt_point(spec: tuple, cells: tuple, reference_widths: tuple = (64, 128)) -> dict:
+    """Per cell (M, T): leading-order, finite-width mean-field and random-matrix lambda_max and s.
+
+    One call per network, because the random-matrix model first measures its fluctuation coefficients on
+    sampled reference networks (:func:`meanfield.rmt.measure_fluctuations`, seconds per network, cached
+    only within a process). With the model's own reference widths the prediction is exactly
+    ``predict(net, M, T, finite_width="rmt")``; with other reference widths it is
+    ``rmt.finite_width_stats(net, M, T, predict(net, M, T), fluctuations=measure_fluctuations(net, widths))``.
+    The leading value is what :func:`meanfield.rmt.rmt_records` calls ``lead``: the leading-order
+    lambda_max; with batch norm on the output, where leading order only bounds it, the bulk scale
+    gram_diag - gram_offdiag (centre only) or the finite-width mean-field value (full batch norm).
+
+    Args:
+        spec: the network (``_spec``).
+        cells: ((M, T), ...).
+        reference_widths: the two widths of the model's reference draws.
+
+    Returns:
+        dict with ``rmt_cells`` (one dict per cell: width, samples, lead, lead_kind, meanfield, meanfield_kind, rmt,
+        s_lead, s_meanfield, s_rmt, notes, error), ``rmt_reference`` (widths, T/M ratios and seeds of the
+        reference draws) and ``rmt_method``. A cell the model cannot predict has rmt None and the reason
+        in ``error``; no NaN is returned.
+
+    Example:
+        >>> from meanfield import BatchNorm, Network
+        >>> net = Network(3, "relu", 2.0, 0.1, outputs=2, norms=[BatchNorm("last", center_only=True)])
+        >>> out = rmt_point(_spec(net), ((16, 8),), reference_widths=(16, 32))
+        >>> cell = out["rmt_cells"][0]
+        >>> cell["rmt"] > cell["lead"] > 0, out["rmt_reference"]["widths"]
+        (True, [16, 32])
+    """
+    from . import predict, rmt
+    from .network import BatchNorm
+
+    net = _network(spec)
+    reference_widths = tuple(int(w) for w in reference_widths)
+    native = reference_widths == tuple(rmt.REFERENCE_WIDTHS)
+    fluctuations = rmt.measure_fluctuations(net) if native else rmt.measure_fluctuations(net, widths=reference_widths)
+    last = net.norm_at(net.depth)
+    rows = []
+    for width, samples in cells:
+        width, samples = int(width), int(samples)
+        base = predict(net, width, samples)
+        lead, lead_kind = base.leading.lambda_max, "leading lambda_max"
+        if isinstance(last, BatchNorm) and last.center_only:
+            lead, lead_kind = base.leading.gram_diag - base.leading.gram_offdiag, "leading bulk scale"
+        elif isinstance(last, BatchNorm):
+            lead, lead_kind = base.lambda_max, "finite-width lambda_max"
+        row = dict(width=width, samples=samples, lead=_finite(lead), lead_kind=lead_kind,
+                   meanfield=_finite(base.lambda_max),
+                   meanfield_kind=getattr(base, "lambda_max_kind", "prediction"), s_lead=_finite(base.leading.s),
+                   s_meanfield=_finite(base.s), rmt=None, s_rmt=None, notes=[], error=None)
+        try:
+            if native:
+                stats = predict(net, width, samples, finite_width="rmt")
+                lam, s = stats.lambda_max, stats.s
+                notes = [n for n in stats.notes if n not in base.notes]
+            else:
+                extra = rmt.finite_width_stats(net, width, samples, base, fluctuations=fluctuations)
+                lam, s, notes = extra["lambda_max"], extra["s"], list(extra.get("notes", ()))
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+            # one cell the model cannot handle must not cost the other cells (and the report says so)
+            row["error"] = f"{type(err).__name__}: {err}"
+        else:
+            # keep the cell's own notes (a coefficient floored at 0, ...), not the ones every cell carries
+            generic = ("finite_width='rmt'", "fluctuation coefficients measured")
+            row.update(rmt=_finite(lam), s_rmt=_finite(s),
+                       notes=[str(n) for n in notes if not str(n).startswith(generic)])
+        rows.append(row)
+    widths, ratios, seeds = fluctuations.reference
+    return {"rmt_cells": rows, "rmt_method": "rmt-semi-empirical",
+            "rmt_reference": {"widths": [int(w) for w in widths], "ratios": [float(r) for r in ratios],
+                              "seeds": [int(s) for s in seeds]}}
+
+
+def _rmt_networks(config: Config) -> list[tuple[str, str, Any]]:
+    """(activation, resolved placement, network) of the stage, in config order, without repeats."""
+    nets = {}
+    for act in config.rmt_activations:
+        for placement in config.rmt_placements:
+            resolved = _resolve_placement(placement, config.depth)
+            nets.setdefault((act, resolved), network_for(config, act, placement))
+    return [(act, resolved, net) for (act, resolved), net in nets.items()]
+
+
+def _rmt_tasks(config: Config) -> list[Task]:
+    tasks = []
+    digest = _rmt_model_digest()
+    reference = tuple(config.rmt_reference_widths)
+    for act, resolved, net in _rmt_networks(config):
+        cells, _ = _rmt_cells(config, net)
+        if not cells:
+            continue
+        base = (("stage", "rmt"), ("activation", act), ("placement", resolved))
+        tasks.append(Task(
+            f"rmt|{_described(net)}|cells={';'.join(f'{w}x{t}' for w, t in cells)}|"
+            f"reference={','.join(map(str, reference))}|model={digest}|rows={_RMT_ROWS}",
+            "experiments:rmt_point", (("spec", _spec(net)), ("cells", tuple(cells)), ("reference_widths", reference)),
+            base + (("width", None), ("samples", None), ("seed", None), ("kind", "rmt")),
+            cost=_rmt_theory_cost(net, cells, reference)))
+        for width, samples in cells:
+            labels = base + (("width", width), ("samples", samples))
+            tasks += [_sample_task(labels, net, width, samples, seed, resolved != "none")
+                      for seed in range(config.rmt_seeds)]
+    return tasks
+
+
+def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, list[str]]:
+    """The cached rows as :func:`meanfield.rmt.rmt_records` records (plus activation, placement and the
+    finite-width mean-field value), the model's reference draws, and cells without an RMT value."""
+    theory = {(r["activation"], r["placement"]): r for r in results.rows
+              if r.get("stage") == "rmt" and r.get("kind") == "rmt"}
+    records, reference, failed = [], {}, []
+    for act, resolved, net in _rmt_networks(config):
+        row = theory.get((act, resolved))
+        if row is None:
+            continue
+        reference = row.get("rmt_reference") or reference
+        label = f"{act}, {placement_label(resolved, config.depth)}"
+        for cell in row["rmt_cells"]:
+            M, T = cell["width"], cell["samples"]
+            point = results.points.get(("rmt", act, resolved, M, T))
+            if point is None or not point.seeds:
+                continue
+            if cell["rmt"] is None or cell["lead"] is None or cell["meanfield"] is None:
+                failed.append(f"{label}, M = {M}, T = {T}: {cell.get('error') or 'a prediction is not finite'}")
+                continue
+            lam, sem = point.mean("lambda_max"), point.sem("lambda_max")
+            records.append(dict(
+                network=net.describe(), label=label, activation=act, placement=resolved, width=M, samples=T,
+                seeds=len(point.seeds), lead=cell["lead"], lead_kind=cell["lead_kind"],
+                meanfield=cell["meanfield"],
+                meanfield_kind=cell["meanfield_kind"], rmt=cell["rmt"], sampled=lam, sem=sem,
+                s_lead=cell["s_lead"], s_meanfield=cell["s_meanfield"], s_rmt=cell["s_rmt"],
+                s_sampled=point.mean("s"), s_sem=point.sem("s"),
+                err_lead=cell["lead"] / lam - 1.0, err_meanfield=cell["meanfield"] / lam - 1.0,
+                err_rmt=cell["rmt"] / lam - 1.0, s_err_lead=cell["s_lead"] / point.mean("s") - 1.0,
+                s_err_rmt=cell["s_rmt"] / point.mean("s") - 1.0 if cell["s_rmt"] is not None else math.nan,
+                notes="; ".join(cell.get("notes") or ())))
+    return records, reference, failed
+
+
+def _render_rmt(config: Config, results: Results, out: Path) -> list[Finding]:
+    from .rmt import plot_rmt_comparison
+
+    records, reference, failed = _rmt_records(config, results)
+    if not records:
+        return []
+    figures: list[str] = []
+    # one figure per activation (a panel per network), through the model module's own plot, once per format
+    for act in dict.fromkeys(r["activation"] for r in records):
+        mine = [r for r in records if r["activation"] == act]
+        for ext in ("png", "pdf"):
+            plot_rmt_comparison(mine, out / f"rmt_{act}.{ext}")
+            figures.append(f"rmt_{act}.{ext}")
+    columns = ("activation", "placement", "network", "width", "samples", "seeds", "sampled", "sem", "lead",
+               "lead_kind", "meanfield", "meanfield_kind", "rmt", "err_lead", "err_meanfield", "err_rmt",
+               "s_sampled", "s_sem", "s_lead", "s_meanfield", "s_rmt", "s_err_lead", "s_err_rmt", "notes")
+    with open(out / "rmt.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for r in records:
+            writer.writerow([_csv_value(r[c]) for c in columns])
+    figures.append("rmt.csv")
+    lines = ["| network | M | T | T/M | λ_max sampled | leading | error | finite-width mean field | error | RMT | "
+             "error | within 5%: leading / mean field / RMT |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        marks = " / ".join("yes" if abs(r[k]) <= _RMT_WITHIN else "no"
+                           for k in ("err_lead", "err_meanfield", "err_rmt"))
+        lines.append(f"| {r['label']} | {r['width']} | {r['samples']} | {r['samples'] / r['width']:.4g} | "
+                     f"{_pm(r['sampled'], r['sem'])} | {_fmt(r['lead'])} | {r['err_lead']:+.1%} | "
+                     f"{_fmt(r['meanfield'])}{' (bound)' if r['meanfield_kind'] == 'bound' else ''} | "
+                     f"{r['err_meanfield']:+.1%} | {_fmt(r['rmt'])} | {r['err_rmt']:+.1%} | {marks} |")
+    return [Finding("Beyond leading order: λ_max from the random-matrix model",
+                    _rmt_reading(config, records, reference, failed), "\n".join(lines), tuple(figures))]
+
+
+def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: list[str]) -> str:
+    """Counts within 5%, median |error| and the worst cell per method, computed from the records."""
+    n = len(records)
+    methods = (("leading order", "err_lead"), ("finite-width mean field", "err_meanfield"),
+               ("the random-matrix model", "err_rmt"))
+    ref_widths = reference.get("widths", list(config.rmt_reference_widths))
+    ref_seeds = reference.get("seeds", [])
+    sampled = range(config.rmt_seeds)
+    disjoint = not set(ref_seeds) & set(sampled)
+    seeds_text = (f"seeds {min(ref_seeds)}–{max(ref_seeds)}" if ref_seeds else "its reference seeds")
+    from .rmt import REFERENCE_WIDTHS
+
+    native = tuple(ref_widths) == tuple(REFERENCE_WIDTHS)
+    what = ("`predict(..., finite_width=\"rmt\")`" if native else
+            f"the model of `meanfield.rmt` with non-default reference widths (its default: "
+            f"{' and '.join(map(str, REFERENCE_WIDTHS))})")
+    parts = [f"The random-matrix prediction ({what}) is semi-empirical: its "
+             f"fluctuation coefficients are measured on sampled networks at reference widths "
+             f"{' and '.join(map(str, ref_widths))} ({seeds_text}, "
+             + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} sampled "
+             "here) and extrapolated as c + c′/M."]
+    counts = []
+    for name, key in methods:
+        errors = [abs(r[key]) for r in records]
+        within = sum(e <= _RMT_WITHIN for e in errors)
+        counts.append(f"{name} {within} of {n} (median |error| {float(np.median(errors)):.1%})")
+    parts.append(f"Against the sampled mean λ_max over {n} cells, within 5%: " + "; ".join(counts) + ".")
+    kinds = {"leading bulk scale": "the leading-order bulk scale gram_diag − gram_offdiag",
+             "finite-width lambda_max": "the finite-width mean-field λ_max"}
+    other: dict[str, list] = defaultdict(list)
+    for r in records:
+        if r["lead_kind"] != "leading lambda_max" and r["label"] not in other[r["lead_kind"]]:
+            other[r["lead_kind"]].append(r["label"])
+    if other:
+        parts.append("With batch norm on the output leading order only bounds λ_max, so the 'leading' column "
+                     "holds what `meanfield.rmt.rmt_records` compares: " + "; ".join(
+                         f"{kinds.get(kind, kind)} for {' and '.join(labels)}" for kind, labels in other.items()) + ".")
+    for name, key in (methods[0], methods[2]):
+        worst = max(records, key=lambda r: abs(r[key]))
+        parts.append(f"Worst cell for {name}: {worst['label']} at M = {worst['width']}, T = {worst['samples']} "
+                     f"({worst[key]:+.1%}; sampled {_pm(worst['sampled'], worst['sem'])}, predicted "
+                     f"{_fmt(worst['lead' if key == 'err_lead' else 'rmt'])}).")
+    noisy = sum(r["sem"] > _RMT_WITHIN / 2 * r["sampled"] for r in records if math.isfinite(r["sem"]))
+    if noisy:
+        parts.append(f"In {noisy} of {n} cells the standard error of the sampled mean alone exceeds 2.5%, so 5% "
+                     "is not resolved there.")
+    widths = sorted({r["width"] for r in records})
+    if len(widths) > 1:
+        per = []
+        for width in widths:
+            errors = [r["err_rmt"] for r in records if r["width"] == width]
+            per.append(f"M = {width}: {sum(abs(e) <= _RMT_WITHIN for e in errors)} of {len(errors)} within 5%, "
+                       f"median error {float(np.median(errors)):+.1%}")
+        parts.append("The random-matrix model by width: " + "; ".join(per) + ".")
+    s_rmt = [abs(r["s_err_rmt"]) for r in records if math.isfinite(r["s_err_rmt"])]
+    if s_rmt:
+        parts.append(f"For s, the median |error| is {float(np.median([abs(r['s_err_lead']) for r in records])):.1%} "
+                     f"at leading order and {float(np.median(s_rmt)):.1%} for the random-matrix model.")
+    below = sorted({r["width"] for r in records if r["width"] < min(ref_widths)})
+    if below:
+        parts.append(f"At M = {', '.join(map(str, below))} (below the reference widths) the coefficients are "
+                     "extrapolated, not interpolated.")
+    flagged = sum(1 for r in records if r["notes"])
+    if flagged:
+        first = next(r for r in records if r["notes"])
+        parts.append(f"In {flagged} of {n} cells the model adds a note of its own, e.g. at {first['label']}, "
+                     f"M = {first['width']}, T = {first['samples']}: “{first['notes'].split('; ')[0]}” (all notes "
+                     "are in `rmt.csv`).")
+    skipped = [s for _, _, net in _rmt_networks(config) for s in _rmt_cells(config, net)[1]]
+    if skipped:
+        parts.append("Not computed: " + "; ".join(dict.fromkeys(skipped)) + ".")
+    if failed:
+        parts.append("No random-matrix value: " + "; ".join(failed) + ".")
+    return " ".join(parts)
+
+
 # -- registry --------------------------------------------------------------------------------------------------
 
 register_stage(Stage("width", _width_tasks, _render_width))
 register_stage(Stage("ratio", _ratio_tasks, _render_ratio))
 register_stage(Stage("learning_rate", _lr_tasks, _render_lr, _lr_available))
+register_stage(Stage("rmt", _rmt_tasks, _render_rmt))
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
@@ -1309,7 +1684,8 @@ def _write_report(path: Path, config: Config, findings: list[Finding], skipped: 
              "Networks: fully connected, "
              f"depth L = {config.depth}, C = {config.outputs} outputs, inputs iid N(0, 1); "
              + ", ".join(f"{a}: σ_w² = {config.sigma('sigma_w2', a):g}, σ_b² = {config.sigma('sigma_b2', a):g}"
-                         for a in dict.fromkeys((*config.activations, *config.ratio_activations))) + ". "
+                         for a in dict.fromkeys((*config.activations, *config.ratio_activations,
+                                                 *(config.rmt_activations if "rmt" in config.stages else ())))) + ". "
              "Theory: `meanfield.predict` (finite-width form). Sampled: exact top eigenvalue, trace and "
              "Frobenius norm of the CT × CT dual Gram of drawn networks; error bars are one standard error "
              "over seeds.", ""]

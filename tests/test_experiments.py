@@ -140,6 +140,106 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         load_config(None, placements=["batch:9"])
 
 
+RMT_KEYS = """\
+rmt_activations = ["relu"]
+rmt_placements = ["batch-center:last"]
+rmt_widths = [32]
+rmt_ratios = [0.05, 0.125, 1.0, 40.0]
+rmt_seeds = 2
+rmt_reference_widths = [16, 32]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_rmt(tiny, tmp_path_factory):
+    """The random-matrix stage beside the width stage, on a copy of the tiny run's cache.
+
+    Cells at M = 32: T/M = 0.05 gives T = 2 (below the T >= 4 the model needs: skipped), 0.125 gives T = 4
+    (the width stage's T: its seeds 0 and 1 are reused), 1 gives T = 32, 40 gives C T = 2560 > 2048 (skipped).
+    """
+    _, _, out = tiny
+    folder = tmp_path_factory.mktemp("reproduce-rmt")
+    config = folder / "rmt.toml"
+    config.write_text(TINY.replace('stages = ["width", "ratio"]', 'stages = ["width", "rmt"]') + RMT_KEYS)
+    (folder / "results").mkdir()
+    (folder / "results" / "cache.jsonl").write_bytes((out / "cache.jsonl").read_bytes())
+    result = experiments.reproduce(load_config(config, quick=True), out=folder / "results", processes=1,
+                                   progress=False)
+    return result, folder / "results"
+
+
+def _rmt_section(report: str) -> str:
+    return report.split("λ_max from the random-matrix model", 1)[1].split("\n## ", 1)[0]
+
+
+def test_rmt_stage_writes_figures_and_shares_sampled_points(tiny_rmt):
+    result, out = tiny_rmt
+    for name in ("rmt_relu.png", "rmt_relu.pdf", "rmt.csv"):
+        assert (out / name).stat().st_size > 0, name
+        assert name in result.files
+    assert (out / "rmt_relu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "rmt_relu.pdf").read_bytes()[:5] == b"%PDF-"
+    # new: one theory task for the network and 2 seeds at T = 32; the 2 seeds at T = 4 are two of the width
+    # stage's 12 sampled draws (same cache key), so nothing else is computed: 4 theory + 12 sampled reused
+    assert (result.computed, result.reused) == (3, 16)
+    assert "![rmt_relu.png](rmt_relu.png)" in (out / "report.md").read_text()
+
+
+def test_rmt_table_has_one_row_per_cell_with_the_sampled_means(tiny_rmt):
+    _, out = tiny_rmt
+    section = _rmt_section((out / "report.md").read_text())
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| relu")]
+    assert [(int(r[1]), int(r[2])) for r in rows] == [(32, 4), (32, 32)]
+    points = list(csv.DictReader(open(out / "points.csv")))
+    for r in rows:
+        mine = [float(p["lambda_max"]) for p in points if p["stage"] == "rmt" and p["kind"] == "sample"
+                and (int(p["width"]), int(p["samples"])) == (int(r[1]), int(r[2]))]
+        assert sorted(int(p["seed"]) for p in points if p["stage"] == "rmt" and p["kind"] == "sample"
+                      and int(p["samples"]) == int(r[2])) == [0, 1]
+        assert r[4].startswith(f"{sum(mine) / len(mine):.4g} ± ")
+    # the skipped cells are named, with the reason
+    assert "M = 32, T/M = 40 (C·T = 2560 > 2048)" in section
+    assert "M = 32, T/M = 0.05 (T = 2 < 4" in section
+
+
+def test_rmt_reading_is_computed_from_the_table(tiny_rmt):
+    _, out = tiny_rmt
+    section = _rmt_section((out / "report.md").read_text())
+    cells = list(csv.DictReader(open(out / "rmt.csv")))
+    assert len(cells) == 2
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| relu")]
+    for name, key, column in (("leading order", "err_lead", 6), ("finite-width mean field", "err_meanfield", 8),
+                              ("the random-matrix model", "err_rmt", 10)):
+        errors = [float(c[key]) for c in cells]
+        # the table's errors are the CSV's, and its within-5% marks follow from them
+        assert [r[column] for r in rows] == [f"{e:+.1%}" for e in errors]
+        index = ("err_lead", "err_meanfield", "err_rmt").index(key)
+        assert [r[11].rstrip(" |").split(" / ")[index] for r in rows] == ["yes" if abs(e) <= 0.05 else "no"
+                                                                           for e in errors]
+        within = sum(abs(e) <= 0.05 for e in errors)
+        median = sorted(abs(e) for e in errors)
+        assert f"{name} {within} of 2 (median |error| {(median[0] + median[1]) / 2:.1%})" in section
+    worst = max(cells, key=lambda c: abs(float(c["err_rmt"])))
+    assert (f"Worst cell for the random-matrix model: relu, batch norm (mean only), last layer at "
+            f"M = {worst['width']}, T = {worst['samples']} ({float(worst['err_rmt']):+.1%}") in section
+    assert "semi-empirical" in section and "reference widths 16 and 32" in section
+    assert "disjoint from the seeds 0–1" in section
+
+
+def test_rmt_config_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rmt_ratios = [0.5, 0]\n")
+    status, _, err = run(capsys, "reproduce", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert status == 2
+    assert "rmt_ratios" in err and "Traceback" not in err
+    for key, value in (("rmt_widths", [4]), ("rmt_placements", ["batch:9"]), ("rmt_activations", ["relux"]),
+                       ("rmt_seeds", 2000), ("rmt_reference_widths", [64]), ("rmt_reference_widths", [64, 64])):
+        with pytest.raises(InvalidArgument) as caught:
+            load_config(None, **{key: value})
+        assert key in str(caught.value) or caught.value.argument == key, (key, str(caught.value))
+    assert load_config(None, quick=True).rmt_widths == (64,) and "rmt" in load_config(None).stages
+
+
 def test_store_ignores_a_torn_line_and_repairs_it(tmp_path):
     path = tmp_path / "cache.jsonl"
     path.write_text('{"key": "a", "labels": {}, "values": {"m": 1.0}, "seconds": 0}\n{"key": "b", "val')
