@@ -2,7 +2,7 @@
 
 Subcommands (each has ``--help`` with an example):
 
-    meanfield predict    theory: kappa's, m, s, lambda_max (finite width and leading order)
+    meanfield predict    theory: kappa's, m, s, lambda_max (finite width, leading order, or random-matrix)
     meanfield sample     exact FIM statistics of sampled finite networks (many seeds)
     meanfield verify     prediction vs samples, a statistical test; exit 0 when every statistic passes
     meanfield derive     symbolic recursions, closed forms, kappa's and statistics (text, LaTeX, Markdown)
@@ -39,10 +39,14 @@ _OPTION_OF = {
     "sigma_w2": "--sigma-w2", "sigma_b2": "--sigma-b2", "alphas": "--alphas", "outputs": "--outputs",
     "norms": "--norm", "layer": "--norm", "activation": "--activation", "expr": "--activation",
     "seeds": "--seeds", "seed": "--seed", "input_q1": "--input-q1", "input_q2": "--input-q2",
-    "processes": "--processes", "dps": "--dps",
+    "processes": "--processes", "dps": "--dps", "finite_width": "--finite-width", "prediction": "--prediction",
 }
 
 _NORM_KINDS = ("batch", "batch-center", "layer")
+
+# --finite-width choice -> predict(finite_width=...); --prediction choice -> the same, for verify.
+_FINITE_WIDTH = {"mean-field": None, "leading": False, "rmt": "rmt"}
+_PREDICTIONS = ("mean-field", "rmt")
 
 
 # -- the parser with 'did you mean' ------------------------------------------------------------------
@@ -217,7 +221,10 @@ _EXAMPLES = {
     "predict": """\
 example:
   meanfield predict --activation relu --depth 3 --sigma-w2 2 --outputs 10 --width 512 --samples 32
-  meanfield predict --activation tanh --sigma-b2 0.1 --norm batch:last --json""",
+  meanfield predict --activation tanh --sigma-b2 0.1 --norm batch:last --json
+  meanfield predict --depth 2 --norm batch-center:last --width 128 --samples 128 --finite-width rmt
+                                  (random-matrix lambda_max, s: semi-empirical, a few seconds)
+  meanfield predict --outputs 10 --finite-width leading      (m, s, lambda_max to leading order)""",
     "sample": """\
 example:
   meanfield sample --activation relu --depth 3 --sigma-w2 2 --outputs 4 --width 256 --samples 16 --seeds 8
@@ -225,7 +232,9 @@ example:
     "verify": """\
 example:
   meanfield verify --activation relu --sigma-w2 2 --outputs 2 --widths 64,128,256 --samples 8 --seeds 16
-  meanfield verify --norm layer:1 --json; echo "exit status $?"   (0: every statistic passes, 1: not)""",
+  meanfield verify --norm layer:1 --json; echo "exit status $?"   (0: every statistic passes, 1: not)
+  meanfield verify --depth 2 --norm batch-center:last --prediction rmt --widths 256 --samples 64
+                                  (the random-matrix prediction is for finite width: test one width)""",
     "derive": """\
 example:
   meanfield derive --activation relu --depth 3                  (sigma_w2, sigma_b2 stay symbols)
@@ -306,6 +315,11 @@ def build_parser() -> Parser:
     p = sub("predict", "Predicted FIM statistics (kappa's, m, s, lambda_max, eta_max) of a wide random network.")
     _add_network_options(p)
     _add_size_options(p, seeds=None)
+    p.add_argument("--finite-width", choices=tuple(_FINITE_WIDTH), default="mean-field",
+                   help="mean-field: finite-width expectations (exact P, bias terms and T); leading: m, s, "
+                        "lambda_max to leading order in 1/M; rmt: lambda_max and s from the random-matrix "
+                        "model (semi-empirical: its fluctuation coefficients are measured once per network "
+                        "on sampled networks at widths 64 and 128, a few to ~30 s; not with --dps)")
     p.add_argument("--dps", type=int, default=None, help="evaluate in mpmath at this many digits")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_predict)
@@ -328,6 +342,10 @@ def build_parser() -> Parser:
     group.add_argument("--processes", type=int, default=None, metavar="P", help="worker processes")
     p.add_argument("--alpha", type=float, default=None, metavar="A",
                    help="family-wise false-alarm rate of the test (default 0.01)")
+    p.add_argument("--prediction", choices=_PREDICTIONS, default="mean-field",
+                   help="what is tested: mean-field (meanfield predict) or rmt (meanfield predict "
+                        "--finite-width rmt, semi-empirical). The rmt prediction is a finite-width "
+                        "prediction, so a single width is the natural test (--widths 256)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_verify)
 
@@ -470,11 +488,17 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
     net = network_from_args(args)
     from . import predict
 
-    stats = predict(net, width=args.width, samples=args.samples, dps=args.dps)
+    finite_width = _FINITE_WIDTH[args.finite_width]
+    if finite_width == "rmt" and args.dps is not None:
+        parser.error("argument --finite-width: rmt is a numeric, partly measured prediction: not with --dps")
+    stats = predict(net, width=args.width, samples=args.samples, finite_width=finite_width, dps=args.dps)
     if args.json:
         _print_json(_predict_dict(stats))
     else:
         print(stats)
+        if finite_width is False:  # the table heads that column "finite width"; say what is in it
+            print("  note: --finite-width leading: m, s, lambda_max and eta_max above are the leading-order "
+                  "values")
     return 0
 
 
@@ -538,6 +562,8 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
                "samples": args.samples, "seeds": args.seeds, "alpha": args.alpha, "processes": args.processes}
     from .documents import _public
 
+    if args.prediction == "rmt":
+        options["prediction"] = _rmt_prediction(net)
     verify = _public("verify")  # the function, even while the module verify.py shadows it
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
@@ -545,6 +571,17 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     else:
         print(report)
     return 0 if report.passed else 1
+
+
+def _rmt_prediction(net: Any):
+    """(M, T) -> predict(net, M, T, finite_width="rmt"), named so that the report says what was tested."""
+    from . import predict
+
+    def prediction(width: int, samples: int):
+        return predict(net, width, samples, finite_width="rmt")
+
+    prediction.__qualname__ = "predict(finite_width='rmt')"
+    return prediction
 
 
 def _cmd_derive(args: argparse.Namespace, parser: Parser) -> int:

@@ -161,6 +161,65 @@ def test_predict_table(capsys):
     assert "lambda_max" in out or "λ" in out
 
 
+# Tiny network for the random-matrix model: its coefficients are measured once per process on
+# sampled networks at widths 64 and 128 (about 2 s for this network on one core), then cached.
+RMT_NET = ["--depth", "2", "--activation", "relu", "--sigma-w2", "2", "--sigma-b2", "0",
+           "--norm", "batch-center:last"]
+
+
+def test_predict_finite_width_rmt_gives_the_random_matrix_lambda_max_and_says_semi_empirical(capsys):
+    size = ["--width", "64", "--samples", "16"]
+    status, out, err = run(capsys, "predict", *RMT_NET, *size, "--json")
+    assert status == 0, err
+    default = json.loads(out)
+    status, out, err = run(capsys, "predict", *RMT_NET, *size, "--finite-width", "rmt", "--json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert set(data) == set(default)  # same keys: only the values change
+    net = meanfield.Network(2, "relu", 2, 0, norms=[meanfield.BatchNorm("last", center_only=True)])
+    rmt = meanfield.predict(net, 64, 16, finite_width="rmt")  # the model is cached: the same numbers
+    assert data["lambda_max"] == pytest.approx(float(rmt.lambda_max), rel=1e-12)
+    assert data["s"] == pytest.approx(float(rmt.s), rel=1e-12)
+    assert data["eta_max"] == pytest.approx(2 / data["lambda_max"], rel=1e-12)
+    # batch norm on the output: the mean field only bounds lambda_max (6.76 here); the model gives ~12.9
+    assert default["lambda_max_kind"] == "bound" and data["lambda_max_kind"] == "prediction"
+    assert data["lambda_max"] > 1.2 * default["lambda_max"]
+    assert any("semi-empirical" in note for note in data["notes"])
+    status, out, err = run(capsys, "predict", *RMT_NET, *size, "--finite-width", "rmt")
+    assert status == 0, err
+    assert "semi-empirical" in out
+    assert re.search(r"lambda_max\s+" + re.escape(f"{rmt.lambda_max:.6g}"), out), out
+
+
+def test_predict_finite_width_leading_gives_the_leading_order_values(capsys):
+    size = ["--width", "128", "--samples", "8"]
+    status, out, err = run(capsys, "predict", *SMALL, *size, "--finite-width", "leading", "--json")
+    assert status == 0, err
+    data = json.loads(out)
+    for key in ("m", "s", "lambda_max"):
+        assert data[key] == pytest.approx(data["leading"][key], rel=1e-12), key
+    assert data["eta_max"] == pytest.approx(2 / data["leading"]["lambda_max"], rel=1e-12)
+    lead = meanfield.predict(meanfield.Network(2, "relu", 2, 0.1, outputs=2), 128, 8, finite_width=False)
+    assert data["lambda_max"] == pytest.approx(float(lead.lambda_max), rel=1e-12)
+    status, out, err = run(capsys, "predict", *SMALL, *size, "--json")
+    default = json.loads(out)
+    assert default["m"] != pytest.approx(data["m"], rel=1e-6)  # the finite-width default differs (P, biases)
+    status, out, err = run(capsys, "predict", *SMALL, *size, "--finite-width", "mean-field", "--json")
+    assert json.loads(out) == default
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "--finite-width", "rmtt"], ["argument --finite-width", "did you mean 'rmt'"]),
+    (["predict", "--finite-width", "mean_field"], ["argument --finite-width", "did you mean 'mean-field'"]),
+    (["predict", "--finite-width", "rmt", "--dps", "30"], ["argument --finite-width", "--dps"]),
+    (["verify", "--prediction", "rtm"], ["argument --prediction", "did you mean 'rmt'"]),
+    (["verify", "--prediction", "leading"], ["argument --prediction", "invalid choice"]),
+])
+def test_bad_finite_width_or_prediction_is_a_usage_error(capsys, argv, expected):
+    status, _, err = run(capsys, *argv)
+    assert_usage_error(status, err, *expected)
+
+
 # -- sample ----------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +272,37 @@ def test_verify_exit_status_follows_the_verdict(capsys, monkeypatch, passed, sta
     assert code == status
     assert out.strip() == f"report passed={passed}"
     assert seen["widths"] == (32, 64) and seen["samples"] == 4 and seen["seeds"] == 3
+
+
+def test_verify_prediction_rmt_passes_the_random_matrix_prediction(capsys, monkeypatch):
+    seen, calls = {}, []
+
+    def fake_verify(net, **kwargs):
+        seen.update(kwargs)
+        return _Report(True)
+
+    def fake_predict(net, width, samples, **kwargs):
+        calls.append((width, samples, kwargs))
+        return "stats"
+
+    monkeypatch.setattr(meanfield, "verify", fake_verify)
+    code, _, _ = run(capsys, "verify", *SMALL, "--widths", "64", "--samples", "4", "--seeds", "3")
+    assert code == 0 and "prediction" not in seen  # the default: verify's own (mean-field) prediction
+    monkeypatch.setattr(meanfield, "predict", fake_predict)
+    code, _, _ = run(capsys, "verify", *SMALL, "--widths", "64", "--samples", "4", "--seeds", "3",
+                     "--prediction", "rmt")
+    assert code == 0
+    assert seen["prediction"](64, 4) == "stats"
+    assert calls == [(64, 4, {"finite_width": "rmt"})]
+
+
+def test_verify_prediction_rmt_runs_the_real_test_at_one_width(capsys):
+    code, out, err = run(capsys, "verify", *RMT_NET, "--prediction", "rmt", "--widths", "64", "--samples", "16",
+                         "--seeds", "4", "--processes", "1")
+    assert code in (0, 1), err
+    assert "predict(finite_width='rmt')" in out
+    assert re.search(r"^lambda_max\s+64\s+4\s", out, re.MULTILINE), out
+    assert ("PASSED" in out) == (code == 0)
 
 
 def test_verify_json_runs_the_real_test(capsys):
