@@ -364,6 +364,10 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
     return _assemble(net, op, width, T, ctx, finite_width)
 
 
+_NOTE_NO_FLUCTUATIONS = ("finite width: exact P, bias terms and T; O(1/M) fluctuation corrections not included "
+                         "(s: excess ~T/M with batch norm on the output)")
+
+
 def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
     """The finite-width form with lambda_max and s from meanfield.rmt (issue 9's random-matrix model).
 
@@ -375,7 +379,10 @@ def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
     base = predict(net, width, samples)
     extra = rmt.finite_width_stats(net, int(width), int(samples), base)
     lam = extra["lambda_max"]
-    notes = (*base.notes, "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.rmt; "
+    # the mean-field notes on bounds and on missing fluctuations no longer hold for lambda_max and s
+    kept = tuple(n for n in base.notes if "bounds only" not in n and n != _NOTE_NO_FLUCTUATIONS)
+    notes = (*kept, "finite width: exact P, bias terms and T; lambda_max and s include the O(1/M) fluctuations",
+             "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.rmt; "
              "its fluctuation coefficients are measured on sampled reference networks (semi-empirical)",
              *extra.get("notes", ()))
     return dataclasses.replace(base, lambda_max=lam, s=extra["s"], eta_max=2 / lam, lambda_max_kind="prediction",
@@ -420,8 +427,7 @@ def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, 
     else:
         eta = 2 / lam
     if not use_lead:
-        notes.append("finite width: exact P, bias terms and T; O(1/M) fluctuation corrections not included "
-                     "(s: excess ~T/M with batch norm on the output)")
+        notes.append(_NOTE_NO_FLUCTUATIONS)
     layers = tuple((l + 1, a, b) for l, (a, b) in enumerate(st["terms"]))
     return FisherStats(net, width, T, op, st["alpha"], P, st["kappa1"], st["kappa2"], m, s, lam, eta, st["gd"],
                        st["go"], layers, leading, kind, bounds, st["rank"], tuple(notes), op.dps)

@@ -64,7 +64,10 @@ __all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "e
 REFERENCE_WIDTHS = (64, 128)
 _MAX_CT = 1024
 REFERENCE_RATIOS = (0.25, 2.0)  # T / M of the reference batches: bulk cumulants at the largest, block spread at both
-REFERENCE_SEEDS = tuple(range(1000, 1024))  # the first max(6, ceil(24 / C)) are used
+REFERENCE_SEEDS = tuple(range(1000, 1024))
+MEAN_DRAWS = 200  # cheap draws (T = 16) per reference width for the O(1/M) corrections of the mean entries
+MEAN_SEED = 2000  # their seeds: MEAN_SEED .. MEAN_SEED + MEAN_DRAWS - 1
+_MEAN_T = 16
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -228,7 +231,8 @@ def expected_max_scaled(count: int, spread: float, samples: int | None = None, d
 # ------------------------------------------------------------------------------------------------------------------
 _NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_self_T", "outlier_cross",
           "outlier_cross_T", "var_diag", "var_off",
-          "var_cross", "top_spread_small", "top_spread_large", "mean_outlier", "mean_bulk")
+          "var_cross", "top_spread_small", "top_spread_large", "coupling_small", "coupling_large", "mean_diag",
+          "mean_offdiag")
 
 
 @dataclass(frozen=True)
@@ -247,9 +251,17 @@ class Fluctuations:
             Gram without output scale (center-only twin for full batch norm), gd its mean diagonal.
         top_spread_small, top_spread_large: M Var(top_k) / E[top_k]^2, top_k the top eigenvalue of output k's
             centred block, over outputs and draws, at the smallest and the largest reference T/M.
-        mean_outlier, mean_bulk: M (E[O] / O_mf - 1) and M (E[d] / d_mf - 1): the O(1/M) corrections to the
-            mean-field means O = gram_diag + (T - 1) gram_offdiag and d = gram_diag - gram_offdiag (the
-            finite-width corrections of the kernel mean, not in :func:`meanfield.fisher.predict`).
+        coupling_small, coupling_large: sqrt(M) (E[top] / E[top_k] - 1), top the top eigenvalue of the whole
+            centred C T x C T Gram (0 for C = 1), at the smallest and the largest reference T/M. The law of
+            the Gram is invariant under rotations of the output space, so the whole top is the supremum over
+            unit a in R^C of the top of the block of the combined output a . f (each with the law of one
+            block), not the largest of the C blocks: an excess of order 1/sqrt(M).
+        mean_diag, mean_offdiag: M (E[G_tt] / gram_diag - 1) and M (E[G_ts] / gram_offdiag - 1): the O(1/M)
+            corrections of the two mean entries (the finite-width corrections of the kernel mean, not in
+            :func:`meanfield.fisher.predict`), from ``MEAN_DRAWS`` cheap draws per reference width (T = 16,
+            seeds from ``MEAN_SEED``); a constant, kept only where resolved (2 standard errors), else 0.
+            They set the outlier O = gram_diag + (T - 1) gram_offdiag and the bulk scale d = gram_diag -
+            gram_offdiag.
 
     Attributes:
         network: the network the coefficients belong to (width-independent).
@@ -329,6 +341,7 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     centred = isinstance(last, BatchNorm)
     C = net.outputs
     per_T = {}
+    se: dict = {}
     for ratio in ratios:
         T = max(min(int(round(ratio * width)), _MAX_CT // C), 8)  # C T x C T Grams stay small
         acc = []
@@ -353,14 +366,26 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     for key, T in (("top_spread_small", T1), ("top_spread_large", T2)):
         tops = np.array([r["top_c"] for st, _ in per_T[T] for r in st["rows"]])
         out[key] = width * float(tops.var(ddof=1) / tops.mean() ** 2) if len(tops) > 1 else 0.0
+    whole = {}  # mean top of the whole centred C T x C T twin Gram, per T (C > 1)
+    for key, T in (("coupling_small", T1), ("coupling_large", T2)):
+        out[key] = 0.0
+        if C > 1:
+            centre = np.kron(np.eye(C), np.eye(T) - 1.0 / T)
+            whole[T] = float(np.mean([np.linalg.eigvalsh(centre @ G @ centre)[-1] for _, G in per_T[T]]))
+            blocks = np.mean([r["top_c"] for st, _ in per_T[T] for r in st["rows"]])
+            out[key] = math.sqrt(width) * float(whole[T] / blocks - 1.0)
     from .fisher import predict
 
-    tb = predict(twin, width, T2)
-    d_mf, O_mf = float(tb.gram_diag - tb.gram_offdiag), float(tb.gram_diag + (T2 - 1) * tb.gram_offdiag)
-    O_meas = float(np.mean([np.mean(np.diag(st["O"])) for st, _ in per_T[T2]]))
-    d_meas = float(np.mean([r["ediag"] - r["odiag"] for st, _ in per_T[T2] for r in st["rows"]]))
-    out["mean_outlier"] = width * (O_meas / O_mf - 1.0) if O_mf > 0 else 0.0
-    out["mean_bulk"] = width * (d_meas / d_mf - 1.0)
+    # the mean entries: many cheap draws (a small batch; the entry means do not depend on T), since the
+    # per-draw relative spread is O(1/sqrt M) against an O(1/M) signal
+    tm = predict(twin, width, _MEAN_T)
+    draws = [sample(twin, width, _MEAN_T, MEAN_SEED + i) for i in range(MEAN_DRAWS)]
+    for name, values, mf in (("mean_diag", [x.gram_diag for x in draws], float(tm.gram_diag)),
+                             ("mean_offdiag", [x.gram_offdiag for x in draws], float(tm.gram_offdiag))):
+        values = np.asarray(values, dtype=float)
+        ok = abs(mf) > 1e-12 * abs(float(tm.gram_diag))  # gram_offdiag is 0 for odd activations without bias
+        out[name] = width * (float(values.mean()) / mf - 1.0) if ok else 0.0
+        se[name] = width * float(values.std(ddof=1) / math.sqrt(len(values))) / abs(mf) if ok else math.inf
     spike = mean_rows(T2, "spike")
     out["spike"] = width * spike / o if o > 0 and spike > 0 else 0.0
     # outliers and entry variances at T2 (output scale excluded)
@@ -401,7 +426,26 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     out["var_diag"] = width * float(np.mean(vd))
     out["var_off"] = width * float(np.mean(vo))
     out["var_cross"] = width * float(np.mean(vx)) if vx else 0.0
+    out["_se"] = se
     return out
+
+
+_MEAN_NAMES = ("mean_diag", "mean_offdiag")
+
+
+def _significant_constant(values: list, ses: list, z: float = 2.0) -> float:
+    """Inverse-variance mean of per-width estimates of an O(1/M) mean coefficient, or 0 when |mean| < z se.
+
+    M (E X / X_mf - 1) is a difference of means whose noise grows like sqrt(M) while the signal is O(1): at
+    the reference widths it is often unresolved, and extrapolating two noisy values in 1/M (c_inf = 2 y_b - y_a
+    for widths M, 2M) multiplies the noise. A constant fit, kept only where it is resolved (2 standard errors),
+    is the stable choice; the mean correction is O(1/M) either way.
+    """
+    w = [1.0 / s**2 for s in ses if math.isfinite(s) and s > 0]
+    if len(w) != len(values):
+        return 0.0
+    mean = sum(wi * v for wi, v in zip(w, values)) / sum(w)
+    return mean if abs(mean) > z / math.sqrt(sum(w)) else 0.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -440,12 +484,14 @@ def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: 
     ratios = tuple(check_real("ratios", r, minimum=0, strict_min=True) for r in ratios)
     if not ratios:
         raise InvalidArgument("ratios", ratios, "at least one T/M ratio")
-    seeds = seeds[:max(6, -(-24 // net.outputs))]
     raw = {w: _measure_width(net, w, seeds, ratios) for w in (widths[0], widths[-1])}
     a, b = widths[0], widths[-1]
     coef = {}
     for name in _NAMES:
         ya, yb = raw[a][name], raw[b][name]
+        if name in _MEAN_NAMES:
+            coef[name] = (_significant_constant([ya, yb], [raw[a]["_se"][name], raw[b]["_se"][name]]), 0.0)
+            continue
         c_1 = (ya - yb) / (1.0 / a - 1.0 / b)
         coef[name] = (yb - c_1 / b, c_1)
     return Fluctuations(net, coef, (widths, ratios, seeds), raw)
@@ -454,6 +500,14 @@ def measure_fluctuations(net: Network, widths: tuple = REFERENCE_WIDTHS, seeds: 
 # ------------------------------------------------------------------------------------------------------------------
 # the prediction
 # ------------------------------------------------------------------------------------------------------------------
+def _span(seeds: tuple) -> str:
+    """'1000-1023' for a run of consecutive seeds, else the list."""
+    seeds = tuple(seeds)
+    if len(seeds) > 2 and seeds == tuple(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def _positive(x: float) -> float:
     return x if x > 0 else 0.0
 
@@ -470,16 +524,19 @@ def _positive_note(value: float, name: str, M: int, notes: list) -> float:
     return value
 
 
+def _mp1_quantiles(q: np.ndarray) -> np.ndarray:
+    """Quantiles of the Marchenko-Pastur law of ratio 1 (density sqrt(x (4 - x)) / (2 pi x) on [0, 4])."""
+    # substitute x = 4 sin^2(theta): the density times dx is (4/pi) cos^2(theta) dtheta, whose integral is
+    # the cdf (4/pi)(theta/2 + sin(2 theta)/4); invert it on a fine grid
+    th = np.linspace(0.0, math.pi / 2, 200001)
+    cdf = (4.0 / math.pi) * (th / 2 + np.sin(2 * th) / 4)
+    return np.interp(q, cdf / cdf[-1], 4.0 * np.sin(th) ** 2)
+
+
 @functools.lru_cache(maxsize=4)
 def _mp1_atoms(count: int = 400) -> np.ndarray:
-    """Equal-mass quantiles of the Marchenko-Pastur law of ratio 1 (density sqrt(x (4 - x)) / (2 pi x) on [0, 4])."""
-    # substitute x = 4 sin^2(theta): the cdf is (2 theta - sin(2 theta)... ) computed on a fine grid, then inverted
-    th = np.linspace(0.0, math.pi / 2, 200001)
-    x = 4.0 * np.sin(th) ** 2
-    # dx = 8 sin cos dtheta, density * dx = (2 sin cos * 2 / (2 pi 4 sin^2)) * 8 sin cos = (4/pi) cos^2 dtheta
-    cdf = (4.0 / math.pi) * (th / 2 + np.sin(2 * th) / 4)
-    q = (np.arange(count) + 0.5) / count
-    atoms = np.interp(q, cdf / cdf[-1], x)
+    """Equal-mass quantiles of the Marchenko-Pastur law of ratio 1, scaled to mean 1."""
+    atoms = _mp1_quantiles((np.arange(count) + 0.5) / count)
     return atoms / atoms.mean()
 
 
@@ -511,10 +568,50 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list) -> 
     edge, g_star = free_edge(d0, s2, blocks, T)
     shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
     top = spike_outlier(d0, s2, blocks, T, ell)
-    # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
-    expected = top if top > edge else edge + shift
+    if T <= _MC_MAX_T:
+        # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the same
+        # model drawn at this T (relu/tanh center-only, M = 64, T = 8: +5.5%/+17% from edge + TW, +1%/+9.5%
+        # drawn, against sampled networks)
+        expected, method = _model_top_drawn(d0, s2, n, lam, ell, T), "drawn"
+    else:
+        # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
+        expected, method = (top, "outlier") if top > edge else (edge + shift, "edge+TW")
     return dict(edge=edge, top=expected, spike=T * ell, d=d, modes=n, mode_size=lam, semicircle=s2, identity=d0,
-                tw_shift=shift)
+                tw_shift=shift, top_method=method)
+
+
+_MC_MAX_T = 128
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_top_drawn(identity: float, semicircle: float, modes: float, mode_size: float, spike: float, T: int,
+                     seed: int = 0) -> float:
+    """E lambda_max of Pi (d_0 I + W + Y Y^T + ell y y^T) Pi at finite T, by seeded Monte Carlo.
+
+    The model of :func:`_bulk` drawn literally: W a Wigner matrix of entry variance ``semicircle`` / T (the
+    free semicircular part), Y a T x round(n) Gaussian matrix whose columns carry the Marchenko-Pastur(1)
+    profile of mean ``mode_size`` (scaled so the total is n lam), y ~ N(0, I_T) the spike, Pi the centring
+    projector. Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
+    """
+    rng = np.random.default_rng(seed)
+    n_int = max(int(round(modes)), 1)
+    q = (np.arange(n_int) + 0.5) / n_int
+    profile = _mp1_quantiles(q)
+    scale = np.sqrt(profile / profile.mean() * mode_size * modes / n_int) if modes > 0 else np.zeros(n_int)
+    centre = np.eye(T) - 1.0 / T
+    tops: list = []
+    draws = 100
+    while True:
+        for _ in range(draws):
+            Y = rng.standard_normal((T, n_int)) * scale
+            X = rng.standard_normal((T, T)) * math.sqrt(semicircle / (2 * T))
+            y = rng.standard_normal(T)
+            B = identity * np.eye(T) + Y @ Y.T + (X + X.T) + spike * np.outer(y, y)
+            tops.append(np.linalg.eigvalsh(centre @ B @ centre)[-1])
+        mean = float(np.mean(tops))
+        if len(tops) >= 4000 or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean):
+            return mean
+        draws = len(tops)  # double
 
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
@@ -558,12 +655,15 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     twin = _twin(net)
     tb = predict(twin, M, T)
     gd_p, go_p = float(tb.gram_diag), float(tb.gram_offdiag)
-    d = (gd_p - go_p) * (1.0 + fl.at("mean_bulk", M) / M)
+    gd_c, go_c = gd_p * (1.0 + fl.at("mean_diag", M) / M), go_p * (1.0 + fl.at("mean_offdiag", M) / M)
+    d = gd_c - go_c
+    O = gd_c + (T - 1) * go_c  # the mean outlier of each output (no output normalization)
     last = net.norm_at(net.depth)
     notes: list = []
     bulk = _bulk(fl, M, T, d, go_p, notes)
     notes += ["fluctuation coefficients measured at reference widths "
-             f"{fl.reference[0]} (seeds {fl.reference[2]}) and extrapolated as c_inf + c_1/M"]
+             f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
+             f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
     outlier = None
     if isinstance(last, BatchNorm):
         # per-output spread of the block top (O(1/sqrt M)), interpolated in log(T/M) between the references
@@ -581,9 +681,17 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
                                       "the chi-square moments of the scale diverge")
             op = order_parameters(net, T)
             v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
-        lam = bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), None if last.center_only else T) / v
+        # several outputs: the top is a supremum over the output sphere (see Fluctuations), measured as the
+        # coupling excess sqrt(M) (E top / E top_k - 1), interpolated like the spread
+        coupling = ((1 - wgt) * fl.at("coupling_small", M) + wgt * fl.at("coupling_large", M)) / math.sqrt(M)
+        coupled = bulk["top"] * (1.0 + coupling)
+        if last.center_only:
+            lam = max(coupled, bulk["top"] * expected_max_scaled(C, math.sqrt(spread2)))
+        else:
+            # full batch norm: the per-output scales T / chi^2_k favour single outputs; take the larger of the
+            # largest scaled block and the coupled top at the mean scale E[T / chi^2_{T-1}] = T / (T - 3)
+            lam = max(bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), T), coupled * T / (T - 3)) / v
     else:
-        O = (gd_p + (T - 1) * go_p) * (1.0 + fl.at("mean_outlier", M) / M)
         a = _positive_note(fl.at("outlier_self", M) + fl.at("outlier_self_T", M) / T, "outlier_self", M, notes) / M
         b = _positive_note(fl.at("outlier_cross", M) + fl.at("outlier_cross_T", M) / T, "outlier_cross", M, notes) / M
         outlier = O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]
@@ -593,10 +701,6 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     d_mf = gd_p - go_p
     if isinstance(last, BatchNorm):
         gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
-    else:
-        O_c = (gd_p + (T - 1) * go_p) * (1.0 + fl.at("mean_outlier", M) / M)
-        go_c = (O_c - d) / T
-        gd_c = d + go_c
     vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
     vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
     vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
