@@ -563,7 +563,7 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     from .documents import _public
 
     if args.prediction == "rmt":
-        options["prediction"] = _rmt_prediction(net)
+        options["prediction"] = "rmt"  # verify tests lambda_max two-sided for this finite-width prediction
     verify = _public("verify")  # the function, even while the module verify.py shadows it
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
@@ -571,17 +571,6 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     else:
         print(report)
     return 0 if report.passed else 1
-
-
-def _rmt_prediction(net: Any):
-    """(M, T) -> predict(net, M, T, finite_width="rmt"), named so that the report says what was tested."""
-    from . import predict
-
-    def prediction(width: int, samples: int):
-        return predict(net, width, samples, finite_width="rmt")
-
-    prediction.__qualname__ = "predict(finite_width='rmt')"
-    return prediction
 
 
 def _cmd_derive(args: argparse.Namespace, parser: Parser) -> int:

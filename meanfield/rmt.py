@@ -252,7 +252,8 @@ class Fluctuations:
         top_spread_small, top_spread_large: M Var(top_k) / E[top_k]^2, top_k the top eigenvalue of output k's
             centred block, over outputs and draws, at the smallest and the largest reference T/M.
         coupling_small, coupling_large: sqrt(M) (E[top] / E[top_k] - 1), top the top eigenvalue of the whole
-            centred C T x C T Gram (0 for C = 1), at the smallest and the largest reference T/M. The law of
+            centred C T x C T Gram and top_k that of output k's block (0 for C = 1), at the smallest and the
+            largest reference T/M; with full batch norm on the output, of the network's own Gram. The law of
             the Gram is invariant under rotations of the output space, so the whole top is the supremum over
             unit a in R^C of the top of the block of the combined output a . f (each with the law of one
             block), not the largest of the C blocks: an excess of order 1/sqrt(M).
@@ -366,14 +367,21 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     for key, T in (("top_spread_small", T1), ("top_spread_large", T2)):
         tops = np.array([r["top_c"] for st, _ in per_T[T] for r in st["rows"]])
         out[key] = width * float(tops.var(ddof=1) / tops.mean() ** 2) if len(tops) > 1 else 0.0
-    whole = {}  # mean top of the whole centred C T x C T twin Gram, per T (C > 1)
+    full_bn = isinstance(last, BatchNorm) and not last.center_only
     for key, T in (("coupling_small", T1), ("coupling_large", T2)):
         out[key] = 0.0
         if C > 1:
-            centre = np.kron(np.eye(C), np.eye(T) - 1.0 / T)
-            whole[T] = float(np.mean([np.linalg.eigvalsh(centre @ G @ centre)[-1] for _, G in per_T[T]]))
-            blocks = np.mean([r["top_c"] for st, _ in per_T[T] for r in st["rows"]])
-            out[key] = math.sqrt(width) * float(whole[T] / blocks - 1.0)
+            if full_bn:
+                # the per-output scales 1/sigma_k^2 break the rotation invariance and select outputs: measure
+                # the excess of the whole top over the block tops on the network itself
+                grams = [sample(net, width, T, seed, gram=True).gram for seed in seeds]
+            else:
+                centre = np.kron(np.eye(C), np.eye(T) - 1.0 / T)
+                grams = [centre @ G @ centre for _, G in per_T[T]]
+            whole = np.mean([np.linalg.eigvalsh(G)[-1] for G in grams])
+            blocks = np.mean([np.linalg.eigvalsh(G[k * T:(k + 1) * T, k * T:(k + 1) * T])[-1]
+                              for G in grams for k in range(C)])
+            out[key] = math.sqrt(width) * float(whole / blocks - 1.0)
     from .fisher import predict
 
     # the mean entries: many cheap draws (a small batch; the entry means do not depend on T), since the
@@ -688,9 +696,11 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         if last.center_only:
             lam = max(coupled, bulk["top"] * expected_max_scaled(C, math.sqrt(spread2)))
         else:
-            # full batch norm: the per-output scales T / chi^2_k favour single outputs; take the larger of the
-            # largest scaled block and the coupled top at the mean scale E[T / chi^2_{T-1}] = T / (T - 3)
-            lam = max(bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), T), coupled * T / (T - 3)) / v
+            # full batch norm: a block's mean top is the centred one times E[T / chi^2_{T-1}] = T / (T - 3), over
+            # v; the coupling excess, measured on the network itself, carries the selection of outputs by
+            # their scales as well as the output-space coupling
+            # (at small T the maximum of the heavy-tailed T / chi^2_k over outputs, exact here, can be larger)
+            lam = max(coupled * T / (T - 3), bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), T)) / v
     else:
         a = _positive_note(fl.at("outlier_self", M) + fl.at("outlier_self_T", M) / T, "outlier_self", M, notes) / M
         b = _positive_note(fl.at("outlier_cross", M) + fl.at("outlier_cross_T", M) / T, "outlier_cross", M, notes) / M

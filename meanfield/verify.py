@@ -439,7 +439,7 @@ class VerificationReport:
         elif any(w not in self.widths for w in widths):
             raise InvalidArgument("prediction", source, f"a prediction at the report's widths {self.widths}")
         alpha = self.alpha if alpha is None else _check_alpha(alpha)
-        models = _bias_models(self.network, bias, tuple(widths))
+        models = _bias_models(self.network, bias, tuple(widths), prediction)
         predicted = {w: predicted_at(w, self.samples) for w in widths}
         return _assemble(self.network, self.samples, tuple(widths), self.seeds, alpha, models, source,
                          {w: self.values[w] for w in widths}, predicted, ())
@@ -649,6 +649,14 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
             return _from_fisher(predict(net, width, T), width, T, net)
 
         return widths, samples, "meanfield.predict (finite width)", fn
+    if isinstance(prediction, str) and prediction == "rmt":
+
+        def fn(width: int, T: int) -> dict[str, Any]:
+            from .fisher import predict
+
+            return _from_fisher(predict(net, width, T, finite_width="rmt"), width, T, net)
+
+        return widths, samples, "meanfield.predict(finite_width='rmt')", fn
     if callable(prediction):
         name = getattr(prediction, "__qualname__", None) or type(prediction).__name__
 
@@ -677,7 +685,8 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
         fixed = _from_fisher(prediction, w, T, net)
         return (w,), T, f"FisherStats at M={w}, T={T}", lambda width, T_: fixed
     raise InvalidArgument("prediction", prediction,
-                          "None (meanfield.predict), a FisherStats, or a callable (width, samples) -> dict")
+                          "None (meanfield.predict), 'rmt' (predict(..., finite_width='rmt')), a FisherStats, "
+                          "or a callable (width, samples) -> dict")
 
 
 # -- verify -------------------------------------------------------------------------------------------
@@ -690,8 +699,12 @@ def _check_alpha(alpha: Any) -> float:
     return alpha
 
 
-def _bias_models(net: Network, bias: Any, widths: tuple[int, ...]) -> dict[str, BiasModel]:
+def _bias_models(net: Network, bias: Any, widths: tuple[int, ...], prediction: Any = None) -> dict[str, BiasModel]:
     models = default_bias(net)
+    if isinstance(prediction, str) and prediction == "rmt":
+        # the random-matrix prediction already contains the O(1/sqrt M) excess of the top eigenvalue: what
+        # is left is an O(1/M) error of either sign, so lambda_max is tested two-sided
+        models["lambda_max"] = BiasModel((1.0,))
     if bias is not None and not isinstance(bias, Mapping):
         raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent)")
     for key, value in (bias or {}).items():
@@ -724,7 +737,9 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
             alpha_l M must be whole.
         samples: T, the batch size (default 16, at least ``net.min_samples()``).
         seeds: N, the networks per width (>= 2; seeds 0..N-1), or explicit seed numbers.
-        prediction: None (:func:`meanfield.predict` at each width); a FisherStats (a prediction at
+        prediction: None (:func:`meanfield.predict` at each width); ``"rmt"`` (``predict(net, M, T,
+            finite_width="rmt")``, the random-matrix finite-width model, with lambda_max tested two-sided since
+            that prediction includes the O(1/sqrt M) excess; one width is its natural test); a FisherStats (a prediction at
             one width and T: then verify runs at that width alone, and ``widths`` must be that width or
             None); or a callable ``(width, samples) -> FisherStats | dict`` (a user conjecture) whose
             dict keys are among m, s, lambda_max, kappa1, kappa2, gram_diag, gram_offdiag and
@@ -786,7 +801,7 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
         if len(seeds) < 2 or len(set(seeds)) != len(seeds):
             raise InvalidArgument("seeds", seeds, "at least two distinct seeds")
     alpha = _check_alpha(alpha)
-    models = _bias_models(net, bias, widths)
+    models = _bias_models(net, bias, widths, prediction)
 
     from .sampling import sample_many
 

@@ -176,3 +176,51 @@ def test_unresolved_mean_coefficients_are_zero():
     assert _significant_constant([1.0, 3.0], [2.0, 2.0]) == 0.0          # 2 +- 1.41: not resolved
     assert _significant_constant([4.0, 6.0], [1.0, 1.0]) == pytest.approx(5.0)
     assert _significant_constant([4.0, 6.0], [1.0, math.inf]) == 0.0      # no standard error: no estimate
+
+
+@pytest.mark.statistical
+def test_verify_rmt_mode_tests_lambda_max_two_sided():
+    """verify(prediction='rmt') at one goal cell, relu L=3, center-only batch norm on the output, M = 256,
+    T = 128 (default reference widths 64/128; sampled seeds network_seed(0..11, 256)). The RMT prediction must
+    pass at verify's 1% family-wise false-alarm rate (measured +4.4% +- 2.0% on these seeds, p = 1 after Holm);
+    a leading-order lambda_max (2.6x too low) given as a callable must fail once lambda_max is tested two-sided
+    (the default one-sided test cannot catch a prediction below the samples: lambda_max is convex)."""
+    from meanfield.fisher import predict
+    from meanfield.verify import BiasModel, verify
+
+    net = Network(3, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
+    report = verify(net, widths=(256,), samples=128, seeds=12, prediction="rmt", processes=1)
+    assert report.passed, str(report)
+    assert report.prediction == "meanfield.predict(finite_width='rmt')"
+    assert str(report["lambda_max"].bias) == "M^-1"  # two-sided: no one-sided excess term
+
+    def lead(M, T):
+        base = predict(net, M, T)
+        return dict(lambda_max=float(base.leading.gram_diag - base.leading.gram_offdiag))
+
+    assert not report.against(lead, bias={"lambda_max": BiasModel((1.0,))}).passed
+    assert report.against(lead).passed  # the default one-sided test lets a too-low lambda_max through
+
+
+def test_verify_rejects_an_unknown_prediction_name():
+    from meanfield.verify import verify
+
+    with pytest.raises(InvalidArgument, match="rmt"):
+        verify(Network(2, "relu", 2, 0), widths=(16,), samples=4, seeds=2, prediction="rmtt")
+
+
+def test_full_batch_norm_with_several_outputs_uses_its_own_coupling():
+    """With full batch norm on the output the per-output scales break the output-space rotation invariance,
+    so the coupling excess is measured on the network's own Gram: it is positive (the whole top is at least
+    the largest block top) and lambda_max is at least the coupled block top times E[T / chi^2_{T-1}] / v."""
+    from meanfield.fisher import predict
+    from meanfield.recursions import order_parameters
+
+    net = Network(2, "relu", 2, 0, outputs=3, norms=[BatchNorm("last")])
+    fl = measure_fluctuations(net, widths=(16, 32), seeds=tuple(range(1000, 1006)))
+    assert all(fl.raw[w]["coupling_large"] > 0 for w in (16, 32))
+    M, T = 32, 16
+    out = finite_width_stats(net, M, T, predict(net, M, T), fluctuations=fl)
+    layer = order_parameters(net, T).layers[net.depth]
+    assert out["lambda_max"] >= out["lambda_max_bulk"] * T / (T - 3) / float(layer.q1 - layer.q2) * (1 - 1e-12)
+    assert math.isfinite(out["s"]) and out["s"] > 0
