@@ -231,8 +231,8 @@ def expected_max_scaled(count: int, spread: float, samples: int | None = None, d
 # ------------------------------------------------------------------------------------------------------------------
 _NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_self_T", "outlier_cross",
           "outlier_cross_T", "var_diag", "var_off",
-          "var_cross", "top_spread_small", "top_spread_large", "coupling_small", "coupling_large", "mean_diag",
-          "mean_offdiag")
+          "var_cross", "top_spread_small", "top_spread_large", "coupling_small", "coupling_large", "outlier_excess_small",
+          "outlier_excess_large", "mean_diag", "mean_offdiag")
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,11 @@ class Fluctuations:
             the Gram is invariant under rotations of the output space, so the whole top is the supremum over
             unit a in R^C of the top of the block of the combined output a . f (each with the law of one
             block), not the largest of the C blocks: an excess of order 1/sqrt(M).
+        outlier_excess_small, outlier_excess_large: no normalization on the output only (else 0):
+            sqrt(M) (E[lambda_max] / X - 1), X the outlier model (mean outlier times 1 + the Gaussian C x C
+            maximum, plus the spike shift) with the variances and means measured on the same draws, at the
+            smallest and largest reference T/M: the heavier-than-Gaussian tail of the C x C outlier matrix
+            (a W K W^T form in the output weights) and the outliers' coupling to the bulk.
         mean_diag, mean_offdiag: M (E[G_tt] / gram_diag - 1) and M (E[G_ts] / gram_offdiag - 1): the O(1/M)
             corrections of the two mean entries (the finite-width corrections of the kernel mean, not in
             :func:`meanfield.fisher.predict`), from ``MEAN_DRAWS`` cheap draws per reference width (T = 16,
@@ -414,8 +419,9 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
             cr = [(Pi @ X @ Pi if centred else X) for X in st["cross"]]
             vx.append(float(np.mean([np.mean(X**2) for X in cr])) / gd**2)
     # outlier fluctuations at both T's, split as a + b/T
+    variances: dict = {}
     for name in ("outlier_self", "outlier_cross"):
-        vals = {}
+        vals = variances[name] = {}
         for T in (T1, T2):
             xs = []
             for st, _ in per_T[T]:
@@ -434,6 +440,17 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     out["var_diag"] = width * float(np.mean(vd))
     out["var_off"] = width * float(np.mean(vo))
     out["var_cross"] = width * float(np.mean(vx)) if vx else 0.0
+    # no normalization on the output: what the outlier model (mean outlier, Gaussian C x C fluctuations with
+    # the variances just measured, spike shift) leaves of the sampled top at the same draws
+    for key, T in (("outlier_excess_small", T1), ("outlier_excess_large", T2)):
+        out[key] = 0.0
+        if not centred:
+            Obar = np.mean([np.mean(np.diag(st["O"])) for st, _ in per_T[T]])
+            spike = T * np.mean([r["spike"] for st, _ in per_T[T] for r in st["rows"]])
+            model = Obar * (1.0 + expected_max_symmetric(C, variances["outlier_self"][T],
+                                                          variances["outlier_cross"][T])) + spike
+            top = np.mean([np.linalg.eigvalsh(G)[-1] for _, G in per_T[T]])
+            out[key] = math.sqrt(width) * float(top / model - 1.0)
     out["_se"] = se
     return out
 
@@ -622,6 +639,19 @@ def _model_top_drawn(identity: float, semicircle: float, modes: float, mode_size
         draws = len(tops)  # double
 
 
+def _between_ratios(fl: Fluctuations, name: str, M: int, T: int, notes: list | None = None) -> float:
+    """c(M) of a coefficient measured at the smallest (``name``_small) and largest (``name``_large) reference
+    T/M, interpolated linearly in log(T/M) and held constant outside; floored at 0 with a note when ``notes``
+    is given (a variance)."""
+    ratios = fl.reference[1]
+    lo, hi = math.log(min(ratios)), math.log(max(ratios))
+    x = min(max(math.log(T / M), lo), hi)
+    w = 0.0 if hi == lo else (x - lo) / (hi - lo)
+    small, large = (fl.at(f"{name}_{end}", M) if notes is None else _coef(fl, f"{name}_{end}", M, notes)
+                    for end in ("small", "large"))
+    return (1 - w) * small + w * large
+
+
 def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
                        fluctuations: Fluctuations | None = None) -> dict:
     """lambda_max and s at finite width from the free-probability model of the Gram (module docstring).
@@ -674,12 +704,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
              f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
     outlier = None
     if isinstance(last, BatchNorm):
-        # per-output spread of the block top (O(1/sqrt M)), interpolated in log(T/M) between the references
-        ratios = fl.reference[1]
-        lo, hi = math.log(min(ratios)), math.log(max(ratios))
-        x = min(max(math.log(T / M), lo), hi)
-        wgt = 0.0 if hi == lo else (x - lo) / (hi - lo)
-        spread2 = ((1 - wgt) * _coef(fl, "top_spread_small", M, notes) + wgt * _coef(fl, "top_spread_large", M, notes)) / M
+        # per-output spread of the block top (O(1/sqrt M))
+        spread2 = _between_ratios(fl, "top_spread", M, T, notes) / M
         v = 1.0
         if not last.center_only:
             from .recursions import order_parameters
@@ -690,8 +716,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             op = order_parameters(net, T)
             v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
         # several outputs: the top is a supremum over the output sphere (see Fluctuations), measured as the
-        # coupling excess sqrt(M) (E top / E top_k - 1), interpolated like the spread
-        coupling = ((1 - wgt) * fl.at("coupling_small", M) + wgt * fl.at("coupling_large", M)) / math.sqrt(M)
+        # coupling excess sqrt(M) (E top / E top_k - 1)
+        coupling = _between_ratios(fl, "coupling", M, T) / math.sqrt(M)
         coupled = bulk["top"] * (1.0 + coupling)
         if last.center_only:
             lam = max(coupled, bulk["top"] * expected_max_scaled(C, math.sqrt(spread2)))
@@ -704,7 +730,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     else:
         a = _positive_note(fl.at("outlier_self", M) + fl.at("outlier_self_T", M) / T, "outlier_self", M, notes) / M
         b = _positive_note(fl.at("outlier_cross", M) + fl.at("outlier_cross_T", M) / T, "outlier_cross", M, notes) / M
-        outlier = O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]
+        excess = _between_ratios(fl, "outlier_excess", M, T) / math.sqrt(M)
+        outlier = (O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]) * (1.0 + excess)
         lam = max(outlier, bulk["edge"])
     # s = (C/P) [T E G_tt^2 + T(T-1) E G_ts^2 + (C-1) T^2 E G_cross^2]: means (corrected) squared + variances
     P = float(base.P)
