@@ -2,7 +2,7 @@
 
 Leading-order mean field gives the *mean* of the dual Gram G = J J^T / T; at finite width M with a batch
 of T samples its top eigenvalue is set by the *fluctuations* of G, which this module models with free
-probability. The derivation (with the measurements behind each step) is in ``/work/notes/rmt-notes.md``.
+probability. The derivation (with the measurements behind each step) is in ``derivations/rmt.md``.
 
 The model, per output k (index a = k T + t):
 
@@ -25,12 +25,16 @@ The model, per output k (index a = k T + t):
   flat block with d_0 = sigma_D = 0 gives the Marchenko-Pastur edge lam (sqrt(n) + sqrt(T))^2. A population
   spike ell gives an outlier at x = T ell + R(1/(T ell)) when 1 / (T ell) < g* (BBP), else nothing.
 * Batch norm on the output: center-only is G = Pi G_plain Pi (the outlier is deleted; spike and bulk
-  stay); the top is E max_k X_k over the C output blocks, X_k ~ N(top, (spread top)^2) with the per-output
-  spread O(1/sqrt M). Full batch norm adds the per-output scale 1 / sigma_k^2, sigma_k^2 = v chi^2_{T-1} / T:
-  E max_k X_k T / chi^2_k / v.
+  stay). With C outputs the law of the Gram is invariant under rotations of the output space, so the top
+  is the supremum over combined outputs a . f of one block's top, above the largest of the C block tops
+  by a measured coupling excess of order 1/sqrt(M). Full batch norm adds the per-output scale 1 / sigma_k^2,
+  sigma_k^2 = v chi^2_{T-1} / T: the top times E[T / chi^2_{T-1}] / v, with the coupling measured on the
+  network itself, or the exact maximum of the scaled blocks over outputs where that is larger (small T).
+  For T <= 128 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics.
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
   plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
-  symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M).
+  symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M), times a
+  measured O(1/sqrt M) outlier excess (the C x C matrix is a W K W^T form, heavier-tailed than Gaussian).
 * s = ||G||_F^2 / P: the mean-field value plus the entry variances: C (T Var G_tt + T (T - 1) Var G_ts
   + (C - 1) T^2 E G_cross^2) / P.
 
