@@ -243,8 +243,8 @@ example:
   meanfield derive --write-derivations derivations/             (regenerate derivations/*.md)""",
     "reproduce": """\
 example:
-  meanfield reproduce                       (full run, about 3 minutes on 2 cores; ./meanfield-results)
-  meanfield reproduce --quick --out /tmp/mf (about one minute)
+  meanfield reproduce                       (full run, about 1.5 minutes on 2 cores; ./meanfield-results)
+  meanfield reproduce --quick --out /tmp/mf (about half a minute)
   meanfield reproduce --config my.toml      (keys as in README; unknown keys are an error)
 Interrupted runs resume: every computed point is appended to points.csv in the output folder.""",
     "sweep": """\
@@ -362,7 +362,7 @@ def build_parser() -> Parser:
                          "theory against samples; figures, CSV, Markdown report.")
     p.add_argument("--out", default="meanfield-results", metavar="DIR",
                    help="output folder (created if missing; a rerun resumes from it)")
-    p.add_argument("--quick", action="store_true", help="the one-minute version (fewer widths and seeds)")
+    p.add_argument("--quick", action="store_true", help="the half-minute version (fewer widths and seeds)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="override defaults from a TOML file")
     p.add_argument("--processes", type=int, default=None, metavar="P", help="worker processes (default 2)")
     p.add_argument("--fresh", action="store_true", help="ignore (and replace) cached points in --out")

@@ -146,7 +146,7 @@ QUICK = dict(
     lr_widths=(64, 128), lr_steps=30, lr_etas=8,
     rmt_activations=("relu",), rmt_widths=(64,), rmt_ratios=(0.25, 1.0), rmt_seeds=3,
 )
-"""Overrides of the defaults for ``--quick`` (about a minute on 2 cores)."""
+"""Overrides of the defaults for ``--quick`` (about half a minute on 2 cores)."""
 
 
 def _field_types() -> dict[str, Any]:
@@ -192,7 +192,7 @@ def load_config(path: str | os.PathLike | None = None, *, quick: bool = False, *
 
     Args:
         path: a TOML file, or None.
-        quick: start from the one-minute preset :data:`QUICK`.
+        quick: start from the half-minute preset :data:`QUICK`.
         **overrides: final values (same names as the TOML keys).
 
     Example:
