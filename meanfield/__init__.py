@@ -63,6 +63,8 @@ _EXPORTS = {
     "free_edge": "rmt",
     "measure_fluctuations": "rmt",
     "Fluctuations": "rmt",
+    "cross_output_variance": "fourpoint",
+    "CrossOutputVariance": "fourpoint",
     "reproduce": "experiments",
 }
 

@@ -744,7 +744,14 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
     vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
     vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
-    vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
+    if C > 1 and not net.norms:
+        # derived, not measured: the four-point recursion of meanfield.fourpoint (plain networks)
+        from .fourpoint import cross_output_variance
+
+        vx = cross_output_variance(net, M, T).mean_square
+        notes.append("cross-output entry variance derived (meanfield.fourpoint)")
+    else:
+        vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
     if isinstance(last, BatchNorm) and not last.center_only:
         from .recursions import order_parameters
 
