@@ -75,6 +75,11 @@ class CrossOutputVariance:
         T = self.samples
         return ((T - 1) * self.offdiag + self.diag) / T / T**2
 
+    def _repr_latex_(self) -> str:
+        return (rf"$\mathrm{{Var}}(T G_{{kl}}(t,s)) = {self.offdiag:.6g},\ \mathrm{{Var}}(T G_{{kl}}(t,t)) = "
+                rf"{self.diag:.6g},\ M\,\mathbb{{E}}[G_{{kl}}^2]/\bar G_{{tt}}^2 = {self.var_cross:.6g}"
+                rf"\quad (M = {self.width},\ T = {self.samples})$")
+
     def __str__(self) -> str:
         return (f"cross-output Gram entries at M={self.width}, T={self.samples}: Var(T G_kl(t,s)) = {self.offdiag:.6g}"
                 f" (t != s), {self.diag:.6g} (t = s); M E[G_kl^2] / gram_diag^2 = {self.var_cross:.6g}")
