@@ -752,11 +752,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         notes.append("cross-output entry variance derived (meanfield.fourpoint)")
     else:
         vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
-    if isinstance(last, BatchNorm) and not last.center_only:
-        from .recursions import order_parameters
-
-        op = order_parameters(net, T)
-        v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
+    if isinstance(last, BatchNorm) and not last.center_only:  # v: the output variance from the lambda_max part
         excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P
         # mean part: the finite-width mean-field value (chi-square and projector moments) rescaled by (d/d_mf)^2;
         # variances: times E[sigma_k^-4] = T^2 / ((T-3)(T-5) v^2)
