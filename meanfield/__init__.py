@@ -65,6 +65,8 @@ _EXPORTS = {
     "Fluctuations": "rmt",
     "cross_output_variance": "fourpoint",
     "CrossOutputVariance": "fourpoint",
+    "same_output_variance": "fourpoint",
+    "SameOutputVariance": "fourpoint",
     "reproduce": "experiments",
 }
 

@@ -40,6 +40,19 @@ F(Q) = E[(phi_t^2, phi_s^2, phi_t phi_s)], Sigma(Q) their covariance (four-point
 and J_j = dF/dQ at the mean kernel; the inputs' K^0 has the Gaussian moments of x. The expectations are
 two-dimensional Gaussian integrals, here by nested Gauss-Hermite quadrature (200 x 200 nodes; exact to
 rounding for smooth phi, about 1e-3 relative for kinked ones such as relu), and J by central differences.
+
+Same-output entries. For one output, T G_kk(t, s) = sum_{l=1}^{L} A_l B_l with A_L = 1 (the output layer) and
+A_l = delta^l_k(t) . delta^l_k(s), now with mean abar_l = qtilde_2^l (qtilde_1^l for t = s). Given the forward
+pass, A_l = a_l + xi_l: its conditional mean a_l = prod_{m=l}^{L-1} sigma_w^2 cbar_m (cbar_m the realized mean
+of phi'_t phi'_s at layer m, which fluctuates with the forward kernels) and a backward part xi_l with
+V_l = (sigma_w^2 c_l)^2 V_{l+1} + sigma_w^4 e_l (qtilde_1^2 + qtilde_2^2) / M_l (2 sigma_w^4 E[phi'^4] qtilde_1^2 / M_l
+for t = s), V_L = 0. To first order in the forward fluctuations,
+
+    Var(T G_kk) = sum_{l, l'} [abar abar' Cov(B, B') + abar Bbar' Cov(B, a') + Bbar abar' Cov(a, B')
+                  + Bbar Bbar' Cov(a, a') + Bbar Bbar' Cov(xi, xi')],
+
+with delta a_l = abar_l sum_{m >= l} delta cbar_m / c_m; every forward covariance comes from the same
+realized-average recursion, extended by the mean of phi'_t phi'_s (the fourth component of X^j).
 """
 
 from __future__ import annotations
@@ -53,7 +66,7 @@ import numpy as np
 
 from .errors import InvalidArgument, check_int
 
-__all__ = ["CrossOutputVariance", "cross_output_variance"]
+__all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,7 @@ _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 def _moments(phi: Any, Q: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """F(Q) = E[(phi_t^2, phi_s^2, phi_t phi_s)] and their covariance Sigma(Q), (u_t, u_s) ~ N(0, Q),
+    """F(Q) = E[(phi_t^2, phi_s^2, phi_t phi_s, phi'_t phi'_s)] and their covariance Sigma(Q), (u_t, u_s) ~ N(0, Q),
     Q = (var_t, var_s, cov), by nested Gauss-Hermite quadrature (u_s given u_t is Gaussian)."""
     a, b, c = Q
     ut = math.sqrt(a) * _NODES
@@ -107,15 +120,17 @@ def _moments(phi: Any, Q: tuple) -> tuple[np.ndarray, np.ndarray]:
     w = _WEIGHTS[:, None] * _WEIGHTS[None, :]
     ft = np.broadcast_to(np.asarray(phi(ut), dtype=float)[:, None], us.shape)
     fs = np.asarray(phi(us), dtype=float)
-    v = np.stack([ft * ft, fs * fs, ft * fs])  # (3, n, n)
+    dt = np.broadcast_to(np.asarray(phi.derivative(ut), dtype=float)[:, None], us.shape)
+    ds = np.asarray(phi.derivative(us), dtype=float)
+    v = np.stack([ft * ft, fs * fs, ft * fs, dt * ds])  # (4, n, n)
     mean = np.einsum("kij,ij->k", v, w)
     second = np.einsum("kij,lij,ij->kl", v, v, w)
     return mean, second - np.outer(mean, mean)
 
 
 def _jacobian(phi: Any, Q: tuple) -> np.ndarray:
-    """dF/dQ (3 x 3) by central differences."""
-    J = np.empty((3, 3))
+    """dF/dQ (4 x 3) by central differences."""
+    J = np.empty((4, 3))
     for j in range(3):
         h = 1e-4 * max(abs(Q[0]), abs(Q[1]))
         up, dn = list(Q), list(Q)
@@ -126,28 +141,77 @@ def _jacobian(phi: Any, Q: tuple) -> np.ndarray:
 
 
 def _kernel_covariances(net: Any, op: Any, widths: tuple, same_sample: bool) -> dict:
-    """Cov(K^i, K^j) (3 x 3 each) of the realized kernels of h^0 .. h^{L-1} (module docstring)."""
+    """Cov(X^i, X^j) (4 x 4 each) of the realized layer averages X^j = (K^j, mean of phi'_t phi'_s at layer j)
+    of h^0 .. h^{L-1} (module docstring; the inputs have no phi')."""
     L = net.depth
     q1, q2 = float(net.input_q1), float(net.input_q2)
     if same_sample:
         q2 = q1
     # inputs: per coordinate (x_t^2, x_s^2, x_t x_s), Gaussian: Var x^2 = 2 q1^2, Cov(x_t^2, x_s^2) = 2 q2^2,
     # Cov(x_t^2, x_t x_s) = 2 q1 q2, Var(x_t x_s) = q1^2 + q2^2
-    local = np.array([[2 * q1 * q1, 2 * q2 * q2, 2 * q1 * q2],
-                      [2 * q2 * q2, 2 * q1 * q1, 2 * q1 * q2],
-                      [2 * q1 * q2, 2 * q1 * q2, q1 * q1 + q2 * q2]])
+    local = np.zeros((4, 4))
+    local[:3, :3] = [[2 * q1 * q1, 2 * q2 * q2, 2 * q1 * q2],
+                     [2 * q2 * q2, 2 * q1 * q1, 2 * q1 * q2],
+                     [2 * q1 * q2, 2 * q1 * q2, q1 * q1 + q2 * q2]]
     cov = {(0, 0): local / widths[0]}
     for j in range(1, L):
         layer = op.layers[j]
         Q = (float(layer.q1), float(layer.q1), float(layer.q1 if same_sample else layer.q2))
         phi = net.phi(j)
         _, sigma = _moments(phi, Q)
-        J = _jacobian(phi, Q) * float(net.sigma_w2[j - 1])  # d K^j / d K^{j-1}
+        J = np.zeros((4, 4))  # d X^j / d X^{j-1}: through Q^j = sigma_w^2 K^{j-1} + sigma_b^2
+        J[:, :3] = _jacobian(phi, Q) * float(net.sigma_w2[j - 1])
         cov[(j, j)] = sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
         for i in range(j):
             cov[(j, i)] = J @ cov[(j - 1, i)]
             cov[(i, j)] = cov[(j, i)].T
     return cov
+
+
+def _same_entry(net: Any, op: Any, widths: tuple, same_sample: bool) -> tuple[float, float]:
+    """(Var, mean) of T G_kk(t, s) (t = s when ``same_sample``), module docstring."""
+    from .gaussian import cross_moment, second_moment
+
+    L = net.depth
+    cov = _kernel_covariances(net, op, widths, same_sample)
+    sw = [float(g) for g in net.sigma_w2]  # sw[j]: W^{j+1}
+    c, abar, V, gain = {}, {L: 1.0}, {L: 0.0}, {}
+    for l in range(L - 1, 0, -1):
+        layer = op.layers[l]
+        q1, q2 = float(layer.q1), float(layer.q1 if same_sample else layer.q2)
+        c[l] = float(_moments(net.phi(l), (q1, q1, q2))[0][3])
+        abar[l] = abar[l + 1] * sw[l] * c[l]
+        d2 = _phi_prime_squared(net.phi(l))
+        qt1, qt2 = float(op.layers[l + 1].qtilde1), float(op.layers[l + 1].qtilde2)
+        if same_sample:
+            noise = 2 * sw[l] ** 2 * float(second_moment(d2, q1)) * qt1 * qt1 / widths[l]
+        else:
+            noise = sw[l] ** 2 * float(cross_moment(d2, q1, q2)) * (qt1 * qt1 + qt2 * qt2) / widths[l]
+        gain[l] = sw[l] * c[l]
+        V[l] = gain[l] ** 2 * V[l + 1] + noise
+    qhat = "qhat1" if same_sample else "qhat2"
+    bbar = {l: widths[l - 1] * float(getattr(op.layers[l - 1], qhat)) + 1.0 for l in range(1, L + 1)}
+
+    def cov_bb(l: int, lp: int) -> float:  # Cov(B_l, B_l')
+        return widths[l - 1] * widths[lp - 1] * float(cov[(l - 1, lp - 1)][2, 2])
+
+    def cov_ba(l: int, lp: int) -> float:  # Cov(B_l, a_l')
+        return widths[l - 1] * abar[lp] * sum(float(cov[(l - 1, m)][2, 3]) / c[m] for m in range(lp, L))
+
+    def cov_aa(l: int, lp: int) -> float:  # Cov(a_l, a_l')
+        return abar[l] * abar[lp] * sum(float(cov[(m, mp)][3, 3]) / (c[m] * c[mp])
+                                        for m in range(l, L) for mp in range(lp, L))
+
+    total = 0.0
+    for l in range(1, L + 1):
+        for lp in range(1, L + 1):
+            lo, hi = min(l, lp), max(l, lp)
+            backward = V[hi]
+            for m in range(lo, hi):
+                backward *= gain[m]
+            total += (abar[l] * abar[lp] * cov_bb(l, lp) + abar[l] * bbar[lp] * cov_ba(l, lp)
+                      + bbar[l] * abar[lp] * cov_ba(lp, l) + bbar[l] * bbar[lp] * (cov_aa(l, lp) + backward))
+    return total, sum(abar[l] * bbar[l] for l in range(1, L + 1))
 
 
 def _entry_variance(net: Any, op: Any, widths: tuple, same_sample: bool) -> float:
@@ -186,6 +250,69 @@ def _entry_variance(net: Any, op: Any, widths: tuple, same_sample: bool) -> floa
     return total
 
 
+@dataclass(frozen=True)
+class SameOutputVariance:
+    """Var(T G_kk(t, s)) of one output's Gram entries over weights and inputs: ``offdiag`` (t != s) and ``diag``
+    (t = s), with the means ``mean_offdiag`` and ``mean_diag`` of T G_kk to the same order (mean field)."""
+
+    width: int
+    samples: int
+    offdiag: float
+    diag: float
+    mean_offdiag: float
+    mean_diag: float
+
+    def _repr_latex_(self) -> str:
+        return (rf"$\mathrm{{Var}}(T G_{{kk}}(t,s)) = {self.offdiag:.6g},\ \mathrm{{Var}}(T G_{{kk}}(t,t)) = "
+                rf"{self.diag:.6g}\quad (M = {self.width},\ T = {self.samples})$")
+
+    def __str__(self) -> str:
+        return (f"same-output Gram entries at M={self.width}, T={self.samples}: T G_kk(t,s) = {self.mean_offdiag:.6g} "
+                f"+- sqrt({self.offdiag:.6g}) (t != s), T G_kk(t,t) = {self.mean_diag:.6g} +- sqrt({self.diag:.6g})")
+
+
+def _check_plain(net: Any, width: Any, samples: Any, outputs: int) -> tuple[int, int]:
+    from .network import Network
+
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    if net.norms:
+        raise InvalidArgument("net", net.describe(), "a network without normalization layers",
+                              "the derivation covers plain networks; the model measures the others")
+    if net.outputs < outputs:
+        raise InvalidArgument("net", net.describe(), f"C >= {outputs} outputs")
+    if net.is_symbolic:
+        raise InvalidArgument("net", net.describe(), "numeric parameters")
+    return check_int("width", width, minimum=1), check_int("samples", samples, minimum=1)
+
+
+def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVariance:
+    """Derived variance of one output's Gram entries over weights and inputs (module docstring).
+
+    Args:
+        net: a :class:`~meanfield.network.Network` without normalization layers.
+        width: M.
+        samples: T.
+
+    Returns:
+        :class:`SameOutputVariance`.
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> v = same_output_variance(Network(2, "relu", 2, 0), 64, 8)
+        >>> round(v.mean_diag, 6)       # E[T G_tt] = (|h^1|^2 + 1) (output layer) + qtilde_1 (|x|^2 + 1) = 65 + 65
+        130.0
+    """
+    from .recursions import order_parameters
+
+    M, T = _check_plain(net, width, samples, 1)
+    widths = net.widths(M)
+    op = order_parameters(net, T)
+    off, mean_off = _same_entry(net, op, widths, same_sample=False)
+    diag, mean_diag = _same_entry(net, op, widths, same_sample=True)
+    return SameOutputVariance(M, T, off, diag, mean_off, mean_diag)
+
+
 def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVariance:
     """Derived variance of the Gram entries between two different outputs (module docstring).
 
@@ -203,20 +330,9 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
         >>> round(v.diag, 6)   # one hidden layer: sigma_w^4 E[step^4] / M x E[(|x|^2 + 1)^2] = 4 (1/2) / 64 x (65^2 + 2 x 64)
         136.03125
     """
-    from .network import Network
     from .recursions import order_parameters
 
-    if not isinstance(net, Network):
-        raise InvalidArgument("net", net, "a meanfield Network")
-    if net.norms:
-        raise InvalidArgument("net", net.describe(), "a network without normalization layers",
-                              "the derivation covers plain networks; the model measures the others")
-    if net.outputs < 2:
-        raise InvalidArgument("net", net.describe(), "C >= 2 outputs (cross-output entries)")
-    if net.is_symbolic:
-        raise InvalidArgument("net", net.describe(), "numeric parameters")
-    M = check_int("width", width, minimum=1)
-    T = check_int("samples", samples, minimum=1)
+    M, T = _check_plain(net, width, samples, 2)
     widths = net.widths(M)
     op = order_parameters(net, T)
     off = _entry_variance(net, op, widths, same_sample=False)

@@ -742,15 +742,18 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     d_mf = gd_p - go_p
     if isinstance(last, BatchNorm):
         gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
-    vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
-    vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
-    if C > 1 and not net.norms:
-        # derived, not measured: the four-point recursion of meanfield.fourpoint (plain networks)
-        from .fourpoint import cross_output_variance
+    if not net.norms:
+        # derived, not measured: the four-point recursions of meanfield.fourpoint (plain networks); they give
+        # the variance over weights and inputs, as E ||G||_F^2 needs
+        from .fourpoint import cross_output_variance, same_output_variance
 
-        vx = cross_output_variance(net, M, T).mean_square
-        notes.append("cross-output entry variance derived (meanfield.fourpoint)")
+        same = same_output_variance(net, M, T)
+        vd, vo = same.diag / T**2, same.offdiag / T**2
+        vx = cross_output_variance(net, M, T).mean_square if C > 1 else 0.0
+        notes.append("entry variances for s derived (meanfield.fourpoint)")
     else:
+        vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
+        vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
         vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
     if isinstance(last, BatchNorm) and not last.center_only:  # v: the output variance from the lambda_max part
         excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from meanfield.errors import InvalidArgument
-from meanfield.fourpoint import _moments, cross_output_variance
+from meanfield.fourpoint import _moments, cross_output_variance, same_output_variance
 from meanfield.network import BatchNorm, LayerNorm, Network
 
 
@@ -37,7 +37,7 @@ def test_quadrature_against_closed_forms():
     assert cov[0, 0] == pytest.approx(1.25 * q * q, rel=1e-6)
     # linear: exact Isserlis values
     mean, cov = _moments(activation("linear"), (q, q, c))
-    assert np.allclose(mean, [q, q, c]) and cov[2, 2] == pytest.approx(q * q + c * c)
+    assert np.allclose(mean, [q, q, c, 1.0]) and cov[2, 2] == pytest.approx(q * q + c * c) and abs(cov[3, 3]) < 1e-12
 
 
 @pytest.mark.parametrize("net", [Network(2, "relu", 2, 0, outputs=1), Network(2, "relu", 2, 0, outputs=2,
@@ -46,6 +46,9 @@ def test_quadrature_against_closed_forms():
 def test_bad_networks(net):
     with pytest.raises(InvalidArgument):
         cross_output_variance(net, 32, 4)
+    if net.norms:
+        with pytest.raises(InvalidArgument):
+            same_output_variance(net, 32, 4)
 
 
 @pytest.mark.statistical
@@ -60,11 +63,21 @@ def test_against_sampled_networks(act, sw, sb):
     M, T = 64, 8
     net = Network(3, act, sw, sb, outputs=2)
     v = cross_output_variance(net, M, T)
-    off, diag = [], []
+    same = same_output_variance(net, M, T)
+    off, diag, same_off, same_diag = [], [], [], []
+    mask = ~np.eye(T, dtype=bool)
     for seed in range(7000, 7200):
-        B = (sample(net, M, T, seed, gram=True).gram * T)[:T, T:]
-        off.append(np.mean(B[~np.eye(T, dtype=bool)] ** 2))
+        G = sample(net, M, T, seed, gram=True).gram * T
+        B, A = G[:T, T:], G[:T, :T]
+        off.append(np.mean(B[mask] ** 2))
         diag.append(np.mean(np.diag(B) ** 2))
+        # squared deviations from the mean-field mean: the variance plus an O(1) squared bias against O(M)
+        same_off.append(np.mean((A[mask] - same.mean_offdiag) ** 2))
+        same_diag.append(np.mean((np.diag(A) - same.mean_diag) ** 2))
     for derived, values in ((v.offdiag, off), (v.diag, diag)):
         mean, sem = float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(len(values)))
         assert abs(derived - mean) < 3 * sem + 0.03 * mean
+    # same-output entries: within 2-8% of 300 sampled draws at M = 64, 256 (relu, tanh; L = 2..4): 3 sem + 8%
+    for derived, values in ((same.offdiag, same_off), (same.diag, same_diag)):
+        mean, sem = float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(len(values)))
+        assert abs(derived - mean) < 3 * sem + 0.08 * mean
