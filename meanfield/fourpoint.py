@@ -168,86 +168,55 @@ def _kernel_covariances(net: Any, op: Any, widths: tuple, same_sample: bool) -> 
     return cov
 
 
-def _same_entry(net: Any, op: Any, widths: tuple, same_sample: bool) -> tuple[float, float]:
-    """(Var, mean) of T G_kk(t, s) (t = s when ``same_sample``), module docstring."""
+def _entry(net: Any, op: Any, widths: tuple, same_sample: bool, same_output: bool) -> tuple[float, float]:
+    """(Var, mean) of T G_kl(t, s): one output (k = l) or two (k != l), t = s when ``same_sample`` (module
+    docstring; the cross-output case is the one with abar = 0 and no conditional-mean fluctuation)."""
     from .gaussian import cross_moment, second_moment
 
     L = net.depth
     cov = _kernel_covariances(net, op, widths, same_sample)
     sw = [float(g) for g in net.sigma_w2]  # sw[j]: W^{j+1}
-    c, abar, V, gain = {}, {L: 1.0}, {L: 0.0}, {}
+    c, gain = {}, {}
+    abar = {L: 1.0 if same_output else 0.0}
+    V = {L: 0.0}
     for l in range(L - 1, 0, -1):
         layer = op.layers[l]
-        q1, q2 = float(layer.q1), float(layer.q1 if same_sample else layer.q2)
-        c[l] = float(_moments(net.phi(l), (q1, q1, q2))[0][3])
-        abar[l] = abar[l + 1] * sw[l] * c[l]
-        d2 = _phi_prime_squared(net.phi(l))
-        qt1, qt2 = float(op.layers[l + 1].qtilde1), float(op.layers[l + 1].qtilde2)
+        q1, q2 = float(layer.q1), float(layer.q2)
+        d, d2 = net.phi(l).derivative, _phi_prime_squared(net.phi(l))
         if same_sample:
-            noise = 2 * sw[l] ** 2 * float(second_moment(d2, q1)) * qt1 * qt1 / widths[l]
+            c[l], e = float(second_moment(d, q1)), float(second_moment(d2, q1))
         else:
-            noise = sw[l] ** 2 * float(cross_moment(d2, q1, q2)) * (qt1 * qt1 + qt2 * qt2) / widths[l]
-        gain[l] = sw[l] * c[l]
-        V[l] = gain[l] ** 2 * V[l + 1] + noise
+            c[l], e = float(cross_moment(d, q1, q2)), float(cross_moment(d2, q1, q2))
+        gain[l] = sw[l] * c[l]  # E[A_l | layer l+1] = gain A_{l+1}
+        abar[l] = abar[l + 1] * gain[l]
+        # Var(v_k(t)_i v_l(s)_i) = (sigma_w^2 / M)^2 (|delta_k(t)|^2 |delta_l(s)|^2 + (delta_k(t) . delta_l(s))^2)
+        qt1 = float(op.layers[l + 1].qtilde1)
+        V[l] = gain[l] ** 2 * V[l + 1] + sw[l] ** 2 * e * (qt1 * qt1 + abar[l + 1] ** 2) / widths[l]
     qhat = "qhat1" if same_sample else "qhat2"
     bbar = {l: widths[l - 1] * float(getattr(op.layers[l - 1], qhat)) + 1.0 for l in range(1, L + 1)}
 
     def cov_bb(l: int, lp: int) -> float:  # Cov(B_l, B_l')
         return widths[l - 1] * widths[lp - 1] * float(cov[(l - 1, lp - 1)][2, 2])
 
-    def cov_ba(l: int, lp: int) -> float:  # Cov(B_l, a_l')
+    def cov_ba(l: int, lp: int) -> float:  # Cov(B_l, a_l'), a_l' = abar_l' (1 + sum_m delta cbar_m / c_m)
         return widths[l - 1] * abar[lp] * sum(float(cov[(l - 1, m)][2, 3]) / c[m] for m in range(lp, L))
 
     def cov_aa(l: int, lp: int) -> float:  # Cov(a_l, a_l')
         return abar[l] * abar[lp] * sum(float(cov[(m, mp)][3, 3]) / (c[m] * c[mp])
                                         for m in range(l, L) for mp in range(lp, L))
 
+    last = L if same_output else L - 1  # the output layer's parameters reach only their own output
     total = 0.0
-    for l in range(1, L + 1):
-        for lp in range(1, L + 1):
+    for l in range(1, last + 1):
+        for lp in range(1, last + 1):
             lo, hi = min(l, lp), max(l, lp)
             backward = V[hi]
             for m in range(lo, hi):
                 backward *= gain[m]
-            total += (abar[l] * abar[lp] * cov_bb(l, lp) + abar[l] * bbar[lp] * cov_ba(l, lp)
-                      + bbar[l] * abar[lp] * cov_ba(lp, l) + bbar[l] * bbar[lp] * (cov_aa(l, lp) + backward))
-    return total, sum(abar[l] * bbar[l] for l in range(1, L + 1))
-
-
-def _entry_variance(net: Any, op: Any, widths: tuple, same_sample: bool) -> float:
-    """Var(T G_kl(t, s)) from the recursion of the module docstring (t = s when ``same_sample``)."""
-    from .gaussian import cross_moment, second_moment
-
-    L = net.depth
-    V: dict[int, float] = {L: 0.0}
-    gain: dict[int, float] = {}  # sigma_w^2 c_l: the factor carrying A_{l+1} into E[A_l]
-    for l in range(L - 1, 0, -1):
-        layer = op.layers[l]
-        q1, q2 = float(layer.q1), float(layer.q2)
-        phi = net.phi(l)
-        d, d2 = phi.derivative, _phi_prime_squared(phi)
-        if same_sample:
-            c, e = float(second_moment(d, q1)), float(second_moment(d2, q1))
-        else:
-            c, e = float(cross_moment(d, q1, q2)), float(cross_moment(d2, q1, q2))
-        sw = float(net.sigma_w2[l])  # W^{l+1}
-        qt = float(op.layers[l + 1].qtilde1)
-        gain[l] = sw * c
-        V[l] = gain[l] ** 2 * V[l + 1] + sw * sw * e * qt * qt / widths[l]
-    kcov = _kernel_covariances(net, op, widths, same_sample)
-    entry = 2  # the (t, s) component of K (for t = s it equals the others)
-    bbar = {l: widths[l - 1] * float(op.layers[l - 1].qhat1 if same_sample else op.layers[l - 1].qhat2) + 1.0
-            for l in range(1, L)}
-    total = 0.0
-    for l in range(1, L):
-        for lp in range(1, L):
-            lo, hi = min(l, lp), max(l, lp)
-            cov_a = V[hi]
-            for m in range(lo, hi):
-                cov_a *= gain[m]
-            cov_b = widths[l - 1] * widths[lp - 1] * float(kcov[(l - 1, lp - 1)][entry, entry])
-            total += (bbar[l] * bbar[lp] + cov_b) * cov_a
-    return total
+            total += ((bbar[l] * bbar[lp] + cov_bb(l, lp)) * backward + abar[l] * abar[lp] * cov_bb(l, lp)
+                      + abar[l] * bbar[lp] * cov_ba(l, lp) + bbar[l] * abar[lp] * cov_ba(lp, l)
+                      + bbar[l] * bbar[lp] * cov_aa(l, lp))
+    return total, sum(abar[l] * bbar[l] for l in range(1, last + 1))
 
 
 @dataclass(frozen=True)
@@ -308,8 +277,8 @@ def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVarian
     M, T = _check_plain(net, width, samples, 1)
     widths = net.widths(M)
     op = order_parameters(net, T)
-    off, mean_off = _same_entry(net, op, widths, same_sample=False)
-    diag, mean_diag = _same_entry(net, op, widths, same_sample=True)
+    off, mean_off = _entry(net, op, widths, same_sample=False, same_output=True)
+    diag, mean_diag = _entry(net, op, widths, same_sample=True, same_output=True)
     return SameOutputVariance(M, T, off, diag, mean_off, mean_diag)
 
 
@@ -335,8 +304,8 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
     M, T = _check_plain(net, width, samples, 2)
     widths = net.widths(M)
     op = order_parameters(net, T)
-    off = _entry_variance(net, op, widths, same_sample=False)
-    diag = _entry_variance(net, op, widths, same_sample=True)
+    off = _entry(net, op, widths, same_sample=False, same_output=False)[0]
+    diag = _entry(net, op, widths, same_sample=True, same_output=False)[0]
     from .fisher import predict
 
     gd = float(predict(net, M, T).gram_diag)
