@@ -45,11 +45,11 @@ Same-output entries. For one output, T G_kk(t, s) = sum_{l=1}^{L} A_l B_l with A
 A_l = delta^l_k(t) . delta^l_k(s), now with mean abar_l = qtilde_2^l (qtilde_1^l for t = s). Given the forward
 pass, A_l = a_l + xi_l: its conditional mean a_l = prod_{m=l}^{L-1} sigma_w^2 cbar_m (cbar_m the realized mean
 of phi'_t phi'_s at layer m, which fluctuates with the forward kernels) and a backward part xi_l with
-V_l = (sigma_w^2 c_l)^2 V_{l+1} + sigma_w^4 e_l (qtilde_1^2 + qtilde_2^2) / M_l (2 sigma_w^4 E[phi'^4] qtilde_1^2 / M_l
-for t = s), V_L = 0. To first order in the forward fluctuations,
+V_l = (sigma_w^2 c_l)^2 V_{l+1} + sigma_w^4 e_l (qtilde_1^2 + abar_{l+1}^2) / M_l (abar_{l+1} = qtilde_2^{l+1},
+or qtilde_1^{l+1} for t = s; it is 0 between outputs, which gives the recursion above), V_L = 0. To first order in the forward fluctuations,
 
     Var(T G_kk) = sum_{l, l'} [abar abar' Cov(B, B') + abar Bbar' Cov(B, a') + Bbar abar' Cov(a, B')
-                  + Bbar Bbar' Cov(a, a') + Bbar Bbar' Cov(xi, xi')],
+                  + Bbar Bbar' Cov(a, a') + (Bbar Bbar' + Cov(B, B')) Cov(xi, xi')],
 
 with delta a_l = abar_l sum_{m >= l} delta cbar_m / c_m; every forward covariance comes from the same
 realized-average recursion, extended by the mean of phi'_t phi'_s (the fourth component of X^j).
