@@ -1375,8 +1375,10 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
     ref_seeds = reference.get("seeds", [])
     sampled = range(config.rmt_seeds)
     disjoint = not set(ref_seeds) & set(sampled)
-    seeds_text = (f"seeds {min(ref_seeds)}–{max(ref_seeds)}" if ref_seeds else "its reference seeds")
-    from .rmt import REFERENCE_WIDTHS
+    from .rmt import MEAN_DRAWS, MEAN_SEED, REFERENCE_WIDTHS
+
+    seeds_text = (f"seeds {min(ref_seeds)}–{max(ref_seeds)}, and {MEAN_SEED}–{MEAN_SEED + MEAN_DRAWS - 1} for the "
+                  f"mean entries" if ref_seeds else "its reference seeds")
 
     native = tuple(ref_widths) == tuple(REFERENCE_WIDTHS)
     what = ("`predict(..., finite_width=\"rmt\")`" if native else
@@ -1386,7 +1388,8 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
              f"fluctuation coefficients are measured on sampled networks at reference widths "
              f"{' and '.join(map(str, ref_widths))} ({seeds_text}, "
              + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} sampled "
-             "here) and extrapolated as c + c′/M."]
+             "here) and extrapolated as c + c′/M; for networks without normalization the entry variances that "
+             "set s are derived (`meanfield.fourpoint`)."]
     counts = []
     for name, key in methods:
         errors = [abs(r[key]) for r in records]
