@@ -60,6 +60,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import functools
 import math
 
 import numpy as np
@@ -168,13 +169,23 @@ def _kernel_covariances(net: Any, op: Any, widths: tuple, same_sample: bool) -> 
     return cov
 
 
-def _entry(net: Any, op: Any, widths: tuple, same_sample: bool, same_output: bool) -> tuple[float, float]:
+@functools.lru_cache(maxsize=64)
+def _covariances(net: Any, width: int, samples: int, same_sample: bool) -> dict:
+    """:func:`_kernel_covariances` of ``net`` at (M, T), computed once: the same- and cross-output entries (and the
+    model's cells at one width) share them. Read-only."""
+    from .recursions import order_parameters
+
+    return _kernel_covariances(net, order_parameters(net, samples), net.widths(width), same_sample)
+
+
+def _entry(net: Any, op: Any, width: int, samples: int, same_sample: bool, same_output: bool) -> tuple[float, float]:
     """(Var, mean) of T G_kl(t, s): one output (k = l) or two (k != l), t = s when ``same_sample`` (module
     docstring; the cross-output case is the one with abar = 0 and no conditional-mean fluctuation)."""
     from .gaussian import cross_moment, second_moment
 
     L = net.depth
-    cov = _kernel_covariances(net, op, widths, same_sample)
+    widths = net.widths(width)
+    cov = _covariances(net, width, samples, same_sample)
     sw = [float(g) for g in net.sigma_w2]  # sw[j]: W^{j+1}
     c, gain = {}, {}
     abar = {L: 1.0 if same_output else 0.0}
@@ -275,10 +286,9 @@ def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVarian
     from .recursions import order_parameters
 
     M, T = _check_plain(net, width, samples, 1)
-    widths = net.widths(M)
     op = order_parameters(net, T)
-    off, mean_off = _entry(net, op, widths, same_sample=False, same_output=True)
-    diag, mean_diag = _entry(net, op, widths, same_sample=True, same_output=True)
+    off, mean_off = _entry(net, op, M, T, same_sample=False, same_output=True)
+    diag, mean_diag = _entry(net, op, M, T, same_sample=True, same_output=True)
     return SameOutputVariance(M, T, off, diag, mean_off, mean_diag)
 
 
@@ -302,10 +312,9 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
     from .recursions import order_parameters
 
     M, T = _check_plain(net, width, samples, 2)
-    widths = net.widths(M)
     op = order_parameters(net, T)
-    off = _entry(net, op, widths, same_sample=False, same_output=False)[0]
-    diag = _entry(net, op, widths, same_sample=True, same_output=False)[0]
+    off = _entry(net, op, M, T, same_sample=False, same_output=False)[0]
+    diag = _entry(net, op, M, T, same_sample=True, same_output=False)[0]
     from .fisher import predict
 
     gd = float(predict(net, M, T).gram_diag)

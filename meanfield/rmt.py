@@ -596,7 +596,6 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list) -> 
     d0 = d - n * lam - ell
     edge, g_star = free_edge(d0, s2, blocks, T)
     shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
-    top = spike_outlier(d0, s2, blocks, T, ell)
     if T <= _MC_MAX_T:
         # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the same
         # model drawn at this T (relu/tanh center-only, M = 64, T = 8: +5.5%/+17% from edge + TW, +1%/+9.5%
@@ -604,6 +603,7 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list) -> 
         expected, method = _model_top_drawn(d0, s2, n, lam, ell, T), "drawn"
     else:
         # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
+        top = spike_outlier(d0, s2, blocks, T, ell)
         expected, method = (top, "outlier") if top > edge else (edge + shift, "edge+TW")
     return dict(edge=edge, top=expected, spike=T * ell, d=d, modes=n, mode_size=lam, semicircle=s2, identity=d0,
                 tw_shift=shift, top_method=method)
