@@ -1155,14 +1155,15 @@ def _rmt_cells(config: Config, net) -> tuple[list[tuple[int, int]], list[str]]:
 
 
 def _rmt_model_digest() -> str:
-    """A digest of the random-matrix model's source: the model is semi-empirical and still changing, so a
-    changed model must not reuse cached predictions (the sampled points do not depend on it)."""
+    """A digest of the random-matrix model's source (meanfield.rmt and the derived coefficients of
+    meanfield.fourpoint): the model is semi-empirical and still changing, so a changed model must not reuse
+    cached predictions (the sampled points do not depend on it)."""
     import hashlib
 
-    from . import rmt
+    from . import fourpoint, rmt
 
     try:
-        text = Path(rmt.__file__).read_bytes()
+        text = b"".join(Path(module.__file__).read_bytes() for module in (rmt, fourpoint))
     except OSError:  # e.g. a zipped install: fall back to the package version
         from . import __version__
 
