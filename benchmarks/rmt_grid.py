@@ -1,6 +1,6 @@
 """Issue 9 grid: relative error of E lambda_max (and E s) predicted by RMT vs leading order, against sampled means.
 
-Run:  python benchmarks/rmt_grid.py [--quick] [--seeds N] [--out table.md]
+Run:  python benchmarks/rmt_grid.py [--quick] [--seeds N] [--out table.md] [--max-ct N] [--json cells.jsonl]
 
 For each network (relu / tanh; no normalization, batch norm on the output (center-only, full), layer norm in
 both hidden layers; C in {1, 3, 10}) and each feasible cell (M, T), prints
@@ -10,8 +10,8 @@ both hidden layers; C in {1, 3, 10}) and each feasible cell (M, T), prints
 for lambda_max and for s, with the sampled standard error. "leading" is the paper's value: alpha M (kappa_1 +
 (T-1) kappa_2) / T without normalization, the bulk value alpha (kappa_1 - kappa_2) M / T (center-only) or that
 value times the chi-square maximum (full batch norm; FisherStats.lambda_max of the finite-width prediction, which
-is a lower bound there). Feasible cells: C T <= 4096 (the sampler builds and diagonalizes the C T x C T Gram);
-the rest (C = 10 with T >= 512, C = 3 with T = 2048) are listed as skipped. A cell "resolves" 5% when the sampled
+is a lower bound there). Feasible cells: C T <= 4096 (the sampler builds and diagonalizes the C T x C T Gram;
+--max-ct raises the bound); the rest (C = 10 with T >= 512, C = 3 with T = 2048) are listed as skipped. A cell "resolves" 5% when the sampled
 standard error is at most 2.5%; the summary counts cells within 5% among all and among the resolving ones.
 
 The sampled seeds are 0..N-1; the RMT fluctuation coefficients are measured at widths 64 and 128 with seeds
@@ -21,6 +21,7 @@ The sampled seeds are 0..N-1; the RMT fluctuation coefficients are measured at w
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--nets", default="", help="comma-separated exact labels to run, in this order")
     ap.add_argument("--cells", default="", help="cells as M:T,M:T,... (default: the grid)")
     ap.add_argument("--out", default="", help="also write the table (markdown) here")
+    ap.add_argument("--max-ct", type=int, default=MAX_CT,
+                    help=f"skip cells with C T above this (the C T x C T Gram is built; default {MAX_CT})")
+    ap.add_argument("--json", default="", help="append one JSON object per measured cell (JSON Lines) to this file")
     args = ap.parse_args(argv)
     cells = QUICK_CELLS if args.quick else FULL_CELLS
     if args.cells:
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
         measure_fluctuations(net)
         t_theory += time.perf_counter() - t0
         for M, T in cells:
-            if net.outputs * T > MAX_CT:
+            if net.outputs * T > args.max_ct:
                 skipped.append((label, M, T))
                 continue
             t0 = time.perf_counter()
@@ -105,6 +109,12 @@ def main(argv=None) -> int:
                        e_mf=float(base.lambda_max) / lam - 1, e_rmt=rm["lambda_max"] / lam - 1, s=s, s_sem=s_sem,
                        es_mf=float(base.s) / s - 1, es_rmt=rm["s"] / s - 1)
             rows.append(row)
+            if args.json:  # one line per cell, appended as cells complete (survives an interrupted grid)
+                record = dict(label=label, M=M, T=T, seeds=nseeds, lam=lam, sem=sem, s=s, s_sem=s_sem,
+                              rmt=float(rm["lambda_max"]), rmt_s=float(rm["s"]), lead=lead,
+                              mf=float(base.lambda_max), mf_s=float(base.s))
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             line = (f"| {label} | {M} | {T} | {T / M:.3g} | {lam:.4g} ({sem / lam:.1%}) | {row['e_lead']:+.1%} | "
                     f"{row['e_mf']:+.1%} | {row['e_rmt']:+.1%} | {s:.4g} ({s_sem / s:.1%}) | "
                     f"{row['es_mf']:+.1%} | {row['es_rmt']:+.1%} |")
@@ -118,7 +128,7 @@ def main(argv=None) -> int:
     resolving = [r for r in rows if r["sem"] <= 0.025 * r["lam"]]
     summary = [
         f"cells: {len(rows)} measured (seeds 0..N-1, N = 48 at M=64, 16 at M=256, 8 at M=1024, 4 above unless --seeds), "
-        f"{len(skipped)} skipped (C T > {MAX_CT})",
+        f"{len(skipped)} skipped (C T > {args.max_ct})",
         f"lambda_max within 5%: rmt {len(within)}/{len(rows)}, leading {len(within_lead)}/{len(rows)}",
         f"lambda_max within 5% where the sampled sem <= 2.5%: rmt "
         f"{sum(abs(r['e_rmt']) <= 0.05 for r in resolving)}/{len(resolving)}, leading "
