@@ -67,7 +67,9 @@ import numpy as np
 
 from .errors import InvalidArgument, check_int
 
-__all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance"]
+__all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
+           "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
+           "OutlierFluctuations", "outlier_fluctuations"]
 
 
 @dataclass(frozen=True)
@@ -99,135 +101,293 @@ class CrossOutputVariance:
                 f" (t != s), {self.diag:.6g} (t = s); M E[G_kl^2] / gram_diag^2 = {self.var_cross:.6g}")
 
 
-def _phi_prime_squared(phi: Any) -> Any:
-    from .activations import Activation
-
-    d = phi.derivative
-    return Activation.from_expr(d.expr**2, name=f"({d.name})^2")
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
+_RANGE = 12.0  # |Z| <= 12 carries all but 4e-33 of a standard normal's mass
 
 
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(200)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+def _normal_rule(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights for E[f(Z)], Z ~ N(0, 1), per row of ``breaks`` (rows x k points where f is not smooth):
+    Gauss-Legendre on each piece of [-12, 12] between the breaks, the normal density folded into the weights.
+    Exact to rounding for piecewise-smooth f (relu, step) where Gauss-Hermite converges only algebraically."""
+    b = np.clip(np.sort(np.atleast_2d(breaks), axis=1), -_RANGE, _RANGE)
+    rows = b.shape[0]
+    edges = np.concatenate([np.full((rows, 1), -_RANGE), b, np.full((rows, 1), _RANGE)], axis=1)
+    lo, hi = edges[:, :-1, None], edges[:, 1:, None]
+    half = (hi - lo) / 2
+    x = (lo + hi) / 2 + half * _GL_NODES
+    w = half * _GL_WEIGHTS * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    return x.reshape(rows, -1), w.reshape(rows, -1)
 
 
-def _moments(phi: Any, Q: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """F(Q) = E[(phi_t^2, phi_s^2, phi_t phi_s, phi'_t phi'_s)] and their covariance Sigma(Q), (u_t, u_s) ~ N(0, Q),
-    Q = (var_t, var_s, cov), by nested Gauss-Hermite quadrature (u_s given u_t is Gaussian)."""
-    a, b, c = Q
-    ut = math.sqrt(a) * _NODES
-    slope = c / a
-    rest = math.sqrt(max(b - c * c / a, 0.0))
-    us = slope * ut[:, None] + rest * _NODES[None, :]
-    w = _WEIGHTS[:, None] * _WEIGHTS[None, :]
-    ft = np.broadcast_to(np.asarray(phi(ut), dtype=float)[:, None], us.shape)
-    fs = np.asarray(phi(us), dtype=float)
-    dt = np.broadcast_to(np.asarray(phi.derivative(ut), dtype=float)[:, None], us.shape)
-    ds = np.asarray(phi.derivative(us), dtype=float)
-    v = np.stack([ft * ft, fs * fs, ft * fs, dt * ds])  # (4, n, n)
-    mean = np.einsum("kij,ij->k", v, w)
-    second = np.einsum("kij,lij,ij->kl", v, v, w)
-    return mean, second - np.outer(mean, mean)
+@dataclass(frozen=True)
+class _Unit:
+    """A unit's nonlinearity for the quadratures: phi, phi' (numpy) and the points where either is not smooth."""
+
+    f: Any
+    df: Any
+    kinks: tuple | None
+
+    @staticmethod
+    def of(phi: Any) -> "_Unit":
+        k1, k2 = phi.kinks, phi.derivative.kinks
+        kinks = None if k1 is None or k2 is None else tuple(sorted(set(k1) | set(k2)))
+        return _Unit(phi, phi.derivative, kinks)
 
 
-def _jacobian(phi: Any, Q: tuple) -> np.ndarray:
-    """dF/dQ (4 x 3) by central differences."""
-    J = np.empty((4, 3))
-    for j in range(3):
-        h = 1e-4 * max(abs(Q[0]), abs(Q[1]))
-        up, dn = list(Q), list(Q)
-        up[j] += h
-        dn[j] -= h
-        J[:, j] = (_moments(phi, tuple(up))[0] - _moments(phi, tuple(dn))[0]) / (2 * h)
-    return J
+_IDENTITY = _Unit(lambda x: x, lambda x: np.ones_like(x), ())
 
 
-def _kernel_covariances(net: Any, op: Any, widths: tuple, same_sample: bool) -> dict:
-    """Cov(X^i, X^j) (4 x 4 each) of the realized layer averages X^j = (K^j, mean of phi'_t phi'_s at layer j)
-    of h^0 .. h^{L-1} (module docstring; the inputs have no phi')."""
+def _breaks(unit: _Unit, shift: np.ndarray, scale: float) -> np.ndarray:
+    """Breakpoints in the standard-normal variable e of g(shift + scale e) (rows: the shifts)."""
+    shift = np.atleast_1d(shift)
+    if unit.kinks is None:  # kinks unknown: many equal pieces
+        return np.broadcast_to(np.linspace(-_RANGE, _RANGE, 33)[1:-1], (shift.size, 31))
+    if not unit.kinks or scale == 0:
+        return np.empty((shift.size, 0))
+    return (np.asarray(unit.kinks)[None, :] - shift[:, None]) / scale
+
+
+def _conditional_moments(unit: _Unit, shift: np.ndarray, scale: float, powers: tuple) -> dict:
+    """E_e[phi^i phi'^j (shift + scale e)] for each (i, j) in ``powers``, one value per shift."""
+    shift = np.atleast_1d(np.asarray(shift, dtype=float))
+    if scale == 0:
+        u = shift[:, None]
+        w = np.ones_like(u)
+    else:
+        e, w = _normal_rule(_breaks(unit, shift, scale))
+        u = shift[:, None] + scale * e
+    fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
+    return {(i, j): (w * fa**i * fd**j).sum(axis=1) for i, j in powers}
+
+
+_POWERS = tuple((i, j) for i in range(5) for j in range(5) if i + j <= 4)
+
+
+@functools.lru_cache(maxsize=256)
+def _exchangeable(unit: _Unit, q1: float, q2: float) -> tuple[np.ndarray, dict]:
+    """Samples with equal variance q1 and equal covariance q2 >= 0 are u_a = sqrt(q2) z + sqrt(q1 - q2) e_a with
+    z, e_a iid standard normal: any product of phi, phi' over several samples is a z-integral of products of
+    one-sample conditional moments. Returns the z weights and the table (i, j) -> E_e[phi^i phi'^j | z]."""
+    if q2 < 0 or q1 < q2:
+        raise InvalidArgument("net", (q1, q2), "layer kernels with q1 >= q2 >= 0 (exchangeable samples)")
+    c, sigma = math.sqrt(q2), math.sqrt(q1 - q2)
+    zb = np.empty((1, 0)) if c == 0 or unit.kinks is None else (np.asarray(unit.kinks) / c)[None, :]
+    if unit.kinks is None and c > 0:
+        zb = np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1]
+    z, wz = _normal_rule(zb)
+    return wz[0], _conditional_moments(unit, c * z[0], sigma, _POWERS)
+
+
+def _product_mean(table: tuple, counts: dict) -> float:
+    """E[prod over samples a of phi^i_a phi'^j_a] for counts a -> (i, j) (exchangeable samples)."""
+    wz, m = table
+    acc = np.ones_like(wz)
+    for i, j in counts.values():
+        if i or j:
+            acc = acc * m[(i, j)]
+    return float(wz @ acc)
+
+
+def _pairs(n: int) -> list:
+    return [(a, b) for a in range(n) for b in range(a, n)]
+
+
+def _counts(*components: tuple) -> dict:
+    """Per-sample (phi power, phi' power) of a product of components (kind, a, b); kind 0: phi_a phi_b, 1: phi'_a phi'_b."""
+    out: dict = {}
+    for kind, a, b in components:
+        for x in (a, b):
+            i, j = out.get(x, (0, 0))
+            out[x] = (i + 1, j) if kind == 0 else (i, j + 1)
+    return out
+
+
+def _pair_mean(unit: _Unit, kind: int, qa: float, qb: float, qab: float) -> float:
+    """E[g(u_a) g(u_b)], g = phi (kind 0) or phi' (kind 1), for any 2 x 2 covariance with |qab| <= qa, qb."""
+    c, sign = math.sqrt(abs(qab)), (1.0 if qab >= 0 else -1.0)
+    if unit.kinks is None or c == 0:
+        z, wz = _normal_rule(np.empty((1, 0)) if unit.kinks is not None else np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1])
+    else:
+        ks = np.asarray(unit.kinks) / c
+        z, wz = _normal_rule(np.concatenate([ks, sign * ks])[None, :])
+    p = (1, 0) if kind == 0 else (0, 1)
+    ma = _conditional_moments(unit, c * z[0], math.sqrt(qa - abs(qab)), (p,))[p]
+    mb = _conditional_moments(unit, sign * c * z[0], math.sqrt(qb - abs(qab)), (p,))[p]
+    return float(wz[0] @ (ma * mb))
+
+
+def _square_mean(unit: _Unit, kind: int, q: float) -> float:
+    """E[g(u)^2], u ~ N(0, q)."""
+    p = (2, 0) if kind == 0 else (0, 2)
+    return float(_conditional_moments(unit, np.zeros(1), math.sqrt(q), (p,))[p][0])
+
+
+@functools.lru_cache(maxsize=256)
+def _slopes(unit: _Unit, q1: float, q2: float) -> dict:
+    """Derivatives of the layer means F = E[g g'] in the kernel at (q1, q2), by central differences of exact
+    quadratures: kind -> (dE[g^2]/dq, dE[g_a g_b]/dQ_aa (= d/dQ_bb), dE[g_a g_b]/dQ_ab)."""
+    h = 1e-5 * q1
+    out = {}
+    for kind in (0, 1):
+        single = (_square_mean(unit, kind, q1 + h) - _square_mean(unit, kind, q1 - h)) / (2 * h)
+        diag = (_pair_mean(unit, kind, q1 + h, q1, q2) - _pair_mean(unit, kind, q1 - h, q1, q2)) / (2 * h)
+        hc = min(h, (q1 - q2) / 2) if q1 > q2 else h
+        cross = (_pair_mean(unit, kind, q1, q1, q2 + hc) - _pair_mean(unit, kind, q1, q1, q2 - hc)) / (2 * hc)
+        out[kind] = (single, diag, cross)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _forward(net: Any, width: int, samples: int, n: int) -> dict:
+    """Cov(X^i, X^j) of the realized layer averages of n exchangeable samples (module docstring):
+    X^j = (h_a . h_b / M_j for pairs a <= b, then the mean of phi'_a phi'_b over layer j's units), j = 0..L-1
+    (the inputs have no phi'). Read-only (cached per network, width, T and n)."""
+    from .recursions import order_parameters
+
+    op = order_parameters(net, samples)
+    widths = net.widths(width)
+    pairs = _pairs(n)
+    comps = [(0, a, b) for a, b in pairs] + [(1, a, b) for a, b in pairs]
+    size = len(comps)
+
+    def local(unit: _Unit, q1: float, q2: float) -> tuple[np.ndarray, np.ndarray]:
+        table = _exchangeable(unit, q1, q2)
+        mean = np.array([_product_mean(table, _counts(c)) for c in comps])
+        second = np.array([[_product_mean(table, _counts(c, d)) for d in comps] for c in comps])
+        return mean, second - np.outer(mean, mean)
+
+    _, sigma = local(_IDENTITY, float(net.input_q1), float(net.input_q2))
+    k = len(pairs)
+    sigma[k:, :] = 0.0  # the inputs' X^0 is the kernel only
+    sigma[:, k:] = 0.0
+    cov = {(0, 0): sigma / widths[0]}
+    means = {}
     L = net.depth
-    q1, q2 = float(net.input_q1), float(net.input_q2)
-    if same_sample:
-        q2 = q1
-    # inputs: per coordinate (x_t^2, x_s^2, x_t x_s), Gaussian: Var x^2 = 2 q1^2, Cov(x_t^2, x_s^2) = 2 q2^2,
-    # Cov(x_t^2, x_t x_s) = 2 q1 q2, Var(x_t x_s) = q1^2 + q2^2
-    local = np.zeros((4, 4))
-    local[:3, :3] = [[2 * q1 * q1, 2 * q2 * q2, 2 * q1 * q2],
-                     [2 * q2 * q2, 2 * q1 * q1, 2 * q1 * q2],
-                     [2 * q1 * q2, 2 * q1 * q2, q1 * q1 + q2 * q2]]
-    cov = {(0, 0): local / widths[0]}
     for j in range(1, L):
-        layer = op.layers[j]
-        Q = (float(layer.q1), float(layer.q1), float(layer.q1 if same_sample else layer.q2))
-        phi = net.phi(j)
-        _, sigma = _moments(phi, Q)
-        J = np.zeros((4, 4))  # d X^j / d X^{j-1}: through Q^j = sigma_w^2 K^{j-1} + sigma_b^2
-        J[:, :3] = _jacobian(phi, Q) * float(net.sigma_w2[j - 1])
+        q1, q2 = float(op.layers[j].q1), float(op.layers[j].q2)
+        unit = _Unit.of(net.phi(j))
+        means[j], sigma = local(unit, q1, q2)
+        slopes = _slopes(unit, q1, q2)
+        J = np.zeros((size, size))  # d X^j / d X^{j-1}, through Q^j = sigma_w^2 K^{j-1} + sigma_b^2
+        for r, (kind, a, b) in enumerate(comps):
+            single, diag, cross = slopes[kind]
+            if a == b:
+                J[r, pairs.index((a, a))] = single
+            else:
+                J[r, pairs.index((a, a))] = J[r, pairs.index((b, b))] = diag
+                J[r, pairs.index((a, b))] = cross
+        J *= float(net.sigma_w2[j - 1])
         cov[(j, j)] = sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
         for i in range(j):
             cov[(j, i)] = J @ cov[(j - 1, i)]
             cov[(i, j)] = cov[(j, i)].T
-    return cov
+    return dict(cov=cov, means=means, pairs=pairs, op=op, widths=widths)
 
 
-@functools.lru_cache(maxsize=64)
-def _covariances(net: Any, width: int, samples: int, same_sample: bool) -> dict:
-    """:func:`_kernel_covariances` of ``net`` at (M, T), computed once: the same- and cross-output entries (and the
-    model's cells at one width) share them. Read-only."""
-    from .recursions import order_parameters
+def _check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
+    try:
+        if len(entry) != 4:
+            raise ValueError
+        k, l, t, s = (int(v) for v in entry)
+    except (TypeError, ValueError):
+        raise InvalidArgument(name, entry, "an entry (k, l, t, s): output labels k, l and sample labels t, s "
+                              "(equal labels mean the same output or sample)") from None
+    return k, l, t, s
 
-    return _kernel_covariances(net, order_parameters(net, samples), net.widths(width), same_sample)
 
-
-def _entry(net: Any, op: Any, width: int, samples: int, same_sample: bool, same_output: bool) -> tuple[float, float]:
-    """(Var, mean) of T G_kl(t, s): one output (k = l) or two (k != l), t = s when ``same_sample`` (module
-    docstring; the cross-output case is the one with abar = 0 and no conditional-mean fluctuation)."""
-    from .gaussian import cross_moment, second_moment
-
+def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple) -> tuple[float, float, float]:
+    """(Cov(T G_first, T G_second), E T G_first, E T G_second) to first order in 1/M (module docstring)."""
+    labels = sorted({first[2], first[3], second[2], second[3]})
+    relabel = {x: i for i, x in enumerate(labels)}
+    fw = _forward(net, width, samples, len(labels))
+    cov, means, pairs, op, widths = fw["cov"], fw["means"], fw["pairs"], fw["op"], fw["widths"]
+    npair = len(pairs)
     L = net.depth
-    widths = net.widths(width)
-    cov = _covariances(net, width, samples, same_sample)
-    sw = [float(g) for g in net.sigma_w2]  # sw[j]: W^{j+1}
-    c, gain = {}, {}
-    abar = {L: 1.0 if same_output else 0.0}
-    V = {L: 0.0}
-    for l in range(L - 1, 0, -1):
-        layer = op.layers[l]
-        q1, q2 = float(layer.q1), float(layer.q2)
-        d, d2 = net.phi(l).derivative, _phi_prime_squared(net.phi(l))
-        if same_sample:
-            c[l], e = float(second_moment(d, q1)), float(second_moment(d2, q1))
-        else:
-            c[l], e = float(cross_moment(d, q1, q2)), float(cross_moment(d2, q1, q2))
-        gain[l] = sw[l] * c[l]  # E[A_l | layer l+1] = gain A_{l+1}
-        abar[l] = abar[l + 1] * gain[l]
-        # Var(v_k(t)_i v_l(s)_i) = (sigma_w^2 / M)^2 (|delta_k(t)|^2 |delta_l(s)|^2 + (delta_k(t) . delta_l(s))^2)
-        qt1 = float(op.layers[l + 1].qtilde1)
-        V[l] = gain[l] ** 2 * V[l + 1] + sw[l] ** 2 * e * (qt1 * qt1 + abar[l + 1] ** 2) / widths[l]
-    qhat = "qhat1" if same_sample else "qhat2"
-    bbar = {l: widths[l - 1] * float(getattr(op.layers[l - 1], qhat)) + 1.0 for l in range(1, L + 1)}
+    sw = [float(g) for g in net.sigma_w2]
 
-    def cov_bb(l: int, lp: int) -> float:  # Cov(B_l, B_l')
-        return widths[l - 1] * widths[lp - 1] * float(cov[(l - 1, lp - 1)][2, 2])
+    def pair(t: int, s: int) -> tuple:
+        a, b = sorted((relabel[t], relabel[s]))
+        return a, b
 
-    def cov_ba(l: int, lp: int) -> float:  # Cov(B_l, a_l'), a_l' = abar_l' (1 + sum_m delta cbar_m / c_m)
-        return widths[l - 1] * abar[lp] * sum(float(cov[(l - 1, m)][2, 3]) / c[m] for m in range(lp, L))
+    def kernel(p: tuple) -> int:
+        return pairs.index(p)
 
-    def cov_aa(l: int, lp: int) -> float:  # Cov(a_l, a_l')
-        return abar[l] * abar[lp] * sum(float(cov[(m, mp)][3, 3]) / (c[m] * c[mp])
-                                        for m in range(l, L) for mp in range(lp, L))
+    def slope(p: tuple) -> int:
+        return npair + pairs.index(p)
 
-    last = L if same_output else L - 1  # the output layer's parameters reach only their own output
+    def c(m: int, p: tuple) -> float:  # E[phi'_a phi'_b] at layer m
+        return float(means[m][slope(p)])
+
+    def gain(m: int, p: tuple) -> float:  # E[A_m | layer m + 1] = gain A_{m+1}
+        return sw[m] * c(m, p)
+
+    def abar(j: int, x: tuple, y: tuple) -> float:  # E[delta^j_x . delta^j_y], x = (output, sample)
+        if x[0] != y[0]:
+            return 0.0
+        p = pair(x[1], y[1])
+        out = 1.0
+        for m in range(j, L):
+            out *= gain(m, p)
+        return out
+
+    def entry(e: tuple) -> dict:
+        k, l, t, s = e
+        x, y, p = (k, t), (l, s), pair(t, s)
+        qhat = "qhat1" if p[0] == p[1] else "qhat2"
+        return dict(x=x, y=y, p=p, abar={j: abar(j, x, y) for j in range(1, L + 1)},
+                    bbar={j: widths[j - 1] * float(getattr(op.layers[j - 1], qhat)) + 1.0 for j in range(1, L + 1)})
+
+    E1, E2 = entry(first), entry(second)
+
+    def noise(m: int) -> float:  # Cov(xi_m(first), xi_m(second)): the fresh backward weights W^{m+1}
+        counts = _counts((1,) + E1["p"], (1,) + E2["p"])
+        table = _exchangeable(_Unit.of(net.phi(m)), float(op.layers[m].q1), float(op.layers[m].q2))
+        x, y, x2, y2 = E1["x"], E1["y"], E2["x"], E2["y"]
+        pairing = abar(m + 1, x, x2) * abar(m + 1, y, y2) + abar(m + 1, x, y2) * abar(m + 1, y, x2)
+        return sw[m] ** 2 * _product_mean(table, counts) * pairing / widths[m] if pairing else 0.0
+
+    noises = {m: noise(m) for m in range(1, L)}
+
+    def propagated(E: dict, j: int, m: int) -> float:
+        out = 1.0
+        for i in range(j, m):
+            out *= gain(i, E["p"])
+        return out
+
+    def cov_nn(j: int, jp: int) -> float:  # Cov(N_j(first), N_j'(second)), N the accumulated backward noise
+        return sum(propagated(E1, j, m) * propagated(E2, jp, m) * noises[m] for m in range(max(j, jp), L))
+
+    def cov_bb(j: int, jp: int) -> float:  # Cov(B_j(first), B_j'(second))
+        return widths[j - 1] * widths[jp - 1] * float(cov[(j - 1, jp - 1)][kernel(E1["p"]), kernel(E2["p"])])
+
+    def cov_ba(EB: dict, j: int, EA: dict, jp: int) -> float:  # Cov(B_j, a_j'): a_j' = abar (1 + sum_m dcbar_m / c_m)
+        if not EA["abar"][jp]:
+            return 0.0
+        first_is_b = EB is E1
+        total = 0.0
+        for m in range(jp, L):
+            block = cov[(j - 1, m)] if first_is_b else cov[(m, j - 1)]
+            v = block[kernel(EB["p"]), slope(EA["p"])] if first_is_b else block[slope(EA["p"]), kernel(EB["p"])]
+            total += float(v) / c(m, EA["p"])
+        return widths[j - 1] * EA["abar"][jp] * total
+
+    def cov_aa(j: int, jp: int) -> float:
+        a1, a2 = E1["abar"][j], E2["abar"][jp]
+        if not (a1 and a2):
+            return 0.0
+        return a1 * a2 * sum(float(cov[(m, mp)][slope(E1["p"]), slope(E2["p"])]) / (c(m, E1["p"]) * c(mp, E2["p"]))
+                             for m in range(j, L) for mp in range(jp, L))
+
     total = 0.0
-    for l in range(1, last + 1):
-        for lp in range(1, last + 1):
-            lo, hi = min(l, lp), max(l, lp)
-            backward = V[hi]
-            for m in range(lo, hi):
-                backward *= gain[m]
-            total += ((bbar[l] * bbar[lp] + cov_bb(l, lp)) * backward + abar[l] * abar[lp] * cov_bb(l, lp)
-                      + abar[l] * bbar[lp] * cov_ba(l, lp) + bbar[l] * abar[lp] * cov_ba(lp, l)
-                      + bbar[l] * bbar[lp] * cov_aa(l, lp))
-    return total, sum(abar[l] * bbar[l] for l in range(1, last + 1))
+    for j in range(1, L + 1):
+        for jp in range(1, L + 1):
+            a1, a2, b1, b2 = E1["abar"][j], E2["abar"][jp], E1["bbar"][j], E2["bbar"][jp]
+            bb = cov_bb(j, jp)
+            total += ((b1 * b2 + bb) * cov_nn(j, jp) + a1 * a2 * bb + a1 * b2 * cov_ba(E1, j, E2, jp)
+                      + b1 * a2 * cov_ba(E2, jp, E1, j) + b1 * b2 * cov_aa(j, jp))
+    mean1 = sum(E1["abar"][j] * E1["bbar"][j] for j in range(1, L + 1))
+    mean2 = sum(E2["abar"][j] * E2["bbar"][j] for j in range(1, L + 1))
+    return total, mean1, mean2
 
 
 @dataclass(frozen=True)
@@ -283,12 +443,10 @@ def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVarian
         >>> round(v.mean_diag, 6)       # E[T G_tt] = (|h^1|^2 + 1) (output layer) + qtilde_1 (|x|^2 + 1) = 65 + 65
         130.0
     """
-    from .recursions import order_parameters
 
     M, T = _check_plain(net, width, samples, 1)
-    op = order_parameters(net, T)
-    off, mean_off = _entry(net, op, M, T, same_sample=False, same_output=True)
-    diag, mean_diag = _entry(net, op, M, T, same_sample=True, same_output=True)
+    off, mean_off, _ = _covariance(net, M, T, (0, 0, 0, 1), (0, 0, 0, 1))
+    diag, mean_diag, _ = _covariance(net, M, T, (0, 0, 0, 0), (0, 0, 0, 0))
     return SameOutputVariance(M, T, off, diag, mean_off, mean_diag)
 
 
@@ -309,15 +467,250 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
         >>> round(v.diag, 6)   # one hidden layer: sigma_w^4 E[step^4] / M x E[(|x|^2 + 1)^2] = 4 (1/2) / 64 x (65^2 + 2 x 64)
         136.03125
     """
-    from .recursions import order_parameters
-
     M, T = _check_plain(net, width, samples, 2)
-    op = order_parameters(net, T)
-    off = _entry(net, op, M, T, same_sample=False, same_output=False)[0]
-    diag = _entry(net, op, M, T, same_sample=True, same_output=False)[0]
+    off = _covariance(net, M, T, (0, 1, 0, 1), (0, 1, 0, 1))[0]
+    diag = _covariance(net, M, T, (0, 1, 0, 0), (0, 1, 0, 0))[0]
     from .fisher import predict
 
     gd = float(predict(net, M, T).gram_diag)
     mean_square = ((T - 1) * off + diag) / T / T**2  # E[G_kl^2] over the block's entries, G = (T G) / T
     return CrossOutputVariance(M, T, off, diag, gd, M * mean_square / gd**2)
 
+
+
+def gram_covariance(net: Any, width: int, first: Any, second: Any) -> float:
+    """Cov(T G_first, T G_second) over weights and inputs, to leading order in 1/M (module docstring).
+
+    An entry is (k, l, t, s): G_kl(t, s) between outputs k, l and samples t, s; equal labels mean the same
+    output or the same sample, different labels different ones (the inputs are exchangeable, so only the
+    pattern of equalities matters). For example ((0, 0, 0, 1), (0, 0, 0, 2)) is the covariance of two entries
+    of one output's Gram that share a sample, and ((0, 0, 0, 1), (0, 0, 2, 3)) is the draw-to-draw variance of
+    the weights' mean kernel.
+
+    Args:
+        net: a :class:`~meanfield.network.Network` without normalization layers.
+        width: M.
+        first, second: the two entries.
+
+    Returns:
+        the covariance (float).
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> net = Network(3, "relu", 2, 0)
+        >>> v = same_output_variance(net, 64, 8).offdiag
+        >>> round(gram_covariance(net, 64, (0, 0, 0, 1), (0, 0, 0, 1)) / v, 12)
+        1.0
+    """
+    M, _ = _check_plain(net, width, 1, 1)
+    e1, e2 = _check_entry("first", first), _check_entry("second", second)
+    if min(e1 + e2) < 0:
+        raise InvalidArgument("first, second", (first, second), "non-negative labels")
+    if len(set(e1[:2] + e2[:2])) > net.outputs:
+        raise InvalidArgument("first, second", (first, second), f"at most C = {net.outputs} different output labels")
+    return _covariance(net, M, 1, e1, e2)[0]
+
+
+@dataclass(frozen=True)
+class BulkFluctuations:
+    """One output's gradients g(x) = d f_k / d theta over the input distribution, given the weights: their
+    covariance Sigma_W = Cov_x(g) and the projection on the mean mu_W = E_x g, averaged over the weights
+    (units of T G, i.e. of g . g'). These set the bulk and spike of the centred Gram (``derivations/rmt.md``).
+
+    Attributes:
+        width: M.
+        trace_sigma2: E_W tr(Sigma_W^2) (the off-diagonal second moment of the centred Gram is this / T^2).
+        mean_direction: E_W Var_x(mu_W . g(x)) (the spike: the per-sample position along the mean gradient).
+        diagonal: E_W Var_x(|g(x) - mu_W|^2) (the centred Gram's diagonal, per-sample norm fluctuations).
+        d: E[T G_tt] - E[T G_ts] (t != s), the bulk scale.
+        o: E[T G_ts] (t != s).
+    """
+
+    width: int
+    trace_sigma2: float
+    mean_direction: float
+    diagonal: float
+    d: float
+    o: float
+
+    @property
+    def block2(self) -> float:
+        """M p2 / d^2 with p2 = tr(Sigma^2) / T^2 (Gram units): the bulk's second free cumulant per sample."""
+        return self.width * self.trace_sigma2 / self.d**2
+
+    @property
+    def spike(self) -> float:
+        """M ell / o with ell = Var_x(mu . g) / (T o) (Gram units): the population spike of the mean direction."""
+        return self.width * self.mean_direction / self.o**2 if self.o > 0 else 0.0
+
+    @property
+    def semicircle(self) -> float:
+        """M sigma_D^2 / d^2: the centred diagonal's variance beyond a Wishart's own (2 p2)."""
+        return self.width * self.diagonal / self.d**2 - 2.0 * self.block2
+
+    def __str__(self) -> str:
+        return (f"bulk fluctuations at M={self.width}: tr Sigma^2 = {self.trace_sigma2:.6g}, Var(mu . g) = "
+                f"{self.mean_direction:.6g}, Var|g - mu|^2 = {self.diagonal:.6g}; block2 = {self.block2:.4g}, "
+                f"spike = {self.spike:.4g}, semicircle = {self.semicircle:.4g}")
+
+    def _repr_latex_(self) -> str:
+        return (rf"$\mathbb{{E}}\,\mathrm{{tr}}\,\Sigma^2 = {self.trace_sigma2:.6g},\ "
+                rf"\mathrm{{Var}}(\mu\cdot g) = {self.mean_direction:.6g},\ "
+                rf"\mathrm{{Var}}|g-\mu|^2 = {self.diagonal:.6g}\quad (M = {self.width})$")
+
+
+def bulk_estimates(block: Any) -> tuple[float, float, float]:
+    """Unbiased estimates, from one sampled draw, of what :func:`bulk_fluctuations` derives (given that draw's weights).
+
+    ``block`` is one output's T x T block of T G (T >= 4). With distinct samples, E[K_ts^2] - 2 E[K_ts K_tu] +
+    E[K_ts K_uv] = tr Sigma^2 and E[K_ts K_tu] - E[K_ts K_uv] = Var(m) given the weights, and each expectation has
+    an unbiased U-statistic over the ordered distinct index tuples of the batch (likewise for Var|c|^2).
+
+    Returns:
+        (tr Sigma_W^2, Var_x(mu . g), Var_x|g - mu|^2) for this draw.
+
+    Example:
+        >>> K = np.ones((5, 5))          # every gradient equal: no fluctuation
+        >>> [round(v, 12) for v in bulk_estimates(K)]
+        [0.0, 0.0, 0.0]
+    """
+    K = np.asarray(block, dtype=float)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 4:
+        raise InvalidArgument("block", getattr(K, "shape", K), "a square T x T block with T >= 4")
+    T = K.shape[0]
+    d = np.diag(K).copy()
+    A = K - np.diag(d)
+    row = A.sum(axis=1)
+    total, s2 = A.sum(), (A * A).sum()
+    s3 = (row * row).sum() - s2  # sum over distinct t, s, u of K_ts K_tu (K symmetric)
+    s4 = total * total - 2.0 * s2 - 4.0 * s3  # over disjoint ordered pairs
+    n2, n3, n4 = T * (T - 1), T * (T - 1) * (T - 2), T * (T - 1) * (T - 2) * (T - 3)
+    e2, e3, e4 = s2 / n2, s3 / n3, s4 / n4
+    var_m = e3 - e4
+    var_k = (d * d).mean() - (d.sum() ** 2 - (d * d).sum()) / n2
+    cov_km = (d * row).sum() / n2 - (d * (total - 2.0 * row)).sum() / n3
+    return float(e2 - 2.0 * e3 + e4), float(var_m), float(var_k - 4.0 * cov_km + 4.0 * var_m)
+
+
+def bulk_fluctuations(net: Any, width: int) -> BulkFluctuations:
+    """Derived within-draw fluctuations of one output's gradients (:class:`BulkFluctuations`).
+
+    Given the weights the inputs are iid, so with c(x) = g(x) - mu: E_x[(c_t . c_s)^2] = tr(Sigma^2) and, by the
+    Hoeffding decomposition of the kernel K(t, s) = g_t . g_s into mu.mu + m(t) + m(s) + c_t . c_s
+    (m(t) = mu . c_t), averaged over weights:
+
+        tr Sigma^2     = Cov(K_ts, K_ts) - 2 Cov(K_ts, K_tu) + Cov(K_ts, K_uv),
+        Var(m)         = Cov(K_ts, K_tu) - Cov(K_ts, K_uv),
+        Var|c|^2       = [Cov(K_tt, K_tt) - Cov(K_tt, K_uu)] - 4 [Cov(K_tt, K_ts) - Cov(K_tt, K_su)] + 4 Var(m),
+
+    (t, s, u, v distinct), each covariance from :func:`gram_covariance`.
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> b = bulk_fluctuations(Network(3, "relu", 2, 0), 64)
+        >>> 0 < b.block2 < 1 and b.spike > 0
+        True
+    """
+    M, _ = _check_plain(net, width, 1, 1)
+
+    def cov(e1: tuple, e2: tuple) -> float:
+        return _covariance(net, M, 1, e1, e2)[0]
+
+    ts = (0, 0, 0, 1)
+    same, _, mean_off = _covariance(net, M, 1, ts, ts)
+    one, none = cov(ts, (0, 0, 0, 2)), cov(ts, (0, 0, 2, 3))
+    tt = (0, 0, 0, 0)
+    dsame, mean_diag, _ = _covariance(net, M, 1, tt, tt)
+    dnone = cov(tt, (0, 0, 1, 1))
+    xone, xnone = cov(tt, ts), cov(tt, (0, 0, 1, 2))
+    mean_direction = one - none
+    diagonal = (dsame - dnone) - 4.0 * (xone - xnone) + 4.0 * mean_direction
+    return BulkFluctuations(M, same - 2.0 * one + none, mean_direction, diagonal, mean_diag - mean_off, mean_off)
+
+
+def _set_partitions(n: int):
+    """Restricted growth strings of length n: each partition of n positions into blocks, blocks numbered in order."""
+    def grow(prefix: tuple):
+        if len(prefix) == n:
+            yield prefix
+            return
+        for b in range(max(prefix, default=-1) + 2):
+            yield from grow(prefix + (b,))
+    yield from grow(())
+
+
+def _block_sum_covariance(net: Any, M: int, T: int, first: tuple, second: tuple) -> float:
+    """Cov(sum_{t,s} T G_first(t, s), sum_{u,v} T G_second(u, v)) over a batch of T: the four indices' patterns of
+    equal samples (set partitions), each weighted by its number T (T-1) ... of label assignments."""
+    total = 0.0
+    for labels in _set_partitions(4):
+        blocks = max(labels) + 1
+        if blocks > T:
+            continue
+        count = math.prod(T - i for i in range(blocks))
+        total += count * _covariance(net, M, T, first + labels[:2], second + labels[2:])[0]
+    return total
+
+
+@dataclass(frozen=True)
+class OutlierFluctuations:
+    """The C x C outlier matrix O_kl = 1^T G_kl 1 / T of a network without output normalization (Gram units).
+
+    Attributes:
+        width, samples: M, T.
+        mean: E O_kk = gram_diag + (T - 1) gram_offdiag (mean field).
+        self_variance: Var(O_kk) - Cov(O_kk, O_ll) (k != l): the per-output part of the diagonal's fluctuation
+            (the common part moves all outliers together and does not split them).
+        cross_square: E[O_kl^2], k != l.
+    """
+
+    width: int
+    samples: int
+    mean: float
+    self_variance: float
+    cross_square: float
+
+    @property
+    def outlier_self(self) -> float:
+        """M self_variance / mean^2 (the diagonal variance of the Gaussian C x C model, times M)."""
+        return self.width * self.self_variance / self.mean**2
+
+    @property
+    def outlier_cross(self) -> float:
+        """M cross_square / mean^2 (its off-diagonal variance, times M)."""
+        return self.width * self.cross_square / self.mean**2
+
+    def __str__(self) -> str:
+        return (f"outliers at M={self.width}, T={self.samples}: E O_kk = {self.mean:.6g}, M Var_self / O^2 = "
+                f"{self.outlier_self:.4g}, M E O_kl^2 / O^2 = {self.outlier_cross:.4g}")
+
+    def _repr_latex_(self) -> str:
+        return (rf"$\bar O = {self.mean:.6g},\ M\,\mathrm{{Var}}_\text{{self}}/\bar O^2 = {self.outlier_self:.4g},\ "
+                rf"M\,\mathbb{{E}} O_{{kl}}^2/\bar O^2 = {self.outlier_cross:.4g}\quad (M = {self.width},\ T = {self.samples})$")
+
+
+def outlier_fluctuations(net: Any, width: int, samples: int) -> OutlierFluctuations:
+    """Derived fluctuations of the C x C outlier matrix O_kl = 1^T G_kl 1 / T at a batch of T (exact in T).
+
+    O_kl = T^-2 sum_{t,s} T G_kl(t, s), so its (co)variances are sums over the 15 patterns of equal samples among
+    (t, s, u, v) of :func:`gram_covariance`, each counted T (T - 1) ... times.
+
+    Args:
+        net: a network without normalization layers and with C >= 2 outputs.
+        width: M.
+        samples: T.
+
+    Example:
+        >>> from meanfield.network import Network
+        >>> o = outlier_fluctuations(Network(3, "relu", 2, 0, outputs=3), 64, 32)
+        >>> o.self_variance > 0 and o.cross_square > 0
+        True
+    """
+    M, T = _check_plain(net, width, samples, 2)
+    _, mean_diag, _ = _covariance(net, M, T, (0, 0, 0, 0), (0, 0, 0, 0))
+    _, mean_off, _ = _covariance(net, M, T, (0, 0, 0, 1), (0, 0, 0, 1))
+    same = _block_sum_covariance(net, M, T, (0, 0), (0, 0))
+    other = _block_sum_covariance(net, M, T, (0, 0), (1, 1))
+    cross = _block_sum_covariance(net, M, T, (0, 1), (0, 1))
+    mean = (mean_diag + (T - 1) * mean_off) / T
+    return OutlierFluctuations(M, T, mean, (same - other) / T**4, cross / T**4)
