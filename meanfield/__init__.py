@@ -67,6 +67,14 @@ _EXPORTS = {
     "CrossOutputVariance": "fourpoint",
     "same_output_variance": "fourpoint",
     "SameOutputVariance": "fourpoint",
+    "gram_covariance": "fourpoint",
+    "bulk_fluctuations": "fourpoint",
+    "BulkFluctuations": "fourpoint",
+    "bulk_estimates": "fourpoint",
+    "outlier_fluctuations": "fourpoint",
+    "OutlierFluctuations": "fourpoint",
+    "linear_population": "population",
+    "LinearPopulation": "population",
     "reproduce": "experiments",
 }
 

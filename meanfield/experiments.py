@@ -1155,15 +1155,15 @@ def _rmt_cells(config: Config, net) -> tuple[list[tuple[int, int]], list[str]]:
 
 
 def _rmt_model_digest() -> str:
-    """A digest of the random-matrix model's source (meanfield.rmt and the derived coefficients of
-    meanfield.fourpoint): the model is semi-empirical and still changing, so a changed model must not reuse
+    """A digest of the random-matrix model's source (meanfield.rmt and what meanfield.fourpoint and
+    meanfield.population derive for it): the model is semi-empirical and still changing, so a changed model must not reuse
     cached predictions (the sampled points do not depend on it)."""
     import hashlib
 
-    from . import fourpoint, rmt
+    from . import fourpoint, population, rmt
 
     try:
-        text = b"".join(Path(module.__file__).read_bytes() for module in (rmt, fourpoint))
+        text = b"".join(Path(module.__file__).read_bytes() for module in (rmt, fourpoint, population))
     except OSError:  # e.g. a zipped install: fall back to the package version
         from . import __version__
 
@@ -1389,8 +1389,9 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
              f"fluctuation coefficients are measured on sampled networks at reference widths "
              f"{' and '.join(map(str, ref_widths))} ({seeds_text}, "
              + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} sampled "
-             "here) and extrapolated as c + c′/M; for networks without normalization the entry variances that "
-             "set s are derived (`meanfield.fourpoint`)."]
+             "here) and extrapolated as c + c′/M; wherever the network below the output is plain, the bulk's second "
+             "moment, spike and diagonal part, the outlier variances and the entry variances that set s are derived "
+             "(`meanfield.fourpoint`), and so is the shape of the bulk's population spectrum (`meanfield.population`)."]
     counts = []
     for name, key in methods:
         errors = [abs(r[key]) for r in records]

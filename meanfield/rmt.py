@@ -11,14 +11,17 @@ The model, per output k (index a = k T + t):
   G_kk = |mu|^2 11^T / T  (the mean-field outlier O = gram_diag + (T - 1) gram_offdiag)
        + rank-2 terms (mu . c_t) (mean direction: a *spike* of the population, strength ell)
        + [c_t . c_s / T]  (a Wishart-type bulk of population covariance Cov_x(g) / T).
-* The population spectrum of Cov_x(g) / T is modelled by its first free cumulants: a part that acts
-  as the identity (the M^2-dimensional tensor part: d_0), a diagonal non-Gaussian part (per-sample norm
-  fluctuations, asymptotically free from the rest: semicircle of variance sigma_D^2), and a block of
-  n = O(M) modes with the Marchenko-Pastur(1) profile of mean lam = O(d / M) (the M-dimensional "linear"
-  fluctuations of the forward and backward features, whose population covariance is itself Wishart-like).
-  Its R-transform is
+* The population spectrum of Cov_x(g) / T: a part that acts as the identity (the M^2-dimensional tensor part:
+  d_0), a diagonal non-Gaussian part (per-sample norm fluctuations, asymptotically free from the rest:
+  semicircle of variance sigma_D^2), and the O(M) modes of the *linear* part (M-dimensional fluctuations of
+  the forward features and backward signals carried along the mean of the other factor). Where the network
+  below the output is plain, the linear part's spectrum is derived per weight draw by the Gaussian-equivalent
+  linearization of :mod:`meanfield.population` and scaled to the four-point second moment of
+  :mod:`meanfield.fourpoint`; otherwise (layer norm below the output) it is a block of n modes with the
+  Marchenko-Pastur(1) profile of mean lam fitted to measured second and third moments. With blocks
+  (count n_j, size lam_j) the R-transform is
 
-      R(g) = d_0 + sigma_D^2 g + n int lam' dH(lam') / (1 - T lam' g),
+      R(g) = d_0 + sigma_D^2 g + sum_j n_j lam_j / (1 - T lam_j g),
 
   and by free additive convolution the bulk edge is z(g*) with z(g) = R(g) + 1/g, z'(g*) = 0 (smallest
   positive root), lowered by the Tracy-Widom mean E[TW_1] (z''(g*)/2)^(1/3) T^(-2/3) at finite T. A single
@@ -40,12 +43,15 @@ The model, per output k (index a = k T + t):
 
 What is *derived* here and what is *measured*: the free-probability edge, BBP outlier, the C-outlier
 maximum, the chi-square factor, and all mean entries (from :func:`meanfield.fisher.predict`) are theory.
-The fluctuation coefficients (the block's free cumulants, sigma_D^2, ell, the outlier and block-top
-spreads, the relative entry variances and the O(1/M) corrections of the means) are "four-point order
-parameters" that are **not yet derived**: they are measured on sampled networks at two small reference
-widths (64 and 128; seeds from 1000, disjoint from the seeds used to test) and extrapolated as
-c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per network). The prediction at a cell
-never uses samples of that cell, but it is semi-empirical, and labelled so (``method``).
+Wherever the network below the output is plain (no normalization, or batch norm on the output only), so are
+the bulk's second moment, diagonal part and spike, the population profile, the entry variances that set s
+(without normalization) and the outlier variances (:mod:`meanfield.fourpoint`, :mod:`meanfield.population`);
+the O(1/M) correction of the bulk's second moment is measured. Still measured: the block-top spread and the
+coupling between outputs, the outlier excess, the O(1/M) corrections of the mean entries, and with layer
+norm below the output everything the four-point rules do not cover. Measured coefficients come from sampled
+networks at two small reference widths (64 and 128; seeds from 1000, disjoint from the seeds used to test),
+extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per network). The prediction at
+a cell never uses samples of that cell, but it is semi-empirical, and labelled so (``method``).
 """
 
 from __future__ import annotations
@@ -236,7 +242,7 @@ def expected_max_scaled(count: int, spread: float, samples: int | None = None, d
 _NAMES = ("block2", "block3", "semicircle", "spike", "outlier_self", "outlier_self_T", "outlier_cross",
           "outlier_cross_T", "var_diag", "var_off",
           "var_cross", "top_spread_small", "top_spread_large", "coupling_small", "coupling_large", "outlier_excess_small",
-          "outlier_excess_large", "mean_diag", "mean_offdiag")
+          "outlier_excess_large", "mean_diag", "mean_offdiag", "bulk_scale")
 
 
 @dataclass(frozen=True)
@@ -244,8 +250,10 @@ class Fluctuations:
     """O(1/M) fluctuation coefficients of the dual Gram, each as c(M) = c_inf + c_1 / M (``coef[name]``).
 
     Names (d = gram_diag - gram_offdiag of the network without its output norm, o = its gram_offdiag):
-        block2: M p2 / d^2, p2 = n lam^2 (second free cumulant of the bulk block, per unit T).
-        block3: M^2 p3 / d^3, p3 = n lam^3.
+        block2: M p2 / d^2, p2 = n lam^2 (second free cumulant of the bulk block, per unit T); used where the
+            bulk is not derived.
+        block3: M^2 p3 / d^3, p3 = n lam^3; sets the Marchenko-Pastur(1) profile's mode size where the
+            population is not derived.
         semicircle: M sigma_D^2 / d^2 (free diagonal part).
         spike: M ell / o (population eigenvalue of the mean-gradient direction).
         outlier_self, outlier_cross: M Var(O_kk - mean_k O_kk) / O^2 and M E[O_kl^2] / O^2 (C x C outliers),
@@ -272,6 +280,10 @@ class Fluctuations:
             seeds from ``MEAN_SEED``); a constant, kept only where resolved (2 standard errors), else 0.
             They set the outlier O = gram_diag + (T - 1) gram_offdiag and the bulk scale d = gram_diag -
             gram_offdiag.
+        bulk_scale: M (E[tr Sigma_W^2] / derived - 1): the O(1/M) correction of the derived second moment of the
+            bulk (:func:`meanfield.fourpoint.bulk_fluctuations` is first order), from unbiased per-draw
+            U-statistics of each output block on the same cheap draws, kept only where resolved; 0 where the
+            bulk is not derived (layer norm below the output).
 
     Attributes:
         network: the network the coefficients belong to (width-independent).
@@ -396,13 +408,23 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     # the mean entries: many cheap draws (a small batch; the entry means do not depend on T), since the
     # per-draw relative spread is O(1/sqrt M) against an O(1/M) signal
     tm = predict(twin, width, _MEAN_T)
-    draws = [sample(twin, width, _MEAN_T, MEAN_SEED + i) for i in range(MEAN_DRAWS)]
+    draws = [sample(twin, width, _MEAN_T, MEAN_SEED + i, gram=True) for i in range(MEAN_DRAWS)]
     for name, values, mf in (("mean_diag", [x.gram_diag for x in draws], float(tm.gram_diag)),
                              ("mean_offdiag", [x.gram_offdiag for x in draws], float(tm.gram_offdiag))):
         values = np.asarray(values, dtype=float)
         ok = abs(mf) > 1e-12 * abs(float(tm.gram_diag))  # gram_offdiag is 0 for odd activations without bias
         out[name] = width * (float(values.mean()) / mf - 1.0) if ok else 0.0
         se[name] = width * float(values.std(ddof=1) / math.sqrt(len(values))) / abs(mf) if ok else math.inf
+    out["bulk_scale"], se["bulk_scale"] = 0.0, math.inf
+    if not twin.norms:
+        from .fourpoint import bulk_estimates, bulk_fluctuations
+
+        derived = bulk_fluctuations(twin, width).trace_sigma2
+        T = _MEAN_T
+        values = np.array([np.mean([bulk_estimates(x.gram[k * T:(k + 1) * T, k * T:(k + 1) * T] * T)[0]
+                                    for k in range(C)]) for x in draws]) / derived
+        out["bulk_scale"] = width * (float(values.mean()) - 1.0)
+        se["bulk_scale"] = width * float(values.std(ddof=1) / math.sqrt(len(values)))
     spike = mean_rows(T2, "spike")
     out["spike"] = width * spike / o if o > 0 and spike > 0 else 0.0
     # outliers and entry variances at T2 (output scale excluded)
@@ -459,7 +481,7 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
     return out
 
 
-_MEAN_NAMES = ("mean_diag", "mean_offdiag")
+_MEAN_NAMES = ("mean_diag", "mean_offdiag", "bulk_scale")
 
 
 def _significant_constant(values: list, ses: list, z: float = 2.0) -> float:
@@ -575,67 +597,126 @@ def _tw_shift(identity: float, semicircle: float, blocks: tuple, T: float, g: fl
     return -1.2065 * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
 
 
-def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list) -> dict:
-    """Top of the centred bulk (+ spike) of one output block, in Gram units.
+def _derived(net: Network, M: int, T: int) -> dict:
+    """What :mod:`meanfield.fourpoint` and :mod:`meanfield.population` derive for this network at (M, T), by
+    :class:`Fluctuations` name: the bulk (block2, semicircle), spike and population profile wherever the network
+    without its output norm is plain (the centred Gram of a batch norm on the output is that network's), the
+    outlier variances without any normalization."""
+    from .fourpoint import bulk_fluctuations, outlier_fluctuations
+    from .population import linear_population
 
-    The population block is n modes with the Marchenko-Pastur(1) profile of mean lam (the population
-    covariance of the linear feature fluctuations is itself Wishart-like, a W C W^T with W square);
-    n and lam follow from p2 = n lam^2 m_2, p3 = n lam^3 m_3 (m_2 = 2, m_3 = 5).
+    twin = _twin(net)
+    out: dict = {}
+    if not twin.norms:
+        b = bulk_fluctuations(twin, M)
+        out.update(block2=b.block2, spike=b.spike, semicircle=b.semicircle)
+        reference = min(M, POPULATION_WIDTH)
+        out["population"] = (linear_population(twin, reference, POPULATION_DRAWS, POPULATION_SEED), M / reference)
+    if not net.norms and net.outputs > 1:
+        o = outlier_fluctuations(net, M, T)
+        out.update(outlier_self=o.outlier_self, outlier_cross=o.outlier_cross)
+    return out
+
+
+POPULATION_WIDTH = 128  # the population profile is drawn at min(M, 128); wider networks repeat each mode M / 128 times
+POPULATION_DRAWS = 48
+POPULATION_SEED = 3000
+
+
+def _populations(fl: Fluctuations, M: int, T: int, d: float, p2: float, ell: float, derived: dict) -> tuple:
+    """The population of the centred block's bulk per weight draw (Gram units): (identity d_0, blocks ((count, lam),
+    ...) for the free-probability edge, columns (the variances of the columns of Y, for drawing the model)).
+
+    Derived (plain network under the output norm): the linear part's spectrum of :mod:`meanfield.population`,
+    one population per draw, each scaled so that sum count lam^2 = p2 (the four-point value; the linearization
+    sets the shape), d_0 = d - sum count lam - ell the tensor part. Otherwise the measured fallback: n modes
+    with the Marchenko-Pastur(1) profile of mean lam, n and lam from p2 = 2 n lam^2 and p3 = 5 n lam^3.
     """
-    p2 = fl.at("block2", M) * d * d / M
-    p3 = fl.at("block3", M) * d**3 / M**2
-    s2 = _coef(fl, "semicircle", M, notes) * d * d / M
-    ell = _coef(fl, "spike", M, notes) * _positive(o) / M
-    blocks: tuple = ()
-    n = lam = 0.0
-    if p2 > 0 and p3 > 0:
-        lam = p3 / p2 * 2.0 / 5.0
-        n = p2 / (2.0 * lam * lam)
-        atoms = _mp1_atoms()
-        blocks = tuple((n / len(atoms), lam * a) for a in atoms)
-    d0 = d - n * lam - ell
-    edge, g_star = free_edge(d0, s2, blocks, T)
-    shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
+    if "population" in derived:
+        pop, count = derived["population"]
+        out = []
+        copies = max(int(round(count)), 1)
+        for e in pop.eigenvalues:
+            lam = e * math.sqrt(p2 * T * T / (count * float(e @ e))) / T
+            columns = tuple(np.repeat(lam * count / copies, copies).tolist())
+            out.append((d - count * float(lam.sum()) - ell, tuple((count, float(x)) for x in lam), columns))
+        return tuple(out)
+    # the population's mode size lam = (2/5) p3 / p2 comes from the measured ratio block3 / block2 (measured
+    # together, on the same draws): with a derived p2, the measured p3 alone would mix two estimates
+    p3 = p2 * fl.at("block3", M) / fl.at("block2", M) * d / M
+    if not (p2 > 0 and p3 > 0):
+        return ((d - ell, (), ()),)
+    lam = p3 / p2 * 2.0 / 5.0
+    n = p2 / (2.0 * lam * lam)
+    atoms = _mp1_atoms()
+    n_int = max(int(round(n)), 1)
+    profile = _mp1_quantiles((np.arange(n_int) + 0.5) / n_int)
+    columns = tuple((profile / profile.mean() * lam * n / n_int).tolist())
+    return ((d - n * lam - ell, tuple((n / len(atoms), float(lam * a)) for a in atoms), columns),)
+
+
+def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, derived: dict) -> dict:
+    """Top of the centred bulk (+ spike) of one output block, in Gram units: the mean over the populations of
+    :func:`_populations` of the top of the free-probability model (edge + Tracy-Widom, BBP outlier, or drawn at
+    small T)."""
+    def coefficient(name: str) -> float:
+        if name not in derived:
+            return _coef(fl, name, M, notes)
+        # a derived semicircle below 0 means per-sample norms more concentrated than a Wishart's (bounded phi):
+        # no free diagonal part to add
+        return _positive_note(derived[name], f"{name} (derived)", M, notes)
+
+    # derived: the first-order second moment times its measured O(1/M) correction (relu L = 3: about +8/M)
+    p2 = (derived["block2"] * (1.0 + fl.at("bulk_scale", M) / M) if "block2" in derived else fl.at("block2", M)) * d * d / M
+    s2 = coefficient("semicircle") * d * d / M
+    ell = coefficient("spike") * _positive(o) / M
+    populations = _populations(fl, M, T, d, p2, ell, derived)
+    edges, shifts, tops = [], [], []
+    for d0, blocks, _ in populations:
+        edge, g_star = free_edge(d0, s2, blocks, T)
+        shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
+        edges.append(edge)
+        shifts.append(shift)
+        # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
+        top = spike_outlier(d0, s2, blocks, T, ell)
+        tops.append(top if top > edge else edge + shift)
     if T <= _MC_MAX_T:
         # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the same
         # model drawn at this T (relu/tanh center-only, M = 64, T = 8: +5.5%/+17% from edge + TW, +1%/+9.5%
         # drawn, against sampled networks)
-        expected, method = _model_top_drawn(d0, s2, n, lam, ell, T), "drawn"
+        expected, method = _model_top_drawn(tuple((d0, columns) for d0, _, columns in populations), s2, ell, T), "drawn"
     else:
-        # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
-        top = spike_outlier(d0, s2, blocks, T, ell)
-        expected, method = (top, "outlier") if top > edge else (edge + shift, "edge+TW")
-    return dict(edge=edge, top=expected, spike=T * ell, d=d, modes=n, mode_size=lam, semicircle=s2, identity=d0,
-                tw_shift=shift, top_method=method)
+        expected, method = float(np.mean(tops)), "edge+TW/outlier"
+    modes = [sum(n for n, _ in blocks) for _, blocks, _ in populations]
+    return dict(edge=float(np.mean(edges)), top=expected, spike=T * ell, d=d, modes=float(np.mean(modes)),
+                semicircle=s2, identity=float(np.mean([d0 for d0, _, _ in populations])),
+                tw_shift=float(np.mean(shifts)), top_method=method, populations=len(populations))
 
 
 _MC_MAX_T = 128
 
 
 @functools.lru_cache(maxsize=1024)
-def _model_top_drawn(identity: float, semicircle: float, modes: float, mode_size: float, spike: float, T: int,
-                     seed: int = 0) -> float:
+def _model_top_drawn(populations: tuple, semicircle: float, spike: float, T: int, seed: int = 0) -> float:
     """E lambda_max of Pi (d_0 I + W + Y Y^T + ell y y^T) Pi at finite T, by seeded Monte Carlo.
 
-    The model of :func:`_bulk` drawn literally: W a Wigner matrix of entry variance ``semicircle`` / T (the
-    free semicircular part), Y a T x round(n) Gaussian matrix whose columns carry the Marchenko-Pastur(1)
-    profile of mean ``mode_size`` (scaled so the total is n lam), y ~ N(0, I_T) the spike, Pi the centring
-    projector. Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
+    The model of :func:`_bulk` drawn literally, cycling through its populations: W a Wigner matrix of entry
+    variance ``semicircle`` / T (the free semicircular part), Y a T x n Gaussian matrix whose columns carry the
+    population's column variances, y ~ N(0, I_T) the spike,
+    Pi the centring projector. Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
     """
     rng = np.random.default_rng(seed)
-    n_int = max(int(round(modes)), 1)
-    q = (np.arange(n_int) + 0.5) / n_int
-    profile = _mp1_quantiles(q)
-    scale = np.sqrt(profile / profile.mean() * mode_size * modes / n_int) if modes > 0 else np.zeros(n_int)
+    shapes = [(d0, np.sqrt(np.asarray(columns if columns else (0.0,)))) for d0, columns in populations]
     centre = np.eye(T) - 1.0 / T
     tops: list = []
     draws = 100
     while True:
-        for _ in range(draws):
-            Y = rng.standard_normal((T, n_int)) * scale
+        for i in range(len(tops), len(tops) + draws):
+            d0, scale = shapes[i % len(shapes)]
+            Y = rng.standard_normal((T, scale.size)) * scale
             X = rng.standard_normal((T, T)) * math.sqrt(semicircle / (2 * T))
             y = rng.standard_normal(T)
-            B = identity * np.eye(T) + Y @ Y.T + (X + X.T) + spike * np.outer(y, y)
+            B = d0 * np.eye(T) + Y @ Y.T + (X + X.T) + spike * np.outer(y, y)
             tops.append(np.linalg.eigvalsh(centre @ B @ centre)[-1])
         mean = float(np.mean(tops))
         if len(tops) >= 4000 or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean):
@@ -702,8 +783,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     O = gd_c + (T - 1) * go_c  # the mean outlier of each output (no output normalization)
     last = net.norm_at(net.depth)
     notes: list = []
-    bulk = _bulk(fl, M, T, d, go_p, notes)
-    notes += ["fluctuation coefficients measured at reference widths "
+    derived = _derived(net, M, T)
+    bulk = _bulk(fl, M, T, d, go_p, notes, derived)
+    notes += [(f"derived (meanfield.fourpoint): {', '.join(sorted(derived))}; " if derived else "")
+              + "other fluctuation coefficients measured at reference widths "
              f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
              f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
     outlier = None
@@ -732,8 +815,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             # (at small T the maximum of the heavy-tailed T / chi^2_k over outputs, exact here, can be larger)
             lam = max(coupled * T / (T - 3), bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), T)) / v
     else:
-        a = _positive_note(fl.at("outlier_self", M) + fl.at("outlier_self_T", M) / T, "outlier_self", M, notes) / M
-        b = _positive_note(fl.at("outlier_cross", M) + fl.at("outlier_cross_T", M) / T, "outlier_cross", M, notes) / M
+        a, b = (_positive_note(derived[name] if name in derived else fl.at(name, M) + fl.at(name + "_T", M) / T,
+                               name, M, notes) / M for name in ("outlier_self", "outlier_cross"))
         excess = _between_ratios(fl, "outlier_excess", M, T) / math.sqrt(M)
         outlier = (O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]) * (1.0 + excess)
         lam = max(outlier, bulk["edge"])
