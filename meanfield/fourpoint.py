@@ -193,7 +193,9 @@ def _pairs(n: int) -> list:
 
 
 def _counts(*components: tuple) -> dict:
-    """Per-sample (phi power, phi' power) of a product of components (kind, a, b); kind 0: phi_a phi_b, 1: phi'_a phi'_b."""
+    """Per-sample (phi power, phi' power) of a product of components (kind, a, b).
+
+    Kind 0 is phi_a phi_b, kind 1 is phi'_a phi'_b."""
     out: dict = {}
     for kind, a, b in components:
         for x in (a, b):
@@ -206,7 +208,8 @@ def _pair_mean(unit: _Unit, kind: int, qa: float, qb: float, qab: float) -> floa
     """E[g(u_a) g(u_b)], g = phi (kind 0) or phi' (kind 1), for any 2 x 2 covariance with |qab| <= qa, qb."""
     c, sign = math.sqrt(abs(qab)), (1.0 if qab >= 0 else -1.0)
     if unit.kinks is None or c == 0:
-        z, wz = _normal_rule(np.empty((1, 0)) if unit.kinks is not None else np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1])
+        unknown = unit.kinks is None  # kinks unknown: many equal pieces
+        z, wz = _normal_rule(np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1] if unknown else np.empty((1, 0)))
     else:
         ks = np.asarray(unit.kinks) / c
         z, wz = _normal_rule(np.concatenate([ks, sign * ks])[None, :])
@@ -686,7 +689,8 @@ class OutlierFluctuations:
 
     def _repr_latex_(self) -> str:
         return (rf"$\bar O = {self.mean:.6g},\ M\,\mathrm{{Var}}_\text{{self}}/\bar O^2 = {self.outlier_self:.4g},\ "
-                rf"M\,\mathbb{{E}} O_{{kl}}^2/\bar O^2 = {self.outlier_cross:.4g}\quad (M = {self.width},\ T = {self.samples})$")
+                rf"M\,\mathbb{{E}} O_{{kl}}^2/\bar O^2 = {self.outlier_cross:.4g}"
+                rf"\quad (M = {self.width},\ T = {self.samples})$")
 
 
 def outlier_fluctuations(net: Any, width: int, samples: int) -> OutlierFluctuations:

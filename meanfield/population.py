@@ -23,7 +23,8 @@ with xi, zeta standard normal, independent across units and layers, correlated w
 inputs' fluctuation); backward, with v-bar = W^{l+1 T} delta-bar^{l+1},
 
     delta-bar^l = E phi'(u^l) v-bar,
-    delta~^l   = (nu_1 u~^l + nu_* zeta^l) v-bar + E phi'(u^l) W^{l+1 T} delta~^{l+1} + [(phi' - E phi') W^{l+1 T} delta~^{l+1}],
+    delta~^l   = (nu_1 u~^l + nu_* zeta^l) v-bar + E phi'(u^l) W^{l+1 T} delta~^{l+1}
+                 + [(phi' - E phi') W^{l+1 T} delta~^{l+1}],
 
 the bracket a product of two fluctuations, kept as independent per-unit noise of its variance. So
 c_lin = A s with s the stacked sources and, summing the layers' blocks of A^T A,

@@ -667,7 +667,8 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         return _positive_note(derived[name], f"{name} (derived)", M, notes)
 
     # derived: the first-order second moment times its measured O(1/M) correction (relu L = 3: about +8/M)
-    p2 = (derived["block2"] * (1.0 + fl.at("bulk_scale", M) / M) if "block2" in derived else fl.at("block2", M)) * d * d / M
+    block2 = derived["block2"] * (1.0 + fl.at("bulk_scale", M) / M) if "block2" in derived else fl.at("block2", M)
+    p2 = block2 * d * d / M
     s2 = coefficient("semicircle") * d * d / M
     ell = coefficient("spike") * _positive(o) / M
     populations = _populations(fl, M, T, d, p2, ell, derived)
@@ -785,7 +786,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     notes: list = []
     derived = _derived(net, M, T)
     bulk = _bulk(fl, M, T, d, go_p, notes, derived)
-    notes += [(f"derived (meanfield.fourpoint): {', '.join(sorted(derived))}; " if derived else "")
+    named = f"derived (meanfield.fourpoint, meanfield.population): {', '.join(sorted(derived))}; "
+    notes += [(named if derived else "")
               + "other fluctuation coefficients measured at reference widths "
              f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
              f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
