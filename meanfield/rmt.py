@@ -33,7 +33,8 @@ The model, per output k (index a = k T + t):
   by a measured coupling excess of order 1/sqrt(M). Full batch norm adds the per-output scale 1 / sigma_k^2,
   sigma_k^2 = v chi^2_{T-1} / T: the top times E[T / chi^2_{T-1}] / v, with the coupling measured on the
   network itself, or the exact maximum of the scaled blocks over outputs where that is larger (small T).
-  For T <= 128 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics.
+  For T <= 256 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics,
+  with each sample's squared norm drawn at its derived variance.
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
   plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
   symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M), times a
@@ -682,10 +683,14 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         top = spike_outlier(d0, s2, blocks, T, ell)
         tops.append(top if top > edge else edge + shift)
     if T <= _MC_MAX_T:
-        # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the same
-        # model drawn at this T (relu/tanh center-only, M = 64, T = 8: +5.5%/+17% from edge + TW, +1%/+9.5%
-        # drawn, against sampled networks)
-        expected, method = _model_top_drawn(tuple((d0, columns) for d0, _, columns in populations), s2, ell, T), "drawn"
+        # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the model drawn
+        # at this T, with each sample's norm drawn at its own variance 2 p2 + sigma_D^2 (which can be below a
+        # Wishart's 2 p2: tanh) rather than a free semicircular part (relu/tanh center-only, M = 64, T = 8:
+        # +5.5%/+17% from edge + TW, +4.1%/+6.4% drawn with a Wigner part, +2.9%/+3.3% with the norms)
+        semicircle = derived["semicircle"] if "semicircle" in derived else fl.at("semicircle", M)
+        norms = _positive_note(2.0 * p2 + semicircle * d * d / M, "per-sample norm variance", M, notes)
+        populations_drawn = tuple((d0, columns) for d0, _, columns in populations)
+        expected, method = _model_top_drawn(populations_drawn, norms, ell, T), "drawn"
     else:
         expected, method = float(np.mean(tops)), "edge+TW/outlier"
     modes = [sum(n for n, _ in blocks) for _, blocks, _ in populations]
@@ -694,17 +699,20 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
                 tw_shift=float(np.mean(shifts)), top_method=method, populations=len(populations))
 
 
-_MC_MAX_T = 128
+_MC_MAX_T = 256
 
 
 @functools.lru_cache(maxsize=1024)
-def _model_top_drawn(populations: tuple, semicircle: float, spike: float, T: int, seed: int = 0) -> float:
-    """E lambda_max of Pi (d_0 I + W + Y Y^T + ell y y^T) Pi at finite T, by seeded Monte Carlo.
+def _model_top_drawn(populations: tuple, norm_variance: float, spike: float, T: int, seed: int = 0) -> float:
+    """E lambda_max of the centred model Gram at finite T, by seeded Monte Carlo, cycling through its populations.
 
-    The model of :func:`_bulk` drawn literally, cycling through its populations: W a Wigner matrix of entry
-    variance ``semicircle`` / T (the free semicircular part), Y a T x n Gaussian matrix whose columns carry the
-    population's column variances, y ~ N(0, I_T) the spike,
-    Pi the centring projector. Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
+    Each sample is drawn as in the derivation: its gradient's linear part y_t (the population's modes: the
+    columns of Y, Gaussian, with the population's column variances), the tensor part (d_0 on the diagonal, its
+    overlaps negligible) and the spike (ell y y^T), then scaled by rho_t so that its squared norm has the model's
+    mean and the variance ``norm_variance`` (a gamma law): B = diag(rho) (d_0 I + Y Y^T + ell y y^T) diag(rho),
+    centred by Pi. The
+    per-sample norm variance is the derived Var|g - mu|^2 / T^2 (it can be below a Gaussian sample's, e.g. for
+    bounded phi). Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
     """
     rng = np.random.default_rng(seed)
     shapes = [(d0, np.sqrt(np.asarray(columns if columns else (0.0,)))) for d0, columns in populations]
@@ -715,13 +723,18 @@ def _model_top_drawn(populations: tuple, semicircle: float, spike: float, T: int
         for i in range(len(tops), len(tops) + draws):
             d0, scale = shapes[i % len(shapes)]
             Y = rng.standard_normal((T, scale.size)) * scale
-            X = rng.standard_normal((T, T)) * math.sqrt(semicircle / (2 * T))
             y = rng.standard_normal(T)
-            B = d0 * np.eye(T) + Y @ Y.T + (X + X.T) + spike * np.outer(y, y)
-            tops.append(np.linalg.eigvalsh(centre @ B @ centre)[-1])
-        mean = float(np.mean(tops))
-        if len(tops) >= 4000 or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean):
-            return mean
+            inner = d0 * np.eye(T) + Y @ Y.T + spike * np.outer(y, y)
+            mean = d0 + float(scale @ scale) + spike
+            # squared norms are positive and right-skewed (a chi-square for Gaussian gradients): a gamma law of
+            # this mean and variance
+            target = rng.gamma(mean * mean / norm_variance, norm_variance / mean, T) if norm_variance > 0 else \
+                np.full(T, mean)
+            rho = np.sqrt(target / np.diag(inner))
+            tops.append(np.linalg.eigvalsh(centre @ (inner * np.outer(rho, rho)) @ centre)[-1])
+        mean_top = float(np.mean(tops))
+        if len(tops) >= 4000 or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean_top):
+            return mean_top
         draws = len(tops)  # double
 
 
