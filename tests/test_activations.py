@@ -131,3 +131,13 @@ def test_display():
     assert str(f) == "gelu"
     assert f._repr_latex_().startswith("$\\phi(x) =")
     assert mf.latex(f) == sympy.latex(f.expr)
+
+
+def test_gelu_left_tail_keeps_its_precision():
+    # x Phi(x) written as x (1 + erf(x / sqrt 2)) / 2 loses ~5 digits at x = -5 and all at x = -30 (both backends)
+    f = activation("gelu")
+    for x in (-5.0, -30.0):
+        with mpmath.workdps(60):
+            exact = float(mpmath.mpf(x) * mpmath.ncdf(x))
+        assert float(f(np.float64(x))) == pytest.approx(exact, rel=1e-13)
+        assert float(f.mp(mpmath.mpf(x))) == pytest.approx(exact, rel=1e-13)
