@@ -137,14 +137,15 @@ class _Unit:
 _IDENTITY = _Unit(lambda x: x, lambda x: np.ones_like(x), ())
 
 
-def _breaks(unit: _Unit, shift: np.ndarray, scale: float) -> np.ndarray:
-    """Breakpoints in the standard-normal variable e of g(shift + scale e) (rows: the shifts)."""
+def _breaks(unit: _Unit, shift: np.ndarray, scale: Any) -> np.ndarray:
+    """Breakpoints in the standard-normal variable e of g(shift + scale e) (rows: the shifts; ``scale`` a number or
+    one per shift, nonzero where the unit has kinks)."""
     shift = np.atleast_1d(shift)
     if unit.kinks is None:  # kinks unknown: many equal pieces
         return np.broadcast_to(np.linspace(-_RANGE, _RANGE, 33)[1:-1], (shift.size, 31))
-    if not unit.kinks or scale == 0:
+    if not unit.kinks or np.all(np.asarray(scale) == 0):
         return np.empty((shift.size, 0))
-    return (np.asarray(unit.kinks)[None, :] - shift[:, None]) / scale
+    return (np.asarray(unit.kinks)[None, :] - shift[:, None]) / np.reshape(scale, (-1, 1))
 
 
 def _conditional_moments(unit: _Unit, shift: np.ndarray, scale: float, powers: tuple) -> dict:

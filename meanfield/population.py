@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidArgument, check_int
-from .fourpoint import _normal_rule, _Unit
+from .fourpoint import _breaks, _normal_rule, _Unit
 
 __all__ = ["LinearPopulation", "linear_population"]
 
@@ -94,13 +94,7 @@ class LinearPopulation:
 
 def _unit_integrals(unit: _Unit, mean: np.ndarray, sd: np.ndarray) -> dict:
     """Per-unit Gaussian integrals for u ~ N(mean, sd^2) (vectorized over units; exact piecewise quadrature)."""
-    if unit.kinks is None:
-        breaks = np.broadcast_to(np.linspace(-12.0, 12.0, 33)[1:-1], (mean.size, 31))
-    elif unit.kinks:
-        breaks = (np.asarray(unit.kinks)[None, :] - mean[:, None]) / sd[:, None]
-    else:
-        breaks = np.empty((mean.size, 0))
-    e, w = _normal_rule(breaks)
+    e, w = _normal_rule(_breaks(unit, mean, sd))
     u = mean[:, None] + sd[:, None] * e
     f, d = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
     ef, ed = (w * f).sum(1), (w * d).sum(1)

@@ -679,9 +679,10 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
         edges.append(edge)
         shifts.append(shift)
-        # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
-        top = spike_outlier(d0, s2, blocks, T, ell)
-        tops.append(top if top > edge else edge + shift)
+        if T > _MC_MAX_T:
+            # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
+            top = spike_outlier(d0, s2, blocks, T, ell)
+            tops.append(top if top > edge else edge + shift)
     if T <= _MC_MAX_T:
         # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the model drawn
         # at this T, with each sample's norm drawn at its own variance 2 p2 + sigma_D^2 (which can be below a
