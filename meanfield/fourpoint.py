@@ -367,12 +367,7 @@ def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple)
     def cov_ba(EB: dict, j: int, EA: dict, jp: int) -> float:  # Cov(B_j, a_j'): a_j' = abar (1 + sum_m dcbar_m / c_m)
         if not EA["abar"][jp]:
             return 0.0
-        first_is_b = EB is E1
-        total = 0.0
-        for m in range(jp, L):
-            block = cov[(j - 1, m)] if first_is_b else cov[(m, j - 1)]
-            v = block[kernel(EB["p"]), slope(EA["p"])] if first_is_b else block[slope(EA["p"]), kernel(EB["p"])]
-            total += float(v) / c(m, EA["p"])
+        total = sum(float(cov[(j - 1, m)][kernel(EB["p"]), slope(EA["p"])]) / c(m, EA["p"]) for m in range(jp, L))
         return widths[j - 1] * EA["abar"][jp] * total
 
     def cov_aa(j: int, jp: int) -> float:

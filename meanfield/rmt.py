@@ -644,7 +644,8 @@ def _populations(fl: Fluctuations, M: int, T: int, d: float, p2: float, ell: flo
         return tuple(out)
     # the population's mode size lam = (2/5) p3 / p2 comes from the measured ratio block3 / block2 (measured
     # together, on the same draws): with a derived p2, the measured p3 alone would mix two estimates
-    p3 = p2 * fl.at("block3", M) / fl.at("block2", M) * d / M
+    measured2 = fl.at("block2", M)
+    p3 = p2 * fl.at("block3", M) / measured2 * d / M if measured2 > 0 else 0.0
     if not (p2 > 0 and p3 > 0):
         return ((d - ell, (), ()),)
     lam = p3 / p2 * 2.0 / 5.0
