@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 def _run(args):
     net, widths, samples, seeds, alpha = args
-    V = importlib.import_module("meanfield.verify")
+    V = importlib.import_module("meanfield.checking.verification")
     start = time.perf_counter()
     try:
         report = V.verify(net, widths=widths, samples=samples, seeds=seeds, alpha=alpha, processes=1,

@@ -20,8 +20,8 @@ import mpmath
 import numpy as np
 
 import meanfield as mf
-from meanfield.activations import Activation
-from meanfield.gaussian import numeric
+from meanfield.spec.activations import Activation
+from meanfield.integrals import numeric
 
 N = 100_000
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "gaussian_reference.json"
@@ -65,7 +65,7 @@ def main() -> None:
     relu, tanh = mf.activation("relu"), mf.activation("tanh")
     x = np.random.default_rng(0).random(10**6)
     t_tanh, _ = timed(np.tanh, x, repeat=3)
-    print(f"meanfield.gaussian benchmark: {N} pairs per distribution (c within 1e-6 of +-1 for 10%)")
+    print(f"meanfield.integrals benchmark: {N} pairs per distribution (c within 1e-6 of +-1 for 10%)")
     print(f"machine load check: np.tanh takes {t_tanh * 1e3:.1f} ns per element (~7-11 on an idle core)\n")
     header = f"{'activation':10s} {'q1 range':16s} {'fast path':>10s} {'per pair':>10s} {'mpmath loop':>14s} {'ratio':>9s}"
     print(header)

@@ -3,11 +3,11 @@
 Run:  python benchmarks/learning_rate.py [--quick] [--json out.json] [--figure lr.png] [--parts ...]
 
 Parts (all by default):
-  threshold  bisection on c for a zero-residual minimum (meanfield.training.stability_threshold) over
+  threshold  bisection on c for a zero-residual minimum (meanfield.sampled.training.stability_threshold) over
              normalization placements x activations x (M, T) x seeds; theory: c* = 2.
   above      random start toward random targets at c = eta lambda_max(start) from 0.5 to 64: peak and
              final loss, lambda_max at the end (catapult), and the smallest c that diverged.
-  grid       meanfield.training.learning_rate_grid for no normalization vs batch norm in the last
+  grid       meanfield.sampled.training.learning_rate_grid for no normalization vs batch norm in the last
              layer: loss after N steps over (M, eta) with eta_max = 2/lambda_max(M); the step gain.
   timing     one gradient step (forward + vjp) against the forward pass alone, and the exact Gram,
              timed in the same process (ratios, so the machine's load cancels to first order).
@@ -32,9 +32,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from meanfield import BatchNorm, LayerNorm, Network  # noqa: E402
-from meanfield.training import (learning_rate_grid, plot_learning_rate_grid, stability_threshold,
-                                train)
+from meanfield.spec.network import BatchNorm, LayerNorm, Network  # noqa: E402
+from meanfield.sampled.training import learning_rate_grid, plot_learning_rate_grid, stability_threshold, train
 
 PLACEMENTS = {
     "none": (),
@@ -148,8 +147,8 @@ def part_grid(quick: bool, figure: str | None) -> dict:
 
 
 def part_timing(quick: bool) -> list[dict]:
-    from meanfield import sampling
-    from meanfield.spectrum import gram
+    from meanfield.sampled import sampling
+    from meanfield.sampled.gram import gram
 
     rows = []
     print("\n== timing: ratios against the forward pass, same process ==")

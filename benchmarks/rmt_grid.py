@@ -26,10 +26,10 @@ import math
 import sys
 import time
 
-from meanfield.fisher import predict
-from meanfield.network import BatchNorm, LayerNorm, Network
-from meanfield.rmt import finite_width_stats, measure_fluctuations
-from meanfield.sampling import sample_many
+from meanfield.theory.fisher import predict
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.finite.rmt import finite_width_stats, measure_fluctuations
+from meanfield.sampled.sampling import sample_many
 
 ACTS = {"relu": (2.0, 0.0), "tanh": (1.0, 0.1)}
 NORMS = {"none": (), "bn-center": (BatchNorm("last", center_only=True),), "bn-full": (BatchNorm("last"),),

@@ -25,11 +25,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from meanfield.backprop import draw, forward  # noqa: E402
+from meanfield.sampled.backprop import draw, forward  # noqa: E402
 from meanfield.errors import InvalidArgument  # noqa: E402
-from meanfield.network import BatchNorm, Network  # noqa: E402
-from meanfield.sampling import sample  # noqa: E402
-from meanfield.spectrum import explicit_gram, gram_plan, top_eigenvalue  # noqa: E402
+from meanfield.spec.network import BatchNorm, Network  # noqa: E402
+from meanfield.sampled.sampling import sample  # noqa: E402
+from meanfield.sampled.gram import explicit_gram, gram_plan, top_eigenvalue  # noqa: E402
 
 C, T, L = 10, 256, 3
 PLACEMENTS = {"plain": [], "bn-last": [BatchNorm("last")], "bn-middle": [BatchNorm(2)],
@@ -49,7 +49,7 @@ def matmul_seconds(n: int = 2048, repeat: int = 3) -> float:
 
 
 def flops(net: Network, M: int, lanczos_steps: int = 40) -> float:
-    """Flops of the main dense operations of :func:`meanfield.spectrum.gram` for this plan (a model:
+    """Flops of the main dense operations of :func:`meanfield.sampled.gram.gram` for this plan (a model:
     a GEMM m x k x n counts 2mkn, a SYRK n x k counts n^2 k)."""
     n = C * T
     total = 2 * T * M * M * L + lanczos_steps * 2 * n * n       # forward, eigsh matvecs

@@ -30,8 +30,8 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import meanfield  # noqa: E402
-from meanfield.grids import Grid  # noqa: E402
-from meanfield.sweeps import sweep  # noqa: E402
+from meanfield.runs.grids import Grid  # noqa: E402
+from meanfield.runs.sweeps import sweep  # noqa: E402
 
 
 def noop_task(point):

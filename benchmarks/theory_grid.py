@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from meanfield import Network
-from meanfield.fisher import predict, predict_grid
+from meanfield.spec.network import Network
+from meanfield.theory.fisher import predict, predict_grid
 
 
 def main(n: int = 200, depth: int = 10, width: int = 512, samples: int = 32) -> None:

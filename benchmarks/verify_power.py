@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import meanfield as mf
     import test_verify as tv
 
-    V = importlib.import_module("meanfield.verify")
+    V = importlib.import_module("meanfield.checking.verification")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)

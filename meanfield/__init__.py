@@ -18,6 +18,9 @@ The public names are listed in ``__all__``; each has a docstring with a runnable
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -26,56 +29,56 @@ __version__ = "0.1.0"
 # the command line does not pay for matplotlib or sympy printing it never uses.
 _EXPORTS = {
     "InvalidArgument": "errors",
-    "Activation": "activations",
-    "activation": "activations",
-    "catalogue": "activations",
-    "second_moment": "gaussian",
-    "cross_moment": "gaussian",
-    "GaussianExpectation": "gaussian",
-    "Network": "network",
-    "BatchNorm": "network",
-    "LayerNorm": "network",
-    "order_parameters": "recursions",
-    "OrderParameters": "recursions",
-    "signal_propagation": "recursions",
-    "predict": "fisher",
-    "predict_grid": "fisher",
-    "FisherStats": "fisher",
-    "derive": "derivation",
-    "sample": "sampling",
-    "sample_many": "sampling",
-    "SampledSpectrum": "sampling",
-    "SampleSummary": "sampling",
-    "DegenerateBatch": "sampling",
-    "verify": "verify",
-    "VerificationReport": "verify",
-    "latex": "latex",
-    "max_learning_rate": "training",
-    "train": "training",
-    "TrainingRun": "training",
-    "LearningRate": "training",
-    "stability_threshold": "training",
-    "learning_rate_grid": "training",
-    "plot_learning_rate_grid": "training",
-    "sweep": "sweeps",
-    "load_sweep": "sweeps",
-    "Grid": "grids",
-    "free_edge": "rmt",
-    "measure_fluctuations": "rmt",
-    "Fluctuations": "rmt",
-    "cross_output_variance": "fourpoint",
-    "CrossOutputVariance": "fourpoint",
-    "same_output_variance": "fourpoint",
-    "SameOutputVariance": "fourpoint",
-    "gram_covariance": "fourpoint",
-    "bulk_fluctuations": "fourpoint",
-    "BulkFluctuations": "fourpoint",
-    "bulk_estimates": "fourpoint",
-    "outlier_fluctuations": "fourpoint",
-    "OutlierFluctuations": "fourpoint",
-    "linear_population": "population",
-    "LinearPopulation": "population",
-    "reproduce": "experiments",
+    "Activation": "spec.activations",
+    "activation": "spec.activations",
+    "catalogue": "spec.activations",
+    "second_moment": "integrals.gaussian",
+    "cross_moment": "integrals.gaussian",
+    "GaussianExpectation": "integrals.gaussian",
+    "Network": "spec.network",
+    "BatchNorm": "spec.network",
+    "LayerNorm": "spec.network",
+    "order_parameters": "theory.recursions",
+    "OrderParameters": "theory.recursions",
+    "signal_propagation": "theory.recursions",
+    "predict": "theory.fisher",
+    "predict_grid": "theory.fisher",
+    "FisherStats": "theory.fisher",
+    "derive": "theory.derivation",
+    "sample": "sampled.sampling",
+    "sample_many": "sampled.sampling",
+    "SampledSpectrum": "sampled.sampling",
+    "SampleSummary": "sampled.sampling",
+    "DegenerateBatch": "sampled.sampling",
+    "verify": "checking.verification",
+    "VerificationReport": "checking.verification",
+    "latex": "printing",
+    "max_learning_rate": "sampled.training",
+    "train": "sampled.training",
+    "TrainingRun": "sampled.training",
+    "LearningRate": "sampled.training",
+    "stability_threshold": "sampled.training",
+    "learning_rate_grid": "sampled.training",
+    "plot_learning_rate_grid": "sampled.training",
+    "sweep": "runs.sweeps",
+    "load_sweep": "runs.sweeps",
+    "Grid": "runs.grids",
+    "free_edge": "finite.rmt",
+    "measure_fluctuations": "finite.rmt",
+    "Fluctuations": "finite.rmt",
+    "cross_output_variance": "finite.fourpoint",
+    "CrossOutputVariance": "finite.fourpoint",
+    "same_output_variance": "finite.fourpoint",
+    "SameOutputVariance": "finite.fourpoint",
+    "gram_covariance": "finite.fourpoint",
+    "bulk_fluctuations": "finite.fourpoint",
+    "BulkFluctuations": "finite.fourpoint",
+    "bulk_estimates": "finite.fourpoint",
+    "outlier_fluctuations": "finite.fourpoint",
+    "OutlierFluctuations": "finite.fourpoint",
+    "linear_population": "finite.population",
+    "LinearPopulation": "finite.population",
+    "reproduce": "runs.experiments",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -92,3 +95,57 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# Module paths of releases before the subpackage layout -> where the code lives now. Importing an old
+# path still works (it is the new module under its old name) and warns once, so that user code and
+# pickles keep loading while they move.
+_MOVED = {
+    "meanfield.activations": "meanfield.spec.activations",
+    "meanfield.network": "meanfield.spec.network",
+    "meanfield.symbols": "meanfield.spec.symbols",
+    "meanfield.gaussian": "meanfield.integrals.gaussian",
+    "meanfield.gaussian.api": "meanfield.integrals.gaussian",
+    "meanfield.gaussian.closed_forms": "meanfield.integrals.closed_forms",
+    "meanfield.gaussian.numeric": "meanfield.integrals.numeric",
+    "meanfield.gaussian.symbolic": "meanfield.integrals.symbolic",
+    "meanfield.sphere": "meanfield.integrals.sphere",
+    "meanfield.recursions": "meanfield.theory.recursions",
+    "meanfield.fisher": "meanfield.theory.fisher",
+    "meanfield.derivation": "meanfield.theory.derivation",
+    "meanfield.fourpoint": "meanfield.finite.fourpoint",
+    "meanfield.population": "meanfield.finite.population",
+    "meanfield.rmt": "meanfield.finite.rmt",
+    "meanfield.backprop": "meanfield.sampled.backprop",
+    "meanfield.spectrum": "meanfield.sampled.gram",
+    "meanfield.sampling": "meanfield.sampled.sampling",
+    "meanfield.training": "meanfield.sampled.training",
+    "meanfield.grids": "meanfield.runs.grids",
+    "meanfield.store": "meanfield.runs.store",
+    "meanfield.sweeps": "meanfield.runs.sweeps",
+    "meanfield.experiments": "meanfield.runs.reproduce",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old module path and hands out the module that now holds its code (with a warning)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: Any) -> Any:
+        import warnings
+
+        new = _MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; the old path will be removed in a later release",
+                      DeprecationWarning, stacklevel=4)
+        return importlib.import_module(new)
+
+    def exec_module(self, module: Any) -> None:
+        pass  # the new module is already executed
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())

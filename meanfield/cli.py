@@ -128,7 +128,7 @@ def parse_activation(text: str) -> Any:
         >>> parse_activation("x*tanh(x)").name
         'x*tanh(x)'
     """
-    from .activations import Activation, activation
+    from .spec.activations import Activation, activation
     from .errors import InvalidArgument
 
     def one(item: str):
@@ -161,7 +161,7 @@ def parse_norm(text: str) -> Any:
         (BatchNorm(layer=2, center_only=True), LayerNorm(layer=1))
     """
     from .errors import InvalidArgument, closest
-    from .network import BatchNorm, LayerNorm
+    from .spec.network import BatchNorm, LayerNorm
 
     kind, sep, layer = text.partition(":")
     kind = kind.strip().lower().replace("_", "-")
@@ -208,7 +208,7 @@ def _parse_values(option: str, text: str, *, symbolic: bool, kind: str | None = 
 def _symbol(name: str, kind: str | None, layer: int | None):
     import sympy
 
-    from .symbols import layer_symbol
+    from .spec.symbols import layer_symbol
 
     if kind is not None and name in (kind, kind.replace("_", "")):
         return layer_symbol(kind, layer)
@@ -370,27 +370,11 @@ def build_parser() -> Parser:
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub("sweep", "Run a grid of networks x widths x seeds (TOML file), resumable, local or on Dask.")
-    module = _sweep_module()
-    if module is None or not hasattr(module, "add_sweep_arguments"):
-        p.set_defaults(func=_missing("sweep"))
-    else:
-        module.add_sweep_arguments(p)
-        p.set_defaults(func=_cmd_sweep)
+    from .runs import sweeps  # the sweep options live beside the code that reads them
+
+    sweeps.add_sweep_arguments(p)
+    p.set_defaults(func=_cmd_sweep)
     return parser
-
-
-def _sweep_module():
-    """meanfield.sweeps (its functions import dask lazily, so this is cheap), or None."""
-    import importlib
-
-    for name in (".sweeps", ".sweep"):
-        try:
-            module = importlib.import_module(name, __package__)
-        except ImportError:
-            continue
-        if hasattr(module, "add_sweep_arguments"):
-            return module
-    return None
 
 
 # -- building the network ------------------------------------------------------------------------------
@@ -404,7 +388,7 @@ def network_from_args(args: argparse.Namespace, *, symbolic: bool = False):
         >>> network_from_args(args).norms
         (BatchNorm(layer=3, center_only=False),)
     """
-    from .network import Network
+    from .spec.network import Network
 
     alphas = None if args.alphas is None else _parse_values("alphas", args.alphas, symbolic=symbolic,
                                                             kind="alpha")
@@ -486,7 +470,7 @@ def _predict_dict(stats: Any) -> dict:
 
 def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
     net = network_from_args(args)
-    from . import predict
+    from . import predict  # through the public facade, as a user would call it
 
     finite_width = _FINITE_WIDTH[args.finite_width]
     if finite_width == "rmt" and args.dps is not None:
@@ -531,7 +515,7 @@ def _summary_table(summary: Any, net: Any, width: int, samples: int) -> str:
 def _cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
     net = network_from_args(args)
     seeds = _seed_list(args, default_count=4)
-    from . import sample_many
+    from . import sample_many  # through the public facade, as a user would call it
 
     summary = sample_many(net, args.width, args.samples, seeds, processes=args.processes,
                           progress=False if args.no_progress or args.json else None)
@@ -560,11 +544,10 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     net = network_from_args(args)
     options = {"widths": None if args.widths is None else _int_list("widths", args.widths),
                "samples": args.samples, "seeds": args.seeds, "alpha": args.alpha, "processes": args.processes}
-    from .documents import _public
+    from . import verify  # through the public facade, as a user would call it
 
     if args.prediction == "rmt":
         options["prediction"] = "rmt"  # verify tests lambda_max two-sided for this finite-width prediction
-    verify = _public("verify")  # the function, even while the module verify.py shadows it
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(report.to_json() if hasattr(report, "to_json") else json.dumps(to_jsonable(report.to_dict())))
@@ -592,7 +575,7 @@ def _cmd_derive(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace, parser: Parser) -> int:
-    from . import experiments
+    from .runs import experiments
 
     config = experiments.load_config(args.config, quick=args.quick)
     result = experiments.reproduce(config, out=args.out, processes=args.processes, fresh=args.fresh,
@@ -602,14 +585,9 @@ def _cmd_reproduce(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, parser: Parser) -> int:
-    return int(_sweep_module().cli_run(args) or 0)
+    from .runs import sweeps
 
-
-def _missing(name: str):
-    def command(args: argparse.Namespace, parser: Parser) -> int:
-        parser.exit(2, f"{parser.prog}: error: the '{name}' command is not available in this installation\n")
-
-    return command
+    return int(sweeps.cli_run(args) or 0)
 
 
 # -- entry point -------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """derivations/*.md: the theory's formulas as Markdown + LaTeX, generated from the code that computes them.
 
 Every formula in these documents is printed from the sympy objects that :func:`meanfield.derive`,
-:mod:`meanfield.recursions`, :mod:`meanfield.fisher`, :mod:`meanfield.sphere` and
-:mod:`meanfield.gaussian` return: the recursion rules of each layer kind, the dual-Gram entries and
+:mod:`meanfield.theory.recursions`, :mod:`meanfield.theory.fisher`, :mod:`meanfield.integrals.sphere` and
+:mod:`meanfield.integrals` return: the recursion rules of each layer kind, the dual-Gram entries and
 kappa's in terms of the order parameters, the FIM statistics at finite width and leading order, the
 closed forms of the Gaussian integrals, and exact values at a concrete point. A formula changed in the
 code changes the document; ``tests/test_documents.py`` regenerates them and fails when the committed
@@ -13,7 +13,7 @@ For one network, ``meanfield derive --markdown`` prints the same sections (:func
 
 Example:
     >>> from meanfield import Network
-    >>> from meanfield.symbols import layer_symbol
+    >>> from meanfield.spec.symbols import layer_symbol
     >>> text = network_markdown(Network(2, "linear", layer_symbol("sigma_w2"), 0))
     >>> "\\\\kappa_{1}" in text and text.startswith("## ")
     True
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import sympy
+
+from .printing import latex
 
 __all__ = ["DOCUMENTS", "generate", "write_derivations", "network_markdown", "network_latex", "network_text",
            "FINDINGS", "Finding"]
@@ -57,15 +59,7 @@ _STAT_TEX = {"P": "P", "alpha": r"\alpha", "kappa1": r"\kappa_{1}", "kappa2": r"
 
 
 def _tex(expr: Any) -> str:
-    return _public("latex")(sympy.sympify(expr))
-
-
-def _public(name: str) -> Callable:
-    """meanfield.<name> as a function, even while a submodule of the same name shadows it (latex, verify)."""
-    import meanfield
-
-    value = getattr(meanfield, name)
-    return value if callable(value) else getattr(value, name)
+    return latex(sympy.sympify(expr))
 
 
 def _display(lines: Sequence[str]) -> str:
@@ -78,11 +72,11 @@ def _display(lines: Sequence[str]) -> str:
 
 
 def _symbol(kind: str, layer: int) -> sympy.Symbol:
-    from .symbols import order_symbol
+    from .spec.symbols import order_symbol
 
     if kind in ("qtilde1_mean", "qtilde2_same"):
         try:
-            from .derivation import _extra_symbol
+            from .theory.derivation import _extra_symbol
         except ImportError:  # keep documents working if the helper moves
             return sympy.Symbol(f"{kind}_{layer}", real=True)
         return _extra_symbol(kind, layer)
@@ -95,7 +89,7 @@ def _symbolic_order(order: Any) -> Any:
     Feeding it to the statistics code gives the kappa's and Gram entries *in terms of the order
     parameters*: the structure of the result, not its (long) closed form.
     """
-    from .recursions import OrderParameters
+    from .theory.recursions import OrderParameters
 
     layers = []
     for p in order.layers:
@@ -111,9 +105,9 @@ def _symbolic_order(order: Any) -> Any:
 
 def _structure(derivation: Any) -> dict:
     """Gram entries, kappa's, m, s, lambda_max in the order-parameter symbols (the fisher code's formulas)."""
-    from .fisher import _statistics
-    from .recursions import _Ctx
-    from .symbols import C, M, T
+    from .theory.fisher import _statistics
+    from .theory.recursions import _Ctx
+    from .spec.symbols import C, M, T
 
     op = _symbolic_order(derivation.order)
     return _statistics(op, M, T, C, _Ctx("sympy"))
@@ -125,8 +119,8 @@ def _lambda_tex(kind: str) -> str:
 
 def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level: int = 2) -> list[str]:
     """Markdown sections for one network: recursion, structure, statistics, exact values at a point."""
-    from . import derive
-    from .symbols import layer_symbol
+    from .theory.derivation import derive
+    from .spec.symbols import layer_symbol
 
     h = "#" * level
     d = derive(net)
@@ -223,9 +217,10 @@ def _header(title: str, what: str) -> list[str]:
 
 
 def _gaussian_section(name: str) -> list[str]:
-    """The closed-form Gaussian integrals the activation uses (from meanfield.gaussian)."""
-    from . import activation, cross_moment, second_moment
-    from .symbols import q, q1, q2
+    """The closed-form Gaussian integrals the activation uses (from meanfield.integrals)."""
+    from .spec.activations import activation
+    from .integrals.gaussian import cross_moment, second_moment
+    from .spec.symbols import q, q1, q2
 
     phi = activation(name)
     dphi = phi.derivative
@@ -242,8 +237,8 @@ def _gaussian_section(name: str) -> list[str]:
 
 def _activation_document(name: str) -> str:
     from .cli import parse_norm
-    from .network import Network
-    from .symbols import layer_symbol
+    from .spec.network import Network
+    from .spec.symbols import layer_symbol
 
     title, point = ACTIVATIONS[name]
     sw, sb = layer_symbol("sigma_w2"), layer_symbol("sigma_b2")
@@ -278,8 +273,8 @@ class Finding:
 
 
 def _chi_square() -> list[str]:
-    from .sphere import chi2_inverse_moment
-    from .symbols import T
+    from .integrals.sphere import chi2_inverse_moment
+    from .spec.symbols import T
 
     return [r"\mathbb{E}\left[\frac{T}{\chi^{2}_{T-1}}\right] &= " + _tex(_tidy(chi2_inverse_moment(T, 1))),
             r"\mathbb{E}\left[\left(\frac{T}{\chi^{2}_{T-1}}\right)^{2}\right] &= "
@@ -288,7 +283,7 @@ def _chi_square() -> list[str]:
 
 def _max_inverse_chi_square() -> list[str]:
     """E[max_k T / chi^2_{T-1,k}] over C outputs, by the quadrature the fisher code uses for its bound."""
-    from .sphere import expected_max_inverse_chi2
+    from .integrals.sphere import expected_max_inverse_chi2
 
     Ts, Cs = (8, 16, 32, 64, 256), (1, 4, 10)
     head = r"T \backslash C & " + " & ".join(str(c) for c in Cs)
@@ -298,9 +293,9 @@ def _max_inverse_chi_square() -> list[str]:
 
 
 def _normalised_laws() -> list[str]:
-    from .network import BatchNorm, LayerNorm
-    from .recursions import _Ctx, _norm_forward
-    from .symbols import T, q1, q2
+    from .spec.network import BatchNorm, LayerNorm
+    from .theory.recursions import _Ctx, _norm_forward
+    from .spec.symbols import T, q1, q2
 
     rows = []
     for label, norm in (("batch norm", BatchNorm(1)), ("mean-only batch norm", BatchNorm(1, center_only=True)),
@@ -313,9 +308,9 @@ def _normalised_laws() -> list[str]:
 
 def _plain_corrections() -> list[str]:
     """Finite width minus leading order for a plain ReLU network with symbolic order parameters."""
-    from .network import Network
+    from .spec.network import Network
 
-    from . import derive
+    from .theory.derivation import derive
 
     st = _structure(derive(Network(DEPTH, "relu", 2, 0)))
     return [r"\mathbb{E}\, G_{tt} - M \kappa_{1}\frac{\alpha}{T} &= " + _tex(_tidy(st["gd"] - st["gd_lead"])),
@@ -326,9 +321,9 @@ def _plain_corrections() -> list[str]:
 def _full_bn_s_factor() -> list[str]:
     """E s over its value at the expected Gram, for full batch norm on the output: read off the fisher
     code by dividing its s by C (T G_d^2 + T (T-1) G_o^2) / P with the same G_d, G_o and P."""
-    from . import derive
-    from .network import BatchNorm, Network
-    from .symbols import C, T
+    from .theory.derivation import derive
+    from .spec.network import BatchNorm, Network
+    from .spec.symbols import C, T
 
     st = _structure(derive(Network(DEPTH, "relu", 2, 0, norms=[BatchNorm("last")])))
     naive = C * (T * st["gd"] ** 2 + T * (T - 1) * st["go"] ** 2) / st["P"]
@@ -342,25 +337,25 @@ FINDINGS: list[Finding] = [
             "gradient in every Gram entry; with these, m agrees with sampled networks within about 1% from "
             "M = 64 on (THEORY.md section 5). Differences to the leading order, for a plain ReLU network of "
             "depth 3 with symbolic order parameters:",
-            _plain_corrections, "meanfield.fisher"),
+            _plain_corrections, "meanfield.theory.fisher"),
     Finding("Chi-square moments of the batch variance",
             "A batch-normalised unit divides by its batch standard deviation, whose square is "
             "v chi^2_{T-1} / T with v = q_1 - q_2; it does not concentrate as M grows, so expectations carry "
-            "the inverse moments:", _chi_square, "meanfield.sphere"),
+            "the inverse moments:", _chi_square, "meanfield.integrals.sphere"),
     Finding("Laws of a normalised pre-activation",
             "Forward rules exact in T: batch norm puts the unit uniformly on the sphere of radius sqrt(T) in the "
             "complement of the constant vector (second moments 1 and -1/(T-1)); mean-only batch norm keeps a "
             "Gaussian law with the centred moments; layer norm rescales by q_1 and keeps the correlation:",
-            _normalised_laws, "meanfield.recursions"),
+            _normalised_laws, "meanfield.theory.recursions"),
     Finding("Second moment with full batch norm on the output",
             "With full batch norm on the output, each output's Gram block is sigma_k^{-2} times a projector of "
             "rank T - 2, and the chi-square spread of sigma_k^2 raises E s above its value at the expected Gram "
-            "by the factor (for T > 5):", _full_bn_s_factor, "meanfield.fisher"),
+            "by the factor (for T > 5):", _full_bn_s_factor, "meanfield.theory.fisher"),
     Finding("The largest of C batch variances",
             "With full batch norm on the output the top eigenvalue is set by the output whose batch variance "
             "came out smallest: the lower bound on lambda_max carries E[max_k T / chi^2_{T-1,k}] over the C "
             "independent outputs, which exceeds E[T / chi^2_{T-1}] = T/(T-3) markedly at small T and large C "
-            "(values by quadrature):", _max_inverse_chi_square, "meanfield.sphere, meanfield.fisher"),
+            "(values by quadrature):", _max_inverse_chi_square, "meanfield.integrals.sphere, meanfield.theory.fisher"),
 ]
 
 
@@ -447,7 +442,7 @@ def network_markdown(net: Any) -> str:
 
 def network_latex(net: Any) -> str:
     """The derivation of one network as LaTeX: one aligned block of rules and statistics (``--latex``)."""
-    from . import derive
+    from .theory.derivation import derive
 
     d = derive(net)
     return "\\begin{aligned}\n" + " \\\\\n".join(d.latex_lines()) + "\n\\end{aligned}"
@@ -455,7 +450,7 @@ def network_latex(net: Any) -> str:
 
 def network_text(net: Any) -> str:
     """The derivation of one network as a readable table (``meanfield derive``)."""
-    from . import derive
+    from .theory.derivation import derive
 
     return str(derive(net))
 

@@ -31,9 +31,9 @@ from fractions import Fraction
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from .activations import Activation, activation, catalogue
+from .spec.activations import Activation, activation, catalogue
 from .errors import InvalidArgument, check_choice, check_int, check_real
-from .network import BatchNorm, LayerNorm, Network
+from .spec.network import BatchNorm, LayerNorm, Network
 
 __all__ = [
     "ACTIVATION_FAMILIES",

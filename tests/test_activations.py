@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import meanfield as mf
-from meanfield.activations import X, Activation, activation, catalogue
+from meanfield.spec.activations import X, Activation, activation, catalogue
 
 REQUIRED = ["relu", "leaky_relu", "abs", "linear", "step", "tanh", "erf", "sigmoid", "softplus", "gelu",
             "silu", "swish", "sin", "cos"]

@@ -343,7 +343,7 @@ def test_readme_first_commands_are_the_main_job_and_the_ci_test_command():
     assert "pip install -e '.[test]' && pytest" in ci
 
 
-# -- sweep (wiring only: meanfield.sweeps has its own tests) --------------------------------------------------
+# -- sweep (wiring only: meanfield.runs.sweeps has its own tests) --------------------------------------------------
 
 
 def test_sweep_runs_a_tiny_grid_and_reports_a_bad_key_as_a_usage_error(tmp_path, capsys):

@@ -7,10 +7,11 @@ import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meanfield import BatchNorm, InvalidArgument, LayerNorm, Network
-from meanfield.derivation import Derivation, derive
-from meanfield.fisher import predict
-from meanfield.symbols import C, M, T, layer_symbol, order_symbol
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.errors import InvalidArgument
+from meanfield.theory.derivation import Derivation, derive
+from meanfield.theory.fisher import predict
+from meanfield.spec.symbols import C, M, T, layer_symbol, order_symbol
 
 SW, SB = layer_symbol("sigma_w2"), layer_symbol("sigma_b2")
 
@@ -50,8 +51,8 @@ def test_rules_reproduce_the_values():
 
 def test_unevaluated_expectations_and_sphere_law():
     d = derive(Network(3, "tanh", 1, SB, norms=[BatchNorm(1)]), samples=8)
-    from meanfield.gaussian.symbolic import GaussianExpectation
-    from meanfield.sphere import SphereExpectation
+    from meanfield.integrals.symbolic import GaussianExpectation
+    from meanfield.integrals.sphere import SphereExpectation
     assert d.kappa2.has(GaussianExpectation) and d.kappa2.has(SphereExpectation)
     got = d.subs(sigma_b2=0.1).evaluate(256, 8)
     ref = predict(Network(3, "tanh", 1, 0.1, norms=[BatchNorm(1)]), 256, 8)
@@ -80,7 +81,7 @@ def test_lambdify_and_errors():
 # -- symbolic vs numeric on random networks --------------------------------------------------------------------------
 
 # activations whose phi and phi' both have closed-form Gaussian integrals (cos' = -sin is not looked up as
-# a closed form by meanfield.gaussian, so a cos network goes through quadrature, accurate to ~1e-10 only)
+# a closed form by meanfield.integrals, so a cos network goes through quadrature, accurate to ~1e-10 only)
 CLOSED = ["relu", "erf", "linear", "abs", "leaky_relu", "sin"]
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from meanfield import experiments
+from meanfield.runs import experiments
 from meanfield.cli import main
 from meanfield.errors import InvalidArgument
-from meanfield.experiments import Store, load_config, slope
+from meanfield.runs.experiments import Store, load_config, slope
 from cli_runner import run
 
 TINY = """\

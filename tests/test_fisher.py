@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from meanfield import BatchNorm, InvalidArgument, LayerNorm, Network
-from meanfield.fisher import predict, predict_grid
-from meanfield.recursions import order_parameters
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.errors import InvalidArgument
+from meanfield.theory.fisher import predict, predict_grid
+from meanfield.theory.recursions import order_parameters
 
 
 def plain_kappas(net, T):
@@ -198,7 +199,7 @@ def test_width_must_make_whole_layers():
 
 
 def check_against_samples(net, M, T, seeds):
-    from meanfield import sample
+    from meanfield.sampled.sampling import sample
 
     draws = [sample(net, M, T, seed=s) for s in range(seeds)]
     pr = predict(net, M, T)

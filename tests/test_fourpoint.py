@@ -1,4 +1,4 @@
-"""meanfield.fourpoint: the derived variance of cross-output Gram entries against exact arithmetic, bad input,
+"""meanfield.finite.fourpoint: the derived variance of cross-output Gram entries against exact arithmetic, bad input,
 and sampled networks."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from meanfield.errors import InvalidArgument
-from meanfield.fourpoint import (_covariance, _exchangeable, _pair_mean, _product_mean, _Unit, bulk_estimates,
-                                 bulk_fluctuations, cross_output_variance, gram_covariance, outlier_fluctuations,
-                                 same_output_variance)
-from meanfield.network import BatchNorm, LayerNorm, Network
+from meanfield.finite.fourpoint import _covariance, _exchangeable, _pair_mean, _product_mean, _Unit, bulk_estimates, bulk_fluctuations, cross_output_variance, gram_covariance, outlier_fluctuations, same_output_variance
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
 
 
 def test_one_hidden_layer_by_hand():
@@ -29,7 +27,7 @@ def test_quadrature_against_closed_forms():
     # relu at an exchangeable kernel (q, c): E[relu^2] = q/2, E[relu^4] = 3 q^2 / 2,
     # E[relu_t relu_s] = q (sin t + (pi - t) cos t) / (2 pi), E[step_t step_s] = (pi - t) / (2 pi), cos t = c / q.
     # The piecewise Gauss-Legendre rule splits at the kink: exact to rounding (Gauss-Hermite was 1e-3 here).
-    from meanfield.activations import activation
+    from meanfield.spec.activations import activation
 
     q, c = 1.3, 0.4
     relu = _Unit.of(activation("relu"))
@@ -97,7 +95,7 @@ def test_bulk_fluctuations_against_sampled_networks(act, sw, sb):
     """L = 3, M = 256, T = 32, 60 draws (seeds 9500..): the per-draw unbiased U-statistics of tr Sigma_W^2, Var(mu . g)
     and Var|g - mu|^2 against the derivation. Measured O(1/M) terms: relu about +8/M on tr Sigma^2 (so +3% here),
     tanh 0. Accept 3 standard errors + 4% (false-alarm rate ~0.3% per comparison)."""
-    from meanfield.sampling import sample
+    from meanfield.sampled.sampling import sample
 
     M, T = 256, 32
     net = Network(3, act, sw, sb)
@@ -114,7 +112,7 @@ def test_outlier_fluctuations_against_sampled_networks():
     the C x C outlier matrix against the derivation. The first-order rule leaves a systematic -10% on the cross
     part (measured over relu and tanh, L = 2..4; the backward noise's phi' factors correlate with B where B has an
     O(1) mean): accept 3 standard errors + 15% (false-alarm rate ~0.3% per comparison)."""
-    from meanfield.sampling import sample
+    from meanfield.sampled.sampling import sample
 
     M, T, C = 64, 16, 4
     net = Network(3, "relu", 2.0, 0.0, outputs=C)
@@ -158,7 +156,7 @@ def test_against_sampled_networks(act, sw, sb):
     (t != s and t = s) against the derivation. Per-draw values are independent; accept 3 standard errors plus 3%
     for the O(1/M) terms the derivation leaves out (measured within 2% at M = 64 for relu and tanh, L = 2..4):
     false-alarm rate about 0.3% per comparison."""
-    from meanfield.sampling import sample
+    from meanfield.sampled.sampling import sample
 
     M, T = 64, 8
     net = Network(3, act, sw, sb, outputs=2)

@@ -26,10 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import meanfield as mf
-from meanfield.activations import X, Activation, activation, catalogue
-from meanfield.gaussian import GaussianExpectation, cross_moment, second_moment
-from meanfield.gaussian import numeric
-from meanfield.gaussian.closed_forms import closed_form, gaussian_moment_2d
+from meanfield.spec.activations import X, Activation, activation, catalogue
+from meanfield.integrals.symbolic import GaussianExpectation
+from meanfield.integrals.gaussian import cross_moment, second_moment
+from meanfield.integrals import numeric
+from meanfield.integrals.closed_forms import closed_form, gaussian_moment_2d
 
 DATA = Path(__file__).with_name("data") / "gaussian_reference.json"
 

@@ -3,8 +3,8 @@
 import sympy
 
 import meanfield as mf
-from meanfield.latex import latex, latex_activation, latex_network
-from meanfield.symbols import LATEX_NAMES, layer_symbol, order_symbol
+from meanfield.printing import latex, latex_activation, latex_network
+from meanfield.spec.symbols import LATEX_NAMES, layer_symbol, order_symbol
 
 
 def test_sympy_expressions_use_project_symbol_names():

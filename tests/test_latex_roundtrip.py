@@ -29,9 +29,9 @@ from sympy.parsing.latex import parse_latex  # noqa: E402
 
 import meanfield as mf  # noqa: E402
 from meanfield import documents  # noqa: E402
-from meanfield.symbols import LATEX_NAMES, layer_symbol  # noqa: E402
+from meanfield.spec.symbols import LATEX_NAMES, layer_symbol  # noqa: E402
 
-latex = documents._public("latex")  # meanfield.latex, the function (a same-named module may shadow it)
+from meanfield.printing import latex
 
 _FUNCTIONS = {r"\operatorname{acos}": r"\arccos", r"\operatorname{asin}": r"\arcsin",
               r"\operatorname{atan}": r"\arctan"}
@@ -170,7 +170,7 @@ def sample_expressions() -> list[tuple[str, sympy.Expr]]:
             out.append((f"{act}/{placement} {key} (order parameters)", st[key]))
         out.append((f"{act}/{placement} leading lambda_max", d.leading["lambda_max"]))
     out.append(("relu kappa1 closed form", mf.derive(mf.Network(3, "relu", sw, sb)).kappa1))
-    from meanfield.symbols import q, q1, q2
+    from meanfield.spec.symbols import q, q1, q2
 
     for name in ("relu", "erf", "linear", "abs", "step", "erf_prime"):
         phi = mf.activation(name)
@@ -219,7 +219,7 @@ def test_the_roundtrip_detects_a_wrong_expression():
 
 
 def test_translation_keeps_symbol_names_apart():
-    from meanfield.symbols import order_symbol
+    from meanfield.spec.symbols import order_symbol
 
     a, b = order_symbol("q1", 1), order_symbol("qhat1", 1)
     tex, back = to_parser_dialect(latex(a * b + a))

@@ -1,4 +1,4 @@
-"""meanfield.population: the Gaussian-equivalent population spectrum of one output's gradient, against an exact
+"""meanfield.finite.population: the Gaussian-equivalent population spectrum of one output's gradient, against an exact
 linear case, the derived second moment, and bad input. (Its use in the random-matrix model is checked against
 sampled networks in tests/test_rmt.py.)"""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from meanfield.errors import InvalidArgument
-from meanfield.fourpoint import bulk_fluctuations
-from meanfield.network import BatchNorm, Network
-from meanfield.population import linear_population
+from meanfield.finite.fourpoint import bulk_fluctuations
+from meanfield.spec.network import BatchNorm, Network
+from meanfield.finite.population import linear_population
 
 
 def test_linear_network_is_exact():
@@ -21,7 +21,7 @@ def test_linear_network_is_exact():
     M, q = 12, 1.7
     net = Network(2, "linear", 1.5, 0.0, input_q1=q)
     pop = linear_population(net, M, draws=1, seed=5)
-    rng = np.random.default_rng(5)  # the draw order of meanfield.population: the weights, then the biases
+    rng = np.random.default_rng(5)  # the draw order of meanfield.finite.population: the weights, then the biases
     W1 = rng.standard_normal((M, M)) * math.sqrt(1.5 / M)
     w2 = rng.standard_normal((1, M)) * math.sqrt(1.5 / M)
     expect = np.sort(np.linalg.eigvalsh(q * ((w2 @ w2.T)[0, 0] * np.eye(M) + W1.T @ W1)))[::-1]

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import sympy
 
-from meanfield import BatchNorm, InvalidArgument, LayerNorm, Network, activation
-from meanfield.gaussian import cross_moment, second_moment
-from meanfield.recursions import min_samples_for, order_parameters, signal_propagation
-from meanfield.sphere import (
-    SphereExpectation, _np_1d, _np_2d, _np_2d_split, chi2_inverse_moment, expected_max_inverse_chi2,
-    homogeneity_degree, sphere_cross_moment, sphere_second_moment,
-)
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.errors import InvalidArgument
+from meanfield.spec.activations import activation
+from meanfield.integrals.gaussian import cross_moment, second_moment
+from meanfield.theory.recursions import min_samples_for, order_parameters, signal_propagation
+from meanfield.integrals.sphere import SphereExpectation, _np_1d, _np_2d, _np_2d_split, chi2_inverse_moment, expected_max_inverse_chi2, homogeneity_degree, sphere_cross_moment, sphere_second_moment
 
 RELU, TANH, ERF = activation("relu"), activation("tanh"), activation("erf")
 

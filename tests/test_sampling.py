@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.activations import _ALIASES, activation, catalogue
-from meanfield.backprop import _numeric, _numeric_derivative, _derivative
+from meanfield.spec.activations import _ALIASES, activation, catalogue
+from meanfield.sampled.backprop import _numeric, _numeric_derivative, _derivative
 from meanfield.errors import InvalidArgument
-from meanfield.network import BatchNorm, LayerNorm, Network
-from meanfield.sampling import (DegenerateBatch, SampledSpectrum, SampleSummary, draw, forward, sample,
-                                sample_many, vjp)
-from meanfield import spectrum
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.sampled.sampling import DegenerateBatch, SampledSpectrum, SampleSummary, draw, forward, sample, sample_many, vjp
+from meanfield.sampled import gram as spectrum
 
 
 # -- draws ---------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meanfield.activations import _ALIASES, activation, catalogue
-from meanfield.backprop import DegenerateBatch, draw, forward, vjp
+from meanfield.spec.activations import _ALIASES, activation, catalogue
+from meanfield.sampled.backprop import DegenerateBatch, draw, forward, vjp
 from meanfield.errors import InvalidArgument
-from meanfield.network import BatchNorm, LayerNorm, Network
-from meanfield.spectrum import (DENSE_LIMIT, _factor, explicit_gram, gram, gram_bytes, gram_plan, jacobian,
-                                top_eigenvalue)
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.sampled.gram import DENSE_LIMIT, _factor, explicit_gram, gram, gram_bytes, gram_plan, jacobian, top_eigenvalue
 
 ACTIVATIONS = sorted(name for name in catalogue() if name not in _ALIASES)
 PLACEMENTS = {

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 import meanfield as mf
 from meanfield import strategies as mfst
 
-V = importlib.import_module("meanfield.verify")
+V = importlib.import_module("meanfield.checking.verification")
 
 WIDTHS = (64, 256)
 SAMPLES = 16

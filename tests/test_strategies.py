@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import meanfield as mf
 from meanfield import strategies as mfst
-from meanfield.network import BatchNorm, LayerNorm
+from meanfield.spec.network import BatchNorm, LayerNorm
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -26,11 +26,11 @@ import sympy
 
 import meanfield as mf
 from meanfield.errors import InvalidArgument
-from meanfield.grids import Grid, GridFileError, Point, network_from_spec, network_spec
-from meanfield.network import BatchNorm, LayerNorm, Network
-from meanfield.activations import Activation
-from meanfield.store import ResultStore, load
-from meanfield.sweeps import SchedulerUnavailable, add_sweep_arguments, sweep, sweep_main, task_name
+from meanfield.runs.grids import Grid, GridFileError, Point, network_from_spec, network_spec
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.spec.activations import Activation
+from meanfield.runs.store import ResultStore, load
+from meanfield.runs.sweeps import SchedulerUnavailable, add_sweep_arguments, sweep, sweep_main, task_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"depth": [2, 3], "activation": ["relu", "tanh"], "sigma_w2": 2.0, "width": [4, 8], "samples": 2,
@@ -196,7 +196,7 @@ def test_grid_rejects_bad_python_input():
 def test_task_key_is_deterministic_across_processes_and_sensitive_to_every_coordinate():
     net = Network(3, "leaky_relu", (1, 2, 2), 0.1, outputs=2, norms=[BatchNorm("last")])
     p = Point(net, 16, 4, 3)
-    code = ("from meanfield.grids import Point; from meanfield.network import Network, BatchNorm; "
+    code = ("from meanfield.runs.grids import Point; from meanfield.spec.network import Network, BatchNorm; "
             "print(Point(Network(3, 'leaky_relu', (1, 2, 2), 0.1, outputs=2, norms=[BatchNorm('last')]), 16, 4, 3)"
             ".key('fisher'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -314,7 +314,7 @@ def test_two_concurrent_sweeps_on_one_store_never_duplicate(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time, os
         sys.path.insert(0, {str(ROOT)!r})
-        from meanfield.sweeps import sweep
+        from meanfield.runs.sweeps import sweep
         def slowish(point):
             time.sleep(0.03)
             return {{"P": point.network.parameter_count(point.width)}}
@@ -477,8 +477,8 @@ def test_cli_dry_run_and_arguments(tmp_path, capsys):
 
 
 def test_fisher_task_records_theory_and_samples(tmp_path, capsys):
-    pytest.importorskip("meanfield.fisher")
-    pytest.importorskip("meanfield.sampling")
+    pytest.importorskip("meanfield.theory.fisher")
+    pytest.importorskip("meanfield.sampled.sampling")
     grid = {"depth": 2, "activation": ["relu", "tanh"], "sigma_w2": 2.0, "outputs": 2,
             "norms": ["none", "batch:last"], "width": 8, "samples": 3, "seeds": 2}
     with pytest.raises(InvalidArgument, match=r"samples=3 .* >= 6"):  # predict's need, before any work

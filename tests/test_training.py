@@ -1,4 +1,4 @@
-"""Tests for meanfield.training: the learning-rate threshold 2 / lambda_max, measured by training.
+"""Tests for meanfield.sampled.training: the learning-rate threshold 2 / lambda_max, measured by training.
 
 Every test is deterministic (explicit seeds, no statistics over seeds), so none has a false-alarm
 rate; the tolerances are derived from the numerical error of what is measured (stated where used).
@@ -12,20 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from meanfield import BatchNorm, InvalidArgument, LayerNorm, Network
-from meanfield.sampling import draw, sample
-from meanfield.training import (
-    LearningRate,
-    LearningRateGrid,
-    StabilityThreshold,
-    TrainingRun,
-    learning_rate_grid,
-    loss_and_gradient,
-    max_learning_rate,
-    plot_learning_rate_grid,
-    stability_threshold,
-    train,
-)
+from meanfield.spec.network import BatchNorm, LayerNorm, Network
+from meanfield.errors import InvalidArgument
+from meanfield.sampled.sampling import draw, forward, sample
+from meanfield.sampled.training import LearningRate, LearningRateGrid, StabilityThreshold, TrainingRun, learning_rate_grid, loss_and_gradient, max_learning_rate, plot_learning_rate_grid, stability_threshold, train
 
 PLACEMENTS = {
     "none": (),
@@ -177,7 +167,7 @@ def test_gradient_matches_finite_differences(placement, act):
         down = loss_and_gradient(net, _unflat(d, theta - h * v), d.inputs, y)[0]
         fd = (up - down) / (2 * h)
         assert abs(fd - g @ v) <= 1e-6 * np.linalg.norm(g), (fd, g @ v)
-    assert loss == pytest.approx(0.5 * np.sum((np.asarray(__import__("meanfield").sampling.forward(
+    assert loss == pytest.approx(0.5 * np.sum((np.asarray(forward(
         net, d, d.inputs).outputs) - y) ** 2) / 6)
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.network import Network
+from meanfield.spec.network import Network
 
 # the module (``from meanfield import verify`` is the function, which the module also behaves as)
-V = importlib.import_module("meanfield.verify")
+V = importlib.import_module("meanfield.checking.verification")
 
 # -- the engine ----------------------------------------------------------------------------------------
 
@@ -202,8 +202,8 @@ def _kappas(net, shift):
     The backward recursion qtilde^l = sigma_w^2 qtilde^{l+1} E[phi'(u^l)^2] (and I_phi' for qtilde_2);
     ``shift=True`` evaluates phi' at layer l+1's statistics instead of layer l's: the classic slip.
     """
-    from meanfield.gaussian import cross_moment, second_moment
-    from meanfield.recursions import order_parameters
+    from meanfield.integrals.gaussian import cross_moment, second_moment
+    from meanfield.theory.recursions import order_parameters
 
     def conjecture(width, samples):
         op = order_parameters(net, samples)

@@ -16,8 +16,8 @@ from pathlib import Path
 import mpmath
 import numpy as np
 
-from meanfield.activations import Activation, activation
-from meanfield.gaussian import numeric
+from meanfield.spec.activations import Activation, activation
+from meanfield.integrals import numeric
 
 DPS = 30
 # every catalogued activation without a closed form, and user expressions (smooth, kinked)

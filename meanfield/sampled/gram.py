@@ -52,9 +52,9 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from .backprop import (Trace, _dphi, backward_layer, check_batch, norm_backward)
-from .errors import InvalidArgument, check_choice
-from .network import BatchNorm, LayerNorm, Network
+from .backprop import Trace, _dphi, backward_layer, check_batch, norm_backward
+from ..errors import InvalidArgument, check_choice
+from ..spec.network import BatchNorm, LayerNorm, Network
 
 __all__ = ["SampledSpectrum", "LayerGram", "Gram", "gram", "gram_plan", "top_eigenvalue", "jacobian",
            "explicit_gram", "gram_bytes", "DENSE_LIMIT"]
@@ -75,7 +75,7 @@ def gram_plan(net: Network) -> dict[int, str]:
     """How each weight layer's Gram block is computed: 'top', 'plain', 'bn-own', 'bn-below', 'generic'.
 
     Example:
-        >>> from meanfield.network import Network, BatchNorm
+        >>> from meanfield.spec.network import Network, BatchNorm
         >>> gram_plan(Network(3, "relu", 2, 0, norms=[BatchNorm(2)]))
         {3: 'top', 2: 'bn-own', 1: 'bn-below'}
         >>> gram_plan(Network(4, "relu", 2, 0, norms=[BatchNorm(1), BatchNorm(2), BatchNorm(3)]))
@@ -111,7 +111,7 @@ def gram_bytes(net: Network, width: int, samples: int, *, eigenvalues: bool = Fa
     """Estimated peak bytes of :func:`gram` (plus the spectrum) for this network at (M, T).
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> gram_bytes(Network(3, "relu", 2, 0, outputs=10), 4096, 256) < 2**31
         True
     """
@@ -445,12 +445,12 @@ def gram(net: Network, trace: Trace, *, per_layer: bool = False) -> Gram:
 
     Args:
         net: the network spec.
-        trace: :func:`meanfield.sampling.forward` of a drawn network and batch.
+        trace: :func:`meanfield.sampled.sampling.forward` of a drawn network and batch.
         per_layer: also keep every layer's block G_l (memory: L matrices CT x CT).
 
     Example:
-        >>> from meanfield.network import Network
-        >>> from meanfield.backprop import draw, forward
+        >>> from meanfield.spec.network import Network
+        >>> from meanfield.sampled.backprop import draw, forward
         >>> net = Network(2, "relu", 2, 0.1, outputs=2)
         >>> tr = forward(net, draw(net, 5, 4, seed=0))
         >>> J = jacobian(net, tr)
@@ -533,8 +533,8 @@ def jacobian(net: Network, trace: Trace) -> np.ndarray:
     oracle for :func:`gram` and the baseline of the benchmark. Memory CT * P * 8 bytes.
 
     Example:
-        >>> from meanfield.network import Network
-        >>> from meanfield.backprop import draw, forward
+        >>> from meanfield.spec.network import Network
+        >>> from meanfield.sampled.backprop import draw, forward
         >>> net = Network(2, "tanh", 1, 0.1, outputs=3)
         >>> jacobian(net, forward(net, draw(net, 4, 2, seed=0))).shape
         (6, 35)

@@ -48,7 +48,7 @@ import mpmath
 import numpy as np
 import scipy.special
 
-from ..activations import Activation
+from ..spec.activations import Activation
 from ..errors import InvalidArgument
 from .closed_forms import closed_form
 
@@ -233,7 +233,7 @@ def fast_second(f: Activation, q: Any) -> np.ndarray:
     """E[phi(sqrt(q) z)^2] on floats or arrays (numpy float64, the broadcast shape of q).
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> float(fast_second(activation("relu"), 3.0))
         1.5
     """
@@ -259,7 +259,7 @@ def fast_cross(f: Activation, q1: Any, q2: Any) -> np.ndarray:
     """I_phi[q1, q2] on floats or arrays (numpy float64, broadcast over q1 and q2).
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> round(float(fast_cross(activation("relu"), 2.0, 0.0)), 12)   # q1 / (2 pi)
         0.318309886184
     """
@@ -283,7 +283,7 @@ def fast_cross(f: Activation, q1: Any, q2: Any) -> np.ndarray:
 
 def _finish(out: np.ndarray, what: str) -> np.ndarray:
     if not np.all(np.isfinite(out)):  # a library bug, never the user's: say so rather than return nan
-        raise FloatingPointError(f"meanfield.gaussian produced a non-finite {what}; please report")
+        raise FloatingPointError(f"meanfield.integrals produced a non-finite {what}; please report")
     return out[()] if out.ndim == 0 else out
 
 
@@ -651,7 +651,7 @@ def mp_second(f: Activation, q: Any, dps: int) -> mpmath.mpf:
     """E[phi(sqrt(q) z)^2] in mpmath at ``dps`` digits (closed form, or quadrature split at kinks).
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> mp_second(activation("erf"), 1, 20)
         mpf('0.464559054397539...')
     """
@@ -674,7 +674,7 @@ def mp_cross(f: Activation, q1: Any, q2: Any, dps: int) -> mpmath.mpf:
     integral is split at the kinks p and at p / c, where the inner one bends.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> mp_cross(activation("relu"), 1, 1, 15)
         mpf('0.5')
     """

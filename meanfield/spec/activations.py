@@ -3,7 +3,7 @@
 An :class:`Activation` is immutable: its ``expr`` is the truth; the derivative is derived by sympy,
 and the numeric callables (numpy/scipy for speed, mpmath for any precision) are lambdified from it
 once and cached. ``family`` and ``params`` name a catalogue entry so that the Gaussian-expectation
-layer can find closed forms (``meanfield.gaussian``); a user expression has family ``"custom"`` and
+layer can find closed forms (``meanfield.integrals``); a user expression has family ``"custom"`` and
 gets the generic integrals.
 
 ``kinks`` lists the points where the function or its derivative is not smooth; numeric quadrature
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.special
 import sympy
 
-from .errors import InvalidArgument, check_choice, check_real, closest
+from ..errors import InvalidArgument, check_choice, check_real, closest
 
 __all__ = ["Activation", "activation", "catalogue", "X"]
 

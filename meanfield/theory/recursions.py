@@ -6,7 +6,7 @@ Forward (per unit, large width), for l = 1..L, with qhat^0 = (input_q1, input_q2
     normalise:   none        -> Gaussian law (q_1, q_2)
                  layer norm  -> Gaussian law (1, q_2 / q_1)
                  batch norm  -> sphere law: u uniform on the sphere of radius sqrt(T) in 1-perp
-                                (second moments 1 and -1/(T-1); see :mod:`meanfield.sphere`)
+                                (second moments 1 and -1/(T-1); see :mod:`meanfield.integrals.sphere`)
                  centre only -> Gaussian law ((q_1 - q_2)(1 - 1/T), -(q_1 - q_2)/T)
     activation:  qhat_1^l = E[phi(u_a)^2],  qhat_2^l = E[phi(u_a) phi(u_b)]   under that law (l < L).
 
@@ -41,7 +41,7 @@ project's theory notes. The dual-Gram entries of layer l are then
     G_l[(k,t),(k,t')] = (1/T) [(M_{l-1} qhat_1^{l-1} + 1) qtilde_2_same + (M_{l-1} qhat_2^{l-1} + 1) qtilde_2]
 
 The same code runs on floats, numpy arrays (grids of sigma's broadcast), mpmath numbers (``dps``) and
-sympy expressions, because :mod:`meanfield.gaussian` and :mod:`meanfield.sphere` dispatch on type.
+sympy expressions, because :mod:`meanfield.integrals` and :mod:`meanfield.integrals.sphere` dispatch on type.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ import mpmath
 import numpy as np
 import sympy
 
-from .activations import Activation, activation
-from .errors import InvalidArgument, check_int, check_real
-from .network import BatchNorm, LayerNorm, Network
+from ..spec.activations import Activation, activation
+from ..errors import InvalidArgument, check_int, check_real
+from ..spec.network import BatchNorm, LayerNorm, Network
 
 __all__ = ["order_parameters", "OrderParameters", "LayerParameters", "signal_propagation", "SignalPropagation",
            "min_samples_for"]
@@ -96,16 +96,16 @@ class _Ctx:
 
     def second(self, g: Activation, law: "Law") -> Any:
         if law.kind == "sphere":
-            from .sphere import sphere_second_moment
+            from ..integrals.sphere import sphere_second_moment
             return self._exact(sphere_second_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
-        from .gaussian import second_moment
+        from ..integrals.gaussian import second_moment
         return second_moment(g, law.q1, dps=self.dps) if self.mode == "mp" else self._exact(second_moment(g, law.q1))
 
     def cross(self, g: Activation, law: "Law") -> Any:
         if law.kind == "sphere":
-            from .sphere import sphere_cross_moment
+            from ..integrals.sphere import sphere_cross_moment
             return self._exact(sphere_cross_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
-        from .gaussian import cross_moment
+        from ..integrals.gaussian import cross_moment
         if self.mode == "mp":
             return cross_moment(g, law.q1, law.q2, dps=self.dps)
         return self._exact(cross_moment(g, law.q1, law.q2))
@@ -306,7 +306,7 @@ def _tex(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, sympy.Basic):
-        from .latex import latex
+        from ..printing import latex
         return latex(value)
     return _fmt(value)
 
@@ -443,7 +443,7 @@ def _activation_forward(ctx: _Ctx, law: Law, phi: Activation) -> tuple[Any, Any]
 
 def _x_times_derivative(phi: Activation | None) -> Activation:
     """x phi'(x): phi itself when phi is positively homogeneous of degree 1 (Euler), x at the output."""
-    from .sphere import homogeneity_degree, times_x
+    from ..integrals.sphere import homogeneity_degree, times_x
     if phi is None:
         return _LINEAR
     if homogeneity_degree(phi) == 1:
@@ -465,7 +465,7 @@ def _backward_map(ctx: _Ctx, norm: Any, law: Law, phi: Activation | None, q1: An
         e1 = (1 - 1 / Tn) * ctx.second(dphi, law)
         e2 = -ctx.cross(dphi, law) / Tn
         return ("projector", e1, e2)
-    from .sphere import chi2_inverse_moment
+    from ..integrals.sphere import chi2_inverse_moment
     xd = _x_times_derivative(phi)
     e1 = (1 - 1 / Tn) * ctx.second(dphi, law) - ctx.second(xd, law) / Tn
     e2 = -(ctx.cross(dphi, law) + ctx.cross(xd, law)) / Tn
@@ -499,7 +499,7 @@ def order_parameters(net: Network, samples: Any = None, *, dps: int | None = Non
         symbolic: force sympy (exact rationals for float parameters); default when the network has symbols.
         sigma_w2, sigma_b2: overrides of the network's values: a scalar, a numpy array (all layers; arrays
             broadcast against each other, e.g. a meshgrid), or a sequence with one entry per layer. This is
-            the vectorised path used by :func:`meanfield.fisher.predict_grid`.
+            the vectorised path used by :func:`meanfield.theory.fisher.predict_grid`.
 
     Returns:
         :class:`OrderParameters`.
@@ -509,7 +509,7 @@ def order_parameters(net: Network, samples: Any = None, *, dps: int | None = Non
             unit whose batch variance is zero, bad overrides.
 
     Example:
-        >>> from meanfield.network import Network, BatchNorm
+        >>> from meanfield.spec.network import Network, BatchNorm
         >>> op = order_parameters(Network(3, "relu", 2, 0, norms=[BatchNorm(2)]), samples=8)
         >>> round(float(op[2].qhat2), 6)      # relu of the sphere law: I_relu[1, -1/7]
         0.125067
@@ -622,7 +622,7 @@ class SignalPropagation:
 
     def correlation_map(self, c: Any) -> Any:
         """c' = (sigma_w^2 I_phi[q*, c q*] + sigma_b^2) / q*, vectorised over c in [-1, 1]."""
-        from .gaussian import cross_moment
+        from ..integrals.gaussian import cross_moment
         if isinstance(self.q_star, sympy.Basic):
             return (self.sigma_w2 * cross_moment(self.activation, self.q_star, c * self.q_star) + self.sigma_b2) / self.q_star
         if not math.isfinite(float(self.q_star)):
@@ -636,7 +636,7 @@ class SignalPropagation:
 
     def length_map(self, q: Any) -> Any:
         """q' = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2."""
-        from .gaussian import second_moment
+        from ..integrals.gaussian import second_moment
         return self.sigma_w2 * (second_moment(self.activation, q, dps=self.dps) if self.dps
                                 else second_moment(self.activation, q)) + self.sigma_b2
 
@@ -683,7 +683,7 @@ def signal_propagation(activation_: Any, sigma_w2: Any, sigma_b2: Any, *, dps: i
         >>> round(float(sp.correlation_map(0.0)), 6)   # (1/2pi + 0.5)/1
         0.659155
     """
-    from .gaussian import cross_moment, second_moment
+    from ..integrals.gaussian import cross_moment, second_moment
 
     phi = activation(activation_) if not isinstance(activation_, Activation) else activation_
     symbolic = any(isinstance(v, sympy.Basic) and not v.is_number for v in (sigma_w2, sigma_b2)) or phi.is_symbolic
@@ -805,7 +805,7 @@ def _correlation_fixed_point(cmap, chi1, ctx: _Ctx, tol: float, max_iter: int):
 
 
 def _signal_symbolic(phi: Activation, sw: sympy.Expr, sb: sympy.Expr) -> SignalPropagation:
-    from .gaussian import cross_moment, second_moment
+    from ..integrals.gaussian import cross_moment, second_moment
 
     q = sympy.Symbol("q", positive=True)
     c = sympy.Symbol("c", real=True)

@@ -20,7 +20,7 @@ import mpmath
 import sympy
 from sympy.core.symbol import Str
 
-from ..activations import X, Activation
+from ..spec.activations import X, Activation
 from ..errors import InvalidArgument
 from .closed_forms import closed_form
 
@@ -54,7 +54,7 @@ class GaussianExpectation(sympy.Expr):
     """I_phi[q1, q2] = E[phi(u) phi(v)] (Var u = Var v = q1, Cov = q2), unevaluated.
 
     With q2 == q1 it is the second moment E[phi(sqrt(q) z)^2]. Build it with
-    :func:`meanfield.gaussian.cross_moment` / ``second_moment`` (which return a closed form
+    :func:`meanfield.integrals.cross_moment` / ``second_moment`` (which return a closed form
     instead when one exists) or directly from an Activation with :meth:`of`.
 
     Example:
@@ -88,7 +88,7 @@ class GaussianExpectation(sympy.Expr):
     # -- parts ------------------------------------------------------------------------------------
     @property
     def phi(self) -> sympy.Expr:
-        """The activation's expression in :data:`meanfield.activations.X`."""
+        """The activation's expression in :data:`meanfield.spec.activations.X`."""
         return self.args[0]
 
     @property
@@ -112,7 +112,7 @@ class GaussianExpectation(sympy.Expr):
         family = self.args[3].name
         params = {str(k.name): v for k, v in self.args[4]}
         if family != "custom":
-            from ..activations import _CATALOGUE, _activation
+            from ..spec.activations import _CATALOGUE, _activation
 
             if family in _CATALOGUE:
                 entry = _CATALOGUE[family]
@@ -198,19 +198,19 @@ class GaussianExpectation(sympy.Expr):
         return f"I[{self._label()}]({printer._print(self.q1)}, {printer._print(self.q2)})"
 
     def _latex(self, printer) -> str:
-        from ..latex import latex_expectation
+        from ..printing import latex_expectation
 
         return latex_expectation(self, printer)
 
     def _repr_latex_(self) -> str:
-        from ..latex import latex
+        from ..printing import latex
 
         return f"$\\displaystyle {latex(self)}$"
 
     # lambdify hooks: call the numeric fast path (vectorized over arrays).
     def _numpycode(self, printer) -> str:
         key = _register(self)
-        return (f"__import__('meanfield.gaussian.symbolic', fromlist=['_'])._lambdified({key!r}, "
+        return (f"__import__('meanfield.integrals.symbolic', fromlist=['_'])._lambdified({key!r}, "
                 f"{printer._print(self.q1)}, {printer._print(self.q2)})")
 
     _lambdacode = _numpycode
@@ -218,7 +218,7 @@ class GaussianExpectation(sympy.Expr):
 
     def _mpmathcode(self, printer) -> str:
         key = _register(self)
-        return (f"__import__('meanfield.gaussian.symbolic', fromlist=['_'])._lambdified_mp({key!r}, "
+        return (f"__import__('meanfield.integrals.symbolic', fromlist=['_'])._lambdified_mp({key!r}, "
                 f"{printer._print(self.q1)}, {printer._print(self.q2)})")
 
 

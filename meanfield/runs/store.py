@@ -6,7 +6,7 @@ on its own transaction, so an interrupted sweep loses at most the tasks in fligh
 WAL mode: while a sweep runs, the newest commits sit in ``results.sqlite-wal`` beside it (SQL tools
 read both; to copy the store, copy both or wait for the sweep to end, which folds the log back into
 the one file). Keep the store on a local disk. The task key
-(:meth:`meanfield.grids.Point.key`) is UNIQUE, so a record can never be stored twice, whoever
+(:meth:`meanfield.runs.grids.Point.key`) is UNIQUE, so a record can never be stored twice, whoever
 writes it (a resumed sweep, a second sweep on the same store, a task re-run after a worker died).
 Only the process that runs :func:`meanfield.sweep` writes (workers send records back to it), so the
 file never needs to be reachable from a cluster's workers.
@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = ["ResultStore", "SweepResults", "load", "FORMAT_VERSION"]
 
@@ -92,7 +92,7 @@ def now() -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__
 
 
@@ -352,7 +352,7 @@ class SweepResults:
         columns: the column names, in table order.
         failures: failed attempts of tasks that still have no record.
         path: the store file.
-        report: the run's :class:`~meanfield.sweeps.SweepReport` when these come from ``sweep()``.
+        report: the run's :class:`~meanfield.runs.sweeps.SweepReport` when these come from ``sweep()``.
 
     Example:
         >>> r = SweepResults(records=[{"key": "a", "width": 8, "m": 0.5}, {"key": "b", "width": 16, "m": None}],
@@ -380,7 +380,7 @@ class SweepResults:
     def column(self, name: str) -> list:
         """The values of one column, in record order."""
         if name not in self.columns:
-            from .errors import check_choice
+            from ..errors import check_choice
             check_choice("column", name, self.columns)
         return [r.get(name) for r in self.records]
 

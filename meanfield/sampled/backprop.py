@@ -1,6 +1,6 @@
 """Finite random networks: draw, forward pass with literal batch/layer norm, exact backward pass.
 
-The model is the one of :mod:`meanfield.network`: for l = 1..L
+The model is the one of :mod:`meanfield.spec.network`: for l = 1..L
 
     u^l = W^l h^{l-1} + b^l,   ũ^l = N_l(u^l),   h^l = phi_l(ũ^l) (l < L),   f = ũ^L,
 
@@ -35,9 +35,9 @@ import numpy as np
 import sympy
 from scipy.special import erf
 
-from .activations import X, Activation
-from .errors import InvalidArgument, check_int
-from .network import BatchNorm, LayerNorm, Network
+from ..spec.activations import X, Activation
+from ..errors import InvalidArgument, check_int
+from ..spec.network import BatchNorm, LayerNorm, Network
 
 __all__ = ["Draw", "Trace", "Gradients", "DegenerateBatch", "draw", "forward", "vjp"]
 

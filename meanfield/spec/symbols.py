@@ -48,7 +48,7 @@ def order_symbol(kind: str, layer: int) -> sympy.Symbol:
         >>> LATEX_NAMES[order_symbol("qhat1", 2)]
         '\\\\hat{q}_{1}^{(2)}'
     """
-    from .errors import check_choice
+    from ..errors import check_choice
 
     check_choice("kind", kind, list(ORDER_PARAMETERS))
     ascii_stem, latex_stem = ORDER_PARAMETERS[kind]
@@ -65,7 +65,7 @@ def layer_symbol(kind: str, layer: int | None = None) -> sympy.Symbol:
         >>> layer_symbol("sigma_w2"), layer_symbol("sigma_b2", 3)
         (sigma_w2, sigma_b2_3)
     """
-    from .errors import check_choice
+    from ..errors import check_choice
 
     check_choice("kind", kind, list(_LAYER_PARAMETERS))
     ascii_stem, latex_stem = _LAYER_PARAMETERS[kind]

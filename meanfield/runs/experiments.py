@@ -16,7 +16,7 @@ with :func:`register_stage`):
 * ``ratio``: lambda_max against M at fixed M/T (T grows with M): bounded with batch norm in the last
   layer, growing like M without normalization.
 * ``learning_rate``: loss after N gradient steps over (M, eta) with the predicted boundary
-  eta = 2/lambda_max(M) (needs :mod:`meanfield.training`; skipped with a note when unavailable).
+  eta = 2/lambda_max(M) (needs :mod:`meanfield.sampled.training`; skipped with a note when unavailable).
 * ``rmt``: lambda_max over a grid of (M, T/M) cells, leading order and the random-matrix prediction
   ``predict(..., finite_width="rmt")`` (issue 9) against sampled means, with per-cell relative errors.
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument, check_int, closest
+from ..errors import InvalidArgument, check_int, closest
 
 __all__ = ["Config", "load_config", "reproduce", "ReproduceResult", "Task", "Stage", "STAGES",
            "register_stage", "Store", "network_for", "placement_label"]
@@ -85,7 +85,7 @@ class Config:
         rmt_seeds: sampled networks per cell (seeds 0..rmt_seeds-1, kept below the model's reference
             seeds 1000+).
         rmt_reference_widths: the two widths at which the random-matrix model measures its fluctuation
-            coefficients (``meanfield.rmt.measure_fluctuations``; the model's own default is 64, 128).
+            coefficients (``meanfield.finite.rmt.measure_fluctuations``; the model's own default is 64, 128).
         stages: the stages to run, in order.
     """
 
@@ -238,7 +238,7 @@ def _read_toml(path: str | os.PathLike) -> dict:
 
 
 def _validate(config: Config) -> None:
-    from .activations import activation
+    from ..spec.activations import activation
 
     named = [("activations", a) for a in config.activations] + [("ratio_activations", a) for a in
                                                                   config.ratio_activations]
@@ -273,7 +273,7 @@ def _validate(config: Config) -> None:
 def _validate_rmt(config: Config) -> None:
     """The random-matrix stage's keys: widths the model accepts, positive ratios, seeds disjoint from its
     reference seeds, two different reference widths."""
-    from .rmt import REFERENCE_SEEDS
+    from ..finite.rmt import REFERENCE_SEEDS
 
     for width in config.rmt_widths:
         if width < 8:
@@ -335,8 +335,8 @@ def network_for(config: Config, activation: str, placement: str, depth: int | No
         >>> network_for(load_config(), "relu", "batch:mid").norms
         (BatchNorm(layer=2, center_only=False),)
     """
-    from .cli import parse_norm
-    from .network import Network
+    from ..cli import parse_norm
+    from ..spec.network import Network
 
     depth = config.depth if depth is None else depth
     placement = _resolve_placement(placement, depth)
@@ -389,8 +389,8 @@ def _described(net) -> str:
 
 
 def _network(spec: tuple) -> Any:
-    from .cli import parse_activation, parse_norm
-    from .network import Network
+    from ..cli import parse_activation, parse_norm
+    from ..spec.network import Network
 
     data = dict(spec)
     acts = [parse_activation(name) for name in data["activation"]]
@@ -409,7 +409,7 @@ def _finite(value: Any) -> float | None:
 
 def theory_point(spec: tuple, width: int, samples: int) -> dict:
     """predict(net, M, T) as a flat dict (finite-width values, leading order, the kind of lambda_max)."""
-    from . import predict
+    from ..theory.fisher import predict
 
     stats = predict(_network(spec), width=width, samples=samples)
     row = {key: _finite(getattr(stats, key, None)) for key in
@@ -424,7 +424,7 @@ def theory_point(spec: tuple, width: int, samples: int) -> dict:
 
 def sample_point(spec: tuple, width: int, samples: int, seed: int) -> dict:
     """sample(net, M, T, seed) as a flat dict of its statistics."""
-    from . import sample
+    from ..sampled.sampling import sample
 
     result = sample(_network(spec), width, samples, seed)
     return {key: _finite(getattr(result, key, None)) for key in
@@ -538,7 +538,7 @@ def _point_tasks(stage: str, config: Config, activations: Sequence[str], placeme
             for width, samples in sizes:
                 labels = (("stage", stage), ("activation", act), ("placement", resolved), ("width", width),
                           ("samples", samples))
-                tasks.append(Task(f"theory|{described}|M={width}|T={samples}", "experiments:theory_point",
+                tasks.append(Task(f"theory|{described}|M={width}|T={samples}", "runs.experiments:theory_point",
                                   (("spec", spec), ("width", width), ("samples", samples)),
                                   labels + (("seed", None), ("kind", "theory")), cost=0.05))
                 tasks += [_sample_task(labels, net, width, samples, seed, resolved != "none") for seed in range(seeds)]
@@ -553,7 +553,7 @@ def _sample_cost(outputs: int, width: int, samples: int, normalized: bool) -> fl
 def _sample_task(labels: tuple, net, width: int, samples: int, seed: int, normalized: bool) -> Task:
     """One sampled network. The key names only the network, M, T and seed (not the stage), so every stage
     that needs the same draw shares one cached computation."""
-    return Task(f"sample|{_described(net)}|M={width}|T={samples}|seed={seed}", "experiments:sample_point",
+    return Task(f"sample|{_described(net)}|M={width}|T={samples}|seed={seed}", "runs.experiments:sample_point",
                 (("spec", _spec(net)), ("width", width), ("samples", samples), ("seed", seed)),
                 labels + (("seed", seed), ("kind", "sample")),
                 cost=_sample_cost(net.outputs, width, samples, normalized))
@@ -981,14 +981,14 @@ def _agreement_finding(config: Config, results: Results) -> Finding:
 
 def _training():
     try:
-        from . import training
+        from ..sampled import training
     except ImportError:
         return None
     return training if hasattr(training, "learning_rate_grid") else None
 
 
 def _lr_available() -> str | None:
-    return None if _training() is not None else "meanfield.training.learning_rate_grid is not available"
+    return None if _training() is not None else "meanfield.sampled.training.learning_rate_grid is not available"
 
 
 def lr_point(spec: tuple, label: str, width: int, samples: int, etas: tuple, steps: int, seed: int) -> dict:
@@ -1030,7 +1030,7 @@ def _lr_tasks(config: Config) -> list[Task]:
                 tasks.append(Task(
                     f"lr|{_described(net)}|M={width}|T={config.lr_samples}|steps={config.lr_steps}|"
                     f"etas={','.join(map(repr, etas))}|seed={seed}",
-                    "experiments:lr_point",
+                    "runs.experiments:lr_point",
                     (("spec", spec), ("label", placement_label(resolved, config.depth)), ("width", width),
                      ("samples", config.lr_samples), ("etas", etas), ("steps", config.lr_steps), ("seed", seed)),
                     (("stage", "learning_rate"), ("activation", config.lr_activation), ("placement", resolved),
@@ -1130,7 +1130,7 @@ _RMT_ROWS = 1  # format of rmt_point's rows: raise it when they change, so that 
 def _rmt_min_samples(net) -> int:
     """Smallest T the random-matrix prediction accepts for ``net``: T >= 4 and what the norms need; with a
     full batch norm on the output T > 5 (the chi-square moments of its scale diverge below)."""
-    from .network import BatchNorm
+    from ..spec.network import BatchNorm
 
     last = net.norm_at(net.depth)
     full_bn_out = isinstance(last, BatchNorm) and not last.center_only
@@ -1155,17 +1155,17 @@ def _rmt_cells(config: Config, net) -> tuple[list[tuple[int, int]], list[str]]:
 
 
 def _rmt_model_digest() -> str:
-    """A digest of the random-matrix model's source (meanfield.rmt and what meanfield.fourpoint and
-    meanfield.population derive for it): the model is semi-empirical and still changing, so a changed model must not reuse
+    """A digest of the random-matrix model's source (meanfield.finite.rmt and what meanfield.finite.fourpoint and
+    meanfield.finite.population derive for it): the model is semi-empirical and still changing, so a changed model must not reuse
     cached predictions (the sampled points do not depend on it)."""
     import hashlib
 
-    from . import fourpoint, population, rmt
+    from ..finite import fourpoint, population, rmt
 
     try:
         text = b"".join(Path(module.__file__).read_bytes() for module in (rmt, fourpoint, population))
     except OSError:  # e.g. a zipped install: fall back to the package version
-        from . import __version__
+        from .. import __version__
 
         text = __version__.encode()
     return hashlib.sha1(text).hexdigest()[:10]
@@ -1175,7 +1175,7 @@ def _rmt_theory_cost(net, cells: Sequence[tuple[int, int]], reference_widths: Se
     """Relative cost of :func:`rmt_point`, in the units of the sampled points: the reference draws of
     ``measure_fluctuations`` (seeds x reference widths x reference ratios, exact Grams and their spectra)
     dominate; each cell adds a prediction of about a tenth of a second."""
-    from . import rmt
+    from ..finite import rmt
 
     C = net.outputs
     seeds = max(6, -(-24 // C))
@@ -1194,11 +1194,11 @@ def rmt_point(spec: tuple, cells: tuple, reference_widths: tuple = (64, 128)) ->
     """Per cell (M, T): leading-order, finite-width mean-field and random-matrix lambda_max and s.
 
     One call per network, because the random-matrix model first measures its fluctuation coefficients on
-    sampled reference networks (:func:`meanfield.rmt.measure_fluctuations`, seconds per network, cached
+    sampled reference networks (:func:`meanfield.finite.rmt.measure_fluctuations`, seconds per network, cached
     only within a process). With the model's own reference widths the prediction is exactly
     ``predict(net, M, T, finite_width="rmt")``; with other reference widths it is
     ``rmt.finite_width_stats(net, M, T, predict(net, M, T), fluctuations=measure_fluctuations(net, widths))``.
-    The leading value is what :func:`meanfield.rmt.rmt_records` calls ``lead``: the leading-order
+    The leading value is what :func:`meanfield.finite.rmt.rmt_records` calls ``lead``: the leading-order
     lambda_max; with batch norm on the output, where leading order only bounds it, the bulk scale
     gram_diag - gram_offdiag (centre only) or the finite-width mean-field value (full batch norm).
 
@@ -1221,8 +1221,9 @@ def rmt_point(spec: tuple, cells: tuple, reference_widths: tuple = (64, 128)) ->
         >>> cell["rmt"] > cell["lead"] > 0, out["rmt_reference"]["widths"]
         (True, [16, 32])
     """
-    from . import predict, rmt
-    from .network import BatchNorm
+    from ..theory.fisher import predict
+    from ..finite import rmt
+    from ..spec.network import BatchNorm
 
     net = _network(spec)
     reference_widths = tuple(int(w) for w in reference_widths)
@@ -1287,7 +1288,7 @@ def _rmt_tasks(config: Config) -> list[Task]:
         tasks.append(Task(
             f"rmt|{_described(net)}|cells={';'.join(f'{w}x{t}' for w, t in cells)}|"
             f"reference={','.join(map(str, reference))}|model={digest}|rows={_RMT_ROWS}",
-            "experiments:rmt_point", (("spec", _spec(net)), ("cells", tuple(cells)), ("reference_widths", reference)),
+            "runs.experiments:rmt_point", (("spec", _spec(net)), ("cells", tuple(cells)), ("reference_widths", reference)),
             base + (("width", None), ("samples", None), ("seed", None), ("kind", "rmt")),
             cost=_rmt_theory_cost(net, cells, reference)))
         for width, samples in cells:
@@ -1298,7 +1299,7 @@ def _rmt_tasks(config: Config) -> list[Task]:
 
 
 def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, list[str]]:
-    """The cached rows as :func:`meanfield.rmt.rmt_records` records (plus activation, placement and the
+    """The cached rows as :func:`meanfield.finite.rmt.rmt_records` records (plus activation, placement and the
     finite-width mean-field value), the model's reference draws, and cells without an RMT value."""
     theory = {(r["activation"], r["placement"]): r for r in results.rows
               if r.get("stage") == "rmt" and r.get("kind") == "rmt"}
@@ -1333,7 +1334,7 @@ def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, li
 
 
 def _render_rmt(config: Config, results: Results, out: Path) -> list[Finding]:
-    from .rmt import plot_rmt_comparison
+    from ..finite.rmt import plot_rmt_comparison
 
     records, reference, failed = _rmt_records(config, results)
     if not records:
@@ -1376,14 +1377,14 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
     ref_seeds = reference.get("seeds", [])
     sampled = range(config.rmt_seeds)
     disjoint = not set(ref_seeds) & set(sampled)
-    from .rmt import MEAN_DRAWS, MEAN_SEED, REFERENCE_WIDTHS
+    from ..finite.rmt import MEAN_DRAWS, MEAN_SEED, REFERENCE_WIDTHS
 
     seeds_text = (f"seeds {min(ref_seeds)}–{max(ref_seeds)}, and {MEAN_SEED}–{MEAN_SEED + MEAN_DRAWS - 1} for the "
                   f"mean entries" if ref_seeds else "its reference seeds")
 
     native = tuple(ref_widths) == tuple(REFERENCE_WIDTHS)
     what = ("`predict(..., finite_width=\"rmt\")`" if native else
-            f"the model of `meanfield.rmt` with non-default reference widths (its default: "
+            f"the model of `meanfield.finite.rmt` with non-default reference widths (its default: "
             f"{' and '.join(map(str, REFERENCE_WIDTHS))})")
     parts = [f"The random-matrix prediction ({what}) is semi-empirical: its "
              f"fluctuation coefficients are measured on sampled networks at reference widths "
@@ -1391,7 +1392,7 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
              + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} sampled "
              "here) and extrapolated as c + c′/M; wherever the network below the output is plain, the bulk's second "
              "moment, spike and diagonal part, the outlier variances and the entry variances that set s are derived "
-             "(`meanfield.fourpoint`), and so is the shape of the bulk's population spectrum (`meanfield.population`)."]
+             "(`meanfield.finite.fourpoint`), and so is the shape of the bulk's population spectrum (`meanfield.finite.population`)."]
     counts = []
     for name, key in methods:
         errors = [abs(r[key]) for r in records]
@@ -1406,7 +1407,7 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
             other[r["lead_kind"]].append(r["label"])
     if other:
         parts.append("With batch norm on the output leading order only bounds λ_max, so the 'leading' column "
-                     "holds what `meanfield.rmt.rmt_records` compares: " + "; ".join(
+                     "holds what `meanfield.finite.rmt.rmt_records` compares: " + "; ".join(
                          f"{kinds.get(kind, kind)} for {' and '.join(labels)}" for kind, labels in other.items()) + ".")
     for name, key in (methods[0], methods[2]):
         worst = max(records, key=lambda r: abs(r[key]))
@@ -1521,7 +1522,7 @@ def _run_tasks(tasks: list[Task], store: Store, processes: int, progress: bool) 
 
     # theory first (cheap, and a network the theory rejects fails before any sampling), then the
     # biggest sampling tasks first so that the last ones to finish are small
-    todo = sorted((t for t in tasks if t.key not in store), key=lambda t: (t.function != "experiments:theory_point",
+    todo = sorted((t for t in tasks if t.key not in store), key=lambda t: (t.function != "runs.experiments:theory_point",
                                                                           -t.cost))
     if not todo:
         return 0
@@ -1680,7 +1681,7 @@ def _csv_value(value: Any) -> Any:
 
 def _write_report(path: Path, config: Config, findings: list[Finding], skipped: list[str], computed: int,
                   reused: int, seconds: float) -> None:
-    from . import __version__
+    from .. import __version__
 
     lines = ["# meanfield reproduce: pathological sharpness and normalization", "",
              f"meanfield {__version__}. This run computed {computed} points and reused {reused} from the cache "

@@ -1,6 +1,6 @@
 """All LaTeX policy in one place: symbol names, Gaussian expectations, network specs.
 
-:func:`latex` prints sympy expressions with the notation of :data:`meanfield.symbols.LATEX_NAMES`
+:func:`latex` prints sympy expressions with the notation of :data:`meanfield.spec.symbols.LATEX_NAMES`
 (``qhat1_2`` -> ``\\hat{q}_{1}^{(2)}``) and dispatches other objects to their own ``_latex()`` or
 ``_repr_latex_()``. Gaussian expectations print in the notation of THEORY.md: I_phi[q1, q2] for the
 cross moment and E[phi(sqrt(q) z)^2] for the second moment, phi written as its catalogue name
@@ -9,7 +9,6 @@ cross moment and E[phi(sqrt(q) z)^2] for the second moment, phi written as its c
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import sympy
@@ -29,7 +28,7 @@ _FUNCTION_NAMES = {
 
 
 def _names(kwargs: dict) -> dict:
-    from .symbols import LATEX_NAMES
+    from .spec.symbols import LATEX_NAMES
 
     names = dict(LATEX_NAMES)
     names.update(kwargs.pop("symbol_names", None) or {})
@@ -42,7 +41,7 @@ def latex(obj: Any, **kwargs: Any) -> str:
     Keyword arguments go to :func:`sympy.latex`; ``symbol_names`` is merged over the project's.
 
     Example:
-        >>> from meanfield.symbols import order_symbol
+        >>> from meanfield.spec.symbols import order_symbol
         >>> latex(order_symbol("qhat1", 2) ** 2)
         '\\\\left(\\\\hat{q}_{1}^{(2)}\\\\right)^{2}'
         >>> import meanfield as mf
@@ -98,7 +97,7 @@ def _print(expr: Any, printer: Any = None) -> str:
 
 
 def latex_expectation(e: Any, printer: Any = None) -> str:
-    """LaTeX of a :class:`~meanfield.gaussian.GaussianExpectation`.
+    """LaTeX of a :class:`~meanfield.integrals.GaussianExpectation`.
 
     Second moment: ``\\mathbb{E}_{z}[\\phi^{2}(\\sqrt{q} z)]``; cross moment:
     ``I_{\\phi}[q_1, q_2]`` (THEORY.md notation).
@@ -149,14 +148,3 @@ def _norm(n: Any) -> str:
     kind = {"batch": r"\text{BN}", "batch-center": r"\text{BN}_{\text{center}}"}.get(getattr(n, "kind", ""),
                                                                                      r"\text{LN}")
     return f"{kind}(u^{{({n.layer})}})"
-
-
-# ``import meanfield.latex`` (done by modules that render) binds the *module* to the package
-# attribute ``meanfield.latex``, shadowing the lazily exported function of the same name. Making
-# the module callable keeps ``meanfield.latex(obj)`` working either way.
-class _CallableModule(sys.modules[__name__].__class__):
-    def __call__(self, obj: Any, **kwargs: Any) -> str:
-        return latex(obj, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

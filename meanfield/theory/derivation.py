@@ -1,9 +1,9 @@
 """derive(net): the mean-field theory of a network as sympy objects, from the same rules as the numerics.
 
-:func:`derive` runs the recursions of :mod:`meanfield.recursions` and the statistics of
-:mod:`meanfield.fisher` on sympy values: every order parameter of every layer, kappa_1, kappa_2, the
+:func:`derive` runs the recursions of :mod:`meanfield.theory.recursions` and the statistics of
+:mod:`meanfield.theory.fisher` on sympy values: every order parameter of every layer, kappa_1, kappa_2, the
 expected Gram entries and m, s, lambda_max at finite width (in the symbols M, T, C of
-:mod:`meanfield.symbols`) and to leading order. Activations with closed-form Gaussian integrals (ReLU,
+:mod:`meanfield.spec.symbols`) and to leading order. Activations with closed-form Gaussian integrals (ReLU,
 erf, ...) give closed forms; others give unevaluated, printable Gaussian expectations (and sphere-law
 integrals below a batch norm) that ``.doit()`` / ``evalf`` resolve. The same rule functions applied
 to the order-parameter *symbols* give the recursion itself as explicit maps (``Derivation.rules``).
@@ -11,7 +11,7 @@ to the order-parameter *symbols* give the recursion itself as explicit maps (``D
 Example (the must-work REPL session):
 
     >>> import sympy
-    >>> from meanfield.symbols import layer_symbol
+    >>> from meanfield.spec.symbols import layer_symbol
     >>> sw, sb = layer_symbol("sigma_w2"), layer_symbol("sigma_b2")
     >>> d = derive(Network(3, "relu", sw, sb))
     >>> sympy.factor(d.kappa1)
@@ -35,13 +35,10 @@ from typing import Any, Callable
 import numpy as np
 import sympy
 
-from .errors import InvalidArgument
-from .network import BatchNorm, LayerNorm, Network
-from .recursions import (
-    LayerParameters, OrderParameters, _activation_forward, _backward_map, _Ctx, _dense_forward, _norm_forward,
-    order_parameters,
-)
-from .symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol
+from ..errors import InvalidArgument
+from ..spec.network import BatchNorm, LayerNorm, Network
+from .recursions import LayerParameters, OrderParameters, _activation_forward, _backward_map, _Ctx, _dense_forward, _norm_forward, order_parameters
+from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol
 
 __all__ = ["derive", "Derivation"]
 
@@ -50,7 +47,7 @@ _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1
 
 
 def _extra_symbol(kind: str, layer: int) -> sympy.Symbol:
-    """qtilde1_mean / qtilde2_same symbols (not in meanfield.symbols): registered for LaTeX here."""
+    """qtilde1_mean / qtilde2_same symbols (not in meanfield.spec.symbols): registered for LaTeX here."""
     latex = {"qtilde1_mean": r"\tilde{q}_{1}^{\mathrm{mean}\,(%d)}", "qtilde2_same": r"\tilde{q}_{2}^{\mathrm{same}\,(%d)}"}
     sym = sympy.Symbol(f"{kind}_{layer}", real=True)
     LATEX_NAMES.setdefault(sym, latex[kind] % layer)
@@ -81,7 +78,7 @@ class Derivation:
         order: :class:`~meanfield.OrderParameters` with sympy values (T the symbol unless given).
         rules: the recursion as equations between order-parameter symbols (forward then backward).
         P, alpha, kappa1, kappa2, gram_diag, gram_offdiag, m, s, lambda_max, eta_max: expressions in
-            M, T, C and the network's parameters (finite-width expectations; see :mod:`meanfield.fisher`).
+            M, T, C and the network's parameters (finite-width expectations; see :mod:`meanfield.theory.fisher`).
         leading: dict with the leading-order "m", "s", "lambda_max", "P", "gram_diag", "gram_offdiag".
         lambda_max_kind: "prediction" or "bound"; lambda_max_bounds: (lo, hi) expressions or None.
         notes: assumptions made (e.g. kappa_2 > 0 for the outlier).
@@ -146,7 +143,7 @@ class Derivation:
             symbols = {s.name: s for s in self.free_symbols}
             for name, value in kwargs.items():
                 if name not in symbols:
-                    from .errors import closest
+                    from ..errors import closest
                     near = closest(name, symbols)
                     raise InvalidArgument(name, value, "a free symbol of this derivation: " + ", ".join(sorted(symbols)),
                                           f"did you mean {near!r}?" if near else None)
@@ -226,7 +223,7 @@ class Derivation:
             >>> f(2.0, 0.0)
             1.5
         """
-        from .errors import check_choice
+        from ..errors import check_choice
         check_choice("name", name, list(_STATS) + [f"leading_{k}" for k in self.leading])
         expr = self.leading[name[8:]] if name.startswith("leading_") else getattr(self, name)
         expr = sympy.sympify(expr)
@@ -292,7 +289,7 @@ def _heaviside(x, h0=0.5):
 
 def _latex(expr: Any) -> str:
     try:
-        from .latex import latex
+        from ..printing import latex
         return latex(expr)
     except ImportError:  # the LaTeX module is optional for this one
         return sympy.latex(expr, symbol_names=LATEX_NAMES)
@@ -302,13 +299,13 @@ def _numeric(expr: sympy.Basic) -> sympy.Basic:
     """Evaluate unevaluated integrals / expectations bottom-up (innermost first) to double precision.
 
     Nested ones (an expectation whose variance contains a sphere-law expectation) need number arguments;
-    expectations go through the numeric fast paths of :mod:`meanfield.gaussian` and
-    :mod:`meanfield.sphere` (1e-10 or better), because mpmath's nested 2-D quadrature takes tens of
+    expectations go through the numeric fast paths of :mod:`meanfield.integrals` and
+    :mod:`meanfield.integrals.sphere` (1e-10 or better), because mpmath's nested 2-D quadrature takes tens of
     seconds per term. For more digits use ``sympy.N(expr, n)`` on the expression itself.
     """
-    from .gaussian import cross_moment
-    from .gaussian.symbolic import GaussianExpectation
-    from .sphere import SphereExpectation, sphere_cross_moment, sphere_second_moment
+    from ..integrals.gaussian import cross_moment
+    from ..integrals.symbolic import GaussianExpectation
+    from ..integrals.sphere import SphereExpectation, sphere_cross_moment, sphere_second_moment
 
     kinds = (sympy.Integral, GaussianExpectation, SphereExpectation)
 
@@ -427,7 +424,7 @@ def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any
     """The theory of ``net`` as sympy: order parameters per layer, kappa's, Gram entries, m, s, lambda_max.
 
     Float parameters become exact rationals (0.1 -> 1/10); symbols stay symbols. The statistics are
-    written in the symbols M, T, C of :mod:`meanfield.symbols` unless ``width``, ``samples`` or
+    written in the symbols M, T, C of :mod:`meanfield.spec.symbols` unless ``width``, ``samples`` or
     ``outputs`` fix them. The formulas are those of :func:`meanfield.predict` (finite-width
     expectations) and ``leading`` (leading order); ``lambda_max`` is the top eigenvalue of E G:
     gram_diag + (T-1) gram_offdiag (the outlier; this assumes kappa_2 > 0, see ``notes``) or, with

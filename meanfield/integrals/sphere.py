@@ -24,7 +24,7 @@ erf, GELU, ...) differ at O(1/T); they are integrated against the Beta densities
 quadrature on the fast path (exact for polynomials times the weight, spectrally accurate for smooth
 g), mpmath quadrature at a chosen precision, and an unevaluated sympy ``Integral`` symbolically.
 
-The same signatures as :mod:`meanfield.gaussian`: floats in -> float out, ``dps=int`` -> mpmath,
+The same signatures as :mod:`meanfield.integrals`: floats in -> float out, ``dps=int`` -> mpmath,
 a symbolic T (or a symbolic activation) -> sympy.
 """
 
@@ -39,8 +39,8 @@ import numpy as np
 import sympy
 from scipy.special import roots_jacobi, roots_legendre
 
-from .activations import X, Activation
-from .errors import InvalidArgument, check_int
+from ..spec.activations import X, Activation
+from ..errors import InvalidArgument, check_int
 
 __all__ = ["sphere_second_moment", "sphere_cross_moment", "homogeneity_degree", "times_x", "chi2_inverse_moment",
            "expected_max_inverse_chi2", "SphereExpectation"]
@@ -97,7 +97,7 @@ def homogeneity_degree(g: Activation) -> sympy.Expr | None:
     """k if g is positively homogeneous of degree k (g(l x) = l^k g(x) for l > 0), else None.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> homogeneity_degree(activation("relu")), homogeneity_degree(activation("step"))
         (1, 0)
         >>> homogeneity_degree(activation("tanh")) is None
@@ -119,7 +119,7 @@ def times_x(g: Activation) -> Activation:
     own catalogue entry when the caller passes it; otherwise a custom Activation.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> times_x(activation("tanh")).expr
         x*tanh(x)
     """
@@ -175,7 +175,7 @@ def sphere_second_moment(g: Activation, T: Any, *, dps: int | None = None, symbo
         float, mpmath mpf, or sympy expression.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> sphere_second_moment(activation("relu"), 8)   # = E[relu(z)^2] exactly: relu is homogeneous
         0.5
         >>> round(sphere_second_moment(activation("linear"), 5), 12)
@@ -203,7 +203,7 @@ def sphere_cross_moment(g: Activation, T: Any, *, dps: int | None = None, symbol
     """E_S[g(u_a) g(u_b)], a != b, u uniform on the sphere of radius sqrt(T) in the complement of 1.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> sphere_cross_moment(activation("linear"), 5)    # E[u_a u_b] = -1/(T-1)
         -0.25
         >>> sphere_cross_moment(activation("linear"), sympy.Symbol("T", positive=True))
@@ -601,12 +601,12 @@ _W = sympy.Symbol("w", real=True)
 class SphereExpectation(sympy.Expr):
     """E_S[g(u_a)^2] or E_S[g(u_a) g(u_b)] under the sphere law of batch norm over T samples, unevaluated.
 
-    Like :class:`meanfield.gaussian.symbolic.GaussianExpectation`: prints as itself, composes
+    Like :class:`meanfield.integrals.symbolic.GaussianExpectation`: prints as itself, composes
     arithmetically, ``.rewrite(sympy.Integral)`` shows the Beta-weighted integral, ``evalf`` / ``sympy.N``
     integrate numerically (mpmath) once T is a number, and ``lambdify`` calls the numeric fast path.
 
     Example:
-        >>> from meanfield.activations import activation
+        >>> from meanfield.spec.activations import activation
         >>> Ts = sympy.Symbol("T", positive=True, integer=True)
         >>> e = SphereExpectation.of(activation("tanh"), Ts, "second")
         >>> e
@@ -687,7 +687,7 @@ class SphereExpectation(sympy.Expr):
 
     def _numpycode(self, printer) -> str:
         key = _register(self)
-        return (f"__import__('meanfield.sphere', fromlist=['_'])._lambdified({key!r}, {printer._print(self.T)}, "
+        return (f"__import__('meanfield.integrals.sphere', fromlist=['_'])._lambdified({key!r}, {printer._print(self.T)}, "
                 f"{self.kind!r})")
 
     _lambdacode = _numpycode

@@ -2,7 +2,7 @@
 
 Given the weights W, the inputs x are iid, and the centred Gram of one output's block is a sample Gram of the
 iid vectors c(x) = g(x) - E_x g (g = d f / d theta). Its bulk is set by the population covariance
-Sigma_W = Cov_x(g): :mod:`meanfield.rmt` needs its spectrum, not just its first traces (the top of the
+Sigma_W = Cov_x(g): :mod:`meanfield.finite.rmt` needs its spectrum, not just its first traces (the top of the
 population sets lambda_max once T >> M). Layer l's weight gradient is delta^l (x) h^{l-1}; writing
 delta = delta-bar + delta~ and h = h-bar + h~ (means over x given W),
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument, check_int
+from ..errors import InvalidArgument, check_int
 from .fourpoint import _breaks, _normal_rule, _Unit
 
 __all__ = ["LinearPopulation", "linear_population"]
@@ -159,7 +159,7 @@ def linear_population(net: Any, width: int, draws: int = 8, seed: int = 0) -> Li
     """Population spectrum of the linear part of one output's gradient covariance over inputs (module docstring).
 
     Args:
-        net: a :class:`~meanfield.network.Network` without normalization layers (for a batch norm on the output,
+        net: a :class:`~meanfield.spec.network.Network` without normalization layers (for a batch norm on the output,
             pass the network without it: the centred Gram is that network's).
         width: M.
         draws: independent draws of the weights.
@@ -169,13 +169,13 @@ def linear_population(net: Any, width: int, draws: int = 8, seed: int = 0) -> Li
         :class:`LinearPopulation`.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> pop = linear_population(Network(2, "linear", 1, 0), 16, draws=2)
         >>> # linear, one hidden layer, no bias: g = (w2 (x) x, x . W1^T ...): trace = E|w2|^2 M_0 + |W1^T w2|^2
         >>> pop.eigenvalues[0].size <= 16 and pop.trace > 0
         True
     """
-    from .network import Network
+    from ..spec.network import Network
 
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")

@@ -1,6 +1,6 @@
 """Four-point order parameters: the O(1/M) variance of Gram entries between different outputs, derived.
 
-The random-matrix model of :mod:`meanfield.rmt` needs fluctuation coefficients beyond the mean-field
+The random-matrix model of :mod:`meanfield.finite.rmt` needs fluctuation coefficients beyond the mean-field
 kernel (Gaussian integrals of products of four activations). Most are still measured on reference
 networks; this module derives the first of them in closed recursive form and is checked against those
 measurements and against sampled networks (``tests/test_fourpoint.py``, ``derivations/rmt.md``).
@@ -65,7 +65,7 @@ import math
 
 import numpy as np
 
-from .errors import InvalidArgument, check_int
+from ..errors import InvalidArgument, check_int
 
 __all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
@@ -76,7 +76,7 @@ __all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance",
 class CrossOutputVariance:
     """Var(T G_kl(t, s)) for outputs k != l: ``offdiag`` (t != s) and ``diag`` (t = s), and the coefficient
     ``var_cross`` = M E[G_kl^2] / gram_diag^2 averaged over a cross block's T^2 entries (the normalization of
-    :class:`meanfield.rmt.Fluctuations`)."""
+    :class:`meanfield.finite.rmt.Fluctuations`)."""
 
     width: int
     samples: int
@@ -246,7 +246,7 @@ def _forward(net: Any, width: int, samples: int, n: int) -> dict:
     """Cov(X^i, X^j) of the realized layer averages of n exchangeable samples (module docstring):
     X^j = (h_a . h_b / M_j for pairs a <= b, then the mean of phi'_a phi'_b over layer j's units), j = 0..L-1
     (the inputs have no phi'). Read-only (cached per network, width, T and n)."""
-    from .recursions import order_parameters
+    from ..theory.recursions import order_parameters
 
     op = order_parameters(net, samples)
     widths = net.widths(width)
@@ -411,7 +411,7 @@ class SameOutputVariance:
 
 
 def _check_plain(net: Any, width: Any, samples: Any, outputs: int) -> tuple[int, int]:
-    from .network import Network
+    from ..spec.network import Network
 
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
@@ -429,7 +429,7 @@ def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVarian
     """Derived variance of one output's Gram entries over weights and inputs (module docstring).
 
     Args:
-        net: a :class:`~meanfield.network.Network` without normalization layers.
+        net: a :class:`~meanfield.spec.network.Network` without normalization layers.
         width: M.
         samples: T.
 
@@ -437,7 +437,7 @@ def same_output_variance(net: Any, width: int, samples: int) -> SameOutputVarian
         :class:`SameOutputVariance`.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> v = same_output_variance(Network(2, "relu", 2, 0), 64, 8)
         >>> round(v.mean_diag, 6)       # E[T G_tt] = (|h^1|^2 + 1) (output layer) + qtilde_1 (|x|^2 + 1) = 65 + 65
         130.0
@@ -453,7 +453,7 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
     """Derived variance of the Gram entries between two different outputs (module docstring).
 
     Args:
-        net: a :class:`~meanfield.network.Network` without normalization layers and with C >= 2 outputs.
+        net: a :class:`~meanfield.spec.network.Network` without normalization layers and with C >= 2 outputs.
         width: M.
         samples: T (the batch size; enters only through the averaging over a block's entries).
 
@@ -461,7 +461,7 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
         :class:`CrossOutputVariance`.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> v = cross_output_variance(Network(2, "relu", 2, 0, outputs=2), 64, 8)
         >>> round(v.diag, 6)   # one hidden layer: sigma_w^4 E[step^4] / M x E[(|x|^2 + 1)^2] = 4 (1/2) / 64 x (65^2 + 2 x 64)
         136.03125
@@ -469,7 +469,7 @@ def cross_output_variance(net: Any, width: int, samples: int) -> CrossOutputVari
     M, T = _check_plain(net, width, samples, 2)
     off = _covariance(net, M, T, (0, 1, 0, 1), (0, 1, 0, 1))[0]
     diag = _covariance(net, M, T, (0, 1, 0, 0), (0, 1, 0, 0))[0]
-    from .fisher import predict
+    from ..theory.fisher import predict
 
     gd = float(predict(net, M, T).gram_diag)
     mean_square = ((T - 1) * off + diag) / T / T**2  # E[G_kl^2] over the block's entries, G = (T G) / T
@@ -487,7 +487,7 @@ def gram_covariance(net: Any, width: int, first: Any, second: Any) -> float:
     the weights' mean kernel.
 
     Args:
-        net: a :class:`~meanfield.network.Network` without normalization layers.
+        net: a :class:`~meanfield.spec.network.Network` without normalization layers.
         width: M.
         first, second: the two entries.
 
@@ -495,7 +495,7 @@ def gram_covariance(net: Any, width: int, first: Any, second: Any) -> float:
         the covariance (float).
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> net = Network(3, "relu", 2, 0)
         >>> v = same_output_variance(net, 64, 8).offdiag
         >>> round(gram_covariance(net, 64, (0, 0, 0, 1), (0, 0, 0, 1)) / v, 12)
@@ -605,7 +605,7 @@ def bulk_fluctuations(net: Any, width: int) -> BulkFluctuations:
     (t, s, u, v distinct), each covariance from :func:`gram_covariance`.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> b = bulk_fluctuations(Network(3, "relu", 2, 0), 64)
         >>> 0 < b.block2 < 1 and b.spike > 0
         True
@@ -701,7 +701,7 @@ def outlier_fluctuations(net: Any, width: int, samples: int) -> OutlierFluctuati
         samples: T.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> o = outlier_fluctuations(Network(3, "relu", 2, 0, outputs=3), 64, 32)
         >>> o.self_variance > 0 and o.cross_square > 0
         True

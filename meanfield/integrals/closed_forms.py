@@ -25,7 +25,7 @@ import mpmath
 import numpy as np
 import sympy
 
-from ..activations import X, Activation
+from ..spec.activations import X, Activation
 
 __all__ = ["ClosedForm", "closed_form", "polynomial_coefficients", "gaussian_moment_2d"]
 
@@ -362,7 +362,7 @@ def _numeric_coefs(o, coefs):
 
 @functools.lru_cache(maxsize=256)
 def _catalogue_exprs() -> dict:
-    from ..activations import _CATALOGUE, activation
+    from ..spec.activations import _CATALOGUE, activation
 
     table = {}
     for name in _NUMERIC:
@@ -392,4 +392,4 @@ def closed_form(f: Activation) -> ClosedForm | None:
     return None
 
 
-from ..activations import activation  # noqa: E402  (for the doctest namespace)
+from ..spec.activations import activation  # noqa: E402  (for the doctest namespace)

@@ -4,7 +4,7 @@ A :class:`Grid` expands to :class:`Point` s = (network, width M, samples T, seed
 every key is crossed with every option of every other key. Each point has a deterministic
 :meth:`Point.key`, sha256 of the canonical JSON of (network spec, width, samples, seed, task), so
 the same point gets the same key in any process, on any machine, in any later session: it is what
-the results store (:mod:`meanfield.store`) makes unique and what ``resume`` skips.
+the results store (:mod:`meanfield.runs.store`) makes unique and what ``resume`` skips.
 
 The grid file (TOML) holds the same keys at top level. A scalar is a single option; a list is the
 options; a list *inside* the list is one per-layer option::
@@ -42,9 +42,9 @@ from typing import Any
 
 import sympy
 
-from .activations import _CATALOGUE, Activation, activation
-from .errors import InvalidArgument, check_int, check_real, closest
-from .network import BatchNorm, LayerNorm, Network
+from ..spec.activations import _CATALOGUE, Activation, activation
+from ..errors import InvalidArgument, check_int, check_real, closest
+from ..spec.network import BatchNorm, LayerNorm, Network
 
 if sys.version_info >= (3, 11):
     import tomllib

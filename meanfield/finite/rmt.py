@@ -16,8 +16,8 @@ The model, per output k (index a = k T + t):
   semicircle of variance sigma_D^2), and the O(M) modes of the *linear* part (M-dimensional fluctuations of
   the forward features and backward signals carried along the mean of the other factor). Where the network
   below the output is plain, the linear part's spectrum is derived per weight draw by the Gaussian-equivalent
-  linearization of :mod:`meanfield.population` and scaled to the four-point second moment of
-  :mod:`meanfield.fourpoint`; otherwise (layer norm below the output) it is a block of n modes with the
+  linearization of :mod:`meanfield.finite.population` and scaled to the four-point second moment of
+  :mod:`meanfield.finite.fourpoint`; otherwise (layer norm below the output) it is a block of n modes with the
   Marchenko-Pastur(1) profile of mean lam fitted to measured second and third moments. With blocks
   (count n_j, size lam_j) the R-transform is
 
@@ -43,10 +43,10 @@ The model, per output k (index a = k T + t):
   + (C - 1) T^2 E G_cross^2) / P.
 
 What is *derived* here and what is *measured*: the free-probability edge, BBP outlier, the C-outlier
-maximum, the chi-square factor, and all mean entries (from :func:`meanfield.fisher.predict`) are theory.
+maximum, the chi-square factor, and all mean entries (from :func:`meanfield.theory.fisher.predict`) are theory.
 Wherever the network below the output is plain (no normalization, or batch norm on the output only), so are
 the bulk's second moment, diagonal part and spike, the population profile, the entry variances that set s
-(without normalization) and the outlier variances (:mod:`meanfield.fourpoint`, :mod:`meanfield.population`);
+(without normalization) and the outlier variances (:mod:`meanfield.finite.fourpoint`, :mod:`meanfield.finite.population`);
 the O(1/M) correction of the bulk's second moment is measured. Still measured: the block-top spread and the
 coupling between outputs, the outlier excess, the O(1/M) corrections of the mean entries, and with layer
 norm below the output everything the four-point rules do not cover. Measured coefficients come from sampled
@@ -65,8 +65,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
-from .errors import InvalidArgument, check_int, check_real
-from .network import BatchNorm, Network
+from ..errors import InvalidArgument, check_int, check_real
+from ..spec.network import BatchNorm, Network
 
 __all__ = ["mp_edge", "free_edge", "spike_outlier", "expected_max_symmetric", "expected_max_scaled", "Fluctuations",
            "measure_fluctuations", "finite_width_stats", "rmt_records", "plot_rmt_comparison",
@@ -277,12 +277,12 @@ class Fluctuations:
             (a W K W^T form in the output weights) and the outliers' coupling to the bulk.
         mean_diag, mean_offdiag: M (E[G_tt] / gram_diag - 1) and M (E[G_ts] / gram_offdiag - 1): the O(1/M)
             corrections of the two mean entries (the finite-width corrections of the kernel mean, not in
-            :func:`meanfield.fisher.predict`), from ``MEAN_DRAWS`` cheap draws per reference width (T = 16,
+            :func:`meanfield.theory.fisher.predict`), from ``MEAN_DRAWS`` cheap draws per reference width (T = 16,
             seeds from ``MEAN_SEED``); a constant, kept only where resolved (2 standard errors), else 0.
             They set the outlier O = gram_diag + (T - 1) gram_offdiag and the bulk scale d = gram_diag -
             gram_offdiag.
         bulk_scale: M (E[tr Sigma_W^2] / derived - 1): the O(1/M) correction of the derived second moment of the
-            bulk (:func:`meanfield.fourpoint.bulk_fluctuations` is first order), from unbiased per-draw
+            bulk (:func:`meanfield.finite.fourpoint.bulk_fluctuations` is first order), from unbiased per-draw
             U-statistics of each output block on the same cheap draws, kept only where resolved; 0 where the
             bulk is not derived (layer norm below the output).
 
@@ -357,7 +357,7 @@ def _block_stats(G: np.ndarray, C: int, T: int) -> dict:
 
 
 def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dict:
-    from .sampling import sample
+    from ..sampled.sampling import sample
 
     twin = _twin(net)
     last = net.norm_at(net.depth)
@@ -404,7 +404,7 @@ def _measure_width(net: Network, width: int, seeds: tuple, ratios: tuple) -> dic
             blocks = np.mean([np.linalg.eigvalsh(G[k * T:(k + 1) * T, k * T:(k + 1) * T])[-1]
                               for G in grams for k in range(C)])
             out[key] = math.sqrt(width) * float(whole / blocks - 1.0)
-    from .fisher import predict
+    from ..theory.fisher import predict
 
     # the mean entries: many cheap draws (a small batch; the entry means do not depend on T), since the
     # per-draw relative spread is O(1/sqrt M) against an O(1/M) signal
@@ -599,7 +599,7 @@ def _tw_shift(identity: float, semicircle: float, blocks: tuple, T: float, g: fl
 
 
 def _derived(net: Network, M: int, T: int) -> dict:
-    """What :mod:`meanfield.fourpoint` and :mod:`meanfield.population` derive for this network at (M, T), by
+    """What :mod:`meanfield.finite.fourpoint` and :mod:`meanfield.finite.population` derive for this network at (M, T), by
     :class:`Fluctuations` name: the bulk (block2, semicircle), spike and population profile wherever the network
     without its output norm is plain (the centred Gram of a batch norm on the output is that network's), the
     outlier variances without any normalization."""
@@ -628,7 +628,7 @@ def _populations(fl: Fluctuations, M: int, T: int, d: float, p2: float, ell: flo
     """The population of the centred block's bulk per weight draw (Gram units): (identity d_0, blocks ((count, lam),
     ...) for the free-probability edge, columns (the variances of the columns of Y, for drawing the model)).
 
-    Derived (plain network under the output norm): the linear part's spectrum of :mod:`meanfield.population`,
+    Derived (plain network under the output norm): the linear part's spectrum of :mod:`meanfield.finite.population`,
     one population per draw, each scaled so that sum count lam^2 = p2 (the four-point value; the linearization
     sets the shape), d_0 = d - sum count lam - ell the tensor part. Otherwise the measured fallback: n modes
     with the Marchenko-Pastur(1) profile of mean lam, n and lam from p2 = 2 n lam^2 and p3 = 5 n lam^3.
@@ -762,7 +762,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         net: the network (numeric).
         width: M.
         samples: T.
-        base: the :class:`~meanfield.fisher.FisherStats` of ``predict(net, width, samples)`` (finite-width
+        base: the :class:`~meanfield.theory.fisher.FisherStats` of ``predict(net, width, samples)`` (finite-width
             means; its gram_diag, gram_offdiag, s and P are used).
         fluctuations: the coefficients to use (default :func:`measure_fluctuations` of ``net``).
 
@@ -773,14 +773,14 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         ``fluctuations`` (the :class:`Fluctuations` used), ``method`` ("rmt-semi-empirical") and ``notes``.
 
     Example:
-        >>> from meanfield.fisher import predict
+        >>> from meanfield.theory.fisher import predict
         >>> net = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
         >>> fl = measure_fluctuations(net, widths=(16, 32), seeds=(1000, 1001, 1002))
         >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16), fluctuations=fl)
         >>> out["lambda_max"] > float(predict(net, 32, 16).leading.lambda_max)
         True
     """
-    from .fisher import predict
+    from ..theory.fisher import predict
 
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
@@ -802,7 +802,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     notes: list = []
     derived = _derived(net, M, T)
     bulk = _bulk(fl, M, T, d, go_p, notes, derived)
-    named = f"derived (meanfield.fourpoint, meanfield.population): {', '.join(sorted(derived))}; "
+    named = f"derived (meanfield.finite.fourpoint, meanfield.finite.population): {', '.join(sorted(derived))}; "
     notes += [(named if derived else "")
               + "other fluctuation coefficients measured at reference widths "
              f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
@@ -813,7 +813,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         spread2 = _between_ratios(fl, "top_spread", M, T, notes) / M
         v = 1.0
         if not last.center_only:
-            from .recursions import order_parameters
+            from ..theory.recursions import order_parameters
 
             if T <= 5:
                 raise InvalidArgument("samples", T, "T > 5 with full batch norm on the output",
@@ -849,14 +849,14 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     if isinstance(last, BatchNorm):
         gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
     if not net.norms:
-        # derived, not measured: the four-point recursions of meanfield.fourpoint (plain networks); they give
+        # derived, not measured: the four-point recursions of meanfield.finite.fourpoint (plain networks); they give
         # the variance over weights and inputs, as E ||G||_F^2 needs
         from .fourpoint import cross_output_variance, same_output_variance
 
         same = same_output_variance(net, M, T)
         vd, vo = same.diag / T**2, same.offdiag / T**2
         vx = cross_output_variance(net, M, T).mean_square if C > 1 else 0.0
-        notes.append("entry variances for s derived (meanfield.fourpoint)")
+        notes.append("entry variances for s derived (meanfield.finite.fourpoint)")
     else:
         vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
         vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
@@ -892,8 +892,8 @@ def rmt_records(net: Network, cells: Any, seeds: Any = 8) -> list[dict]:
         >>> recs = rmt_records(Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)]),
         ...                    [(16, 8)], seeds=2)   # doctest: +SKIP
     """
-    from .fisher import predict
-    from .sampling import sample_many
+    from ..theory.fisher import predict
+    from ..sampled.sampling import sample_many
 
     out = []
     for M, T in cells:

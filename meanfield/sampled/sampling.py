@@ -2,12 +2,12 @@
 
 :func:`sample` draws a network and a batch (:func:`draw`), runs the forward pass with literal batch
 norm and layer norm (:func:`forward`), builds the exact dual Gram G = J J^T / T layer by layer
-(:func:`meanfield.spectrum.gram`, never the P x P FIM) and reports m = tr(G)/P, s = ||G||_F^2/P and
+(:func:`meanfield.sampled.gram.gram`, never the P x P FIM) and reports m = tr(G)/P, s = ||G||_F^2/P and
 lambda_max (dense eigh for small CT, Lanczos above). :func:`sample_many` does it for many seeds on
 all cores and returns means, standard errors and per-seed values.
 
 The low-level pieces :func:`draw`, :func:`forward` and :func:`vjp` (exact gradients, batch norm
-coupling included) are re-exported from :mod:`meanfield.backprop` for reuse (training, RMT).
+coupling included) are re-exported from :mod:`meanfield.sampled.backprop` for reuse (training, RMT).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .backprop import (DegenerateBatch, Draw, Gradients, Trace, check_batch, draw, forward, vjp)
-from .errors import InvalidArgument, check_int
-from .network import Network
-from .spectrum import (LayerGram, SampledSpectrum, check_memory, gram, gram_bytes, gram_plan,
-                       top_eigenvalue)
+from .backprop import DegenerateBatch, Draw, Gradients, Trace, check_batch, draw, forward, vjp
+from ..errors import InvalidArgument, check_int
+from ..spec.network import Network
+from .gram import LayerGram, SampledSpectrum, check_memory, gram, gram_bytes, gram_plan, top_eigenvalue
 
 __all__ = ["sample", "sample_many", "SampleSummary", "SampledSpectrum", "LayerGram", "DegenerateBatch",
            "Draw", "Trace", "Gradients", "draw", "forward", "vjp"]
@@ -45,7 +44,7 @@ def sample(net: Network, width: int, samples: int, seed: int = 0, *, eigenvalues
         net: the network spec (numeric parameters).
         width: base width M.
         samples: batch size T (>= ``net.min_samples()``).
-        seed: numpy Generator seed of the draw (see :mod:`meanfield.backprop` for the draw order).
+        seed: numpy Generator seed of the draw (see :mod:`meanfield.sampled.backprop` for the draw order).
         eigenvalues: also return all CT eigenvalues of G (dense eigvalsh), descending.
         gram: also return G (CT x CT, index k*T + t).
 

@@ -9,8 +9,9 @@ import sympy
 
 from ..errors import InvalidArgument, check_int
 from . import numeric, symbolic
+from .symbolic import GaussianExpectation
 
-__all__ = ["second_moment", "cross_moment"]
+__all__ = ["second_moment", "cross_moment", "GaussianExpectation"]
 
 
 def _is_sympy(*values: Any) -> bool:

@@ -62,8 +62,8 @@ from typing import Any
 import numpy as np
 from scipy import special as _special
 
-from .errors import InvalidArgument, check_int, check_real
-from .network import BatchNorm, Network
+from ..errors import InvalidArgument, check_int, check_real
+from ..spec.network import BatchNorm, Network
 
 __all__ = [
     "STATISTICS",
@@ -452,7 +452,7 @@ class VerificationReport:
             "samples": self.samples,
             "widths": list(self.widths),
             "seeds": list(self.seeds),
-            "seed_rule": "network seed = meanfield.verify.network_seed(seed, width)",
+            "seed_rule": "network seed = meanfield.checking.verification.network_seed(seed, width)",
             "alpha": self.alpha,
             "test": "per statistic: relative error = finite-width bias (bias_model) + noise, F-test of "
                     "the fit's residual (Johansen/Welch); Holm over statistics",
@@ -644,7 +644,7 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
     if prediction is None:
 
         def fn(width: int, T: int) -> dict[str, Any]:
-            from .fisher import predict  # imported late: fisher imports the whole theory stack
+            from ..theory.fisher import predict  # imported late: fisher imports the whole theory stack
 
             return _from_fisher(predict(net, width, T), width, T, net)
 
@@ -652,7 +652,7 @@ def _predictor(net: Network, prediction: Any, widths: Sequence[int] | None, samp
     if isinstance(prediction, str) and prediction == "rmt":
 
         def fn(width: int, T: int) -> dict[str, Any]:
-            from .fisher import predict
+            from ..theory.fisher import predict
 
             return _from_fisher(predict(net, width, T, finite_width="rmt"), width, T, net)
 
@@ -803,7 +803,7 @@ def verify(net: Network, widths: Iterable[int] | None = None, samples: int | Non
     alpha = _check_alpha(alpha)
     models = _bias_models(net, bias, widths, prediction)
 
-    from .sampling import sample_many
+    from ..sampled.sampling import sample_many
 
     measured = {}
     predicted = {}
@@ -909,20 +909,3 @@ def _scales(name: str, preds: list[float], all_preds: list[dict], means: list[fl
         scales = [s if s > 0 else max(abs(m), 1e-300) for s, m in zip(scales, means)]
         note = "the prediction is 0 at some width: the error there is relative to the measured mean"
     return scales, note
-
-
-class _CallableModule(type(json)):
-    """``meanfield.verify`` is both this module and its function: make the module call the function.
-
-    Importing ``meanfield.verify`` (the module) binds the package attribute ``verify`` to the module,
-    which would shadow the lazily exported function; calling the module keeps ``mf.verify(net)``
-    working whichever was imported first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> VerificationReport:
-        return verify(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402 - only for the module-class switch just below
-
-_sys.modules[__name__].__class__ = _CallableModule

@@ -22,7 +22,7 @@ minimum is linearly stable exactly when eta < 2 / lambda_max. This module gives
 - :func:`learning_rate_grid` and :func:`plot_learning_rate_grid`: loss after N steps over (width M,
   eta) with the predicted boundary eta = 2 / lambda_max(M) drawn on it.
 
-Training is built on the sampler's numeric pieces (``meanfield.sampling.draw``, ``forward`` and
+Training is built on the sampler's numeric pieces (``meanfield.sampled.sampling.draw``, ``forward`` and
 ``vjp``): there is one forward and one backward pass in the library, so what is trained is exactly
 the network whose spectrum the sampler reports. Parameters are handled here as one flat vector
 (all weights, then all biases, layer by layer), the layout of the rows of J.
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .errors import InvalidArgument, check_choice, check_int, check_real
-from .network import BatchNorm, Network
+from ..errors import InvalidArgument, check_choice, check_int, check_real
+from ..spec.network import BatchNorm, Network
 
 __all__ = [
     "LearningRate",
@@ -215,7 +215,7 @@ def max_learning_rate(net: Network, width: int, samples: int, *, dps: int | None
         >>> abs(lr.eta_max * lr.lambda_max - 2) < 1e-12
         True
     """
-    from .fisher import predict
+    from ..theory.fisher import predict
 
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield.Network")
@@ -282,7 +282,7 @@ class _Model:
 
     def gram(self, trace: Any) -> np.ndarray:
         """G = J J^T / T (CT x CT, index k*T + t) at the trace's parameters: the sampler's exact Gram."""
-        from .spectrum import gram
+        from .gram import gram
 
         return gram(self.net, trace).matrix
 
@@ -296,7 +296,7 @@ class _Model:
 
     def lambda_max(self, theta: np.ndarray) -> float:
         """lambda_max(F) at theta, as the sampler computes it (dense or Lanczos by size)."""
-        from .spectrum import top_eigenvalue
+        from .gram import top_eigenvalue
 
         return top_eigenvalue(self.gram(self.trace(theta)))[0]
 
@@ -519,7 +519,7 @@ def _zero_residual_start(model: _Model, y: np.ndarray, lam: float, u: np.ndarray
         v = model.pullback(trace, u.reshape(C, T))  # J^T u: F v = lambda v, and J v = T lambda u
         Jv_norm = T * lam
     else:
-        from .spectrum import jacobian
+        from .gram import jacobian
 
         v = rng.standard_normal(model.P)
         Jv_norm = float(np.linalg.norm(jacobian(model.net, trace) @ v))
@@ -775,7 +775,7 @@ def loss_and_gradient(net: Network, params: Any, inputs: np.ndarray, targets: np
 
     Example:
         >>> from meanfield import Network
-        >>> from meanfield.sampling import draw
+        >>> from meanfield.sampled.sampling import draw
         >>> net = Network(2, "relu", 2, 0.1)
         >>> d = draw(net, 8, 4, seed=0)
         >>> loss, grads = loss_and_gradient(net, d, d.inputs, np.zeros((1, 4)))

@@ -1,6 +1,6 @@
 """FIM statistics m, s, lambda_max of a wide random network, for every normalization placement.
 
-From the order parameters (:mod:`meanfield.recursions`) the expected dual Gram G = J J^T / T has, per
+From the order parameters (:mod:`meanfield.theory.recursions`) the expected dual Gram G = J J^T / T has, per
 output k, the exchangeable T x T block (gram_diag - gram_offdiag) I + gram_offdiag 1 1^T, and zero mean
 across outputs. With P the exact parameter count and C the number of outputs:
 
@@ -44,8 +44,8 @@ import mpmath
 import numpy as np
 import sympy
 
-from .errors import InvalidArgument, check_int
-from .network import BatchNorm, Network
+from ..errors import InvalidArgument, check_int
+from ..spec.network import BatchNorm, Network
 from .recursions import OrderParameters, _alpha, _check_samples, _Ctx, _fmt, _tex, order_parameters
 
 __all__ = ["predict", "predict_grid", "FisherStats", "LeadingStats", "GridStats"]
@@ -369,12 +369,12 @@ _NOTE_NO_FLUCTUATIONS = ("finite width: exact P, bias terms and T; O(1/M) fluctu
 
 
 def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
-    """The finite-width form with lambda_max and s from meanfield.rmt (issue 9's random-matrix model).
+    """The finite-width form with lambda_max and s from meanfield.finite.rmt (issue 9's random-matrix model).
 
     Semi-empirical: the random-matrix edge and spike are derived, but the fluctuation coefficients they
-    need are measured on sampled reference networks at small widths (see meanfield.rmt); say so.
+    need are measured on sampled reference networks at small widths (see meanfield.finite.rmt); say so.
     """
-    from . import rmt
+    from ..finite import rmt
 
     base = predict(net, width, samples)
     extra = rmt.finite_width_stats(net, int(width), int(samples), base)
@@ -382,7 +382,7 @@ def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
     # the mean-field notes on bounds and on missing fluctuations no longer hold for lambda_max and s
     kept = tuple(n for n in base.notes if "bounds only" not in n and n != _NOTE_NO_FLUCTUATIONS)
     notes = (*kept, "finite width: exact P, bias terms and T; lambda_max and s include the O(1/M) fluctuations",
-             "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.rmt; "
+             "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.finite.rmt; "
              "its fluctuation coefficients are measured on sampled reference networks (semi-empirical)",
              *extra.get("notes", ()))
     return dataclasses.replace(base, lambda_max=lam, s=extra["s"], eta_max=2 / lam, lambda_max_kind="prediction",
@@ -405,7 +405,7 @@ def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, 
     if kind == "bound":
         lo = lam
         if st["full_bn_last"] and ctx.mode != "sympy":
-            from .sphere import expected_max_inverse_chi2
+            from ..integrals.sphere import expected_max_inverse_chi2
             # per output the non-zero eigenvalues of E-conditional G_kk are (d - o) / sigma_k^2
             gd = st["gd_lead"] if use_lead else st["gd"]
             Tn = ctx.num(T)

@@ -24,7 +24,7 @@ from typing import Any, Union
 import sympy
 
 from .activations import Activation, activation
-from .errors import InvalidArgument, check_int, check_real
+from ..errors import InvalidArgument, check_int, check_real
 
 __all__ = ["Network", "BatchNorm", "LayerNorm", "Norm"]
 
@@ -283,7 +283,7 @@ class Network:
         return "Network\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
     def _repr_latex_(self) -> str:
-        from .latex import latex_network
+        from ..printing import latex_network
         return latex_network(self)
 
 

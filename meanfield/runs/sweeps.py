@@ -2,7 +2,7 @@
 
 Each task runs ``predict(net, M, T)`` (theory) and ``sample(net, M, T, seed)`` (a real network's
 exact Fisher spectrum) and the process that called :func:`sweep` appends the record to an SQLite
-results store (:mod:`meanfield.store`), one committed transaction per record. Tasks run
+results store (:mod:`meanfield.runs.store`), one committed transaction per record. Tasks run
 
 * on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process).
   Workers are spawned (fresh interpreters, one BLAS thread per core share), so a custom task must
@@ -13,12 +13,12 @@ results store (:mod:`meanfield.store`), one committed transaction per record. Ta
   scheduler of its own. Needs the optional extra ``pip install 'meanfield-fisher[dask]'``.
 
 Restartable by construction: a task's key is sha256 of its canonical (spec, width, samples, seed,
-task) (:meth:`meanfield.grids.Point.key`) and UNIQUE in the store, so an interrupted sweep loses
+task) (:meth:`meanfield.runs.grids.Point.key`) and UNIQUE in the store, so an interrupted sweep loses
 at most the tasks in flight, a re-run (``resume=True``, the default) skips every stored key and
 does no work when all are stored, and two sweeps on one store can never store a record twice.
 
-The grid is a :class:`~meanfield.grids.Grid`, a dict of its keys, or a TOML file (format in
-:mod:`meanfield.grids`)::
+The grid is a :class:`~meanfield.runs.grids.Grid`, a dict of its keys, or a TOML file (format in
+:mod:`meanfield.runs.grids`)::
 
     depth = [2, 3]
     activation = ["relu", "tanh"]
@@ -58,14 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgument, check_int, check_real
+from ..errors import InvalidArgument, check_int, check_real
 from .grids import Grid, Point, canonical_json, load_grid
 from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now, sql_value
 
 __all__ = ["sweep", "load_sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError",
            "add_sweep_arguments", "cli_run", "sweep_main", "summary_table"]
 
-#: ``meanfield.load_sweep(path)``: the records of a results store (:func:`meanfield.store.load`).
+#: ``meanfield.load_sweep(path)``: the records of a results store (:func:`meanfield.runs.store.load`).
 load_sweep = load
 
 #: Seconds to wait for a Dask scheduler to answer before raising SchedulerUnavailable.
@@ -99,7 +99,7 @@ class SweepError(RuntimeError):
 @functools.lru_cache(maxsize=256)
 def _predict(net, width: int, samples: int):
     # the prediction does not depend on the seed: compute it once per worker for all seeds
-    from .fisher import predict
+    from ..theory.fisher import predict
     return predict(net, width, samples)
 
 
@@ -118,14 +118,14 @@ def fisher_task(point: Point) -> dict:
     gram_offdiag; ``predict_seconds``, ``sample_seconds``.
 
     Example:
-        >>> from meanfield.network import Network
+        >>> from meanfield.spec.network import Network
         >>> record = fisher_task(Point(Network(2, "relu", 2, 0, outputs=2), width=16, samples=4, seed=0))
         >>> record["P"], record["predicted_lambda_max_kind"]
         (306, 'bound')
         >>> 0.5 < record["sampled_m"] / record["predicted_m"] < 2
         True
     """
-    from .sampling import sample
+    from ..sampled.sampling import sample
 
     net, M, T = point.network, point.width, point.samples
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def fisher_task(point: Point) -> dict:
 
 def _fisher_check(point: Point) -> None:
     """Refuse, before any work, the points predict() cannot do (batch sizes a batch norm needs)."""
-    from .recursions import min_samples_for
+    from ..theory.recursions import min_samples_for
 
     need = min_samples_for(point.network, "fisher")
     if point.samples < need:
@@ -547,8 +547,8 @@ def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any =
     """Run every point of ``grid`` not yet in ``store``; one committed record per finished task.
 
     Args:
-        grid: a :class:`~meanfield.grids.Grid`, a dict of grid keys, or a TOML grid file path.
-        store: the SQLite results file (created if missing) or an open :class:`~meanfield.store.ResultStore`.
+        grid: a :class:`~meanfield.runs.grids.Grid`, a dict of grid keys, or a TOML grid file path.
+        store: the SQLite results file (created if missing) or an open :class:`~meanfield.runs.store.ResultStore`.
         scheduler: None for local processes; a Dask scheduler address ``"tcp://host:port"``, a
             ``distributed.Client`` or a cluster object (``LocalCluster``) to run on that cluster.
         processes: local worker processes (default: the CPUs available; 1 runs in this process).
@@ -562,7 +562,7 @@ def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any =
         connect_timeout: seconds a Dask scheduler has to answer.
 
     Returns:
-        The :class:`~meanfield.store.SweepResults` of the grid's points (``.report`` says how the run
+        The :class:`~meanfield.runs.store.SweepResults` of the grid's points (``.report`` says how the run
         went); tasks that raised are in ``.failures`` and are tried again by the next run.
 
     Raises:
@@ -753,7 +753,7 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 def sweep_main(argv: list[str] | None = None) -> int:
-    """``meanfield sweep ...`` as a standalone program (``python -m meanfield.sweeps grid.toml``)."""
+    """``meanfield sweep ...`` as a standalone program (``python -m meanfield.runs.sweeps grid.toml``)."""
     parser = add_sweep_arguments(argparse.ArgumentParser(
         prog="meanfield sweep", description="Run a grid of networks x widths x seeds: theory and sampled FIM "
                                             "statistics into an SQLite results store (resumable)."))

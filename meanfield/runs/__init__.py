@@ -1,0 +1,2 @@
+"""Many points at once, resumable: grids, the SQLite result store and its summaries, executors
+(local process pool or a Dask scheduler), sweeps, and ``meanfield reproduce`` built on them."""
