@@ -31,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .spec.grammar import parse_activation, parse_norm
+
 __all__ = ["main", "build_parser", "network_from_args", "parse_norm", "parse_activation", "to_jsonable"]
 
 # Library argument names -> the option that sets them, so a library error points at the option.
@@ -42,7 +44,6 @@ _OPTION_OF = {
     "processes": "--processes", "dps": "--dps", "finite_width": "--finite-width", "prediction": "--prediction",
 }
 
-_NORM_KINDS = ("batch", "batch-center", "layer")
 
 # --finite-width choice -> predict(finite_width=...); --prediction choice -> the same, for verify.
 _FINITE_WIDTH = {"mean-field": None, "leading": False, "rmt": "rmt"}
@@ -102,81 +103,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 # -- option parsers (argparse types) -----------------------------------------------------------------
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split at commas that are not inside parentheses: 'leaky_relu(a=0.2),tanh' -> two items."""
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    return [item.strip() for item in items]
-
-
-def parse_activation(text: str) -> Any:
-    """One activation, or one per hidden layer (comma list): a catalogue name, ``name(k=v)``, or a formula.
-
-    Example:
-        >>> parse_activation("relu").name
-        'relu'
-        >>> [a.name for a in parse_activation("leaky_relu(a=0.2),tanh")]
-        ['leaky_relu(a=0.2)', 'tanh']
-        >>> parse_activation("x*tanh(x)").name
-        'x*tanh(x)'
-    """
-    from .spec.activations import Activation, activation
-    from .errors import InvalidArgument
-
-    def one(item: str):
-        named = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_\-]*)\s*(?:\((.*)\))?", item)
-        if named and (named.group(2) is None or "=" in named.group(2)):
-            params = {}
-            for pair in filter(None, (p.strip() for p in (named.group(2) or "").split(","))):
-                key, _, value = pair.partition("=")
-                try:
-                    params[key.strip()] = float(value)
-                except ValueError:
-                    raise InvalidArgument("activation", item, "parameters as name(key=number)") from None
-            return activation(named.group(1), **params)
-        return Activation.from_expr(item)
-
-    items = _split_top_level(text)
-    if not all(items):
-        raise InvalidArgument("activation", text, "a name, name(key=value), a formula in x, or a comma list")
-    values = [one(item) for item in items]
-    return values[0] if len(values) == 1 else values
-
-
-def parse_norm(text: str) -> Any:
-    """``batch:L`` | ``batch-center:L`` | ``layer:l`` (L a layer number or ``last``) -> a norm layer.
-
-    Example:
-        >>> parse_norm("batch:last")
-        BatchNorm(layer='last', center_only=False)
-        >>> parse_norm("batch-center:2"), parse_norm("layer:1")
-        (BatchNorm(layer=2, center_only=True), LayerNorm(layer=1))
-    """
-    from .errors import InvalidArgument, closest
-    from .spec.network import BatchNorm, LayerNorm
-
-    kind, sep, layer = text.partition(":")
-    kind = kind.strip().lower().replace("_", "-")
-    if kind in ("batchnorm", "bn"):
-        kind = "batch"
-    if kind not in _NORM_KINDS:
-        near = closest(kind, _NORM_KINDS)
-        raise InvalidArgument("norms", text, "batch:L, batch-center:L or layer:l (L a layer number or 'last')",
-                              f"did you mean '{near}:{layer or 'last'}'?" if near else None)
-    if not sep or not layer.strip():
-        raise InvalidArgument("norms", text, f"{kind}:L with L a layer number or 'last'",
-                              f"e.g. '{kind}:last'" if kind != "layer" else "e.g. 'layer:1'")
-    if kind == "layer":
-        return LayerNorm(layer.strip())
-    return BatchNorm(layer.strip(), center_only=kind == "batch-center")
 
 
 def _parse_values(option: str, text: str, *, symbolic: bool, kind: str | None = None) -> Any:

@@ -236,7 +236,7 @@ def _gaussian_section(name: str) -> list[str]:
 
 
 def _activation_document(name: str) -> str:
-    from .cli import parse_norm
+    from .spec.grammar import parse_norm
     from .spec.network import Network
     from .spec.symbols import layer_symbol
 

@@ -362,11 +362,11 @@ def _numeric_coefs(o, coefs):
 
 @functools.lru_cache(maxsize=256)
 def _catalogue_exprs() -> dict:
-    from ..spec.activations import _CATALOGUE, activation
+    from ..spec.activations import CATALOGUE, activation
 
     table = {}
     for name in _NUMERIC:
-        if not _CATALOGUE[name].defaults:
+        if not CATALOGUE[name].defaults:
             table[activation(name).expr] = name
     return table
 

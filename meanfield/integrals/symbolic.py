@@ -112,10 +112,10 @@ class GaussianExpectation(sympy.Expr):
         family = self.args[3].name
         params = {str(k.name): v for k, v in self.args[4]}
         if family != "custom":
-            from ..spec.activations import _CATALOGUE, _activation
+            from ..spec.activations import CATALOGUE
 
-            if family in _CATALOGUE:
-                entry = _CATALOGUE[family]
+            if family in CATALOGUE:
+                entry = CATALOGUE[family]
                 shown = tuple((k, params.get(k, d)) for k, d in entry.defaults)
                 expr = entry.build(dict(shown))
                 if expr == self.phi:

@@ -335,7 +335,7 @@ def network_for(config: Config, activation: str, placement: str, depth: int | No
         >>> network_for(load_config(), "relu", "batch:mid").norms
         (BatchNorm(layer=2, center_only=False),)
     """
-    from ..cli import parse_norm
+    from ..spec.grammar import parse_norm
     from ..spec.network import Network
 
     depth = config.depth if depth is None else depth
@@ -389,7 +389,7 @@ def _described(net) -> str:
 
 
 def _network(spec: tuple) -> Any:
-    from ..cli import parse_activation, parse_norm
+    from ..spec.grammar import parse_activation, parse_norm
     from ..spec.network import Network
 
     data = dict(spec)
@@ -1198,7 +1198,7 @@ def rmt_point(spec: tuple, cells: tuple, reference_widths: tuple = (64, 128)) ->
     only within a process). With the model's own reference widths the prediction is exactly
     ``predict(net, M, T, finite_width="rmt")``; with other reference widths it is
     ``rmt.finite_width_stats(net, M, T, predict(net, M, T), fluctuations=measure_fluctuations(net, widths))``.
-    The leading value is what :func:`meanfield.finite.rmt.rmt_records` calls ``lead``: the leading-order
+    The leading value is what :func:`meanfield.checking.comparison.rmt_records` calls ``lead``: the leading-order
     lambda_max; with batch norm on the output, where leading order only bounds it, the bulk scale
     gram_diag - gram_offdiag (centre only) or the finite-width mean-field value (full batch norm).
 
@@ -1299,7 +1299,7 @@ def _rmt_tasks(config: Config) -> list[Task]:
 
 
 def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, list[str]]:
-    """The cached rows as :func:`meanfield.finite.rmt.rmt_records` records (plus activation, placement and the
+    """The cached rows as :func:`meanfield.checking.comparison.rmt_records` records (plus activation, placement and the
     finite-width mean-field value), the model's reference draws, and cells without an RMT value."""
     theory = {(r["activation"], r["placement"]): r for r in results.rows
               if r.get("stage") == "rmt" and r.get("kind") == "rmt"}
@@ -1334,7 +1334,7 @@ def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, li
 
 
 def _render_rmt(config: Config, results: Results, out: Path) -> list[Finding]:
-    from ..finite.rmt import plot_rmt_comparison
+    from ..checking.comparison import plot_rmt_comparison
 
     records, reference, failed = _rmt_records(config, results)
     if not records:
@@ -1407,7 +1407,7 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
             other[r["lead_kind"]].append(r["label"])
     if other:
         parts.append("With batch norm on the output leading order only bounds λ_max, so the 'leading' column "
-                     "holds what `meanfield.finite.rmt.rmt_records` compares: " + "; ".join(
+                     "holds what `meanfield.checking.comparison.rmt_records` compares: " + "; ".join(
                          f"{kinds.get(kind, kind)} for {' and '.join(labels)}" for kind, labels in other.items()) + ".")
     for name, key in (methods[0], methods[2]):
         worst = max(records, key=lambda r: abs(r[key]))

@@ -42,7 +42,8 @@ from typing import Any
 
 import sympy
 
-from ..spec.activations import _CATALOGUE, Activation, activation
+from ..spec.activations import CATALOGUE, Activation, activation
+from ..spec.grammar import NORM_KINDS, canonical_json, network_from_spec, network_spec
 from ..errors import InvalidArgument, check_int, check_real, closest
 from ..spec.network import BatchNorm, LayerNorm, Network
 
@@ -63,7 +64,6 @@ GRID_KEYS = NETWORK_KEYS + RUN_KEYS
 _REQUIRED = ("depth", "activation", "sigma_w2", "width", "samples")
 _DEFAULTS: dict[str, Any] = {"sigma_b2": 0.0, "outputs": 1, "alphas": None, "norms": "none", "input_q1": 1.0,
                              "input_q2": 0.0, "seeds": 1}
-_NORM_KINDS = ("batch", "batch-center", "layer")
 
 
 class GridFileError(InvalidArgument):
@@ -94,78 +94,6 @@ class GridFileError(InvalidArgument):
 
 
 # -- canonical network specs (what the task key hashes) -----------------------------------------------
-
-
-def _canon_number(argument: str, value: Any) -> float:
-    if isinstance(value, sympy.Basic) and not value.is_number:
-        raise InvalidArgument(argument, value, "a number (a sweep runs numerically)",
-                              "substitute symbolic parameters before sweeping")
-    return float(value)
-
-
-def _activation_spec(act: Activation) -> dict:
-    if act.family in _CATALOGUE:
-        return {"family": act.family, "params": {k: _canon_number(f"{act.family}.{k}", v) for k, v in act.params}}
-    if act.is_symbolic:
-        raise InvalidArgument("activation", act.name, "an activation with numeric parameters")
-    # srepr is exact and does not depend on printing settings; the name is only for display.
-    return {"expr": sympy.srepr(act.expr), "name": act.name}
-
-
-def network_spec(net: Network) -> dict:
-    """The canonical, JSON-ready description of a numeric network (floats, names, norm strings).
-
-    Exact sympy numbers become floats, so ``sigma_w2=Rational(1, 2)`` and ``0.5`` give the same spec
-    (and the same task key), as they give the same sampled network.
-
-    Example:
-        >>> spec = network_spec(Network(2, "relu", 2, 0, norms=[BatchNorm("last")]))
-        >>> spec["activation"], spec["sigma_w2"], spec["norms"]
-        ([{'family': 'relu', 'params': {}}], [2.0, 2.0], ['batch:2'])
-    """
-    if not isinstance(net, Network):
-        raise InvalidArgument("network", net, "a meanfield.Network")
-    return {
-        "depth": net.depth,
-        "activation": [_activation_spec(a) for a in net.activation],
-        "sigma_w2": [_canon_number("sigma_w2", v) for v in net.sigma_w2],
-        "sigma_b2": [_canon_number("sigma_b2", v) for v in net.sigma_b2],
-        "outputs": net.outputs,
-        "alphas": [_canon_number("alphas", v) for v in net.alphas],
-        "norms": [str(n) for n in net.norms],
-        "input_q1": _canon_number("input_q1", net.input_q1),
-        "input_q2": _canon_number("input_q2", net.input_q2),
-    }
-
-
-def _activation_from_spec(spec: Mapping) -> Activation:
-    if "family" in spec:
-        return activation(spec["family"], **spec.get("params", {}))
-    return Activation(name=spec.get("name") or str(sympy.sympify(spec["expr"])), expr=sympy.sympify(spec["expr"]),
-                      family="custom")
-
-
-def network_from_spec(spec: Mapping | str) -> Network:
-    """Rebuild the Network of a spec (a dict or its JSON text, as stored in a results store).
-
-    Example:
-        >>> net = Network(3, "tanh", (1, 2, 2), 0.1, outputs=2, norms=[LayerNorm(1)])
-        >>> network_from_spec(json.dumps(network_spec(net))) == net
-        True
-    """
-    if isinstance(spec, str):
-        spec = json.loads(spec)
-    acts = [_activation_from_spec(a) for a in spec["activation"]]
-    depth = int(spec["depth"])
-    return Network(depth, acts[0] if depth == 1 else acts, spec["sigma_w2"], spec["sigma_b2"],
-                   outputs=int(spec["outputs"]), alphas=spec["alphas"],
-                   norms=[_parse_norm("norms", n) for n in spec["norms"]],
-                   input_q1=spec["input_q1"], input_q2=spec["input_q2"])
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces, float repr), the text that task keys hash."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -260,9 +188,9 @@ def _parse_norm(key: str, text: Any) -> BatchNorm | LayerNorm:
     kind, colon, layer = text.strip().partition(":")
     kind = kind.strip().lower().replace("_", "-")
     kind = {"batchnorm": "batch", "bn": "batch", "layernorm": "layer", "ln": "layer"}.get(kind, kind)
-    if not colon or kind not in _NORM_KINDS:
-        near = closest(kind, _NORM_KINDS)
-        raise InvalidArgument(key, text, "'KIND:LAYER' with KIND one of " + ", ".join(_NORM_KINDS)
+    if not colon or kind not in NORM_KINDS:
+        near = closest(kind, NORM_KINDS)
+        raise InvalidArgument(key, text, "'KIND:LAYER' with KIND one of " + ", ".join(NORM_KINDS)
                               + " and LAYER a number or 'last' (e.g. 'batch:last')",
                               f"did you mean '{near}:{layer.strip() or 'last'}'?" if near and colon else None)
     try:
@@ -349,7 +277,7 @@ def _blame(argument: str) -> str | None:
         return base
     if base in ("layer", "center_only"):
         return "norms"
-    if base in ("expr", "params") or base in _CATALOGUE:
+    if base in ("expr", "params") or base in CATALOGUE:
         return "activation"
     return None
 

@@ -24,7 +24,7 @@ import sympy
 
 from ..errors import InvalidArgument, check_choice, check_real, closest
 
-__all__ = ["Activation", "activation", "catalogue", "X"]
+__all__ = ["Activation", "activation", "catalogue", "X", "CATALOGUE", "CatalogueEntry"]
 
 #: The real variable every activation is written in.
 X = sympy.Symbol("x", real=True)
@@ -208,7 +208,7 @@ class Activation:
             >>> activation("erf").derivative.expr
             2*exp(-x**2)/sqrt(pi)
         """
-        spec = _CATALOGUE.get(self.family)
+        spec = CATALOGUE.get(self.family)
         if spec is not None and spec.derivative is not None:
             family, params = spec.derivative(dict(self.params))
             return activation(family, **params)
@@ -316,7 +316,7 @@ def _check_real_valued(expr: sympy.Expr, original: Any) -> None:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class CatalogueEntry:
     build: Callable[[Mapping[str, Any]], sympy.Expr]
     defaults: tuple[tuple[str, Any], ...] = ()
     derivative: Callable[[Mapping[str, Any]], tuple[str, dict]] | None = None
@@ -327,40 +327,40 @@ def _const(value):
     return lambda p: sympy.sympify(value)
 
 
-_CATALOGUE: dict[str, _Entry] = {
-    "relu": _Entry(lambda p: sympy.Max(0, X), derivative=lambda p: ("step", {}), doc="max(0, x)"),
-    "leaky_relu": _Entry(
+CATALOGUE: dict[str, CatalogueEntry] = {
+    "relu": CatalogueEntry(lambda p: sympy.Max(0, X), derivative=lambda p: ("step", {}), doc="max(0, x)"),
+    "leaky_relu": CatalogueEntry(
         lambda p: sympy.Piecewise((p["a"] * X, X < 0), (X, True)),
         defaults=(("a", sympy.Rational(1, 100)),),
         derivative=lambda p: ("leaky_step", {"a": p["a"]}),
         doc="x for x >= 0, a x below",
     ),
-    "leaky_step": _Entry(
+    "leaky_step": CatalogueEntry(
         lambda p: sympy.Piecewise((p["a"], X < 0), (1, True)),
         defaults=(("a", sympy.Rational(1, 100)),),
         derivative=None,
         doc="derivative of leaky_relu",
     ),
-    "abs": _Entry(lambda p: sympy.Abs(X), derivative=lambda p: ("sign", {}), doc="|x|"),
-    "sign": _Entry(lambda p: sympy.sign(X), doc="sign(x), derivative of abs"),
-    "linear": _Entry(lambda p: X, derivative=lambda p: ("constant", {"value": 1}), doc="x"),
-    "constant": _Entry(lambda p: sympy.sympify(p["value"]), defaults=(("value", 1),),
+    "abs": CatalogueEntry(lambda p: sympy.Abs(X), derivative=lambda p: ("sign", {}), doc="|x|"),
+    "sign": CatalogueEntry(lambda p: sympy.sign(X), doc="sign(x), derivative of abs"),
+    "linear": CatalogueEntry(lambda p: X, derivative=lambda p: ("constant", {"value": 1}), doc="x"),
+    "constant": CatalogueEntry(lambda p: sympy.sympify(p["value"]), defaults=(("value", 1),),
                        derivative=lambda p: ("constant", {"value": 0}), doc="a constant"),
-    "step": _Entry(lambda p: sympy.Heaviside(X), doc="Heaviside step, derivative of relu"),
-    "tanh": _Entry(lambda p: sympy.tanh(X), doc="tanh(x)"),
-    "erf": _Entry(lambda p: sympy.erf(X), derivative=lambda p: ("erf_prime", {}), doc="erf(x)"),
-    "erf_prime": _Entry(lambda p: 2 * sympy.exp(-X**2) / sympy.sqrt(sympy.pi), doc="2 exp(-x^2)/sqrt(pi)"),
-    "sigmoid": _Entry(lambda p: 1 / (1 + sympy.exp(-X)), derivative=lambda p: ("sigmoid_prime", {}),
+    "step": CatalogueEntry(lambda p: sympy.Heaviside(X), doc="Heaviside step, derivative of relu"),
+    "tanh": CatalogueEntry(lambda p: sympy.tanh(X), doc="tanh(x)"),
+    "erf": CatalogueEntry(lambda p: sympy.erf(X), derivative=lambda p: ("erf_prime", {}), doc="erf(x)"),
+    "erf_prime": CatalogueEntry(lambda p: 2 * sympy.exp(-X**2) / sympy.sqrt(sympy.pi), doc="2 exp(-x^2)/sqrt(pi)"),
+    "sigmoid": CatalogueEntry(lambda p: 1 / (1 + sympy.exp(-X)), derivative=lambda p: ("sigmoid_prime", {}),
                       doc="1/(1 + e^-x)"),
-    "sigmoid_prime": _Entry(lambda p: sympy.exp(-X) / (1 + sympy.exp(-X)) ** 2, doc="derivative of sigmoid"),
-    "softplus": _Entry(lambda p: sympy.log(1 + sympy.exp(X)), derivative=lambda p: ("sigmoid", {}),
+    "sigmoid_prime": CatalogueEntry(lambda p: sympy.exp(-X) / (1 + sympy.exp(-X)) ** 2, doc="derivative of sigmoid"),
+    "softplus": CatalogueEntry(lambda p: sympy.log(1 + sympy.exp(X)), derivative=lambda p: ("sigmoid", {}),
                        doc="log(1 + e^x)"),
-    "gelu": _Entry(lambda p: X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, doc="x Phi(x), exact (erf) form"),
-    "silu": _Entry(lambda p: X / (1 + sympy.exp(-X)), derivative=lambda p: ("silu_prime", {}),
+    "gelu": CatalogueEntry(lambda p: X * (1 + sympy.erf(X / sympy.sqrt(2))) / 2, doc="x Phi(x), exact (erf) form"),
+    "silu": CatalogueEntry(lambda p: X / (1 + sympy.exp(-X)), derivative=lambda p: ("silu_prime", {}),
                    doc="x sigmoid(x) (swish)"),
-    "silu_prime": _Entry(lambda p: sympy.diff(X / (1 + sympy.exp(-X)), X), doc="derivative of silu"),
-    "sin": _Entry(lambda p: sympy.sin(X), derivative=lambda p: ("cos", {}), doc="sin(x)"),
-    "cos": _Entry(lambda p: sympy.cos(X), doc="cos(x)"),
+    "silu_prime": CatalogueEntry(lambda p: sympy.diff(X / (1 + sympy.exp(-X)), X), doc="derivative of silu"),
+    "sin": CatalogueEntry(lambda p: sympy.sin(X), derivative=lambda p: ("cos", {}), doc="sin(x)"),
+    "cos": CatalogueEntry(lambda p: sympy.cos(X), doc="cos(x)"),
 }
 _ALIASES = {"swish": "silu", "identity": "linear", "heaviside": "step", "leaky": "leaky_relu"}
 
@@ -372,7 +372,7 @@ def catalogue() -> dict[str, str]:
         >>> "relu" in catalogue() and "gelu" in catalogue()
         True
     """
-    names = {name: entry.doc for name, entry in _CATALOGUE.items()}
+    names = {name: entry.doc for name, entry in CATALOGUE.items()}
     names.update({alias: f"alias of {target}" for alias, target in _ALIASES.items()})
     return names
 
@@ -383,7 +383,7 @@ def _fmt(value: Any) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _activation(name: str, params: tuple[tuple[str, Any], ...]) -> Activation:
-    entry = _CATALOGUE[name]
+    entry = CATALOGUE[name]
     values = dict(entry.defaults)
     values.update(params)
     expr = entry.build(values)
@@ -411,14 +411,14 @@ def activation(name: str | Activation, **params: Any) -> Activation:
         raise InvalidArgument("activation", name, "a catalogue name or an Activation")
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
-    if key not in _CATALOGUE:
+    if key not in CATALOGUE:
         valid = sorted(catalogue())
         near = closest(key, valid)
         raise InvalidArgument(
             "activation", name, "one of " + ", ".join(valid) + " (or Activation.from_expr(...))",
             f"did you mean {near!r}?" if near else None,
         )
-    entry = _CATALOGUE[key]
+    entry = CATALOGUE[key]
     allowed = {k for k, _ in entry.defaults}
     for k in params:
         if k not in allowed:
