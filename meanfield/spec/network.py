@@ -239,6 +239,19 @@ class Network:
         sizes = self.widths(width)
         return sum(sizes[l] * (sizes[l - 1] + 1) for l in range(1, self.depth + 1))
 
+    @property
+    def alpha(self) -> Any:
+        """alpha = sum_{l=1}^{L-1} alpha_l alpha_{l-1}, so that P ~ alpha M^2 (0 for depth 1).
+
+        Exact: sympy numbers or symbols stay as they are (the theory's arithmetic converts them).
+
+        Example:
+            >>> Network(3, "relu", 2, 0, alphas=(1, 2, 1)).alpha
+            4
+        """
+        a = self.alphas
+        return sum((a[l] * a[l - 1] for l in range(1, len(a))), sympy.S.Zero)
+
     def min_samples(self) -> int:
         """Fewest samples T that every normalization layer of this network needs."""
         return max((n.min_samples() for n in self.norms), default=1)
