@@ -246,8 +246,8 @@ class Network:
         Exact: sympy numbers or symbols stay as they are (the theory's arithmetic converts them).
 
         Example:
-            >>> Network(3, "relu", 2, 0, alphas=(1, 2, 1)).alpha
-            4
+            >>> float(Network(3, "relu", 2, 0, alphas=(1, 2, 1)).alpha)
+            4.0
         """
         a = self.alphas
         return sum((a[l] * a[l - 1] for l in range(1, len(a))), sympy.S.Zero)
