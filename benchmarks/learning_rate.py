@@ -7,7 +7,7 @@ Parts (all by default):
              normalization placements x activations x (M, T) x seeds; theory: c* = 2.
   above      random start toward random targets at c = eta lambda_max(start) from 0.5 to 64: peak and
              final loss, lambda_max at the end (catapult), and the smallest c that diverged.
-  grid       meanfield.sampled.training.learning_rate_grid for no normalization vs batch norm in the last
+  grid       meanfield.checking.learning_rate_grid for no normalization vs batch norm in the last
              layer: loss after N steps over (M, eta) with eta_max = 2/lambda_max(M); the step gain.
   timing     one gradient step (forward + vjp) against the forward pass alone, and the exact Gram,
              timed in the same process (ratios, so the machine's load cancels to first order).
@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from meanfield.spec.network import BatchNorm, LayerNorm, Network  # noqa: E402
-from meanfield.sampled.training import learning_rate_grid, plot_learning_rate_grid, stability_threshold, train
+from meanfield.checking.learning_rate_grid import learning_rate_grid, plot_learning_rate_grid  # noqa: E402
+from meanfield.sampled.training import stability_threshold, train  # noqa: E402
 
 PLACEMENTS = {
     "none": (),

@@ -28,7 +28,8 @@ import time
 
 from meanfield.theory.fisher import predict
 from meanfield.spec.network import BatchNorm, LayerNorm, Network
-from meanfield.finite.rmt import finite_width_stats, measure_fluctuations
+from meanfield.finite.fluctuations import measure_fluctuations
+from meanfield.finite.model import finite_width_stats
 from meanfield.sampled.sampling import sample_many
 
 ACTS = {"relu": (2.0, 0.0), "tanh": (1.0, 0.1)}

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 def main(argv=None) -> int:
     import meanfield as mf
     import test_verify as tv
+    from meanfield.checking.predictions import from_fisher
 
     V = importlib.import_module("meanfield.checking.verification")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     relu = mf.Network(2, "relu", 2, 0)
 
     def kappa2_high(width, samples):
-        stats = V._from_fisher(mf.predict(relu, width, samples), width, samples, relu)
+        stats = from_fisher(mf.predict(relu, width, samples), width, samples, relu)
         return dict(stats, kappa2=1.05 * stats["kappa2"])
 
     erf = mf.Network(3, "erf", 2, 0.2)

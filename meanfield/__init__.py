@@ -40,10 +40,11 @@ _EXPORTS = {
     "LayerNorm": "spec.network",
     "order_parameters": "theory.recursions",
     "OrderParameters": "theory.recursions",
-    "signal_propagation": "theory.recursions",
+    "signal_propagation": "theory.signal",
     "predict": "theory.fisher",
     "predict_grid": "theory.fisher",
     "FisherStats": "theory.fisher",
+    "register_finite_width": "theory.fisher",
     "derive": "theory.derivation",
     "sample": "sampled.sampling",
     "sample_many": "sampled.sampling",
@@ -51,21 +52,21 @@ _EXPORTS = {
     "SampleSummary": "sampled.sampling",
     "DegenerateBatch": "sampled.sampling",
     "verify": "checking.verification",
-    "VerificationReport": "checking.verification",
+    "VerificationReport": "checking.report",
     "latex": "printing",
-    "max_learning_rate": "sampled.training",
+    "max_learning_rate": "theory.learning_rate",
     "train": "sampled.training",
     "TrainingRun": "sampled.training",
-    "LearningRate": "sampled.training",
+    "LearningRate": "theory.learning_rate",
     "stability_threshold": "sampled.training",
-    "learning_rate_grid": "sampled.training",
-    "plot_learning_rate_grid": "sampled.training",
+    "learning_rate_grid": "checking.learning_rate_grid",
+    "plot_learning_rate_grid": "checking.learning_rate_grid",
     "sweep": "runs.sweeps",
     "load_sweep": "runs.sweeps",
     "Grid": "runs.grids",
-    "free_edge": "finite.rmt",
-    "measure_fluctuations": "finite.rmt",
-    "Fluctuations": "finite.rmt",
+    "free_edge": "finite.freeprob",
+    "measure_fluctuations": "finite.fluctuations",
+    "Fluctuations": "finite.fluctuations",
     "cross_output_variance": "finite.fourpoint",
     "CrossOutputVariance": "finite.fourpoint",
     "same_output_variance": "finite.fourpoint",
@@ -78,7 +79,7 @@ _EXPORTS = {
     "OutlierFluctuations": "finite.fourpoint",
     "linear_population": "finite.population",
     "LinearPopulation": "finite.population",
-    "reproduce": "runs.experiments",
+    "reproduce": "runs.reproduce",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -97,38 +98,41 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-# Module paths of releases before the subpackage layout -> where the code lives now. Importing an old
-# path still works (it is the new module under its old name) and warns once, so that user code and
-# pickles keep loading while they move.
+# Module paths of releases before the subpackage layout -> the module(s) that now hold their code.
+# Importing an old path still works and warns, so that user code and pickles keep loading while they
+# move: one target is handed out as it is; a module that was split is rebuilt under its old name from
+# the public names of its parts.
 _MOVED = {
-    "meanfield.activations": "meanfield.spec.activations",
-    "meanfield.network": "meanfield.spec.network",
-    "meanfield.symbols": "meanfield.spec.symbols",
-    "meanfield.gaussian": "meanfield.integrals.gaussian",
-    "meanfield.gaussian.api": "meanfield.integrals.gaussian",
-    "meanfield.gaussian.closed_forms": "meanfield.integrals.closed_forms",
-    "meanfield.gaussian.numeric": "meanfield.integrals.numeric",
-    "meanfield.gaussian.symbolic": "meanfield.integrals.symbolic",
-    "meanfield.sphere": "meanfield.integrals.sphere",
-    "meanfield.recursions": "meanfield.theory.recursions",
-    "meanfield.fisher": "meanfield.theory.fisher",
-    "meanfield.derivation": "meanfield.theory.derivation",
-    "meanfield.fourpoint": "meanfield.finite.fourpoint",
-    "meanfield.population": "meanfield.finite.population",
-    "meanfield.rmt": "meanfield.finite.rmt",
-    "meanfield.backprop": "meanfield.sampled.backprop",
-    "meanfield.spectrum": "meanfield.sampled.gram",
-    "meanfield.sampling": "meanfield.sampled.sampling",
-    "meanfield.training": "meanfield.sampled.training",
-    "meanfield.grids": "meanfield.runs.grids",
-    "meanfield.store": "meanfield.runs.store",
-    "meanfield.sweeps": "meanfield.runs.sweeps",
-    "meanfield.experiments": "meanfield.runs.reproduce",
+    "meanfield.activations": ("meanfield.spec.activations",),
+    "meanfield.network": ("meanfield.spec.network", "meanfield.spec.norms"),
+    "meanfield.symbols": ("meanfield.spec.symbols",),
+    "meanfield.gaussian": ("meanfield.integrals.gaussian",),
+    "meanfield.gaussian.api": ("meanfield.integrals.gaussian",),
+    "meanfield.gaussian.closed_forms": ("meanfield.integrals.closed_forms",),
+    "meanfield.gaussian.numeric": ("meanfield.integrals.numeric",),
+    "meanfield.gaussian.symbolic": ("meanfield.integrals.symbolic",),
+    "meanfield.sphere": ("meanfield.integrals.sphere",),
+    "meanfield.recursions": ("meanfield.theory.recursions", "meanfield.theory.signal"),
+    "meanfield.fisher": ("meanfield.theory.fisher",),
+    "meanfield.derivation": ("meanfield.theory.derivation",),
+    "meanfield.fourpoint": ("meanfield.finite.fourpoint",),
+    "meanfield.population": ("meanfield.finite.population",),
+    "meanfield.rmt": ("meanfield.finite.model", "meanfield.finite.freeprob", "meanfield.finite.fluctuations",
+                      "meanfield.checking.comparison"),
+    "meanfield.backprop": ("meanfield.sampled.backprop",),
+    "meanfield.spectrum": ("meanfield.sampled.gram",),
+    "meanfield.sampling": ("meanfield.sampled.sampling",),
+    "meanfield.training": ("meanfield.sampled.training", "meanfield.theory.learning_rate",
+                           "meanfield.checking.learning_rate_grid"),
+    "meanfield.grids": ("meanfield.runs.grids",),
+    "meanfield.store": ("meanfield.runs.store",),
+    "meanfield.sweeps": ("meanfield.runs.sweeps",),
+    "meanfield.experiments": ("meanfield.runs.reproduce",),
 }
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds an old module path and hands out the module that now holds its code (with a warning)."""
+    """Finds an old module path and hands out what now holds its code (with a DeprecationWarning)."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in _MOVED:
@@ -136,15 +140,25 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec: Any) -> Any:
+        import types
         import warnings
 
-        new = _MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; the old path will be removed in a later release",
-                      DeprecationWarning, stacklevel=4)
-        return importlib.import_module(new)
+        targets = _MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {', '.join(targets)}; the old path will be removed in a later "
+                      "release", DeprecationWarning, stacklevel=4)
+        parts = [importlib.import_module(name) for name in targets]
+        if len(parts) == 1:
+            return parts[0]
+        merged = types.ModuleType(spec.name, f"Deprecated alias of {', '.join(targets)}.")
+        names = [name for part in parts for name in getattr(part, "__all__", ())]
+        for part in reversed(parts):  # the first part wins a name two parts share
+            for name in getattr(part, "__all__", ()):
+                setattr(merged, name, getattr(part, name))
+        merged.__all__ = list(dict.fromkeys(names))
+        return merged
 
     def exec_module(self, module: Any) -> None:
-        pass  # the new module is already executed
+        pass  # the modules it stands for are already executed
 
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .spec.grammar import parse_activation, parse_norm
+from .spec.grammar import parse_activation, parse_norm, parse_norms
 
 __all__ = ["main", "build_parser", "network_from_args", "parse_norm", "parse_activation", "to_jsonable"]
 
@@ -46,7 +46,7 @@ _OPTION_OF = {
 
 
 # --finite-width choice -> predict(finite_width=...); --prediction choice -> the same, for verify.
-_FINITE_WIDTH = {"mean-field": None, "leading": False, "rmt": "rmt"}
+_FINITE_WIDTH = {"mean-field": "mean-field", "leading": "leading", "rmt": "rmt"}
 _PREDICTIONS = ("mean-field", "rmt")
 
 
@@ -172,7 +172,8 @@ example:
   meanfield reproduce                       (full run, about 1.5 minutes on 2 cores; ./meanfield-results)
   meanfield reproduce --quick --out /tmp/mf (about half a minute)
   meanfield reproduce --config my.toml      (keys as in README; unknown keys are an error)
-Interrupted runs resume: every computed point is appended to points.csv in the output folder.""",
+  meanfield reproduce --scheduler tcp://10.0.0.5:8786   (the points on a Dask cluster, as meanfield sweep)
+Interrupted runs resume: every computed point is stored in results.sqlite (and cache.jsonl) in the output folder.""",
     "sweep": """\
 example:
   meanfield sweep grid.toml                         (results in grid.sqlite; a rerun resumes)
@@ -196,8 +197,8 @@ def _add_network_options(parser: argparse.ArgumentParser, *, symbolic: bool = Fa
                        help="width ratios alpha_0..alpha_{L-1} (M_l = alpha_l M); default all 1")
     group.add_argument("--outputs", type=int, default=1, metavar="C", help="number of linear outputs C")
     group.add_argument("--norm", action="append", default=[], metavar="KIND:L",
-                       help="normalization layer, repeatable: batch:L, batch-center:L, layer:l "
-                            "(L a layer number or 'last')")
+                       help="normalization layer, repeatable or a comma list: batch:L (bn, batchnorm), "
+                            "batch-center:L, layer:l (ln, layernorm); L a layer number or 'last'")
     group.add_argument("--input-q1", default="1", metavar="Q", help="mean square of an input entry")
     group.add_argument("--input-q2", default="0", metavar="Q",
                        help="mean product of entries of two different inputs")
@@ -290,8 +291,13 @@ def build_parser() -> Parser:
                    help="output folder (created if missing; a rerun resumes from it)")
     p.add_argument("--quick", action="store_true", help="the half-minute version (fewer widths and seeds)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="override defaults from a TOML file")
-    p.add_argument("--processes", type=int, default=None, metavar="P", help="worker processes (default 2)")
-    p.add_argument("--fresh", action="store_true", help="ignore (and replace) cached points in --out")
+    p.add_argument("--processes", type=int, default=None, metavar="P",
+                   help="local worker processes (default 2; 1 = in this process)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on this Dask scheduler (needs the 'dask' extra) instead of local processes")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long a Dask scheduler has to answer (default 5)")
+    p.add_argument("--fresh", action="store_true", help="ignore (and replace) the stored points in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reproduce)
 
@@ -327,7 +333,7 @@ def network_from_args(args: argparse.Namespace, *, symbolic: bool = False):
         sigma_b2=_parse_values("sigma_b2", args.sigma_b2, symbolic=symbolic, kind="sigma_b2"),
         outputs=args.outputs,
         alphas=alphas,
-        norms=tuple(parse_norm(text) for text in args.norm),
+        norms=parse_norms(args.norm),  # repeated --norm, each one norm or a comma list
         input_q1=_parse_values("input_q1", args.input_q1, symbolic=symbolic),
         input_q2=_parse_values("input_q2", args.input_q2, symbolic=symbolic),
     )
@@ -406,7 +412,7 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
         _print_json(_predict_dict(stats))
     else:
         print(stats)
-        if finite_width is False:  # the table heads that column "finite width"; say what is in it
+        if finite_width == "leading":  # the table heads that column "finite width"; say what is in it
             print("  note: --finite-width leading: m, s, lambda_max and eta_max above are the leading-order "
                   "values")
     return 0
@@ -501,11 +507,11 @@ def _cmd_derive(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace, parser: Parser) -> int:
-    from .runs import experiments
+    from .runs.reproduce import load_config, reproduce
 
-    config = experiments.load_config(args.config, quick=args.quick)
-    result = experiments.reproduce(config, out=args.out, processes=args.processes, fresh=args.fresh,
-                                   progress=not args.no_progress)
+    config = load_config(args.config, quick=args.quick)
+    result = reproduce(config, out=args.out, processes=args.processes, fresh=args.fresh, progress=not args.no_progress,
+                       scheduler=args.scheduler, connect_timeout=args.connect_timeout)
     print(result.summary())
     return 0
 

@@ -75,11 +75,9 @@ def _symbol(kind: str, layer: int) -> sympy.Symbol:
     from .spec.symbols import order_symbol
 
     if kind in ("qtilde1_mean", "qtilde2_same"):
-        try:
-            from .theory.derivation import _extra_symbol
-        except ImportError:  # keep documents working if the helper moves
-            return sympy.Symbol(f"{kind}_{layer}", real=True)
-        return _extra_symbol(kind, layer)
+        from .theory.derivation import extra_order_symbol
+
+        return extra_order_symbol(kind, layer)
     return order_symbol(kind, layer)
 
 
@@ -105,12 +103,12 @@ def _symbolic_order(order: Any) -> Any:
 
 def _structure(derivation: Any) -> dict:
     """Gram entries, kappa's, m, s, lambda_max in the order-parameter symbols (the fisher code's formulas)."""
-    from .theory.fisher import _statistics
-    from .theory.recursions import _Ctx
     from .spec.symbols import C, M, T
+    from .theory.backend import Arithmetic
+    from .theory.statistics import gram_statistics
 
     op = _symbolic_order(derivation.order)
-    return _statistics(op, M, T, C, _Ctx("sympy"))
+    return gram_statistics(op, M, T, C, Arithmetic("sympy"))
 
 
 def _lambda_tex(kind: str) -> str:
@@ -294,13 +292,14 @@ def _max_inverse_chi_square() -> list[str]:
 
 def _normalised_laws() -> list[str]:
     from .spec.network import BatchNorm, LayerNorm
-    from .theory.recursions import _Ctx, _norm_forward
     from .spec.symbols import T, q1, q2
+    from .theory.backend import Arithmetic
+    from .theory.recursions import norm_forward
 
     rows = []
     for label, norm in (("batch norm", BatchNorm(1)), ("mean-only batch norm", BatchNorm(1, center_only=True)),
                         ("layer norm", LayerNorm(1))):
-        law = _norm_forward(_Ctx("sympy"), norm, q1, q2, T, 1)
+        law = norm_forward(Arithmetic("sympy"), norm, q1, q2, T, 1)
         rows.append(f"\\text{{{label} ({law.kind})}}: \\quad (q_{{1}}, q_{{2}}) &\\mapsto "
                     f"\\left({_tex(_tidy(law.q1))},\\; {_tex(_tidy(law.q2))}\\right)")
     return rows

@@ -2,7 +2,7 @@
 
 :func:`latex` prints sympy expressions with the notation of :data:`meanfield.spec.symbols.LATEX_NAMES`
 (``qhat1_2`` -> ``\\hat{q}_{1}^{(2)}``) and dispatches other objects to their own ``_latex()`` or
-``_repr_latex_()``. Gaussian expectations print in the notation of THEORY.md: I_phi[q1, q2] for the
+``_repr_latex_()``. Gaussian expectations print in the notation of the theory notes: I_phi[q1, q2] for the
 cross moment and E[phi(sqrt(q) z)^2] for the second moment, phi written as its catalogue name
 (``\\tanh``, ``\\operatorname{gelu}``) or, for user expressions, as ``(x \\mapsto ...)``.
 """
@@ -100,7 +100,7 @@ def latex_expectation(e: Any, printer: Any = None) -> str:
     """LaTeX of a :class:`~meanfield.integrals.GaussianExpectation`.
 
     Second moment: ``\\mathbb{E}_{z}[\\phi^{2}(\\sqrt{q} z)]``; cross moment:
-    ``I_{\\phi}[q_1, q_2]`` (THEORY.md notation).
+    ``I_{\\phi}[q_1, q_2]`` (the theory notes' notation).
     """
     f = e.activation()
     name = latex_activation(f, printer)

@@ -34,6 +34,7 @@ from hypothesis.strategies import SearchStrategy
 from .spec.activations import Activation, activation, catalogue
 from .errors import InvalidArgument, check_choice, check_int, check_real
 from .spec.network import BatchNorm, LayerNorm, Network
+from .theory.recursions import min_samples_for
 
 __all__ = [
     "ACTIVATION_FAMILIES",
@@ -75,15 +76,17 @@ _EVERY_HIDDEN = ("batch-every", "layer-every")
 _ALPHAS = (Fraction(1), Fraction(1, 2), Fraction(2), Fraction(1, 4), Fraction(4))
 
 
-def activations(families: Iterable[str] | None = None) -> SearchStrategy[Activation]:
-    """Catalogued activations phi from ``families`` (default :data:`ACTIVATION_FAMILIES`).
+def activations(families: Iterable[str] | None = None, *, formulas: Iterable[str] = ()) -> SearchStrategy[Activation]:
+    """Catalogued activations phi from ``families`` (default :data:`ACTIVATION_FAMILIES`), and formulas.
 
     ``leaky_relu`` comes with a slope drawn from 0.01 (the default), 0.1, 0.2, 0.5. Examples shrink
-    toward the first family listed.
+    toward the first family listed; the formulas come after every family.
 
     Args:
         families: catalogue names (or aliases, e.g. ``"swish"``); every one must be in
             :func:`meanfield.catalogue`.
+        formulas: custom activations as formulas in ``x`` (``"x*tanh(x)"``), read by the network
+            grammar (:func:`meanfield.spec.grammar.parse_activation`).
 
     Returns:
         A strategy drawing :class:`~meanfield.Activation` objects.
@@ -104,6 +107,17 @@ def activations(families: Iterable[str] | None = None) -> SearchStrategy[Activat
                 lambda a: activation("leaky_relu") if a is None else activation("leaky_relu", a=a)))
         else:
             choices.append(st.just(activation(name)))
+    if isinstance(formulas, str):
+        formulas = (formulas,)
+    custom = []
+    for formula in formulas:
+        if not isinstance(formula, str):
+            raise InvalidArgument("formulas", formula, "formulas in x as strings, e.g. 'x*tanh(x)'")
+        act = Activation.from_expr(formula)
+        if act not in custom:
+            custom.append(act)
+    if custom:
+        choices.append(st.sampled_from(custom))
     return st.one_of(choices)
 
 
@@ -349,10 +363,12 @@ def _placement_sets(draw, spec):
 
 
 def samples(network: Network | None = None, *, min_samples: int = 2, max_samples: int = 64) -> SearchStrategy[int]:
-    """Batch sizes T in [max(min_samples, network.min_samples()), max_samples].
+    """Batch sizes T in [max(min_samples, what the network needs), max_samples].
 
-    Every drawn T is one the network's normalization layers are defined for (batch norm needs
-    T >= 3, its mean-only form T >= 2). Examples shrink toward the smallest valid T.
+    Every drawn T is one that both the sampler and :func:`meanfield.predict` accept for the network:
+    the sampler's batch norm needs T >= 3 (its mean-only form T >= 2), and the theory's expected
+    Gram with a full batch norm needs T >= 4, or T >= 6 for s with a full batch norm on the output
+    (:func:`meanfield.theory.recursions.min_samples_for`). Examples shrink toward the smallest valid T.
 
     Args:
         network: the network the batch is for, or None.
@@ -367,12 +383,14 @@ def samples(network: Network | None = None, *, min_samples: int = 2, max_samples
     Example:
         >>> from hypothesis import find
         >>> find(samples(Network(2, "relu", 2, 0, norms=[BatchNorm("last")])), lambda T: True)
-        3
+        6
+        >>> find(samples(Network(3, "relu", 2, 0, norms=[BatchNorm(1)])), lambda T: True)
+        4
     """
     lo = check_int("min_samples", min_samples, minimum=1)
     if network is not None:
         if not isinstance(network, Network):
             raise InvalidArgument("network", network, "a meanfield.Network or None")
-        lo = max(lo, network.min_samples())
+        lo = max(lo, network.min_samples(), min_samples_for(network, "fisher"))
     hi = check_int("max_samples", max_samples, minimum=lo)
     return st.integers(lo, hi)

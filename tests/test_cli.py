@@ -199,7 +199,7 @@ def test_predict_finite_width_leading_gives_the_leading_order_values(capsys):
     for key in ("m", "s", "lambda_max"):
         assert data[key] == pytest.approx(data["leading"][key], rel=1e-12), key
     assert data["eta_max"] == pytest.approx(2 / data["leading"]["lambda_max"], rel=1e-12)
-    lead = meanfield.predict(meanfield.Network(2, "relu", 2, 0.1, outputs=2), 128, 8, finite_width=False)
+    lead = meanfield.predict(meanfield.Network(2, "relu", 2, 0.1, outputs=2), 128, 8, finite_width="leading")
     assert data["lambda_max"] == pytest.approx(float(lead.lambda_max), rel=1e-12)
     status, out, err = run(capsys, "predict", *SMALL, *size, "--json")
     default = json.loads(out)

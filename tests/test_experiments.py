@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from meanfield.runs import experiments
+from meanfield.runs import reproduce as experiments
 from meanfield.cli import main
 from meanfield.errors import InvalidArgument
-from meanfield.runs.experiments import Store, load_config, slope
+from meanfield.runs.reproduce import load_config, slope
+from meanfield.runs.reproduce.cache import CacheFile as Store
+from meanfield.runs.reproduce.results import growth
 from cli_runner import run
 
 TINY = """\
@@ -251,9 +253,9 @@ def test_store_ignores_a_torn_line_and_repairs_it(tmp_path):
 
 def test_growth_words_follow_the_fitted_exponent():
     assert slope([1, 2, 4], [3, 3, 3]) == pytest.approx(0)
-    assert "bounded" in experiments._growth(0.3)
-    assert "sub-linearly" in experiments._growth(0.4) and "sub-linearly" in experiments._growth(0.66)
-    assert "grows like M" in experiments._growth(0.7)
+    assert "bounded" in growth(0.3)
+    assert "sub-linearly" in growth(0.4) and "sub-linearly" in growth(0.66)
+    assert "grows like M" in growth(0.7)
 
 
 def test_readme_documents_the_defaults():
@@ -262,3 +264,83 @@ def test_readme_documents_the_defaults():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("### Configuration", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
     assert tomllib.loads(block) == load_config(None).to_dict()
+
+
+# -- the results store: resume, import of an older run's cache, --fresh -----------------------------------
+
+
+def _values(out: Path) -> dict:
+    """key -> values of every point of a run's results store."""
+    import sqlite3
+
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return {key: json.loads(text) for key, text in db.execute("SELECT key, result_json FROM results")}
+
+
+def _copy_store(src: Path, dst: Path) -> None:
+    dst.mkdir()
+    for name in ("results.sqlite", "results.sqlite-wal"):
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+
+
+def test_every_point_is_a_row_of_the_results_store(tiny):
+    _, _, out = tiny
+    lines = [json.loads(line) for line in (out / "cache.jsonl").read_text().splitlines()]
+    stored = _values(out)
+    assert stored == {line["key"]: line["values"] for line in lines}
+    from meanfield.runs.store import load
+
+    records = load(out / "results.sqlite").records
+    theory = [r for r in records if r["task"] == "reproduce.theory_point"]
+    sampled = [r for r in records if r["task"] == "reproduce.sample_point"]
+    assert len(theory) == 8 and len(sampled) == 20
+    assert {r["activation"] for r in records} == {"relu"} and all(r["seed"] is None for r in theory)
+    assert {(r["width"], r["samples"]) for r in sampled} == {(16, 4), (32, 4), (32, 8), (64, 16)}
+
+
+def test_resumes_from_the_store_and_rewrites_a_lost_cache(tiny, tmp_path):
+    import sqlite3
+
+    _, config, out = tiny
+    resumed = tmp_path / "resumed"
+    _copy_store(out, resumed)
+    # as if interrupted: five points never stored, and the cache.jsonl lost
+    with sqlite3.connect(resumed / "results.sqlite") as db:
+        gone = [k for (k,) in db.execute("SELECT key FROM results WHERE task = 'reproduce.sample_point' "
+                                         "ORDER BY key LIMIT 5")]
+        db.executemany("DELETE FROM results WHERE key = ?", [(k,) for k in gone])
+    result = experiments.reproduce(load_config(config, quick=True), out=resumed, processes=1, progress=False)
+    assert (result.computed, result.reused) == (5, 23)
+    first, now = _values(out), _values(resumed)
+    assert set(now) == set(first)
+    for key in gone:  # fixed seeds: the same numbers
+        for stat in ("m", "s", "lambda_max"):
+            assert now[key][stat] == pytest.approx(first[key][stat], rel=1e-9)
+    lines = [json.loads(line) for line in (resumed / "cache.jsonl").read_text().splitlines()]
+    assert sorted(line["key"] for line in lines) == sorted(_values(out))  # the cache is the store's export
+    again = experiments.reproduce(load_config(config, quick=True), out=resumed, processes=1, progress=False)
+    assert (again.computed, again.reused) == (0, 28)
+
+
+def test_imports_the_cache_of_an_older_run(tiny, tmp_path):
+    _, config, out = tiny
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "cache.jsonl").write_bytes((out / "cache.jsonl").read_bytes())  # no results.sqlite yet
+    result = experiments.reproduce(load_config(config, quick=True), out=older, processes=1, progress=False)
+    assert (result.computed, result.reused) == (0, 28)
+    assert "results.sqlite" in result.files and _values(older) == _values(out)
+    assert (older / "cache.jsonl").read_bytes() == (out / "cache.jsonl").read_bytes()
+    assert (older / "points.csv").read_text().count("\n") == (out / "points.csv").read_text().count("\n")
+
+
+def test_fresh_starts_over(tiny, tmp_path):
+    _, config, out = tiny
+    again = tmp_path / "again"
+    _copy_store(out, again)
+    (again / "cache.jsonl").write_bytes((out / "cache.jsonl").read_bytes())
+    result = experiments.reproduce(load_config(config, quick=True, stages=("width",)), out=again, processes=1,
+                                   progress=False, fresh=True)
+    assert (result.computed, result.reused) == (16, 0)
+    assert len(_values(again)) == 16 and len((again / "cache.jsonl").read_text().splitlines()) == 16

@@ -9,7 +9,8 @@ import pytest
 
 from meanfield.spec.network import BatchNorm, LayerNorm, Network
 from meanfield.errors import InvalidArgument
-from meanfield.theory.fisher import predict, predict_grid
+from meanfield.theory import fisher
+from meanfield.theory.fisher import finite_width_choices, predict, predict_grid, register_finite_width
 from meanfield.theory.recursions import order_parameters
 
 
@@ -21,7 +22,7 @@ def plain_kappas(net, T):
     return float(k1), float(k2), float(op[net.depth].q1 - op[net.depth].q2)
 
 
-# -- leading order: THEORY.md sections 3 and 4 -----------------------------------------------------------------
+# -- leading order: Karakida et al.'s kappas -----------------------------------------------------------------------
 
 
 def test_leading_order_plain_network():
@@ -184,6 +185,47 @@ def test_bad_arguments(kwargs, argument):
     with pytest.raises(InvalidArgument) as err:
         predict(Network(2, "relu", 2, 0), **kwargs)
     assert err.value.argument == argument
+
+
+def test_finite_width_takes_named_choices_and_the_old_forms_warn():
+    net = Network(3, "relu", 2, 0.1, outputs=2)
+    mean_field, leading = predict(net, 64, 8), predict(net, 64, 8, finite_width="leading")
+    assert predict(net, 64, 8, finite_width="mean-field").to_dict() == mean_field.to_dict()
+    assert float(leading.m) == float(leading.leading.m) and float(mean_field.m) != float(leading.m)
+    for old, same, name in ((None, mean_field, "mean-field"), (True, mean_field, "mean-field"), (False, leading, "leading")):
+        with pytest.warns(DeprecationWarning, match=f"finite_width='{name}'"):
+            assert predict(net, 64, 8, finite_width=old).to_dict() == same.to_dict()
+
+
+def test_unknown_finite_width_lists_the_choices():
+    with pytest.raises(InvalidArgument, match="'mean-field', 'leading', 'rmt'") as err:
+        predict(Network(2, "relu", 2, 0), 64, 8, finite_width="bulk")
+    assert err.value.argument == "finite_width"
+    assert finite_width_choices()[:3] == ("mean-field", "leading", "rmt")
+
+
+def test_a_registered_finite_width_model_replaces_lambda_max_and_s(monkeypatch):
+    monkeypatch.setattr(fisher, "_FINITE_WIDTH_MODELS", dict(fisher._FINITE_WIDTH_MODELS))
+    register_finite_width("tripled", lambda net, M, T, base: dict(lambda_max=3 * float(base.lambda_max), s=1.0,
+                                                                  notes=("tripled",)), note="a test model")
+    net = Network(2, "relu", 2, 0, outputs=2)
+    base, st = predict(net, 64, 8), predict(net, 64, 8, finite_width="tripled")
+    assert float(st.lambda_max) == 3 * float(base.lambda_max) and st.s == 1.0 and st.m == base.m
+    assert st.lambda_max_kind == "prediction" and st.eta_max == 2 / st.lambda_max
+    assert "finite_width='tripled': a test model" in st.notes and st.notes[-1] == "tripled"
+    with pytest.raises(InvalidArgument, match="finite_width"):   # numeric models only
+        predict(Network(2, "relu", 2, 0), 64, 8, finite_width="tripled", dps=20)
+    with pytest.raises(InvalidArgument, match="name"):
+        register_finite_width("leading", lambda *args: {})
+
+
+def test_the_theory_reaches_the_random_matrix_model_only_through_the_registry(monkeypatch):
+    import subprocess
+    import sys
+
+    code = ("import sys, meanfield.theory.fisher as f; assert not [m for m in sys.modules if m.startswith('meanfield.finite')]; "
+            "from meanfield.finite.model import finite_width_stats; assert f._finite_width_model('rmt') is finite_width_stats")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_width_must_make_whole_layers():

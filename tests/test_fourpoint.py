@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from meanfield.errors import InvalidArgument
-from meanfield.finite.fourpoint import _covariance, _exchangeable, _pair_mean, _product_mean, _Unit, bulk_estimates, bulk_fluctuations, cross_output_variance, gram_covariance, outlier_fluctuations, same_output_variance
+from meanfield.finite.fourpoint import _covariance, _exchangeable, _pair_mean, _product_mean, bulk_estimates, bulk_fluctuations, cross_output_variance, gram_covariance, outlier_fluctuations, same_output_variance
+from meanfield.integrals.quadrature import Unit
 from meanfield.spec.network import BatchNorm, LayerNorm, Network
 
 
@@ -30,7 +31,7 @@ def test_quadrature_against_closed_forms():
     from meanfield.spec.activations import activation
 
     q, c = 1.3, 0.4
-    relu = _Unit.of(activation("relu"))
+    relu = Unit.of(activation("relu"))
     table = _exchangeable(relu, q, c)
     t = math.acos(c / q)
     assert _product_mean(table, {0: (2, 0)}) == pytest.approx(q / 2, rel=1e-12)
@@ -44,7 +45,7 @@ def test_quadrature_against_closed_forms():
     expect = math.sqrt(qa * qb) * (math.sin(t2) + (math.pi - t2) * math.cos(t2)) / (2 * math.pi)
     assert _pair_mean(relu, 0, qa, qb, qab) == pytest.approx(expect, rel=1e-12)
     # linear: Isserlis, E[u_a^2 u_b^2] = q^2 + 2 c^2 for three exchangeable samples' pairs
-    lin = _exchangeable(_Unit.of(activation("linear")), q, c)
+    lin = _exchangeable(Unit.of(activation("linear")), q, c)
     assert _product_mean(lin, {0: (2, 0), 1: (2, 0)}) == pytest.approx(q * q + 2 * c * c, rel=1e-12)
     assert _product_mean(lin, {0: (1, 0), 1: (1, 0), 2: (2, 0)}) == pytest.approx(c * q + 2 * c * c, rel=1e-12)
 

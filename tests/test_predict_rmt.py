@@ -1,4 +1,4 @@
-"""predict(..., finite_width="rmt"): the issue-9 model wired into predict, checked against samples."""
+"""predict(..., finite_width="rmt"): the random-matrix model wired into predict, checked against samples."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ import meanfield as mf
 def test_rmt_prediction_replaces_the_bound_and_matches_sampled_networks():
     # Centre-only batch norm on the output at M = T: leading order only bounds lambda_max (1.69 here),
     # while sampled networks sit near 5.7. Eight fixed seeds (not the model's reference seeds 1000+);
-    # the allowance is 4 standard errors plus the issue's 5% goal (false alarm < 1e-4 if the model
+    # the allowance is 4 standard errors plus the model's 5% goal (false alarm < 1e-4 if the model
     # is within 5%).
     net = mf.Network(2, "relu", 2, 0, norms=[mf.BatchNorm("last", center_only=True)])
     base = mf.predict(net, 128, 128)

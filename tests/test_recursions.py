@@ -12,7 +12,8 @@ from meanfield.spec.network import BatchNorm, LayerNorm, Network
 from meanfield.errors import InvalidArgument
 from meanfield.spec.activations import activation
 from meanfield.integrals.gaussian import cross_moment, second_moment
-from meanfield.theory.recursions import min_samples_for, order_parameters, signal_propagation
+from meanfield.theory.recursions import min_samples_for, order_parameters
+from meanfield.theory.signal import signal_propagation
 from meanfield.integrals.sphere import SphereExpectation, _np_1d, _np_2d, _np_2d_split, chi2_inverse_moment, expected_max_inverse_chi2, homogeneity_degree, sphere_cross_moment, sphere_second_moment
 
 RELU, TANH, ERF = activation("relu"), activation("tanh"), activation("erf")
@@ -104,7 +105,7 @@ def test_batch_norm_backward_by_hand():
 
 
 def test_mean_path_below_batch_norm():
-    # below a batch norm the layer sees qtilde_1 qhat_1 - qtilde_2 qhat_2 (THEORY.md sec 4) in the diagonal
+    # below a batch norm the layer sees qtilde_1 qhat_1 - qtilde_2 qhat_2 in the diagonal
     T = 16
     op = order_parameters(Network(3, "relu", 2, 0.2, norms=[BatchNorm(2)]), samples=T)
     p1, p0 = op[1], op[0]

@@ -1,4 +1,4 @@
-"""Tests of meanfield.finite.rmt: the free-probability edge solver against closed forms and random matrices, the
+"""Tests of the random-matrix model (meanfield.finite.freeprob, .fluctuations, .model): the free-probability edge solver against closed forms and random matrices, the
 outlier and maximum helpers, input checking, and one statistical check against sampled networks."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import pytest
 
 from meanfield.errors import InvalidArgument
 from meanfield.spec.network import BatchNorm, Network
-from meanfield.finite.rmt import Fluctuations, expected_max_scaled, expected_max_symmetric, finite_width_stats, free_edge, measure_fluctuations, mp_edge, spike_outlier
+from meanfield.finite.fluctuations import Fluctuations, measure_fluctuations
+from meanfield.finite.freeprob import expected_max_scaled, expected_max_symmetric, free_edge, mp_edge, spike_outlier
+from meanfield.finite.model import finite_width_stats
 
 
 # -- the edge solver: exact cases ------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def test_fluctuations_for_another_network_rejected():
 def test_center_only_batch_norm_against_samples():
     """Batch norm (center-only) on the output, L = 2 relu, M = 128, T = 128 (T/M = 1, where leading order is
     4x too low). Coefficients from widths 32/64 (seeds 1000..), samples from seeds 0..11 (disjoint).
-    Accept |rmt/sampled - 1| < 8% + 3 sem: the issue's 5% target plus 3% for the 1/M extrapolation from
+    Accept |rmt/sampled - 1| < 8% + 3 sem: the model's 5% target plus 3% for the 1/M extrapolation from
     the small reference widths; 3 standard errors give a false-alarm rate ~0.3% for the sampling part.
     The leading-order value must fail the same test (the test can fail)."""
     from meanfield.theory.fisher import predict
@@ -196,7 +198,7 @@ def test_layer_norm_below_the_output_falls_back_to_the_measured_bulk():
     # means, and the bulk is the fitted Marchenko-Pastur(1) block of the measured coefficients
     from meanfield.theory.fisher import predict
     from meanfield.spec.network import LayerNorm
-    from meanfield.finite.rmt import _derived
+    from meanfield.finite.model import _derived
 
     net = Network(3, "relu", 2, 0, norms=[LayerNorm(1), BatchNorm("last", center_only=True)])
     assert _derived(net, 32, 16) == {}
@@ -211,7 +213,7 @@ def test_layer_norm_below_the_output_falls_back_to_the_measured_bulk():
 
 
 def test_unresolved_mean_coefficients_are_zero():
-    from meanfield.finite.rmt import _significant_constant
+    from meanfield.finite.fluctuations import _significant_constant
 
     assert _significant_constant([1.0, 3.0], [2.0, 2.0]) == 0.0          # 2 +- 1.41: not resolved
     assert _significant_constant([4.0, 6.0], [1.0, 1.0]) == pytest.approx(5.0)

@@ -6,7 +6,9 @@ from hypothesis import strategies as st
 
 import meanfield as mf
 from meanfield import strategies as mfst
+from meanfield.errors import InvalidArgument
 from meanfield.spec.network import BatchNorm, LayerNorm
+from meanfield.theory.recursions import min_samples_for
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -112,7 +114,29 @@ def test_networks_with_drawn_inputs(net):
 def test_samples_respect_the_network(data):
     net = data.draw(mfst.networks(max_depth=2))
     T = data.draw(mfst.samples(net, max_samples=16))
-    assert net.min_samples() <= T <= 16
+    assert max(net.min_samples(), min_samples_for(net, "fisher")) <= T <= 16
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_predict_accepts_every_drawn_batch_size(data):
+    # the smallest T is the one predict could refuse: batch norm on the output needs T >= 6 for s
+    net = data.draw(mfst.networks(max_depth=3, activations=mfst.activations(["relu", "linear"]),
+                                  norms=("batch-last", "batch-center-last", "batch-hidden", "layer")))
+    T = data.draw(mfst.samples(net, max_samples=8))
+    assert mf.predict(net, 16, T).kappa1 > 0
+
+
+def test_smallest_drawn_batch_size_is_what_predict_needs():
+    net = mf.Network(2, "relu", 2, 0, norms=[BatchNorm("last")])
+    assert find(mfst.samples(net), lambda T: True) == 6
+    with pytest.raises(InvalidArgument, match="samples"):
+        mf.predict(net, 16, 5)
+
+
+def test_activations_draw_formulas():
+    act = find(mfst.activations(["relu"], formulas=["x*tanh(x)"]), lambda a: a.family == "custom")
+    assert act == mf.Activation.from_expr("x*tanh(x)")
 
 
 @pytest.mark.parametrize("call", [
@@ -128,6 +152,8 @@ def test_samples_respect_the_network(data):
     lambda: mfst.networks(activations=["relu"]),
     lambda: mfst.activations(["rleu"]),
     lambda: mfst.activations([]),
+    lambda: mfst.activations(formulas=["x*y"]),
+    lambda: mfst.activations(formulas=[3]),
     lambda: mfst.order_parameters(min_q1=0),
     lambda: mfst.order_parameters(min_correlation=-2),
     lambda: mfst.samples(min_samples=5, max_samples=4),

@@ -1,4 +1,5 @@
-"""Tests for meanfield.sampled.training: the learning-rate threshold 2 / lambda_max, measured by training.
+"""Tests for the learning-rate threshold 2 / lambda_max: predicted (meanfield.theory.learning_rate), measured
+by training (meanfield.sampled.training) and compared over a grid (meanfield.checking.learning_rate_grid).
 
 Every test is deterministic (explicit seeds, no statistics over seeds), so none has a false-alarm
 rate; the tolerances are derived from the numerical error of what is measured (stated where used).
@@ -15,7 +16,9 @@ import pytest
 from meanfield.spec.network import BatchNorm, LayerNorm, Network
 from meanfield.errors import InvalidArgument
 from meanfield.sampled.sampling import draw, forward, sample
-from meanfield.sampled.training import LearningRate, LearningRateGrid, StabilityThreshold, TrainingRun, learning_rate_grid, loss_and_gradient, max_learning_rate, plot_learning_rate_grid, stability_threshold, train
+from meanfield.checking.learning_rate_grid import LearningRateGrid, learning_rate_grid, plot_learning_rate_grid
+from meanfield.sampled.training import StabilityThreshold, TrainingRun, loss_and_gradient, stability_threshold, train
+from meanfield.theory.learning_rate import LearningRate, max_learning_rate
 
 PLACEMENTS = {
     "none": (),

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield.checking.predictions import STATISTICS, default_bias, from_fisher
+from meanfield.checking.report import assemble
+from meanfield.checking.trend import BiasModel, holm, trend_test
 from meanfield.spec.network import Network
 
 # the module (``from meanfield import verify`` is the function, which the module also behaves as)
@@ -26,28 +29,28 @@ def test_trend_test_separates_a_vanishing_bias_from_an_error():
     widths = [64, 256, 1024]
     se = [0.01, 0.005, 0.0025]
     vanishing = [2.0 / M for M in widths]  # 3%, 0.8%, 0.2%: a correct finite-width bias
-    t = V.trend_test(widths, vanishing, se, [30] * 3, 1.0)
+    t = trend_test(widths, vanishing, se, [30] * 3, 1.0)
     assert t.p_value > 0.5 and abs(t.extrapolated) < 1e-12 and math.isclose(t.coefficients[0], 2.0)
     wrong = [0.05 + 2.0 / M for M in widths]  # the same plus an error that does not shrink
-    t = V.trend_test(widths, wrong, se, [30] * 3, 1.0)
+    t = trend_test(widths, wrong, se, [30] * 3, 1.0)
     assert t.p_value < 1e-6 and math.isclose(t.extrapolated, 0.05, rel_tol=1e-9)
     # the wrong rate: an error decaying like 1/sqrt(M) tested with gamma = 1 is flagged
     slow = [0.4 / math.sqrt(M) for M in widths]
-    assert V.trend_test(widths, slow, se, [30] * 3, 1.0).p_value < 0.01
-    assert V.trend_test(widths, slow, se, [30] * 3, 0.5).p_value > 0.5
+    assert trend_test(widths, slow, se, [30] * 3, 1.0).p_value < 0.01
+    assert trend_test(widths, slow, se, [30] * 3, 0.5).p_value > 0.5
 
 
 def test_single_width_is_a_plain_t_test():
-    t = V.trend_test([128], [0.02], [0.01], [10], 1.0)
+    t = trend_test([128], [0.02], [0.01], [10], 1.0)
     assert t.dof == 1 and math.isclose(t.q, 4.0)
     from scipy import stats
     assert math.isclose(t.p_value, 2 * stats.t.sf(2.0, 9), rel_tol=1e-9)
 
 
 def test_holm_adjusts_and_is_monotone():
-    assert V.holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
-    assert V.holm([0.5]) == [0.5]
-    adjusted = V.holm([0.001, 0.2, 0.0001, 0.9])
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5]) == [0.5]
+    adjusted = holm([0.001, 0.2, 0.0001, 0.9])
     assert adjusted == [0.003, 0.4, 0.0004, 0.9]
 
 
@@ -61,13 +64,13 @@ def _synthetic(rng, widths, seeds, predictions, sds, biases, errors=None, T=16, 
     measured, predicted = {}, {}
     for M in widths:
         measured[M], predicted[M] = {}, {}
-        for name in V.STATISTICS:
+        for name in STATISTICS:
             p = predictions[name]
             bias = biases[name] / M + (SPLIT / math.sqrt(M) if name == "lambda_max" else 0.0)
             truth = p * (1 + errors.get(name, 0.0) + bias)
             measured[M][name] = truth + p * sds[name] * M ** -0.5 * rng.standard_normal(seeds)
             predicted[M][name] = p
-    return V._assemble(net, T, tuple(widths), tuple(range(seeds)), alpha, V.default_bias(net), "synthetic",
+    return assemble(net, T, tuple(widths), tuple(range(seeds)), alpha, default_bias(net), "synthetic",
                        measured, predicted, ())
 
 
@@ -110,7 +113,7 @@ def test_report_table_dict_json(synthetic_report):
     table = lines[lines.index(next(line for line in lines if line.startswith("statistic"))):]
     assert len({len(line) for line in table[:2]}) == 1  # header and rule aligned
     d = r.to_dict()
-    assert d["passed"] is False and [s["statistic"] for s in d["statistics"]] == list(V.STATISTICS)
+    assert d["passed"] is False and [s["statistic"] for s in d["statistics"]] == list(STATISTICS)
     assert len(d["statistics"][0]["rows"]) == 2
     back = json.loads(r.to_json())
     assert back["statistics"][4]["verdict"] == "FAIL" and back["alpha"] == 0.05
@@ -129,14 +132,14 @@ def test_bound_rows_are_checked_not_valued():
     rng = np.random.default_rng(3)
     net = Network(2, "relu", 2, 0.1, norms=[mf.BatchNorm("last")])
     widths = (64, 256)
-    measured = {M: {k: PRED[k] * (1 + 0.05 * rng.standard_normal(10)) for k in V.STATISTICS} for M in widths}
+    measured = {M: {k: PRED[k] * (1 + 0.05 * rng.standard_normal(10)) for k in STATISTICS} for M in widths}
     inside = {M: {"m": PRED["m"], "s": PRED["s"], "kappa1": PRED["kappa1"], "kappa2": PRED["kappa2"],
                   "lambda_max_bounds": (10.0, 400.0)} for M in widths}
-    r = V._assemble(net, 16, widths, tuple(range(10)), 0.01, V.default_bias(net), "x", measured, inside, ())
+    r = assemble(net, 16, widths, tuple(range(10)), 0.01, default_bias(net), "x", measured, inside, ())
     assert r["lambda_max"].kind == "bound" and r["lambda_max"].verdict == "bound holds" and r.passed
     assert "[10, 400]" in str(r) and "only bounds" in str(r)
     below = {M: dict(inside[M], lambda_max_bounds=(10.0, 30.0)) for M in widths}
-    r = V._assemble(net, 16, widths, tuple(range(10)), 0.01, V.default_bias(net), "x", measured, below, ())
+    r = assemble(net, 16, widths, tuple(range(10)), 0.01, default_bias(net), "x", measured, below, ())
     assert r["lambda_max"].verdict == "BOUND VIOLATED" and not r.passed
 
 
@@ -147,7 +150,7 @@ NET = Network(2, "relu", 2, 0.1)
 
 @pytest.mark.parametrize("kwargs", [
     dict(widths=()), dict(widths=(64, 64)), dict(widths=(1,)), dict(samples=1), dict(seeds=1), dict(seeds=[3, 3]),
-    dict(alpha=0), dict(alpha=1.5), dict(bias={"q": 1}), dict(bias={"m": -1}), dict(bias={"m": V.BiasModel((1.0, 2.0))}), dict(prediction=3),
+    dict(alpha=0), dict(alpha=1.5), dict(bias={"q": 1}), dict(bias={"m": -1}), dict(bias={"m": BiasModel((1.0, 2.0))}), dict(prediction=3),
 ])
 def test_bad_arguments(kwargs):
     with pytest.raises(mf.InvalidArgument):
@@ -187,7 +190,7 @@ def test_kappa2_off_by_five_percent_fails(relu_report):
     net = relu_report.network
 
     def kappa2_five_percent_high(width, samples):
-        stats = V._from_fisher(mf.predict(net, width, samples), width, samples, net)
+        stats = from_fisher(mf.predict(net, width, samples), width, samples, net)
         return dict(stats, kappa2=1.05 * stats["kappa2"])
 
     wrong = relu_report.against(kappa2_five_percent_high)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..finite.rmt import finite_width_stats
+from ..finite.model import finite_width_stats
 from ..sampled.sampling import sample_many
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict

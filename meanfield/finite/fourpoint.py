@@ -1,6 +1,6 @@
 """Four-point order parameters: the O(1/M) variance of Gram entries between different outputs, derived.
 
-The random-matrix model of :mod:`meanfield.finite.rmt` needs fluctuation coefficients beyond the mean-field
+The random-matrix model of :mod:`meanfield.finite.model` needs fluctuation coefficients beyond the mean-field
 kernel (Gaussian integrals of products of four activations). Most are still measured on reference
 networks; this module derives the first of them in closed recursive form and is checked against those
 measurements and against sampled networks (``tests/test_fourpoint.py``, ``derivations/rmt.md``).
@@ -66,6 +66,7 @@ import math
 import numpy as np
 
 from ..errors import InvalidArgument, check_int
+from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 
 __all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
@@ -76,7 +77,7 @@ __all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance",
 class CrossOutputVariance:
     """Var(T G_kl(t, s)) for outputs k != l: ``offdiag`` (t != s) and ``diag`` (t = s), and the coefficient
     ``var_cross`` = M E[G_kl^2] / gram_diag^2 averaged over a cross block's T^2 entries (the normalization of
-    :class:`meanfield.finite.rmt.Fluctuations`)."""
+    :class:`meanfield.finite.fluctuations.Fluctuations`)."""
 
     width: int
     samples: int
@@ -101,61 +102,14 @@ class CrossOutputVariance:
                 f" (t != s), {self.diag:.6g} (t = s); M E[G_kl^2] / gram_diag^2 = {self.var_cross:.6g}")
 
 
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
-_RANGE = 12.0  # |Z| <= 12 carries all but 4e-33 of a standard normal's mass
-
-
-def _normal_rule(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights for E[f(Z)], Z ~ N(0, 1), per row of ``breaks`` (rows x k points where f is not smooth):
-    Gauss-Legendre on each piece of [-12, 12] between the breaks, the normal density folded into the weights.
-    Exact to rounding for piecewise-smooth f (relu, step) where Gauss-Hermite converges only algebraically."""
-    b = np.clip(np.sort(np.atleast_2d(breaks), axis=1), -_RANGE, _RANGE)
-    rows = b.shape[0]
-    edges = np.concatenate([np.full((rows, 1), -_RANGE), b, np.full((rows, 1), _RANGE)], axis=1)
-    lo, hi = edges[:, :-1, None], edges[:, 1:, None]
-    half = (hi - lo) / 2
-    x = (lo + hi) / 2 + half * _GL_NODES
-    w = half * _GL_WEIGHTS * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-    return x.reshape(rows, -1), w.reshape(rows, -1)
-
-
-@dataclass(frozen=True)
-class _Unit:
-    """A unit's nonlinearity for the quadratures: phi, phi' (numpy) and the points where either is not smooth."""
-
-    f: Any
-    df: Any
-    kinks: tuple | None
-
-    @staticmethod
-    def of(phi: Any) -> "_Unit":
-        k1, k2 = phi.kinks, phi.derivative.kinks
-        kinks = None if k1 is None or k2 is None else tuple(sorted(set(k1) | set(k2)))
-        return _Unit(phi, phi.derivative, kinks)
-
-
-_IDENTITY = _Unit(lambda x: x, lambda x: np.ones_like(x), ())
-
-
-def _breaks(unit: _Unit, shift: np.ndarray, scale: Any) -> np.ndarray:
-    """Breakpoints in the standard-normal variable e of g(shift + scale e) (rows: the shifts; ``scale`` a number or
-    one per shift, nonzero where the unit has kinks)."""
-    shift = np.atleast_1d(shift)
-    if unit.kinks is None:  # kinks unknown: many equal pieces
-        return np.broadcast_to(np.linspace(-_RANGE, _RANGE, 33)[1:-1], (shift.size, 31))
-    if not unit.kinks or np.all(np.asarray(scale) == 0):
-        return np.empty((shift.size, 0))
-    return (np.asarray(unit.kinks)[None, :] - shift[:, None]) / np.reshape(scale, (-1, 1))
-
-
-def _conditional_moments(unit: _Unit, shift: np.ndarray, scale: float, powers: tuple) -> dict:
+def _conditional_moments(unit: Unit, shift: np.ndarray, scale: float, powers: tuple) -> dict:
     """E_e[phi^i phi'^j (shift + scale e)] for each (i, j) in ``powers``, one value per shift."""
     shift = np.atleast_1d(np.asarray(shift, dtype=float))
     if scale == 0:
         u = shift[:, None]
         w = np.ones_like(u)
     else:
-        e, w = _normal_rule(_breaks(unit, shift, scale))
+        e, w = normal_rule(breaks(unit, shift, scale))
         u = shift[:, None] + scale * e
     fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
     return {(i, j): (w * fa**i * fd**j).sum(axis=1) for i, j in powers}
@@ -165,7 +119,7 @@ _POWERS = tuple((i, j) for i in range(5) for j in range(5) if i + j <= 4)
 
 
 @functools.lru_cache(maxsize=256)
-def _exchangeable(unit: _Unit, q1: float, q2: float) -> tuple[np.ndarray, dict]:
+def _exchangeable(unit: Unit, q1: float, q2: float) -> tuple[np.ndarray, dict]:
     """Samples with equal variance q1 and equal covariance q2 >= 0 are u_a = sqrt(q2) z + sqrt(q1 - q2) e_a with
     z, e_a iid standard normal: any product of phi, phi' over several samples is a z-integral of products of
     one-sample conditional moments. Returns the z weights and the table (i, j) -> E_e[phi^i phi'^j | z]."""
@@ -174,8 +128,8 @@ def _exchangeable(unit: _Unit, q1: float, q2: float) -> tuple[np.ndarray, dict]:
     c, sigma = math.sqrt(q2), math.sqrt(q1 - q2)
     zb = np.empty((1, 0)) if c == 0 or unit.kinks is None else (np.asarray(unit.kinks) / c)[None, :]
     if unit.kinks is None and c > 0:
-        zb = np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1]
-    z, wz = _normal_rule(zb)
+        zb = np.linspace(-RANGE, RANGE, 33)[None, 1:-1]
+    z, wz = normal_rule(zb)
     return wz[0], _conditional_moments(unit, c * z[0], sigma, _POWERS)
 
 
@@ -205,29 +159,29 @@ def _counts(*components: tuple) -> dict:
     return out
 
 
-def _pair_mean(unit: _Unit, kind: int, qa: float, qb: float, qab: float) -> float:
+def _pair_mean(unit: Unit, kind: int, qa: float, qb: float, qab: float) -> float:
     """E[g(u_a) g(u_b)], g = phi (kind 0) or phi' (kind 1), for any 2 x 2 covariance with |qab| <= qa, qb."""
     c, sign = math.sqrt(abs(qab)), (1.0 if qab >= 0 else -1.0)
     if unit.kinks is None or c == 0:
         unknown = unit.kinks is None  # kinks unknown: many equal pieces
-        z, wz = _normal_rule(np.linspace(-_RANGE, _RANGE, 33)[None, 1:-1] if unknown else np.empty((1, 0)))
+        z, wz = normal_rule(np.linspace(-RANGE, RANGE, 33)[None, 1:-1] if unknown else np.empty((1, 0)))
     else:
         ks = np.asarray(unit.kinks) / c
-        z, wz = _normal_rule(np.concatenate([ks, sign * ks])[None, :])
+        z, wz = normal_rule(np.concatenate([ks, sign * ks])[None, :])
     p = (1, 0) if kind == 0 else (0, 1)
     ma = _conditional_moments(unit, c * z[0], math.sqrt(qa - abs(qab)), (p,))[p]
     mb = _conditional_moments(unit, sign * c * z[0], math.sqrt(qb - abs(qab)), (p,))[p]
     return float(wz[0] @ (ma * mb))
 
 
-def _square_mean(unit: _Unit, kind: int, q: float) -> float:
+def _square_mean(unit: Unit, kind: int, q: float) -> float:
     """E[g(u)^2], u ~ N(0, q)."""
     p = (2, 0) if kind == 0 else (0, 2)
     return float(_conditional_moments(unit, np.zeros(1), math.sqrt(q), (p,))[p][0])
 
 
 @functools.lru_cache(maxsize=256)
-def _slopes(unit: _Unit, q1: float, q2: float) -> dict:
+def _slopes(unit: Unit, q1: float, q2: float) -> dict:
     """Derivatives of the layer means F = E[g g'] in the kernel at (q1, q2), by central differences of exact
     quadratures: kind -> (dE[g^2]/dq, dE[g_a g_b]/dQ_aa (= d/dQ_bb), dE[g_a g_b]/dQ_ab)."""
     h = 1e-5 * q1
@@ -254,13 +208,13 @@ def _forward(net: Any, width: int, samples: int, n: int) -> dict:
     comps = [(0, a, b) for a, b in pairs] + [(1, a, b) for a, b in pairs]
     size = len(comps)
 
-    def local(unit: _Unit, q1: float, q2: float) -> tuple[np.ndarray, np.ndarray]:
+    def local(unit: Unit, q1: float, q2: float) -> tuple[np.ndarray, np.ndarray]:
         table = _exchangeable(unit, q1, q2)
         mean = np.array([_product_mean(table, _counts(c)) for c in comps])
         second = np.array([[_product_mean(table, _counts(c, d)) for d in comps] for c in comps])
         return mean, second - np.outer(mean, mean)
 
-    _, sigma = local(_IDENTITY, float(net.input_q1), float(net.input_q2))
+    _, sigma = local(IDENTITY, float(net.input_q1), float(net.input_q2))
     k = len(pairs)
     sigma[k:, :] = 0.0  # the inputs' X^0 is the kernel only
     sigma[:, k:] = 0.0
@@ -269,7 +223,7 @@ def _forward(net: Any, width: int, samples: int, n: int) -> dict:
     L = net.depth
     for j in range(1, L):
         q1, q2 = float(op.layers[j].q1), float(op.layers[j].q2)
-        unit = _Unit.of(net.phi(j))
+        unit = Unit.of(net.phi(j))
         means[j], sigma = local(unit, q1, q2)
         slopes = _slopes(unit, q1, q2)
         J = np.zeros((size, size))  # d X^j / d X^{j-1}, through Q^j = sigma_w^2 K^{j-1} + sigma_b^2
@@ -345,7 +299,7 @@ def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple)
 
     def noise(m: int) -> float:  # Cov(xi_m(first), xi_m(second)): the fresh backward weights W^{m+1}
         counts = _counts((1,) + E1["p"], (1,) + E2["p"])
-        table = _exchangeable(_Unit.of(net.phi(m)), float(op.layers[m].q1), float(op.layers[m].q2))
+        table = _exchangeable(Unit.of(net.phi(m)), float(op.layers[m].q1), float(op.layers[m].q2))
         x, y, x2, y2 = E1["x"], E1["y"], E2["x"], E2["y"]
         pairing = abar(m + 1, x, x2) * abar(m + 1, y, y2) + abar(m + 1, x, y2) * abar(m + 1, y, x2)
         return sw[m] ** 2 * _product_mean(table, counts) * pairing / widths[m] if pairing else 0.0

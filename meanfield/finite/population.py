@@ -2,7 +2,7 @@
 
 Given the weights W, the inputs x are iid, and the centred Gram of one output's block is a sample Gram of the
 iid vectors c(x) = g(x) - E_x g (g = d f / d theta). Its bulk is set by the population covariance
-Sigma_W = Cov_x(g): :mod:`meanfield.finite.rmt` needs its spectrum, not just its first traces (the top of the
+Sigma_W = Cov_x(g): :mod:`meanfield.finite.model` needs its spectrum, not just its first traces (the top of the
 population sets lambda_max once T >> M). Layer l's weight gradient is delta^l (x) h^{l-1}; writing
 delta = delta-bar + delta~ and h = h-bar + h~ (means over x given W),
 
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument, check_int
-from .fourpoint import _breaks, _normal_rule, _Unit
+from ..integrals.quadrature import Unit, breaks, normal_rule
 
 __all__ = ["LinearPopulation", "linear_population"]
 
@@ -92,9 +92,9 @@ class LinearPopulation:
                 rf"{self.square_trace:.6g},\ \lambda_\mathrm{{top}} = {self.top:.6g}\quad (M = {self.width})$")
 
 
-def _unit_integrals(unit: _Unit, mean: np.ndarray, sd: np.ndarray) -> dict:
+def _unit_integrals(unit: Unit, mean: np.ndarray, sd: np.ndarray) -> dict:
     """Per-unit Gaussian integrals for u ~ N(mean, sd^2) (vectorized over units; exact piecewise quadrature)."""
-    e, w = _normal_rule(_breaks(unit, mean, sd))
+    e, w = normal_rule(breaks(unit, mean, sd))
     u = mean[:, None] + sd[:, None] * e
     f, d = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
     ef, ed = (w * f).sum(1), (w * d).sum(1)
@@ -119,7 +119,7 @@ def _one_draw(net: Any, M: int, rng: np.random.Generator) -> np.ndarray:
         U = W[j - 1] @ H[j]
         ubar = W[j - 1] @ hbar[j] + b[j - 1]
         sd = np.sqrt((U * U).sum(1))
-        g = _unit_integrals(_Unit.of(net.phi(j)), ubar, np.maximum(sd, 1e-300))
+        g = _unit_integrals(Unit.of(net.phi(j)), ubar, np.maximum(sd, 1e-300))
         mu_star = np.sqrt(np.maximum(g["vf"] - g["ed"] ** 2 * sd**2, 0.0))
         nu_star = np.sqrt(np.maximum(g["vd"] - g["nu1"] ** 2 * sd**2, 0.0))
         both = mu_star * nu_star

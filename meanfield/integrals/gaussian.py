@@ -72,7 +72,7 @@ def second_moment(f: Any, q: Any, *, dps: int | None = None) -> Any:
 def cross_moment(f: Any, q1: Any, q2: Any, *, dps: int | None = None) -> Any:
     """I_phi[q1, q2] = E[phi(u) phi(v)], (u, v) centred Gaussian, Var = q1, Cov(u, v) = q2.
 
-    Written as in THEORY.md: u = sqrt(q1) x, v = sqrt(q1) (c x + sqrt(1 - c^2) y), c = q2/q1.
+    Written as in the theory notes: u = sqrt(q1) x, v = sqrt(q1) (c x + sqrt(1 - c^2) y), c = q2/q1.
 
     Args:
         f: an :class:`~meanfield.Activation`.

@@ -1,6 +1,6 @@
 """Numeric Gaussian expectations: a vectorized numpy fast path and an mpmath path at any precision.
 
-Definitions (THEORY.md sec. 2), z, x, y iid N(0, 1), c = q2 / q1:
+Definitions, z, x, y iid N(0, 1), c = q2 / q1:
 
     E[phi^2](q)     = E[phi(sqrt(q) z)^2]
     I_phi[q1, q2]   = E[phi(u) phi(v)],  u = sqrt(q1) x,  v = sqrt(q1) (c x + sqrt(1 - c^2) y)

@@ -13,7 +13,6 @@ Validation follows sympy: a condition raises only when the assumptions *prove* i
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import mpmath
@@ -154,7 +153,7 @@ class GaussianExpectation(sympy.Expr):
     def _eval_evalf(self, prec):
         if not (self.q1.is_number and self.q2.is_number) or (self.phi.free_symbols - {X}):
             return None
-        from .numeric import mp_cross, prepare
+        from .numeric import mp_cross
 
         dps = max(15, mpmath.libmp.prec_to_dps(prec))
         q1 = sympy.Float(self.q1, dps + 5)

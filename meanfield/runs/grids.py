@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,10 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sympy
-
-from ..spec.activations import CATALOGUE, Activation, activation
-from ..spec.grammar import NORM_KINDS, canonical_json, network_from_spec, network_spec
+from ..spec.activations import CATALOGUE, Activation
+from ..spec.grammar import canonical_json, network_from_spec, network_spec, parse_activation, parse_norms
 from ..errors import InvalidArgument, check_int, check_real, closest
 from ..spec.network import BatchNorm, LayerNorm, Network
 
@@ -145,74 +142,6 @@ def _options(key: str, value: Any) -> tuple:
     return options
 
 
-_ACT_CALL = re.compile(r"^\s*([A-Za-z_][\w\-]*)\s*\((.*)\)\s*$")
-
-
-def _parse_activation(key: str, value: Any) -> Any:
-    if isinstance(value, Activation):
-        return value
-    if isinstance(value, str):
-        match = _ACT_CALL.match(value)
-        if not match:
-            return activation(value)
-        name, inner = match.groups()
-        params = {}
-        for part in filter(None, (p.strip() for p in inner.split(","))):
-            k, eq, v = part.partition("=")
-            if not eq:
-                raise InvalidArgument(key, value, "a name, or name(param=value, ...) e.g. 'leaky_relu(a=0.2)'")
-            try:
-                params[k.strip()] = float(v)
-            except ValueError:
-                raise InvalidArgument(key, value, "numeric activation parameters, e.g. 'leaky_relu(a=0.2)'") from None
-        return activation(name, **params)
-    if isinstance(value, Mapping):
-        table = dict(value)
-        if "expr" in table:
-            expr = table.pop("expr")
-            name = table.pop("name", None)
-            return Activation.from_expr(expr, name=name, **table)
-        if "name" in table:
-            return activation(table.pop("name"), **table)
-        raise InvalidArgument(key, value, "a table with 'name' (and parameters) or 'expr' (and 'name')")
-    if isinstance(value, Sequence):  # one activation per hidden layer
-        return tuple(_parse_activation(key, v) for v in value)
-    raise InvalidArgument(key, value, "a catalogue name, 'name(a=...)', {expr = ...}, or a per-layer list")
-
-
-def _parse_norm(key: str, text: Any) -> BatchNorm | LayerNorm:
-    if isinstance(text, (BatchNorm, LayerNorm)):
-        return text
-    if not isinstance(text, str):
-        raise InvalidArgument(key, text, "a norm like 'batch:last', 'batch-center:2' or 'layer:1'")
-    kind, colon, layer = text.strip().partition(":")
-    kind = kind.strip().lower().replace("_", "-")
-    kind = {"batchnorm": "batch", "bn": "batch", "layernorm": "layer", "ln": "layer"}.get(kind, kind)
-    if not colon or kind not in NORM_KINDS:
-        near = closest(kind, NORM_KINDS)
-        raise InvalidArgument(key, text, "'KIND:LAYER' with KIND one of " + ", ".join(NORM_KINDS)
-                              + " and LAYER a number or 'last' (e.g. 'batch:last')",
-                              f"did you mean '{near}:{layer.strip() or 'last'}'?" if near and colon else None)
-    try:
-        if kind == "layer":
-            return LayerNorm(layer.strip())
-        return BatchNorm(layer.strip(), center_only=kind == "batch-center")
-    except InvalidArgument as err:
-        raise InvalidArgument(key, text, err.allowed, err.hint) from None
-
-
-def _parse_norms(key: str, value: Any) -> tuple:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return ()
-    if isinstance(value, (BatchNorm, LayerNorm)):
-        return (value,)
-    if isinstance(value, str):
-        return tuple(_parse_norm(key, part) for part in value.split(",") if part.strip())
-    if isinstance(value, Iterable):
-        return tuple(_parse_norm(key, v) for v in value)
-    raise InvalidArgument(key, value, "'none', a norm like 'batch:last', or a list of norms")
-
-
 def _parse_real_or_layers(key: str, value: Any, minimum: float | None, strict: bool) -> Any:
     if value is None and key == "alphas":
         return None
@@ -243,11 +172,11 @@ def _parse(key: str, value: Any) -> tuple:
         return _parse_seeds(value)
     if key == "activation":
         # a list of strings is options; a nested list is one per-layer option
-        return tuple(_parse_activation(key, v) for v in _options(key, value))
+        return tuple(parse_activation(v, key) for v in _options(key, value))
     if key == "norms":
         if value is None or isinstance(value, (str, BatchNorm, LayerNorm)):
-            return (_parse_norms(key, value),)
-        return tuple(_parse_norms(key, v) for v in _options(key, value))
+            return (parse_norms(value, key),)
+        return tuple(parse_norms(v, key) for v in _options(key, value))
     options = _options(key, value)
     if key in ("depth", "outputs", "width", "samples"):
         return tuple(check_int(key, v, minimum=1) for v in options)

@@ -22,6 +22,11 @@ Tables (the columns of ``results`` after the fixed ones are added as tasks repor
               meanfield_version
     failures  key, sweep, task, network, width, samples, seed, error, traceback, worker, finished
 
+``meanfield reproduce`` keeps its points in a store of this format too (``results.sqlite`` in its output
+folder; a run is a row of ``sweeps`` with task 'reproduce'): its values differ from kind to kind, so a
+row holds them as JSON text in ``result_json`` (and the CSV labels in ``labels_json``), see
+:mod:`meanfield.runs.reproduce.cache`.
+
 A failed task is not "done": a resumed sweep tries it again.
 
 Example:
@@ -56,17 +61,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..spec.grammar import canonical_json
+from .summaries import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, summary_rows, summary_table
 
-__all__ = ["ResultStore", "SweepResults", "load", "FORMAT_VERSION"]
+__all__ = ["ResultStore", "SweepResults", "load", "FORMAT_VERSION", "IDENTITY_COLUMNS", "BOOKKEEPING_COLUMNS",
+           "meanfield_version", "now", "sql_value", "identity_columns"]
 
 #: Bumped when the layout of the tables changes incompatibly.
 FORMAT_VERSION = "1"
 
-#: Columns every results row has, in order (the task's statistics follow).
-IDENTITY_COLUMNS = ("key", "sweep", "task", "network", "depth", "activation", "sigma_w2", "sigma_b2", "outputs",
-                    "alphas", "norms", "input_q1", "input_q2", "width", "samples", "seed")
-#: Bookkeeping columns (not statistics).
-BOOKKEEPING_COLUMNS = ("elapsed", "cpu", "worker", "finished", "meanfield_version")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,7 +94,8 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _version() -> str:
+def meanfield_version() -> str:
+    """The installed meanfield version (stored with every record and run)."""
     from .. import __version__
     return __version__
 
@@ -195,7 +199,7 @@ class ResultStore:
                     db.execute(statement)
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"meanfield {_version()}",))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"meanfield {meanfield_version()}",))
         except BaseException:
             db.close()
             raise
@@ -275,7 +279,7 @@ class ResultStore:
             cursor = db.execute(
                 "INSERT INTO sweeps (started, status, meanfield_version, python, host, scheduler, task, points,"
                 " skipped, computed, failed, duplicates, grid, grid_source) VALUES (?,?,?,?,?,?,?,?,?,0,0,0,?,?)",
-                (now(), "running", _version(), sys.version.split()[0], socket.gethostname(), scheduler, task,
+                (now(), "running", meanfield_version(), sys.version.split()[0], socket.gethostname(), scheduler, task,
                  points, skipped, json.dumps(grid) if grid is not None else None, grid_source))
             return int(cursor.lastrowid)
 
@@ -321,6 +325,42 @@ class ResultStore:
         with self._transaction() as db:
             db.execute(f"INSERT INTO failures ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        [sql_value(c, failure.get(c)) for c in columns])
+
+
+def _uniform(values: list) -> Any:
+    return values[0] if all(v == values[0] for v in values) else values
+
+
+def identity_columns(key: str, task: str, sweep_id: int | None, spec: dict, width: int | None,
+                     samples: int | None, seed: int | None) -> dict:
+    """The identity columns of a record: key, the network's spec (``meanfield.spec.grammar.network_spec``)
+    and the point's width, samples and seed.
+
+    A per-layer value that is the same in every layer is stored as that number (so SQL filters
+    like ``sigma_w2 = 2`` work); otherwise as a JSON list.
+
+    Example:
+        >>> spec = {"depth": 1, "activation": [{"family": "relu", "params": {}}], "sigma_w2": [2.0],
+        ...         "sigma_b2": [0.0], "outputs": 1, "alphas": [1.0], "norms": [], "input_q1": 1.0, "input_q2": 0.0}
+        >>> row = identity_columns("k", "fisher", None, spec, 8, 2, 0)
+        >>> row["activation"], row["sigma_w2"], row["norms"], row["width"]
+        ('relu', 2.0, 'none', 8)
+    """
+    names = [a.get("name") or _family_name(a) for a in spec["activation"]]
+    return {"key": key, "sweep": sweep_id, "task": task, "network": canonical_json(spec),
+            "depth": spec["depth"],
+            "activation": ",".join(names) if len(set(names)) > 1 else names[0],
+            "sigma_w2": _uniform(spec["sigma_w2"]), "sigma_b2": _uniform(spec["sigma_b2"]),
+            "outputs": spec["outputs"], "alphas": _uniform(spec["alphas"]),
+            "norms": ",".join(spec["norms"]) or "none", "input_q1": spec["input_q1"], "input_q2": spec["input_q2"],
+            "width": width, "samples": samples, "seed": seed}
+
+
+def _family_name(spec: dict) -> str:
+    params = spec.get("params") or {}
+    if not params:
+        return spec["family"]
+    return f"{spec['family']}({', '.join(f'{k}={v:g}' for k, v in params.items())})"
 
 
 # -- reading results ------------------------------------------------------------------------------------
@@ -410,7 +450,6 @@ class SweepResults:
         return pandas.DataFrame.from_records(list(self.records), columns=list(self.columns))
 
     def __str__(self) -> str:
-        from .sweeps import summary_table
         head = f"SweepResults: {len(self.records)} records"
         if self.failures:
             head += f", {len({f['key'] for f in self.failures})} failed tasks"
@@ -424,7 +463,6 @@ class SweepResults:
         return "\n".join(parts)
 
     def _repr_latex_(self) -> str:
-        from .sweeps import summary_rows
         header, rows = summary_rows(self.records)
         if not rows:
             return r"$\text{%d records}$" % len(self.records)

@@ -4,7 +4,8 @@ Each task runs ``predict(net, M, T)`` (theory) and ``sample(net, M, T, seed)`` (
 exact Fisher spectrum) and the process that called :func:`sweep` appends the record to an SQLite
 results store (:mod:`meanfield.runs.store`), one committed transaction per record. Tasks run
 
-* on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process).
+* on local processes (``concurrent.futures.ProcessPoolExecutor``; ``processes=1`` runs in-process;
+  the executors live in :mod:`meanfield.runs.executors`, shared with ``meanfield reproduce``).
   Workers are spawned (fresh interpreters, one BLAS thread per core share), so a custom task must
   be importable: defined in a module, or in a script under ``if __name__ == "__main__":`` guard;
 * or on an existing Dask cluster, ``scheduler="tcp://host:8786"`` (or a ``distributed.Client`` /
@@ -44,23 +45,21 @@ Example:
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import contextlib
 import functools
-import multiprocessing
 import os
-import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgument, check_int, check_real
+from ..errors import InvalidArgument, check_real
+from .executors import CONNECT_TIMEOUT, ExecutorError, SchedulerUnavailable, check_execution, make_executor
 from .grids import Grid, Point, canonical_json, load_grid
-from .store import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, ResultStore, SweepResults, _version, load, now, sql_value
+from .store import (BOOKKEEPING_COLUMNS, ResultStore, SweepResults, identity_columns, load, meanfield_version, now,
+                    sql_value)
+from .summaries import summary_table
 
 __all__ = ["sweep", "load_sweep", "fisher_task", "SweepReport", "SchedulerUnavailable", "SweepError",
            "add_sweep_arguments", "cli_run", "sweep_main", "summary_table"]
@@ -68,29 +67,8 @@ __all__ = ["sweep", "load_sweep", "fisher_task", "SweepReport", "SchedulerUnavai
 #: ``meanfield.load_sweep(path)``: the records of a results store (:func:`meanfield.runs.store.load`).
 load_sweep = load
 
-#: Seconds to wait for a Dask scheduler to answer before raising SchedulerUnavailable.
-CONNECT_TIMEOUT = 5.0
-#: How often a broken local process pool (a worker killed, e.g. out of memory) is replaced.
-POOL_RESTARTS = 3
-
-
-class SchedulerUnavailable(InvalidArgument):
-    """The Dask scheduler address did not answer within the timeout (or distributed is missing).
-
-    Example:
-        >>> print(SchedulerUnavailable("tcp://127.0.0.1:9", "no answer within 2 s"))
-        scheduler='tcp://127.0.0.1:9' is not allowed: expected the address of a running Dask scheduler, e.g. tcp://host:8786 (no answer within 2 s)
-    """
-
-    def __init__(self, address: Any, hint: str | None = None):
-        super().__init__("scheduler", address, "the address of a running Dask scheduler, e.g. tcp://host:8786", hint)
-
-    def __reduce__(self):
-        return (type(self), (self.value, self.hint))
-
-
-class SweepError(RuntimeError):
-    """The executor itself failed (not a task): e.g. local worker processes keep dying."""
+#: The executor failed (not a task): the name sweeps have always raised.
+SweepError = ExecutorError
 
 
 # -- the task ----------------------------------------------------------------------------------------
@@ -181,232 +159,12 @@ def task_name(task: Callable) -> str:
     return f"{module}.{qual}"
 
 
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def run_task(task: Callable, point: Point, key: str) -> dict:
-    """Run one task on a worker; exceptions come back as data so one bad point stops nothing."""
-    start, cpu = time.perf_counter(), time.process_time()
-    try:
-        stats = task(point)
-        if not isinstance(stats, Mapping):
-            raise TypeError(f"the task returned {type(stats).__name__}, not a dict of statistics")
-        outcome = {"ok": True, "key": key, "stats": dict(stats)}
-    except Exception as err:  # noqa: BLE001 - any task error is recorded as a failure of that point
-        outcome = {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
-                   "traceback": traceback.format_exc()}
-    # cpu < elapsed means the task waited for a core (a busy machine, or BLAS threads fighting)
-    outcome.update(elapsed=time.perf_counter() - start, cpu=time.process_time() - cpu, worker=_worker_id())
-    return outcome
-
-
-# -- executors: each yields (point, key, outcome) as tasks complete -----------------------------------
-
-
-class _Serial:
-    description = "serial (in-process)"
-
-    def __init__(self, task):
-        self.task = task
-
-    def run(self, items):
-        for point, key in items:
-            yield point, key, run_task(self.task, point, key)
-
-    def close(self, abort=False):
-        pass
-
-
-#: Thread-count variables of BLAS / OpenMP libraries, set for local workers as Dask's nanny does.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                     "NUMEXPR_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _worker_threads(threads: int):
-    """BLAS threads per worker = CPUs // processes (unless the user set them), while workers start.
-
-    N processes each running a BLAS with N threads oversubscribe the cores; on a busy machine a
-    spinning OpenBLAS made one sample 40x slower than with one thread (measured, 2 cores).
-    """
-    added = [v for v in _THREAD_VARIABLES if v not in os.environ]
-    for v in added:
-        os.environ[v] = str(threads)
-    try:
-        yield
-    finally:
-        for v in added:
-            os.environ.pop(v, None)
-
-
-class _LocalPool:
-    def __init__(self, task, processes: int):
-        self.task = task
-        self.processes = processes
-        self.threads = max(1, _available_cpus() // processes)
-        self.description = f"{processes} local processes"
-        self.pool = None
-
-    def run(self, items):
-        pending = list(items)
-        restarts = 0
-        while pending:
-            with _worker_threads(self.threads):
-                # spawn: fresh interpreters that read the thread variables above and inherit no
-                # thread or lock of this process (a Dask client, a progress bar). Workers start
-                # during the submissions, so they all see the variables.
-                self.pool = concurrent.futures.ProcessPoolExecutor(
-                    min(self.processes, len(pending)), mp_context=multiprocessing.get_context("spawn"))
-                futures = {self.pool.submit(run_task, self.task, p, k): (p, k) for p, k in pending}
-            broken = False
-            for future in concurrent.futures.as_completed(futures):
-                point, key = futures[future]
-                try:
-                    outcome = future.result()
-                except concurrent.futures.process.BrokenProcessPool:
-                    broken = True
-                    continue
-                futures[future] = None
-                yield point, key, outcome
-            pending = [pk for pk in futures.values() if pk is not None]
-            self.pool.shutdown(wait=True)
-            self.pool = None
-            if broken and pending:
-                restarts += 1
-                if restarts > POOL_RESTARTS:
-                    raise SweepError(f"local worker processes died {restarts} times (out of memory? a crash in a "
-                                     f"task?); {len(pending)} tasks not run. Rerun the sweep to resume them, "
-                                     "or use fewer processes")
-            elif pending:  # pragma: no cover - as_completed returns every future
-                raise SweepError(f"{len(pending)} tasks neither finished nor failed")
-
-    def close(self, abort=False):
-        if self.pool is None:
-            return
-        if abort:
-            # in-flight tasks would otherwise run to completion before the interpreter can exit
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()
-        self.pool.shutdown(wait=not abort, cancel_futures=True)
-
-
-class _Dask:
-    def __init__(self, task, scheduler, connect_timeout: float, quiet: bool):
-        try:
-            import distributed
-        except ImportError:
-            raise SchedulerUnavailable(scheduler, "running on a Dask cluster needs the 'distributed' package: "
-                                       "pip install 'meanfield-fisher[dask]'") from None
-        self.distributed = distributed
-        self.task = task
-        self.own = False
-        self.futures = []
-        if isinstance(scheduler, distributed.Client):
-            self.client = scheduler
-        else:
-            address = getattr(scheduler, "scheduler_address", scheduler)  # a LocalCluster / SpecCluster
-            if not isinstance(address, str) or not address.strip():
-                raise InvalidArgument("scheduler", scheduler, "a scheduler address 'tcp://host:port', a "
-                                      "distributed.Client, or a cluster object")
-            try:
-                self.client = distributed.Client(address, timeout=connect_timeout, set_as_default=False)
-            except Exception as err:  # noqa: BLE001 - OSError, TimeoutError, protocol errors of a non-Dask port
-                raise SchedulerUnavailable(address, f"no Dask scheduler answered within {connect_timeout:g} s: "
-                                           f"{type(err).__name__}: {err}") from None
-            self.own = True
-        workers = len(self.client.scheduler_info().get("workers", {}))
-        self.description = f"Dask scheduler {self.client.scheduler.address} ({workers} workers)"
-        if not workers and not quiet:
-            print("meanfield sweep: the Dask scheduler has no workers yet; tasks wait until workers join",
-                  file=sys.stderr)
-
-    def run(self, items):
-        items = list(items)
-        if not items:
-            return
-        by_key = {key: point for point, key in items}
-        points = [p for p, _ in items]
-        keys = [k for _, k in items]
-        # The task key as the Dask key: two clients sweeping the same points share the work.
-        self.futures = self.client.map(run_task, [self.task] * len(items), points, keys,
-                                       key=[f"meanfield-sweep-{k}" for k in keys], pure=False)
-        # with_results: the client's event loop fetches results concurrently as tasks finish,
-        # rather than this thread asking for them one round trip at a time
-        for future, outcome in self.distributed.as_completed(self.futures, loop=self.client.loop, with_results=True,
-                                                             raise_errors=False):
-            key = str(future.key)[len("meanfield-sweep-"):]
-            if isinstance(outcome, BaseException) or future.status != "finished":
-                # KilledWorker (the task took 3 workers down with it), cancelled, lost
-                err = outcome if isinstance(outcome, BaseException) else RuntimeError(future.status)
-                outcome = {"ok": False, "key": key, "error": f"{type(err).__name__}: {err}",
-                           "traceback": "".join(traceback.format_exception_only(type(err), err)),
-                           "elapsed": None, "cpu": None, "worker": None}
-            future.release()
-            yield by_key[key], key, outcome
-
-    def close(self, abort=False):
-        if abort and self.futures:
-            try:
-                self.client.cancel(self.futures)
-            except Exception:  # noqa: BLE001 - the client may already be gone; nothing else to do
-                pass
-        if self.own:
-            self.client.close()
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _check_execution(scheduler, processes) -> int | None:
-    """The number of local processes (None on Dask); raises on options that contradict."""
-    if scheduler is not None:
-        if processes is not None:
-            raise InvalidArgument("processes", processes, "None when a Dask scheduler is given",
-                                  "the cluster's workers decide the parallelism")
-        return None
-    return _available_cpus() if processes is None else check_int("processes", processes, minimum=1)
-
-
-def _executor(task, scheduler, processes, connect_timeout, quiet):
-    n = _check_execution(scheduler, processes)
-    if n is None:
-        return _Dask(task, scheduler, connect_timeout, quiet)
-    return _Serial(task) if n == 1 else _LocalPool(task, n)
+def identity(point: Point, key: str, task: str, sweep_id: int | None) -> dict:
+    """The identity columns of a sweep record (:func:`meanfield.runs.store.identity_columns` of the point)."""
+    return identity_columns(key, task, sweep_id, point.spec, point.width, point.samples, point.seed)
 
 
 # -- records --------------------------------------------------------------------------------------
-
-
-def _uniform(values: list) -> Any:
-    return values[0] if all(v == values[0] for v in values) else values
-
-
-def identity(point: Point, key: str, task: str, sweep_id: int | None) -> dict:
-    """The identity columns of a record: key, spec, the grid coordinates of the point.
-
-    A per-layer value that is the same in every layer is stored as that number (so SQL filters
-    like ``sigma_w2 = 2`` work); otherwise as a JSON list.
-    """
-    spec = point.spec
-    names = [a.get("name") or _family_name(a) for a in spec["activation"]]
-    return {"key": key, "sweep": sweep_id, "task": task, "network": canonical_json(spec), "depth": spec["depth"],
-            "activation": ",".join(names) if len(set(names)) > 1 else names[0],
-            "sigma_w2": _uniform(spec["sigma_w2"]), "sigma_b2": _uniform(spec["sigma_b2"]),
-            "outputs": spec["outputs"], "alphas": _uniform(spec["alphas"]),
-            "norms": ",".join(spec["norms"]) or "none", "input_q1": spec["input_q1"], "input_q2": spec["input_q2"],
-            "width": point.width, "samples": point.samples, "seed": point.seed}
-
-
-def _family_name(spec: dict) -> str:
-    params = spec.get("params") or {}
-    if not params:
-        return spec["family"]
-    return f"{spec['family']}({', '.join(f'{k}={v:g}' for k, v in params.items())})"
 
 
 @dataclass(frozen=True)
@@ -448,94 +206,6 @@ class SweepReport:
                                                          if ran and self.seconds > 0 else ""))]
         w = max(len(k) for k, _ in rows)
         return "Sweep\n" + "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
-
-
-# -- summary table ---------------------------------------------------------------------------------
-
-
-_PAIRS = ("m", "s", "lambda_max")
-_MAX_ROWS = 30
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _mean_sem(values: list) -> str:
-    values = [float(v) for v in values if v is not None]
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.4g}"
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return f"{mean:.4g} ± {(var / len(values)) ** 0.5:.2g}"
-
-
-def _network_label(r: dict) -> str:
-    parts = [f"L={r.get('depth')}", str(r.get("activation")), f"sw2={_fmt(r.get('sigma_w2'))}",
-             f"sb2={_fmt(r.get('sigma_b2'))}", f"C={r.get('outputs')}"]
-    if r.get("norms") not in (None, "none"):
-        parts.append(str(r["norms"]))
-    if r.get("alphas") not in (None, 1, 1.0):
-        parts.append(f"alphas={r['alphas']}")
-    return " ".join(parts)
-
-
-def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the summary: one row per (network, M, T), seeds averaged (mean ± sem)."""
-    if not records:
-        return [], []
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r.get("network"), r.get("width"), r.get("samples")), []).append(r)
-    columns = set().union(*(r.keys() for r in records))
-    if all(f"predicted_{n}" in columns and f"sampled_{n}" in columns for n in _PAIRS):
-        stats = [col for n in _PAIRS for col in ((f"{n} theory", f"predicted_{n}", False),
-                                                 (f"{n} sampled", f"sampled_{n}", True))]
-    else:
-        skip = set(IDENTITY_COLUMNS) | set(BOOKKEEPING_COLUMNS)
-        numeric = [c for c in records[0] if c not in skip and isinstance(records[0][c], (int, float))]
-        stats = [(c, c, True) for c in numeric[:6]]
-    header = ["network", "M", "T", "seeds"] + [label for label, _, _ in stats]
-    rows = []
-    for (_, width, samples), group in groups.items():
-        row = [_network_label(group[0]), str(width), str(samples), str(len(group))]
-        for _, column, average in stats:
-            values = [g.get(column) for g in group]
-            first = group[0]
-            if column == "predicted_lambda_max" and first.get("predicted_lambda_max_kind") == "bound":
-                # only bounded by the theory (e.g. batch norm on the output): show the interval
-                row.append(f"{_fmt(first.get('predicted_lambda_max_lo'))}..{_fmt(first.get('predicted_lambda_max_hi'))}")
-            else:
-                row.append(_mean_sem(values) if average else _fmt(values[0]))
-        rows.append(row)
-    if len(rows) > _MAX_ROWS:
-        more = len(rows) - _MAX_ROWS
-        rows = rows[:_MAX_ROWS] + [[f"... {more} more (network, M, T) groups"] + [""] * (len(header) - 1)]
-    return header, rows
-
-
-def summary_table(records: list[dict]) -> str:
-    """An aligned text table of :func:`summary_rows` (what a sweep prints at the end).
-
-    Example:
-        >>> print(summary_table([{"network": "a", "depth": 2, "activation": "relu", "sigma_w2": 2.0,
-        ...                       "sigma_b2": 0.0, "outputs": 1, "width": 8, "samples": 2, "seed": s,
-        ...                       "P": 17} for s in (0, 1)]))
-        network                     M  T  seeds  P
-        L=2 relu sw2=2 sb2=0 C=1    8  2  2      17 ± 0
-    """
-    header, rows = summary_rows(records)
-    if not header:
-        return "(no records)"
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
 
 
 # -- the sweep ----------------------------------------------------------------------------------------
@@ -584,7 +254,7 @@ def sweep(grid: Any, store: str | os.PathLike | ResultStore, *, scheduler: Any =
     if not isinstance(resume, bool):
         raise InvalidArgument("resume", resume, "True or False")
     connect_timeout = check_real("connect_timeout", connect_timeout, minimum=0, strict_min=True, symbolic=False)
-    _check_execution(scheduler, processes)
+    check_execution(scheduler, processes)
     points = grid.points()
     check = getattr(task, "check", None)
     if check is not None:
@@ -609,7 +279,7 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                               f"{store.path} holds {len(done)} of its {len(points)} points: pass resume=True "
                               "(--resume) to skip them, or use a new store")
     todo = sorted(((p, k) for p, k in zip(points, keys) if k not in done), key=lambda pk: -pk[0].cost())
-    executor = _executor(task, scheduler, processes, connect_timeout, quiet) if todo else None
+    executor = make_executor(task, scheduler, processes, connect_timeout, quiet) if todo else None
     description = executor.description if executor else "none (nothing to do)"
     sweep_id = store.begin_sweep(task=name, points=len(points), skipped=len(done), scheduler=description,
                                  grid=grid.to_dict(), grid_source=grid.source)
@@ -631,7 +301,7 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                 if ok:
                     record.update(outcome["stats"])
                     record.update(elapsed=outcome["elapsed"], cpu=outcome["cpu"], worker=outcome["worker"],
-                                  finished=now(), meanfield_version=_version())
+                                  finished=now(), meanfield_version=meanfield_version())
                     if store.add(record):
                         computed += 1
                     else:
@@ -658,7 +328,8 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                          executor=description, status=status, store=str(store.path), sweep_id=sweep_id)
     results = load(store, keys=keys)
     order = {key: i for i, key in enumerate(keys)}  # grid order, whatever order the tasks finished in
-    results = SweepResults(records=sorted(results.records, key=lambda r: order[r["key"]]), columns=results.columns, failures=results.failures,
+    results = SweepResults(records=sorted(results.records, key=lambda r: order[r["key"]]), columns=results.columns,
+                           failures=results.failures,
                            path=results.path, report=report)
     if not quiet:
         print(results)

@@ -37,9 +37,10 @@ from scipy.special import erf
 
 from ..spec.activations import X, Activation
 from ..errors import InvalidArgument, check_int
-from ..spec.network import BatchNorm, LayerNorm, Network
+from ..spec.network import BatchNorm, Network
 
-__all__ = ["Draw", "Trace", "Gradients", "DegenerateBatch", "draw", "forward", "vjp"]
+__all__ = ["Draw", "Trace", "Gradients", "DegenerateBatch", "draw", "forward", "vjp", "check_batch", "dphi",
+           "norm_backward", "backward_layer"]
 
 
 class DegenerateBatch(InvalidArgument):
@@ -216,7 +217,14 @@ def _phi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
     return np.asarray(_numeric(net.phi(layer))(x), dtype=np.float64)
 
 
-def _dphi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
+def dphi(net: Network, layer: int, x: np.ndarray) -> np.ndarray:
+    """phi_layer'(x) element-wise, float64, broadcast to the shape of x (0 for step-like activations).
+
+    Example:
+        >>> net = Network(2, "relu", 2, 0)
+        >>> dphi(net, 1, np.array([-1.0, 2.0])).tolist()
+        [0.0, 1.0]
+    """
     return np.broadcast_to(np.asarray(_numeric_derivative(net.phi(layer))(x), dtype=np.float64), np.shape(x))
 
 
@@ -399,7 +407,7 @@ def norm_backward(net: Network, trace: Trace, layer: int, g: np.ndarray) -> np.n
 def backward_layer(net: Network, trace: Trace, layer: int, du: np.ndarray) -> np.ndarray:
     """Cotangent at u^{layer-1} from the cotangent at u^layer (batched over leading axes)."""
     W = np.asarray(trace.weights[layer - 1])
-    g = (du @ W) * _dphi(net, layer - 1, trace.normalized[layer - 2])
+    g = (du @ W) * dphi(net, layer - 1, trace.normalized[layer - 2])
     return norm_backward(net, trace, layer - 1, g)
 
 

@@ -52,7 +52,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from .backprop import Trace, _dphi, backward_layer, check_batch, norm_backward
+from .backprop import Trace, backward_layer, check_batch, dphi, norm_backward
+from ..display import fmt, latex_value
 from ..errors import InvalidArgument, check_choice
 from ..spec.network import BatchNorm, LayerNorm, Network
 
@@ -231,7 +232,7 @@ def _bn_below(e: np.ndarray, trace: Trace, net: Network, l: int) -> np.ndarray:
     norm = net.norm_at(lb)
     W = np.asarray(trace.weights[lb - 1])                 # (M_B, M_l)
     Ml = W.shape[1]
-    phi = np.ascontiguousarray(_dphi(net, l, trace.normalized[l - 1]))  # (T, M_l)
+    phi = np.ascontiguousarray(dphi(net, l, trace.normalized[l - 1]))  # (T, M_l)
     K = _kernel(trace, l)
     Lf, lower = _factor(K, trace.hidden(l - 1))
     below = net.norm_at(l)
@@ -360,7 +361,7 @@ def _layer_blocks(net: Network, trace: Trace):
     if L == 1:
         return
     W = np.asarray(trace.weights[L - 1])
-    e = W[:, None, :] * _dphi(net, L - 1, trace.normalized[L - 2])[None]   # at ũ^{L-1}, (C, T, M)
+    e = W[:, None, :] * dphi(net, L - 1, trace.normalized[L - 2])[None]   # at ũ^{L-1}, (C, T, M)
     l = L - 1
     while l > top:
         delta = norm_backward(net, trace, l, e) if isinstance(net.norm_at(l), LayerNorm) else e
@@ -368,7 +369,7 @@ def _layer_blocks(net: Network, trace: Trace):
         if l > 1:
             W = np.asarray(trace.weights[l - 1])
             Ml = delta.shape[2]
-            e = (delta.reshape(-1, Ml) @ W).reshape(C, T, -1) * _dphi(net, l - 1, trace.normalized[l - 2])[None]
+            e = (delta.reshape(-1, Ml) @ W).reshape(C, T, -1) * dphi(net, l - 1, trace.normalized[l - 2])[None]
         l -= 1
     if top == 0:
         return
@@ -593,26 +594,6 @@ class LayerGram:
     kappa2: float | None
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _tex(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (float, np.floating)):
-        text = f"{v:.6g}"
-        if "e" in text:
-            mant, exp = text.split("e")
-            return f"{mant} \\times 10^{{{int(exp)}}}"
-        return text
-    return str(v)
-
-
 @dataclass(frozen=True, eq=False)
 class SampledSpectrum:
     """FIM statistics of one sampled network and batch, exact (from the dual Gram G = J J^T / T).
@@ -676,10 +657,10 @@ class SampledSpectrum:
                 f"lambda_max by {self.lambda_max_method}  ({self.seconds:.3g} s)")
         rows = self._rows()
         w = max(len(k) for k, _ in rows)
-        body = "\n".join(f"  {k:<{w}}  {_fmt(v):>14}" for k, v in rows)
+        body = "\n".join(f"  {k:<{w}}  {fmt(v):>14}" for k, v in rows)
         cols = ("layer", "method", "params", "gram_diag", "gram_offdiag", "kappa1", "kappa2")
-        table = [cols] + [(str(x.layer), x.method, str(x.parameters), _fmt(x.gram_diag), _fmt(x.gram_offdiag),
-                           _fmt(x.kappa1), _fmt(x.kappa2)) for x in self.layers]
+        table = [cols] + [(str(x.layer), x.method, str(x.parameters), fmt(x.gram_diag), fmt(x.gram_offdiag),
+                           fmt(x.kappa1), fmt(x.kappa2)) for x in self.layers]
         widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
         lines = ["  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(r)) for r in table]
         return f"{head}\n{body}\n  per layer:\n" + "\n".join(lines)
@@ -689,9 +670,9 @@ class SampledSpectrum:
     def _repr_latex_(self) -> str:
         names = {"P": "P", "m": "m", "s": "s", "lambda_max": r"\lambda_{\max}", "gram_diag": r"\bar G_{\rm diag}",
                  "gram_offdiag": r"\bar G_{\rm off}", "kappa1": r"\kappa_1", "kappa2": r"\kappa_2"}
-        rows = " \\\\ ".join(f"{names[k]} & {_tex(v)}" for k, v in self._rows())
+        rows = " \\\\ ".join(f"{names[k]} & {latex_value(v)}" for k, v in self._rows())
         layer_rows = " \\\\ ".join(
-            f"{x.layer} & {_tex(x.gram_diag)} & {_tex(x.gram_offdiag)} & {_tex(x.kappa1)} & {_tex(x.kappa2)}"
+            f"{x.layer} & {latex_value(x.gram_diag)} & {latex_value(x.gram_offdiag)} & {latex_value(x.kappa1)} & {latex_value(x.kappa2)}"
             for x in self.layers)
         return (f"$\\text{{sampled: }} M={self.width},\\ T={self.samples},\\ \\text{{seed}}={self.seed}"
                 f"\\quad \\begin{{array}}{{lr}} {rows} \\end{{array}}"

@@ -25,15 +25,10 @@ import numpy as np
 from .backprop import DegenerateBatch, Draw, Gradients, Trace, check_batch, draw, forward, vjp
 from ..errors import InvalidArgument, check_int
 from ..spec.network import Network
-from .gram import LayerGram, SampledSpectrum, check_memory, gram, gram_bytes, gram_plan, top_eigenvalue
+from .gram import LayerGram, SampledSpectrum, check_memory, gram, gram_bytes, top_eigenvalue
 
 __all__ = ["sample", "sample_many", "SampleSummary", "SampledSpectrum", "LayerGram", "DegenerateBatch",
            "Draw", "Trace", "Gradients", "draw", "forward", "vjp"]
-
-
-def _alpha(net: Network) -> float:
-    a = net.alphas
-    return float(sum(float(a[l]) * float(a[l - 1]) for l in range(1, net.depth)))
 
 
 def sample(net: Network, width: int, samples: int, seed: int = 0, *, eigenvalues: bool = False,
@@ -85,7 +80,7 @@ def sample(net: Network, width: int, samples: int, seed: int = 0, *, eigenvalues
         lam, method = float(eigs[0]), "dense"
     else:
         lam, method = top_eigenvalue(G)
-    alpha = _alpha(net)
+    alpha = float(net.alpha)
     M = int(width)
 
     def kappa(v):

@@ -1,26 +1,21 @@
-"""eta_max = 2 / lambda_max: the largest stable gradient-descent step, predicted and tested by training.
+"""Full-batch gradient descent on sampled networks: the step at which a minimum stops being stable.
 
-The practical meaning of the FIM's largest eigenvalue is the step size gradient descent can take.
-For the squared loss over the batch of T inputs,
+For the squared loss over the batch of T inputs, Loss(theta) = (1 / 2T) sum_t ||f(x_t; theta) - y_t||^2,
+the Hessian at a zero-residual minimum is the FIM F = J^T J / T, and gradient descent moves the
+residual, to first order, by r <- (I - eta G) r with G = J J^T / T the dual Gram: the minimum is
+linearly stable exactly when eta < 2 / lambda_max (the prediction is
+:func:`meanfield.theory.learning_rate.max_learning_rate`). This module measures it:
 
-    Loss(theta) = (1 / 2T) sum_t ||f(x_t; theta) - y_t||^2,
-
-the Hessian is J^T J / T + (1/T) sum_a r_a grad^2 f_a, with J the (CT x P) Jacobian of the outputs
-and r = f - y the residual. At a zero-residual minimum the second term vanishes and the Hessian *is*
-the FIM F = J^T J / T. Gradient descent theta <- theta - eta grad Loss then moves the residual, to
-first order, by r <- (I - eta G) r with G = J J^T / T the dual Gram (F's non-zero spectrum), so the
-minimum is linearly stable exactly when eta < 2 / lambda_max. This module gives
-
-- :func:`max_learning_rate`: eta_max = 2 / lambda_max from the theory (finite-width form, with the
-  leading-order value beside it);
 - :func:`train`: full-batch gradient descent on a sampled network (any normalization placement,
   batch statistics over the full batch), in two set-ups: ``"zero_residual"`` (targets produced by
   the network itself, start a small perturbation away) and ``"random_targets"`` (from the drawn
   network toward random targets: loss curve, lambda_max at the end: the "catapult");
 - :func:`stability_threshold`: bisection on c = eta lambda_max for the step at which the
   zero-residual minimum stops being stable (the theory says c = 2);
-- :func:`learning_rate_grid` and :func:`plot_learning_rate_grid`: loss after N steps over (width M,
-  eta) with the predicted boundary eta = 2 / lambda_max(M) drawn on it.
+- :func:`loss_and_gradient`: the loss and its exact gradient, for users and the finite-difference test.
+
+The (width, eta) grid that sets these runs beside the predicted boundary is
+:mod:`meanfield.checking.learning_rate_grid`.
 
 Training is built on the sampler's numeric pieces (``meanfield.sampled.sampling.draw``, ``forward`` and
 ``vjp``): there is one forward and one backward pass in the library, so what is trained is exactly
@@ -32,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,18 +36,18 @@ import scipy.linalg
 
 from ..errors import InvalidArgument, check_choice, check_int, check_real
 from ..spec.network import BatchNorm, Network
+from . import sampling
+from ..display import fmt, latex_table, plain, table
+from .gram import gram, jacobian, top_eigenvalue
 
 __all__ = [
-    "LearningRate",
-    "max_learning_rate",
     "TrainingRun",
     "train",
     "StabilityThreshold",
     "stability_threshold",
-    "LearningRateGrid",
-    "learning_rate_grid",
-    "plot_learning_rate_grid",
     "loss_and_gradient",
+    "SETUPS",
+    "DIRECTIONS",
 ]
 
 SETUPS = ("zero_residual", "random_targets")
@@ -86,156 +81,6 @@ def _rise(loss: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# small display helpers (aligned tables, LaTeX tables)
-# ------------------------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isinf(value):
-            return "inf"
-        return f"{value:.6g}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_fmt(v) for v in value) + ")"
-    return str(value)
-
-
-def _table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return title + "\n" + "\n".join(f"  {k:<{width}}  {_fmt(v)}" for k, v in rows)
-
-
-def _latex_table(rows: Sequence[tuple[str, Any]]) -> str:
-    body = r" \\ ".join(rf"\text{{{k}}} & {_latex_value(v)}" for k, v in rows)
-    return r"$\begin{array}{ll}" + body + r"\end{array}$"
-
-
-def _latex_value(value: Any) -> str:
-    text = _fmt(value)
-    if isinstance(value, str) or isinstance(value, Network):
-        return rf"\text{{{text}}}"
-    if "e" in text and not text.startswith("(") and text not in ("inf", "yes", "no"):
-        mant, exp = text.split("e")
-        return rf"{mant} \times 10^{{{int(exp)}}}"
-    return text if text != "inf" else r"\infty"
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly copy of ``value`` (floats, ints, strings, lists, dicts)."""
-    if isinstance(value, Network):
-        return value.describe()
-    if isinstance(value, (np.floating, float)):
-        # JSON has no inf: an infinite loss (a diverged run) becomes None
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-# ------------------------------------------------------------------------------------------------
-# prediction
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LearningRate:
-    """eta_max = 2 / lambda_max: the predicted largest stable step of full-batch gradient descent.
-
-    Attributes:
-        network, width, samples: what was predicted for (M, T).
-        lambda_max: the theory's lambda_max in its finite-width form (``predict``).
-        eta_max: 2 / lambda_max.
-        lambda_max_leading, eta_max_leading: the same at leading order in M.
-        kind: ``"prediction"``, or ``"bound"`` when the theory only brackets lambda_max (normalization
-            on the output, or kappa_2 <= 0: the top eigenvalue is the bulk edge, not predicted). Then
-            ``lambda_max`` is predict's lower bound lo and ``eta_max`` = 2 / lo an upper bound.
-        eta_max_bounds: (2 / hi, 2 / lo) from predict's bounds (lo, hi) on lambda_max when
-            ``kind == "bound"``, else None.
-    """
-
-    network: Network
-    width: int
-    samples: int
-    lambda_max: float
-    eta_max: float
-    lambda_max_leading: float
-    eta_max_leading: float
-    kind: str = "prediction"
-    eta_max_bounds: tuple[float, float] | None = None
-
-    def _rows(self) -> list[tuple[str, Any]]:
-        rows = [("network", self.network.describe()), ("width M", self.width), ("samples T", self.samples),
-                ("lambda_max (finite width)", self.lambda_max), ("eta_max = 2/lambda_max", self.eta_max),
-                ("lambda_max (leading order)", self.lambda_max_leading),
-                ("eta_max (leading order)", self.eta_max_leading),
-                ("lambda_max is", self.kind if self.kind == "prediction"
-                 else "only bounded: lambda_max is the lower bound, so eta_max is an upper bound")]
-        if self.eta_max_bounds is not None:
-            rows.append(("eta_max between (2/hi, 2/lo)", self.eta_max_bounds))
-        return rows
-
-    def __str__(self) -> str:
-        return _table("LearningRate", self._rows())
-
-    def _repr_latex_(self) -> str:
-        return _latex_table(self._rows())
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as plain Python values (the network as its one-line description)."""
-        return _plain({k: getattr(self, k) for k in self.__dataclass_fields__})
-
-
-def max_learning_rate(net: Network, width: int, samples: int, *, dps: int | None = None) -> LearningRate:
-    """eta_max = 2 / lambda_max(M, T): the predicted largest stable full-batch gradient-descent step.
-
-    Uses :func:`meanfield.predict` (finite-width form; the leading-order value beside it). When the
-    theory only bounds lambda_max, ``kind`` says so and ``eta_max_bounds`` gives the implied range.
-
-    Args:
-        net: the network spec (numeric parameters).
-        width: base width M.
-        samples: batch size T (the FIM is that of the T inputs the step is computed on).
-        dps: optional mpmath precision passed to ``predict``.
-
-    Returns:
-        A :class:`LearningRate`.
-
-    Example:
-        >>> from meanfield import Network
-        >>> lr = max_learning_rate(Network(3, "relu", 2, 0), width=256, samples=16)
-        >>> abs(lr.eta_max * lr.lambda_max - 2) < 1e-12
-        True
-    """
-    from ..theory.fisher import predict
-
-    if not isinstance(net, Network):
-        raise InvalidArgument("net", net, "a meanfield.Network")
-    width = check_int("width", width, minimum=1)
-    samples = check_int("samples", samples, minimum=max(net.min_samples(), 1))
-    stats = predict(net, width, samples, dps=dps)
-    lam = float(stats.lambda_max)
-    lead = float(stats.leading.lambda_max)
-    kind = str(getattr(stats, "lambda_max_kind", "prediction"))
-    bounds = getattr(stats, "lambda_max_bounds", None)
-    eta_bounds = None
-    if kind != "prediction" and bounds is not None:
-        lo, hi = (float(b) for b in bounds)
-        eta_bounds = (2.0 / hi, 2.0 / lo if lo > 0 else math.inf)
-    return LearningRate(network=net, width=width, samples=samples, lambda_max=lam,
-                        eta_max=2.0 / lam, lambda_max_leading=lead, eta_max_leading=2.0 / lead,
-                        kind=kind, eta_max_bounds=eta_bounds)
-
-
-# ------------------------------------------------------------------------------------------------
 # the trained model: a sampled network with its parameters as one flat vector
 # ------------------------------------------------------------------------------------------------
 class _Model:
@@ -245,9 +90,6 @@ class _Model:
     """
 
     def __init__(self, net: Network, width: int, samples: int, seed: int):
-        from . import sampling
-
-        self._sampling = sampling
         self.degenerate = sampling.DegenerateBatch
         self.net = net
         self.draw = sampling.draw(net, width, samples, seed)
@@ -269,21 +111,19 @@ class _Model:
         return _join(self.draw, tuple(arrays[:L]), tuple(arrays[L:]))
 
     def trace(self, theta: np.ndarray) -> Any:
-        return self._sampling.forward(self.net, self.params(theta), self.inputs)
+        return sampling.forward(self.net, self.params(theta), self.inputs)
 
     def outputs(self, theta: np.ndarray) -> np.ndarray:
         return np.asarray(_outputs(self.trace(theta)), dtype=float)
 
     def pullback(self, trace: Any, cotangent: np.ndarray) -> np.ndarray:
         """J^T cotangent as a flat vector (the cotangent has the outputs' shape (C, T))."""
-        grads = self._sampling.vjp(self.net, trace, cotangent)
+        grads = sampling.vjp(self.net, trace, cotangent)
         weights, biases = _split(grads)
         return np.concatenate([np.ravel(a) for a in (*weights, *biases)])
 
     def gram(self, trace: Any) -> np.ndarray:
         """G = J J^T / T (CT x CT, index k*T + t) at the trace's parameters: the sampler's exact Gram."""
-        from .gram import gram
-
         return gram(self.net, trace).matrix
 
     def top(self, theta: np.ndarray) -> tuple[float, np.ndarray, Any]:
@@ -296,8 +136,6 @@ class _Model:
 
     def lambda_max(self, theta: np.ndarray) -> float:
         """lambda_max(F) at theta, as the sampler computes it (dense or Lanczos by size)."""
-        from .gram import top_eigenvalue
-
         return top_eigenvalue(self.gram(self.trace(theta)))[0]
 
 
@@ -465,7 +303,7 @@ class TrainingRun:
                 ("lambda_max at start", self.lambda_max_initial), ("lambda_max at end", self.lambda_max_final)]
         if self.lambda_max_final is not None:
             rows.append(("eta lambda_max at end", self.eta * self.lambda_max_final))
-        rows += [("initial loss", self.initial_loss), ("peak loss (step)", f"{_fmt(self.peak_loss)} ({self.peak_step})"),
+        rows += [("initial loss", self.initial_loss), ("peak loss (step)", f"{fmt(self.peak_loss)} ({self.peak_step})"),
                  ("final loss", self.final_loss), ("diverged", self.diverged)]
         if self.setup == "zero_residual":
             rows.append(("residual growth (max / running min)", self.growth))
@@ -475,20 +313,20 @@ class TrainingRun:
         return rows
 
     def __str__(self) -> str:
-        return _table("TrainingRun", self._rows())
+        return table("TrainingRun", self._rows())
 
     def __repr__(self) -> str:
         return (f"TrainingRun(setup={self.setup!r}, width={self.width}, samples={self.samples}, seed={self.seed}, "
                 f"c={self.c:.4g}, final_loss={self.final_loss:.4g}, diverged={self.diverged})")
 
     def _repr_latex_(self) -> str:
-        return _latex_table(self._rows())
+        return latex_table(self._rows())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values, including the loss curve as a list (None for an infinite value)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out.update(final_loss=self.final_loss, peak_loss=self.peak_loss, steps_taken=self.steps_taken)
-        return _plain(out)
+        return plain(out)
 
 
 def _check_net(net: Any, samples: Any) -> tuple[Network, int]:
@@ -519,8 +357,6 @@ def _zero_residual_start(model: _Model, y: np.ndarray, lam: float, u: np.ndarray
         v = model.pullback(trace, u.reshape(C, T))  # J^T u: F v = lambda v, and J v = T lambda u
         Jv_norm = T * lam
     else:
-        from .gram import jacobian
-
         v = rng.standard_normal(model.P)
         Jv_norm = float(np.linalg.norm(jacobian(model.net, trace) @ v))
     scale = perturbation * math.sqrt(float(np.mean(y * y))) * math.sqrt(y.size) / Jv_norm
@@ -657,15 +493,15 @@ class StabilityThreshold:
                 ("runs", len(self.evaluations))]
 
     def __str__(self) -> str:
-        return _table("StabilityThreshold", self._rows())
+        return table("StabilityThreshold", self._rows())
 
     def _repr_latex_(self) -> str:
-        return _latex_table(self._rows())
+        return latex_table(self._rows())
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out.update(eta=self.eta, relative_error=self.relative_error)
-        return _plain(out)
+        return plain(out)
 
 
 def stability_threshold(net: Network, width: int, samples: int, *, seed: int = 0, steps: int = 400,
@@ -782,8 +618,6 @@ def loss_and_gradient(net: Network, params: Any, inputs: np.ndarray, targets: np
         >>> loss > 0
         True
     """
-    from . import sampling
-
     trace = sampling.forward(net, params, inputs)
     f = np.asarray(_outputs(trace), dtype=float)
     y = np.asarray(targets, dtype=float)
@@ -792,324 +626,3 @@ def loss_and_gradient(net: Network, params: Any, inputs: np.ndarray, targets: np
     T = f.shape[1]
     r = f - y
     return 0.5 * float(np.sum(r * r)) / T, sampling.vjp(net, trace, r / T)
-
-
-# ------------------------------------------------------------------------------------------------
-# the (width, eta) grid for the reproduce figure
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class LearningRateGrid:
-    """Loss after N steps of gradient descent over (width M, step eta), with eta_max = 2/lambda_max(M).
-
-    Attributes:
-        labels: one name per network (e.g. ``"none"``, ``"batch norm last"``).
-        networks: the networks, in the order of ``labels``.
-        widths, etas, seeds: the grid axes.
-        samples, steps, setup: the batch size T, the number of steps N, the training set-up.
-        initial_loss, final_loss: arrays (network, width, eta, seed); ``final_loss`` is inf where the
-            run diverged.
-        peak_loss: same shape, the largest loss during the run (inf when diverged).
-        lambda_sampled: (network, width, seed): exact lambda_max of each drawn network.
-        eta_predicted, eta_leading: (network, width): 2 / lambda_max from :func:`max_learning_rate`
-            (finite width and leading order); ``predicted_kind`` says "prediction" or "bound" and
-            ``eta_bounds`` (network, width, 2) holds the bound's range (nan-free: inf/0 when open).
-    """
-
-    labels: tuple[str, ...]
-    networks: tuple[Network, ...]
-    widths: tuple[int, ...]
-    etas: tuple[float, ...]
-    seeds: tuple[int, ...]
-    samples: int
-    steps: int
-    setup: str
-    initial_loss: np.ndarray = field(repr=False)
-    final_loss: np.ndarray = field(repr=False)
-    peak_loss: np.ndarray = field(repr=False)
-    lambda_sampled: np.ndarray = field(repr=False)
-    eta_predicted: np.ndarray = field(repr=False)
-    eta_leading: np.ndarray = field(repr=False)
-    predicted_kind: tuple[tuple[str, ...], ...] = ()
-    eta_bounds: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def eta_sampled(self) -> np.ndarray:
-        """(network, width): 2 / lambda_max of the drawn networks, mean over seeds."""
-        return np.mean(2.0 / self.lambda_sampled, axis=2)
-
-    @property
-    def diverged(self) -> np.ndarray:
-        """(network, width, eta, seed): True where the run diverged."""
-        return ~np.isfinite(self.final_loss)
-
-    def largest_trainable(self) -> np.ndarray:
-        """(network, width): the largest eta of the grid at which no seed diverged and every seed
-        ended below its initial loss (0 when there is none)."""
-        ok = (~self.diverged) & (self.final_loss < self.initial_loss)
-        ok = np.all(ok, axis=3)  # (net, width, eta)
-        etas = np.asarray(self.etas)
-        out = np.zeros(ok.shape[:2])
-        for i in range(ok.shape[0]):
-            for j in range(ok.shape[1]):
-                good = etas[ok[i, j]]
-                out[i, j] = good.max() if good.size else 0.0
-        return out
-
-    def largest_stable(self) -> np.ndarray:
-        """(network, width): the largest eta of the grid at which no seed diverged (0 if none)."""
-        ok = np.all(~self.diverged, axis=3)
-        etas = np.asarray(self.etas)
-        return np.array([[etas[ok[i, j]].max() if ok[i, j].any() else 0.0 for j in range(ok.shape[1])]
-                         for i in range(ok.shape[0])])
-
-    def gain(self, numerator: int = 1, denominator: int = 0) -> dict[str, np.ndarray]:
-        """Per width, how much larger a step network ``numerator`` allows than ``denominator``:
-        ratios of the predicted, the sampled eta_max = 2/lambda_max and the grid's largest
-        trainable and largest non-diverging steps (the last two resolved only to the grid spacing)."""
-        ratio = lambda a: a[numerator] / np.where(a[denominator] > 0, a[denominator], np.inf)  # noqa: E731
-        return {"predicted": ratio(self.eta_predicted), "sampled": ratio(self.eta_sampled),
-                "largest_trainable": ratio(self.largest_trainable()),
-                "largest_stable": ratio(self.largest_stable())}
-
-    def records(self) -> list[dict[str, Any]]:
-        """One plain dict per (network, width, eta, seed) run, with the predicted boundary beside it."""
-        out = []
-        for i, label in enumerate(self.labels):
-            for j, M in enumerate(self.widths):
-                for k, eta in enumerate(self.etas):
-                    for s, seed in enumerate(self.seeds):
-                        lam = float(self.lambda_sampled[i, j, s])
-                        out.append(dict(network=label, width=M, eta=float(eta), seed=seed,
-                                        c=float(eta) * lam, lambda_max=lam,
-                                        initial_loss=float(self.initial_loss[i, j, k, s]),
-                                        final_loss=float(self.final_loss[i, j, k, s]),
-                                        peak_loss=float(self.peak_loss[i, j, k, s]),
-                                        diverged=bool(self.diverged[i, j, k, s]),
-                                        eta_predicted=float(self.eta_predicted[i, j]),
-                                        eta_leading=float(self.eta_leading[i, j]),
-                                        predicted_kind=self.predicted_kind[i][j] if self.predicted_kind else "prediction"))
-        return out
-
-    def _summary_rows(self) -> list[list[str]]:
-        header = ["network", "M", "eta_pred=2/lam", "eta_sampled", "largest trainable", "largest stable"]
-        rows = [header]
-        trainable, stable = self.largest_trainable(), self.largest_stable()
-        for i, label in enumerate(self.labels):
-            for j, M in enumerate(self.widths):
-                kind = self.predicted_kind[i][j] if self.predicted_kind else "prediction"
-                pred = _fmt(float(self.eta_predicted[i, j])) + ("" if kind == "prediction" else " (bound)")
-                rows.append([label, str(M), pred, _fmt(float(self.eta_sampled[i, j])),
-                             _fmt(float(trainable[i, j])), _fmt(float(stable[i, j]))])
-        return rows
-
-    def __str__(self) -> str:
-        rows = self._summary_rows()
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines = [f"LearningRateGrid: {self.setup}, T={self.samples}, N={self.steps} steps, "
-                 f"{len(self.etas)} etas in [{_fmt(min(self.etas))}, {_fmt(max(self.etas))}], seeds {self.seeds}"]
-        lines += ["  " + "  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
-        if len(self.labels) >= 2:
-            g = self.gain(1, 0)
-            lines.append(f"  step gain {self.labels[1]} / {self.labels[0]} per width: "
-                         + ", ".join(f"M={M}: pred {g['predicted'][j]:.3g}, sampled {g['sampled'][j]:.3g}, "
-                                     f"trainable {g['largest_trainable'][j]:.3g}"
-                                     for j, M in enumerate(self.widths)))
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return (f"LearningRateGrid(labels={self.labels}, widths={self.widths}, {len(self.etas)} etas, "
-                f"seeds={self.seeds}, samples={self.samples}, steps={self.steps}, setup={self.setup!r})")
-
-    def _repr_latex_(self) -> str:
-        rows = self._summary_rows()
-        body = r" \\ ".join(" & ".join(rf"\text{{{c}}}" for c in r) for r in rows)
-        return r"$\begin{array}{" + "l" * len(rows[0]) + "}" + body + r"\end{array}$"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["networks"] = [n.describe() for n in self.networks]
-        out["eta_sampled"] = self.eta_sampled
-        out["gain"] = self.gain() if len(self.labels) >= 2 else {}
-        return _plain(out)  # infinite losses (diverged runs) and open bounds become None
-
-
-def _labels_and_networks(networks: Any) -> tuple[tuple[str, ...], tuple[Network, ...]]:
-    if isinstance(networks, Network):
-        networks = [networks]
-    if isinstance(networks, Mapping):
-        labels, nets = tuple(str(k) for k in networks), tuple(networks.values())
-    elif isinstance(networks, Sequence) and not isinstance(networks, str):
-        nets = tuple(networks)
-        labels = tuple(", ".join(map(str, n.norms)) or "none" if isinstance(n, Network) else "?" for n in nets)
-    else:
-        raise InvalidArgument("networks", networks, "a Network, a sequence of Networks or a mapping label -> Network")
-    if not nets or not all(isinstance(n, Network) for n in nets):
-        raise InvalidArgument("networks", networks, "one or more meanfield.Network objects")
-    return labels, nets
-
-
-def learning_rate_grid(networks: Any, widths: Sequence[int], etas: Sequence[float] | None = None, *,
-                       samples: int = 32, steps: int = 100, seeds: Sequence[int] = (0,),
-                       setup: str = "random_targets", progress: Callable[[Any], Any] | None = None
-                       ) -> LearningRateGrid:
-    """Loss after N full-batch steps of size eta on networks of width M, beside eta_max(M) = 2/lambda_max(M).
-
-    For each network (e.g. without normalization and with batch norm in the last layer), width and
-    seed, one network is drawn and trained with :func:`train` at every eta of the grid. The
-    predicted boundary comes from :func:`max_learning_rate`; the exact lambda_max of every drawn
-    network is recorded too.
-
-    Args:
-        networks: a mapping label -> Network, or a sequence of Networks (labelled by their norms).
-        widths: base widths M.
-        etas: absolute steps; default 15 values log-spaced from a quarter of the smallest to 16 times
-            the largest predicted eta_max over the grid.
-        samples: batch size T (>= 3 when a network has batch norm).
-        steps: N, the number of steps per run.
-        seeds: one drawn network (and target set) per seed.
-        setup: :func:`train`'s set-up (``"random_targets"`` by default: from the drawn network toward
-            random targets, so above 2/lambda_max the catapult shows).
-        progress: optional wrapper for the iterator over runs (e.g. ``tqdm.tqdm``).
-
-    Returns:
-        A :class:`LearningRateGrid`; ``.records()`` lists every run, ``.gain()`` the step-size ratios.
-
-    Example:
-        >>> from meanfield import Network, BatchNorm
-        >>> nets = {"none": Network(3, "relu", 2, 0), "bn last": Network(3, "relu", 2, 0, norms=[BatchNorm("last")])}
-        >>> grid = learning_rate_grid(nets, widths=(16,), etas=(0.01, 0.1), samples=8, steps=5)
-        >>> len(grid.records())
-        4
-    """
-    labels, nets = _labels_and_networks(networks)
-    if isinstance(widths, (int, np.integer)) or not isinstance(widths, Sequence) or not widths:
-        raise InvalidArgument("widths", widths, "a non-empty sequence of widths M")
-    widths = tuple(check_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths))
-    if isinstance(seeds, (int, np.integer)) or not isinstance(seeds, Sequence) or not seeds:
-        raise InvalidArgument("seeds", seeds, "a non-empty sequence of seeds")
-    seeds = tuple(check_int(f"seeds[{i}]", s, minimum=0) for i, s in enumerate(seeds))
-    samples = check_int("samples", samples, minimum=max(max(n.min_samples() for n in nets), 1))
-    steps = check_int("steps", steps, minimum=1)
-    setup = check_choice("setup", setup, SETUPS)
-
-    predictions = [[max_learning_rate(n, M, samples) for M in widths] for n in nets]
-    eta_pred = np.array([[p.eta_max for p in row] for row in predictions])
-    eta_lead = np.array([[p.eta_max_leading for p in row] for row in predictions])
-    kinds = tuple(tuple(p.kind for p in row) for row in predictions)
-    bounds = np.array([[p.eta_max_bounds if p.eta_max_bounds is not None else (p.eta_max, p.eta_max)
-                        for p in row] for row in predictions], dtype=float)
-    if etas is None:
-        lo, hi = float(np.min(eta_pred)) / 4, float(np.max(eta_pred)) * 16
-        etas = tuple(float(e) for e in np.geomspace(lo, hi, 15))
-    else:
-        if isinstance(etas, (int, float)) or not isinstance(etas, Sequence) or not etas:
-            raise InvalidArgument("etas", etas, "a non-empty sequence of positive steps")
-        etas = tuple(sorted(check_real(f"etas[{i}]", e, minimum=0, strict_min=True, symbolic=False)
-                            for i, e in enumerate(etas)))
-
-    shape = (len(nets), len(widths), len(etas), len(seeds))
-    initial, final, peak = np.empty(shape), np.empty(shape), np.empty(shape)
-    lam = np.empty(shape[:2] + shape[3:])
-    jobs = [(i, j, k, s) for i in range(len(nets)) for j in range(len(widths))
-            for s in range(len(seeds)) for k in range(len(etas))]
-    iterator = progress(jobs) if progress is not None else jobs
-    for i, j, k, s in iterator:
-        run = train(nets[i], widths[j], samples, seed=seeds[s], eta=etas[k], steps=steps, setup=setup,
-                    final_lambda=False)
-        initial[i, j, k, s], final[i, j, k, s], peak[i, j, k, s] = run.initial_loss, run.final_loss, run.peak_loss
-        lam[i, j, s] = run.lambda_max_initial
-    return LearningRateGrid(labels=labels, networks=nets, widths=widths, etas=etas, seeds=seeds, samples=samples,
-                            steps=steps, setup=setup, initial_loss=initial, final_loss=final, peak_loss=peak,
-                            lambda_sampled=lam, eta_predicted=eta_pred, eta_leading=eta_lead,
-                            predicted_kind=kinds, eta_bounds=bounds)
-
-
-def plot_learning_rate_grid(grid: LearningRateGrid, ax: Any = None, path: Any = None) -> Any:
-    """Heatmaps of log10(loss after N steps / initial loss) over (M, eta), eta_max = 2/lambda_max(M) drawn on.
-
-    One panel per network; each cell is the mean over seeds. Diverged runs (in any seed) are drawn
-    in black; the colour scale spans all finite values down to 1e-12 (below that the bar's extended
-    end says "converged"). Lines: the predicted eta_max(M) (finite width, solid;
-    leading order, dotted; a band when the theory only bounds lambda_max); markers: 2 / lambda_max
-    of the drawn networks.
-
-    Args:
-        grid: a :class:`LearningRateGrid`.
-        ax: a matplotlib Axes, or a sequence of them (one per network); new figure when None.
-        path: if given, the figure is saved there.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    if not isinstance(grid, LearningRateGrid):
-        raise InvalidArgument("grid", grid, "a LearningRateGrid from learning_rate_grid()")
-    n = len(grid.labels)
-    if ax is None:
-        # a bare Figure (no pyplot): works headless and leaves no global figure state behind
-        fig = Figure(figsize=(4.8 * n, 4.0))
-        axes = list(fig.subplots(1, n, squeeze=False, sharey=True)[0])
-    else:
-        axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
-        if len(axes) != n:
-            raise InvalidArgument("ax", f"{len(axes)} axes", f"{n} axes, one per network")
-        fig = axes[0].figure
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.log10(grid.final_loss / grid.initial_loss)  # (net, width, eta, seed); inf if diverged
-    diverged = np.any(grid.diverged, axis=3)
-    value = np.where(diverged, np.nan, np.mean(np.where(np.isfinite(ratio), ratio, 0.0), axis=3))
-    finite = value[np.isfinite(value)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
-    # Converged runs reach rounding error (1e-30); below 1e-12 of the initial loss every run counts
-    # as converged, and the colour bar says so (extend="min") rather than spending its range there.
-    floor = -12.0
-    extend = "min" if vmin < floor else "neither"
-    vmin = max(vmin, floor)
-    if vmin >= vmax:
-        vmin, vmax = vmin - 1, vmax + 1
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="black")
-    widths = np.asarray(grid.widths, dtype=float)
-    etas = np.asarray(grid.etas, dtype=float)
-    xe = _edges(widths)
-    ye = _edges(etas)
-    mesh = None
-    for i, a in enumerate(axes):
-        z = np.ma.masked_invalid(value[i].T)  # (eta, width)
-        mesh = a.pcolormesh(xe, ye, z, cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
-        a.set_xscale("log", base=2)
-        a.set_yscale("log")
-        a.plot(widths, grid.eta_predicted[i], "w-", lw=2, label=r"$2/\lambda_{\max}$ (theory)")
-        a.plot(widths, grid.eta_leading[i], "w:", lw=1.5, label="leading order")
-        if grid.eta_bounds is not None and grid.predicted_kind and any(k != "prediction" for k in grid.predicted_kind[i]):
-            lo, hi = grid.eta_bounds[i, :, 0], np.minimum(grid.eta_bounds[i, :, 1], ye[-1])
-            a.fill_between(widths, lo, hi, color="white", alpha=0.25, label="theory bound")
-        a.plot(widths, grid.eta_sampled[i], "o", color="tab:red", ms=5, label=r"$2/\lambda_{\max}$ sampled")
-        a.set_xlim(xe[0], xe[-1])
-        a.set_ylim(ye[0], ye[-1])
-        a.set_title(grid.labels[i])
-        a.set_xlabel("width M")
-        if i == 0:
-            a.set_ylabel(r"step $\eta$")
-    axes[-1].legend(loc="lower left", fontsize=7, framealpha=0.6)
-    if mesh is not None:
-        bar = fig.colorbar(mesh, ax=axes, extend=extend)
-        bar.set_label(rf"$\log_{{10}}$(loss after {grid.steps} steps / initial loss)"
-                      + (f"; bottom: $\\leq 10^{{{floor:.0f}}}$" if extend == "min" else "")
-                      + "; black: diverged")
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
-
-
-def _edges(centres: np.ndarray) -> np.ndarray:
-    """Cell edges on a log axis: geometric midpoints, extended by half a step at both ends."""
-    if centres.size == 1:
-        return np.array([centres[0] / 1.5, centres[0] * 1.5])
-    logs = np.log(centres)
-    mids = 0.5 * (logs[1:] + logs[:-1])
-    first = logs[0] - (mids[0] - logs[0])
-    last = logs[-1] + (logs[-1] - mids[-1])
-    return np.exp(np.concatenate([[first], mids, [last]]))

@@ -1,102 +1,52 @@
-"""The one text grammar of a network: activations, normalization layers and the serialised spec.
+"""The one text grammar of a network: activations, normalization layers, the network line and the spec.
 
 Every reader of a network description goes through here: the command line (``--activation``,
-``--norm``), TOML files (reproduce configs, sweep grids), the results store and the documents.
+``--norm``), :class:`~meanfield.spec.network.Network` itself, TOML files (reproduce configs, sweep
+grids), the results store and the documents.
 
 * activation: a catalogue name (``relu``), ``name(key=value, ...)`` (``leaky_relu(a=0.2)``), or a
-  formula in ``x`` (``x*tanh(x)``); a comma list gives one per hidden layer;
-* norm: ``batch:L``, ``batch-center:L`` or ``layer:l`` (``L`` a layer number or ``last``);
+  formula in ``x`` (``x*tanh(x)``); a comma list gives one per hidden layer; from Python also an
+  Activation, a sympy ``Lambda``, a table ``{expr=..., name=...}`` / ``{name=..., a=...}`` or a list;
+* norm: ``batch:L`` (``bn``, ``batchnorm``), ``batch-center:L`` or ``layer:l`` (``ln``, ``layernorm``),
+  ``L`` a layer number or ``last``; :func:`parse_norms` also reads comma lists and ``none``;
+* network line: ``str(net)``, e.g. ``L=3 relu sigma_w2=2 sigma_b2=0 C=1 alphas=1 norms=none``, which
+  :func:`parse_network` reads back to an equal network;
 * spec: :func:`network_spec` is the canonical JSON-ready dict of a numeric network and
   :func:`network_from_spec` rebuilds it exactly.
+
+The words (activations, norms, numbers) live in :mod:`meanfield.spec.terms`, below the Network that
+reads its own arguments with them; this module is where every reader imports them from.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import sympy
 
-from ..errors import InvalidArgument, closest
+from ..errors import InvalidArgument
 from .activations import CATALOGUE, Activation, activation
-from .network import BatchNorm, LayerNorm, Network
+from .network import BatchNorm, LayerNorm, Network  # noqa: F401 - the norms for the doctests
+from .terms import (NORM_KINDS, activation_text, network_arguments, parse_activation, parse_norm, parse_norms,
+                    split_top_level)
 
-__all__ = ["NORM_KINDS", "split_top_level", "parse_activation", "parse_norm", "network_spec", "network_from_spec",
-           "canonical_json"]
-
-#: The kinds of normalization layer a norm string names.
-NORM_KINDS = ("batch", "batch-center", "layer")
-
-
-def split_top_level(text: str) -> list[str]:
-    """Split at commas that are not inside parentheses: 'leaky_relu(a=0.2),tanh' -> two items."""
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    return [item.strip() for item in items]
+__all__ = ["NORM_KINDS", "split_top_level", "parse_activation", "parse_norm", "parse_norms", "parse_network",
+           "activation_text", "network_spec", "network_from_spec", "canonical_json"]
 
 
-def parse_activation(text: str) -> Any:
-    """One activation, or one per hidden layer (comma list): a catalogue name, ``name(k=v)``, or a formula.
+def parse_network(text: str, argument: str = "network") -> Network:
+    """The network of a one-line text, as ``str(net)`` writes it: ``parse_network(str(net)) == net``.
 
     Example:
-        >>> parse_activation("relu").name
-        'relu'
-        >>> [a.name for a in parse_activation("leaky_relu(a=0.2),tanh")]
-        ['leaky_relu(a=0.2)', 'tanh']
-        >>> parse_activation("x*tanh(x)").name
-        'x*tanh(x)'
+        >>> net = parse_network("L=3 leaky_relu(a=0.2),tanh sigma_w2=(1, 2, 2) sigma_b2=0 C=2 norms=layer:1")
+        >>> net.sigma_w2, [str(n) for n in net.norms]
+        ((1.0, 2.0, 2.0), ['layer:1'])
+        >>> parse_network(str(net)) == net
+        True
     """
-    def one(item: str):
-        named = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_\-]*)\s*(?:\((.*)\))?", item)
-        if named and (named.group(2) is None or "=" in named.group(2)):
-            params = {}
-            for pair in filter(None, (p.strip() for p in (named.group(2) or "").split(","))):
-                key, _, value = pair.partition("=")
-                try:
-                    params[key.strip()] = float(value)
-                except ValueError:
-                    raise InvalidArgument("activation", item, "parameters as name(key=number)") from None
-            return activation(named.group(1), **params)
-        return Activation.from_expr(item)
-
-    items = split_top_level(text)
-    if not all(items):
-        raise InvalidArgument("activation", text, "a name, name(key=value), a formula in x, or a comma list")
-    values = [one(item) for item in items]
-    return values[0] if len(values) == 1 else values
-
-
-def parse_norm(text: str) -> Any:
-    """``batch:L`` | ``batch-center:L`` | ``layer:l`` (L a layer number or ``last``) -> a norm layer.
-
-    Example:
-        >>> parse_norm("batch:last")
-        BatchNorm(layer='last', center_only=False)
-        >>> parse_norm("batch-center:2"), parse_norm("layer:1")
-        (BatchNorm(layer=2, center_only=True), LayerNorm(layer=1))
-    """
-    kind, sep, layer = text.partition(":")
-    kind = kind.strip().lower().replace("_", "-")
-    if kind in ("batchnorm", "bn"):
-        kind = "batch"
-    if kind not in NORM_KINDS:
-        near = closest(kind, NORM_KINDS)
-        raise InvalidArgument("norms", text, "batch:L, batch-center:L or layer:l (L a layer number or 'last')",
-                              f"did you mean '{near}:{layer or 'last'}'?" if near else None)
-    if not sep or not layer.strip():
-        raise InvalidArgument("norms", text, f"{kind}:L with L a layer number or 'last'",
-                              f"e.g. '{kind}:last'" if kind != "layer" else "e.g. 'layer:1'")
-    if kind == "layer":
-        return LayerNorm(layer.strip())
-    return BatchNorm(layer.strip(), center_only=kind == "batch-center")
+    return Network(**network_arguments(text, argument))
 
 
 def _canon_number(argument: str, value: Any) -> float:

@@ -19,85 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import sympy
 
-from .activations import Activation, activation
 from ..errors import InvalidArgument, check_int, check_real
+from .activations import Activation
+from .norms import BatchNorm, LayerNorm, Norm
+from .terms import activation_text, network_arguments, network_text, parse_activation, parse_norms, values_text
 
 __all__ = ["Network", "BatchNorm", "LayerNorm", "Norm"]
 
 
-def _resolve_layer(layer: Any) -> int | str:
-    if isinstance(layer, str):
-        if layer.strip().lower() in ("last", "output", "l"):
-            return "last"
-        try:
-            return int(layer)
-        except ValueError:
-            raise InvalidArgument("layer", layer, "a layer number 1..L or 'last'") from None
-    return check_int("layer", layer, minimum=1)
-
-
-@dataclass(frozen=True)
-class BatchNorm:
-    """Batch norm on the pre-activation u^layer: per unit, over the T samples of the batch.
-
-    ``center_only=True`` subtracts the batch mean only; otherwise the unit is also divided by its
-    batch standard deviation (population variance, no epsilon). ``layer="last"`` is the output.
-
-    Example:
-        >>> BatchNorm("last")
-        BatchNorm(layer='last', center_only=False)
-    """
-
-    layer: int | str
-    center_only: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "layer", _resolve_layer(self.layer))
-        if not isinstance(self.center_only, bool):
-            raise InvalidArgument("center_only", self.center_only, "True or False")
-
-    @property
-    def kind(self) -> str:
-        return "batch-center" if self.center_only else "batch"
-
-    def min_samples(self) -> int:
-        """Fewest samples T for which a batch norm here is defined (mean: 2; variance: 3)."""
-        return 2 if self.center_only else 3
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.layer}"
-
-
-@dataclass(frozen=True)
-class LayerNorm:
-    """Layer norm on the pre-activation u^layer: per sample, over the units (mean and variance).
-
-    Only hidden layers: over the C outputs the statistics do not concentrate as M grows.
-
-    Example:
-        >>> LayerNorm(2)
-        LayerNorm(layer=2)
-    """
-
-    layer: int | str
-
-    def __post_init__(self):
-        object.__setattr__(self, "layer", _resolve_layer(self.layer))
-
-    kind = "layer"
-
-    def min_samples(self) -> int:
-        return 1
-
-    def __str__(self) -> str:
-        return f"layer:{self.layer}"
-
-
-Norm = Union[BatchNorm, LayerNorm]
 
 
 def _per_layer(argument: str, value: Any, count: int, check) -> tuple:
@@ -115,12 +48,15 @@ class Network:
 
     Args:
         depth: L, the number of weight layers (>= 1).
-        activation: a catalogue name or :class:`Activation`, or one per hidden layer 1..L-1.
+        activation: anything the grammar reads (:func:`meanfield.spec.grammar.parse_activation`): a
+            catalogue name, ``name(k=v)``, a formula in x (``"x*tanh(x)"``), a sympy ``Lambda``, an
+            :class:`Activation`; or one per hidden layer 1..L-1 (a sequence or a comma list).
         sigma_w2: weight variance sigma_w^2 (times 1/fan-in), scalar or one per layer 1..L.
         sigma_b2: bias variance, scalar or one per layer 1..L.
         outputs: C, the number of linear outputs.
         alphas: width ratios (alpha_0, ..., alpha_{L-1}); M_l = alpha_l M. Default all 1.
-        norms: normalization layers, e.g. ``(BatchNorm("last"),)`` or ``(LayerNorm(1),)``.
+        norms: normalization layers, e.g. ``(BatchNorm("last"),)``, ``(LayerNorm(1),)``, or their text
+            (``["batch:last"]``, ``"ln:1, bn:last"``).
         input_q1: qhat_1^0, the mean square of an input entry (default 1).
         input_q2: qhat_2^0, the mean product of entries of two different inputs (default 0).
 
@@ -150,15 +86,15 @@ class Network:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
         set_("depth", L)
         hidden = max(L - 1, 1)  # a depth-1 net has no hidden layer; keep one (unused) activation
-        if isinstance(self.activation, (str, Activation)):
-            acts = (activation(self.activation),) * hidden
-        elif isinstance(self.activation, Sequence):
-            if len(self.activation) != L - 1 or L == 1:
-                raise InvalidArgument("activation", self.activation,
-                                      f"a name, an Activation, or a sequence of {L - 1} (one per hidden layer)")
-            acts = tuple(activation(a) for a in self.activation)
+        # the grammar reads every form (name, name(k=v), formula, comma list, Lambda, table, sequence)
+        parsed = parse_activation(self.activation)
+        if isinstance(parsed, Activation):
+            acts = (parsed,) * hidden
+        elif len(parsed) != L - 1 or L == 1:
+            raise InvalidArgument("activation", self.activation,
+                                  f"a name, an Activation, or a sequence of {L - 1} (one per hidden layer)")
         else:
-            raise InvalidArgument("activation", self.activation, "a catalogue name or an Activation")
+            acts = parsed
         set_("activation", acts)
         set_("sigma_w2", _per_layer("sigma_w2", self.sigma_w2, L,
                                     lambda a, v: check_real(a, v, minimum=0, strict_min=True)))
@@ -175,13 +111,8 @@ class Network:
         if not isinstance(q1, sympy.Basic) and not isinstance(q2, sympy.Basic) and abs(q2) > q1:
             raise InvalidArgument("input_q2", q2, f"|input_q2| <= input_q1 = {q1} (a correlation)")
         # -- normalization layers
-        norms = self.norms
-        if isinstance(norms, (BatchNorm, LayerNorm)):
-            norms = (norms,)
         resolved = []
-        for norm in norms:
-            if not isinstance(norm, (BatchNorm, LayerNorm)):
-                raise InvalidArgument("norms", norm, "BatchNorm(layer) or LayerNorm(layer) objects")
+        for norm in parse_norms(self.norms):  # objects, 'batch:last', 'layer:1, bn:last', 'none'
             layer = L if norm.layer == "last" else norm.layer
             if not 1 <= layer <= L:
                 raise InvalidArgument("norms", str(norm), f"a layer between 1 and depth={L} (or 'last')")
@@ -287,13 +218,46 @@ class Network:
                 f"alphas={_compact(self.alphas)} norms={norms}")
 
     def __str__(self) -> str:
-        rows = [("depth L", self.depth), ("activation", ", ".join(a.name for a in self.activation)),
-                ("sigma_w^2", _compact(self.sigma_w2)), ("sigma_b^2", _compact(self.sigma_b2)),
-                ("outputs C", self.outputs), ("alphas", _compact(self.alphas)),
-                ("normalization", ", ".join(map(str, self.norms)) or "none"),
-                ("input (qhat_1, qhat_2)", f"({self.input_q1}, {self.input_q2})")]
-        width = max(len(k) for k, _ in rows)
-        return "Network\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+        """The exact one-line text of the network; :meth:`parse` reads it back to an equal Network.
+
+        Example:
+            >>> str(Network(3, "relu", 2, 0, outputs=10, norms=["batch:last"]))
+            'L=3 relu sigma_w2=2 sigma_b2=0 C=10 alphas=1 norms=batch:3'
+        """
+        return network_text(self)
+
+    def __repr__(self) -> str:
+        """The constructor call with the non-default arguments, values written as the grammar reads them.
+
+        Example:
+            >>> Network(3, "tanh", (1, 2, 2), 0.1, norms=["layer:1"], input_q2=0.5)
+            Network(depth=3, activation='tanh', sigma_w2=(1, 2, 2), sigma_b2=0.1, norms='layer:1', input_q2=0.5)
+        """
+        texts = [activation_text(a) for a in self.activation]
+        args = [f"depth={self.depth}", f"activation={(texts[0] if len(set(texts)) == 1 else ','.join(texts))!r}",
+                f"sigma_w2={values_text(self.sigma_w2)}", f"sigma_b2={values_text(self.sigma_b2)}"]
+        if self.outputs != 1:
+            args.append(f"outputs={self.outputs}")
+        if any(a != 1 for a in self.alphas):
+            args.append(f"alphas={values_text(self.alphas)}")
+        if self.norms:
+            args.append(f"norms={', '.join(map(str, self.norms))!r}")
+        if self.input_q1 != 1:
+            args.append(f"input_q1={values_text((self.input_q1,))}")
+        if self.input_q2 != 0:
+            args.append(f"input_q2={values_text((self.input_q2,))}")
+        return f"Network({', '.join(args)})"
+
+    @classmethod
+    def parse(cls, text: str) -> "Network":
+        """The network of a one-line text as ``str(net)`` writes it (the inverse of ``str``).
+
+        Example:
+            >>> net = Network(2, "x*tanh(x)", 1.5, 0, alphas=(1, 0.5), norms=["bn:last"])
+            >>> Network.parse(str(net)) == net
+            True
+        """
+        return cls(**network_arguments(text))
 
     def _repr_latex_(self) -> str:
         from ..printing import latex_network

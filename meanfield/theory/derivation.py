@@ -1,7 +1,7 @@
 """derive(net): the mean-field theory of a network as sympy objects, from the same rules as the numerics.
 
 :func:`derive` runs the recursions of :mod:`meanfield.theory.recursions` and the statistics of
-:mod:`meanfield.theory.fisher` on sympy values: every order parameter of every layer, kappa_1, kappa_2, the
+:mod:`meanfield.theory.statistics` on sympy values: every order parameter of every layer, kappa_1, kappa_2, the
 expected Gram entries and m, s, lambda_max at finite width (in the symbols M, T, C of
 :mod:`meanfield.spec.symbols`) and to leading order. Activations with closed-form Gaussian integrals (ReLU,
 erf, ...) give closed forms; others give unevaluated, printable Gaussian expectations (and sphere-law
@@ -29,25 +29,33 @@ Example (the must-work REPL session):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import sympy
 
 from ..errors import InvalidArgument
-from ..spec.network import BatchNorm, LayerNorm, Network
-from .recursions import LayerParameters, OrderParameters, _activation_forward, _backward_map, _Ctx, _dense_forward, _norm_forward, order_parameters
-from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol
+from ..spec.network import BatchNorm, LayerNorm, Network  # noqa: F401 - the doctests' namespace
+from .backend import Arithmetic, evaluate_expectations, to_float
+from .recursions import (OrderParameters, activation_forward, backward_map, check_samples, dense_forward, norm_forward,
+                         order_parameters)
+from .statistics import gram_statistics
+from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol  # noqa: F401 - doctests
 
-__all__ = ["derive", "Derivation"]
+__all__ = ["derive", "Derivation", "extra_order_symbol"]
 
 _STATS = ("P", "alpha", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "m", "s", "lambda_max", "eta_max")
 _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same")
 
 
-def _extra_symbol(kind: str, layer: int) -> sympy.Symbol:
-    """qtilde1_mean / qtilde2_same symbols (not in meanfield.spec.symbols): registered for LaTeX here."""
+def extra_order_symbol(kind: str, layer: int) -> sympy.Symbol:
+    """qtilde1_mean / qtilde2_same symbols (not in meanfield.spec.symbols): registered for LaTeX here.
+
+    Example:
+        >>> extra_order_symbol("qtilde1_mean", 2)
+        qtilde1_mean_2
+    """
     latex = {"qtilde1_mean": r"\tilde{q}_{1}^{\mathrm{mean}\,(%d)}", "qtilde2_same": r"\tilde{q}_{2}^{\mathrm{same}\,(%d)}"}
     sym = sympy.Symbol(f"{kind}_{layer}", real=True)
     LATEX_NAMES.setdefault(sym, latex[kind] % layer)
@@ -201,7 +209,7 @@ class Derivation:
         # Max(...) with number arguments would be decided by a slow high-precision evalf of both branches:
         # keep it unevaluated (a plain function) and let numpy take the maximum
         exprs = [sympy.sympify(e).replace(sympy.Max, _MAX) for e in exprs]
-        exprs = [_numeric(e.xreplace(mapping)) for e in exprs]  # xreplace: no re-simplification
+        exprs = [evaluate_expectations(e.xreplace(mapping)) for e in exprs]  # xreplace: no re-simplification
         left = set().union(*(e.free_symbols for e in exprs))
         if left:
             raise InvalidArgument("values", values, "numbers for every free symbol",
@@ -295,52 +303,6 @@ def _latex(expr: Any) -> str:
         return sympy.latex(expr, symbol_names=LATEX_NAMES)
 
 
-def _numeric(expr: sympy.Basic) -> sympy.Basic:
-    """Evaluate unevaluated integrals / expectations bottom-up (innermost first) to double precision.
-
-    Nested ones (an expectation whose variance contains a sphere-law expectation) need number arguments;
-    expectations go through the numeric fast paths of :mod:`meanfield.integrals` and
-    :mod:`meanfield.integrals.sphere` (1e-10 or better), because mpmath's nested 2-D quadrature takes tens of
-    seconds per term. For more digits use ``sympy.N(expr, n)`` on the expression itself.
-    """
-    from ..integrals.gaussian import cross_moment
-    from ..integrals.symbolic import GaussianExpectation
-    from ..integrals.sphere import SphereExpectation, sphere_cross_moment, sphere_second_moment
-
-    kinds = (sympy.Integral, GaussianExpectation, SphereExpectation)
-
-    def value(a):
-        if isinstance(a, GaussianExpectation):
-            return sympy.Float(float(cross_moment(a.activation(), float(sympy.N(a.q1, 17)), float(sympy.N(a.q2, 17)))))
-        if isinstance(a, SphereExpectation):
-            Tv = int(sympy.N(a.T, 17).round())
-            f = sphere_second_moment if a.kind == "second" else sphere_cross_moment
-            return sympy.Float(f(a.activation(), Tv))
-        return sympy.N(a, 17)
-
-    for _ in range(1000):
-        pending = [a for a in expr.atoms(*kinds) if a.free_symbols <= _bound_symbols(a)]
-        pending = [a for a in pending if not any(isinstance(b, kinds) for arg in a.args for b in sympy.preorder_traversal(arg))]
-        if not pending:
-            return expr
-        expr = expr.xreplace({a: value(a) for a in pending})
-    return expr
-
-
-def _bound_symbols(a: sympy.Basic) -> set:
-    return set(a.variables) if isinstance(a, sympy.Integral) else set()
-
-
-def _to_float(v: Any, name: str) -> float:
-    try:
-        if isinstance(v, sympy.Basic):
-            return float(sympy.N(_numeric(v), 17))  # numeric quadrature for unevaluated integrals
-        return float(v)
-    except (TypeError, ValueError):
-        raise InvalidArgument(name, v, "an expression that evaluates to a number",
-                              "substitute the remaining symbols first") from None
-
-
 # -- the rules as maps between order-parameter symbols -----------------------------------------------------------
 
 
@@ -370,12 +332,12 @@ def _sign(value: Any) -> int | None:
     value = sympy.sympify(value)
     if value.free_symbols:
         return None
-    x = _to_float(value, "kappa2")
+    x = to_float(value, "kappa2")
     return 1 if x > 0 else (0 if x == 0 else -1)
 
 
 def _rules(net: Network, Tsym: Any) -> tuple:
-    ctx = _Ctx("sympy")
+    ctx = Arithmetic("sympy")
     L = net.depth
     out = []
     qh1 = {0: order_symbol("qhat1", 0)}
@@ -386,12 +348,12 @@ def _rules(net: Network, Tsym: Any) -> tuple:
     for l in range(1, L + 1):
         sw, sb = _exact(net.sigma_w2[l - 1]), _exact(net.sigma_b2[l - 1])
         q1s, q2s = order_symbol("q1", l), order_symbol("q2", l)
-        a, b = _dense_forward(ctx, qh1[l - 1], qh2[l - 1], sw, sb)
+        a, b = dense_forward(ctx, qh1[l - 1], qh2[l - 1], sw, sb)
         out += [sympy.Eq(q1s, a, evaluate=False), sympy.Eq(q2s, b, evaluate=False)]
-        law = _norm_forward(ctx, net.norm_at(l), q1s, q2s, Tsym, l)
+        law = norm_forward(ctx, net.norm_at(l), q1s, q2s, Tsym, l)
         laws[l] = law
         if l < L:
-            h1, h2 = _activation_forward(ctx, law, net.phi(l))
+            h1, h2 = activation_forward(ctx, law, net.phi(l))
             qh1[l], qh2[l] = order_symbol("qhat1", l), order_symbol("qhat2", l)
             out += [sympy.Eq(qh1[l], h1, evaluate=False), sympy.Eq(qh2[l], h2, evaluate=False)]
     # backward: state symbols of layer l+1 -> layer l
@@ -402,13 +364,13 @@ def _rules(net: Network, Tsym: Any) -> tuple:
             w = _exact(net.sigma_w2[l])
             d_eq, d_ne, o_eq, o_ne = (w * x for x in (d_eq, d_ne, o_eq, o_ne))
         phi = net.phi(l) if l < L else None
-        kind, e1, e2 = _backward_map(ctx, net.norm_at(l), laws[l], phi, order_symbol("q1", l), order_symbol("q2", l), Tsym)
+        kind, e1, e2 = backward_map(ctx, net.norm_at(l), laws[l], phi, order_symbol("q1", l), order_symbol("q2", l), Tsym)
         if kind == "diagonal":
             new = (e1 * d_eq, e2 * d_ne, e1 * o_eq, e2 * o_ne)
         else:
             yd, yo = e1 * d_eq + e2 * d_ne, e1 * o_eq + e2 * o_ne
             new = (yd, -yd, yo, -yo)
-        syms = (order_symbol("qtilde1", l), _extra_symbol("qtilde1_mean", l), _extra_symbol("qtilde2_same", l),
+        syms = (order_symbol("qtilde1", l), extra_order_symbol("qtilde1_mean", l), extra_order_symbol("qtilde2_same", l),
                 order_symbol("qtilde2", l))
         for s_, v in zip(syms, new):
             if v != 0 or l == L:
@@ -449,15 +411,12 @@ def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any
     exact = _exact_network(net)
     Tsym = T if samples is None else samples
     if samples is not None and not (isinstance(samples, sympy.Basic) and not samples.is_number):
-        from .recursions import _check_samples
-        _check_samples(exact, samples, purpose="fisher")
+        check_samples(exact, samples, purpose="fisher")
     Msym = M if width is None else width
     Csym = C if outputs is None else outputs
-    from .fisher import _lambda_kind, _statistics
-
     op = order_parameters(exact, Tsym, symbolic=True)
-    ctx = _Ctx("sympy")
-    st = _statistics(op, Msym if isinstance(Msym, sympy.Basic) else sympy.Integer(Msym), Tsym, Csym, ctx)
+    ctx = Arithmetic("sympy")
+    st = gram_statistics(op, Msym if isinstance(Msym, sympy.Basic) else sympy.Integer(Msym), Tsym, Csym, ctx)
     notes = []
     kind, lam, bounds = _lambda_max(exact, st["kappa2"], st["gd"], st["go"], st["P"], st["s"], Tsym)
     lam_lead = _lambda_max(exact, st["kappa2"], st["gd_lead"], st["go_lead"], st["P_lead"], st["s_l"], Tsym)[1]

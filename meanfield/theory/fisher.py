@@ -35,8 +35,10 @@ holds lo and ``eta_max`` = 2 / lo is then an upper bound on the stable learning 
 from __future__ import annotations
 
 import dataclasses
-
+import importlib
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +47,13 @@ import numpy as np
 import sympy
 
 from ..errors import InvalidArgument, check_int
-from ..spec.network import BatchNorm, Network
-from .recursions import OrderParameters, _alpha, _check_samples, _Ctx, _fmt, _tex, order_parameters
+from ..spec.network import BatchNorm, Network  # noqa: F401 - the doctests' namespace
+from .backend import Arithmetic, fmt, tex
+from .recursions import OrderParameters, check_samples, order_parameters
+from .statistics import BULK_SPREAD, gram_statistics, lambda_kind, separation
 
-__all__ = ["predict", "predict_grid", "FisherStats", "LeadingStats", "GridStats"]
+__all__ = ["predict", "predict_grid", "FisherStats", "LeadingStats", "GridStats", "register_finite_width",
+           "finite_width_choices", "BULK_SPREAD"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,8 @@ class FisherStats:
                 ("s", self.s, self.leading.s)]
         if self.lambda_max_kind == "bound":
             lo, hi = self.lambda_max_bounds
-            rows.append(("lambda_max", f"bound: {_fmt(lo)} .. {_fmt(hi)}", "not predicted"))
-            rows.append(("eta_max", f"<= {_fmt(self.eta_max)}", ""))
+            rows.append(("lambda_max", f"bound: {fmt(lo)} .. {fmt(hi)}", "not predicted"))
+            rows.append(("eta_max", f"<= {fmt(self.eta_max)}", ""))
         else:
             rows.append(("lambda_max", self.lambda_max, self.leading.lambda_max))
             rows.append(("eta_max = 2/lambda_max", self.eta_max, 2 / self.leading.lambda_max
@@ -149,7 +154,7 @@ class FisherStats:
         w0 = max(len(c[0]) for c in cells)
         w1 = max(len(c[1]) for c in cells + [("", "finite width", "")])
         lines = [f"FisherStats: {self.network.describe()}", f"  width M={self.width}  samples T={self.samples}  "
-                 f"alpha={_fmt(self.alpha)}",
+                 f"alpha={fmt(self.alpha)}",
                  f"  {'':<{w0}}  {'finite width':>{w1}}  leading order"]
         lines += [f"  {k:<{w0}}  {a:>{w1}}  {b}" for k, a, b in cells]
         lines += [f"  note: {n}" for n in self.notes]
@@ -162,10 +167,10 @@ class FisherStats:
         items = [(r"\kappa_1", self.kappa1), (r"\kappa_2", self.kappa2), ("P", self.P), ("m", self.m), ("s", self.s)]
         if self.lambda_max_kind == "bound":
             lo, hi = self.lambda_max_bounds
-            lam = rf"{_tex(lo)} \le \lambda_{{\max}} \le {_tex(hi)}\ \text{{(bound)}}"
+            lam = rf"{tex(lo)} \le \lambda_{{\max}} \le {tex(hi)}\ \text{{(bound)}}"
         else:
-            lam = rf"\lambda_{{\max}} = {_tex(self.lambda_max)}"
-        body = r",\quad ".join(f"{k} = {_tex(v)}" for k, v in items)
+            lam = rf"\lambda_{{\max}} = {tex(self.lambda_max)}"
+        body = r",\quad ".join(f"{k} = {tex(v)}" for k, v in items)
         return f"$M={self.width},\\ T={self.samples}:\\quad {body},\\quad {lam}$"
 
 
@@ -192,7 +197,7 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    return value if isinstance(value, str) else _fmt(value)
+    return value if isinstance(value, str) else fmt(value)
 
 
 def _nonzero(value: Any) -> bool:
@@ -202,113 +207,85 @@ def _nonzero(value: Any) -> bool:
         return True
 
 
-# -- the statistics from order parameters (any number type) ----------------------------------------------------
+# -- finite-width models beyond the mean-field expectations -------------------------------------------------------
+
+# name -> (model, note). A model is called as model(net, width, samples, base) with base the mean-field
+# FisherStats and returns a dict with "lambda_max", "s" and optionally "notes"; the built-in ones are given
+# as "module:function" import paths, imported on first use, so that the theory never imports them itself.
+_FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
+    "rmt": ("meanfield.finite.model:finite_width_stats",
+            "lambda_max and s from the random-matrix model of meanfield.finite.model; its fluctuation coefficients "
+            "are measured on sampled reference networks (semi-empirical)"),
+}
+_BUILT_IN = ("mean-field", "leading")
+# the forms predict() took before the named choices: still accepted, with a DeprecationWarning
+_DEPRECATED = {None: "mean-field", True: "mean-field", False: "leading"}
 
 
-def _max(ctx: _Ctx, a: Any, b: Any) -> Any:
-    if ctx.mode == "sympy":
-        return sympy.Max(a, b, evaluate=False)  # no assumption queries on huge arguments
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.maximum(a, b)
-    return a if a >= b else b
+def register_finite_width(name: str, model: Callable[..., dict] | str, note: str = "") -> None:
+    """Make ``predict(..., finite_width=name)`` use ``model(net, width, samples, base) -> dict``.
+
+    The model receives the mean-field :class:`FisherStats` ``base`` of the same (numeric) network and
+    returns a dict with ``lambda_max``, ``s`` and optionally ``notes``; predict keeps base's other values.
+    ``model`` may be a "module:function" path, imported on first use. ``note`` says what the model is
+    (it is added to the notes of every prediction it makes).
+
+    Raises:
+        InvalidArgument: an empty name or one of the built-in choices "mean-field" and "leading".
+
+    Example:
+        >>> register_finite_width("doubled", lambda net, M, T, base: dict(lambda_max=2 * base.lambda_max, s=base.s))
+        >>> net = Network(2, "relu", 2, 0, outputs=2)
+        >>> float(predict(net, 64, 8, finite_width="doubled").lambda_max) == 2 * float(predict(net, 64, 8).lambda_max)
+        True
+        >>> "doubled" in finite_width_choices()
+        True
+    """
+    if not isinstance(name, str) or not name or name in _BUILT_IN:
+        raise InvalidArgument("name", name, "a new name for a finite-width model (not 'mean-field' or 'leading')")
+    if not (callable(model) or (isinstance(model, str) and ":" in model)):
+        raise InvalidArgument("model", model, "a callable model(net, width, samples, base) or a 'module:function' path")
+    _FINITE_WIDTH_MODELS[name] = (model, note)
 
 
-def _sqrt(ctx: _Ctx, x: Any) -> Any:
-    if ctx.mode == "sympy":
-        return sympy.sqrt(x, evaluate=False)  # evaluating asks assumptions of a huge expression: slow
-    if ctx.mode == "mp":
-        return mpmath.sqrt(x)
-    return np.sqrt(x)
+def finite_width_choices() -> tuple[str, ...]:
+    """The values ``predict(..., finite_width=...)`` accepts: "mean-field", "leading" and the registered models.
+
+    Example:
+        >>> finite_width_choices()[:3]
+        ('mean-field', 'leading', 'rmt')
+    """
+    return (*_BUILT_IN, *_FINITE_WIDTH_MODELS)
 
 
-def _statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: _Ctx) -> dict:
-    """gram entries, m, s, lambda_max (finite width and leading) from the order parameters."""
-    net = op.network
-    L = net.depth
-    Tn = ctx.num(T)
-    Cn = ctx.num(C)
-    symbolic_width = isinstance(width, sympy.Basic) and not width.is_number
-    Mn = width if symbolic_width else ctx.num(width)
-    alpha = _alpha(net, ctx)
-    A = _alpha(net, ctx, normaliser=True)
-    # exact parameter count
-    if symbolic_width or ctx.mode == "sympy":
-        sizes = [ctx.num(a) * Mn for a in net.alphas] + [Cn]
-        if not symbolic_width:
-            sizes = [sympy.nsimplify(s) for s in sizes]
-        P = sum((sizes[l] * (sizes[l - 1] + 1) for l in range(1, L + 1)), ctx.num(0))
-    else:
-        P = net.parameter_count(int(width))  # an exact int (mixes with floats, arrays and mpf)
-    P_lead = alpha * Mn**2 if L > 1 else Cn * ctx.num(net.alphas[0]) * Mn
-    terms = op.gram_layers(Mn)
-    lead_terms = op.gram_layers(None)
-    gd = sum((a for a, _ in terms), ctx.num(0))
-    go = sum((b for _, b in terms), ctx.num(0))
-    gd_lead = Mn * sum((a for a, _ in lead_terms), ctx.num(0))
-    go_lead = Mn * sum((b for _, b in lead_terms), ctx.num(0))
-    if not (isinstance(T, sympy.Basic) and not T.is_number) and int(T) == 1:
-        go = go * 0
-        go_lead = go_lead * 0
-    last = net.norm_at(L)
-    full_bn_last = isinstance(last, BatchNorm) and not last.center_only
-    # E||G_kk||_F^2 / ||E G_kk||_F^2 for full batch norm on the output: chi-square and projector moments
-    r = (Tn - 3) * (Tn - 1) / ((Tn - 5) * (Tn - 2)) if full_bn_last else ctx.num(1)
-
-    def stats(gd_, go_, P_):
-        m = Cn * Tn * gd_ / P_
-        s = Cn * (Tn * gd_**2 + Tn * (Tn - 1) * go_**2) * r / P_
-        if ctx.mode == "sympy":
-            lam = gd_ - go_ if isinstance(last, BatchNorm) else gd_ + (Tn - 1) * go_
-        else:
-            lam = _max(ctx, gd_ + (Tn - 1) * go_, gd_ - go_)
-        return m, s, lam
-
-    m, s, lam = stats(gd, go, P)
-    m_l, s_l, lam_l = stats(gd_lead, go_lead, P_lead)
-    kappa1, kappa2 = op.kappas()  # = T gd_lead / (A M), computed without the 1/T so that T cancels exactly
-    lost = (1 if last.center_only else 2) if isinstance(last, BatchNorm) else 0
-    if ctx.mode == "sympy" or isinstance(T, sympy.Basic):
-        rank = Cn * (Tn - lost)
-    else:
-        rank = min(int(C) * (int(T) - lost), P) if isinstance(P, int) else int(C) * (int(T) - lost)
-    return dict(alpha=alpha, P=P, P_lead=P_lead, gd=gd, go=go, gd_lead=gd_lead, go_lead=go_lead, m=m, s=s,
-                lam=lam, m_l=m_l, s_l=s_l, lam_l=lam_l, kappa1=kappa1, kappa2=kappa2, terms=terms, rank=rank,
-                full_bn_last=full_bn_last)
+def _finite_width_model(name: str) -> Callable[..., dict]:
+    model, note = _FINITE_WIDTH_MODELS[name]
+    if isinstance(model, str):
+        module, function = model.split(":")
+        model = getattr(importlib.import_module(module), function)
+        _FINITE_WIDTH_MODELS[name] = (model, note)
+    return model
 
 
-# The bulk of G spreads above its mean eigenvalue gram_diag - gram_offdiag by about c sqrt(C T / M) (relative)
-# at finite width; measured c = 1.3-2.3 (ReLU/erf/tanh, L = 3, T = 8-32, C = 1-4, M = 64-1024). The outlier
-# gram_diag + (T-1) gram_offdiag is only called a prediction when it clears that spread with c = 3.
-BULK_SPREAD = 3.0
-
-
-def _separation(gd: Any, go: Any, T: Any) -> Any:
-    """(outlier - bulk) / bulk of E G per output: T gram_offdiag / (gram_diag - gram_offdiag)."""
-    return T * go / (gd - go)
-
-
-def _lambda_kind(net: Network, kappa2: Any, ctx: _Ctx, gd: Any = None, go: Any = None, width: Any = None,
-                 T: Any = None) -> str:
-    if net.norm_at(net.depth) is not None:
-        return "bound"
-    if ctx.mode == "sympy":
-        if kappa2.free_symbols:
-            return "prediction"  # assumes kappa_2 > 0 (derive() keeps a Max until the sign is known)
-        from .derivation import _to_float
-        return "prediction" if _to_float(kappa2, "kappa2") > 1e-12 else "bound"
-    if not float(kappa2) > 1e-12:
-        return "bound"
-    if gd is not None and width is not None:
-        spread = BULK_SPREAD * math.sqrt(net.outputs * int(T) / float(width))
-        if not float(_separation(gd, go, ctx.num(T))) > spread:
-            return "bound"
-    return "prediction"
+def _finite_width_choice(value: Any) -> str:
+    """The named choice for ``finite_width``; the old None/True/False forms with a DeprecationWarning."""
+    if isinstance(value, str):
+        if value not in _BUILT_IN and value not in _FINITE_WIDTH_MODELS:
+            raise InvalidArgument("finite_width", value, "one of " + ", ".join(map(repr, finite_width_choices())))
+        return value
+    if value is None or isinstance(value, (bool, np.bool_)):
+        new = _DEPRECATED[None if value is None else bool(value)]
+        warnings.warn(f"predict(finite_width={value!r}) is deprecated: use finite_width={new!r}", DeprecationWarning,
+                      stacklevel=3)
+        return new
+    raise InvalidArgument("finite_width", value, "one of " + ", ".join(map(repr, finite_width_choices())))
 
 
 # -- public -------------------------------------------------------------------------------------------------------
 
 
-def predict(net: Network, width: int, samples: int, *, finite_width: Any = None, dps: int | None = None) -> FisherStats:
+def predict(net: Network, width: int, samples: int, *, finite_width: Any = "mean-field",
+            dps: int | None = None) -> FisherStats:
     """m = C T E G_diag / P, s = C (T G_diag^2 + T(T-1) G_offdiag^2) r / P, lambda_max = top eig of E G.
 
     Finite-width expectations (exact P, bias terms, exact-in-T normalization rules and chi-square moments)
@@ -319,8 +296,10 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
         net: the network.
         width: base width M (hidden widths alpha_l M).
         samples: batch size T.
-        finite_width: None/True (default: finite-width expectations in m, s, lambda_max) or False (the
-            leading-order values there too). "rmt" is reserved for the random-matrix bulk edge (issue 9).
+        finite_width: "mean-field" (default: finite-width expectations in m, s, lambda_max), "leading" (the
+            leading-order values there too) or "rmt" (lambda_max and s from the random-matrix model of
+            :mod:`meanfield.finite.model`, numeric only), or a model added by :func:`register_finite_width`.
+            None, True (= "mean-field") and False (= "leading") are deprecated.
         dps: evaluate in mpmath at this precision.
 
     Returns:
@@ -328,7 +307,8 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
 
     Raises:
         InvalidArgument: width or samples invalid, T below what a batch norm needs (full batch norm on the
-            output: T >= 6 for a finite E[s]; full batch norm elsewhere: T >= 4; centre-only: T >= 2).
+            output: T >= 6 for a finite E[s]; full batch norm elsewhere: T >= 4; centre-only: T >= 2), an
+            unknown ``finite_width``.
 
     Example:
         >>> st = predict(Network(3, "relu", 2, 0, outputs=10), width=512, samples=32)
@@ -346,60 +326,55 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = None,
     if not symbolic_width:
         width = check_int("width", width, minimum=1)
         net.widths(width)  # every alpha_l M must be whole
-    if finite_width == "rmt":
+    choice = _finite_width_choice(finite_width)
+    if choice not in _BUILT_IN:
         if symbolic_width or dps is not None or net.is_symbolic:
-            raise InvalidArgument("finite_width", finite_width, "None, True or False with symbolic or mpmath "
-                                  "evaluation", "'rmt' is a numeric, partly measured prediction")
-        return _predict_rmt(net, width, samples)
-    if finite_width not in (None, True, False):
-        raise InvalidArgument("finite_width", finite_width, "None, True, False or 'rmt'")
-    T = _check_samples(net, samples, purpose="fisher")
+            raise InvalidArgument("finite_width", finite_width, "'mean-field' or 'leading' with symbolic or mpmath "
+                                  "evaluation", f"{choice!r} is a numeric, partly measured prediction")
+        return _predict_model(net, width, samples, choice)
+    T = check_samples(net, samples, purpose="fisher")
     if T is None:
         raise InvalidArgument("samples", samples, "the batch size T (an integer >= 1)")
     op = order_parameters(net, T, dps=dps, symbolic=True if symbolic_width else None)
-    ctx = _Ctx(op.mode, op.dps)
+    ctx = Arithmetic(op.mode, op.dps)
     if ctx.mode == "mp":
         with mpmath.workdps(dps):
-            return _assemble(net, op, width, T, ctx, finite_width)
-    return _assemble(net, op, width, T, ctx, finite_width)
+            return _assemble(net, op, width, T, ctx, choice)
+    return _assemble(net, op, width, T, ctx, choice)
 
 
 _NOTE_NO_FLUCTUATIONS = ("finite width: exact P, bias terms and T; O(1/M) fluctuation corrections not included "
                          "(s: excess ~T/M with batch norm on the output)")
 
 
-def _predict_rmt(net: Network, width: int, samples: int) -> FisherStats:
-    """The finite-width form with lambda_max and s from meanfield.finite.rmt (issue 9's random-matrix model).
-
-    Semi-empirical: the random-matrix edge and spike are derived, but the fluctuation coefficients they
-    need are measured on sampled reference networks at small widths (see meanfield.finite.rmt); say so.
-    """
-    from ..finite import rmt
-
+def _predict_model(net: Network, width: int, samples: int, name: str) -> FisherStats:
+    """The finite-width form with lambda_max and s from a registered finite-width model (e.g. the random-matrix
+    model of meanfield.finite.model for "rmt": semi-empirical, its fluctuation coefficients are measured on
+    sampled reference networks at small widths; the notes say so)."""
+    model = _finite_width_model(name)
     base = predict(net, width, samples)
-    extra = rmt.finite_width_stats(net, int(width), int(samples), base)
+    extra = model(net, int(width), int(samples), base)
     lam = extra["lambda_max"]
     # the mean-field notes on bounds and on missing fluctuations no longer hold for lambda_max and s
     kept = tuple(n for n in base.notes if "bounds only" not in n and n != _NOTE_NO_FLUCTUATIONS)
+    note = _FINITE_WIDTH_MODELS[name][1]
     notes = (*kept, "finite width: exact P, bias terms and T; lambda_max and s include the O(1/M) fluctuations",
-             "finite_width='rmt': lambda_max and s from the random-matrix model of meanfield.finite.rmt; "
-             "its fluctuation coefficients are measured on sampled reference networks (semi-empirical)",
-             *extra.get("notes", ()))
+             *((f"finite_width={name!r}: {note}",) if note else ()), *extra.get("notes", ()))
     return dataclasses.replace(base, lambda_max=lam, s=extra["s"], eta_max=2 / lam, lambda_max_kind="prediction",
                                lambda_max_bounds=None, notes=tuple(notes))
 
 
-def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, finite_width: Any) -> FisherStats:
-    st = _statistics(op, width, T, net.outputs, ctx)
+def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: Arithmetic, choice: str) -> FisherStats:
+    st = gram_statistics(op, width, T, net.outputs, ctx)
     leading = LeadingStats(st["kappa1"], st["kappa2"], st["P_lead"], st["m_l"], st["s_l"], st["lam_l"],
                            st["gd_lead"], st["go_lead"])
-    use_lead = finite_width is False
+    use_lead = choice == "leading"
     m = st["m_l"] if use_lead else st["m"]
     s = st["s_l"] if use_lead else st["s"]
     lam = st["lam_l"] if use_lead else st["lam"]
     P = st["P"]
     symbolic_width = isinstance(width, sympy.Basic) and not width.is_number
-    kind = _lambda_kind(net, st["kappa2"], ctx, st["gd"], st["go"], None if symbolic_width else width, T)
+    kind = lambda_kind(net, st["kappa2"], ctx, st["gd"], st["go"], None if symbolic_width else width, T)
     bounds = None
     notes = []
     if kind == "bound":
@@ -410,8 +385,8 @@ def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: _Ctx, 
             gd = st["gd_lead"] if use_lead else st["gd"]
             Tn = ctx.num(T)
             d_minus_o_over_v = gd * (Tn - 3) / (Tn - 2)
-            lo = _max(ctx, lo, d_minus_o_over_v * ctx.num(expected_max_inverse_chi2(int(T), int(net.outputs))))
-        hi = _sqrt(ctx, P * s)
+            lo = ctx.max(lo, d_minus_o_over_v * ctx.num(expected_max_inverse_chi2(int(T), int(net.outputs))))
+        hi = ctx.sqrt(P * s)
         bounds = (lo, hi)
         lam = lo
         if net.norm_at(net.depth) is not None:
@@ -491,10 +466,10 @@ def predict_grid(net: Network, width: int, samples: int, *, sigma_w2: Any = None
         raise InvalidArgument("net", net, "a meanfield.Network")
     width = check_int("width", width, minimum=1)
     net.widths(width)
-    T = _check_samples(net, samples, purpose="fisher")
+    T = check_samples(net, samples, purpose="fisher")
     op = order_parameters(net, T, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-    ctx = _Ctx("float")
-    st = _statistics(op, width, T, net.outputs, ctx)
+    ctx = Arithmetic("float")
+    st = gram_statistics(op, width, T, net.outputs, ctx)
     shape = np.broadcast_shapes(*[np.shape(v) for v in (*op.sigma_w2, *op.sigma_b2)])
 
     def full(x):
@@ -502,7 +477,7 @@ def predict_grid(net: Network, width: int, samples: int, *, sigma_w2: Any = None
 
     k2 = full(st["kappa2"])
     has_norm = net.norm_at(net.depth) is not None
-    separated = full(_separation(st["gd"], st["go"], float(T))) > BULK_SPREAD * math.sqrt(net.outputs * T / width)
+    separated = full(separation(st["gd"], st["go"], float(T))) > BULK_SPREAD * math.sqrt(net.outputs * T / width)
     kind = np.where((k2 > 1e-12) & separated & (not has_norm), "prediction", "bound")
     lam = full(st["lam"])
     sw_grid = full(op.sigma_w2[0])

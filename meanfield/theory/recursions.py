@@ -46,8 +46,6 @@ sympy expressions, because :mod:`meanfield.integrals` and :mod:`meanfield.integr
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -55,81 +53,18 @@ import mpmath
 import numpy as np
 import sympy
 
-from ..spec.activations import Activation, activation
 from ..errors import InvalidArgument, check_int, check_real
+from ..spec.activations import Activation, activation
 from ..spec.network import BatchNorm, LayerNorm, Network
+from .backend import Arithmetic, Law, fmt, tex
 
-__all__ = ["order_parameters", "OrderParameters", "LayerParameters", "signal_propagation", "SignalPropagation",
-           "min_samples_for"]
+__all__ = ["order_parameters", "OrderParameters", "LayerParameters", "min_samples_for", "check_samples",
+           "dense_forward", "norm_forward", "activation_forward", "backward_map", "network_alpha", "alpha_normaliser"]
 
 # phi' = 1 at the output layer; built from the exact sympy 1 (the catalogue would store the float 1.0,
 # which would leak floats into symbolic derivations)
 _ONE = Activation(name="1", expr=sympy.S.One)
 _LINEAR = activation("linear")
-
-
-# -- arithmetic context: float / numpy, mpmath, sympy ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    mode: str  # "float", "mp" or "sympy"
-    dps: int | None = None
-
-    def num(self, value: Any) -> Any:
-        """A constant in this context's number type (exact rationals under sympy)."""
-        if self.mode == "sympy":
-            if isinstance(value, sympy.Basic):
-                return value
-            if isinstance(value, float):
-                return sympy.Rational(repr(value)) if math.isfinite(value) else sympy.sympify(value)
-            if isinstance(value, np.ndarray):
-                raise InvalidArgument("sigma", "array", "scalars in symbolic mode")
-            return sympy.sympify(value)
-        if self.mode == "mp":
-            if isinstance(value, sympy.Basic):
-                return mpmath.mpf(sympy.N(value, self.dps + 5)) if value.is_number else value
-            return mpmath.mpf(value) if not isinstance(value, np.ndarray) else value
-        if isinstance(value, sympy.Basic):
-            return float(value)
-        return value if isinstance(value, np.ndarray) else float(value)
-
-    def second(self, g: Activation, law: "Law") -> Any:
-        if law.kind == "sphere":
-            from ..integrals.sphere import sphere_second_moment
-            return self._exact(sphere_second_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
-        from ..integrals.gaussian import second_moment
-        return second_moment(g, law.q1, dps=self.dps) if self.mode == "mp" else self._exact(second_moment(g, law.q1))
-
-    def cross(self, g: Activation, law: "Law") -> Any:
-        if law.kind == "sphere":
-            from ..integrals.sphere import sphere_cross_moment
-            return self._exact(sphere_cross_moment(g, law.T, dps=self.dps, symbolic=self.mode == "sympy"))
-        from ..integrals.gaussian import cross_moment
-        if self.mode == "mp":
-            return cross_moment(g, law.q1, law.q2, dps=self.dps)
-        return self._exact(cross_moment(g, law.q1, law.q2))
-
-    def _exact(self, value: Any) -> Any:
-        """Symbolic mode: floats that catalogue parameters carry (constant(1.0)) back to exact rationals."""
-        if self.mode != "sympy" or not isinstance(value, sympy.Basic):
-            return value
-        floats = value.atoms(sympy.Float)
-        return value.xreplace({f: sympy.Rational(repr(float(f))) for f in floats}) if floats else value
-
-
-@dataclass(frozen=True)
-class Law:
-    """The law of the (normalised) pre-activation a unit's activation sees.
-
-    ``kind`` is "gaussian" (second moments q1, q2) or "sphere" (batch norm: uniform on the sphere of
-    radius sqrt(T) in the complement of 1; q1 = 1, q2 = -1/(T-1)).
-    """
-
-    kind: str
-    q1: Any
-    q2: Any
-    T: Any = None
 
 
 # -- per-layer record ------------------------------------------------------------------------------------------
@@ -214,14 +149,14 @@ class OrderParameters:
             >>> [tuple(round(float(x), 6) for x in pair) for pair in op.gram_layers(100)]  # M/pi + 1
             [(101.0, 0.5), (101.0, 32.830989)]
         """
-        ctx = _Ctx(self.mode, self.dps)
+        ctx = Arithmetic(self.mode, self.dps)
         Tn = ctx.num(self.samples if self.samples is not None else 1)
         return tuple((gd / Tn, go / Tn) for gd, go in self._sums(width, bias=bias))
 
     def _sums(self, width: Any = None, *, bias: bool = True) -> tuple[tuple[Any, Any], ...]:
         """T times gram_layers: the per-layer sums before the 1/T (kept apart so T cancels exactly)."""
         net = self.network
-        ctx = _Ctx(self.mode, self.dps)
+        ctx = Arithmetic(self.mode, self.dps)
         out = []
         for l in range(1, net.depth + 1):
             below, here = self.layers[l - 1], self.layers[l]
@@ -249,8 +184,8 @@ class OrderParameters:
             >>> float(k1)                   # (qtilde qhat) summed over 3 layers, divided by alpha = 2
             1.5
         """
-        ctx = _Ctx(self.mode, self.dps)
-        A = _alpha(self.network, ctx, normaliser=True)
+        ctx = Arithmetic(self.mode, self.dps)
+        A = alpha_normaliser(self.network, ctx)
         terms = self._sums(None)
         k1 = sum((gd for gd, _ in terms), ctx.num(0)) / A
         k2 = sum((go for _, go in terms), ctx.num(0)) / A
@@ -263,7 +198,7 @@ class OrderParameters:
         rows = [["l", "norm", "law", *names]]
         for p in self.layers:
             rows.append([str(p.layer), p.norm if p.layer else "input", p.law or "-",
-                         *[_fmt(getattr(p, n)) for n in names]])
+                         *[fmt(getattr(p, n)) for n in names]])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
         T = "-" if self.samples is None else self.samples
@@ -273,45 +208,17 @@ class OrderParameters:
         return self.table()
 
     def _repr_latex_(self) -> str:
-        tex = {"q1": "q_1", "q2": "q_2", "qhat1": r"\hat q_1", "qhat2": r"\hat q_2", "qtilde1": r"\tilde q_1",
-               "qtilde1_mean": r"\tilde q_1^{\rm mean}", "qtilde2": r"\tilde q_2",
-               "qtilde2_same": r"\tilde q_2^{\rm same}"}
-        cols = list(tex)
-        body = [" & ".join(["l"] + [tex[c] for c in cols]) + r" \\ \hline"]
+        heads = {"q1": "q_1", "q2": "q_2", "qhat1": r"\hat q_1", "qhat2": r"\hat q_2", "qtilde1": r"\tilde q_1",
+                 "qtilde1_mean": r"\tilde q_1^{\rm mean}", "qtilde2": r"\tilde q_2",
+                 "qtilde2_same": r"\tilde q_2^{\rm same}"}
+        cols = list(heads)
+        body = [" & ".join(["l"] + [heads[c] for c in cols]) + r" \\ \hline"]
         for p in self.layers:
-            body.append(" & ".join([str(p.layer)] + [_tex(getattr(p, c)) for c in cols]) + r" \\")
+            body.append(" & ".join([str(p.layer)] + [tex(getattr(p, c)) for c in cols]) + r" \\")
         return "$$\\begin{array}{" + "c" * (len(cols) + 1) + "}" + "\n".join(body) + r"\end{array}$$"
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, np.ndarray):
-        return f"array{value.shape}"
-    if isinstance(value, sympy.Basic):
-        if value.is_number:
-            try:
-                return f"{float(value):.6g}"
-            except TypeError:
-                pass
-        text = str(value)
-        return text if len(text) <= 28 else text[:25] + "..."
-    try:
-        return f"{float(value):.6g}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _tex(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, sympy.Basic):
-        from ..printing import latex
-        return latex(value)
-    return _fmt(value)
-
-
-def _width(net: Network, l: int, width: Any, ctx: _Ctx) -> Any:
+def _width(net: Network, l: int, width: Any, ctx: Arithmetic) -> Any:
     """M_l = alpha_l M (exact integer for numeric M)."""
     if isinstance(width, sympy.Basic) and not width.is_number:
         return ctx.num(net.alphas[l]) * width
@@ -320,12 +227,34 @@ def _width(net: Network, l: int, width: Any, ctx: _Ctx) -> Any:
     return ctx.num(net.widths(int(width))[l])
 
 
-def _alpha(net: Network, ctx: _Ctx, normaliser: bool = False) -> Any:
+def network_alpha(net: Network, ctx: Arithmetic) -> Any:
+    """alpha = sum_{l=1}^{L-1} alpha_l alpha_{l-1} (:attr:`Network.alpha`, so that P ~ alpha M^2) in the backend's numbers.
+
+    Float width ratios are converted one by one before the sum, as every other parameter is: under sympy
+    they stay exact rationals (0.5 -> 1/2) and under mpmath the products carry the working precision.
+
+    Example:
+        >>> network_alpha(Network(3, "relu", 2, 0, alphas=(1, 2, 1)), Arithmetic("float"))
+        4.0
+        >>> network_alpha(Network(3, "relu", 2, 0, alphas=(1, 0.5, 1)), Arithmetic("sympy"))
+        1
+    """
+    if all(isinstance(a, (int, sympy.Basic)) for a in net.alphas):
+        return ctx.num(net.alpha)  # exact already
     a = [ctx.num(x) for x in net.alphas]
-    total = sum((a[l] * a[l - 1] for l in range(1, len(a))), ctx.num(0))
-    if normaliser and net.depth == 1:
-        return a[0]
-    return total
+    return sum((a[l] * a[l - 1] for l in range(1, len(a))), ctx.num(0))
+
+
+def alpha_normaliser(net: Network, ctx: Arithmetic) -> Any:
+    """The normaliser of the kappa's: alpha (:func:`network_alpha`), or alpha_0 for a depth-1 network (no hidden layer).
+
+    Example:
+        >>> alpha_normaliser(Network(1, "relu", 2, 0, alphas=(3,)), Arithmetic("float"))
+        3.0
+    """
+    if net.depth == 1:
+        return ctx.num(net.alphas[0])
+    return network_alpha(net, ctx)
 
 
 # -- validation --------------------------------------------------------------------------------------------------
@@ -349,7 +278,20 @@ def min_samples_for(net: Network, purpose: str = "order") -> int:
     return need
 
 
-def _check_samples(net: Network, samples: Any, purpose: str = "order") -> Any:
+def check_samples(net: Network, samples: Any, purpose: str = "order") -> Any:
+    """The batch size T as the rules need it: None without batch norm, a symbol, or an int >= min_samples_for.
+
+    Raises:
+        InvalidArgument: T missing with batch norm, or too small, with the reason per normalization layer.
+
+    Example:
+        >>> check_samples(Network(3, "relu", 2, 0), None) is None
+        True
+        >>> check_samples(Network(3, "relu", 2, 0, norms=[BatchNorm(1)]), 2)
+        Traceback (most recent call last):
+        ...
+        meanfield.errors.InvalidArgument: samples=2 is not allowed: expected an integer >= 4 for this network...
+    """
     if samples is None:
         if any(isinstance(n, BatchNorm) for n in net.norms):
             raise InvalidArgument("samples", None, "the batch size T (batch norm's statistics depend on it)")
@@ -403,13 +345,23 @@ def _per_layer_override(name: str, value: Any, L: int) -> tuple | None:
 # -- the rules ---------------------------------------------------------------------------------------------------
 
 
-def _dense_forward(ctx: _Ctx, qhat1: Any, qhat2: Any, sw: Any, sb: Any) -> tuple[Any, Any]:
-    """u = W h + b: q_1 = sigma_w^2 qhat_1 + sigma_b^2, q_2 = sigma_w^2 qhat_2 + sigma_b^2."""
+def dense_forward(ctx: Arithmetic, qhat1: Any, qhat2: Any, sw: Any, sb: Any) -> tuple[Any, Any]:
+    """u = W h + b: q_1 = sigma_w^2 qhat_1 + sigma_b^2, q_2 = sigma_w^2 qhat_2 + sigma_b^2.
+
+    Example:
+        >>> dense_forward(Arithmetic("float"), 1.0, 0.5, 2.0, 0.1)
+        (2.1, 1.1)
+    """
     return sw * qhat1 + sb, sw * qhat2 + sb
 
 
-def _norm_forward(ctx: _Ctx, norm: Any, q1: Any, q2: Any, T: Any, layer: int) -> Law:
-    """The law of the normalised pre-activation."""
+def norm_forward(ctx: Arithmetic, norm: Any, q1: Any, q2: Any, T: Any, layer: int) -> Law:
+    """The law of the normalised pre-activation (module docstring: Gaussian, or the sphere law for batch norm).
+
+    Example:
+        >>> norm_forward(Arithmetic("sympy"), BatchNorm(1, center_only=True), sympy.Integer(2), sympy.Integer(1), 4, 1)
+        Law(kind='gaussian', q1=3/4, q2=-1/4, T=4)
+    """
     if norm is None:
         return Law("gaussian", q1, q2, T)
     if isinstance(norm, LayerNorm):
@@ -422,7 +374,7 @@ def _norm_forward(ctx: _Ctx, norm: Any, q1: Any, q2: Any, T: Any, layer: int) ->
     return Law("sphere", ctx.num(1) + 0 * q1, -1 / (Tn - 1) + 0 * q1, T)
 
 
-def _check_variance(ctx: _Ctx, v: Any, layer: int) -> None:
+def _check_variance(ctx: Arithmetic, v: Any, layer: int) -> None:
     if ctx.mode == "sympy":
         if getattr(v, "is_zero", None) is True or getattr(v, "is_negative", None) is True:
             raise InvalidArgument("network", f"batch norm at layer {layer}",
@@ -436,8 +388,13 @@ def _check_variance(ctx: _Ctx, v: Any, layer: int) -> None:
                               "variance is zero and batch norm divides by zero")
 
 
-def _activation_forward(ctx: _Ctx, law: Law, phi: Activation) -> tuple[Any, Any]:
-    """h = phi(u): qhat_1 = E[phi(u_a)^2], qhat_2 = E[phi(u_a) phi(u_b)] under the law."""
+def activation_forward(ctx: Arithmetic, law: Law, phi: Activation) -> tuple[Any, Any]:
+    """h = phi(u): qhat_1 = E[phi(u_a)^2], qhat_2 = E[phi(u_a) phi(u_b)] under the law.
+
+    Example:
+        >>> activation_forward(Arithmetic("sympy"), Law("gaussian", sympy.Integer(2), sympy.Integer(0)), activation("relu"))
+        (1, 1/pi)
+    """
     return ctx.second(phi, law), ctx.cross(phi, law)
 
 
@@ -451,8 +408,17 @@ def _x_times_derivative(phi: Activation | None) -> Activation:
     return times_x(phi.derivative)
 
 
-def _backward_map(ctx: _Ctx, norm: Any, law: Law, phi: Activation | None, q1: Any, q2: Any, T: Any):
-    """The linear map of (X_=, X_!=) through activation (phi; None = identity at the output) and norm."""
+def backward_map(ctx: Arithmetic, norm: Any, law: Law, phi: Activation | None, q1: Any, q2: Any, T: Any):
+    """The linear map of (X_=, X_!=) through activation (phi; None = identity at the output) and norm.
+
+    Returns ("diagonal", a_1, a_2): (X_=, X_!=) -> (a_1 X_=, a_2 X_!=), or ("projector", e_1, e_2):
+    (X_=, X_!=) -> (Y, -Y) with Y = e_1 X_= + e_2 X_!= (module docstring).
+
+    Example:
+        >>> law = Law("gaussian", sympy.Integer(2), sympy.Integer(0))
+        >>> backward_map(Arithmetic("sympy"), None, law, activation("relu"), law.q1, law.q2, None)
+        ('diagonal', 1/2, 1/4)
+    """
     dphi = _ONE if phi is None else phi.derivative
     if norm is None or isinstance(norm, LayerNorm):
         a1 = ctx.second(dphi, law)
@@ -520,7 +486,7 @@ def order_parameters(net: Network, samples: Any = None, *, dps: int | None = Non
     """
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield.Network")
-    T = _check_samples(net, samples)
+    T = check_samples(net, samples)
     L = net.depth
     sw_over = _per_layer_override("sigma_w2", sigma_w2, L)
     sb_over = _per_layer_override("sigma_b2", sigma_b2, L)
@@ -536,14 +502,14 @@ def order_parameters(net: Network, samples: Any = None, *, dps: int | None = Non
     if symbolic and any(isinstance(v, np.ndarray) for v in (*sw, *sb)):
         raise InvalidArgument("sigma_w2", "array", "scalars for a symbolic network")
     mode = "sympy" if symbolic else ("mp" if dps else "float")
-    ctx = _Ctx(mode, dps)
+    ctx = Arithmetic(mode, dps)
     if mode == "mp":
         with mpmath.workdps(dps):
             return _fold(net, T, ctx, sw, sb)
     return _fold(net, T, ctx, sw, sb)
 
 
-def _fold(net: Network, T: Any, ctx: _Ctx, sw: tuple, sb: tuple) -> OrderParameters:
+def _fold(net: Network, T: Any, ctx: Arithmetic, sw: tuple, sb: tuple) -> OrderParameters:
     L = net.depth
     sw = tuple(ctx.num(v) for v in sw)
     sb = tuple(ctx.num(v) for v in sb)
@@ -553,12 +519,12 @@ def _fold(net: Network, T: Any, ctx: _Ctx, sw: tuple, sb: tuple) -> OrderParamet
     # forward fold
     for l in range(1, L + 1):
         below = layers[-1]
-        q1, q2 = _dense_forward(ctx, below.qhat1, below.qhat2, sw[l - 1], sb[l - 1])
+        q1, q2 = dense_forward(ctx, below.qhat1, below.qhat2, sw[l - 1], sb[l - 1])
         norm = net.norm_at(l)
-        law = _norm_forward(ctx, norm, q1, q2, T, l)
+        law = norm_forward(ctx, norm, q1, q2, T, l)
         qhat1 = qhat2 = None
         if l < L:
-            qhat1, qhat2 = _activation_forward(ctx, law, net.phi(l))
+            qhat1, qhat2 = activation_forward(ctx, law, net.phi(l))
         kind = "none" if norm is None else (norm.kind if isinstance(norm, BatchNorm) else "layer")
         layers.append(LayerParameters(l, kind, q1, q2, law.kind, law.q1, law.q2, qhat1, qhat2))
         laws.append(law)
@@ -570,7 +536,7 @@ def _fold(net: Network, T: Any, ctx: _Ctx, sw: tuple, sb: tuple) -> OrderParamet
             w = sw[l]
             d_eq, d_ne, o_eq, o_ne = w * d_eq, w * d_ne, w * o_eq, w * o_ne
         phi = net.phi(l) if l < L else None
-        bmap = _backward_map(ctx, net.norm_at(l), laws[l], phi, p.q1, p.q2, T)
+        bmap = backward_map(ctx, net.norm_at(l), laws[l], phi, p.q1, p.q2, T)
         d_eq, d_ne = _apply(bmap, d_eq, d_ne)
         o_eq, o_ne = _apply(bmap, o_eq, o_ne)
         chi_scale = sw[l] if l < L else ctx.num(1)
@@ -587,246 +553,3 @@ def _fold(net: Network, T: Any, ctx: _Ctx, sw: tuple, sb: tuple) -> OrderParamet
         layers = [p.replace(**{f.name: grid(getattr(p, f.name)) for f in fields(p)
                                if f.name not in ("layer", "norm", "law")}) for p in layers]
     return OrderParameters(net, T, tuple(layers), ctx.mode, ctx.dps, sw, sb)
-
-
-# -- signal propagation (Poole et al. 2016, Schoenholz et al. 2017) -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignalPropagation:
-    """Fixed point q*, correlation map c -> c', its fixed point c*, chi_1 and the depth scales.
-
-    Attributes:
-        q_star: fixed point of q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 (inf if the length diverges;
-            the other fields are then None).
-        c_star: the stable fixed point of the correlation map (1 in the ordered phase).
-        chi1: sigma_w^2 E[phi'(sqrt(q*) z)^2], slope of the correlation map at c = 1 (order-to-chaos at 1).
-        chi_c: slope of the correlation map at c*, sigma_w^2 I_phi'[q*, c* q*].
-        slope_q: slope of the length map at q*, chi1 + sigma_w^2 E[phi phi''] (from d/dq E[phi^2]).
-        xi_q, xi_c: depth scales -1/log(slope_q), -1/log(chi_c) (inf at criticality).
-        phase: "ordered" (chi1 < 1), "chaotic" (chi1 > 1), "critical" or "divergent" (no finite q*).
-    """
-
-    activation: Activation
-    sigma_w2: Any
-    sigma_b2: Any
-    q_star: Any
-    c_star: Any
-    chi1: Any
-    chi_c: Any
-    slope_q: Any
-    xi_q: Any
-    xi_c: Any
-    phase: str
-    dps: int | None = None
-
-    def correlation_map(self, c: Any) -> Any:
-        """c' = (sigma_w^2 I_phi[q*, c q*] + sigma_b^2) / q*, vectorised over c in [-1, 1]."""
-        from ..integrals.gaussian import cross_moment
-        if isinstance(self.q_star, sympy.Basic):
-            return (self.sigma_w2 * cross_moment(self.activation, self.q_star, c * self.q_star) + self.sigma_b2) / self.q_star
-        if not math.isfinite(float(self.q_star)):
-            raise InvalidArgument("q_star", self.q_star, "a finite fixed point to define the correlation map")
-        c = np.asarray(c, dtype=float) if self.dps is None else c
-        if self.dps is None and np.any(np.abs(c) > 1):
-            raise InvalidArgument("c", c, "correlations in [-1, 1]")
-        q = self.q_star
-        val = cross_moment(self.activation, q, c * q, dps=self.dps) if self.dps else cross_moment(self.activation, q, c * q)
-        return (self.sigma_w2 * val + self.sigma_b2) / q
-
-    def length_map(self, q: Any) -> Any:
-        """q' = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2."""
-        from ..integrals.gaussian import second_moment
-        return self.sigma_w2 * (second_moment(self.activation, q, dps=self.dps) if self.dps
-                                else second_moment(self.activation, q)) + self.sigma_b2
-
-    def __str__(self) -> str:
-        rows = [("activation", self.activation.name), ("sigma_w^2", _fmt(self.sigma_w2)),
-                ("sigma_b^2", _fmt(self.sigma_b2)), ("q*", _fmt(self.q_star)), ("c*", _fmt(self.c_star)),
-                ("chi_1", _fmt(self.chi1)), ("chi_c (slope at c*)", _fmt(self.chi_c)),
-                ("xi_q", _fmt(self.xi_q)), ("xi_c", _fmt(self.xi_c)), ("phase", self.phase)]
-        w = max(len(k) for k, _ in rows)
-        return "SignalPropagation\n" + "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
-
-    def _repr_latex_(self) -> str:
-        items = [("q^*", self.q_star), ("c^*", self.c_star), (r"\chi_1", self.chi1), (r"\xi_q", self.xi_q),
-                 (r"\xi_c", self.xi_c)]
-        return "$" + r",\quad ".join(f"{k} = {_tex(v)}" for k, v in items) + r",\quad \text{" + self.phase + "}$"
-
-
-def signal_propagation(activation_: Any, sigma_w2: Any, sigma_b2: Any, *, dps: int | None = None,
-                       q0: float = 1.0, tol: float = 1e-13, max_iter: int = 100000) -> SignalPropagation:
-    """q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2, c* and chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2].
-
-    Schoenholz et al. (2017): deviations from the fixed points decay as exp(-l/xi) with
-    xi_q^{-1} = -log(chi_1 + sigma_w^2 E[phi(u) phi''(u)]) and xi_c^{-1} = -log(sigma_w^2 I_phi'[q*, c* q*]);
-    at the order-to-chaos transition chi_1 = 1 and xi_c diverges. The length-map slope is taken as
-    sigma_w^2 dE[phi(sqrt(q) z)^2]/dq (equal to the above by Stein's lemma, and defined for kinked phi).
-
-    Numeric (float or ``dps``) values find q* by bisection on the monotone map, c* by iteration of the
-    correlation map from c = 0. Symbolic sigma's give sympy expressions: q* as a closed form when sympy
-    solves the fixed-point equation (ReLU, linear), else as an unevaluated ``Eq``-defined ``Symbol``.
-
-    Args:
-        activation_: a catalogue name or :class:`~meanfield.Activation`.
-        sigma_w2, sigma_b2: weight and bias variance.
-        dps: mpmath precision.
-        q0: starting length for the iteration (only used where the map has several fixed points).
-
-    Example:
-        >>> sp = signal_propagation("tanh", 1.0, 0.0)
-        >>> sp.phase, float(sp.chi1)
-        ('critical', 1.0)
-        >>> sp = signal_propagation("relu", 1.0, 0.5)
-        >>> float(sp.q_star), round(float(sp.chi1), 12)
-        (1.0, 0.5)
-        >>> round(float(sp.correlation_map(0.0)), 6)   # (1/2pi + 0.5)/1
-        0.659155
-    """
-    from ..integrals.gaussian import cross_moment, second_moment
-
-    phi = activation(activation_) if not isinstance(activation_, Activation) else activation_
-    symbolic = any(isinstance(v, sympy.Basic) and not v.is_number for v in (sigma_w2, sigma_b2)) or phi.is_symbolic
-    sw = check_real("sigma_w2", sigma_w2, minimum=0, strict_min=True)
-    sb = check_real("sigma_b2", sigma_b2, minimum=0)
-    if symbolic:
-        return _signal_symbolic(phi, sympy.sympify(sw), sympy.sympify(sb))
-    ctx = _Ctx("mp" if dps else "float", dps)
-    with mpmath.workdps(dps or 15):
-        sw, sb = ctx.num(sw), ctx.num(sb)
-        E2 = (lambda q: second_moment(phi, q, dps=dps)) if dps else (lambda q: float(second_moment(phi, q)))
-        length = lambda q: sw * E2(q) + sb  # noqa: E731
-        q_star = _length_fixed_point(length, q0, ctx, tol)
-        dphi = phi.derivative
-        if q_star is None or not math.isfinite(float(q_star)):
-            inf = mpmath.inf if dps else math.inf
-            # no fixed point: lengths grow without bound, and the depth scales are undefined
-            return SignalPropagation(phi, sw, sb, inf, None, None, None, None, None, None, "divergent", dps)
-        q_eval = q_star
-        chi1 = sw * (second_moment(dphi, q_eval, dps=dps) if dps else float(second_moment(dphi, q_eval)))
-        # slope of the length map: a central difference (one-sided at q* = 0), step ~ eps^(1/3)
-        h = max(abs(q_eval), ctx.num(1)) * (ctx.num(10) ** (-((dps or 15) // 3)))
-        if q_eval - h > 0:
-            slope_q = sw * (E2(q_eval + h) - E2(q_eval - h)) / (2 * h)
-        else:  # one-sided at q* = 0, Richardson-extrapolated to O(h^2)
-            d1 = (E2(q_eval + h) - E2(q_eval)) / h
-            d2 = (E2(q_eval + h / 2) - E2(q_eval)) / (h / 2)
-            slope_q = sw * (2 * d2 - d1)
-        if float(q_star) == 0.0:
-            # all inputs collapse to the same (zero) length: correlations are trivially 1
-            c_star, chi_c = ctx.num(1), chi1
-        else:
-            def cmap(c):
-                val = cross_moment(phi, q_eval, c * q_eval, dps=dps) if dps else float(
-                    cross_moment(phi, q_eval, c * q_eval))
-                return (sw * val + sb) / q_eval
-
-            c_star = _correlation_fixed_point(cmap, chi1, ctx, tol, max_iter)
-            chi_c = sw * (cross_moment(dphi, q_eval, c_star * q_eval, dps=dps) if dps
-                          else float(cross_moment(dphi, q_eval, c_star * q_eval)))
-        log = mpmath.log if dps else math.log
-        inf = mpmath.inf if dps else math.inf
-        tol_phase = 1e-12 if not dps else mpmath.mpf(10) ** (-dps + 3)
-        # depth scales: inf at a marginal slope (within the accuracy of the derivative)
-        xi_q = -1 / log(slope_q) if 0 < slope_q < 1 - 1e-7 else inf
-        xi_c = -1 / log(chi_c) if 0 < chi_c < 1 - tol_phase else inf
-        phase = "critical" if abs(chi1 - 1) <= tol_phase else ("ordered" if chi1 < 1 else "chaotic")
-        return SignalPropagation(phi, sw, sb, q_star, c_star, chi1, chi_c, slope_q, xi_q, xi_c, phase, dps)
-
-
-def _length_fixed_point(length, q0, ctx: _Ctx, tol: float):
-    """The fixed point of the non-decreasing length map that iteration from q0 converges to.
-
-    Returns None when the iteration diverges (no fixed point above q0), q0 itself when q0 is fixed
-    (e.g. ReLU at sigma_w^2 = 2, sigma_b^2 = 0, where every q is). Monotone maps converge monotonically
-    to the nearest fixed point in the direction of the first step; bisection keeps that bracket.
-    """
-    f = lambda x: length(x) - x  # noqa: E731
-    q = ctx.num(q0)
-    fq = f(q)
-    eps = ctx.num(10) ** (-(ctx.dps or 15) + 2)
-    if abs(fq) <= eps * max(abs(q), ctx.num(1)):
-        return q
-    if fq < 0:
-        # the fixed point is below q: bracket [lo, hi] with f(lo) > 0 >= f(hi); f(0) = sigma_b^2 >= 0
-        lo, hi = ctx.num(0), q
-        if f(lo) <= 0:
-            # zero is a fixed point; look for a positive one between 0 and q
-            x = q
-            for _ in range(80):
-                x = x / 2
-                if f(x) > 100 * eps * x:  # a positive value above quadrature rounding
-                    lo, hi = x, x * 2
-                    break
-            else:
-                return ctx.num(0)
-    else:
-        lo, hi = q, q
-        while True:
-            hi = hi * 2
-            if hi > ctx.num(1e15):
-                return None
-            if f(hi) <= 0:
-                break
-            lo = hi
-    for _ in range(4 * (ctx.dps or 16) + 60):
-        mid = (lo + hi) / 2
-        if f(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= abs(hi) * eps / 100:
-            break
-    return (lo + hi) / 2
-
-
-def _correlation_fixed_point(cmap, chi1, ctx: _Ctx, tol: float, max_iter: int):
-    if chi1 <= 1 + ctx.num(1e-12):
-        return ctx.num(1)
-    # chaotic: c = 1 is unstable; bisection on g(c) = cmap(c) - c over [-1, 1 - eps) finds the stable one
-    c = ctx.num(0)
-    for _ in range(max_iter):
-        nc = cmap(c)
-        if abs(nc - c) <= tol:
-            c = nc
-            break
-        c = nc
-    g = lambda x: cmap(x) - x  # noqa: E731
-    lo, hi = c - ctx.num(1e-6), min(c + ctx.num(1e-6), ctx.num(1) - ctx.num(1e-15))
-    if lo >= -1 and g(lo) > 0 > g(hi):
-        for _ in range(200):
-            mid = (lo + hi) / 2
-            if g(mid) > 0:
-                lo = mid
-            else:
-                hi = mid
-        c = (lo + hi) / 2
-    return c
-
-
-def _signal_symbolic(phi: Activation, sw: sympy.Expr, sb: sympy.Expr) -> SignalPropagation:
-    from ..integrals.gaussian import cross_moment, second_moment
-
-    q = sympy.Symbol("q", positive=True)
-    c = sympy.Symbol("c", real=True)
-    length = sw * second_moment(phi, q) + sb
-    q_star: Any
-    try:
-        sols = [s for s in sympy.solve(sympy.Eq(length, q), q) if s.is_positive is not False]
-    except (NotImplementedError, TypeError, ValueError):
-        sols = []
-    if len(sols) == 1:
-        q_star = sympy.simplify(sols[0])
-    else:
-        q_star = sympy.Symbol("q^*", positive=True)
-    dphi = phi.derivative
-    chi1 = sympy.simplify(sw * second_moment(dphi, q_star))
-    slope_q = sympy.simplify(sw * sympy.diff(second_moment(phi, q), q).subs(q, q_star)) if not isinstance(
-        q_star, sympy.Symbol) or q_star.name != "q^*" else sw * sympy.diff(second_moment(phi, q), q).subs(q, q_star)
-    # c* = 1 in the ordered phase; the chaotic fixed point has no closed form in general
-    c_star = sympy.S.One
-    chi_c = chi1
-    xi_q = -1 / sympy.log(slope_q)
-    xi_c = -1 / sympy.log(chi_c)
-    del c
-    return SignalPropagation(phi, sw, sb, q_star, c_star, chi1, chi_c, slope_q, xi_q, xi_c, "symbolic", None)
