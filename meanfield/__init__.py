@@ -41,6 +41,8 @@ _EXPORTS = {
     "order_parameters": "theory.recursions",
     "OrderParameters": "theory.recursions",
     "signal_propagation": "theory.signal",
+    "sigma_w2_critical": "theory.signal",
+    "critical_line": "theory.signal",
     "predict": "theory.fisher",
     "predict_grid": "theory.fisher",
     "FisherStats": "theory.fisher",

@@ -42,6 +42,7 @@ _OPTION_OF = {
     "norms": "--norm", "layer": "--norm", "activation": "--activation", "expr": "--activation",
     "seeds": "--seeds", "seed": "--seed", "input_q1": "--input-q1", "input_q2": "--input-q2",
     "processes": "--processes", "dps": "--dps", "finite_width": "--finite-width", "prediction": "--prediction",
+    "alpha": "--alpha",
 }
 
 
@@ -182,6 +183,10 @@ example:
 }
 
 
+_SYMBOL_NAMES = ("; names stay sympy symbols (not the theory's own: M, T, C, P, x, q1, q2, qhat1_2, ..., "
+                 "nor I, E, pi, oo)")
+
+
 def _add_network_options(parser: argparse.ArgumentParser, *, symbolic: bool = False) -> None:
     group = parser.add_argument_group("network")
     group.add_argument("--activation", default="relu", metavar="PHI",
@@ -190,9 +195,10 @@ def _add_network_options(parser: argparse.ArgumentParser, *, symbolic: bool = Fa
     group.add_argument("--depth", type=int, default=3, metavar="L", help="number of weight layers L")
     group.add_argument("--sigma-w2", default="sigma_w2" if symbolic else "2", metavar="S",
                        help="weight variance: a number or a comma list (one per layer)"
-                            + ("; names stay sympy symbols" if symbolic else ""))
+                            + (_SYMBOL_NAMES if symbolic else ""))
     group.add_argument("--sigma-b2", default="sigma_b2" if symbolic else "0", metavar="S",
-                       help="bias variance: a number or a comma list (one per layer)")
+                       help="bias variance: a number or a comma list (one per layer)"
+                            + (_SYMBOL_NAMES if symbolic else ""))
     group.add_argument("--alphas", default=None, metavar="A0,A1,..",
                        help="width ratios alpha_0..alpha_{L-1} (M_l = alpha_l M); default all 1")
     group.add_argument("--outputs", type=int, default=1, metavar="C", help="number of linear outputs C")
@@ -201,7 +207,8 @@ def _add_network_options(parser: argparse.ArgumentParser, *, symbolic: bool = Fa
                             "batch-center:L, layer:l (ln, layernorm); L a layer number or 'last'")
     group.add_argument("--input-q1", default="1", metavar="Q", help="mean square of an input entry")
     group.add_argument("--input-q2", default="0", metavar="Q",
-                       help="mean product of entries of two different inputs")
+                       help="mean product of entries of two different inputs: -q1/(T-1) <= Q <= q1 "
+                            "(q1 = --input-q1, T = --samples), so that T such inputs exist")
 
 
 def _add_size_options(parser: argparse.ArgumentParser, *, seeds: int | None) -> None:
@@ -244,10 +251,12 @@ def build_parser() -> Parser:
     _add_size_options(p, seeds=None)
     p.add_argument("--finite-width", choices=tuple(_FINITE_WIDTH), default="mean-field",
                    help="mean-field: finite-width expectations (exact P, bias terms and T); leading: m, s, "
-                        "lambda_max to leading order in 1/M; rmt: lambda_max and s from the random-matrix "
+                        "lambda_max, eta_max to leading order in 1/M; rmt: lambda_max and s from the random-matrix "
                         "model (semi-empirical: its fluctuation coefficients are measured once per network "
                         "on sampled networks at widths 64 and 128, a few to ~30 s; not with --dps)")
-    p.add_argument("--dps", type=int, default=None, help="evaluate in mpmath at this many digits")
+    p.add_argument("--dps", type=int, default=None,
+                   help="evaluate in mpmath at this many digits (5..10000): values beyond float64's range "
+                        "(deep or large-variance networks) are then printed with their digits")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_predict)
 
@@ -292,7 +301,8 @@ def build_parser() -> Parser:
     p.add_argument("--quick", action="store_true", help="the half-minute version (fewer widths and seeds)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="override defaults from a TOML file")
     p.add_argument("--processes", type=int, default=None, metavar="P",
-                   help="local worker processes (default 2; 1 = in this process)")
+                   help="local worker processes (default 2; at most the points to compute and the CPUs; "
+                        "1 = in this process)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on this Dask scheduler (needs the 'dask' extra) instead of local processes")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
@@ -394,7 +404,59 @@ def _predict_dict(stats: Any) -> dict:
         lead = stats.leading
         data["leading"] = {key: getattr(lead, key) for key in _STATS if hasattr(lead, key)}
     data["network"] = stats.network.describe() if hasattr(stats, "network") else data.get("network")
+    # mpmath values (--dps) beyond float64's range become strings with their digits, not null or 0.0
+    for key in ("kappa1", "kappa2", "m", "s", "lambda_max", "eta_max", "gram_diag", "gram_offdiag"):
+        wide = _beyond_float(getattr(stats, key, None))
+        if wide is not None:
+            data[key] = wide
+    bounds = getattr(stats, "lambda_max_bounds", None)
+    if bounds is not None and isinstance(data.get("lambda_max_bounds"), list):
+        data["lambda_max_bounds"] = [_beyond_float(v) or d for v, d in zip(bounds, data["lambda_max_bounds"])]
+    if isinstance(data.get("layers"), list) and len(data["layers"]) == len(getattr(stats, "layers", ())):
+        for row, (_, diag, off) in zip(data["layers"], stats.layers):
+            row["gram_diag"] = _beyond_float(diag) or row["gram_diag"]
+            row["gram_offdiag"] = _beyond_float(off) or row["gram_offdiag"]
+    lead = getattr(stats, "leading", None)
+    if isinstance(data.get("leading"), dict) and lead is not None:
+        for key in data["leading"]:
+            wide = _beyond_float(getattr(lead, key, None))
+            if wide is not None:
+                data["leading"][key] = wide
     return data
+
+
+def _beyond_float(value: Any) -> str | None:
+    """The digits of an mpmath number that float64 cannot hold (overflow, or underflow of a non-zero value)."""
+    import mpmath
+
+    if not isinstance(value, mpmath.mpf) or not mpmath.isfinite(value):
+        return None
+    number = float(value)
+    if math.isinf(number) or (number == 0 and value != 0) or (number != 0 and abs(number) < 2.3e-308):
+        return mpmath.nstr(value, 15)
+    return None
+
+
+def _refuse_non_finite(values: dict, dps: Any = None, *, sampled: bool = False) -> None:
+    """Never print a non-finite statistic with exit status 0: name it and say how to get it.
+
+    (The library refuses such networks itself; this is the last line of defence of the exit status.)
+    """
+    from .errors import InvalidArgument
+
+    for key, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if math.isfinite(number) or _beyond_float(value) is not None:
+            continue
+        if sampled:
+            raise InvalidArgument("depth", "the network", "a network whose sampled statistics fit in float64",
+                                  f"{key} = {value}; use a smaller sigma_w2 or depth")
+        raise InvalidArgument("dps", dps, "a precision at which the statistics are finite",
+                              f"{key} = {value} does not fit in float64; evaluate in mpmath with --dps 30"
+                              + (" or more" if dps else ""))
 
 
 # -- commands --------------------------------------------------------------------------------------------
@@ -408,6 +470,7 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
     if finite_width == "rmt" and args.dps is not None:
         parser.error("argument --finite-width: rmt is a numeric, partly measured prediction: not with --dps")
     stats = predict(net, width=args.width, samples=args.samples, finite_width=finite_width, dps=args.dps)
+    _refuse_non_finite({key: getattr(stats, key, None) for key in _CHECKED_STATS}, args.dps)
     if args.json:
         _print_json(_predict_dict(stats))
     else:
@@ -416,6 +479,9 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
             print("  note: --finite-width leading: m, s, lambda_max and eta_max above are the leading-order "
                   "values")
     return 0
+
+
+_CHECKED_STATS = ("kappa1", "kappa2", "m", "s", "lambda_max", "eta_max", "gram_diag", "gram_offdiag")
 
 
 def _seed_list(args: argparse.Namespace, default_count: int) -> list[int]:
@@ -439,7 +505,8 @@ def _summary_table(summary: Any, net: Any, width: int, samples: int) -> str:
              f"  {'statistic':<14}{'mean':>14}{'std. error':>14}{'min':>14}{'max':>14}"]
     for key in keys:
         values = np.asarray(summary.values[key], dtype=float)
-        lines.append(f"  {key:<14}{summary.mean[key]:>14.6g}{summary.sem[key]:>14.3g}"
+        sem = f"{summary.sem[key]:.3g}" if math.isfinite(summary.sem[key]) else "- (1 seed)"
+        lines.append(f"  {key:<14}{summary.mean[key]:>14.6g}{sem:>14}"
                      f"{values.min():>14.6g}{values.max():>14.6g}")
     return "\n".join(lines)
 
@@ -451,12 +518,15 @@ def _cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
 
     summary = sample_many(net, args.width, args.samples, seeds, processes=args.processes,
                           progress=False if args.no_progress or args.json else None)
+    _refuse_non_finite({f"mean {key}": value for key, value in summary.mean.items()}, sampled=True)
     if args.json:
-        _print_json({
-            "network": net.describe(), "width": args.width, "samples": args.samples,
-            "seeds": list(summary.seeds), "mean": dict(summary.mean), "sem": dict(summary.sem),
-            "values": {k: list(v) for k, v in summary.values.items()},
-        })
+        data = {"network": net.describe(), "width": args.width, "samples": args.samples,
+                "seeds": list(summary.seeds), "mean": dict(summary.mean), "sem": dict(summary.sem),
+                "values": {k: list(v) for k, v in summary.values.items()}}
+        if len(summary.seeds) == 1:  # one network has no standard error: say so rather than print null
+            del data["sem"]
+            data["note"] = "one seed: no standard error (use --seeds N with N >= 2)"
+        _print_json(data)
     else:
         print(_summary_table(summary, net, args.width, args.samples))
     return 0
@@ -506,20 +576,49 @@ def _cmd_derive(args: argparse.Namespace, parser: Parser) -> int:
     return 0
 
 
+#: The options of ``reproduce`` and ``sweep`` that the library's argument names stand for.
+_RUN_OPTIONS = {"config": "--config", "out": "--out", "store": "--store", "scheduler": "--scheduler",
+                "connect_timeout": "--connect-timeout", "processes": "--processes", "resume": "--no-resume"}
+
+
+def _run_usage_error(parser: Parser, err: Exception, config: bool = False) -> NoReturn:
+    """A usage error of ``reproduce`` / ``sweep`` naming the option (a key of the --config file is named
+    as a key of that file)."""
+    argument = str(getattr(err, "argument", "") or "")
+    option = _RUN_OPTIONS.get(argument)
+    if option and option in parser.option_strings():
+        parser.error(f"argument {option}: {err}")
+    if config:
+        parser.error(f"argument --config: {err}")
+    _usage_error(parser, err)
+
+
 def _cmd_reproduce(args: argparse.Namespace, parser: Parser) -> int:
+    from .errors import InvalidArgument
     from .runs.reproduce import load_config, reproduce
 
-    config = load_config(args.config, quick=args.quick)
-    result = reproduce(config, out=args.out, processes=args.processes, fresh=args.fresh, progress=not args.no_progress,
-                       scheduler=args.scheduler, connect_timeout=args.connect_timeout)
+    try:
+        config = load_config(args.config, quick=args.quick)
+    except InvalidArgument as err:
+        _run_usage_error(parser, err, config=True)
+    try:
+        result = reproduce(config, out=args.out, processes=args.processes, fresh=args.fresh,
+                           progress=not args.no_progress, scheduler=args.scheduler,
+                           connect_timeout=args.connect_timeout)
+    except InvalidArgument as err:
+        _run_usage_error(parser, err)
     print(result.summary())
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace, parser: Parser) -> int:
+    from .errors import InvalidArgument
     from .runs import sweeps
 
-    return int(sweeps.cli_run(args) or 0)
+    try:
+        return int(sweeps.cli_run(args) or 0)
+    except InvalidArgument as err:
+        _run_usage_error(parser, err)
 
 
 # -- entry point -------------------------------------------------------------------------------------------

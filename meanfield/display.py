@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fmt", "table", "latex_table", "latex_value", "plain"]
+__all__ = ["fmt", "table", "latex_table", "latex_value", "latex_text", "plain"]
 
 
 def fmt(value: Any, digits: int = 6) -> str:
@@ -59,8 +59,20 @@ def latex_table(rows: Sequence[tuple[str, Any]]) -> str:
         >>> print(latex_table([("eta", 2e-07)]))
         $\begin{array}{ll}\text{eta} & 2 \times 10^{-7}\end{array}$
     """
-    body = r" \\ ".join(rf"\text{{{k}}} & {latex_value(v)}" for k, v in rows)
+    body = r" \\ ".join(rf"{latex_text(k)} & {latex_value(v)}" for k, v in rows)
     return r"$\begin{array}{ll}" + body + r"\end{array}$"
+
+
+def latex_text(text: str) -> str:
+    r"""``\text{...}`` with TeX's special characters escaped (``sigma_w2`` has an underscore).
+
+    Example:
+        >>> print(latex_text("sigma_w2=2, 5%"))
+        \text{sigma\_w2=2, 5\%}
+    """
+    special = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$",
+               "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}"}
+    return r"\text{" + "".join(special.get(c, c) for c in str(text)) + "}"
 
 
 def latex_value(value: Any) -> str:
@@ -72,7 +84,7 @@ def latex_value(value: Any) -> str:
     """
     text = fmt(value)
     if isinstance(value, str) or _is_network(value):
-        return rf"\text{{{text}}}"
+        return latex_text(text)
     if "e" in text and not text.startswith("(") and text not in ("inf", "yes", "no"):
         mant, exp = text.split("e")
         return rf"{mant} \times 10^{{{int(exp)}}}"

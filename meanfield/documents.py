@@ -33,7 +33,7 @@ import sympy
 from .printing import latex
 
 __all__ = ["DOCUMENTS", "generate", "write_derivations", "network_markdown", "network_latex", "network_text",
-           "FINDINGS", "Finding"]
+           "FINDINGS", "Finding", "NOTATION", "Numbering"]
 
 DEPTH = 3
 
@@ -62,10 +62,37 @@ def _tex(expr: Any) -> str:
     return latex(sympy.sympify(expr))
 
 
-def _display(lines: Sequence[str]) -> str:
-    """A $$ aligned $$ block, one equation per line (GitHub and most Markdown renderers accept it)."""
+def _display(lines: Sequence[str], numbers: "Numbering | None" = None) -> str:
+    """A $$ aligned $$ block, one equation per line (GitHub and most Markdown renderers accept it).
+
+    With ``numbers``, each line ends in its equation number ``(n)`` (a plain label rather than ``\\tag``,
+    which amsmath refuses inside ``aligned`` and in ``$$``), so the text can cite it.
+    """
+    if numbers is not None:
+        lines = [f"{line} &\\qquad ({numbers.next()})" for line in lines]
     body = " \\\\\n".join(lines)
     return "$$\n\\begin{aligned}\n" + body + "\n\\end{aligned}\n$$"
+
+
+class Numbering:
+    """Equation numbers of one document, in order of appearance (the text cites them as (n)).
+
+    Example:
+        >>> n = Numbering()
+        >>> n.next(), n.next(), n.last
+        (1, 2, 2)
+    """
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def span(self, first: int) -> str:
+        """"(a)-(b)" from ``first`` to the last number given."""
+        return f"({first})" if first == self.last else f"({first})-({self.last})"
 
 
 # -- symbolic pieces -------------------------------------------------------------------------------------------
@@ -81,69 +108,91 @@ def _symbol(kind: str, layer: int) -> sympy.Symbol:
     return order_symbol(kind, layer)
 
 
-def _symbolic_order(order: Any) -> Any:
-    """The OrderParameters of a derivation with every nonzero entry replaced by its symbol (layer >= 1).
-
-    Feeding it to the statistics code gives the kappa's and Gram entries *in terms of the order
-    parameters*: the structure of the result, not its (long) closed form.
-    """
-    from .theory.recursions import OrderParameters
-
-    layers = []
-    for p in order.layers:
-        changes = {}
-        for kind in ("qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same"):
-            value = getattr(p, kind)
-            if p.layer == 0 or value is None or (isinstance(value, sympy.Basic) and value.is_zero):
-                continue
-            changes[kind] = _symbol(kind, p.layer)
-        layers.append(p.replace(**changes))
-    return OrderParameters(order.network, order.samples, tuple(layers), "sympy")
-
-
 def _structure(derivation: Any) -> dict:
-    """Gram entries, kappa's, m, s, lambda_max in the order-parameter symbols (the fisher code's formulas)."""
+    """Gram entries, kappa's, m, s, lambda_max in the order-parameter symbols (the fisher code's formulas),
+    each written out in the order parameters (``derivation.structure`` gives them level by level)."""
     from .spec.symbols import C, M, T
     from .theory.backend import Arithmetic
     from .theory.statistics import gram_statistics
+    from .theory.structure import symbolic_order
 
-    op = _symbolic_order(derivation.order)
-    return gram_statistics(op, M, T, C, Arithmetic("sympy"))
-
-
-def _lambda_tex(kind: str) -> str:
-    return r"\lambda_{\max}" if kind == "prediction" else r"\lambda_{\max} \gtrsim"
+    return gram_statistics(symbolic_order(derivation.order), M, T, C, Arithmetic("sympy"))
 
 
-def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level: int = 2) -> list[str]:
+def _lambda_kind(net: Any) -> str:
+    """Which eigenvalue the structured lambda_max formula is: "bulk" (batch norm on the output, where
+    E G_tt' < 0) or "outlier" (gram_diag + (T - 1) gram_offdiag), as :func:`gram_statistics` writes it."""
+    from .spec.network import BatchNorm
+
+    return "bulk" if isinstance(net.norm_at(net.depth), BatchNorm) else "outlier"
+
+
+_LAMBDA_TEX = {"outlier": r"\lambda_{\mathrm{outlier}}", "bulk": r"\lambda_{\mathrm{bulk}}"}
+
+
+def _lambda_note(which: str, kind: str, eq_lam: int, eq_gd: int, eq_go: int) -> str:
+    if which == "bulk":
+        return (f" ({eq_lam}) is the bulk scale lambda_bulk = E G_tt - E G_tt' = ({eq_gd}) - ({eq_go}): with batch "
+                "norm on the output E G_tt' < 0, there is no outlier, and the top eigenvalue of the expected Gram "
+                "is this bulk value, a lower bound of E lambda_max (the theory only bounds lambda_max here).")
+    text = (f" ({eq_lam}) is the outlier lambda_outlier = E G_tt + (T - 1) E G_tt' = ({eq_gd}) + (T - 1) ({eq_go}), "
+            "the top eigenvalue of the expected Gram when E G_tt' > 0 (C eigenvalues of order M); the bulk scale "
+            f"is lambda_bulk = ({eq_gd}) - ({eq_go}).")
+    if kind == "prediction":
+        return text + " Here lambda_max = lambda_outlier is a prediction."
+    if kind == "bound":
+        return text + (" Here kappa_2 <= 0: there is no outlier of order M, and lambda_max is only bounded below by "
+                       "the larger of the two.")
+    return text + (" lambda_max = lambda_outlier is a prediction when kappa_2 > 0; otherwise the top eigenvalue is "
+                   "the bulk edge, bounded below by max(lambda_outlier, lambda_bulk).")
+
+
+def _which_eigenvalue(value: Any, outlier: Any, bulk: Any) -> str | None:
+    """"outlier" or "bulk" when ``value`` is that expression, else None (e.g. an unresolved Max, or the bulk
+    times a chi-square factor). Structural comparison: ``value`` is built from the same Gram entries, and
+    evaluating the long closed forms numerically costs minutes."""
+    value = sympy.sympify(value)
+    for name, candidate in (("outlier", outlier), ("bulk", bulk)):
+        if value == candidate or sympy.expand(value - candidate) == 0:
+            return name
+    return None
+
+
+def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level: int = 2,
+                      numbers: Numbering | None = None) -> list[str]:
     """Markdown sections for one network: recursion, structure, statistics, exact values at a point."""
     from .theory.derivation import derive
     from .spec.symbols import layer_symbol
 
+    numbers = Numbering() if numbers is None else numbers
     h = "#" * level
     d = derive(net)
     out = [f"{h} {title}", "", f"Network: `{net.describe()}`.", ""]
+    first = numbers.last + 1
+    rules = _display([f"{_tex(r.lhs)} &= {_tex(r.rhs)}" for r in d.rules], numbers)
     out += [f"{h}# Recursion", "",
-            "Forward (per unit), then backward (summed over units), layer by layer, as the code applies them:",
-            "", _display([f"{_tex(r.lhs)} &= {_tex(r.rhs)}" for r in d.rules]), ""]
+            f"Forward (per unit), then backward (summed over units), layer by layer, as the code applies them "
+            f"{numbers.span(first)}:", "", rules, ""]
     st = _structure(d)
     kind = d.lambda_max_kind
+    which = _lambda_kind(net)
+    eq_gd = numbers.last + 1
+    eq_go, eq_k1, eq_k2 = eq_gd + 1, eq_gd + 2, eq_gd + 3
     out += [f"{h}# Dual Gram entries and kappa's", "",
-            "Expected Gram entries of one output at finite width (exact widths and bias terms), and the "
-            "large-width constants:", "",
+            f"Expected Gram entries of one output at finite width (exact widths and bias terms) ({eq_gd}), ({eq_go}), "
+            f"and the large-width constants ({eq_k1}), ({eq_k2}) with the layers' weights:", "",
             _display([f"{_STAT_TEX['gd']} &= {_tex(st['gd'])}", f"{_STAT_TEX['go']} &= {_tex(st['go'])}",
                       f"\\kappa_{{1}} &= {_tex(st['kappa1'])}", f"\\kappa_{{2}} &= {_tex(st['kappa2'])}",
-                      f"\\alpha &= {_tex(st['alpha'])}, \\quad P = {_tex(st['P'])}"]), ""]
-    lam_note = ("" if kind == "prediction" else
-                " Here the theory only bounds the largest eigenvalue: the value shown is the top eigenvalue of "
-                "the expected Gram (the bulk value), a lower bound of the expectation.")
+                      f"\\alpha &= {_tex(st['alpha'])}, \\quad P = {_tex(st['P'])}"], numbers), ""]
+    eq_m = numbers.last + 1
+    eq_lam = eq_m + 2
     out += [f"{h}# FIM statistics", "",
-            "Finite width (left) and leading order in M (right), with"
-            " E G_tt and E G_tt' as above." + lam_note, "",
+            f"Finite width (left) and leading order in M (right) ({eq_m})-({eq_lam}), with E G_tt and E G_tt' "
+            f"from ({eq_gd}) and ({eq_go})." + _lambda_note(which, kind, eq_lam, eq_gd, eq_go), "",
             _display([f"m &= {_tex(st['m'])} &\\quad m &\\simeq {_tex(st['m_l'])}",
                       f"s &= {_tex(st['s'])} &\\quad s &\\simeq {_tex(st['s_l'])}",
-                      f"{_lambda_tex(kind)} &\\; {_tex(st['lam'])} &\\quad {_lambda_tex(kind)} &\\; "
-                      f"{_tex(st['lam_l'])}"]).replace(r"\lambda_{\max} &\;", r"\lambda_{\max} &=", 2), ""]
+                      f"{_LAMBDA_TEX[which]} &= {_tex(st['lam'])} &\\quad {_LAMBDA_TEX[which]} &\\simeq "
+                      f"{_tex(st['lam_l'])}"], numbers), ""]
     if point is not None:
         sw, sb = point
         free = {s.name for s in d.free_symbols}
@@ -166,11 +215,23 @@ def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level
                 v = at(getattr(p, k))
                 if v is not None and not (isinstance(v, sympy.Basic) and v.is_zero):
                     rows.append(_value_row(_tex(_symbol(k, p.layer)), v))
-        rows += [_value_row(r"\kappa_{1}", at(d.kappa1)), _value_row(r"\kappa_{2}", at(d.kappa2)),
-                 _value_row(r"\lambda_{\max}" if kind == "prediction" else r"\lambda_{\max}^{\mathrm{bulk}}",
-                            at(d.leading["lambda_max"]), r"\quad\text{(leading order)}")]
-        out += ["Exact where the closed form is short, else to 12 digits:", "",
-                _display([row for row in rows if row]), ""]
+        from .spec.symbols import T
+
+        lead = d.leading
+        gd, go = at(lead["gram_diag"]), at(lead["gram_offdiag"])
+        lam = at(lead["lambda_max"])
+        shown = _which_eigenvalue(lam, gd + (T - 1) * go, gd - go)
+        lam_tex = {"outlier": r"\lambda_{\max} = \lambda_{\mathrm{outlier}}" if kind == "prediction"
+                   else r"\lambda_{\mathrm{outlier}}",
+                   "bulk": r"\lambda_{\mathrm{bulk}}", None: r"\lambda_{\max}"}[shown]
+        lam_row = _value_row(lam_tex, lam, r"\quad\text{(leading order)}")
+        rows += [_value_row(r"\kappa_{1}", at(d.kappa1)), _value_row(r"\kappa_{2}", at(d.kappa2)), lam_row]
+        what = {"outlier": "the outlier E G_tt + (T - 1) E G_tt'", "bulk": "the bulk scale E G_tt - E G_tt'",
+                None: "lambda_max"}[shown]
+        lead = (f"the last line is {what} at this point (leading order)" if lam_row is not None
+                else "lambda_max's exact form at this point is too long to show")
+        out += [f"Exact where the closed form is short, else to 12 digits (longer ones are left out); {lead}:",
+                "", _display([row for row in rows if row], numbers), ""]
     if d.notes:
         out += ["Notes: " + " ".join(f"{n}." for n in d.notes), ""]
     return out
@@ -214,7 +275,7 @@ def _header(title: str, what: str) -> list[str]:
             "regenerates this file and fails when it differs.", "", what, ""]
 
 
-def _gaussian_section(name: str) -> list[str]:
+def _gaussian_section(name: str, numbers: Numbering) -> list[str]:
     """The closed-form Gaussian integrals the activation uses (from meanfield.integrals)."""
     from .spec.activations import activation
     from .integrals.gaussian import cross_moment, second_moment
@@ -227,10 +288,12 @@ def _gaussian_section(name: str) -> list[str]:
         rows.append(f"\\mathbb{{E}}_z\\left[{label}(\\sqrt{{q}}\\, z)^{{2}}\\right] &= "
                     f"{_tex(_tidy(second_moment(f, q)))}")
         rows.append(f"I_{{{label}}}\\left[q_{{1}}, q_{{2}}\\right] &= {_tex(cross_moment(f, q1, q2))}")
+    first = numbers.last + 1
+    block = _display(rows, numbers)
     return ["## Gaussian integrals", "",
             f"$\\phi(x) = {_tex(phi.expr)}$, $\\phi'(x) = {_tex(dphi.expr)}$; z, z' standard normal, "
-            "I_f[q_1, q_2] = E[f(u) f(u')] for (u, u') centred Gaussian with variances q_1 and covariance q_2:",
-            "", _display(rows), ""]
+            "I_f[q_1, q_2] = E[f(u) f(u')] for (u, u') centred Gaussian with variances q_1 and covariance q_2 "
+            f"{numbers.span(first)}:", "", block, ""]
 
 
 def _activation_document(name: str) -> str:
@@ -244,12 +307,15 @@ def _activation_document(name: str) -> str:
                     f"Depth L = {DEPTH}, activation {name} in both hidden layers, weight and bias variances "
                     "$\\sigma_w^2$, $\\sigma_b^2$ shared by the layers, all widths M (alpha_l = 1), C outputs, "
                     "inputs with $\\hat q_1^{(0)} = 1$, $\\hat q_2^{(0)} = 0$. One section per normalization "
-                    "placement; M, T, C stay symbols.")
-    lines += _gaussian_section(name)
+                    "placement; M, T, C stay symbols. Notation (and the paper's and Neural Tangents' names for "
+                    "the same quantities): [notation.md](notation.md). Equations are numbered (n) through the "
+                    "document.")
+    numbers = Numbering()
+    lines += _gaussian_section(name, numbers)
     for placement, heading in PLACEMENTS:
         norms = () if placement == "none" else (parse_norm(placement),)
         net = Network(DEPTH, name, sw, sb, norms=norms)
-        lines += _network_sections(net, heading, point)
+        lines += _network_sections(net, heading, point, numbers=numbers)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -334,7 +400,7 @@ FINDINGS: list[Finding] = [
     Finding("Exact parameter count and bias terms",
             "The finite-width prediction uses the exact P = sum_l M_l (M_{l-1} + 1) and the +1 of each bias "
             "gradient in every Gram entry; with these, m agrees with sampled networks within about 1% from "
-            "M = 64 on (THEORY.md section 5). Differences to the leading order, for a plain ReLU network of "
+            "M = 64 on. Differences to the leading order, for a plain ReLU network of "
             "depth 3 with symbolic order parameters:",
             _plain_corrections, "meanfield.theory.fisher"),
     Finding("Chi-square moments of the batch variance",
@@ -363,9 +429,88 @@ def _findings_document() -> str:
                     "The corrections to the leading-order mean-field theory that the toolkit applies in its "
                     "finite-width predictions (`meanfield.predict`, `meanfield.derive`). Each formula below is "
                     "printed from the code that applies it.")
+    numbers = Numbering()
     for number, finding in enumerate(FINDINGS, 1):
-        lines += [f"## {number}. {finding.title}", "", finding.statement, "", _display(finding.formula()), "",
-                  f"Source: `{finding.source}`.", ""]
+        first = numbers.last + 1
+        block = _display(finding.formula(), numbers)
+        statement = finding.statement.rstrip(":") + f" {numbers.span(first)}:"
+        lines += [f"## {number}. {finding.title}", "", statement, "", block, "", f"Source: `{finding.source}`.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- notation ----------------------------------------------------------------------------------------------------
+
+# (meanfield name in code, its LaTeX, the paper's notation, Neural Tangents' convention, meaning)
+NOTATION: tuple[tuple[str, str, str, str, str], ...] = (
+    ("`sigma_w2`", r"$\sigma_{w}^{2}$", r"$\sigma_w^2$",
+     "`W_std ** 2`: `stax.Dense(..., W_std=...)` takes the standard deviation, so `sigma_w2 = W_std**2`",
+     r"weight variance: $W_{ij} \sim \mathcal{N}(0, \sigma_w^2 / M_{l-1})$"),
+    ("`sigma_b2`", r"$\sigma_{b}^{2}$", r"$\sigma_b^2$", "`b_std ** 2`", r"bias variance"),
+    ("`M`, `alphas`", r"$M_l = \alpha_l M$", r"$M_l = \alpha_l M$", "the widths of `stax.Dense(M_l)`",
+     "width of layer l (base width M)"),
+    ("`T`, `C`", "$T$, $C$", "$T$, $C$", "batch size, outputs",
+     "T inputs in the batch, C output units"),
+    ("`qhat1_l`, `qhat2_l`", r"$\hat{q}_{1}^{(l)}$, $\hat{q}_{2}^{(l)}$", r"$\hat q_1^l$, $\hat q_2^l$", "-",
+     r"activation moments $\frac{1}{M_l}\sum_i h_i^l(x)^2$, $\frac{1}{M_l}\sum_i h_i^l(x) h_i^l(x')$ "
+     r"($\hat q^{0}$: the input's)"),
+    ("`q1_l`, `q2_l`", r"$q_{1}^{(l)}$, $q_{2}^{(l)}$", r"$q_1^l$, $q_2^l$",
+     r"the NNGP kernel of layer l, $\Sigma^{l}(x, x)$ and $\Sigma^{l}(x, x')$; `nngp` of the network "
+     r"$= q^{(L)}$",
+     r"pre-activation moments, $q^{(l)} = \sigma_w^2 \hat q^{(l-1)} + \sigma_b^2$"),
+    ("`qtilde1_l`, `qtilde2_l`", r"$\tilde{q}_{1}^{(l)}$, $\tilde{q}_{2}^{(l)}$", r"$\tilde q_1^l$, $\tilde q_2^l$",
+     r"$\prod_{l' > l} \sigma_w^2 \dot\Sigma^{l'}$, the factor of $\Sigma^l$ in the NTK",
+     r"backward moments $\sum_i \partial f(x)/\partial u_i^l \; \partial f(x')/\partial u_i^l$, "
+     r"$\tilde q^{(L)} = 1$"),
+    ("`alpha`", r"$\alpha$", r"$\alpha$", "-", r"$\alpha = \sum_{l=1}^{L-1} \alpha_l \alpha_{l-1}$ "
+     r"($P \simeq \alpha M^2$)"),
+    ("`kappa1`, `kappa2`", r"$\kappa_{1}$, $\kappa_{2}$", r"$\kappa_1$, $\kappa_2$",
+     r"NTK in NTK parameterization (equal widths, shared $\sigma$'s): "
+     r"$\Theta(x, x) = \sigma_w^2 \alpha \kappa_1 + \sigma_b^2 \sum_l \tilde q_1^{(l)}$, "
+     r"$\Theta(x, x') = \sigma_w^2 \alpha \kappa_2 + \sigma_b^2 \sum_l \tilde q_2^{(l)}$",
+     r"$\kappa_{1,2} = \sum_{l=1}^{L} \frac{\alpha_{l-1}}{\alpha} \tilde q_{1,2}^{(l)} \hat q_{1,2}^{(l-1)}$"),
+    ("`FisherStats`, `derive`", r"$F = J^{\top} J / T$, $G = J J^{\top} / T$", r"$F$ (FIM), its dual",
+     r"empirical NTK $J_\theta J_\theta^\top$ in NTK parameterization: its weight part is "
+     r"$\sigma_w^2 / M_{l-1}$ times meanfield's per layer",
+     r"J: the $CT \times P$ Jacobian of the outputs (standard parameterization); F and G share their "
+     r"non-zero spectrum"),
+    ("`m`, `s`, `lambda_max`", r"$m$, $s$, $\lambda_{\max}$", r"$m_\lambda$, $s_\lambda$, $\lambda_{\max}$",
+     "-", r"$\operatorname{tr} F / P$, $\operatorname{tr} F^2 / P$, the largest eigenvalue; to leading "
+     r"order $m \simeq C\kappa_1/M$, $s \simeq C\alpha(\kappa_1^2 + (T-1)\kappa_2^2)/T$, "
+     r"$\lambda_{\max} \simeq \alpha M (\kappa_2 + (\kappa_1 - \kappa_2)/T)$ (the outlier)"),
+    ("`gram_diag`, `gram_offdiag`", r"$\mathbb{E}\, G_{tt}$, $\mathbb{E}\, G_{tt'}$", r"$\alpha M \kappa_{1,2} / T$ "
+     "(leading order)", "-", r"expected dual-Gram entries of one output; $\lambda_{\mathrm{outlier}} = "
+     r"\mathbb{E} G_{tt} + (T-1)\mathbb{E} G_{tt'}$, $\lambda_{\mathrm{bulk}} = \mathbb{E} G_{tt} - "
+     r"\mathbb{E} G_{tt'}$"),
+    ("`max_learning_rate`", r"$\eta_{\max} = 2 / \lambda_{\max}$", r"$\eta \simeq 2 / \lambda_{\max}$",
+     r"with the loss averaged over the C outputs too (a mean over all CT entries), the Hessian is $F / C$ and "
+     r"the stable step $2 C / \lambda_{\max}$",
+     r"for the loss $\frac{1}{2T} \sum_t \lVert f(x_t) - y_t \rVert^2$ (summed over outputs)"),
+)
+
+
+def _notation_document() -> str:
+    lines = _header("Notation",
+                    "meanfield's symbols next to those of Karakida, Akaho and Amari, *Universal statistics of "
+                    "Fisher information in deep neural networks: mean field approach* (AISTATS 2019), here "
+                    "\"the paper\", and to the conventions of Neural Tangents (NT). meanfield uses the "
+                    "standard parameterization of the paper: $u^{(l)} = W^{(l)} h^{(l-1)} + b^{(l)}$ with "
+                    r"$W_{ij} \sim \mathcal{N}(0, \sigma_w^2/M_{l-1})$, $b_i \sim \mathcal{N}(0, \sigma_b^2)$; NT's "
+                    "default is the NTK parameterization, $u = (\\sigma_w/\\sqrt{M_{l-1}})\\, \\omega h + \\sigma_b "
+                    "\\beta$ with unit-variance $\\omega, \\beta$: the same function at initialization, different "
+                    "gradients. Variances are written $\\sigma^2$ (`sigma_w2`), NT's arguments are standard "
+                    "deviations. Layer indices are superscripts in parentheses, $\\hat{q}_{1}^{(2)}$, never "
+                    "powers.")
+    lines += ["| meanfield | LaTeX | the paper | Neural Tangents | meaning |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in NOTATION]
+    lines += ["", "The NTK row follows from the layer rules: in NTK parameterization the gradient of layer l's "
+              r"weights is $(\sigma_w/\sqrt{M_{l-1}})\, \delta^{(l)} h^{(l-1)}$, so layer l contributes "
+              r"$(\sigma_w^2 \hat q^{(l-1)} + \sigma_b^2)\, \tilde q^{(l)} = q^{(l)} \tilde q^{(l)}$ and "
+              r"$\Theta = \sum_l q^{(l)} \tilde q^{(l)}$, NT's recursion "
+              r"$\Theta^{l} = \Sigma^{l} + \sigma_w^2 \dot\Sigma^{l} \Theta^{l-1}$ unrolled; with equal widths "
+              r"$\sum_l \hat q^{(l-1)} \tilde q^{(l)} = \alpha \kappa$. In meanfield's standard parameterization "
+              r"the same layer contributes $(M_{l-1} \hat q^{(l-1)} + 1)\, \tilde q^{(l)}$ to $T\, \mathbb{E}\, "
+              "G_{tt}$ (`gram_diag`), which is $\\alpha M \\kappa_1$ to leading order. "
+              "`tests/test_documents.py` checks both statements against the code.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -379,6 +524,8 @@ def _index() -> str:
                      "normalization placement.")
     lines.append("- [Finite-size corrections](finite-size.md): what the finite-width predictions add to the "
                  "leading order.")
+    lines.append("- [Notation](notation.md): meanfield's symbols, the paper's (Karakida, Akaho, Amari 2019) and "
+                 "Neural Tangents' conventions side by side.")
     for name, (title, _) in NOTES.items():
         lines.append(f"- [{title}]({name}): {NOTES[name][1]}")
     return "\n".join(lines) + "\n"
@@ -388,7 +535,7 @@ def _index() -> str:
 # numbers measured then (sizes, seeds), kept in the package (meanfield/notes) so the statement and
 # the code ship together; the document is the note under a generated header.
 NOTES: dict[str, tuple[str, str]] = {
-    "theory-corrections.md": ("Corrections to THEORY.md", "the backward state below a batch norm, the exact-in-T "
+    "theory-corrections.md": ("Corrections to the leading-order theory", "the backward state below a batch norm, the exact-in-T "
                               "hidden batch-norm rule, the sphere law for non-homogeneous activations, when "
                               "lambda_max is a prediction; with the sampled evidence."),
     "rmt.md": ("Finite-width lambda_max and s (random-matrix model)", "the semi-empirical model behind "
@@ -408,6 +555,7 @@ DOCUMENTS: dict[str, Callable[[], str]] = {
     "README.md": _index,
     **{f"{name}.md": (lambda name=name: _activation_document(name)) for name in ACTIVATIONS},
     "finite-size.md": _findings_document,
+    "notation.md": _notation_document,
     **{name: (lambda name=name: _note_document(name)) for name in NOTES},
 }
 

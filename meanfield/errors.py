@@ -135,6 +135,11 @@ def check_real(
             raise InvalidArgument(argument, value, allowed, "symbolic values are not accepted here")
         if value.is_real is False:
             raise InvalidArgument(argument, value, allowed)
+        # an expression in symbols that carries an infinity, nan or the imaginary unit (s + oo, I*s) is not a
+        # finite real number whatever the symbols stand for, although sympy cannot always prove it
+        bad = [a for a in (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan, sympy.I) if value.has(a)]
+        if bad:
+            raise InvalidArgument(argument, value, allowed, f"it contains {bad[0]}")
         if minimum is not None:
             diff = value - minimum
             if (diff.is_negative) or (strict_min and diff.is_zero) or (strict_min and diff.is_nonpositive):

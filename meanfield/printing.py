@@ -4,7 +4,13 @@
 (``qhat1_2`` -> ``\\hat{q}_{1}^{(2)}``) and dispatches other objects to their own ``_latex()`` or
 ``_repr_latex_()``. Gaussian expectations print in the notation of the theory notes: I_phi[q1, q2] for the
 cross moment and E[phi(sqrt(q) z)^2] for the second moment, phi written as its catalogue name
-(``\\tanh``, ``\\operatorname{gelu}``) or, for user expressions, as ``(x \\mapsto ...)``.
+(``\\tanh``, ``\\operatorname{gelu}``), a derivative of one as ``\\tanh'``, or, for user expressions, as
+``(x \\mapsto ...)`` (the names live in :mod:`meanfield.integrals.notation`, below the expectation classes).
+
+:func:`parse_latex` (also ``meanfield.latex.parse``) reads all of it back into equal sympy expressions: a
+small recursive-descent reader of sympy's printer dialect plus the project's symbols and expectations, with
+no parser dependency (sympy's own ``parse_latex`` needs antlr4 or lark and reads neither ``\\sigma_{w}^{2}``
+as one symbol nor the expectations).
 """
 
 from __future__ import annotations
@@ -13,18 +19,9 @@ from typing import Any
 
 import sympy
 
-__all__ = ["latex", "latex_network", "latex_activation", "latex_expectation"]
+from .integrals.notation import FUNCTION_NAMES, catalogue_name, latex_activation, latex_expectation
 
-# catalogue family -> LaTeX name of the function (as an operator, so \tanh(u) reads naturally)
-_FUNCTION_NAMES = {
-    "tanh": r"\tanh", "sin": r"\sin", "cos": r"\cos", "erf": r"\operatorname{erf}",
-    "erf_prime": r"\operatorname{erf}'", "relu": r"\operatorname{ReLU}", "step": r"\Theta",
-    "sign": r"\operatorname{sgn}", "abs": r"\left|\cdot\right|", "linear": r"\operatorname{id}",
-    "sigmoid": r"\sigma", "sigmoid_prime": r"\sigma'", "softplus": r"\operatorname{softplus}",
-    "gelu": r"\operatorname{GELU}", "silu": r"\operatorname{SiLU}", "silu_prime": r"\operatorname{SiLU}'",
-    "leaky_relu": r"\operatorname{LReLU}", "leaky_step": r"\operatorname{LReLU}'",
-    "constant": r"\operatorname{const}",
-}
+__all__ = ["latex", "latex_network", "latex_activation", "latex_expectation", "parse_latex", "catalogue_name"]
 
 
 def _names(kwargs: dict) -> dict:
@@ -69,51 +66,6 @@ def latex(obj: Any, **kwargs: Any) -> str:
     return sympy.latex(sympy.sympify(obj), symbol_names=_names(kwargs), **kwargs)
 
 
-def latex_activation(f: Any, printer: Any = None) -> str:
-    """The LaTeX name of an activation as a function: ``\\tanh``, or ``\\left(x \\mapsto ...\\right)``.
-
-    Example:
-        >>> import meanfield as mf
-        >>> latex_activation(mf.activation("gelu"))
-        '\\\\operatorname{GELU}'
-        >>> latex_activation(mf.Activation.from_expr("x*tanh(x)"))
-        '\\\\left(x \\\\mapsto x \\\\tanh{\\\\left(x \\\\right)}\\\\right)'
-    """
-    family = getattr(f, "family", "custom")
-    params = dict(getattr(f, "params", ()))
-    name = _FUNCTION_NAMES.get(family)
-    if name is not None:
-        if params:
-            shown = ", ".join(f"{k}={_print(v, printer)}" for k, v in params.items())
-            return f"{name}_{{{shown}}}"
-        return name
-    return r"\left(x \mapsto " + _print(f.expr, printer) + r"\right)"
-
-
-def _print(expr: Any, printer: Any = None) -> str:
-    if printer is not None:
-        return printer._print(sympy.sympify(expr))
-    return latex(sympy.sympify(expr))
-
-
-def latex_expectation(e: Any, printer: Any = None) -> str:
-    """LaTeX of a :class:`~meanfield.integrals.GaussianExpectation`.
-
-    Second moment: ``\\mathbb{E}_{z}[\\phi^{2}(\\sqrt{q} z)]``; cross moment:
-    ``I_{\\phi}[q_1, q_2]`` (the theory notes' notation).
-    """
-    f = e.activation()
-    name = latex_activation(f, printer)
-    q1 = _print(e.q1, printer)
-    if e.is_second_moment:
-        arg = _print(sympy.sqrt(e.q1), printer)
-        if f.family == "custom":
-            return rf"\mathbb{{E}}_{{z}}\left[{name}\left({arg}\, z\right)^{{2}}\right]"
-        return rf"\mathbb{{E}}_{{z}}\left[{name}^{{2}}\left({arg}\, z\right)\right]"
-    q2 = _print(e.q2, printer)
-    return rf"I_{{{name}}}\left[{q1}, {q2}\right]"
-
-
 def latex_network(net: Any) -> str:
     """A LaTeX array describing a :class:`~meanfield.Network` spec (for notebooks).
 
@@ -148,3 +100,432 @@ def _norm(n: Any) -> str:
     kind = {"batch": r"\text{BN}", "batch-center": r"\text{BN}_{\text{center}}"}.get(getattr(n, "kind", ""),
                                                                                      r"\text{LN}")
     return f"{kind}(u^{{({n.layer})}})"
+
+
+# -- reading LaTeX back ------------------------------------------------------------------------------------------
+
+_SPACES = (r"\displaystyle", r"\qquad", r"\quad", r"\,", r"\;", r"\:", r"\!", r"\ ", "&")
+_FUNCTIONS_IN = {
+    r"\tanh": sympy.tanh, r"\sinh": sympy.sinh, r"\cosh": sympy.cosh, r"\sin": sympy.sin, r"\cos": sympy.cos,
+    r"\tan": sympy.tan, r"\exp": sympy.exp, r"\log": sympy.log, r"\ln": sympy.log, r"\arccos": sympy.acos,
+    r"\arcsin": sympy.asin, r"\arctan": sympy.atan, r"\max": sympy.Max, r"\min": sympy.Min,
+    r"\theta": sympy.Heaviside, r"\Gamma": sympy.gamma, r"\operatorname{acos}": sympy.acos,
+    r"\operatorname{asin}": sympy.asin, r"\operatorname{atan}": sympy.atan, r"\operatorname{erf}": sympy.erf,
+    r"\operatorname{erfc}": sympy.erfc, r"\operatorname{sign}": sympy.sign, r"\operatorname{B}": sympy.beta,
+    r"\operatorname{atan}_{2}": sympy.atan2,
+}
+_GREEK = ("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron "
+          "rho sigma tau upsilon phi varphi chi psi omega Delta Gamma Lambda Omega Phi Pi Psi Sigma Theta "
+          "Upsilon Xi").split()
+
+
+def _layer_patterns() -> list[tuple[Any, Any]]:
+    """Regexes of the layer-indexed project symbols (any layer, registered or not) -> symbol factory."""
+    import re
+
+    from .spec.symbols import ORDER_PARAMETERS, layer_symbol, order_symbol
+
+    def extra_order_symbol(kind: str, layer: int) -> sympy.Symbol:
+        # the symbol meanfield.theory.derivation.extra_order_symbol makes (equal by name and assumptions);
+        # not imported, because meanfield.spec.network prints through this module
+        return sympy.Symbol(f"{kind}_{layer}", real=True)
+
+    out = []
+    for kind, (_, stem) in ORDER_PARAMETERS.items():
+        out.append((re.compile(re.escape(stem) + r"\^\{\((\d+)\)\}"), lambda n, k=kind: order_symbol(k, n)))
+    for kind, stem in (("qtilde1_mean", r"\tilde{q}_{1}^{\mathrm{mean}\,"),
+                       ("qtilde2_same", r"\tilde{q}_{2}^{\mathrm{same}\,")):
+        out.append((re.compile(re.escape(stem) + r"\((\d+)\)\}"), lambda n, k=kind: extra_order_symbol(k, n)))
+    for kind, stem in (("sigma_w2", r"\sigma_{w}^{2\,"), ("sigma_b2", r"\sigma_{b}^{2\,")):
+        out.append((re.compile(re.escape(stem) + r"\((\d+)\)\}"), lambda n, k=kind: layer_symbol(k, n)))
+    out.append((re.compile(r"\\alpha_\{(\d+)\}"), lambda n: layer_symbol("alpha", n)))
+    return out
+
+
+class _Reader:
+    """Recursive descent over the dialect :func:`latex` writes (sympy's printer plus the expectations)."""
+
+    def __init__(self, text: str, names: dict[str, sympy.Basic]):
+        self.s, self.i = text, 0
+        self.names = sorted(names.items(), key=lambda item: -len(item[0]))
+        self.patterns = _layer_patterns()
+        self.local: dict[str, sympy.Basic] = {}
+
+    # -- characters ---------------------------------------------------------------------------------
+    def error(self, what: str) -> Exception:
+        from .errors import InvalidArgument
+
+        shown = self.s[max(0, self.i - 30):self.i] + " <here> " + self.s[self.i:self.i + 30]
+        return InvalidArgument("text", shown, f"LaTeX as meanfield.latex writes it ({what})")
+
+    def skip(self) -> None:
+        while self.i < len(self.s):
+            if self.s[self.i].isspace():
+                self.i += 1
+                continue
+            for sp in _SPACES:
+                if self.s.startswith(sp, self.i) and not (sp[-1].isalpha() and self._letter_at(self.i + len(sp))):
+                    self.i += len(sp)
+                    break
+            else:
+                return
+
+    def _letter_at(self, j: int) -> bool:
+        return j < len(self.s) and self.s[j].isalpha()
+
+    def at(self, token: str) -> bool:
+        self.skip()
+        if not self.s.startswith(token, self.i):
+            return False
+        return not (token[-1].isalpha() and token[0] == "\\" and self._letter_at(self.i + len(token)))
+
+    def accept(self, token: str) -> bool:
+        if self.at(token):
+            self.i += len(token)
+            return True
+        return False
+
+    def expect(self, token: str) -> None:
+        if not self.accept(token):
+            raise self.error(f"expected {token!r}")
+
+    def done(self) -> bool:
+        self.skip()
+        return self.i >= len(self.s)
+
+    # -- grammar ------------------------------------------------------------------------------------
+    def relation(self) -> sympy.Basic:
+        left = self.sum()
+        for token, rel in (("=", sympy.Eq), (r"\leq", sympy.Le), (r"\geq", sympy.Ge), (r"\le", sympy.Le),
+                           (r"\ge", sympy.Ge), ("<", sympy.Lt), (">", sympy.Gt)):
+            if self.accept(token):
+                return rel(left, self.sum())
+        return left
+
+    def sum(self) -> sympy.Expr:
+        terms = []
+        sign = -1 if self.accept("-") else (self.accept("+") and 1) or 1
+        terms.append(sign * self.term())
+        while True:
+            if self.accept("+"):
+                terms.append(self.term())
+            elif self.accept("-"):
+                terms.append(-self.term())
+            else:
+                return sympy.Add(*terms)
+
+    _STOP = ("+", "-", "=", "<", ">", ")", "}", "]", ",", r"\right", r"\\", r"\end", r"\leq", r"\geq",
+             r"\le", r"\ge", r"\text", "^", "'")
+
+    def term(self) -> sympy.Expr:
+        factors = [self.power()]
+        while not self.done():
+            if self.accept(r"\cdot") or self.accept(r"\times"):
+                factors.append(self.power())
+                continue
+            if any(self.at(stop) for stop in self._STOP):
+                break
+            factors.append(self.power())
+        return sympy.Mul(*factors)
+
+    def power(self) -> sympy.Expr:
+        base = self.atom()
+        while self.accept("^"):
+            base = base ** self.argument()
+        return base
+
+    def argument(self) -> sympy.Expr:
+        """A superscript / \\frac operand: a braced group or a single character."""
+        if self.accept("{"):
+            value = self.sum()
+            self.expect("}")
+            return value
+        self.skip()
+        ch = self.s[self.i:self.i + 1]
+        if ch.isdigit():
+            self.i += 1
+            return sympy.Integer(ch)
+        return self.atom()
+
+    def atom(self) -> sympy.Expr:  # noqa: C901 - one branch per construct of the dialect
+        import re
+
+        self.skip()
+        s, i = self.s, self.i
+        number = re.compile(r"\d+(\.\d*)?").match(s, i)
+        if number:
+            self.i = number.end()
+            text = number.group(0)
+            return sympy.Float(text) if "." in text else sympy.Integer(text)
+        if self.accept("{"):
+            value = self.sum()
+            self.expect("}")
+            return value
+        if self.accept(r"\left("):
+            value = self.sum()
+            self.expect(r"\right)")
+            return value
+        if self.accept("("):
+            value = self.sum()
+            self.expect(")")
+            return value
+        if self.accept(r"\left|"):
+            value = self.sum()
+            self.expect(r"\right|")
+            return sympy.Abs(value)
+        if self.accept(r"\frac"):
+            num = self.argument()
+            return num / self.argument()
+        if self.accept(r"\sqrt"):
+            if self.accept("["):
+                n = self.sum()
+                self.expect("]")
+                return sympy.root(self.argument(), n)
+            return sympy.sqrt(self.argument())
+        if self.accept(r"\mathbb{E}"):
+            return self.expectation()
+        if self.accept("I_{"):
+            return self.cross_moment()
+        if self.accept(r"\begin{cases}"):
+            return self.cases()
+        for token, value in ((r"\pi", sympy.pi), (r"\infty", sympy.oo)):
+            if self.accept(token):
+                return value
+        for token in sorted(_FUNCTIONS_IN, key=len, reverse=True):
+            if self.accept(token):
+                return self.application(_FUNCTIONS_IN[token])
+        for pattern, make in self.patterns:
+            match = pattern.match(s, i)
+            if match:
+                self.i = match.end()
+                return make(int(match.group(1)))
+        for name, sym in self.names:
+            if s.startswith(name, i) and not (name[-1].isalpha() and self._letter_at(i + len(name))):
+                self.i = i + len(name)
+                return sym
+        return self.symbol()
+
+    def symbol(self) -> sympy.Expr:
+        import re
+
+        s, i = self.s, self.i
+        match = re.compile(r"\\(hat|tilde|bar|mathrm|mathit|text)\{([^{}]*)\}|\\([A-Za-z]+)|([A-Za-z]+)").match(s, i)
+        if not match:
+            raise self.error("expected an expression")
+        if match.group(1):
+            name = match.group(2) + ("" if match.group(1) in ("mathrm", "mathit", "text") else match.group(1))
+        elif match.group(3):
+            if match.group(3) not in _GREEK:
+                raise self.error(f"unknown command \\{match.group(3)}")
+            name = match.group(3)
+        else:
+            name = match.group(4)
+        self.i = match.end()
+        sub = re.compile(r"_\{([^{}]*)\}|_([A-Za-z0-9])").match(s, self.i)
+        if sub:
+            self.i = sub.end()
+            name += "_" + (sub.group(1) if sub.group(1) is not None else sub.group(2))
+        if name in self.local:
+            return self.local[name]
+        if name == "e":
+            return sympy.E
+        if name == "i":
+            return sympy.I
+        return sympy.Symbol(name)
+
+    def application(self, func: Any) -> sympy.Expr:
+        """``\\tanh^{2}{\\left(x \\right)}``, ``\\max\\left(a, b\\right)``, ``\\log(x)``."""
+        exponent = self.argument() if self.accept("^") else None
+        braced = self.accept("{")
+        if self.accept(r"\left("):
+            close = r"\right)"
+        elif self.accept("("):
+            close = ")"
+        elif braced:
+            close = None
+        else:
+            raise self.error("expected a function argument")
+        args = [self.sum()]
+        while self.accept(","):
+            args.append(self.sum())
+        if close:
+            self.expect(close)
+        if braced:
+            self.expect("}")
+        # Max/Min as written: evaluating would compare the (long) arguments pairwise, and the printed
+        # ones were already reduced
+        value = func(*args, evaluate=False) if func in (sympy.Max, sympy.Min) else func(*args)
+        return value ** exponent if exponent is not None else value
+
+    def cases(self) -> sympy.Expr:
+        pieces = []
+        while True:
+            value = self.sum()
+            if self.accept(r"\text{otherwise}"):
+                cond = sympy.true
+            else:
+                self.expect(r"\text{for}")
+                cond = self.relation()
+            pieces.append((value, cond))
+            if self.accept(r"\end{cases}"):
+                return sympy.Piecewise(*pieces)
+            self.expect(r"\\")
+
+    # -- the expectations ---------------------------------------------------------------------------
+    def activation(self) -> Any:
+        """An activation as :func:`latex_activation` names it."""
+        from .spec.activations import X, Activation, activation
+
+        if self.accept(r"\left(") :
+            self.expect("x")
+            self.expect(r"\mapsto")
+            saved, self.local = self.local, {**self.local, "x": X}
+            body = self.sum()
+            self.local = saved
+            self.expect(r"\right)")
+            return Activation(name=str(body), expr=body, family="custom")
+        for family, name in sorted(FUNCTION_NAMES.items(), key=lambda item: -len(item[1])):
+            if self.accept(name):
+                prime = self.accept("'")
+                params = {}
+                if self.at("_{"):
+                    self.expect("_{")
+                    while not self.accept("}"):
+                        key = self.symbol()
+                        self.expect("=")
+                        params[str(key)] = self.sum()
+                        self.accept(",")
+                f = activation(family, **params)
+                return f.derivative if prime else f
+        raise self.error("expected an activation")
+
+    def expectation(self) -> sympy.Expr:
+        from .integrals.symbolic import GaussianExpectation
+
+        if self.accept("_{S_{"):
+            return self.sphere()
+        if self.accept(r"\left["):
+            return self.max_inverse_chi2()
+        self.expect("_{z}")
+        self.expect(r"\left[")
+        f = self.activation()
+        squared_name = self.accept("^{2}")
+        self.expect(r"\left(")
+        arg = self.sum()
+        self.expect(r"\right)")
+        if not squared_name:
+            self.expect("^{2}")
+        self.expect(r"\right]")
+        q = (arg / sympy.Symbol("z")) ** 2
+        if q.has(sympy.Symbol("z")):
+            raise self.error("expected the argument sqrt(q) z")
+        return GaussianExpectation.of(f, q, q)
+
+    def max_inverse_chi2(self) -> sympy.Expr:
+        r"""``\mathbb{E}\left[\max_{k \le C} \frac{T}{\chi^{2}_{T - 1,\,k}}\right]`` (full batch norm on the output)."""
+        self.expect(r"\max_{k")
+        self.expect(r"\le")
+        count = self.sum()
+        self.expect("}")
+        self.expect(r"\frac{")
+        T = self.sum()
+        self.expect("}{")
+        self.expect(r"\chi^{2}_{")
+        self.sum()
+        self.expect(",")
+        self.expect("k")
+        self.expect("}}")
+        self.expect(r"\right]")
+        return _function_class("ExpectedMaxInverseChi2")(T, count)
+
+    def cross_moment(self) -> sympy.Expr:
+        from .integrals.symbolic import GaussianExpectation
+
+        f = self.activation()
+        self.expect("}")
+        self.expect(r"\left[")
+        q1 = self.sum()
+        self.expect(",")
+        q2 = self.sum()
+        self.expect(r"\right]")
+        return GaussianExpectation.of(f, q1, q2)
+
+    def sphere(self) -> sympy.Expr:
+        from .integrals.sphere import SphereExpectation
+
+        T = self.sum()
+        self.expect("}}")
+        self.expect(r"\left[")
+        g = self.activation()
+        self.expect("(u_a)")
+        if self.accept("^{2}"):
+            kind = "second"
+        else:
+            self.activation()
+            self.expect("(u_b)")
+            kind = "cross"
+        self.expect(r"\right]")
+        return SphereExpectation.of(g, T, kind)
+
+
+def _function_class(name: str) -> Any:
+    """A sympy Function subclass of the package by class name. meanfield.theory prints through this module,
+    so importing it from here would close an import cycle; its classes exist once meanfield is imported."""
+    todo = [sympy.Function]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name and cls.__module__.startswith("meanfield."):
+            return cls
+        todo.extend(cls.__subclasses__())
+    raise LookupError(name)
+
+
+def parse_latex(text: str, symbols: Any = None) -> sympy.Basic:
+    r"""The sympy expression of LaTeX that :func:`latex` wrote: ``parse_latex(latex(e)) == e``.
+
+    Reads sympy's printer dialect with the project's notation: order parameters of any layer
+    (``\hat{q}_{1}^{(2)}``), :math:`\sigma_{w}^{2}` and the layer parameters, Gaussian expectations with and
+    without closed forms (``\mathbb{E}_{z}[...]``, ``I_{\phi}[q_1, q_2]``, derivatives ``\tanh'``,
+    custom ``x \mapsto ...``), sphere expectations, ``\frac``, ``\sqrt``, functions, ``cases`` and one
+    relation (``a = b`` -> ``Eq``). Surrounding ``$`` and ``\displaystyle`` are ignored. Other symbols are
+    read by name (``\sigma_{w}`` -> ``sigma_w``); pass ``symbols`` (sympy symbols) to get yours back with
+    their assumptions.
+
+    Args:
+        text: one expression or relation, as :func:`latex` prints it.
+        symbols: optional iterable of sympy symbols to match by their LaTeX.
+
+    Returns:
+        The sympy expression (or relation).
+
+    Raises:
+        InvalidArgument: text that is not in the dialect, with the place it stops.
+
+    Example:
+        >>> import meanfield as mf
+        >>> from meanfield.spec.symbols import layer_symbol, order_symbol
+        >>> e = layer_symbol("sigma_w2") * mf.cross_moment(mf.activation("tanh").derivative,
+        ...                                                order_symbol("q1", 1), order_symbol("q2", 1))
+        >>> latex(e)
+        "\\sigma_{w}^{2} I_{\\tanh'}\\left[q_{1}^{(1)}, q_{2}^{(1)}\\right]"
+        >>> parse_latex(latex(e)) == e
+        True
+    """
+    from .spec.symbols import LATEX_NAMES
+
+    names = {tex: sym for sym, tex in LATEX_NAMES.items()}
+    for sym in symbols or ():
+        names[sympy.latex(sym)] = sym
+    text = text.strip()
+    for open_, close in (("$$", "$$"), ("$", "$")):
+        if text.startswith(open_) and text.endswith(close) and len(text) > 2 * len(open_):
+            text = text[len(open_):-len(close)]
+            break
+    reader = _Reader(text, names)
+    value = reader.relation()
+    if not reader.done():
+        raise reader.error("unexpected text after the expression")
+    return value
+
+
+latex.parse = parse_latex  # type: ignore[attr-defined]

@@ -59,3 +59,86 @@ def test_derive_write_derivations_writes_the_same_files(tmp_path, generated, cap
     assert main(["derive", "--write-derivations", str(tmp_path)]) == 0
     capsys.readouterr()
     assert {p.name: p.read_text(encoding="utf-8") for p in tmp_path.glob("*.md")} == docs
+
+
+def test_no_reference_outside_the_repository(generated):
+    docs, _ = generated
+    notes = {p.name: p.read_text(encoding="utf-8") for p in (DERIVATIONS.parent / "meanfield" / "notes").glob("*.md")}
+    for name, text in {**docs, **notes}.items():
+        for banned in ("THEORY.md", "THEORY's", "DESIGN.md", "../shared", "/work/"):
+            assert banned not in text, (name, banned)
+        assert not re.search(r"\bissues?\b", text, re.IGNORECASE), (name, re.search(r".{40}\bissues?\b.{40}", text,
+                                                                                     re.IGNORECASE))
+        # code paths named in the documents exist in the repository
+        for path in re.findall(r"`((?:meanfield|tests|benchmarks)/[\w/]+\.py)`", text):
+            assert (DERIVATIONS.parent / path).exists(), (name, path)
+
+
+def test_equations_are_numbered_and_citations_resolve(generated):
+    docs, _ = generated
+    for name in ("relu.md", "erf.md", "linear.md", "finite-size.md"):
+        text = docs[name]
+        numbers = [int(n) for n in re.findall(r"&\\qquad \((\d+)\)", text)]
+        assert numbers == list(range(1, len(numbers) + 1)), name
+        prose = re.sub(r"\$\$.*?\$\$", "", text, flags=re.DOTALL)
+        prose = re.sub(r"\$[^$\n]*\$", "", prose)   # inline math: \hat q^{(0)} is a layer, not a citation
+        cited = {int(n) for n in re.findall(r"\((\d+)\)", prose)}
+        assert cited and cited <= set(numbers), (name, sorted(cited - set(numbers)))
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_outlier_and_bulk_are_labelled_by_their_formula(generated):
+    """lambda_outlier = gram_diag + (T-1) gram_offdiag, lambda_bulk = gram_diag - gram_offdiag: the label of
+    each row is the formula the code computes there (batch norm on the output: bulk; else outlier)."""
+    import meanfield as mf
+    from meanfield.spec.symbols import T, layer_symbol
+
+    docs, _ = generated
+    sw, sb = layer_symbol("sigma_w2"), layer_symbol("sigma_b2")
+    for placement, heading in documents.PLACEMENTS:
+        section = _section(docs["relu.md"], heading)
+        norms = () if placement == "none" else (mf.cli.parse_norm(placement),)
+        st = documents._structure(mf.derive(mf.Network(3, "relu", sw, sb, norms=norms)))
+        bulk = placement.endswith(":last")
+        expected = st["gd"] - st["go"] if bulk else st["gd"] + (T - 1) * st["go"]
+        assert sympy.simplify(st["lam"] - expected) == 0
+        label = r"\lambda_{\mathrm{bulk}}" if bulk else r"\lambda_{\mathrm{outlier}}"
+        other = r"\lambda_{\mathrm{outlier}}" if bulk else r"\lambda_{\mathrm{bulk}}"
+        assert f"{label} &=" in section and f"{other} &=" not in section, heading
+        assert ("is the bulk scale" in section) == bulk and ("is the outlier" in section) != bulk
+    # the exact value at sigma_w2 = 2, sigma_b2 = 0 without normalization grows with T: the outlier
+    none = _section(docs["relu.md"], documents.PLACEMENTS[0][1])
+    assert "the last line is the outlier" in none
+
+
+def test_notation_table_formulas_hold():
+    """The notation table's leading-order forms and the NTK identity, against the code and against Neural
+    Tangents' recursion Theta^l = Sigma^l + sigma_w^2 dotSigma^l Theta^{l-1} (ReLU: dotSigma = 1/2 on the
+    diagonal) written out here."""
+    import meanfield as mf
+
+    text = documents.DOCUMENTS["notation.md"]()
+    for needed in ("W_std", r"\kappa_1", r"\tilde q", r"F = J^{\top} J / T", "2 C / \\lambda_{\\max}", "NNGP"):
+        assert needed in text, needed
+    sw2, sb2, L, M, T, C = 1.7, 0.2, 4, 512, 8, 3
+    net = mf.Network(L, "relu", sw2, sb2, outputs=C)
+    p = mf.predict(net, M, T)
+    k1, k2, a = float(p.kappa1), float(p.kappa2), float(p.alpha)
+    lead = p.leading
+    assert lead.m == pytest.approx(C * k1 / M, rel=1e-12)
+    assert lead.s == pytest.approx(C * a * (k1**2 + (T - 1) * k2**2) / T, rel=1e-12)
+    assert lead.lambda_max == pytest.approx(a * M * (k2 + (k1 - k2) / T), rel=1e-12)
+    # NTK in NTK parameterization, diagonal, by NT's recursion
+    q, theta = 1.0, None
+    for _ in range(L):
+        q_pre = sw2 * q + sb2              # Sigma^l (x, x) = q_1^l
+        theta = q_pre if theta is None else q_pre + sw2 * 0.5 * theta
+        q = q_pre / 2                      # qhat_1^l for ReLU
+    order = mf.order_parameters(net, T)
+    qtilde = sum(float(layer.qtilde1) for layer in order.layers[1:])
+    assert theta == pytest.approx(sw2 * a * k1 + sb2 * qtilde, rel=1e-12)

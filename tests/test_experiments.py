@@ -266,6 +266,99 @@ def test_readme_documents_the_defaults():
     assert tomllib.loads(block) == load_config(None).to_dict()
 
 
+def _readme_block() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return readme.split("### Configuration", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+
+
+def _load_text(tmp_path: Path, text: str):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.mark.parametrize("where", ["top level", "[reproduce]"])
+def test_every_config_form_the_readme_documents_loads(tmp_path, where):
+    """The README's block (every key), at the top level and in a [reproduce] table; sigma_w2 and sigma_b2
+    as one number and as a table per activation (the scalar form once ended in RecursionError)."""
+    import tomllib
+
+    block = _readme_block()
+    table = "[reproduce]\n" if where == "[reproduce]" else ""
+    documented = tomllib.loads(block)
+    assert set(documented) == set(load_config(None).to_dict())  # the block names every key
+    assert _load_text(tmp_path, table + block).to_dict() == documented
+    scalar = re.sub(r"(?m)^sigma_w2 = .*$", "sigma_w2 = 2.0", re.sub(r"(?m)^sigma_b2 = .*$", "sigma_b2 = 0", block))
+    config = _load_text(tmp_path, table + scalar)
+    assert config.sigma_w2 == 2.0 and config.sigma_b2 == 0.0
+    assert config.sigma("sigma_w2", "tanh") == 2.0 and config.sigma("sigma_b2", "relu") == 0.0
+    for text in ("sigma_w2 = 2.0", "sigma_w2 = 2", "sigma_b2 = 0.25", "sigma_w2 = { relu = 2.0, tanh = 1.5 }",
+                 "sigma_b2 = { relu = 0.1, tanh = 0.5 }"):
+        key, value = text.split(" = ", 1)
+        expected = tomllib.loads(text)[key]
+        config = _load_text(tmp_path, table + text)
+        got = config.to_dict()[key]
+        assert got == (expected if isinstance(expected, dict) else float(expected)), text
+    # each key alone, in the documented form, overrides only itself
+    defaults = load_config(None).to_dict()
+    for key, value in documented.items():
+        line = next(line for line in block.splitlines() if line.startswith(f"{key} "))
+        assert _load_text(tmp_path, table + line).to_dict() == {**defaults, key: value}, key
+
+
+@pytest.mark.parametrize("text, key", [
+    ("widths = [64]\n[reproduce]\nwidths = [32]", "widths"),
+    ("sigma_w2 = 2\n[reproduce]\nsigma_w2 = 1", "sigma_w2"),
+    ("sigma_w2 = {relu = 2, tahn = 1}", "sigma_w2.tahn"),
+    ("[reproduce]\nsigma_b2 = {relu = 0.1, tanh = 0.5, gelu_x = 1}", "sigma_b2.gelu_x"),
+    ("sigma_w2 = {}", "sigma_w2"),
+    ("sigma_w2 = {relu = -1, tanh = 1}", "sigma_w2.relu"),
+    ("sigma_w2 = {relu = 'two', tanh = 1}", "sigma_w2.relu"),
+    ("reproduce = 3", "reproduce"),
+    ("[reproduce]\nwidht = [3]", "widht"),
+    ("[sweep]\nwidths = [3]", "sweep"),
+])
+def test_config_conflicts_and_unknown_keys_anywhere_name_the_key(tmp_path, text, key):
+    with pytest.raises(InvalidArgument) as caught:
+        _load_text(tmp_path, text)
+    assert caught.value.argument == key, str(caught.value)
+
+
+def test_a_binary_or_non_toml_config_is_a_usage_error_naming_config(tmp_path, capsys):
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    for path in (binary, tmp_path, tmp_path / "missing.toml", Path(__file__)):
+        with pytest.raises(InvalidArgument) as caught:
+            load_config(path)
+        assert caught.value.argument == "config"
+        with pytest.raises(SystemExit) as exited:
+            main(["reproduce", "--config", str(path), "--out", str(tmp_path / "o")])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --config" in err and "internal error" not in err and "Traceback" not in err
+
+
+def test_a_cache_line_with_a_non_number_is_skipped_with_a_warning_naming_the_line(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    good = '{"key": "a", "labels": {}, "values": {"m": 1.0, "lambda_max_kind": "bound"}, "seconds": 0}'
+    path.write_text(good + "\n" + good.replace('"a"', '"b"').replace("1.0", '"abc"') + "\nnot json\n"
+                    + good.replace('"a"', '"c"').replace("1.0", "NaN") + "\n")
+    with pytest.warns(UserWarning, match=r"cache.jsonl: 3 unusable line\(s\).*line 2: 'm' is 'abc'"):
+        store = Store(path)
+    assert set(store.rows) == {"a"} and [n for n, _ in store.skipped] == [2, 3, 4]
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(InvalidArgument) as caught:
+        experiments.reproduce(load_config(None), out=target, processes=1, progress=False)
+    assert caught.value.argument == "out" and target.read_text() == "x"
+    with pytest.raises(SystemExit) as exited:
+        main(["reproduce", "--out", str(target), "--quick"])
+    assert exited.value.code == 2 and "argument --out" in capsys.readouterr().err
+
+
 # -- the results store: resume, import of an older run's cache, --fresh -----------------------------------
 
 

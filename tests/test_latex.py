@@ -63,3 +63,16 @@ def test_dispatch_to_objects():
     assert latex(WithLatex()) == r"\alpha"
     assert latex(WithRepr()) == r"\beta"
     assert latex([WithLatex(), sympy.Integer(3)]) == r"\left(\alpha, 3\right)"
+
+
+def test_derivative_activations_print_as_primes():
+    from meanfield.integrals.sphere import SphereExpectation
+    from meanfield.printing import catalogue_name
+
+    assert latex_activation(mf.activation("tanh").derivative) == r"\tanh'"
+    assert latex_activation(mf.activation("erf").derivative) == r"\operatorname{erf}'"
+    assert catalogue_name("tanh'", sympy.tanh(sympy.Symbol("x", real=True))) is None  # the label alone is not enough
+    T = sympy.Symbol("T", positive=True, integer=True)
+    text = latex(SphereExpectation.of(mf.activation("tanh").derivative, T, "second"))
+    assert text == r"\mathbb{E}_{S_{T}}\left[\tanh'(u_a)^{2}\right]"
+    assert callable(mf.latex.parse)

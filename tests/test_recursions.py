@@ -1,5 +1,5 @@
 """Order-parameter recursions: hand-derived values, each normalization rule on its own, the sphere law,
-number types (float, numpy grids, mpmath, sympy), signal propagation, and errors."""
+number types (float, numpy grids, mpmath, sympy), and errors (signal propagation: tests/test_signal.py)."""
 
 import math
 
@@ -13,7 +13,6 @@ from meanfield.errors import InvalidArgument
 from meanfield.spec.activations import activation
 from meanfield.integrals.gaussian import cross_moment, second_moment
 from meanfield.theory.recursions import min_samples_for, order_parameters
-from meanfield.theory.signal import signal_propagation
 from meanfield.integrals.sphere import SphereExpectation, _np_1d, _np_2d, _np_2d_split, chi2_inverse_moment, expected_max_inverse_chi2, homogeneity_degree, sphere_cross_moment, sphere_second_moment
 
 RELU, TANH, ERF = activation("relu"), activation("tanh"), activation("erf")
@@ -284,38 +283,3 @@ def test_bad_overrides(kwargs):
 def test_not_a_network():
     with pytest.raises(InvalidArgument, match="net"):
         order_parameters("relu")
-
-
-# -- signal propagation ----------------------------------------------------------------------------------------
-
-
-def test_signal_propagation_relu_by_hand():
-    # q* = sigma_b^2 / (1 - sigma_w^2/2); chi_1 = sigma_w^2/2; c-map at c = 0: (sigma_w^2 q*/(2 pi) + sigma_b^2)/q*
-    sp = signal_propagation("relu", 1.2, 0.3)
-    q = 0.3 / (1 - 0.6)
-    assert float(sp.q_star) == pytest.approx(q, rel=1e-12)
-    assert float(sp.chi1) == pytest.approx(0.6, rel=1e-14)
-    assert float(sp.correlation_map(0.0)) == pytest.approx((1.2 * q / (2 * math.pi) + 0.3) / q, rel=1e-12)
-    assert sp.phase == "ordered" and float(sp.c_star) == 1
-    assert float(sp.xi_q) == pytest.approx(-1 / math.log(0.6), rel=1e-8)   # the length map's slope is 0.6
-
-
-def test_signal_propagation_tanh_phases():
-    assert signal_propagation("tanh", 1.0, 0.0).phase == "critical"
-    chaotic = signal_propagation("tanh", 2.5, 0.01)
-    assert chaotic.phase == "chaotic" and float(chaotic.chi1) > 1
-    # c* is a fixed point of the correlation map, stable: slope chi_c < 1, and xi_c = -1/log(chi_c)
-    assert float(chaotic.correlation_map(chaotic.c_star)) == pytest.approx(float(chaotic.c_star), abs=1e-10)
-    assert 0 < float(chaotic.chi_c) < 1
-    assert float(chaotic.xi_c) == pytest.approx(-1 / math.log(float(chaotic.chi_c)), rel=1e-12)
-    # q* solves the length equation
-    q = float(chaotic.q_star)
-    assert 2.5 * float(second_moment(TANH, q)) + 0.01 == pytest.approx(q, rel=1e-12)
-    assert signal_propagation("relu", 2.5, 0).phase == "divergent"
-
-
-def test_signal_propagation_symbolic():
-    sw, sb = sympy.symbols("sigma_w2 sigma_b2", positive=True)
-    sp = signal_propagation("relu", sw, sb)
-    assert sympy.simplify(sp.q_star - 2 * sb / (2 - sw)) == 0
-    assert sympy.simplify(sp.chi1 - sw / 2) == 0

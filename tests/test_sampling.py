@@ -190,7 +190,10 @@ def test_memory_guard_names_the_size(monkeypatch):
     monkeypatch.setattr(spectrum, "_available_bytes", lambda: 100 * 2**20)
     with pytest.raises(InvalidArgument, match=r"needs about .* GiB") as info:
         sample(Network(3, "relu", 2, 0, outputs=10), 1024, 256)
-    assert info.value.argument == "width"
+    assert info.value.argument == "samples"  # the (C T)^2 Gram does not fit; at T = 1 this width would
+    with pytest.raises(InvalidArgument, match=r"needs about .* GiB") as info:
+        sample(Network(3, "relu", 2, 0, outputs=1), 4096, 4)
+    assert info.value.argument == "width"  # the M^2 weights do not fit, whatever T
 
 
 # -- sample_many -------------------------------------------------------------------------------------

@@ -285,8 +285,23 @@ def _pct(value: float | None, signed: bool = True) -> str:
 
 
 def _tex(cell: str) -> str:
-    cell = cell.replace("%", r"\%").replace("+-", r"\pm")
-    return cell if not any(c.isalpha() for c in cell.replace("e", "")) else r"\text{" + cell + "}"
+    """A table cell in math mode: numbers as they are (1e-05 as 1 \\times 10^{-5}), words in \\text, and
+    "a +- b" as a \\pm b with \\pm in math mode (inside \\text it does not compile)."""
+    import re
+
+    from ..display import latex_text
+
+    parts = []
+    for piece in cell.split("+-"):
+        piece = piece.strip()
+        number = re.fullmatch(r"([+-]?[0-9.]+)e([+-]?[0-9]+)(%?)", piece)
+        if number:
+            piece = f"{number.group(1)} \\times 10^{{{int(number.group(2))}}}{number.group(3)}"
+        elif any(c.isalpha() for c in piece):
+            parts.append(latex_text(piece))
+            continue
+        parts.append(piece.replace("%", r"\%"))
+    return r" \pm ".join(parts)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -64,7 +64,7 @@ def second_moment(f: Any, q: Any, *, dps: int | None = None) -> Any:
     if dps is not None:
         q = _scalar_for_mp("q", q)
         numeric._require_numeric(f)
-        q_arr, _ = numeric.prepare(q)
+        _check_mp_variance("q", q)  # not through float: mpmath values beyond 1e308 are the point of dps
         return numeric.mp_second(f, _exact(q), dps)
     return numeric.fast_second(f, q)
 
@@ -102,13 +102,32 @@ def cross_moment(f: Any, q1: Any, q2: Any, *, dps: int | None = None) -> Any:
     if dps is not None:
         q1 = _scalar_for_mp("q1", q1)
         q2 = _scalar_for_mp("q2", q2)
+        import mpmath
+
         numeric._require_numeric(f)
-        a, b = numeric.prepare(q1, q2)
+        _check_mp_variance("q1", q1)
         q1e, q2e = _exact(q1), _exact(q2)
-        if abs(q2e) > q1e:  # within RTOL (prepare raised otherwise): exactly +-q1
+        if not mpmath.isfinite(q2e):
+            raise InvalidArgument("q2", q2, "a finite real number (no nan or inf)")
+        if abs(q2e) > q1e * (1 + numeric.RTOL):
+            raise InvalidArgument("q2", q2, f"a covariance with |q2| <= q1 = {q1} (|c| <= 1)")
+        if abs(q2e) > q1e:  # within RTOL: exactly +-q1
             q2e = q1e if q2e > 0 else -q1e
         return numeric.mp_cross(f, q1e, q2e, dps)
     return numeric.fast_cross(f, q1, q2)
+
+
+def _check_mp_variance(name: str, value: Any) -> None:
+    import mpmath
+
+    try:
+        v = _exact(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(name, value, "a finite real number") from None
+    if not mpmath.isfinite(v):
+        raise InvalidArgument(name, value, "a finite real number (no nan or inf)")
+    if v < 0:
+        raise InvalidArgument(name, value, "a variance >= 0")
 
 
 def _exact(value: Any):
@@ -119,4 +138,6 @@ def _exact(value: Any):
         return mpmath.mpf(int(value))
     if isinstance(value, mpmath.mpf):
         return value
+    if isinstance(value, sympy.Basic):
+        return mpmath.mpf(sympy.N(value, 30))
     return mpmath.mpf(float(value))

@@ -695,11 +695,12 @@ class SphereExpectation(sympy.Expr):
 
 
 def _latex_function(name: str, expr: sympy.Expr, printer) -> str:
-    known = {"tanh": r"\tanh", "erf": r"\operatorname{erf}", "sin": r"\sin", "cos": r"\cos",
-             "sigmoid": r"\sigma", "gelu": r"\operatorname{GELU}", "silu": r"\operatorname{SiLU}",
-             "softplus": r"\operatorname{softplus}"}
-    if name in known:
-        return known[name]
+    """The activation's LaTeX name (catalogue, catalogue derivative ``\\tanh'``, else ``x \\mapsto ...``)."""
+    from .notation import catalogue_name
+
+    known = catalogue_name(name, expr)
+    if known is not None:
+        return known
     return r"\left(x \mapsto " + printer._print(expr) + r"\right)"
 
 

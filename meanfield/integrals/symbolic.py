@@ -119,7 +119,8 @@ class GaussianExpectation(sympy.Expr):
                 expr = entry.build(dict(shown))
                 if expr == self.phi:
                     return Activation(name=self.args[5].name, expr=expr, family=family, params=shown)
-        return Activation(name=self.args[5].name, expr=self.phi, family="custom")
+        params = tuple((str(k.name), v) for k, v in self.args[4])   # symbolic parameters of a derivative
+        return Activation(name=self.args[5].name, expr=self.phi, family="custom", params=params)
 
     # -- evaluation ------------------------------------------------------------------------------
     def _closed(self):
@@ -187,6 +188,71 @@ class GaussianExpectation(sympy.Expr):
             return self
         return None
 
+    # -- derivatives: Price's theorem ------------------------------------------------------------
+    def _eval_derivative(self, s):
+        """d I_f[q1, q2] / ds by Price's theorem (Stein's lemma for Gaussians).
+
+        With Sigma = [[q1, q2], [q2, q1]], dE[g(u, v)]/dSigma_11 = E[d_u^2 g]/2 and
+        dE[g]/dSigma_12 = E[d_u d_v g]; q1 is both variances, so
+        dI_f/dq2 = I_{f'}[q1, q2] and dI_f/dq1 = (E[f''(u) f(v)] + E[f(u) f''(v)])/2 = E[f''(u) f(v)],
+        written as the polarization (I_{f+f''} - I_{f-f''})/4 so that it stays an I of one function.
+        A parameter a of f gives E[d_a f(u) f(v)] * 2 = (I_{f+d_a f} - I_{f-d_a f})/2. For the second
+        moment (q1 = q2 = q) the two add up to E[f'^2] + E[f f''] = dE[f^2]/dq.
+        Where f' or f'' is a Dirac delta (kinked f) the closed form is differentiated instead.
+
+        Example:
+            >>> import sympy, meanfield as mf
+            >>> q = sympy.Symbol("q", positive=True)
+            >>> d = sympy.diff(GaussianExpectation.of(mf.activation("erf"), q, q), q)   # (4/pi)/((1+2q) sqrt(1+4q))
+            >>> round(float(sympy.lambdify(q, d)(1.0)), 10)
+            0.1898033449
+        """
+        q1, q2 = self.q1, self.q2
+        d1, d2 = sympy.diff(q1, s), sympy.diff(q2, s)
+        f1 = self._derivative(1) if d2 != 0 else None
+        f2 = self._derivative(2) if d1 != 0 else None
+        if (d2 != 0 and f1 is None) or (d1 != 0 and f2 is None):
+            closed = self._closed_in(q1, q2)
+            if closed is None:
+                raise InvalidArgument("f", self.activation().name, "an activation whose derivatives in Price's "
+                                      "theorem are functions (or one with a closed-form Gaussian expectation)",
+                                      "f' or f'' has a Dirac delta at a kink or jump")
+            return sympy.diff(closed, s)
+        total = sympy.S.Zero
+        if d2 != 0:
+            total += d2 * GaussianExpectation.of(f1, q1, q2)
+        if d1 != 0:
+            total += d1 * self._polarized(self.activation(), f2, q1, q2, sympy.Rational(1, 4), "''")
+        if s in (self.phi.free_symbols - {X}):
+            f = self.activation()
+            da = Activation(name=f"d{f.name}/d{s}", expr=sympy.diff(self.phi, s), family="custom", params=f.params)
+            total += self._polarized(f, da, q1, q2, sympy.Rational(1, 2), f"_{s}")
+        return total
+
+    def _derivative(self, order: int) -> Activation | None:
+        """f', f'' as Activations; None when the derivative has a Dirac delta (a kink)."""
+        f = self.activation()
+        try:
+            for _ in range(order):
+                f = f.derivative
+        except InvalidArgument:
+            return None
+        return f
+
+    def _polarized(self, f: Activation, g: Activation, q1, q2, weight, tag: str):
+        """weight (I_{f+g} - I_{f-g}) = 4 weight E[g(u) f(v)] (by symmetry of I)."""
+        params = tuple((str(p), p) for p in sorted((f.expr + g.expr).free_symbols - {X}, key=str))
+        plus = Activation(name=f"({f.name} + {f.name}{tag})", expr=f.expr + g.expr, family="custom", params=params)
+        minus = Activation(name=f"({f.name} - {f.name}{tag})", expr=f.expr - g.expr, family="custom", params=params)
+        return weight * (GaussianExpectation.of(plus, q1, q2) - GaussianExpectation.of(minus, q1, q2))
+
+    def _closed_in(self, q1, q2):
+        """The closed form at symbolic (q1, q2), or None."""
+        cf = closed_form(self.activation())
+        if cf is None:
+            return None
+        return cf.sym_second(q1) if q1 == q2 else cf.sym_cross(q1, q2)
+
     # -- printing --------------------------------------------------------------------------------
     def _label(self) -> str:
         return self.args[5].name
@@ -197,14 +263,14 @@ class GaussianExpectation(sympy.Expr):
         return f"I[{self._label()}]({printer._print(self.q1)}, {printer._print(self.q2)})"
 
     def _latex(self, printer) -> str:
-        from ..printing import latex_expectation
+        from .notation import latex_expectation
 
         return latex_expectation(self, printer)
 
     def _repr_latex_(self) -> str:
-        from ..printing import latex
+        from ..spec.symbols import LATEX_NAMES
 
-        return f"$\\displaystyle {latex(self)}$"
+        return f"$\\displaystyle {sympy.latex(self, symbol_names=dict(LATEX_NAMES))}$"
 
     # lambdify hooks: call the numeric fast path (vectorized over arrays).
     def _numpycode(self, printer) -> str:

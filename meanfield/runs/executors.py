@@ -7,7 +7,11 @@ Every executor takes ``(payload, key)`` pairs and yields ``(payload, key, outcom
 ``outcome`` is what :func:`run_task` returns.
 
 * local processes: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` context; a task must be
-  importable (defined in a module), ``processes=1`` runs in this process;
+  importable (defined in a module). Workers are at most the tasks and the CPUs (:func:`local_workers`;
+  one worker runs in this process, with the BLAS's own thread count, by default the cores); P worker
+  processes get CPUs // P BLAS threads each, set through the environment before they start. Workers
+  ignore Ctrl-C (the main process terminates them at once, keeping what is stored) and exit when the
+  main process dies, even by SIGKILL (:func:`worker_init`);
 * Dask: ``scheduler="tcp://host:8786"`` (or a ``distributed.Client`` / ``LocalCluster``), through
   distributed's own ``Client.map`` and ``as_completed``: the cluster schedules and retries tasks of
   workers that die. Needs the optional extra ``pip install 'meanfield-fisher[dask]'``.
@@ -26,6 +30,7 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
@@ -38,7 +43,8 @@ from ..errors import InvalidArgument, check_int
 
 __all__ = ["run_task", "ignore_interrupts", "make_executor", "check_execution", "limit_blas_threads", "available_cpus",
            "SchedulerUnavailable", "ExecutorError", "SerialExecutor", "LocalPool", "DaskExecutor",
-           "CONNECT_TIMEOUT", "POOL_RESTARTS", "THREAD_VARIABLES"]
+           "CONNECT_TIMEOUT", "POOL_RESTARTS", "THREAD_VARIABLES", "local_workers", "worker_init",
+           "check_scheduler_address"]
 
 #: Seconds to wait for a Dask scheduler to answer before raising SchedulerUnavailable.
 CONNECT_TIMEOUT = 5.0
@@ -127,55 +133,86 @@ def limit_blas_threads(threads: int):
 
 
 class LocalPool:
-    def __init__(self, task, processes: int):
+    """Tasks on ``workers`` spawned local processes, at most ``2 * workers`` of them handed out at a time
+    (``items`` is read lazily, so a caller can claim each task the moment it is handed out)."""
+
+    def __init__(self, task, workers: int, requested: int | None = None):
         self.task = task
-        self.processes = processes
-        self.threads = max(1, available_cpus() // processes)
-        self.description = f"{processes} local processes"
+        self.processes = workers
+        self.threads = max(1, available_cpus() // workers)
+        extra = (f" ({requested} requested: at most the tasks and the CPUs)"
+                 if requested is not None and requested != workers else "")
+        self.description = f"{workers} local processes{extra}"
         self.pool = None
 
+    def _start(self):
+        with limit_blas_threads(self.threads):
+            # spawn: fresh interpreters that read the thread variables above and inherit no thread or
+            # lock of this process (a Dask client, a progress bar). Start every worker now, while the
+            # variables are set (the pool would otherwise start them during later submissions).
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
+                initargs=(os.getpid(),))
+            for future in [self.pool.submit(int, 0) for _ in range(self.processes)]:
+                future.result()
+
     def run(self, items):
-        pending = list(items)
+        source = iter(items)
+        retry: list = []  # tasks in flight when a worker died
         restarts = 0
-        while pending:
-            with limit_blas_threads(self.threads):
-                # spawn: fresh interpreters that read the thread variables above and inherit no
-                # thread or lock of this process (a Dask client, a progress bar). Workers start
-                # during the submissions, so they all see the variables.
-                self.pool = concurrent.futures.ProcessPoolExecutor(
-                    min(self.processes, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                    initializer=ignore_interrupts)
-                futures = {self.pool.submit(run_task, self.task, p, k): (p, k) for p, k in pending}
+        window = 2 * self.processes  # enough to keep every worker busy, few enough to split work lazily
+        while True:
+            self._start()
+            futures: dict = {}
             broken = False
-            for future in concurrent.futures.as_completed(futures):
-                point, key = futures[future]
-                try:
-                    outcome = future.result()
-                except concurrent.futures.process.BrokenProcessPool:
-                    broken = True
-                    continue
-                futures[future] = None
-                yield point, key, outcome
-            pending = [pk for pk in futures.values() if pk is not None]
+            while True:
+                while not broken and len(futures) < window:
+                    item = retry.pop() if retry else next(source, None)
+                    if item is None:
+                        break
+                    try:
+                        futures[self.pool.submit(run_task, self.task, *item)] = item
+                    except concurrent.futures.process.BrokenProcessPool:
+                        retry.append(item)
+                        broken = True
+                if not futures:
+                    break
+                finished, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    point, key = futures.pop(future)
+                    try:
+                        outcome = future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        broken = True
+                        retry.append((point, key))
+                        continue
+                    yield point, key, outcome
             self.pool.shutdown(wait=True)
             self.pool = None
-            if broken and pending:
-                restarts += 1
-                if restarts > POOL_RESTARTS:
-                    raise ExecutorError(f"local worker processes died {restarts} times (out of memory? a crash in a "
-                                        f"task?); {len(pending)} tasks not run. Rerun to resume them, "
-                                        "or use fewer processes")
-            elif pending:  # pragma: no cover - as_completed returns every future
-                raise ExecutorError(f"{len(pending)} tasks neither finished nor failed")
+            if not broken:
+                return
+            restarts += 1
+            if restarts > POOL_RESTARTS:
+                raise ExecutorError(f"local worker processes died {restarts} times (out of memory? a crash in a "
+                                    f"task?); {len(retry)} tasks in flight not run. Rerun to resume them, "
+                                    "or use fewer processes")
 
     def close(self, abort=False):
         if self.pool is None:
             return
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
         if abort:
-            # in-flight tasks would otherwise run to completion before the interpreter can exit
-            for process in list(getattr(self.pool, "_processes", {}).values()):
+            # do not wait for running tasks (Ctrl-C returns at once; what is stored stays stored)
+            for process in processes:
                 process.terminate()
         self.pool.shutdown(wait=not abort, cancel_futures=True)
+        if abort:
+            deadline = time.monotonic() + 1.0
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+        self.pool = None
 
 
 class DaskExecutor:
@@ -251,9 +288,36 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+_ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>[0-9]{1,5})/?$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """Refuse at once an address that cannot be a Dask scheduler's (rather than let distributed try it
+    for the whole timeout and print a traceback from a half-built Client).
+
+    Example:
+        >>> check_scheduler_address("tcp://10.0.0.5:8786")
+        'tcp://10.0.0.5:8786'
+        >>> check_scheduler_address("notaurl")
+        Traceback (most recent call last):
+        ...
+        meanfield.runs.executors.SchedulerUnavailable: scheduler='notaurl' is not allowed: expected the address of a running Dask scheduler, e.g. tcp://host:8786 (an address needs a host and a port)
+    """
+    text = address.strip()
+    if text.startswith("inproc://"):  # distributed's in-process transport: inproc://host/pid/n
+        return address
+    match = _ADDRESS.match(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise SchedulerUnavailable(address, "an address needs a host and a port" if match is None
+                                   else "a port from 1 to 65535")
+    return address
+
+
 def check_execution(scheduler, processes) -> int | None:
     """The number of local processes (None on Dask); raises on options that contradict."""
     if scheduler is not None:
+        if isinstance(scheduler, str):
+            check_scheduler_address(scheduler)
         if processes is not None:
             raise InvalidArgument("processes", processes, "None when a Dask scheduler is given",
                                   "the cluster's workers decide the parallelism")
@@ -261,10 +325,23 @@ def check_execution(scheduler, processes) -> int | None:
     return available_cpus() if processes is None else check_int("processes", processes, minimum=1)
 
 
+def local_workers(processes: int, tasks: int | None = None) -> int:
+    """Local worker processes to start: at most the tasks and the CPUs available (more would only
+    compete for the same cores and memory), at least 1.
+
+    Example:
+        >>> local_workers(999, 3) <= min(3, available_cpus())
+        True
+    """
+    return max(1, min(processes, available_cpus(), processes if tasks is None else max(1, tasks)))
+
+
 def make_executor(task: Callable, scheduler: Any = None, processes: int | None = None,
-                  connect_timeout: float = CONNECT_TIMEOUT, quiet: bool = True, name: str = "sweep"):
-    """The executor for these options: Dask when ``scheduler`` is given, else ``processes`` local
-    processes (default: the CPUs available; 1 runs in this process). ``name`` labels Dask keys and messages.
+                  connect_timeout: float = CONNECT_TIMEOUT, quiet: bool = True, name: str = "sweep",
+                  tasks: int | None = None):
+    """The executor for these options: Dask when ``scheduler`` is given, else local processes: at most
+    ``processes`` (default: the CPUs available), the CPUs and ``tasks`` (the number of tasks, if known);
+    one worker runs in this process. ``name`` labels Dask keys and messages.
 
     Example:
         >>> make_executor(len, None, 1).description
@@ -273,7 +350,34 @@ def make_executor(task: Callable, scheduler: Any = None, processes: int | None =
     n = check_execution(scheduler, processes)
     if n is None:
         return DaskExecutor(task, scheduler, connect_timeout, quiet, name)
-    return SerialExecutor(task) if n == 1 else LocalPool(task, n)
+    workers = local_workers(n, tasks)
+    return SerialExecutor(task) if workers == 1 else LocalPool(task, workers, n)
+
+
+def worker_init(parent: int) -> None:
+    """Initializer of local workers: ignore Ctrl-C, and exit when the parent process dies, even by SIGKILL
+    (the pool could not tell them to stop, and they would compute for nobody, holding memory and cores)."""
+    ignore_interrupts()
+    if sys.platform.startswith("linux"):
+        try:  # the kernel sends SIGKILL to this process when its parent dies
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl (musl without it, a sandbox): the watchdog remains
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # portable fallback (and the only guard off Linux): a daemon thread that ends the worker once it has
+    # been re-parented, i.e. its parent is gone
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="meanfield-parent-watchdog", daemon=True).start()
 
 
 def ignore_interrupts() -> None:

@@ -25,7 +25,8 @@ options; a list *inside* the list is one per-layer option::
 Required: depth, activation, sigma_w2, width, samples. Defaults: sigma_b2 = 0, outputs = 1,
 alphas = all 1, norms = "none", input_q1 = 1, input_q2 = 0, seeds = 1 (seed 0). An unknown key or
 a bad value raises :class:`GridFileError` naming the file, the line and the key (and, for a
-misspelt key, the closest valid one).
+misspelt key, the closest valid one). A grid has at most :data:`MAX_POINTS` points (a million): a
+bigger one is refused before anything is expanded, naming the key with the most options.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Grid", "Point", "GridFileError", "GRID_KEYS", "load_grid", "network_spec", "network_from_spec"]
+__all__ = ["Grid", "Point", "GridFileError", "GRID_KEYS", "MAX_POINTS", "load_grid", "network_spec", "network_from_spec"]
 
 #: Keys that describe the network (crossed into one Network per combination).
 NETWORK_KEYS = ("depth", "activation", "sigma_w2", "sigma_b2", "outputs", "alphas", "norms", "input_q1",
@@ -58,6 +59,10 @@ NETWORK_KEYS = ("depth", "activation", "sigma_w2", "sigma_b2", "outputs", "alpha
 RUN_KEYS = ("width", "samples", "seeds")
 #: Every key a grid (object or file) accepts.
 GRID_KEYS = NETWORK_KEYS + RUN_KEYS
+#: The most points a grid may have: checked before the grid is expanded, so that a typo such as
+#: ``seeds = 1000000000`` is an error in a moment rather than gigabytes of points (a million points is
+#: weeks of sampling on one machine; split bigger studies into several grids).
+MAX_POINTS = 1_000_000
 _REQUIRED = ("depth", "activation", "sigma_w2", "width", "samples")
 _DEFAULTS: dict[str, Any] = {"sigma_b2": 0.0, "outputs": 1, "alphas": None, "norms": "none", "input_q1": 1.0,
                              "input_q2": 0.0, "seeds": 1}
@@ -136,6 +141,9 @@ def _options(key: str, value: Any) -> tuple:
     if isinstance(value, (str, bytes, Mapping, Network, Activation, BatchNorm, LayerNorm)) or not isinstance(
             value, Iterable):
         return (value,)
+    if isinstance(value, Sequence) and len(value) > MAX_POINTS:
+        raise InvalidArgument(key, f"<a list of {len(value)} options>", f"at most {MAX_POINTS} options",
+                              f"a grid has at most {MAX_POINTS} points")
     options = tuple(value)
     if not options:
         raise InvalidArgument(key, list(options), "a value or a non-empty list of options")
@@ -156,14 +164,24 @@ def _parse_seeds(value: Any) -> tuple[int, ...]:
     if isinstance(value, range):
         value = list(value)
     if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) > MAX_POINTS:
+            raise InvalidArgument("seeds", f"<a list of {len(value)} seeds>", f"at most {MAX_POINTS} seeds",
+                                  f"a grid has at most {MAX_POINTS} points")
         seeds = tuple(check_int("seeds", s, minimum=0) for s in value)
         if not seeds:
             raise InvalidArgument("seeds", [], "a count >= 1 or a non-empty list of seeds >= 0")
-        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
-        if dupes:
-            raise InvalidArgument("seeds", list(seeds), "distinct seeds", f"seed {dupes[0]} is repeated")
+        seen: set[int] = set()  # linear: a list of 1e5 seeds is checked in milliseconds
+        for seed in seeds:
+            if seed in seen:
+                raise InvalidArgument("seeds", f"<a list of {len(seeds)} seeds>", "distinct seeds",
+                                      f"seed {seed} is repeated")
+            seen.add(seed)
         return seeds
-    return tuple(range(check_int("seeds", value, minimum=1)))
+    count = check_int("seeds", value, minimum=1)
+    if count > MAX_POINTS:  # before range() is expanded into a tuple
+        raise InvalidArgument("seeds", count, f"a count of at most {MAX_POINTS}",
+                              f"a grid has at most {MAX_POINTS} points")
+    return tuple(range(count))
 
 
 def _parse(key: str, value: Any) -> tuple:
@@ -192,11 +210,29 @@ def _parse(key: str, value: Any) -> tuple:
 
 
 def _dedupe(key: str, options: tuple) -> None:
-    seen = []
+    hashed: set = set()
+    unhashable: list = []
     for option in options:
-        if option in seen:
+        try:  # a set where the options hash (all parsed options do), so the check stays linear
+            seen = option in hashed
+            hashed.add(option)
+        except TypeError:
+            seen = option in unhashable
+            unhashable.append(option)
+        if seen:
             raise InvalidArgument(key, option, "distinct options", "this option is listed twice")
-        seen.append(option)
+
+
+def _check_size(counts: Mapping[str, int]) -> None:
+    """Refuse a grid of more than MAX_POINTS points before it is expanded, naming its biggest key."""
+    total = 1
+    for count in counts.values():
+        total *= count
+    if total > MAX_POINTS:
+        key = max(counts, key=lambda k: counts[k])
+        sizes = " x ".join(f"{counts[k]} {k}" for k in counts if counts[k] > 1)
+        raise InvalidArgument(key, f"<{counts[key]} options>", f"a grid of at most {MAX_POINTS} points",
+                              f"this grid has {sizes} = {total} points; split it into several grids")
 
 
 def _blame(argument: str) -> str | None:
@@ -267,12 +303,15 @@ class Grid:
             for key in NETWORK_KEYS:
                 set_(key, _parse(key, getattr(self, key)))
                 _dedupe(key, getattr(self, key))
-            nets = tuple(self._expand())
         for key in RUN_KEYS:
             if getattr(self, key) is None:
                 raise InvalidArgument(key, None, "a value or list of values (required grid key)")
             set_(key, _parse(key, getattr(self, key)))
             _dedupe(key, getattr(self, key))
+        counts = {"networks": len(nets)} if given else {k: len(getattr(self, k)) for k in NETWORK_KEYS}
+        _check_size({**counts, **{k: len(getattr(self, k)) for k in RUN_KEYS}})
+        if not given:
+            nets = tuple(self._expand())
         set_("networks", tuple(nets))
         # combinations the spec cannot run: say which key, before any work starts
         for net in self.networks:

@@ -15,12 +15,18 @@ Tables (the columns of ``results`` after the fixed ones are added as tasks repor
 
     meta      name, value                 store format, creating meanfield version, creation time
     sweeps    id, started, finished, status, meanfield_version, python, host, scheduler, task,
-              points, skipped, computed, failed, duplicates, grid (JSON), grid_source (TOML text)
+              points, skipped, computed, failed, duplicates, grid (JSON), grid_source (TOML text), pid
     results   key UNIQUE, sweep, task, network (JSON spec), depth, activation, sigma_w2, sigma_b2,
               outputs, alphas, norms, input_q1, input_q2, width, samples, seed, <statistics...>,
               elapsed (s, wall, in the task), cpu (s, process CPU), worker (host:pid), finished (UTC),
               meanfield_version
     failures  key, sweep, task, network, width, samples, seed, error, traceback, worker, finished
+    claims    key, sweep, claimed          tasks a running sweep has taken (two sweeps on one store split
+                                           the work; the claims of a run whose process is gone are released)
+
+A file with other tables, or without the ``meta`` format marker, is not a store and is refused unchanged.
+A run left at 'running' by a process of this host that no longer exists is marked 'interrupted' when the
+store is next opened.
 
 ``meanfield reproduce`` keeps its points in a store of this format too (``results.sqlite`` in its output
 folder; a run is a row of ``sweeps`` with task 'reproduce'): its values differ from kind to kind, so a
@@ -65,7 +71,7 @@ from ..spec.grammar import canonical_json
 from .summaries import BOOKKEEPING_COLUMNS, IDENTITY_COLUMNS, summary_rows, summary_table
 
 __all__ = ["ResultStore", "SweepResults", "load", "FORMAT_VERSION", "IDENTITY_COLUMNS", "BOOKKEEPING_COLUMNS",
-           "meanfield_version", "now", "sql_value", "identity_columns"]
+           "meanfield_version", "now", "sql_value", "identity_columns", "process_alive"]
 
 #: Bumped when the layout of the tables changes incompatibly.
 FORMAT_VERSION = "1"
@@ -85,7 +91,10 @@ CREATE TABLE IF NOT EXISTS failures (
     key TEXT NOT NULL, sweep INTEGER, task TEXT, network TEXT, width INTEGER, samples INTEGER,
     seed INTEGER, error TEXT, traceback TEXT, worker TEXT, finished TEXT);
 CREATE INDEX IF NOT EXISTS failures_key ON failures (key);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, sweep INTEGER NOT NULL, claimed TEXT);
 """
+#: The tables of a store; a file with other tables (or these without the format marker) is not a store.
+_TABLES = ("meta", "sweeps", "results", "failures", "claims")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -126,6 +135,22 @@ def sql_value(name: str, value: Any) -> Any:
     return None if math.isnan(number) else number
 
 
+def process_alive(pid: Any) -> bool:
+    """Whether process ``pid`` of this host exists (a zombie counts as gone)."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except (TypeError, ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process not yet reaped by its parent is a zombie: gone for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _affinity(value: Any) -> str:
     if isinstance(value, int):
         return "INTEGER"
@@ -159,6 +184,7 @@ class ResultStore:
             raise InvalidArgument("store", str(path), "a file path for the SQLite results store, not a directory")
         if not self.path.parent.exists():
             raise InvalidArgument("store", str(path), "a path in an existing directory")
+        self._refuse_foreign(path)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -179,8 +205,93 @@ class ResultStore:
             raise InvalidArgument("store", str(path), f"a results store of format {FORMAT_VERSION}",
                                   f"this file has format {fmt}")
         self._columns = self._read_columns()
+        self._mark_abandoned()
 
-    # -- plumbing ---------------------------------------------------------------------------------
+    # -- plumbing: foreign files, abandoned runs, claims ---------------------------------------------
+    def _refuse_foreign(self, path) -> None:
+        """Refuse, before writing anything (not even the journal mode), an SQLite file that is not a
+        meanfield store: any table of its own, or a 'results' table without the store's format marker.
+        An empty file or an empty database becomes a store."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        try:
+            with open(self.path, "rb") as handle:
+                header = handle.read(16)
+        except OSError as err:
+            raise InvalidArgument("store", str(path), "a readable results store file", str(err)) from None
+        if header != b"SQLite format 3\x00":
+            raise InvalidArgument("store", str(path), "a meanfield results store (an SQLite file) or a new path",
+                                  "this file is not an SQLite database")
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                tables, marker = self._probe()
+                break
+            except sqlite3.OperationalError as err:
+                # another sweep creating this store right now (journal-mode change, WAL recovery): wait
+                if ("locked" in str(err) or "busy" in str(err)) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise InvalidArgument("store", str(path), "a meanfield results store (an SQLite file) or a new "
+                                      "path", str(err)) from None
+            except sqlite3.DatabaseError as err:
+                raise InvalidArgument("store", str(path), "a meanfield results store (an SQLite file) or a new "
+                                      "path", str(err)) from None
+        tables.discard("sqlite_sequence")  # SQLite's own table of AUTOINCREMENT counters
+        foreign = sorted(tables - set(_TABLES))
+        if tables and (foreign or marker is None):
+            why = (f"tables not of a store: {', '.join(foreign)}" if foreign else
+                   f"tables {', '.join(sorted(tables))} but no meanfield format marker")
+            raise InvalidArgument("store", str(path), "a meanfield results store or a new path",
+                                  f"this SQLite file belongs to something else ({why}); it is left unchanged")
+
+    def _probe(self) -> tuple[set, Any]:
+        """The tables and the format marker of the file, read through a read-only connection."""
+        probe = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+        try:
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            marker = None
+            if "meta" in tables:
+                marker = probe.execute("SELECT value FROM meta WHERE name='format'").fetchone()
+            return tables, marker
+        finally:
+            probe.close()
+
+    def _mark_abandoned(self) -> None:
+        """Runs left at 'running' by a process of this host that no longer exists (killed, machine
+        reset) become 'interrupted', and their task claims are released."""
+        host = socket.gethostname()
+        rows = self._db.execute("SELECT id, pid FROM sweeps WHERE status='running' AND host=? AND pid IS NOT NULL",
+                                (host,)).fetchall()
+        dead = [row[0] for row in rows if not process_alive(row[1])]
+        if not dead:
+            return
+        with self._transaction() as db:
+            for sweep_id in dead:
+                db.execute("UPDATE sweeps SET status='interrupted' WHERE id=? AND status='running'", (sweep_id,))
+                db.execute("DELETE FROM claims WHERE sweep=?", (sweep_id,))
+
+    def claim(self, key: str, sweep_id: int) -> bool:
+        """Claim task ``key`` for run ``sweep_id``: False when it is stored already or claimed by another
+        run that is still alive (so that two sweeps on one store split the work); a claim of a run whose
+        process is gone is taken over."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone():
+                return False
+            row = db.execute("SELECT c.sweep, s.status, s.host, s.pid FROM claims c LEFT JOIN sweeps s ON s.id = c.sweep"
+                             " WHERE c.key=?", (key,)).fetchone()
+            if row is not None and row[0] != sweep_id and row[1] == "running":
+                if row[2] != socket.gethostname() or row[3] is None or process_alive(row[3]):
+                    return False
+            db.execute("INSERT OR REPLACE INTO claims (key, sweep, claimed) VALUES (?,?,?)", (key, sweep_id, now()))
+            return True
+
+    def release_claims(self, sweep_id: int) -> None:
+        """Drop the claims of run ``sweep_id`` (its tasks are stored, failed, or given back)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM claims WHERE sweep=?", (sweep_id,))
+
+    # -- opening ------------------------------------------------------------------------------------
     def _open(self, timeout: float) -> sqlite3.Connection:
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), so that a writer
         # takes the lock before reading the columns it may have to add.
@@ -197,6 +308,9 @@ class ResultStore:
                 # statement by statement: executescript() would commit the open transaction first
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
+                # the process of a run (to tell an abandoned run from a running one); added to older stores
+                if "pid" not in [row[1] for row in db.execute("PRAGMA table_info(sweeps)")]:
+                    db.execute("ALTER TABLE sweeps ADD COLUMN pid INTEGER")
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"meanfield {meanfield_version()}",))
@@ -278,9 +392,10 @@ class ResultStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO sweeps (started, status, meanfield_version, python, host, scheduler, task, points,"
-                " skipped, computed, failed, duplicates, grid, grid_source) VALUES (?,?,?,?,?,?,?,?,?,0,0,0,?,?)",
+                " skipped, computed, failed, duplicates, grid, grid_source, pid)"
+                " VALUES (?,?,?,?,?,?,?,?,?,0,0,0,?,?,?)",
                 (now(), "running", meanfield_version(), sys.version.split()[0], socket.gethostname(), scheduler, task,
-                 points, skipped, json.dumps(grid) if grid is not None else None, grid_source))
+                 points, skipped, json.dumps(grid) if grid is not None else None, grid_source, os.getpid()))
             return int(cursor.lastrowid)
 
     def end_sweep(self, sweep_id: int, *, status: str, computed: int, failed: int, duplicates: int) -> None:
@@ -288,6 +403,7 @@ class ResultStore:
         with self._transaction() as db:
             db.execute("UPDATE sweeps SET finished=?, status=?, computed=?, failed=?, duplicates=? WHERE id=?",
                        (now(), status, computed, failed, duplicates, sweep_id))
+            db.execute("DELETE FROM claims WHERE sweep=?", (sweep_id,))
 
     def add(self, record: Mapping[str, Any]) -> bool:
         """Store one record; True if stored, False if its key was already there (nothing changes).

@@ -174,7 +174,10 @@ class SweepReport:
     Attributes:
         points: tasks in the grid. skipped: already in the store at the start (resume).
         computed: stored by this run. failed: tasks that raised (their keys stay to do).
-        duplicates: computed here but already stored meanwhile (by a concurrent sweep).
+        duplicates: computed here but already stored meanwhile, or left to a concurrent sweep on the
+            same store that stored them.
+        claimed: left to a concurrent sweep that was still computing them when this run ended (a rerun
+            picks up any it does not finish).
         seconds: wall time of the run. task_seconds: summed time inside tasks.
         executor: where the tasks ran. status: 'finished' or 'interrupted'.
     """
@@ -190,6 +193,7 @@ class SweepReport:
     status: str
     store: str
     sweep_id: int | None = None
+    claimed: int = 0
 
     @property
     def complete(self) -> bool:
@@ -200,7 +204,8 @@ class SweepReport:
         ran = self.computed + self.failed + self.duplicates
         rows = [("store", self.store), ("executor", self.executor), ("status", self.status),
                 ("points", f"{self.points} ({self.skipped} already stored, {self.computed} computed, "
-                           f"{self.failed} failed, {self.duplicates} stored meanwhile by another sweep)"),
+                           f"{self.failed} failed, {self.duplicates} stored meanwhile by another sweep"
+                           + (f", {self.claimed} being computed by another sweep" if self.claimed else "") + ")"),
                 ("wall time", f"{self.seconds:.2f} s" + (f" ({ran / self.seconds:.2f} tasks/s, "
                                                          f"{self.task_seconds / ran:.3f} s in a task on average)"
                                                          if ran and self.seconds > 0 else ""))]
@@ -279,18 +284,30 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
                               f"{store.path} holds {len(done)} of its {len(points)} points: pass resume=True "
                               "(--resume) to skip them, or use a new store")
     todo = sorted(((p, k) for p, k in zip(points, keys) if k not in done), key=lambda pk: -pk[0].cost())
-    executor = make_executor(task, scheduler, processes, connect_timeout, quiet) if todo else None
+    executor = make_executor(task, scheduler, processes, connect_timeout, quiet, tasks=len(todo)) if todo else None
     description = executor.description if executor else "none (nothing to do)"
     sweep_id = store.begin_sweep(task=name, points=len(points), skipped=len(done), scheduler=description,
                                  grid=grid.to_dict(), grid_source=grid.source)
     computed = failed = duplicates = 0
+    elsewhere: list = []  # tasks stored or claimed by another sweep on this store while this one ran
     task_seconds = 0.0
     status = "interrupted"
     start = time.perf_counter()
     bar = _progress(len(points), len(done), quiet)
+
+    def claimed():
+        # each task is claimed in the store the moment it is handed out, so a second sweep on the same
+        # store takes the tasks this one has not reached (the executors read their items lazily)
+        for point, key in todo:
+            if store.claim(key, sweep_id):
+                yield point, key
+            else:
+                elsewhere.append(key)
+                bar.update(1)
+
     try:
         if executor is not None:
-            for point, key, outcome in executor.run(todo):
+            for point, key, outcome in executor.run(claimed()):
                 task_seconds += outcome.get("elapsed") or 0.0
                 ok, failure = outcome["ok"], None
                 if ok:
@@ -323,10 +340,13 @@ def _sweep(grid, store, points, keys, task, name, scheduler, processes, resume, 
         if executor is not None:
             executor.close(abort=status != "finished")
         store.end_sweep(sweep_id, status=status, computed=computed, failed=failed, duplicates=duplicates)
-    report = SweepReport(points=len(points), skipped=len(done), computed=computed, failed=failed,
-                         duplicates=duplicates, seconds=time.perf_counter() - start, task_seconds=task_seconds,
-                         executor=description, status=status, store=str(store.path), sweep_id=sweep_id)
     results = load(store, keys=keys)
+    stored = {r["key"] for r in results.records}
+    report = SweepReport(points=len(points), skipped=len(done), computed=computed, failed=failed,
+                         duplicates=duplicates + sum(k in stored for k in elsewhere),
+                         seconds=time.perf_counter() - start, task_seconds=task_seconds,
+                         executor=description, status=status, store=str(store.path), sweep_id=sweep_id,
+                         claimed=sum(k not in stored for k in elsewhere))
     order = {key: i for i, key in enumerate(keys)}  # grid order, whatever order the tasks finished in
     results = SweepResults(records=sorted(results.records, key=lambda r: order[r["key"]]), columns=results.columns,
                            failures=results.failures,
@@ -382,7 +402,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                         help="run on this Dask scheduler (needs the 'dask' extra) instead of local processes")
     parser.add_argument("--processes", "-j", type=int, default=None, metavar="N",
-                        help="local worker processes (default: all CPUs; 1 = in this process)")
+                        help="local worker processes (default: all CPUs; at most the points to compute and "
+                             "the CPUs; 1 = in this process)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True,
                         help="skip points already in the store (the default)")

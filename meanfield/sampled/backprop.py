@@ -329,6 +329,13 @@ def _normalize(norm, layer: int, u: np.ndarray):
     return centered / (std[None, :] if axis == 0 else std[:, None]), mean, std
 
 
+def _overflow(argument: str, value: Any, what: str, net: Network) -> InvalidArgument:
+    """The sampler computes in float64 only (no --dps): say what overflowed and what to change."""
+    return InvalidArgument(argument, value, "a network whose sampled values fit in float64",
+                           f"{what}; use a smaller sigma_w2 (now {'/'.join(sorted({f'{float(v):g}' for v in net.sigma_w2}))}), "
+                           "depth or input_q1, or a bounded activation")
+
+
 def forward(net: Network, params: Any, x: np.ndarray | None = None) -> Trace:
     """u^l = W^l h^{l-1} + b^l, ũ^l = N_l(u^l), h^l = phi_l(ũ^l): the whole batch, every layer.
 
@@ -370,11 +377,19 @@ def forward(net: Network, params: Any, x: np.ndarray | None = None) -> Trace:
         if W.shape[1] != h.shape[1] or b.shape != (W.shape[0],):
             raise InvalidArgument("params", f"layer {l}: W {W.shape}, b {b.shape}",
                                   f"W of shape (M_{l}, {h.shape[1]}) and b of shape (M_{l},)")
-        u = h @ W.T + b
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = h @ W.T + b
+        if not np.all(np.isfinite(u)):
+            raise _overflow("depth", net.depth, f"the pre-activations u^{l} overflow float64 at layer {l}", net)
         v, mean, scale = _normalize(net.norm_at(l), l, u)
         pre.append(u), normed.append(v), means.append(mean), scales.append(scale)
         if l < L:
-            h = _phi(net, l, v)
+            with np.errstate(over="ignore", invalid="ignore"):
+                h = _phi(net, l, v)
+            if not np.all(np.isfinite(h)):
+                top = float(np.max(np.abs(v)))
+                raise _overflow("activation", net.phi(l).name,
+                                f"phi(u) overflows float64 at layer {l} (|u| up to {top:.3g})", net)
             post.append(h)
     return Trace(tuple(weights), tuple(biases), x, tuple(pre), tuple(normed), tuple(means), tuple(scales),
                  tuple(post), np.ascontiguousarray(normed[-1].T))

@@ -153,13 +153,48 @@ def _available_bytes() -> int:
         return 1 << 62
 
 
-def check_memory(need: int, what: str, width: int) -> None:
-    """Raise InvalidArgument before allocating when ``need`` bytes exceed 80% of available memory."""
+def check_memory(need: int, what: str, width: int, *, net: Network | None = None, samples: int | None = None,
+                 processes: int = 1) -> None:
+    """Raise InvalidArgument before allocating when ``need`` bytes exceed 80% of available memory.
+
+    Given the network and T, the error names the argument that makes the size too large: samples when the
+    same width with the fewest samples fits (the CT x CT Gram grows like T^2), width when the smallest width
+    fits, processes when one worker's share fits (else the larger of the two causes).
+    """
     usable = int(0.8 * _available_bytes())
-    if need > usable:
-        raise InvalidArgument("width", width, f"a size whose {what} fits in memory",
-                              f"it needs about {need / 2**30:.1f} GiB; {usable / 2**30:.1f} GiB usable "
-                              "(80% of the memory available now)")
+    if need <= usable:
+        return
+    argument, value = "width", width
+    if net is not None and samples is not None:
+        argument, value = _blame(net, width, samples, processes, usable)
+    others = {"width": f"width={width}", "samples": f"samples={samples}", "processes": f"processes={processes}"}
+    context = ", ".join(text for key, text in others.items() if key != argument and (key != "samples" or samples)
+                        and (key != "processes" or processes > 1))
+    raise InvalidArgument(argument, value, f"a size whose {what} fits in memory",
+                          f"it needs about {need / 2**30:.1f} GiB; {usable / 2**30:.1f} GiB usable "
+                          f"(80% of the memory available now)" + (f" with {context}" if context else ""))
+
+
+def _blame(net: Network, width: int, samples: int, processes: int, usable: int) -> tuple[str, int]:
+    fewest = max(net.min_samples(), 1)
+    smallest = next((m for m in range(1, 4097) if _valid_width(net, m)), width)
+    with_fewest = processes * gram_bytes(net, width, fewest)
+    with_smallest = processes * gram_bytes(net, smallest, samples)
+    if with_fewest <= usable < with_smallest:
+        return "samples", samples
+    if with_smallest <= usable < with_fewest:
+        return "width", width
+    if processes > 1 and gram_bytes(net, width, samples) <= usable:
+        return "processes", processes
+    return ("samples", samples) if with_fewest < with_smallest else ("width", width)
+
+
+def _valid_width(net: Network, width: int) -> bool:
+    try:
+        net.widths(width)
+    except InvalidArgument:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------

@@ -65,11 +65,17 @@ def sample(net: Network, width: int, samples: int, seed: int = 0, *, eigenvalues
     sizes, T = check_batch(net, width, samples)
     seed = check_int("seed", seed, minimum=0)
     want_eigs = bool(eigenvalues)
-    check_memory(gram_bytes(net, width, T, eigenvalues=want_eigs), "exact Gram", width)
+    check_memory(gram_bytes(net, width, T, eigenvalues=want_eigs), "exact Gram", width, net=net, samples=T)
     d = draw(net, width, T, seed)
     tr = forward(net, d)
-    g = _gram_fn(net, tr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = _gram_fn(net, tr)
     G = g.matrix
+    if not np.all(np.isfinite(G)):
+        # the forward pass was finite (forward checks it): the backward signal grew beyond float64
+        raise InvalidArgument("depth", net.depth, "a network whose sampled values fit in float64",
+                              "the gradients (the Gram G = J J^T / T) overflow float64: they grow by about "
+                              "sigma_w2 E[phi'(u)^2] per layer; use a smaller sigma_w2 or depth")
     C = net.outputs
     P = net.parameter_count(width)
     trace = float(np.trace(G))
@@ -180,6 +186,13 @@ def _seed_tuple(seeds: Any) -> tuple[int, ...]:
     out = tuple(check_int("seeds", s, minimum=0) for s in seeds)
     if not out:
         raise InvalidArgument("seeds", seeds, "at least one seed")
+    if len(set(out)) < len(out):
+        # a seed names one network: a repeat would count that network twice in the means and the standard
+        # errors (which assume independent draws)
+        seen: set[int] = set()
+        repeated = next(s for s in out if s in seen or seen.add(s))
+        raise InvalidArgument("seeds", list(out) if len(out) <= 20 else f"{len(out)} seeds", "distinct seeds",
+                              f"seed {repeated} appears more than once")
     return out
 
 
@@ -207,7 +220,8 @@ def sample_many(net: Network, width: int, samples: int, seeds: Any, *, processes
     if processes is None:
         processes = min(os.cpu_count() or 1, len(seed_list))
     processes = check_int("processes", processes, minimum=1)
-    check_memory(processes * gram_bytes(net, width, samples), "exact Gram (one per worker process)", width)
+    check_memory(processes * gram_bytes(net, width, samples), "exact Gram (one per worker process)", width,
+                 net=net, samples=samples, processes=processes)
     tasks = [(net, width, samples, s) for s in seed_list]
     from tqdm.auto import tqdm
 

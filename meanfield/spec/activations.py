@@ -13,6 +13,7 @@ splits there, because plain Gauss-Hermite is off by percents on kinked integrand
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,11 @@ import mpmath
 import numpy as np
 import scipy.special
 import sympy
+from sympy.parsing.sympy_parser import TokenError, convert_xor, standard_transformations
 
 from ..errors import InvalidArgument, check_choice, check_real, closest
 
-__all__ = ["Activation", "activation", "catalogue", "X", "CATALOGUE", "CatalogueEntry"]
+__all__ = ["Activation", "activation", "catalogue", "X", "CATALOGUE", "CatalogueEntry", "bounded_sympify"]
 
 #: The real variable every activation is written in.
 X = sympy.Symbol("x", real=True)
@@ -169,10 +171,7 @@ class Activation:
         """
         if isinstance(expr, str):
             local = {"x": X, **{k: sympy.Symbol(k, real=True) for k in params}}
-            try:
-                parsed = sympy.sympify(expr, locals=local)
-            except (sympy.SympifyError, SyntaxError, TypeError, AttributeError) as err:
-                raise InvalidArgument("expr", expr, "a formula in x, e.g. 'x*tanh(x)'", str(err)) from None
+            parsed = bounded_sympify(expr, local)
         elif isinstance(expr, sympy.Basic):
             parsed = expr
         else:
@@ -212,8 +211,20 @@ class Activation:
         if spec is not None and spec.derivative is not None:
             family, params = spec.derivative(dict(self.params))
             return activation(family, **params)
+        jumps = self.expr.atoms(sympy.floor, sympy.ceiling, sympy.frac)
+        if jumps:
+            raise InvalidArgument(
+                "activation", self.name, "an activation whose derivative is a function",
+                f"{sorted(map(str, jumps))[0]} is a staircase: its derivative is a sum of Dirac deltas, so the "
+                "backward order parameters E[phi'(u)^2] do not exist",
+            )
         d = sympy.diff(self.expr, X)
         d = _tidy_derivative(d)
+        if d.has(sympy.Derivative):
+            raise InvalidArgument(
+                "activation", self.name, "an activation sympy can differentiate",
+                f"d/dx {self.expr} stays unevaluated ({d})",
+            )
         if d.has(sympy.DiracDelta):
             raise InvalidArgument(
                 "activation", self.name, "an activation whose derivative is a function",
@@ -282,6 +293,77 @@ class Activation:
 
     def _latex(self, printer=None) -> str:
         return sympy.latex(self.expr)
+
+
+# Numbers a formula may ask sympy to compute exactly: beyond these, evaluation takes minutes to hours inside
+# a single C call (gmpy's factorial) that Ctrl-C cannot interrupt, so the formula is refused unevaluated.
+_MAX_DIGITS = 10_000          # an exact integer of at most this many digits (10**10000 takes microseconds)
+_MAX_COMBINATORIAL = 10_000   # factorial(10000) has 35660 digits and takes ~1 ms
+_COMBINATORIAL = tuple(f for f in (
+    sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.gamma, sympy.binomial, sympy.RisingFactorial,
+    sympy.FallingFactorial, sympy.fibonacci, sympy.lucas, sympy.bell, sympy.catalan, sympy.harmonic,
+    sympy.bernoulli, sympy.euler, sympy.primorial, sympy.prime, sympy.partition, sympy.tribonacci,
+    sympy.genocchi, sympy.motzkin) if isinstance(f, type))
+
+
+def bounded_sympify(text: str, local: Mapping[str, Any] | None = None) -> sympy.Expr:
+    """Parse a formula without evaluating it, refuse work sympy could not finish, then evaluate.
+
+    ``factorial(10**9)*x`` or ``10**10**10*x`` would otherwise hang the parser (exact integers with
+    billions of digits); every number in the unevaluated tree is sized first, innermost first.
+
+    Example:
+        >>> bounded_sympify("2*x + factorial(3)")
+        2*x + 6
+        >>> bounded_sympify("factorial(10**9)*x")
+        Traceback (most recent call last):
+        ...
+        meanfield.errors.InvalidArgument: expr='factorial(10**9)*x' is not allowed: expected a formula ...
+    """
+    allowed = "a formula whose numbers sympy can evaluate quickly"
+    local = dict(local or {"x": X})
+    if len(str(text)) > 10_000:
+        raise InvalidArgument("expr", text, allowed, "the formula is longer than 10000 characters")
+    # inert stand-ins: parse_expr(evaluate=False) leaves operators unevaluated but still calls functions,
+    # and factorial(factorial(100)) would evaluate its argument and then hang on the outer call
+    inert = {f.__name__: sympy.Function(f.__name__) for f in _COMBINATORIAL}
+    inert.update(rf=inert["RisingFactorial"], ff=inert["FallingFactorial"])
+    try:
+        tree = sympy.parse_expr(str(text), local_dict={**inert, **local}, evaluate=False,
+                                transformations=standard_transformations + (convert_xor,))  # as sympify reads ^
+    except (sympy.SympifyError, SyntaxError, TypeError, AttributeError, ValueError, TokenError, IndexError) as err:
+        raise InvalidArgument("expr", text, "a formula in x, e.g. 'x*tanh(x)'", str(err) or None) from None
+    names = set(inert)
+    for node in sympy.postorder_traversal(tree):
+        if isinstance(node, sympy.Integer) and abs(int(node)) >= 10 ** _MAX_DIGITS:
+            raise InvalidArgument("expr", text, allowed, f"an integer with more than {_MAX_DIGITS} digits")
+        combinatorial = isinstance(node, sympy.Function) and type(node).__name__ in names
+        if node.free_symbols or not (combinatorial or isinstance(node, sympy.Pow)):
+            continue
+        try:
+            args = [abs(complex(sympy.N(a.subs(inert_back(node, inert)), 15, maxn=200))) for a in node.args]
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            continue  # not a plain number (nan, zoo): evaluation is cheap and later checks refuse it
+        if isinstance(node, sympy.Pow):
+            base, exponent = args
+            digits = abs(exponent) * math.log10(base) if base > 1 else 0.0
+            if digits > _MAX_DIGITS:
+                raise InvalidArgument("expr", text, allowed,
+                                      f"{node} has about {digits:.3g} digits (at most {_MAX_DIGITS})")
+        elif max(args, default=0.0) > _MAX_COMBINATORIAL:
+            raise InvalidArgument("expr", text, allowed,
+                                  f"{type(node).__name__} of a number above {_MAX_COMBINATORIAL} ({node})")
+    try:
+        return sympy.sympify(str(text), locals=local)
+    except (sympy.SympifyError, SyntaxError, TypeError, AttributeError, ValueError, TokenError) as err:
+        raise InvalidArgument("expr", text, "a formula in x, e.g. 'x*tanh(x)'", str(err)) from None
+
+
+def inert_back(node: sympy.Basic, inert: Mapping[str, Any]) -> dict:
+    """The real functions for the inert stand-ins inside ``node`` (their arguments were sized already)."""
+    real = {f.__name__: f for f in _COMBINATORIAL}
+    return {a: real[type(a).__name__](*a.args) for a in node.atoms(sympy.Function)
+            if type(a).__name__ in inert and type(a).__name__ in real}
 
 
 def _tidy_derivative(d: sympy.Expr) -> sympy.Expr:

@@ -26,11 +26,27 @@ import sympy
 from ..errors import InvalidArgument, check_int, check_real
 from .activations import Activation
 from .norms import BatchNorm, LayerNorm, Norm
+from .symbols import reserved_symbol
 from .terms import activation_text, network_arguments, network_text, parse_activation, parse_norms, values_text
 
 __all__ = ["Network", "BatchNorm", "LayerNorm", "Norm"]
 
 
+
+
+def _own_symbols(argument: str, value: Any) -> Any:
+    """``value`` unless it uses a symbol the theory reserves (M, T, C, order parameters, x, I, oo, ...).
+
+    A parameter named like the width M would be the width in every derived formula (kappa_1 = M + ...),
+    two quantities silently merged into one.
+    """
+    if isinstance(value, sympy.Basic):
+        for sym in sorted(value.free_symbols, key=str):
+            reason = reserved_symbol(sym.name)
+            if reason:
+                raise InvalidArgument(argument, value, "a number or an expression in symbols of your own",
+                                      f"the name {sym} is reserved: it stands for {reason}; choose another name")
+    return value
 
 
 def _per_layer(argument: str, value: Any, count: int, check) -> tuple:
@@ -58,7 +74,9 @@ class Network:
         norms: normalization layers, e.g. ``(BatchNorm("last"),)``, ``(LayerNorm(1),)``, or their text
             (``["batch:last"]``, ``"ln:1, bn:last"``).
         input_q1: qhat_1^0, the mean square of an input entry (default 1).
-        input_q2: qhat_2^0, the mean product of entries of two different inputs (default 0).
+        input_q2: qhat_2^0, the mean product of entries of two different inputs (default 0); |input_q2| <=
+            input_q1, and input_q2 >= -input_q1/(T-1) for a batch of T (checked where T is known).
+            input_q2 = input_q1 is allowed: the batch is one input repeated (a rank-one Gram per output).
 
     Any real parameter may be a sympy symbol, for derivations.
 
@@ -95,20 +113,35 @@ class Network:
                                   f"a name, an Activation, or a sequence of {L - 1} (one per hidden layer)")
         else:
             acts = parsed
+        for act in set(acts):
+            for sym in sorted(act.expr.free_symbols, key=str):
+                if sym.name != "x" and reserved_symbol(sym.name):
+                    raise InvalidArgument("activation", act.name, "parameters that are numbers or symbols of your own",
+                                          f"the name {sym} is reserved: it stands for {reserved_symbol(sym.name)}")
         set_("activation", acts)
         set_("sigma_w2", _per_layer("sigma_w2", self.sigma_w2, L,
-                                    lambda a, v: check_real(a, v, minimum=0, strict_min=True)))
-        set_("sigma_b2", _per_layer("sigma_b2", self.sigma_b2, L, lambda a, v: check_real(a, v, minimum=0)))
+                                    lambda a, v: _own_symbols(a, check_real(a, v, minimum=0, strict_min=True))))
+        set_("sigma_b2", _per_layer("sigma_b2", self.sigma_b2, L,
+                                    lambda a, v: _own_symbols(a, check_real(a, v, minimum=0))))
         set_("outputs", check_int("outputs", self.outputs, minimum=1))
         if self.alphas is None:
             alphas: tuple = (1,) * L
         else:
-            alphas = _per_layer("alphas", self.alphas, L, lambda a, v: check_real(a, v, minimum=0, strict_min=True))
+            alphas = _per_layer("alphas", self.alphas, L,
+                                lambda a, v: _own_symbols(a, check_real(a, v, minimum=0, strict_min=True)))
         set_("alphas", alphas)
-        set_("input_q1", check_real("input_q1", self.input_q1, minimum=0, strict_min=True))
-        set_("input_q2", check_real("input_q2", self.input_q2))
+        set_("input_q1", _own_symbols("input_q1", check_real("input_q1", self.input_q1, minimum=0, strict_min=True)))
+        set_("input_q2", _own_symbols("input_q2", check_real("input_q2", self.input_q2)))
         q1, q2 = self.input_q1, self.input_q2
-        if not isinstance(q1, sympy.Basic) and not isinstance(q2, sympy.Basic) and abs(q2) > q1:
+        # (q1, q2) are the second moments of T exchangeable inputs: q2/q1 is a correlation, so |q2| <= q1.
+        # q2 = q1 is legal and degenerate: the T inputs are one input repeated (the sampler draws exactly
+        # that, and the theory's Gram is then rank one per output). The lower bound -q1/(T-1) needs T: it
+        # is checked where T is known (theory.recursions.check_samples, sampled.backprop.check_batch).
+        if isinstance(q1, sympy.Basic) or isinstance(q2, sympy.Basic):
+            too_far = sympy.sympify(q2 - q1).is_positive or sympy.sympify(q2 + q1).is_negative
+        else:
+            too_far = abs(q2) > q1
+        if too_far:
             raise InvalidArgument("input_q2", q2, f"|input_q2| <= input_q1 = {q1} (a correlation)")
         # -- normalization layers
         resolved = []

@@ -8,11 +8,13 @@ Symbols carry plain ASCII names (``qhat1_2``) so they print readably in a REPL a
 from __future__ import annotations
 
 import functools
+import re
 
 import sympy
 
 __all__ = ["ORDER_PARAMETERS", "LATEX_NAMES", "order_symbol", "layer_symbol", "M", "T", "C",
-           "kappa1", "kappa2", "alpha", "q", "q1", "q2"]
+           "kappa1", "kappa2", "alpha", "q", "q1", "q2",
+           "reserved_symbol"]
 
 LATEX_NAMES: dict[sympy.Symbol, str] = {}
 
@@ -86,3 +88,43 @@ alpha = _register("alpha", r"\alpha", positive=True)
 q = _register("q", "q", positive=True)
 q1 = _register("q1", "q_{1}", positive=True)
 q2 = _register("q2", "q_{2}", real=True)
+
+
+# Names a parameter value may not use as a symbol: the theory's own symbols (a user symbol named M would
+# be the width M in every formula, silently merging two quantities: kappa1 = M + sigma_b2/2), the
+# activation variable x, and the names sympy prints for its constants (a positive symbol named I or oo
+# would print as the imaginary unit or infinity).
+_RESERVED = {
+    "M": "the base width M",
+    "T": "the batch size T",
+    "C": "the number of outputs C",
+    "P": "the parameter count P",
+    "kappa1": "the constant kappa_1",
+    "kappa2": "the constant kappa_2",
+    "q": "a Gaussian variance q",
+    "q1": "the order parameter q_1",
+    "q2": "the order parameter q_2",
+    "x": "the activation's variable x",
+    "I": "sympy's imaginary unit I",
+    "E": "sympy's constant E",
+    "pi": "the constant pi",
+    "oo": "sympy's infinity oo",
+    "zoo": "sympy's complex infinity zoo",
+    "nan": "sympy's nan",
+}
+_ORDER_NAME = re.compile(r"(q1|q2|qhat1|qhat2|qtilde1|qtilde2)(_\d+)?")
+
+
+def reserved_symbol(name: str) -> str | None:
+    """What the theory uses the symbol ``name`` for, or None when a parameter may be called that.
+
+    Example:
+        >>> reserved_symbol("M"), reserved_symbol("qhat1_2"), reserved_symbol("s") is None
+        ('the base width M', 'the order parameter qhat1_2', True)
+    """
+    name = str(name)
+    if name in _RESERVED:
+        return _RESERVED[name]
+    if _ORDER_NAME.fullmatch(name):
+        return f"the order parameter {name}"
+    return None

@@ -119,13 +119,15 @@ def fmt(value: Any) -> str:
     """A short display of a value in any of the number types: 6 significant digits, arrays by shape.
 
     Example:
-        >>> fmt(2 / 3), fmt(None), fmt(sympy.Symbol("x") + 1)
-        ('0.666667', '-', 'x + 1')
+        >>> fmt(2 / 3), fmt(None), fmt(sympy.Symbol("x") + 1), fmt(mpmath.mpf("1.5e400"))
+        ('0.666667', '-', 'x + 1', '1.5e+400')
     """
     if value is None:
         return "-"
     if isinstance(value, np.ndarray):
         return f"array{value.shape}"
+    if isinstance(value, mpmath.mpf):
+        return mpmath.nstr(value, 6)  # not through float: dps values may lie beyond float64's range
     if isinstance(value, sympy.Basic):
         if value.is_number:
             try:

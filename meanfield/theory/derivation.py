@@ -28,8 +28,10 @@ Example (the must-work REPL session):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -37,10 +39,13 @@ import sympy
 
 from ..errors import InvalidArgument
 from ..spec.network import BatchNorm, LayerNorm, Network  # noqa: F401 - the doctests' namespace
-from .backend import Arithmetic, evaluate_expectations, to_float
+from ..errors import check_int
+from ..spec.activations import X
+from .backend import Arithmetic, evaluate_expectations
 from .recursions import (OrderParameters, activation_forward, backward_map, check_samples, dense_forward, norm_forward,
                          order_parameters)
-from .statistics import gram_statistics
+from .statistics import ExpectedMaxInverseChi2, gram_statistics, lambda_kind
+from .structure import Structure, structure as structure_of
 from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol  # noqa: F401 - doctests
 
 __all__ = ["derive", "Derivation", "extra_order_symbol"]
@@ -62,13 +67,27 @@ def extra_order_symbol(kind: str, layer: int) -> sympy.Symbol:
     return sym
 
 
-def _exact(value: Any) -> Any:
-    """Floats as the exact rational of their shortest repr (2.0 -> 2, 0.1 -> 1/10); sympy unchanged."""
+def _exact(value: Any, name: str = "value") -> Any:
+    """Floats as the exact rational of their shortest repr (2.0 -> 2, 0.1 -> 1/10, 0.1 + 0.2 ->
+    30000000000000004/100000000000000000); sympy unchanged.
+
+    Raises:
+        InvalidArgument: NaN, an infinity, a complex number or something that is not a number or a sympy
+            expression (named ``name``).
+    """
     if isinstance(value, sympy.Basic):
+        if value.is_number and (value.has(sympy.nan, sympy.oo, -sympy.oo, sympy.zoo) or value.is_real is False):
+            raise InvalidArgument(name, value, "a finite real number or a sympy expression")
         return value
-    if isinstance(value, float):
-        return sympy.Rational(repr(value)) if math.isfinite(value) else sympy.sympify(value)
-    return sympy.sympify(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating, Fraction)):
+        raise InvalidArgument(name, value, "a finite real number (int, float, Fraction) or a sympy expression")
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise InvalidArgument(name, value, "a finite real number")
+        return sympy.Rational(repr(float(value)))
+    if isinstance(value, Fraction):
+        return sympy.Rational(value.numerator, value.denominator)
+    return sympy.Integer(int(value))
 
 
 def _exact_network(net: Network) -> Network:
@@ -88,7 +107,9 @@ class Derivation:
         P, alpha, kappa1, kappa2, gram_diag, gram_offdiag, m, s, lambda_max, eta_max: expressions in
             M, T, C and the network's parameters (finite-width expectations; see :mod:`meanfield.theory.fisher`).
         leading: dict with the leading-order "m", "s", "lambda_max", "P", "gram_diag", "gram_offdiag".
-        lambda_max_kind: "prediction" or "bound"; lambda_max_bounds: (lo, hi) expressions or None.
+        lambda_max_kind: "prediction", "bound" or "prediction if kappa2 > 0" (sign of kappa_2 unknown), decided
+            as :func:`meanfield.predict` decides it; lambda_max_bounds: (lo, hi) expressions or None.
+        width, outputs: M and C as the statistics have them (the symbols, or the numbers fixed by derive or subs).
         notes: assumptions made (e.g. kappa_2 > 0 for the outlier).
 
     ``subs``, ``simplify``, ``evaluate`` and ``lambdify`` return new objects (nothing mutates); ``str``
@@ -112,64 +133,102 @@ class Derivation:
     lambda_max_kind: str
     lambda_max_bounds: tuple | None
     notes: tuple = ()
+    width: Any = M
+    outputs: Any = C
 
     # -- transformations (each returns a new Derivation) ----------------------------------------------
-    def map(self, fn: Callable[[Any], Any]) -> "Derivation":
-        """Apply ``fn`` to every sympy expression (statistics, leading order, bounds, order parameters)."""
+    def map(self, fn: Callable[[Any], Any], *, network: Network | None = None) -> "Derivation":
+        """Apply ``fn`` to every sympy expression (statistics, leading order, bounds, order parameters).
+
+        The kind of lambda_max is then decided again exactly as :func:`meanfield.predict` decides it, as
+        far as the mapped values allow (the sign of kappa_2 once it is a number; the outlier's separation
+        from the bulk once M, T, C and the Gram entries are numbers).
+        """
         def f(v):
             return fn(v) if isinstance(v, sympy.Basic) else v
 
+        net = self.network if network is None else network
         layers = tuple(p.replace(**{k: f(getattr(p, k)) for k in _ORDER_FIELDS}) for p in self.order.layers)
-        order = OrderParameters(self.order.network, f(self.order.samples) if isinstance(self.order.samples, sympy.Basic)
-                                else self.order.samples, layers, "sympy")
+        order = OrderParameters(self.order.network if network is None else network, f(self.order.samples)
+                                if isinstance(self.order.samples, sympy.Basic) else self.order.samples, layers, "sympy")
         values = {k: f(getattr(self, k)) for k in _STATS}
         bounds = None if self.lambda_max_bounds is None else tuple(f(v) for v in self.lambda_max_bounds)
         rules = tuple(sympy.Eq(r.lhs, f(r.rhs), evaluate=False) for r in self.rules)
         kind = self.lambda_max_kind
         leading = {k: f(v) for k, v in self.leading.items()}
-        if kind == _CONDITIONAL and isinstance(values["kappa2"], sympy.Basic):
-            k2 = values["kappa2"]
-            if _sign(k2) is not None:
-                T_ = order.samples
-                kind, values["lambda_max"], bounds = _lambda_max(self.network, k2, values["gram_diag"],
-                                                                 values["gram_offdiag"], values["P"], values["s"], T_)
-                leading["lambda_max"] = _lambda_max(self.network, k2, leading["gram_diag"], leading["gram_offdiag"],
-                                                    leading["P"], leading["s"], T_)[1]
+        width, outputs = f(self.width), f(self.outputs)
+        samples = order.samples if order.samples is not None else T
+        notes = self.notes
+        if kind != "bound":  # "bound" is final: a normalised output, kappa_2 <= 0, or a buried outlier at this M
+            new = _lambda_max_forms(net, samples, outputs, width, values["kappa2"], values["gram_diag"],
+                                    values["gram_offdiag"], values["P"], values["s"], leading["gram_diag"],
+                                    leading["gram_offdiag"])
+            if new[0] != kind:
+                kind, values["lambda_max"], bounds, leading["lambda_max"] = new
                 values["eta_max"] = 2 / values["lambda_max"]
-        return Derivation(self.network, order, rules, leading=leading, lambda_max_kind=kind, lambda_max_bounds=bounds,
-                          notes=self.notes, **values)
+                notes = _notes(kind)
+        return Derivation(net, order, rules, leading=leading, lambda_max_kind=kind, lambda_max_bounds=bounds,
+                          notes=notes, width=width, outputs=outputs, **values)
+
+    def _symbols(self) -> dict:
+        """name -> symbol of everything ``subs`` accepts: the free symbols of the results, the network's
+        parameter symbols (whether or not the results depend on them) and M, T, C."""
+        out: set = set(self.free_symbols) | {M, T, C}
+        net = self.network
+        for v in (*net.sigma_w2, *net.sigma_b2, *net.alphas, net.input_q1, net.input_q2):
+            if isinstance(v, sympy.Basic):
+                out |= v.free_symbols
+        for a in net.activation:
+            out |= a.expr.free_symbols - {X}
+        return {s.name: s for s in out}
 
     def _resolve(self, args: tuple, kwargs: dict) -> dict:
-        mapping: dict = {}
+        """The substitution {symbol: exact value} of subs/evaluate arguments, every key and value checked."""
+        pairs: list = []
         if len(args) == 1 and isinstance(args[0], dict):
-            mapping.update(args[0])
+            pairs += list(args[0].items())
         elif len(args) == 2:
-            mapping[args[0]] = args[1]
+            pairs.append(args)
         elif args:
             raise InvalidArgument("subs", args, "a dict, an (old, new) pair, or keyword arguments")
-        if kwargs:
-            symbols = {s.name: s for s in self.free_symbols}
-            for name, value in kwargs.items():
-                if name not in symbols:
-                    from ..errors import closest
-                    near = closest(name, symbols)
-                    raise InvalidArgument(name, value, "a free symbol of this derivation: " + ", ".join(sorted(symbols)),
-                                          f"did you mean {near!r}?" if near else None)
-                mapping[symbols[name]] = value
-        return {k: (_exact(v) if isinstance(v, float) else v) for k, v in mapping.items()}
+        pairs += list(kwargs.items())
+        symbols = self._symbols()
+        mapping: dict = {}
+        for key, value in pairs:
+            name = key.name if isinstance(key, sympy.Symbol) else key
+            if not isinstance(name, str) or name not in symbols:
+                from ..errors import closest
+                near = closest(str(name), symbols) if isinstance(name, str) else None
+                raise InvalidArgument(str(name), value, "a symbol of this derivation: " + ", ".join(sorted(symbols)),
+                                      f"did you mean {near!r}?" if near else None)
+            sym = symbols[name]
+            mapping[sym] = _check_structural(self.network, sym, _exact(value, name))
+        return mapping
 
     def subs(self, *args: Any, **kwargs: Any) -> "Derivation":
         """Substitute symbols, e.g. ``d.subs(sigma_w2=2, sigma_b2=0)`` or ``d.subs({M: 512})``.
 
-        Floats become exact rationals (0.1 -> 1/10), so results stay exact.
+        Floats become exact rationals (0.1 -> 1/10), so results stay exact. Any of the network's
+        parameter symbols and M, T, C are accepted, also where the results do not depend on them; the
+        kind of lambda_max is decided again as :func:`meanfield.predict` decides it.
+
+        Raises:
+            InvalidArgument: an unknown symbol name (the message lists the valid ones), a value that is not
+                a finite real number or sympy expression, M or C not a positive integer, T below what the
+                network needs, or parameter values the network refuses (e.g. sigma_w2 <= 0).
 
         Example:
             >>> d = derive(Network(2, "linear", layer_symbol("sigma_w2"), 0))
             >>> d.subs(sigma_w2=3).kappa1      # (qtilde_1^1 qhat_1^0 + qtilde_1^2 qhat_1^1) / alpha = 3 + 3
             6
+            >>> derive(Network(1, "relu", layer_symbol("sigma_w2"), 0)).subs(sigma_w2=2).kappa1   # depth 1: no sigma_w2
+            1
         """
         mapping = self._resolve(args, kwargs)
-        return self.map(lambda e: e.subs(mapping))
+        if not mapping:
+            return self
+        net = _substituted_network(self.network, mapping)
+        return self.map(lambda e: e.xreplace(mapping), network=net)
 
     def simplify(self) -> "Derivation":
         """sympy.simplify on every expression (can be slow for deep nets with nested closed forms)."""
@@ -191,33 +250,58 @@ class Derivation:
     def evaluate(self, width: int, samples: int, *, outputs: int | None = None, **values: Any) -> dict:
         """Floats of every statistic at M = width, T = samples, C = outputs (default the network's C).
 
-        All expressions are evaluated together in double precision through one ``lambdify`` with common
-        subexpressions shared (Gaussian and sphere-law expectations call their numeric fast paths). For
-        more digits use ``sympy.N`` on an expression.
+        The same numbers as :func:`meanfield.predict` (to rounding): the statistics P, alpha, kappa1,
+        kappa2, gram_diag, gram_offdiag, m, s, lambda_max, eta_max, ``leading_*``, and
+        ``lambda_max_kind`` ("prediction" or "bound", decided as predict decides it at this width) with
+        ``lambda_max_bounds`` ((lo, hi) floats when the kind is "bound", else None). Keyword ``values``
+        give numbers to the remaining symbols (``sigma_w2=2``). Unevaluated Gaussian and sphere-law
+        expectations take their numeric fast paths, then everything else goes through one ``lambdify``
+        with common subexpressions shared, in double precision. For more digits use ``sympy.N`` on an
+        expression.
+
+        Raises:
+            InvalidArgument: width or outputs not a positive integer (or alpha_l M not whole), samples
+                below what the network needs (or not the T the derivation was made for), values that are
+                not finite real numbers, symbols left without a value, or statistics that are not finite.
 
         Example:
             >>> d = derive(Network(3, "relu", 2, 0, outputs=10))
-            >>> round(d.evaluate(512, 32)["m"], 10)
-            0.0290135397
+            >>> out = d.evaluate(512, 32)
+            >>> round(out["m"], 10), out["lambda_max_kind"]
+            (0.0290135397, 'prediction')
         """
+        given = {M: width, T: samples, C: self.network.outputs if outputs is None else outputs}
+        fixed = {M: self.width, T: self.order.samples, C: self.outputs}
+        numbers = {}
+        for sym, value in given.items():
+            value = _check_structural(self.network, sym, _exact(value, _STRUCTURAL[sym]))
+            have = fixed[sym]
+            if isinstance(have, sympy.Basic) and have.is_number and have != value:
+                raise InvalidArgument(_STRUCTURAL[sym], value, f"{have}, the value this derivation was made for")
+            numbers[sym] = value
         mapping = self._resolve((), values)
-        mapping.update({M: width, T: samples, C: self.network.outputs if outputs is None else outputs})
-        names = list(_STATS) + [f"leading_{k}" for k in self.leading]
-        exprs = [getattr(self, k) for k in _STATS] + list(self.leading.values())
-        # expectations first (bottom-up, numeric fast paths), then one lambdify of what is left
-        mapping = {k: sympy.sympify(v) for k, v in mapping.items()}
-        # Max(...) with number arguments would be decided by a slow high-precision evalf of both branches:
-        # keep it unevaluated (a plain function) and let numpy take the maximum
-        exprs = [sympy.sympify(e).replace(sympy.Max, _MAX) for e in exprs]
-        exprs = [evaluate_expectations(e.xreplace(mapping)) for e in exprs]  # xreplace: no re-simplification
+        mapping.update(numbers)
+        Mn, Tn, Cn = numbers[M], numbers[T], numbers[C]
+        names = [k for k in _STATS if k not in ("lambda_max", "eta_max")] + [f"leading_{k}" for k in self.leading
+                                                                             if k != "lambda_max"]
+        exprs = [getattr(self, k) for k in _STATS if k not in ("lambda_max", "eta_max")]
+        exprs += [v for k, v in self.leading.items() if k != "lambda_max"]
+        exprs = [sympy.sympify(e).xreplace(mapping) for e in exprs]  # xreplace: no re-simplification
         left = set().union(*(e.free_symbols for e in exprs))
         if left:
             raise InvalidArgument("values", values, "numbers for every free symbol",
                                   f"missing: {', '.join(sorted(map(str, left)))}")
-        fn = sympy.lambdify([], exprs, modules=[{"Heaviside": _heaviside, "max_": max}, "scipy", "numpy"], cse=True)
-        with np.errstate(all="raise"):
-            out = {k: float(v) for k, v in zip(names, fn())}
-        bad = [k for k, v in out.items() if not math.isfinite(v)]
+        out = dict(zip(names, _numbers(exprs, values)))
+        # lambda_max exactly as predict() chooses it, from these numbers (the chi-square factor included)
+        F = sympy.Float
+        kind, lam, bounds, lam_lead = _lambda_max_forms(
+            self.network, Tn, Cn, Mn, F(out["kappa2"]), F(out["gram_diag"]), F(out["gram_offdiag"]), F(out["P"]),
+            F(out["s"]), F(out["leading_gram_diag"]), F(out["leading_gram_offdiag"]))
+        lam_, lead_ = _numbers([lam, lam_lead], values)
+        out["lambda_max"], out["eta_max"], out["leading_lambda_max"] = lam_, 2 / lam_, lead_
+        out["lambda_max_kind"] = kind
+        out["lambda_max_bounds"] = None if bounds is None else tuple(_numbers(list(bounds), values))
+        bad = [k for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise InvalidArgument("values", values, "values where the statistics are finite", f"{bad} are not")
         return out
@@ -243,9 +327,46 @@ class Derivation:
         return sympy.lambdify(args, expr, modules=modules or [{"Heaviside": _heaviside}, "scipy", "numpy"])
 
     # -- display -------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def structure(self) -> Structure:
+        """The statistics in the order-parameter symbols, the per-layer maps, closed forms on request.
+
+        kappa_1 = sum_l (alpha_{l-1}/alpha) qtilde_1^l qhat_1^{l-1} (+ the batch-mean terms), the Gram entries
+        in kappa_1, kappa_2 and the bias sums, m, s, lambda_max in the Gram entries (and to leading order in
+        the kappa's); ``structure.closed_form(name)`` equals this derivation's field (see
+        :mod:`meanfield.theory.structure`).
+
+        Example:
+            >>> d = derive(Network(3, "relu", layer_symbol("sigma_w2"), 0))
+            >>> d.structure.statistics["m"]
+            C*T*gram_diag/P
+            >>> d.structure.leading["m"]
+            C*kappa1/M
+            >>> d.structure.layers[0].dense
+            Lambda((qhat1_0, qhat2_0), (qhat1_0*sigma_w2, qhat2_0*sigma_w2))
+        """
+        samples = self.order.samples if self.order.samples is not None else T
+
+        def rule(gd: Any, go: Any, P: Any, s: Any, gd_lead: Any, go_lead: Any) -> tuple:
+            kind, lam, bounds, lead = _lambda_max_forms(self.network, samples, self.outputs, self.width, self.kappa2,
+                                                        gd, go, P, s, gd_lead, go_lead)
+            if kind == "prediction" and self.lambda_max_kind == "bound":
+                # decided on the numbers (the outlier does not clear the bulk's spread at this width), which the
+                # Gram-entry symbols cannot show: the bound's form
+                top = sympy.Max(gd + (samples - 1) * go, gd - go, evaluate=False)
+                kind, lam, bounds = "bound", top, (top, sympy.sqrt(P * s, evaluate=False))
+            return kind, lam, bounds, lead
+
+        return structure_of(self.order, width=self.width, outputs=self.outputs, lambda_max=rule)
+
     def table(self, width: int = 110) -> str:
-        """A readable table: the network, the per-layer order parameters, kappa's and statistics."""
+        """The closed forms: the network, the per-layer order parameters, kappa's and statistics (long ones cut).
+
+        ``str(d)`` shows :attr:`structure` instead, which stays short at any depth.
+        """
         def short(v):
+            if isinstance(v, sympy.Basic) and _too_long(v, width):
+                return f"... ({sympy.count_ops(v)} operations; see .structure.closed_form)"
             text = str(v)
             return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -268,23 +389,29 @@ class Derivation:
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return self.table()
+        head = f"Derivation: {self.network.describe()}  (closed forms: .table(), .structure.closed_form(name))"
+        body = self.structure.table().split("\n", 1)[1]
+        return "\n".join([head, body] + [f"  note: {n}" for n in self.notes])
 
     def latex_lines(self) -> list[str]:
-        """One LaTeX equation per statistic and per recursion rule (for documents)."""
-        tex = _latex
-        names = {"P": "P", "alpha": r"\alpha", "kappa1": r"\kappa_1", "kappa2": r"\kappa_2",
-                 "gram_diag": r"\mathbb{E}\,G_{tt}", "gram_offdiag": r"\mathbb{E}\,G_{tt'}", "m": "m", "s": "s",
-                 "lambda_max": r"\lambda_{\max}", "eta_max": r"\eta_{\max}"}
-        out = [f"{tex(r.lhs)} &= {tex(r.rhs)}" for r in self.rules]
-        out += [f"{names[k]} &= {tex(getattr(self, k))}" for k in _STATS]
-        return out
+        """One LaTeX equation per statistic (in the order parameters), leading-order statistic and layer rule."""
+        return self.structure.latex_lines()
 
     def _repr_latex_(self) -> str:
-        return "$$\\begin{aligned}" + r" \\ ".join(self.latex_lines()) + r"\end{aligned}$$"
+        return "$$" + self._latex() + "$$"
 
     def _latex(self, printer: Any = None, **kwargs: Any) -> str:
         return "\\begin{aligned}" + r" \\ ".join(self.latex_lines()) + r"\end{aligned}"
+
+
+def _too_long(expr: sympy.Basic, width: int) -> bool:
+    """More tree nodes than a line can show (str() of a long nested closed form takes minutes: never call it)."""
+    n = 0
+    for _ in sympy.preorder_traversal(expr):
+        n += 1
+        if n > width:
+            return True
+    return False
 
 
 _MAX = sympy.Function("max_")
@@ -307,33 +434,180 @@ def _latex(expr: Any) -> str:
 
 
 _CONDITIONAL = "prediction if kappa2 > 0"
+_STRUCTURAL = {M: "width", T: "samples", C: "outputs"}
 
 
-def _lambda_max(net: Network, kappa2: Any, gd: Any, go: Any, P: Any, s: Any, Tsym: Any) -> tuple:
-    """(kind, lambda_max, bounds): the outlier gram_diag + (T-1) gram_offdiag when kappa_2 > 0 and the output is
-    not normalised; else the bulk value gram_diag - gram_offdiag (a lower bound) with sqrt(P s) above;
-    Max(...) with kind "prediction if kappa2 > 0" while the sign of kappa_2 is unknown."""
-    outlier, bulk = gd + (Tsym - 1) * go, gd - go
-    if net.norm_at(net.depth) is not None:
-        return "bound", bulk, (bulk, sympy.sqrt(P * s, evaluate=False))   # gram_offdiag < 0 under an output batch norm
-    sign = _sign(kappa2)
-    if sign is not None and sign > 0:
-        return "prediction", outlier, None
-    if sign is not None:
-        # no O(M) outlier; at finite width the bias terms can still make gram_offdiag > 0
-        top = sympy.Max(outlier, bulk, evaluate=False)
-        return "bound", top, (top, sympy.sqrt(P * s, evaluate=False))
-    return _CONDITIONAL, sympy.Max(outlier, bulk, evaluate=False), None
+def _check_structural(net: Network, sym: Any, value: Any) -> Any:
+    """A number given for M, T or C must be what predict() accepts: M, C >= 1 (alpha_l M whole), T >= what
+    the network's batch norms need; parameters are checked by the Network they are substituted into."""
+    if sym not in _STRUCTURAL or not (isinstance(value, sympy.Basic) and value.is_number):
+        return value
+    name = _STRUCTURAL[sym]
+    if not value.is_Integer:
+        raise InvalidArgument(name, value, "a positive integer")
+    if sym == T:
+        check_samples(net, int(value), purpose="fisher")
+    else:
+        check_int(name, int(value), minimum=1)
+        if sym == M:
+            net.widths(int(value))
+    return value
 
 
-def _sign(value: Any) -> int | None:
-    """+1 / 0 / -1 for a number (numerically: sympy's assumption queries on nested closed forms can take
-    tens of seconds), None while free symbols remain."""
+def _substituted_network(net: Network, mapping: dict) -> Network:
+    """The network with its parameter symbols substituted (its validation refuses e.g. sigma_w2 <= 0)."""
+    def sub(v):
+        return v.xreplace(mapping) if isinstance(v, sympy.Basic) else v
+
+    params = (*net.sigma_w2, *net.sigma_b2, *net.alphas, net.input_q1, net.input_q2)
+    if not any(isinstance(v, sympy.Basic) and v.free_symbols & set(mapping) for v in params):
+        return net
+    return net.with_(sigma_w2=tuple(map(sub, net.sigma_w2)), sigma_b2=tuple(map(sub, net.sigma_b2)),
+                     alphas=tuple(map(sub, net.alphas)), input_q1=sub(net.input_q1), input_q2=sub(net.input_q2),
+                     activation=net.activation if net.depth > 1 else net.activation[0])
+
+
+def _numbers(exprs: list, values: Any = None) -> list[float]:
+    """Floats of number-valued expressions in double precision: expectations through their numeric fast
+    paths (bottom-up), then every distinct node once (sympy shares equal subtrees, so a nested closed form
+    costs its number of distinct nodes; lambdify's cse would first order number-valued terms by evaluating
+    each in high precision, minutes for a depth-4 closed form)."""
+    exprs = [evaluate_expectations(sympy.sympify(e)) for e in exprs]
+    cache: dict = {}
+    try:
+        with np.errstate(all="raise"):
+            out = [float(_float_of(e, cache)) for e in exprs]
+    except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
+        raise InvalidArgument("values", values, "values where the statistics are finite", str(err)) from None
+    return out
+
+
+def _float_of(e: sympy.Basic, cache: dict) -> float:
+    """The double-precision value of a number-valued expression node, children first, each node once."""
+    v = cache.get(e)
+    if v is not None:
+        return v
+    if e.is_Number or e.is_NumberSymbol:
+        v = float(e)
+    elif e.is_Add:
+        v = math.fsum(_float_of(a, cache) for a in e.args)
+    elif e.is_Mul:
+        v = 1.0
+        for a in e.args:
+            v *= _float_of(a, cache)
+    elif e.is_Pow:
+        base, exp = _float_of(e.args[0], cache), _float_of(e.args[1], cache)
+        if e.args[1].is_Integer:
+            v = base ** int(e.args[1])      # exact powers of negatives; 0**-n raises ZeroDivisionError
+        else:
+            v = math.pow(base, exp)        # ValueError for a negative base (no complex numbers)
+    else:
+        args = [_float_of(a, cache) for a in e.args]
+        name = e.func.__name__
+        if isinstance(e, ExpectedMaxInverseChi2):
+            v = ExpectedMaxInverseChi2._imp_(*args)
+        elif name in ("Max", "max_"):
+            v = max(args)
+        elif name == "Min":
+            v = min(args)
+        elif name == "Abs":
+            v = abs(args[0])
+        elif name == "Heaviside":
+            v = float(_heaviside(args[0], *args[1:]))
+        elif name in _MATH:
+            v = getattr(math, _MATH[name])(*args)
+        else:  # anything else: sympy on the evaluated arguments
+            v = complex(sympy.N(e.func(*[sympy.Float(a, 17) for a in args]), 17))
+            if v.imag:
+                raise ValueError(f"{e.func} is not real here")
+            v = v.real
+    if not math.isfinite(v):
+        raise ValueError(f"{e.func} is not finite here")
+    cache[e] = v
+    return v
+
+
+_MATH = {name: name for name in ("sqrt", "exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh", "erf", "erfc",
+                                 "gamma", "atan2")}
+_MATH.update(asin="asin", acos="acos", atan="atan", asinh="asinh", acosh="acosh", atanh="atanh", loggamma="lgamma")
+
+
+def _number(value: Any) -> float | None:
+    """float of a number-valued expression (numerically: sympy's assumption queries on nested closed forms
+    can take tens of seconds), None while free symbols remain."""
     value = sympy.sympify(value)
     if value.free_symbols:
         return None
-    x = to_float(value, "kappa2")
-    return 1 if x > 0 else (0 if x == 0 else -1)
+    return _numbers([value])[0]
+
+
+def _is_number(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) or (isinstance(v, sympy.Basic) and v.is_number) for v in values)
+
+
+def _lambda_max_forms(net: Network, Tsym: Any, Csym: Any, Msym: Any, kappa2: Any, gd: Any, go: Any, P: Any, s: Any,
+                      gd_lead: Any, go_lead: Any) -> tuple:
+    """(kind, lambda_max, bounds, leading lambda_max), chosen exactly as :func:`meanfield.predict` chooses them.
+
+    predict's lambda_max is max(outlier, bulk) of E G, outlier = gram_diag + (T-1) gram_offdiag and bulk =
+    gram_diag - gram_offdiag, raised for full batch norm on the output to gram_diag (T-3)/(T-2) E[max_k T /
+    chi^2_{T-1,k}]. A batch norm on the output centres each output over the batch, so the rows of G sum to
+    zero: the outlier is 0 and the bulk is the top eigenvalue of E G; under full batch norm the chi-square
+    term exceeds it (E[max] >= T/(T-3), so it is >= gram_diag T/(T-2) > bulk = gram_diag T/(T-1)).
+    Without normalization on the output: kind "prediction" (lambda_max = the outlier, the top eigenvalue of
+    E G when gram_offdiag > 0) when kappa_2 > 1e-12 and, where M, T, C and the Gram entries are numbers, the
+    outlier clears the bulk's spread; "bound" with Max(outlier, bulk) otherwise; while the sign of kappa_2
+    is unknown, Max(outlier, bulk) with kind "prediction if kappa2 > 0".
+    """
+    outlier, bulk = gd + (Tsym - 1) * go, gd - go
+    outlier_l, bulk_l = gd_lead + (Tsym - 1) * go_lead, gd_lead - go_lead
+    top = sympy.Max(outlier, bulk, evaluate=False)
+    top_l = sympy.Max(outlier_l, bulk_l, evaluate=False)
+    hi = sympy.sqrt(P * s, evaluate=False)
+    last = net.norm_at(net.depth)
+    if isinstance(last, BatchNorm):
+        lam = bulk if last.center_only else gd * (Tsym - 3) / (Tsym - 2) * ExpectedMaxInverseChi2(Tsym, Csym)
+        return "bound", lam, (lam, hi), bulk_l
+    if last is not None:
+        return "bound", top, (top, hi), top_l
+    k2 = _number(kappa2)
+    if k2 is None:
+        return _CONDITIONAL, top, None, top_l
+    lead = outlier_l if k2 > 0 else bulk_l   # leading gram_offdiag = alpha M kappa_2 / T: its sign is kappa_2's
+    if _is_number(Msym, Tsym, Csym) and not (sympy.sympify(gd).free_symbols or sympy.sympify(go).free_symbols):
+        gdf, gof = _numbers([gd, go])
+        kind = lambda_kind(net, k2, Arithmetic("float"), gdf, gof, int(Msym), int(Tsym), outputs=int(Csym))
+    else:
+        kind = lambda_kind(net, k2, Arithmetic("float"))
+    if kind == "bound":
+        return "bound", top, (top, hi), lead
+    return "prediction", outlier, None, lead
+
+
+def _lambda_max(net: Network, kappa2: Any, gd: Any, go: Any, P: Any, s: Any, Tsym: Any, outputs: Any = C,
+                width: Any = M, leading: bool = False) -> tuple:
+    """(kind, lambda_max, bounds) of :func:`_lambda_max_forms` for given Gram entries (e.g. their symbols);
+    with ``leading`` the leading-order form (predict's: max(outlier, bulk), no chi-square factor)."""
+    kind, lam, bounds, lead = _lambda_max_forms(net, Tsym, outputs, width, kappa2, gd, go, P, s, gd, go)
+    return (kind, lead, None) if leading else (kind, lam, bounds)
+
+
+def _notes(kind: str) -> tuple:
+    notes = []
+    if kind == "bound":
+        notes.append("lambda_max is only bounded here (the top eigenvalue is the bulk edge): lambda_max holds the "
+                     "lower bound predict() gives (the top eigenvalue of E G, a lower bound of E lambda_max by "
+                     "Jensen, with full batch norm on the output times E[max_k T/chi^2_(T-1,k)]); sqrt(P s) bounds "
+                     "it above")
+    elif kind == _CONDITIONAL:
+        notes.append("lambda_max = Max(outlier gram_diag + (T-1) gram_offdiag, bulk gram_diag - gram_offdiag): the "
+                     "outlier is a prediction when kappa_2 > 0; otherwise only a lower bound (resolved by subs)")
+    else:
+        notes.append("lambda_max is the outlier gram_diag + (T-1) gram_offdiag (kappa_2 > 0); at a given width "
+                     "evaluate() and subs() call it a bound, as predict() does, where it does not clear the bulk's "
+                     "finite-width spread")
+    notes.append("finite width: exact P, bias terms, exact in T; O(1/M) fluctuation corrections not included")
+    return tuple(notes)
 
 
 def _rules(net: Network, Tsym: Any) -> tuple:
@@ -388,16 +662,24 @@ def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any
     Float parameters become exact rationals (0.1 -> 1/10); symbols stay symbols. The statistics are
     written in the symbols M, T, C of :mod:`meanfield.spec.symbols` unless ``width``, ``samples`` or
     ``outputs`` fix them. The formulas are those of :func:`meanfield.predict` (finite-width
-    expectations) and ``leading`` (leading order); ``lambda_max`` is the top eigenvalue of E G:
-    gram_diag + (T-1) gram_offdiag (the outlier; this assumes kappa_2 > 0, see ``notes``) or, with
-    normalization on the output, gram_diag - gram_offdiag, the bulk value, with kind "bound".
+    expectations) and ``leading`` (leading order), and ``evaluate(M, T)`` gives predict's numbers.
+    ``lambda_max`` is chosen as predict chooses it: the outlier gram_diag + (T-1) gram_offdiag of E G
+    (kind "prediction", kappa_2 > 0); Max(outlier, bulk gram_diag - gram_offdiag) while the sign of
+    kappa_2 is unknown (kind "prediction if kappa2 > 0") or when kappa_2 <= 0 (kind "bound"); with
+    batch norm on the output (kind "bound") the bulk value, and under a full batch norm
+    gram_diag (T-3)/(T-2) E[max_k T/chi^2_{T-1,k}], the expectation an unevaluated
+    :class:`~meanfield.theory.statistics.ExpectedMaxInverseChi2` (T/(T-3) for C = 1).
 
     Args:
         net: the network (parameters may be sympy symbols).
-        width, samples, outputs: fix M, T or C instead of keeping the symbols.
+        width, samples, outputs: fix M, T or C instead of keeping the symbols (positive integers; T at
+            least what the network's batch norms need).
 
     Returns:
         :class:`Derivation`.
+
+    Raises:
+        InvalidArgument: ``net`` not a Network; width, samples or outputs not valid for it.
 
     Example:
         >>> d = derive(Network(2, "erf", 1, 0))
@@ -409,27 +691,19 @@ def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield.Network")
     exact = _exact_network(net)
-    Tsym = T if samples is None else samples
-    if samples is not None and not (isinstance(samples, sympy.Basic) and not samples.is_number):
-        check_samples(exact, samples, purpose="fisher")
-    Msym = M if width is None else width
-    Csym = C if outputs is None else outputs
+    Tsym = T if samples is None else _exact(samples, "samples")
+    if samples is not None and not (isinstance(Tsym, sympy.Basic) and not Tsym.is_number):
+        if not Tsym.is_Integer:
+            raise InvalidArgument("samples", samples, "a positive integer or a sympy symbol")
+        check_samples(exact, int(Tsym), purpose="fisher")
+    Msym = M if width is None else _check_structural(exact, M, _exact(width, "width"))
+    Csym = C if outputs is None else _check_structural(exact, C, _exact(outputs, "outputs"))
     op = order_parameters(exact, Tsym, symbolic=True)
     ctx = Arithmetic("sympy")
-    st = gram_statistics(op, Msym if isinstance(Msym, sympy.Basic) else sympy.Integer(Msym), Tsym, Csym, ctx)
-    notes = []
-    kind, lam, bounds = _lambda_max(exact, st["kappa2"], st["gd"], st["go"], st["P"], st["s"], Tsym)
-    lam_lead = _lambda_max(exact, st["kappa2"], st["gd_lead"], st["go_lead"], st["P_lead"], st["s_l"], Tsym)[1]
-    s_ = st["s"]
+    st = gram_statistics(op, Msym, Tsym, Csym, ctx)
+    kind, lam, bounds, lam_lead = _lambda_max_forms(exact, Tsym, Csym, Msym, st["kappa2"], st["gd"], st["go"], st["P"],
+                                                    st["s"], st["gd_lead"], st["go_lead"])
     leading = {"P": st["P_lead"], "m": st["m_l"], "s": st["s_l"], "lambda_max": lam_lead, "gram_diag": st["gd_lead"],
                "gram_offdiag": st["go_lead"]}
-    if kind == "bound":
-        notes.append("lambda_max is only bounded here (the top eigenvalue is the bulk edge): lambda_max holds "
-                     "gram_diag - gram_offdiag, the top eigenvalue of E G and a lower bound of E lambda_max (Jensen); "
-                     "sqrt(P s) bounds it above")
-    elif kind == _CONDITIONAL:
-        notes.append("lambda_max = Max(outlier gram_diag + (T-1) gram_offdiag, bulk gram_diag - gram_offdiag): the "
-                     "outlier is a prediction when kappa_2 > 0; otherwise only a lower bound (resolved by subs)")
-    notes.append("finite width: exact P, bias terms, exact in T; O(1/M) fluctuation corrections not included")
     return Derivation(exact, op, _rules(exact, Tsym), st["P"], st["alpha"], st["kappa1"], st["kappa2"], st["gd"],
-                      st["go"], st["m"], s_, lam, 2 / lam, leading, kind, bounds, tuple(notes))
+                      st["go"], st["m"], st["s"], lam, 2 / lam, leading, kind, bounds, _notes(kind), Msym, Csym)

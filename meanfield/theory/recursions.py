@@ -59,6 +59,7 @@ from ..spec.network import BatchNorm, LayerNorm, Network
 from .backend import Arithmetic, Law, fmt, tex
 
 __all__ = ["order_parameters", "OrderParameters", "LayerParameters", "min_samples_for", "check_samples",
+           "check_inputs_exist",
            "dense_forward", "norm_forward", "activation_forward", "backward_map", "network_alpha", "alpha_normaliser"]
 
 # phi' = 1 at the output layer; built from the exact sympy 1 (the catalogue would store the float 1.0,
@@ -157,6 +158,8 @@ class OrderParameters:
         """T times gram_layers: the per-layer sums before the 1/T (kept apart so T cancels exactly)."""
         net = self.network
         ctx = Arithmetic(self.mode, self.dps)
+        # the widths once (Network.widths is O(L): per layer it made the statistics O(L^2) in depth)
+        sizes = _widths(net, width, ctx) if width is not None else None
         out = []
         for l in range(1, net.depth + 1):
             below, here = self.layers[l - 1], self.layers[l]
@@ -164,7 +167,7 @@ class OrderParameters:
                 a = ctx.num(net.alphas[l - 1])
                 h1, h2 = a * below.qhat1, a * below.qhat2
             else:
-                Ml = _width(net, l - 1, width, ctx)
+                Ml = sizes[l - 1]
                 one = ctx.num(1) if bias else 0
                 h1, h2 = Ml * below.qhat1 + one, Ml * below.qhat2 + one
             gd = h1 * here.qtilde1 + h2 * here.qtilde1_mean
@@ -218,13 +221,13 @@ class OrderParameters:
         return "$$\\begin{array}{" + "c" * (len(cols) + 1) + "}" + "\n".join(body) + r"\end{array}$$"
 
 
-def _width(net: Network, l: int, width: Any, ctx: Arithmetic) -> Any:
-    """M_l = alpha_l M (exact integer for numeric M)."""
+def _widths(net: Network, width: Any, ctx: Arithmetic) -> tuple:
+    """(M_0, ..., M_{L-1}) with M_l = alpha_l M (exact integers for numeric M)."""
     if isinstance(width, sympy.Basic) and not width.is_number:
-        return ctx.num(net.alphas[l]) * width
+        return tuple(ctx.num(a) * width for a in net.alphas)
     if ctx.mode == "sympy":
-        return sympy.nsimplify(ctx.num(net.alphas[l]) * int(width))
-    return ctx.num(net.widths(int(width))[l])
+        return tuple(sympy.nsimplify(ctx.num(a) * int(width)) for a in net.alphas)
+    return tuple(ctx.num(m) for m in net.widths(int(width))[:-1])
 
 
 def network_alpha(net: Network, ctx: Arithmetic) -> Any:
@@ -299,6 +302,7 @@ def check_samples(net: Network, samples: Any, purpose: str = "order") -> Any:
     if isinstance(samples, sympy.Basic) and not samples.is_number:
         return samples
     T = check_int("samples", samples, minimum=1)
+    check_inputs_exist(net, T)
     need = min_samples_for(net, purpose)
     if T < need:
         reasons = []
@@ -315,6 +319,34 @@ def check_samples(net: Network, samples: Any, purpose: str = "order") -> Any:
                                    "Gram (E[T/chi^2_(T-1)] = T/(T-3))")
         raise InvalidArgument("samples", T, f"an integer >= {need} for this network", "; ".join(reasons))
     return T
+
+
+def check_inputs_exist(net: Network, T: int) -> None:
+    """Refuse input statistics that no T exchangeable inputs have: q2 >= -q1/(T-1) (the sampler's check too).
+
+    The T x T covariance (q1 - q2) I + q2 11^T of an input entry over the batch has eigenvalues q1 - q2 and
+    q1 + (T-1) q2; both must be >= 0 (|q2| <= q1 is checked when the Network is built).
+
+    Example:
+        >>> check_inputs_exist(Network(2, "relu", 2, 0, input_q2=-0.5), 4)
+        Traceback (most recent call last):
+        ...
+        meanfield.errors.InvalidArgument: input_q2=-0.5 is not allowed: expected >= -input_q1/(T-1) = -0.333333 for T=4 samples ...
+    """
+    if T < 2:
+        return
+    q1, q2 = net.input_q1, net.input_q2
+    lowest = q1 + (T - 1) * q2
+    if isinstance(lowest, sympy.Basic) and not lowest.is_number:
+        bad = bool(sympy.sympify(lowest).is_negative)
+    else:
+        bad = float(lowest) < -1e-12 * float(q1)  # the same tolerance as the sampler's check_batch
+    if bad:
+        bound = -q1 / (T - 1)
+        shown = f"{float(bound):.6g}" if not isinstance(bound, sympy.Basic) or bound.is_number else str(bound)
+        raise InvalidArgument("input_q2", q2, f">= -input_q1/(T-1) = {shown} for T={T} samples",
+                              "the T x T input covariance (q1-q2) I + q2 11^T must be positive semi-definite: "
+                              "no T inputs have these statistics")
 
 
 def _per_layer_override(name: str, value: Any, L: int) -> tuple | None:
@@ -509,6 +541,64 @@ def order_parameters(net: Network, samples: Any = None, *, dps: int | None = Non
     return _fold(net, T, ctx, sw, sb)
 
 
+# Largest order parameter (and product qhat qtilde, the terms of the kappa's) the float path lets through: the
+# statistics square sums of M qhat qtilde (s ~ kappa^2 M^2 ...), so values beyond ~1e100 overflow float64 there
+# (and a fold that reached inf would continue as inf * 0 = nan: null in JSON, "no outlier" in the tables).
+_FLOAT_RANGE = 1e100
+
+
+def _check_range(net: Network, ctx: Arithmetic, layer: int, direction: str, **values: Any) -> None:
+    """InvalidArgument when an order parameter of the float path is non-finite or beyond _FLOAT_RANGE."""
+    if ctx.mode != "float":
+        return  # mpmath's exponent range does not overflow; sympy is exact
+    for name, value in values.items():
+        if value is None or (isinstance(value, float) and abs(value) <= _FLOAT_RANGE):  # the common case, fast
+            continue
+        with np.errstate(all="ignore"):
+            magnitude = np.abs(np.asarray(value, dtype=float))
+        if np.all(magnitude <= _FLOAT_RANGE):  # False for nan too
+            continue
+        shown = float(np.max(np.where(np.isnan(magnitude), np.inf, magnitude)))
+        sw = values_text_short(net.sigma_w2)
+        if direction == "activation":  # q^l was within range (checked first): phi itself made the value large
+            phi = net.phi(layer)
+            raise InvalidArgument(
+                "activation", phi.name, f"an activation whose moments fit in float64 (|value| <= {_FLOAT_RANGE:.0e})",
+                f"{name} = E[phi(u)...] at layer {layer} is {shown:.3g}; evaluate in mpmath (--dps 30 on the "
+                "command line, dps=30 in the API)")
+        if direction == "forward":
+            why = (f"{name} at layer {layer} is {shown:.3g}: the pre-activation variance grows layer by layer "
+                   f"(sigma_w2={sw})")
+        else:
+            why = (f"{name} at layer {layer} is {shown:.3g}: the backward sums grow by sigma_w2 E[phi'(u)^2] per "
+                   f"layer (sigma_w2={sw})")
+        raise InvalidArgument(
+            "depth", net.depth, f"a network whose order parameters fit in float64 (|value| <= {_FLOAT_RANGE:.0e})",
+            why + "; evaluate in mpmath (--dps 30 on the command line, dps=30 in the API"
+            + _slow_mp_note(net) + "), or use a smaller sigma_w2 or depth")
+
+
+def _slow_mp_note(net: Network) -> str:
+    """mpmath is fast with closed-form moments (relu, erf, ...) and slow by nested quadrature (tanh: minutes
+    per layer at large variances): say so before suggesting it."""
+    from ..integrals.closed_forms import closed_form
+
+    slow = sorted({phi.name for phi in net.activation if closed_form(phi) is None
+                   or closed_form(phi.derivative) is None})
+    if not slow or net.depth == 1:
+        return ""
+    return (f"; slow for {', '.join(slow)}, whose moments have no closed form: nested quadrature, up to minutes "
+            "per layer; erf has one")
+
+
+def values_text_short(values: tuple) -> str:
+    """sigma_w2 for a message: one value, or the range of a per-layer tuple."""
+    nums = [v for v in values if not isinstance(v, np.ndarray)]
+    if len(nums) < len(values):
+        return "an array"
+    return str(nums[0]) if len(set(map(str, nums))) == 1 else f"{min(map(float, nums)):g}..{max(map(float, nums)):g}"
+
+
 def _fold(net: Network, T: Any, ctx: Arithmetic, sw: tuple, sb: tuple) -> OrderParameters:
     L = net.depth
     sw = tuple(ctx.num(v) for v in sw)
@@ -520,11 +610,13 @@ def _fold(net: Network, T: Any, ctx: Arithmetic, sw: tuple, sb: tuple) -> OrderP
     for l in range(1, L + 1):
         below = layers[-1]
         q1, q2 = dense_forward(ctx, below.qhat1, below.qhat2, sw[l - 1], sb[l - 1])
+        _check_range(net, ctx, l, "forward", q1=q1, q2=q2)
         norm = net.norm_at(l)
         law = norm_forward(ctx, norm, q1, q2, T, l)
         qhat1 = qhat2 = None
         if l < L:
             qhat1, qhat2 = activation_forward(ctx, law, net.phi(l))
+            _check_range(net, ctx, l, "activation", qhat1=qhat1, qhat2=qhat2)
         kind = "none" if norm is None else (norm.kind if isinstance(norm, BatchNorm) else "layer")
         layers.append(LayerParameters(l, kind, q1, q2, law.kind, law.q1, law.q2, qhat1, qhat2))
         laws.append(law)
@@ -542,6 +634,9 @@ def _fold(net: Network, T: Any, ctx: Arithmetic, sw: tuple, sb: tuple) -> OrderP
         chi_scale = sw[l] if l < L else ctx.num(1)
         layers[l] = p.replace(qtilde1=d_eq, qtilde1_mean=d_ne, qtilde2=o_ne, qtilde2_same=o_eq,
                               chi1=chi_scale * bmap[1], chi2=chi_scale * bmap[2])
+        below = layers[l - 1]
+        _check_range(net, ctx, l, "backward", qtilde1=d_eq, qtilde1_mean=d_ne, qtilde2=o_ne, qtilde2_same=o_eq,
+                     **{"qhat1 qtilde1": below.qhat1 * d_eq, "qhat2 qtilde2": below.qhat2 * o_ne})
     arrays = [v for v in (*sw, *sb) if isinstance(v, np.ndarray)]
     if arrays:
         # a grid: every field as an array of the grid's shape (sphere-law values do not depend on sigma)

@@ -9,13 +9,89 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import mpmath
+import numpy as np
 import sympy
 
+from ..errors import InvalidArgument
 from ..spec.network import BatchNorm, Network
 from .backend import Arithmetic, to_float
 from .recursions import OrderParameters, network_alpha
 
-__all__ = ["gram_statistics", "lambda_kind", "separation", "BULK_SPREAD"]
+__all__ = ["gram_statistics", "lambda_kind", "separation", "BULK_SPREAD", "ExpectedMaxInverseChi2"]
+
+
+class ExpectedMaxInverseChi2(sympy.Function):
+    """E[max_{k <= C} T / chi^2_{T-1,k}] for C independent chi-squares with T - 1 degrees of freedom.
+
+    The top eigenvalue of the expected Gram under a full batch norm on the output scales with the
+    largest of the C inverse batch variances. ``ExpectedMaxInverseChi2(T, C)`` stays unevaluated (and
+    symbolic in T and C) except for C = 1, where it is E[T / chi^2_{T-1}] = T / (T - 3); ``evalf`` /
+    ``sympy.N`` and ``lambdify`` (any module) evaluate it by the quadrature of
+    :func:`meanfield.integrals.sphere.expected_max_inverse_chi2` (mpmath above double precision).
+    It is finite for integer T >= 4.
+
+    Example:
+        >>> Ts, Cs = sympy.symbols("T C", positive=True, integer=True)
+        >>> ExpectedMaxInverseChi2(Ts, 1)
+        T/(T - 3)
+        >>> e = ExpectedMaxInverseChi2(Ts, Cs)
+        >>> round(float(e.subs({Ts: 16, Cs: 3})), 10)
+        1.6647902196
+        >>> round(sympy.lambdify([Ts, Cs], e)(16, 3), 10)
+        1.6647902196
+    """
+
+    is_real = True
+    is_positive = True
+    is_finite = True
+
+    @classmethod
+    def eval(cls, T, count):
+        for name, v, lo in (("samples", T, 4), ("count", count, 1)):
+            if v.is_number and not (v.is_Integer and v >= lo):
+                raise InvalidArgument(name, v, f"an integer >= {lo}" + (" (E[T/chi^2_(T-1)] is infinite for T <= 3)"
+                                                                       if name == "samples" else ""))
+        if count == 1:
+            return T / (T - 3)
+        return None
+
+    def _eval_evalf(self, prec):
+        T, count = self.args
+        if not (T.is_Integer and count.is_Integer):
+            return None
+        if prec <= 53:
+            from ..integrals.sphere import expected_max_inverse_chi2
+            return sympy.Float(expected_max_inverse_chi2(int(T), int(count)), 15)
+        return sympy.Float(_max_inverse_chi2_mp(int(T), int(count), mpmath.libmp.prec_to_dps(prec) + 5),
+                           mpmath.libmp.prec_to_dps(prec))
+
+    def _latex(self, printer, exp=None):
+        T, count = (printer._print(a) for a in self.args)
+        body = (r"\mathbb{E}\left[\max_{k \le %s} \frac{%s}{\chi^{2}_{%s - 1,\,k}}\right]"
+                % (count, T, T if self.args[0].is_Atom else "(%s)" % T))
+        return body if exp is None else r"%s^{%s}" % (body, exp)
+
+    @staticmethod
+    def _imp_(T, count):
+        """The numeric implementation lambdify uses (elementwise over arrays)."""
+        from ..integrals.sphere import expected_max_inverse_chi2
+        f = np.vectorize(lambda t, c: expected_max_inverse_chi2(int(t), int(c)), otypes=[float])
+        out = f(T, count)
+        return float(out) if np.ndim(out) == 0 else out
+
+
+def _max_inverse_chi2_mp(T: int, count: int, dps: int) -> Any:
+    """E[max_k T / chi^2_{T-1,k}] = T int_0^inf count f(y) (1 - F(y))^(count-1) / y dy in mpmath."""
+    with mpmath.workdps(dps):
+        k = mpmath.mpf(T - 1) / 2
+
+        def integrand(y):
+            density = mpmath.exp((k - 1) * mpmath.log(y / 2) - y / 2 - mpmath.loggamma(k)) / 2
+            tail = mpmath.gammainc(k, y / 2, mpmath.inf, regularized=True)
+            return count * density * tail ** (count - 1) / y
+
+        return T * mpmath.quad(integrand, [0, T - 1, 2 * (T - 1), mpmath.inf])
 
 
 def gram_statistics(op: OrderParameters, width: Any, T: Any, C: Any, ctx: Arithmetic) -> dict:
@@ -99,11 +175,11 @@ def separation(gd: Any, go: Any, T: Any) -> Any:
 
 
 def lambda_kind(net: Network, kappa2: Any, ctx: Arithmetic, gd: Any = None, go: Any = None, width: Any = None,
-                 T: Any = None) -> str:
+                 T: Any = None, outputs: Any = None) -> str:
     """"prediction" where the outlier gram_diag + (T-1) gram_offdiag of E G is the top eigenvalue, else "bound".
 
     A prediction needs no normalization on the output, kappa_2 > 0 and (given the width) an outlier that
-    clears the bulk's finite-width spread BULK_SPREAD sqrt(C T / M).
+    clears the bulk's finite-width spread BULK_SPREAD sqrt(C T / M) (C = ``outputs``, default the network's).
 
     Example:
         >>> lambda_kind(Network(3, "relu", 2, 0), 0.3, Arithmetic("float"))
@@ -118,7 +194,9 @@ def lambda_kind(net: Network, kappa2: Any, ctx: Arithmetic, gd: Any = None, go: 
     if not float(kappa2) > 1e-12:
         return "bound"
     if gd is not None and width is not None:
-        spread = BULK_SPREAD * math.sqrt(net.outputs * int(T) / float(width))
-        if not float(separation(gd, go, ctx.num(T))) > spread:
+        spread = BULK_SPREAD * math.sqrt(int(net.outputs if outputs is None else outputs) * int(T) / float(width))
+        gap = float(gd) - float(go)
+        # gd == go: identical inputs (q2 = q1), E G per output is rank one: the outlier is all there is
+        if not (gap <= 0 or float(T) * float(go) / gap > spread):
             return "bound"
     return "prediction"

@@ -23,17 +23,20 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...errors import InvalidArgument
 from ..store import ResultStore, identity_columns, now
 from .points import Job
 
-__all__ = ["CacheFile", "json_default", "job_record", "synchronise", "stored_values", "cache_line"]
+__all__ = ["CacheFile", "CacheWarning", "json_default", "job_record", "synchronise", "stored_values", "cache_line"]
 
 #: The function of a job by the first field of its key (for lines imported from an older run's cache).
 _TASK_OF_KIND = {"theory": "reproduce.theory_point", "sample": "reproduce.sample_point", "lr": "reproduce.lr_point",
@@ -44,7 +47,9 @@ class CacheFile:
     """``cache.jsonl``: the append-only JSON-lines export of computed points in the output folder.
 
     One line per point, ``{"key", "labels", "values", "seconds"}``, written and flushed as soon as its point
-    is stored. A torn last line (killed mid-write) is ignored on reading and repaired before appending.
+    is stored. A torn last line (killed mid-write) is ignored on reading and cut off before appending; any other
+    unusable line is ignored with a :class:`CacheWarning` naming the file and the line (its point is
+    computed again).
 
     Example:
         >>> import tempfile
@@ -58,15 +63,29 @@ class CacheFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.rows: dict[str, dict] = {}
+        #: (line number, reason) of the lines left out; their points are computed again
+        self.skipped: list[tuple[int, str]] = []
         if self.path.exists():
-            with open(self.path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn line from an interrupted write
-                    if isinstance(row, dict) and "key" in row:
-                        self.rows[row["key"]] = row
+            if not self.path.is_file():
+                raise InvalidArgument("out", str(self.path.parent), f"a folder whose {self.path.name} is a file")
+            with open(self.path, "rb") as handle:
+                lines = handle.read().split(b"\n")
+            last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+            for number, raw in enumerate(lines, start=1):
+                if not raw.strip():
+                    continue
+                reason = _line_problem(raw)
+                if reason is None:
+                    row = json.loads(raw)
+                    self.rows[row["key"]] = row
+                elif number - 1 != last or not reason.startswith("not JSON"):
+                    # a torn last line is what a killed run leaves (silently repaired); anything else was
+                    # edited or corrupted: say so, and compute those points again rather than trust them
+                    self.skipped.append((number, reason))
+            if self.skipped:
+                first = self.skipped[0]
+                warnings.warn(f"{self.path}: {len(self.skipped)} unusable line(s) ignored and their points computed "
+                              f"again (line {first[0]}: {first[1]})", CacheWarning, stacklevel=2)
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -75,11 +94,68 @@ class CacheFile:
         """Append one point (and remember it in ``rows``)."""
         row = {"key": key, "labels": dict(labels), "values": values, "seconds": round(seconds, 4)}
         text = json.dumps(row, sort_keys=True, default=json_default)
-        needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        if self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path):
+            _drop_torn_tail(self.path)  # the torn line of a killed write holds nothing to keep
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(("\n" if needs_newline else "") + text + "\n")
+            handle.write(text + "\n")
             handle.flush()
         self.rows[key] = row
+
+
+class CacheWarning(UserWarning):
+    """Lines of ``cache.jsonl`` that cannot be used (edited or corrupted) were ignored."""
+
+
+def _line_problem(raw: bytes) -> str | None:
+    """Why one line of ``cache.jsonl`` cannot be used, or None when it can."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"not JSON ({err})"
+    if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+        return "not a JSON object with a text 'key'"
+    if not isinstance(row.get("values"), dict):
+        return "no 'values' object"
+    bad = _bad_value("values", row["values"])
+    if bad is not None:
+        return bad
+    if row.get("labels") is not None and not isinstance(row["labels"], dict):
+        return "'labels' is not an object"
+    seconds = row.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+        return f"'seconds' is {seconds!r}, not a number"
+    return None
+
+
+def _bad_value(name: str, value: Any) -> str | None:
+    """Numbers must be finite numbers; text only where the point itself stores text (the ``*kind`` and
+    ``*method``, ``notes`` and ``error`` fields), so a number edited into text or NaN is caught here, not deep in the figures."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            bad = _bad_value(str(key), item)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, list):
+        for item in value:
+            bad = _bad_value(name, item)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, str):
+        return None if name.endswith(("kind", "method", "notes", "error")) else f"{name!r} is {value!r}, not a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{name!r} is {value!r}, not a finite number"
+    return None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut the file after its last newline (a later reading would otherwise see the torn line in the middle)."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -148,7 +224,27 @@ def synchronise(store: ResultStore, cache: CacheFile, jobs: Mapping[str, Job]) -
 
 
 def stored_values(store: ResultStore, keys: Any = None) -> dict[str, dict]:
-    """key -> {"values", "seconds"} of the stored points (all, or those with ``keys``)."""
-    return {r["key"]: {"values": json.loads(r["result_json"]),
-                       "seconds": None if r["elapsed"] is None else round(r["elapsed"], 4)}
-            for r in store.records(keys) if r.get("result_json") is not None}
+    """key -> {"values", "seconds"} of the stored points (all, or those with ``keys``).
+
+    A row whose values are not what a point stores (edited by hand, or imported by an older version from
+    a corrupted cache) is an error naming the store and the key, not a crash in the figures.
+    """
+    values = {}
+    for r in store.records(keys):
+        if r.get("result_json") is None:
+            continue
+        problem = _line_problem(json.dumps({"key": r["key"], "values": _loads(r["result_json"])}).encode())
+        if problem is not None:
+            raise InvalidArgument("out", str(store.path.parent), "an output folder whose stored points are intact",
+                                  f"{store.path}: the row with key {r['key']!r} is unusable ({problem}); "
+                                  "rerun with --fresh (fresh=True) to compute every point again")
+        values[r["key"]] = {"values": json.loads(r["result_json"]),
+                            "seconds": None if r["elapsed"] is None else round(r["elapsed"], 4)}
+    return values
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None

@@ -127,9 +127,17 @@ def _field_types() -> dict[str, Any]:
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check one TOML value against the type of its default; name the key when it does not fit."""
     if key in ("sigma_w2", "sigma_b2"):
+        # one number for every activation, or a table activation -> number; the number itself is
+        # checked as a float default (never recurse on this key: that was an endless recursion)
         if isinstance(value, Mapping):
+            if not value:
+                raise InvalidArgument(key, dict(value), "a number or a non-empty table activation -> number")
+            for name in value:
+                _check_activation_name(f"{key}.{name}", name)
             return tuple(sorted((str(k), _coerce(f"{key}.{k}", v, 1.0)) for k, v in value.items()))
-        return _coerce(key, value, 1.0)
+        if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return _coerce(key, dict(value), default)  # the tuple form Config itself holds (e.g. QUICK)
+        return _coerce_number(key, value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise InvalidArgument(key, value, "true or false")
@@ -139,9 +147,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise InvalidArgument(key, value, "a positive integer")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InvalidArgument(key, value, "a non-negative number")
-        return float(value)
+        return _coerce_number(key, value)
     if isinstance(default, str):
         if not isinstance(value, str):
             raise InvalidArgument(key, value, "a string")
@@ -153,6 +159,22 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise InvalidArgument(key, value, "a non-empty list")
         return tuple(_coerce(key, v, default[0]) for v in value)
     raise InvalidArgument(key, value, f"a value like {default!r}")
+
+
+def _coerce_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidArgument(key, value, "a non-negative number")
+    return float(value)
+
+
+def _check_activation_name(key: str, name: Any) -> None:
+    """A key of a per-activation table must be an activation of the catalogue (a typo such as 'tahn'
+    would otherwise be silently ignored and the activation left without its value)."""
+    try:
+        activation(str(name))
+    except InvalidArgument as err:
+        raise InvalidArgument(key, str(name), "an activation of the catalogue as the key of a per-activation "
+                              "table", str(err)) from None
 
 
 def load_config(path: str | os.PathLike | None = None, *, quick: bool = False, **overrides: Any) -> Config:
@@ -200,11 +222,26 @@ def _read_toml(path: str | os.PathLike) -> dict:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise InvalidArgument("config", str(path), "an existing TOML file") from None
+    except IsADirectoryError:
+        raise InvalidArgument("config", str(path), "a TOML file, not a directory") from None
+    except UnicodeDecodeError as err:  # a binary file: tomllib decodes UTF-8 before parsing
+        raise InvalidArgument("config", str(path), "a UTF-8 TOML text file", f"not UTF-8 text: {err.reason} at "
+                              f"byte {err.start}") from None
     except tomllib.TOMLDecodeError as err:
         raise InvalidArgument("config", str(path), "a valid TOML file", str(err)) from None
-    if "reproduce" in data and isinstance(data["reproduce"], dict):
+    except OSError as err:  # unreadable (permissions), a FIFO that fails, ...
+        raise InvalidArgument("config", str(path), "a readable TOML file", f"{type(err).__name__}: {err}") from None
+    if "reproduce" in data:
+        table = data["reproduce"]
+        if not isinstance(table, dict):
+            raise InvalidArgument("reproduce", table, "a [reproduce] table of settings")
         rest = {k: v for k, v in data.items() if k != "reproduce"}
-        data = {**rest, **data["reproduce"]}
+        # the same key at the top level and in [reproduce]: which one was meant is a guess, so refuse
+        both = sorted(set(rest) & set(table))
+        if both:
+            raise InvalidArgument(both[0], table[both[0]], "each setting once: at the top level or in the "
+                                  "[reproduce] table", f"{path} sets {both[0]!r} in both places")
+        data = {**rest, **table}
     return data
 
 

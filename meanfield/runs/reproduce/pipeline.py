@@ -115,7 +115,8 @@ def _compute(jobs: list[Job], store: ResultStore, cache: CacheFile, config: Conf
                   key=lambda job: (job.function is not theory_point, -job.cost))
     if not todo:
         return 0
-    executor = make_executor(run_job, scheduler, processes, connect_timeout, quiet=not progress, name="reproduce")
+    executor = make_executor(run_job, scheduler, processes, connect_timeout, quiet=not progress, name="reproduce",
+                             tasks=len(todo))
     run_id = store.begin_sweep(task="reproduce", points=len(jobs), skipped=len(done), scheduler=executor.description,
                                grid=config.to_dict())
     bar = tqdm(total=len(todo), desc="reproduce", unit="pt", disable=not progress, smoothing=0.05)
@@ -165,7 +166,8 @@ def reproduce(config: Config | None = None, out: str | os.PathLike = "meanfield-
     Args:
         config: settings (:func:`~meanfield.runs.reproduce.config.load_config`); default :class:`Config`().
         out: output folder, created if missing; points already stored there are reused.
-        processes: local worker processes for the points (default 2; 1 runs in this process).
+        processes: local worker processes for the points (default 2; at most the points to compute and
+            the CPUs; 1 runs in this process).
         fresh: discard the store and the cache in ``out`` first.
         progress: show a tqdm progress bar.
         scheduler: run the points on this Dask scheduler (``"tcp://host:port"``, a ``distributed.Client``
@@ -192,7 +194,13 @@ def reproduce(config: Config | None = None, out: str | os.PathLike = "meanfield-
     check_execution(scheduler, processes)
     connect_timeout = check_real("connect_timeout", connect_timeout, minimum=0, strict_min=True, symbolic=False)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgument("out", str(out), "a folder (created if missing), not an existing file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent that is a file, no permission, read-only file system
+        raise InvalidArgument("out", str(out), "a folder that can be created and written",
+                              f"{type(err).__name__}: {err.strerror or err}") from None
     start = time.perf_counter()
     lock = _lock(out)
     try:

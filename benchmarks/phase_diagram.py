@@ -1,0 +1,41 @@
+"""Time a 200 x 200 signal-propagation phase diagram (chi_1, q*, c*, xi_c on a sigma_w^2 x sigma_b^2 grid).
+
+One call of ``meanfield.signal_propagation`` per activation on the whole grid (numpy arrays in, arrays
+out), against one 2048^3 float64 matrix product timed in the same process, so the ratio says how the
+cost compares with the machine's raw speed. Run: ``python benchmarks/phase_diagram.py [n]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+import meanfield as mf
+
+
+def matmul_seconds(n: int = 2048) -> float:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    a @ b  # warm up the BLAS
+    start = time.perf_counter()
+    a @ b
+    return time.perf_counter() - start
+
+
+def main(n: int = 200) -> None:
+    sw, sb = np.meshgrid(np.linspace(0.5, 4.0, n), np.linspace(0.0, 0.5, n))
+    base = matmul_seconds()
+    print(f"one 2048^3 float64 matmul: {base:.3f} s")
+    for name in ("relu", "tanh", "erf"):
+        mf.signal_propagation(name, 1.5, 0.1)  # warm caches (lambdified activations, quadrature tables)
+        start = time.perf_counter()
+        res = mf.signal_propagation(name, sw, sb)
+        took = time.perf_counter() - start
+        phases = {str(k): int(v) for k, v in zip(*np.unique(res.phase, return_counts=True))}
+        print(f"{name:5s} {n}x{n}: {took:7.2f} s  = {took / base:7.1f} matmuls   phases {phases}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
