@@ -404,24 +404,6 @@ def _predict_dict(stats: Any) -> dict:
         lead = stats.leading
         data["leading"] = {key: getattr(lead, key) for key in _STATS if hasattr(lead, key)}
     data["network"] = stats.network.describe() if hasattr(stats, "network") else data.get("network")
-    # mpmath values (--dps) beyond float64's range become strings with their digits, not null or 0.0
-    for key in ("kappa1", "kappa2", "m", "s", "lambda_max", "eta_max", "gram_diag", "gram_offdiag"):
-        wide = _beyond_float(getattr(stats, key, None))
-        if wide is not None:
-            data[key] = wide
-    bounds = getattr(stats, "lambda_max_bounds", None)
-    if bounds is not None and isinstance(data.get("lambda_max_bounds"), list):
-        data["lambda_max_bounds"] = [_beyond_float(v) or d for v, d in zip(bounds, data["lambda_max_bounds"])]
-    if isinstance(data.get("layers"), list) and len(data["layers"]) == len(getattr(stats, "layers", ())):
-        for row, (_, diag, off) in zip(data["layers"], stats.layers):
-            row["gram_diag"] = _beyond_float(diag) or row["gram_diag"]
-            row["gram_offdiag"] = _beyond_float(off) or row["gram_offdiag"]
-    lead = getattr(stats, "leading", None)
-    if isinstance(data.get("leading"), dict) and lead is not None:
-        for key in data["leading"]:
-            wide = _beyond_float(getattr(lead, key, None))
-            if wide is not None:
-                data["leading"][key] = wide
     return data
 
 

@@ -25,6 +25,8 @@ that ``alpha_l * M`` is a whole number for every width ``M`` that is a multiple 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 from fractions import Fraction
 
@@ -300,7 +302,6 @@ def networks(*, min_depth: int = 1, max_depth: int = 4, activations: SearchStrat
             sigma_w2, sigma_b2 = draw(variances), draw(biases)
         ratios = tuple(float(a) for a in draw(st.lists(st.sampled_from(alphas), min_size=depth, max_size=depth)))
         outputs = draw(st.integers(lo_c, hi_c))
-        q1, q2 = draw(inputs) if inputs is not None else (1.0, 0.0)
         layers = draw(st.lists(st.integers(1, n_hidden), min_size=len(singles), max_size=len(singles),
                                unique=True)) if singles else []
         placed = []
@@ -315,6 +316,16 @@ def networks(*, min_depth: int = 1, max_depth: int = 4, activations: SearchStrat
                 placed.extend(LayerNorm(l) for l in range(1, depth))
         for kind, layer in zip(singles, layers):
             placed.append(LayerNorm(layer) if kind == "layer" else BatchNorm(layer, kind == "batch-center-hidden"))
+        q1, q2 = 1.0, 0.0
+        if inputs is not None:
+            # the norms need a few samples, and a negative input correlation caps how many inputs can have
+            # it (q2 >= -q1/(T-1)): draw only statistics that a batch size valid for these norms realises
+            plain = Network(depth, activation_, sigma_w2, sigma_b2, outputs=outputs, alphas=ratios, norms=placed)
+            fewest = max(2, plain.min_samples(), min_samples_for(plain, "fisher"))
+            # and a batch norm of identical inputs (q2 = q1) would divide by a zero batch variance
+            distinct = any(isinstance(n, BatchNorm) for n in placed)
+            q1, q2 = draw(inputs.filter(lambda pair: pair[1] * (fewest - 1) >= -pair[0]
+                                        and not (distinct and pair[1] >= pair[0])))
         return Network(depth, activation_, sigma_w2, sigma_b2, outputs=outputs, alphas=ratios, norms=placed,
                        input_q1=q1, input_q2=q2)
 
@@ -362,6 +373,21 @@ def _placement_sets(draw, spec):
     return tuple(last + every + singles)
 
 
+def _largest_realisable(network: Network) -> int | None:
+    """Most samples T whose exchangeable inputs can have the network's input statistics, or None (any T).
+
+    The T x T input covariance (q1 - q2) I + q2 11^T is positive semi-definite iff q2 >= -q1 / (T - 1): a
+    negative mean product allows only T <= 1 + q1 / (-q2) inputs (T = 2 for perfectly anti-correlated ones).
+    """
+    q1, q2 = network.input_q1, network.input_q2
+    if not (getattr(q1, "is_number", True) and getattr(q2, "is_number", True)) or float(q2) >= 0:
+        return None
+    bound = 1 + float(q1) / -float(q2)
+    if bound > 2**53:  # a correlation this close to 0 caps nothing a batch could reach
+        return None
+    return int(math.floor(bound + 1e-12))  # equality is realisable (rank-deficient)
+
+
 def samples(network: Network | None = None, *, min_samples: int = 2, max_samples: int = 64) -> SearchStrategy[int]:
     """Batch sizes T in [max(min_samples, what the network needs), max_samples].
 
@@ -393,4 +419,11 @@ def samples(network: Network | None = None, *, min_samples: int = 2, max_samples
             raise InvalidArgument("network", network, "a meanfield.Network or None")
         lo = max(lo, network.min_samples(), min_samples_for(network, "fisher"))
     hi = check_int("max_samples", max_samples, minimum=lo)
+    most = None if network is None else _largest_realisable(network)
+    if most is not None:
+        if most < lo:
+            raise InvalidArgument("network", network, f"input statistics realisable by at least {lo} samples",
+                                  f"input_q2={network.input_q2} allows at most {most}: draw it with networks(), "
+                                  "which keeps the two compatible")
+        hi = min(hi, most)
     return st.integers(lo, hi)

@@ -127,6 +127,31 @@ def test_predict_accepts_every_drawn_batch_size(data):
     assert mf.predict(net, 16, T).kappa1 > 0
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.data())
+def test_drawn_inputs_and_batch_sizes_are_realisable_together(data):
+    # a negative input correlation caps T (q2 >= -q1/(T-1)) and a batch norm needs distinct inputs:
+    # networks() and samples() draw only pairs that predict accepts
+    net = data.draw(mfst.networks(max_depth=3, inputs=mfst.order_parameters(), activations=mfst.activations(
+        ["relu", "linear"])))
+    T = data.draw(mfst.samples(net, max_samples=4096))
+    assert mf.predict(net, 64, T).m > 0
+
+
+def test_samples_refuses_inputs_no_batch_size_realises():
+    net = mf.Network(2, "relu", 2, 0, norms=[BatchNorm("last")], input_q2=-0.5)   # T <= 3, but batch norm needs 6
+    with pytest.raises(InvalidArgument, match="network"):
+        mfst.samples(net)
+    assert find(mfst.samples(mf.Network(2, "relu", 2, 0, input_q2=-0.5)), lambda T: T > 2) == 3
+
+
+def test_a_network_prints_compactly_in_falsifying_examples():
+    from hypothesis.vendor.pretty import pretty
+
+    net = mf.Network(2, "relu", 2, 0.1, norms=[BatchNorm("last")])
+    assert pretty(net) == repr(net) == "Network(depth=2, activation='relu', sigma_w2=2, sigma_b2=0.1, norms='batch:2')"
+
+
 def test_smallest_drawn_batch_size_is_what_predict_needs():
     net = mf.Network(2, "relu", 2, 0, norms=[BatchNorm("last")])
     assert find(mfst.samples(net), lambda T: True) == 6

@@ -215,6 +215,8 @@ _SYMPY: dict[str, tuple[Callable, Callable]] = {
     "cos": (lambda q, p: (1 + sympy.exp(-2 * q)) / 2,
             lambda q1, q2, p: sympy.exp(-q1) * sympy.cosh(q2)),
 }
+# cos' = -sin: the moments are quadratic, so the sign drops out and sin's closed forms serve
+_SYMPY["neg_sin"] = _SYMPY["sin"]
 
 _NUMERIC: dict[str, tuple[Callable, Callable]] = {
     "relu": (lambda o, q, p: q / 2, _relu_cross),
@@ -228,6 +230,7 @@ _NUMERIC: dict[str, tuple[Callable, Callable]] = {
     "sin": (_sin_second, _sin_cross),
     "cos": (_cos_second, _cos_cross),
 }
+_NUMERIC["neg_sin"] = _NUMERIC["sin"]
 
 
 # -- polynomials: Isserlis ------------------------------------------------------------------------

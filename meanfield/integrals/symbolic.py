@@ -37,7 +37,14 @@ def _check_covariance(q1: sympy.Expr, q2: sympy.Expr) -> sympy.Expr:
     q2 = sympy.sympify(q2)
     if q2.is_real is False or q2.is_finite is False:
         raise InvalidArgument("q2", q2, "a real covariance with |q2| <= q1")
-    if (q2 - q1).is_positive or (q2 + q1).is_negative:
+    q1 = sympy.sympify(q1)
+    if q1.is_number and q2.is_number:
+        # plain numbers (possibly deeply nested exact ones): compare a 30-digit evaluation, with a margin
+        # for its rounding -- sympy's assumption queries on such nests take seconds per call
+        a, b = sympy.N(q1, 30), sympy.N(q2, 30)
+        if a.is_real and b.is_real and (b - a > 1e-25 * abs(a) or b + a < -1e-25 * abs(a)):
+            raise InvalidArgument("q2", q2, f"a covariance with |q2| <= q1 = {q1} (|c| <= 1)")
+    elif (q2 - q1).is_positive or (q2 + q1).is_negative:
         raise InvalidArgument("q2", q2, f"a covariance with |q2| <= q1 = {q1} (|c| <= 1)")
     if q1.is_zero and q2.is_zero is False:
         raise InvalidArgument("q2", q2, "q2 = 0 when q1 = 0")

@@ -12,9 +12,7 @@ coupling included) are re-exported from :mod:`meanfield.sampled.backprop` for re
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .backprop import DegenerateBatch, Draw, Gradients, Trace, check_batch, draw, forward, vjp
+from ..parallel import LocalPool, local_workers
 from ..errors import InvalidArgument, check_int
 from ..spec.network import Network
 from .gram import LayerGram, SampledSpectrum, check_memory, gram, gram_bytes, top_eigenvalue
@@ -149,32 +148,9 @@ class SampleSummary:
                 f"\\begin{{array}}{{lr}} {rows} \\end{{array}}$")
 
 
-def _one(args: tuple) -> dict:
+def _one(index: int, args: tuple) -> dict:
     net, width, samples, seed = args
     return sample(net, width, samples, seed).as_dict()
-
-
-def _limit_blas_threads() -> None:
-    """Best effort: one BLAS thread per worker process, so workers do not oversubscribe the cores."""
-    import ctypes
-    import glob
-
-    import numpy
-
-    base = os.path.dirname(os.path.dirname(numpy.__file__))
-    for lib in (glob.glob(os.path.join(base, "numpy.libs", "*openblas*"))
-                + glob.glob(os.path.join(base, "scipy.libs", "*openblas*"))
-                + glob.glob(os.path.join(base, "scipy_openblas*", "lib", "*openblas*"))):
-        try:
-            handle = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                     "openblas_set_num_threads"):
-            fn = getattr(handle, name, None)
-            if fn is not None:
-                fn(1)
-                break
 
 
 def _seed_tuple(seeds: Any) -> tuple[int, ...]:
@@ -203,7 +179,7 @@ def sample_many(net: Network, width: int, samples: int, seeds: Any, *, processes
     Args:
         net, width, samples: as for :func:`sample`.
         seeds: an int N (seeds 0..N-1) or a sequence of seeds.
-        processes: worker processes (default: the number of cores, at most one per seed); 1 runs in
+        processes: worker processes (default and at most: the cores and the seeds); 1 runs in
             this process.
         progress: True/False forces the tqdm progress bar on/off; None shows it on a terminal once a
             run has taken more than 2 s.
@@ -218,8 +194,8 @@ def sample_many(net: Network, width: int, samples: int, seeds: Any, *, processes
     check_batch(net, width, samples)
     seed_list = _seed_tuple(seeds)
     if processes is None:
-        processes = min(os.cpu_count() or 1, len(seed_list))
-    processes = check_int("processes", processes, minimum=1)
+        processes = len(seed_list)
+    processes = local_workers(check_int("processes", processes, minimum=1), len(seed_list))
     check_memory(processes * gram_bytes(net, width, samples), "exact Gram (one per worker process)", width,
                  net=net, samples=samples, processes=processes)
     tasks = [(net, width, samples, s) for s in seed_list]
@@ -231,15 +207,19 @@ def sample_many(net: Network, width: int, samples: int, seeds: Any, *, processes
     try:
         if processes == 1 or len(tasks) == 1:
             for i, task in enumerate(tasks):
-                results[i] = _one(task)
+                results[i] = _one(i, task)
                 bar.update()
         else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=processes,
-                                                        initializer=_limit_blas_threads) as pool:
-                futures = {pool.submit(_one, task): i for i, task in enumerate(tasks)}
-                for fut in concurrent.futures.as_completed(futures):
-                    results[futures[fut]] = fut.result()
+            pool = LocalPool(_one, processes)
+            try:
+                for i, task, result in pool.run((i, task) for i, task in enumerate(tasks)):
+                    results[i] = result
                     bar.update()
+            except KeyboardInterrupt:
+                pool.close(abort=True)  # workers ignore Ctrl-C: stop them now rather than finish their seeds
+                raise
+            finally:
+                pool.close()
     finally:
         bar.close()
     keys = [k for k in results[0] if all(r[k] is not None for r in results)]

@@ -442,7 +442,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
                    doc="x sigmoid(x) (swish)"),
     "silu_prime": CatalogueEntry(lambda p: sympy.diff(X / (1 + sympy.exp(-X)), X), doc="derivative of silu"),
     "sin": CatalogueEntry(lambda p: sympy.sin(X), derivative=lambda p: ("cos", {}), doc="sin(x)"),
-    "cos": CatalogueEntry(lambda p: sympy.cos(X), doc="cos(x)"),
+    "cos": CatalogueEntry(lambda p: sympy.cos(X), derivative=lambda p: ("neg_sin", {}), doc="cos(x)"),
+    "neg_sin": CatalogueEntry(lambda p: -sympy.sin(X), doc="-sin(x), derivative of cos"),
 }
 _ALIASES = {"swish": "silu", "identity": "linear", "heaviside": "step", "leaky": "leaky_relu"}
 

@@ -281,6 +281,11 @@ class Network:
             args.append(f"input_q2={values_text((self.input_q2,))}")
         return f"Network({', '.join(args)})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython's and hypothesis' pretty printers would otherwise list every dataclass field: keep the
+        # falsifying examples of property tests (and notebook output) to the one-line constructor call
+        printer.text(repr(self))
+
     @classmethod
     def parse(cls, text: str) -> "Network":
         """The network of a one-line text as ``str(net)`` writes it (the inverse of ``str``).

@@ -42,7 +42,7 @@ from ..spec.network import BatchNorm, LayerNorm, Network  # noqa: F401 - the doc
 from ..errors import check_int
 from ..spec.activations import X
 from .backend import Arithmetic, evaluate_expectations
-from .recursions import (OrderParameters, activation_forward, backward_map, check_samples, dense_forward, norm_forward,
+from .recursions import (OrderParameters, activation_forward, apply_backward, backward_map, check_samples, dense_forward, norm_forward,
                          order_parameters)
 from .statistics import ExpectedMaxInverseChi2, gram_statistics, lambda_kind
 from .structure import Structure, structure as structure_of
@@ -638,12 +638,8 @@ def _rules(net: Network, Tsym: Any) -> tuple:
             w = _exact(net.sigma_w2[l])
             d_eq, d_ne, o_eq, o_ne = (w * x for x in (d_eq, d_ne, o_eq, o_ne))
         phi = net.phi(l) if l < L else None
-        kind, e1, e2 = backward_map(ctx, net.norm_at(l), laws[l], phi, order_symbol("q1", l), order_symbol("q2", l), Tsym)
-        if kind == "diagonal":
-            new = (e1 * d_eq, e2 * d_ne, e1 * o_eq, e2 * o_ne)
-        else:
-            yd, yo = e1 * d_eq + e2 * d_ne, e1 * o_eq + e2 * o_ne
-            new = (yd, -yd, yo, -yo)
+        bmap = backward_map(ctx, net.norm_at(l), laws[l], phi, order_symbol("q1", l), order_symbol("q2", l), Tsym)
+        new = (*apply_backward(bmap, d_eq, d_ne), *apply_backward(bmap, o_eq, o_ne))
         syms = (order_symbol("qtilde1", l), extra_order_symbol("qtilde1_mean", l), extra_order_symbol("qtilde2_same", l),
                 order_symbol("qtilde2", l))
         for s_, v in zip(syms, new):

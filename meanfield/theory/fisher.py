@@ -193,6 +193,10 @@ def _plain(value: Any) -> Any:
         f = float(value)
     except (TypeError, ValueError):
         return str(value)
+    if isinstance(value, mpmath.mpf) and mpmath.isfinite(value) and (
+            math.isinf(f) or (f == 0) != (value == 0) or 0 < abs(f) < 2.3e-308):
+        # an mpmath result (dps) that float64 cannot hold: its digits, never null or a false 0.0
+        return mpmath.nstr(value, 15)
     return f if math.isfinite(f) else None
 
 

@@ -58,7 +58,7 @@ from ..spec.activations import Activation, activation
 from ..spec.network import BatchNorm, LayerNorm, Network
 from .backend import Arithmetic, Law, fmt, tex
 
-__all__ = ["order_parameters", "OrderParameters", "LayerParameters", "min_samples_for", "check_samples",
+__all__ = ["order_parameters", "OrderParameters", "LayerParameters", "min_samples_for", "check_samples", "apply_backward",
            "check_inputs_exist",
            "dense_forward", "norm_forward", "activation_forward", "backward_map", "network_alpha", "alpha_normaliser"]
 
@@ -473,7 +473,13 @@ def backward_map(ctx: Arithmetic, norm: Any, law: Law, phi: Activation | None, q
     return ("projector", scale * e1, scale * e2)
 
 
-def _apply(bmap, x_eq: Any, x_ne: Any) -> tuple[Any, Any]:
+def apply_backward(bmap: tuple, x_eq: Any, x_ne: Any) -> tuple[Any, Any]:
+    """(X_=, X_!=) through one :func:`backward_map`: (a_1 X_=, a_2 X_!=), or (Y, -Y) for a projector.
+
+    Example:
+        >>> apply_backward(("diagonal", 2, 3), 1, 1), apply_backward(("projector", 2, 3), 1, 1)
+        ((2, 3), (5, -5))
+    """
     kind, a, b = bmap
     if kind == "diagonal":
         return a * x_eq, b * x_ne
@@ -629,8 +635,8 @@ def _fold(net: Network, T: Any, ctx: Arithmetic, sw: tuple, sb: tuple) -> OrderP
             d_eq, d_ne, o_eq, o_ne = w * d_eq, w * d_ne, w * o_eq, w * o_ne
         phi = net.phi(l) if l < L else None
         bmap = backward_map(ctx, net.norm_at(l), laws[l], phi, p.q1, p.q2, T)
-        d_eq, d_ne = _apply(bmap, d_eq, d_ne)
-        o_eq, o_ne = _apply(bmap, o_eq, o_ne)
+        d_eq, d_ne = apply_backward(bmap, d_eq, d_ne)
+        o_eq, o_ne = apply_backward(bmap, o_eq, o_ne)
         chi_scale = sw[l] if l < L else ctx.num(1)
         layers[l] = p.replace(qtilde1=d_eq, qtilde1_mean=d_ne, qtilde2=o_ne, qtilde2_same=o_eq,
                               chi1=chi_scale * bmap[1], chi2=chi_scale * bmap[2])

@@ -39,8 +39,8 @@ from ..spec.network import BatchNorm, LayerNorm, Network
 from ..spec.symbols import LATEX_NAMES, C, M, T, alpha as ALPHA, kappa1 as KAPPA1, kappa2 as KAPPA2, order_symbol
 from ..spec.symbols import layer_symbol  # noqa: F401 - the doctests' namespace
 from .backend import Arithmetic
-from .recursions import (OrderParameters, activation_forward, alpha_normaliser, backward_map, dense_forward,
-                         norm_forward)
+from .recursions import (OrderParameters, activation_forward, alpha_normaliser, apply_backward, backward_map,
+                         dense_forward, norm_forward)
 from .statistics import gram_statistics
 
 __all__ = ["Structure", "LayerMaps", "ClosedForm", "structure", "layer_maps", "symbolic_order",
@@ -185,12 +185,8 @@ def layer_maps(net: Network, samples: Any = T) -> tuple[LayerMaps, ...]:
         if l < L:
             d_eq, d_ne, o_eq, o_ne = (sw[l] * x for x in up)
         phi = net.phi(l) if l < L else None
-        kind, e1, e2 = backward_map(ctx, net.norm_at(l), laws[l], phi, sym("q1", l), sym("q2", l), samples)
-        if kind == "diagonal":
-            new = (e1 * d_eq, e2 * d_ne, e1 * o_eq, e2 * o_ne)
-        else:
-            yd, yo = e1 * d_eq + e2 * d_ne, e1 * o_eq + e2 * o_ne
-            new = (yd, -yd, yo, -yo)
+        bmap = backward_map(ctx, net.norm_at(l), laws[l], phi, sym("q1", l), sym("q2", l), samples)
+        new = (*apply_backward(bmap, d_eq, d_ne), *apply_backward(bmap, o_eq, o_ne))
         syms = tuple(sym(n, l) for n in names)
         backward = sympy.Lambda(variables, sympy.Tuple(*new))
         eqs = [sympy.Eq(s_, v, evaluate=False) for s_, v in zip(syms, new) if v != 0 or l == L]
