@@ -121,3 +121,16 @@ def test_symbolic_matches_numeric(net, T, width):
     # with full batch norm on the output both carry E[max_k T/chi^2_k] (derive as ExpectedMaxInverseChi2)
     assert got["lambda_max"] == pytest.approx(float(ref.lambda_max), rel=1e-12)
     assert got["lambda_max_kind"] == ref.lambda_max_kind
+
+
+def test_derive_warns_before_a_closed_form_explodes(monkeypatch):
+    from meanfield.theory import derivation
+
+    # arccos-type moments repeat q2 three times a layer; erf's arcsin once; no closed form: one expectation
+    assert derivation.closed_form_growth(Network(5, "relu", 2, 0.1)) == 81 > derivation.GROWTH_WARNING
+    assert derivation.closed_form_growth(Network(5, "erf", 2, 0.1)) == 1
+    assert derivation.closed_form_growth(Network(5, "tanh", 2, 0.1)) == 1
+    assert derivation.closed_form_growth(Network(5, "relu", 2, 0.1, norms=[BatchNorm(3)])) == 3  # reset by BN
+    monkeypatch.setattr(derivation, "GROWTH_WARNING", 5)  # so that a quick depth-3 net (growth 9) shows it
+    with pytest.warns(derivation.ClosedFormGrowthWarning, match="meanfield.predict"):
+        derive(Network(3, "relu", 2, 0.1))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable
@@ -38,6 +39,7 @@ import numpy as np
 import sympy
 
 from ..errors import InvalidArgument
+from ..integrals.gaussian import cross_moment
 from ..spec.network import BatchNorm, LayerNorm, Network  # noqa: F401 - the doctests' namespace
 from ..errors import check_int
 from ..spec.activations import X
@@ -48,7 +50,7 @@ from .statistics import ExpectedMaxInverseChi2, gram_statistics, lambda_kind
 from .structure import Structure, structure as structure_of
 from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol  # noqa: F401 - doctests
 
-__all__ = ["derive", "Derivation", "extra_order_symbol"]
+__all__ = ["derive", "Derivation", "extra_order_symbol", "closed_form_growth", "ClosedFormGrowthWarning", "GROWTH_WARNING"]
 
 _STATS = ("P", "alpha", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "m", "s", "lambda_max", "eta_max")
 _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same")
@@ -652,6 +654,35 @@ def _rules(net: Network, Tsym: Any) -> tuple:
 # -- public ----------------------------------------------------------------------------------------------------------
 
 
+#: derive warns (ClosedFormGrowthWarning) when closed_form_growth exceeds this: the ReLU nest at depth 5 (81)
+GROWTH_WARNING = 50
+
+
+class ClosedFormGrowthWarning(UserWarning):
+    """derive's closed form will be very large: its size grows geometrically with the network's depth."""
+
+
+def closed_form_growth(net: Network) -> int:
+    """How many copies of the input correlation the closed form of the last layer nests: the product over
+    layers of how often q_2 occurs in that layer's cross moment I_phi[q_1, q_2] (1 where no closed form
+    exists, which stays one unevaluated expectation, and after a batch norm, whose sphere law resets the
+    correlation to a constant).
+
+    Example:
+        >>> closed_form_growth(Network(3, "relu", 2, 0)), closed_form_growth(Network(3, "linear", 1, 0))
+        (9, 1)
+    """
+    q1, q2 = sympy.symbols("q1 q2", positive=True)
+    total = 1
+    for layer in range(1, net.depth):
+        if isinstance(net.norm_at(layer), BatchNorm):
+            total = 1
+            continue
+        moment = cross_moment(net.phi(layer), q1, q2)
+        total *= max(1, sum(1 for node in sympy.preorder_traversal(moment) if node == q2))
+    return total
+
+
 def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any = None) -> Derivation:
     """The theory of ``net`` as sympy: order parameters per layer, kappa's, Gram entries, m, s, lambda_max.
 
@@ -694,6 +725,14 @@ def derive(net: Network, *, width: Any = None, samples: Any = None, outputs: Any
         check_samples(exact, int(Tsym), purpose="fisher")
     Msym = M if width is None else _check_structural(exact, M, _exact(width, "width"))
     Csym = C if outputs is None else _check_structural(exact, C, _exact(outputs, "outputs"))
+    growth = closed_form_growth(exact)
+    if growth > GROWTH_WARNING:
+        warnings.warn(f"derive: the closed form of this network nests {growth} copies of the input correlation "
+                      "(arccos-type moments of kinked activations repeat their argument 3 times a layer), so its "
+                      "size and time grow geometrically with depth (ReLU, measured: 2.5 s at depth 4, 17 s at 5, "
+                      "220 s at 6). For numbers use meanfield.predict (the same values); for the formulas in "
+                      "order-parameter symbols use meanfield.theory.structure.structure(net), which does not "
+                      "substitute", ClosedFormGrowthWarning, stacklevel=2)
     op = order_parameters(exact, Tsym, symbolic=True)
     ctx = Arithmetic("sympy")
     st = gram_statistics(op, Msym, Tsym, Csym, ctx)
