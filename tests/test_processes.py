@@ -48,6 +48,13 @@ def env_task(point):
     return {"pid": os.getpid()}
 
 
+def blas_threads_task(point):
+    from threadpoolctl import threadpool_info
+
+    return {"threads": max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"),
+                           default=1)}
+
+
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
@@ -290,3 +297,16 @@ def test_the_worker_initializer_ends_a_worker_whose_parent_is_gone():
     child = subprocess.run([sys.executable, "-c", code], timeout=20, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert child.returncode == 1
     assert callable(worker_init)
+
+
+def test_in_process_runs_use_one_blas_thread_and_restore_the_callers():
+    # one process = one core's worth of work: the serial executor runs its tasks with one BLAS thread
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        executor = make_executor(blas_threads_task, None, 1)
+        assert isinstance(executor, SerialExecutor)
+        (_, _, outcome), = list(executor.run([(0, "a")]))
+        assert outcome["ok"] and outcome["stats"]["threads"] == 1
+        assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before

@@ -86,14 +86,26 @@ def run_task(task: Callable, point: Any, key: str) -> dict:
 
 
 class SerialExecutor:
+    """The tasks one after another in this process, with one BLAS thread.
+
+    One process is one core's worth of work (``--processes 1``): the points are independent, so
+    parallelism belongs to processes, and a multi-threaded BLAS only spins on these mid-sized
+    matrices. Measured on 2 cores: a 32-point sweep (M = 128, 256) took 0.25 s of compute with one
+    thread and 0.5 s with two; one sample at M = 1024, T = 64, C = 10 0.09 s against 0.16 s, and at
+    M = 2048, T = 256 1.12 s against 1.18 s. The caller's own BLAS setting is restored afterwards.
+    """
+
     description = "serial (in-process)"
 
     def __init__(self, task):
         self.task = task
 
     def run(self, items):
-        for point, key in items:
-            yield point, key, run_task(self.task, point, key)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):  # once: finding the BLAS libraries takes ms
+            for point, key in items:
+                yield point, key, run_task(self.task, point, key)
 
     def close(self, abort=False):
         pass
