@@ -1,4 +1,4 @@
-"""Issue 9 grid: relative error of E lambda_max (and E s) predicted by RMT vs leading order, against sampled means.
+"""The random-matrix grid: relative error of E lambda_max (and E s) predicted by RMT vs leading order, against sampled means.
 
 Run:  python benchmarks/rmt_grid.py [--quick] [--seeds N] [--out table.md] [--max-ct N] [--json cells.jsonl]
 

@@ -4,7 +4,7 @@ explicit-Jacobian baseline, timed in the same process.
 Network: ReLU, L = 3, alphas all 1, C = 10, T = 256, sigma_w^2 = 2, sigma_b^2 = 0.1, at
 M = 512, 1024, 2048; no normalization, batch norm on the outputs, batch norm in the middle layer.
 
-Printed per case: seconds, ratio to a 2048^3 float64 matmul timed just before the case (targets in issue 4: plain M = 1024 at
+Printed per case: seconds, ratio to a 2048^3 float64 matmul timed just before the case (targets: plain M = 1024 at
 most 4x; batch norm at most 2x plain), the flops of the method's main BLAS calls (a model, see
 ``flops``), the fraction of the measured matmul flop rate they achieve, and the ratio to the explicit
 Jacobian route (J from unit-cotangent VJPs, then J J^T) where J fits in memory.
