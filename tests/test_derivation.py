@@ -130,6 +130,8 @@ def test_derive_warns_before_a_closed_form_explodes(monkeypatch):
     assert derivation.closed_form_growth(Network(5, "relu", 2, 0.1)) == 81 > derivation.GROWTH_WARNING
     assert derivation.closed_form_growth(Network(5, "erf", 2, 0.1)) == 1
     assert derivation.closed_form_growth(Network(5, "tanh", 2, 0.1)) == 1
+    assert derivation.closed_form_growth(Network(4, "x + x**3/3", 1.5, 0.1)) == 1  # rationals collapse
+    assert derivation.closed_form_growth(Network(3, "x + x**3/3", sympy.Symbol("sigma_w2"), 0.1)) == 9  # degrees
     assert derivation.closed_form_growth(Network(5, "relu", 2, 0.1, norms=[BatchNorm(3)])) == 3  # reset by BN
     monkeypatch.setattr(derivation, "GROWTH_WARNING", 5)  # so that a quick depth-3 net (growth 9) shows it
     with pytest.warns(derivation.ClosedFormGrowthWarning, match="meanfield.predict"):

@@ -671,6 +671,8 @@ def closed_form_growth(net: Network) -> int:
     Example:
         >>> closed_form_growth(Network(3, "relu", 2, 0)), closed_form_growth(Network(3, "linear", 1, 0))
         (9, 1)
+        >>> closed_form_growth(Network(4, "x + x**3/3", 1.5, 0.1))   # exact rationals: no growth
+        1
     """
     q1, q2 = sympy.symbols("q1 q2", positive=True)
     total = 1
@@ -679,7 +681,13 @@ def closed_form_growth(net: Network) -> int:
             total = 1
             continue
         moment = cross_moment(net.phi(layer), q1, q2)
-        total *= max(1, sum(1 for node in sympy.preorder_traversal(moment) if node == q2))
+        if moment.is_polynomial(q1, q2):
+            # a polynomial moment of exact numbers collapses to one rational per layer; with symbols its
+            # degree multiplies from layer to layer
+            factor = sympy.Poly(moment, q1, q2).total_degree() if net.is_symbolic else 1
+        else:
+            factor = sum(1 for node in sympy.preorder_traversal(moment) if node == q2)
+        total *= max(1, factor)
     return total
 
 
