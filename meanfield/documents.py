@@ -36,12 +36,12 @@ from .integrals.sphere import chi2_inverse_moment, expected_max_inverse_chi2
 from .spec.activations import activation
 from .spec.grammar import parse_norm
 from .spec.network import BatchNorm, LayerNorm, Network
-from .spec.symbols import C, M, T, layer_symbol, order_symbol, q, q1, q2
+from .spec.symbols import C, M, T, layer_symbol, q, q1, q2
 from .theory.backend import Arithmetic
-from .theory.derivation import derive, extra_order_symbol
+from .theory.derivation import derive
 from .theory.recursions import norm_forward
 from .theory.statistics import gram_statistics
-from .theory.structure import symbolic_order
+from .theory.structure import order_parameter_symbol, symbolic_order
 from .printing import latex
 
 __all__ = ["DOCUMENTS", "generate", "write_derivations", "network_markdown", "network_latex", "network_text",
@@ -108,14 +108,6 @@ class Numbering:
 
 
 # -- symbolic pieces -------------------------------------------------------------------------------------------
-
-
-def _symbol(kind: str, layer: int) -> sympy.Symbol:
-
-    if kind in ("qtilde1_mean", "qtilde2_same"):
-
-        return extra_order_symbol(kind, layer)
-    return order_symbol(kind, layer)
 
 
 def _structure(derivation: Any) -> dict:
@@ -217,7 +209,7 @@ def _network_sections(net: Any, title: str, point: tuple[Any, Any] | None, level
             for k in ("qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same"):
                 v = at(getattr(p, k))
                 if v is not None and not (isinstance(v, sympy.Basic) and v.is_zero):
-                    rows.append(_value_row(_tex(_symbol(k, p.layer)), v))
+                    rows.append(_value_row(_tex(order_parameter_symbol(k, p.layer)), v))
 
         lead = d.leading
         gd, go = at(lead["gram_diag"]), at(lead["gram_offdiag"])

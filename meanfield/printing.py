@@ -123,19 +123,13 @@ def _layer_patterns() -> list[tuple[Any, Any]]:
     """Regexes of the layer-indexed project symbols (any layer, registered or not) -> symbol factory."""
     import re
 
-    from .spec.symbols import ORDER_PARAMETERS, layer_symbol, order_symbol
-
-    def extra_order_symbol(kind: str, layer: int) -> sympy.Symbol:
-        # the symbol meanfield.theory.derivation.extra_order_symbol makes (equal by name and assumptions);
-        # not imported, because meanfield.spec.network prints through this module
-        return sympy.Symbol(f"{kind}_{layer}", real=True)
+    from .spec.symbols import BATCH_NORM_SUMS, ORDER_PARAMETERS, batch_norm_symbol, layer_symbol, order_symbol
 
     out = []
     for kind, (_, stem) in ORDER_PARAMETERS.items():
         out.append((re.compile(re.escape(stem) + r"\^\{\((\d+)\)\}"), lambda n, k=kind: order_symbol(k, n)))
-    for kind, stem in (("qtilde1_mean", r"\tilde{q}_{1}^{\mathrm{mean}\,"),
-                       ("qtilde2_same", r"\tilde{q}_{2}^{\mathrm{same}\,")):
-        out.append((re.compile(re.escape(stem) + r"\((\d+)\)\}"), lambda n, k=kind: extra_order_symbol(k, n)))
+    for kind, stem in BATCH_NORM_SUMS.items():
+        out.append((re.compile(re.escape(stem) + r"\((\d+)\)\}"), lambda n, k=kind: batch_norm_symbol(k, n)))
     for kind, stem in (("sigma_w2", r"\sigma_{w}^{2\,"), ("sigma_b2", r"\sigma_{b}^{2\,")):
         out.append((re.compile(re.escape(stem) + r"\((\d+)\)\}"), lambda n, k=kind: layer_symbol(k, n)))
     out.append((re.compile(r"\\alpha_\{(\d+)\}"), lambda n: layer_symbol("alpha", n)))

@@ -92,6 +92,11 @@ def _start_sweep(tmp_path: Path, seeds: int, store: str = "s.sqlite", processes:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _wait_for_workers(main: subprocess.Popen) -> set:
+    """The children of a 2-worker sweep once all are up: the resource tracker and the 2 workers."""
+    return _wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(_children(main.pid)), 30, "the worker processes")
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,8 +139,7 @@ def test_sigkill_of_the_main_process_leaves_no_worker_and_the_run_is_marked_inte
     workers: set[int] = set()
     try:
         # the resource tracker and the 2 workers are the children of the main process
-        workers = _wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(_children(main.pid)), 30,
-                            "the worker processes")
+        workers = _wait_for_workers(main)
         _wait_for(lambda: _stored(tmp_path / "s.sqlite") >= 1, 30, "a first stored point")
         main.send_signal(signal.SIGKILL)
         main.wait(timeout=5)
@@ -153,8 +157,7 @@ def test_ctrl_c_returns_within_2_s_keeping_the_finished_points(tmp_path):
     main = _start_sweep(tmp_path, seeds=40)
     workers: set[int] = set()
     try:
-        workers = _wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(_children(main.pid)), 30,
-                            "the worker processes")
+        workers = _wait_for_workers(main)
         before = _wait_for(lambda: _stored(tmp_path / "s.sqlite") or None, 30, "a first stored point")
         start = time.monotonic()
         main.send_signal(signal.SIGINT)

@@ -12,7 +12,7 @@ import re
 
 import sympy
 
-__all__ = ["ORDER_PARAMETERS", "LATEX_NAMES", "order_symbol", "layer_symbol", "M", "T", "C",
+__all__ = ["ORDER_PARAMETERS", "BATCH_NORM_SUMS", "LATEX_NAMES", "order_symbol", "batch_norm_symbol", "layer_symbol", "M", "T", "C",
            "kappa1", "kappa2", "alpha", "q", "q1", "q2",
            "reserved_symbol"]
 
@@ -57,6 +57,24 @@ def order_symbol(kind: str, layer: int) -> sympy.Symbol:
     positive = kind in ("q1", "qhat1", "qtilde1")
     return _register(f"{ascii_stem}_{layer}", f"{latex_stem}^{{({layer})}}", real=True,
                      **({"positive": True} if positive else {}))
+
+
+#: The two sums of the backward recursion that only a batch norm makes non-zero (kind -> LaTeX before "(l)}").
+BATCH_NORM_SUMS = {"qtilde1_mean": r"\tilde{q}_{1}^{\mathrm{mean}\,", "qtilde2_same": r"\tilde{q}_{2}^{\mathrm{same}\,"}
+
+
+@functools.lru_cache(maxsize=None)
+def batch_norm_symbol(kind: str, layer: int) -> sympy.Symbol:
+    r"""The symbol of a batch-norm sum of the backward recursion (qtilde1_mean, qtilde2_same) at ``layer``.
+
+    Example:
+        >>> batch_norm_symbol("qtilde2_same", 2), LATEX_NAMES[batch_norm_symbol("qtilde2_same", 2)]
+        (qtilde2_same_2, '\\tilde{q}_{2}^{\\mathrm{same}\\,(2)}')
+    """
+    from ..errors import check_choice
+
+    check_choice("kind", kind, list(BATCH_NORM_SUMS))
+    return _register(f"{kind}_{layer}", f"{BATCH_NORM_SUMS[kind]}({layer})}}", real=True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -48,7 +48,7 @@ from .recursions import (OrderParameters, activation_forward, apply_backward, ba
                          order_parameters)
 from .statistics import ExpectedMaxInverseChi2, gram_statistics, lambda_kind
 from .structure import Structure, structure as structure_of
-from ..spec.symbols import LATEX_NAMES, C, M, T, layer_symbol, order_symbol  # noqa: F401 - doctests
+from ..spec.symbols import LATEX_NAMES, C, M, T, batch_norm_symbol, layer_symbol, order_symbol  # noqa: F401 - doctests
 
 __all__ = ["derive", "Derivation", "extra_order_symbol", "closed_form_growth", "ClosedFormGrowthWarning", "GROWTH_WARNING"]
 
@@ -57,16 +57,13 @@ _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1
 
 
 def extra_order_symbol(kind: str, layer: int) -> sympy.Symbol:
-    """qtilde1_mean / qtilde2_same symbols (not in meanfield.spec.symbols): registered for LaTeX here.
+    """qtilde1_mean / qtilde2_same symbols: :func:`meanfield.spec.symbols.batch_norm_symbol` (kept by this name).
 
     Example:
         >>> extra_order_symbol("qtilde1_mean", 2)
         qtilde1_mean_2
     """
-    latex = {"qtilde1_mean": r"\tilde{q}_{1}^{\mathrm{mean}\,(%d)}", "qtilde2_same": r"\tilde{q}_{2}^{\mathrm{same}\,(%d)}"}
-    sym = sympy.Symbol(f"{kind}_{layer}", real=True)
-    LATEX_NAMES.setdefault(sym, latex[kind] % layer)
-    return sym
+    return batch_norm_symbol(kind, layer)
 
 
 def _exact(value: Any, name: str = "value") -> Any:

@@ -36,7 +36,8 @@ import sympy
 
 from ..errors import InvalidArgument, check_choice
 from ..spec.network import BatchNorm, LayerNorm, Network
-from ..spec.symbols import LATEX_NAMES, C, M, T, alpha as ALPHA, kappa1 as KAPPA1, kappa2 as KAPPA2, order_symbol
+from ..spec.symbols import (BATCH_NORM_SUMS, LATEX_NAMES, C, M, T, alpha as ALPHA, batch_norm_symbol, kappa1 as KAPPA1,
+                            kappa2 as KAPPA2, order_symbol)
 from ..spec.symbols import layer_symbol  # noqa: F401 - the doctests' namespace
 from .backend import Arithmetic
 from .recursions import (OrderParameters, activation_forward, alpha_normaliser, apply_backward, backward_map,
@@ -52,7 +53,6 @@ STATISTICS = ("alpha", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "P", "m"
 ORDER_FIELDS = ("q1", "q2", "qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2_same", "qtilde2")
 _LEADING = ("P", "gram_diag", "gram_offdiag", "m", "s", "lambda_max")
 
-_EXTRA_LATEX = {"qtilde1_mean": r"\tilde{q}_{1}^{\mathrm{mean}\,(%d)}", "qtilde2_same": r"\tilde{q}_{2}^{\mathrm{same}\,(%d)}"}
 _STAT_LATEX = {"P": "P", "gram_diag": r"\bar{G}_{tt}", "gram_offdiag": r"\bar{G}_{tt'}", "m": "m", "s": "s",
                "lambda_max": r"\lambda_{\max}", "eta_max": r"\eta_{\max}"}
 _STAT_ASSUMPTIONS = {"gram_offdiag": {"real": True}}
@@ -67,11 +67,7 @@ def order_parameter_symbol(kind: str, layer: int) -> sympy.Symbol:
         (qtilde2_same_2, qhat1_0)
     """
     check_choice("kind", kind, ORDER_FIELDS)
-    if kind in _EXTRA_LATEX:
-        sym = sympy.Symbol(f"{kind}_{layer}", real=True)
-        LATEX_NAMES.setdefault(sym, _EXTRA_LATEX[kind] % layer)
-        return sym
-    return order_symbol(kind, layer)
+    return batch_norm_symbol(kind, layer) if kind in BATCH_NORM_SUMS else order_symbol(kind, layer)
 
 
 def statistic_symbol(name: str) -> sympy.Symbol:
