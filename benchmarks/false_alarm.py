@@ -10,6 +10,13 @@ failing network can be re-run.
 
     python benchmarks/false_alarm.py --cases 200            # the tier's sizes, ~10-15 min on 2 cores
     python benchmarks/false_alarm.py --cases 40 --widths 32,128
+    python benchmarks/false_alarm.py --cases 200 --prediction 1/M   # the 1/M prediction, its own claims
+    python benchmarks/false_alarm.py --cases 200 --claims m,kappa1,kappa2 --widths 128,256
+    python benchmarks/false_alarm.py --cases 200 --no-control-variates   # plain means, no control variates
+
+``--prediction`` picks the finite-width form verify tests (``predict(..., finite_width=...)``);
+``--claims`` overrides the statistics it claims to include the O(1/M) term of (tested with no free
+bias; ``none`` claims nothing). The median minimum detectable error per statistic is printed too.
 
 A case whose failure is a theory error (not chance) shows up as a placement or family failing far
 more often than alpha; re-run it with more seeds and widths before blaming chance.
@@ -36,17 +43,21 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 
 def _run(args):
-    net, widths, samples, seeds, alpha = args
+    net, widths, samples, seeds, alpha, prediction, claims, control_variates = args
     V = importlib.import_module("meanfield.checking.verification")
     start = time.perf_counter()
     try:
         report = V.verify(net, widths=widths, samples=samples, seeds=seeds, alpha=alpha, processes=1,
-                          progress=False)
+                          progress=False, prediction=prediction, claims=claims, control_variates=control_variates)
     except Exception as err:  # noqa: BLE001 - a crash is recorded, not hidden
         return {"network": net.describe(), "error": repr(err), "seconds": time.perf_counter() - start}
     d = report.to_dict()
     return {"network": net.describe(), "passed": report.passed, "failures": list(report.failures),
             "seeds": [seeds[0], seeds[-1]], "seconds": time.perf_counter() - start,
+            "detectable": {s["statistic"]: s["detectable_error"] for s in d["statistics"]},
+            "claimed": [s["statistic"] for s in d["statistics"] if s["test"].startswith("common")],
+            "failed_tests": {s["statistic"]: s["test"] for s in d["statistics"] if not s["passed"]},
+            "control_r2": {s["statistic"]: s["control_r2"] for s in d["statistics"] if s.get("control_r2") is not None},
             "min_adjusted_p": min((s["adjusted_p"] for s in d["statistics"] if s["adjusted_p"] is not None),
                                   default=None),
             "table": str(report) if not report.passed else None}
@@ -64,8 +75,16 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None, help="seed of the case choice (default fresh)")
     parser.add_argument("--out", default="false_alarm.jsonl")
+    parser.add_argument("--prediction", default=None,
+                        help="a finite-width form of meanfield.predict, e.g. 1/M or rmt (default: mean-field)")
+    parser.add_argument("--claims", default=None,
+                        help="comma list of statistics claimed to include their O(1/M) term, or none "
+                             "(default: what the prediction declares)")
+    parser.add_argument("--no-control-variates", action="store_true",
+                        help="test the plain means (verify(..., control_variates=False))")
     args = parser.parse_args(argv)
     widths = tuple(int(w) for w in args.widths.split(","))
+    claims = None if args.claims is None else (() if args.claims == "none" else tuple(args.claims.split(",")))
     rng = random.Random(args.seed if args.seed is not None else secrets.randbits(32))
 
     start = time.perf_counter()
@@ -76,7 +95,8 @@ def main(argv=None) -> int:
         net = tier._draw(family, pattern, fresh=True)
         base = rng.randrange(2**31)
         T = args.samples if args.samples is not None else tier.samples_for(net)
-        jobs.append((net, widths, T, tuple(range(base, base + args.seeds)), args.alpha))
+        jobs.append((net, widths, T, tuple(range(base, base + args.seeds)), args.alpha, args.prediction, claims,
+                     not args.no_control_variates))
         labels.append(tier._label((family, pattern)))
     drawing = time.perf_counter() - start
     print(f"drew {len(jobs)} networks in {drawing:.1f} s; verifying with widths={widths} T={args.samples or 'tier'} "
@@ -104,6 +124,18 @@ def main(argv=None) -> int:
     print(f"\ncases run {n} (errors {len(results) - n}); false alarms {k}: rate {k / max(n, 1):.3%} "
           f"(95% CI {lo:.3%} .. {hi:.3%}); nominal alpha {args.alpha:g}")
     print("failing statistics:", dict(collections.Counter(s for r in alarms for s in r["failures"])))
+    print("failing tests:", dict(collections.Counter(t for r in alarms for t in r["failed_tests"].values())))
+    for name in ("m", "s", "lambda_max", "kappa1", "kappa2"):
+        r2 = sorted(r["control_r2"][name] for r in ran if name in r.get("control_r2", {}))
+        if r2:
+            print(f"variance removed by the control variates from {name}: median {100 * r2[len(r2) // 2]:.0f}% "
+                  f"over {len(r2)} cases")
+    print("statistics tested with no bias (claimed):", dict(collections.Counter(s for r in ran for s in r["claimed"])))
+    for name in ("m", "s", "lambda_max", "kappa1", "kappa2"):
+        values = sorted(r["detectable"][name] for r in ran if r["detectable"].get(name) is not None)
+        if values:
+            print(f"minimum detectable error (80%) of {name}: median {100 * values[len(values) // 2]:.1f}% "
+                  f"over {len(values)} cases")
     print("failing cases:", dict(collections.Counter(r["case"] for r in alarms)))
     seconds = [r["seconds"] for r in results]
     print(f"time per case: median {sorted(seconds)[len(seconds) // 2]:.2f} s, total {time.perf_counter() - start:.0f} s"

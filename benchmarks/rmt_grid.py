@@ -1,6 +1,17 @@
 """The random-matrix grid: relative error of E lambda_max (and E s) predicted by RMT vs leading order, against sampled means.
 
 Run:  python benchmarks/rmt_grid.py [--quick] [--seeds N] [--out table.md] [--max-ct N] [--json cells.jsonl]
+      python benchmarks/rmt_grid.py --reference meanfield/notes/rmt.md [--model rmt] [--baseline-seeds 1]
+      python benchmarks/rmt_grid.py --reference meanfield/notes/rmt.md --cold-every   (every cell timed cold)
+
+With ``--reference`` nothing is resampled: the sampled means and standard errors are read from the per-cell
+table of a markdown file (the grid tables of ``meanfield/notes/rmt.md``) or from a JSON Lines file written by
+``--json``, and only the predictions are recomputed (``--model`` picks ``predict(..., finite_width=...)``). The
+prediction is timed per network cold (its first cell, nothing cached) and warm (the other cells), or every cell
+cold with ``--cold-every``, beside the time of one 2048^3 matrix product in the same process (the machine may be
+shared); with
+``--baseline-seeds K`` each cell's K first seeds are sampled in the same process and the sampling time of the
+cell's N seeds (K seeds' time times N / K) is printed beside it as the baseline.
 
 For each network (relu / tanh; no normalization, batch norm on the output (center-only, full), layer norm in
 both hidden layers; C in {1, 3, 10}) and each feasible cell (M, T), prints
@@ -14,8 +25,10 @@ is a lower bound there). Feasible cells: C T <= 4096 (the sampler builds and dia
 --max-ct raises the bound); the rest (C = 10 with T >= 512, C = 3 with T = 2048) are listed as skipped. A cell "resolves" 5% when the sampled
 standard error is at most 2.5%; the summary counts cells within 5% among all and among the resolving ones.
 
-The sampled seeds are 0..N-1; the RMT fluctuation coefficients are measured at widths 64 and 128 with seeds
-1000-1002 (never the tested draws). Timings are printed against the time of the sampled means (the baseline).
+The sampled seeds are 0..N-1. The default model (``--model rmt``) derives every coefficient and samples no
+network; ``--model rmt-measured`` measures what the derivation does not cover on reference networks at widths 64
+and 128 (seeds from 1000, never the tested draws). Timings are printed against the time of the sampled means (the
+baseline).
 """
 
 from __future__ import annotations
@@ -23,13 +36,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 
+import numpy as np
+
 from meanfield.theory.fisher import predict
+from meanfield.sampled.sampling import sample
 from meanfield.spec.network import BatchNorm, LayerNorm, Network
-from meanfield.finite.fluctuations import measure_fluctuations
-from meanfield.finite.model import finite_width_stats
 from meanfield.sampled.sampling import sample_many
 
 ACTS = {"relu": (2.0, 0.0), "tanh": (1.0, 0.1)}
@@ -69,7 +84,18 @@ def main(argv=None) -> int:
     ap.add_argument("--max-ct", type=int, default=MAX_CT,
                     help=f"skip cells with C T above this (the C T x C T Gram is built; default {MAX_CT})")
     ap.add_argument("--json", default="", help="append one JSON object per measured cell (JSON Lines) to this file")
+    ap.add_argument("--reference", default="", help="re-evaluate against stored sampled means (markdown table or JSONL)")
+    ap.add_argument("--model", default="rmt", help="finite_width model to evaluate with --reference (default rmt)")
+    ap.add_argument("--max-m", type=int, default=0, help="with --reference: only cells with M at most this")
+    ap.add_argument("--cold", action="store_true",
+                    help="with --reference: clear every cache of the package before each network (a cold first cell)")
+    ap.add_argument("--cold-every", action="store_true",
+                    help="with --reference: clear every cache before every cell (each cell timed cold)")
+    ap.add_argument("--baseline-seeds", type=int, default=0,
+                    help="with --reference: sample this many seeds per cell to time the sampling baseline")
     args = ap.parse_args(argv)
+    if args.reference:
+        return reevaluate(args)
     cells = QUICK_CELLS if args.quick else FULL_CELLS
     if args.cells:
         cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
@@ -88,16 +114,14 @@ def main(argv=None) -> int:
     for label, net in nets:
         if args.only and args.only not in label:
             continue
-        t0 = time.perf_counter()
-        measure_fluctuations(net)
-        t_theory += time.perf_counter() - t0
         for M, T in cells:
             if net.outputs * T > args.max_ct:
                 skipped.append((label, M, T))
                 continue
             t0 = time.perf_counter()
             base = predict(net, M, T)
-            rm = finite_width_stats(net, M, T, base)
+            model = predict(net, M, T, finite_width=args.model)
+            rm = dict(lambda_max=float(model.lambda_max), s=float(model.s))
             t_theory += time.perf_counter() - t0
             t0 = time.perf_counter()
             nseeds = args.seeds or (48 if M <= 64 else 16 if M <= 256 else 8 if M <= 1024 else 4)
@@ -137,7 +161,7 @@ def main(argv=None) -> int:
         f"s within 5%: rmt {len(within_s)}/{len(rows)}",
         "median |err| lambda_max: rmt {:.1%}, leading {:.1%}".format(
             _median([abs(r["e_rmt"]) for r in rows]), _median([abs(r["e_lead"]) for r in rows])),
-        f"time: theory (incl. reference measurement) {t_theory:.1f} s = {t_theory / max(t_sample, 1e-9):.2f} x the "
+        f"time: theory ({args.model}) {t_theory:.1f} s = {t_theory / max(t_sample, 1e-9):.2f} x the "
         f"sampled means ({t_sample:.1f} s)",
     ]
     for line in summary:
@@ -150,6 +174,96 @@ def main(argv=None) -> int:
                          f"({r['sem'] / r['lam']:.1%}) | {r['e_lead']:+.1%} | {r['e_mf']:+.1%} | {r['e_rmt']:+.1%} | "
                          f"{r['s']:.4g} ({r['s_sem'] / r['s']:.1%}) | {r['es_mf']:+.1%} | {r['es_rmt']:+.1%} |\n")
             fh.write("\n" + "\n".join(summary) + "\n")
+    return 0
+
+
+_ROW = re.compile(r"^\| ([a-z]+ [a-z-]+ C=\d+) \| (\d+) \| (\d+) \| [^|]+ \|(?: (\d+) \|)? ([0-9.e+-]+) \(([0-9.]+)%\) \|"
+                  r"[^|]*\|[^|]*\|[^|]*\| ([0-9.e+-]+) \(([0-9.]+)%\) \|")
+
+
+def read_reference(path: str) -> list:
+    """Sampled cells (label, M, T, seeds, lam, sem, s, s_sem) from a grid table (markdown) or a --json file."""
+    cells = []
+    with open(path) as fh:
+        for line in fh:
+            if path.endswith(".jsonl") and line.strip():
+                r = json.loads(line)
+                cells.append(dict(label=r["label"], M=r["M"], T=r["T"], seeds=r["seeds"], lam=r["lam"], sem=r["sem"],
+                                  s=r["s"], s_sem=r["s_sem"]))
+                continue
+            m = _ROW.match(line)
+            if m:
+                label, M, T, seeds, lam, rel, s, s_rel = m.groups()
+                M, T, lam, s = int(M), int(T), float(lam), float(s)
+                n = int(seeds) if seeds else (48 if M <= 64 else 16 if M <= 256 else 8 if M <= 1024 else 4)
+                cells.append(dict(label=label, M=M, T=T, seeds=n, lam=lam, sem=lam * float(rel) / 100, s=s,
+                                  s_sem=s * float(s_rel) / 100))
+    return cells
+
+
+def clear_caches() -> None:
+    """Empty every functools cache of the package (so that the next prediction is timed cold)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("meanfield"):
+            for obj in list(vars(module).values()):
+                if callable(getattr(obj, "cache_clear", None)):
+                    obj.cache_clear()
+
+
+def reevaluate(args) -> int:
+    """The grid's counts for ``--model`` against stored sampled means (no resampling), with timings."""
+    by_label = dict(networks(False))
+    cells = [c for c in read_reference(args.reference) if args.only in c["label"]
+             and by_label[c["label"]].outputs * c["T"] <= args.max_ct and (not args.max_m or c["M"] <= args.max_m)]
+    if args.nets:
+        wanted = [lab.strip() for lab in args.nets.split(",")]
+        cells = [c for c in cells if c["label"] in wanted]
+    print("| network | M | T | sampled lambda_max (sem) | err rmt | sampled s (sem) | err s rmt | time (s) |")
+    print("|" + "---|" * 8)
+    rows, timing = [], {}
+    for c in cells:
+        net = by_label[c["label"]]
+        if args.cold_every or (args.cold and c["label"] not in timing):
+            clear_caches()
+        t0 = time.perf_counter()
+        p = predict(net, c["M"], c["T"], finite_width=args.model)
+        dt = time.perf_counter() - t0
+        base = 0.0
+        if args.baseline_seeds:
+            k = min(args.baseline_seeds, c["seeds"])
+            t0 = time.perf_counter()
+            for seed in range(k):
+                sample(net, c["M"], c["T"], seed)
+            base = (time.perf_counter() - t0) * c["seeds"] / k
+        timing.setdefault(c["label"], []).append((dt, base, c["M"]))
+        row = dict(c, e=float(p.lambda_max) / c["lam"] - 1, es=float(p.s) / c["s"] - 1, time=dt)
+        rows.append(row)
+        print(f"| {c['label']} | {c['M']} | {c['T']} | {c['lam']:.4g} ({c['sem'] / c['lam']:.1%}) | {row['e']:+.1%} | "
+              f"{c['s']:.4g} ({c['s_sem'] / c['s']:.1%}) | {row['es']:+.1%} | {dt:.2f} |", flush=True)
+    resolving = [r for r in rows if r["sem"] <= 0.025 * r["lam"]]
+    print(f"\nmodel {args.model!r} against {args.reference}: lambda_max within 5%: {sum(abs(r['e']) <= 0.05 for r in rows)}"
+          f"/{len(rows)}; where the sampled sem <= 2.5%: {sum(abs(r['e']) <= 0.05 for r in resolving)}/{len(resolving)}; "
+          f"s within 5%: {sum(abs(r['es']) <= 0.05 for r in rows)}/{len(rows)}; median |err| "
+          f"{_median([abs(r['e']) for r in rows]):.1%}")
+    worst = sorted(resolving, key=lambda r: -abs(r["e"]))[:8]
+    print("worst resolving cells: " + "; ".join(f"{r['label']} M={r['M']} T={r['T']} {r['e']:+.1%} "
+                                                 f"(sem {r['sem'] / r['lam']:.1%})" for r in worst))
+    # the machine's speed at the time (it may be shared): one 2048^3 double product, in this process and thread
+    a = np.random.default_rng(0).standard_normal((2048, 2048))
+    t0 = time.perf_counter()
+    a @ a
+    matmul = time.perf_counter() - t0
+    times = [r["time"] for r in rows]
+    print(f"\nprediction time per cell: median {_median(times):.2f} s, max {max(times, default=0.0):.2f} s, over 1 s: "
+          f"{sum(t > 1.0 for t in times)} of {len(times)}" + (" (every cell cold)" if args.cold_every else "")
+          + f"; a 2048^3 matrix product took {matmul:.2f} s here")
+    print("\n| network | cold (first cell) s | warm mean s | warm max s | max M | sampling its cells s (baseline) |")
+    print("|" + "---|" * 6)
+    for label, ts in timing.items():
+        warm = [t for t, _, _ in ts[1:]] or [0.0]
+        base = sum(b for _, b, _ in ts)
+        print(f"| {label} | {ts[0][0]:.2f} | {sum(warm) / len(warm):.2f} | {max(warm):.2f} | {max(m for _, _, m in ts)} | "
+              + (f"{base:.1f} |" if args.baseline_seeds else "- |"))
     return 0
 
 

@@ -34,6 +34,8 @@ _EXPORTS = {
     "catalogue": "spec.activations",
     "second_moment": "integrals.gaussian",
     "cross_moment": "integrals.gaussian",
+    "pair_moment": "integrals.gaussian",
+    "PairExpectation": "integrals.gaussian",
     "GaussianExpectation": "integrals.gaussian",
     "Network": "spec.network",
     "BatchNorm": "spec.network",
@@ -45,6 +47,10 @@ _EXPORTS = {
     "critical_line": "theory.signal",
     "predict": "theory.fisher",
     "predict_grid": "theory.fisher",
+    "kernels": "theory.kernels",
+    "Kernels": "theory.kernels",
+    "predict_batch": "theory.batch",
+    "BatchFisherStats": "theory.batch",
     "FisherStats": "theory.fisher",
     "register_finite_width": "theory.fisher",
     "derive": "theory.derivation",
@@ -82,6 +88,8 @@ _EXPORTS = {
     "linear_population": "finite.population",
     "LinearPopulation": "finite.population",
     "reproduce": "runs.reproduce",
+    "digits": "spec.inputs",
+    "load_inputs": "spec.inputs",
 }
 
 __all__ = sorted(_EXPORTS)

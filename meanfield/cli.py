@@ -42,13 +42,13 @@ _OPTION_OF = {
     "norms": "--norm", "layer": "--norm", "activation": "--activation", "expr": "--activation",
     "seeds": "--seeds", "seed": "--seed", "input_q1": "--input-q1", "input_q2": "--input-q2",
     "processes": "--processes", "dps": "--dps", "finite_width": "--finite-width", "prediction": "--prediction",
-    "alpha": "--alpha",
+    "alpha": "--alpha", "inputs": "--inputs", "claims": "--claims",
 }
 
 
 # --finite-width choice -> predict(finite_width=...); --prediction choice -> the same, for verify.
 _FINITE_WIDTH = {"mean-field": "mean-field", "leading": "leading", "rmt": "rmt"}
-_PREDICTIONS = ("mean-field", "rmt")
+_PREDICTIONS = ("mean-field", "rmt", "1/M")
 
 
 # -- the parser with 'did you mean' ------------------------------------------------------------------
@@ -150,16 +150,19 @@ example:
   meanfield predict --activation relu --depth 3 --sigma-w2 2 --outputs 10 --width 512 --samples 32
   meanfield predict --activation tanh --sigma-b2 0.1 --norm batch:last --json
   meanfield predict --depth 2 --norm batch-center:last --width 128 --samples 128 --finite-width rmt
-                                  (random-matrix lambda_max, s: semi-empirical, a few seconds)
-  meanfield predict --outputs 10 --finite-width leading      (m, s, lambda_max to leading order)""",
+                                  (random-matrix lambda_max, s: derived, about a second)
+  meanfield predict --outputs 10 --finite-width leading      (m, s, lambda_max to leading order)
+  meanfield predict --outputs 4 --width 256 --inputs digits:32   (theory on 32 handwritten digits)""",
     "sample": """\
 example:
   meanfield sample --activation relu --depth 3 --sigma-w2 2 --outputs 4 --width 256 --samples 16 --seeds 8
-  meanfield sample --norm batch:2 --seed 7 --json""",
+  meanfield sample --norm batch:2 --seed 7 --json
+  meanfield sample --width 128 --inputs batch.npy --seeds 8   (every network on the T x d batch in batch.npy)""",
     "verify": """\
 example:
   meanfield verify --activation relu --sigma-w2 2 --outputs 2 --widths 64,128,256 --samples 8 --seeds 16
   meanfield verify --norm layer:1 --json; echo "exit status $?"   (0: every statistic passes, 1: not)
+  meanfield verify --outputs 2 --norm batch:last --inputs digits:16   (theory and samples on 16 digits)
   meanfield verify --depth 2 --norm batch-center:last --prediction rmt --widths 256 --samples 64
                                   (the random-matrix prediction is for finite width: test one width)""",
     "derive": """\
@@ -211,10 +214,22 @@ def _add_network_options(parser: argparse.ArgumentParser, *, symbolic: bool = Fa
                             "(q1 = --input-q1, T = --samples), so that T such inputs exist")
 
 
+_INPUTS_HELP = ("a real batch instead of isotropic inputs: FILE.npy (one T x d array; T samples, d input "
+                "dimensions, the first layer's fan-in) or digits:T[:SEED] (T handwritten digits, standardised "
+                "pixels, d = 64; needs the 'data' extra: pip install 'meanfield-fisher[data]'); --samples is then "
+                "the batch's T and --input-q1/--input-q2 are not used")
+
+
+def _add_inputs_option(group: Any) -> None:
+    group.add_argument("--inputs", default=None, metavar="FILE.npy|digits:T", help=_INPUTS_HELP)
+
+
 def _add_size_options(parser: argparse.ArgumentParser, *, seeds: int | None) -> None:
     group = parser.add_argument_group("size")
     group.add_argument("--width", type=int, default=256, metavar="M", help="base width M")
-    group.add_argument("--samples", type=int, default=16, metavar="T", help="batch size T")
+    group.add_argument("--samples", type=int, default=None, metavar="T",
+                       help="batch size T (default 16, or the T of --inputs)")
+    _add_inputs_option(group)
     if seeds is not None:
         group.add_argument("--seeds", type=int, default=None, metavar="N",
                            help=f"number of sampled networks (seeds S..S+N-1; default {seeds})")
@@ -252,8 +267,8 @@ def build_parser() -> Parser:
     p.add_argument("--finite-width", choices=tuple(_FINITE_WIDTH), default="mean-field",
                    help="mean-field: finite-width expectations (exact P, bias terms and T); leading: m, s, "
                         "lambda_max, eta_max to leading order in 1/M; rmt: lambda_max and s from the random-matrix "
-                        "model (semi-empirical: its fluctuation coefficients are measured once per network "
-                        "on sampled networks at widths 64 and 128, a few to ~30 s; not with --dps)")
+                        "model (coefficients derived, no sampled network, about a second; its notes name what is "
+                        "still approximate; not with --dps)")
     p.add_argument("--dps", type=int, default=None,
                    help="evaluate in mpmath at this many digits (5..10000): values beyond float64's range "
                         "(deep or large-variance networks) are then printed with their digits")
@@ -265,6 +280,9 @@ def build_parser() -> Parser:
     _add_size_options(p, seeds=4)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--exact-s", action="store_true",
+                   help="below a hidden batch norm, assemble the exact Gram (m and s exact, cost ~T M^3) "
+                        "instead of the default matrix-free route for large sizes (s estimated)")
     p.set_defaults(func=_cmd_sample)
 
     p = sub("verify", "Test the prediction against sampled networks; exit 0 when every statistic passes, "
@@ -273,15 +291,22 @@ def build_parser() -> Parser:
     group = p.add_argument_group("size")
     group.add_argument("--widths", default=None, metavar="M1,M2,..",
                        help="widths to sample (default: the library's, 64,256)")
-    group.add_argument("--samples", type=int, default=None, metavar="T", help="batch size T (default 16)")
+    group.add_argument("--samples", type=int, default=None, metavar="T",
+                       help="batch size T (default 16, or the T of --inputs)")
+    _add_inputs_option(group)
     group.add_argument("--seeds", type=int, default=None, metavar="N", help="networks per width (default 24)")
     group.add_argument("--processes", type=int, default=None, metavar="P", help="worker processes")
     p.add_argument("--alpha", type=float, default=None, metavar="A",
                    help="family-wise false-alarm rate of the test (default 0.01)")
     p.add_argument("--prediction", choices=_PREDICTIONS, default="mean-field",
                    help="what is tested: mean-field (meanfield predict) or rmt (meanfield predict "
-                        "--finite-width rmt, semi-empirical). The rmt prediction is a finite-width "
-                        "prediction, so a single width is the natural test (--widths 256)")
+                        "--finite-width rmt, derived). The rmt prediction is a finite-width "
+                        "prediction, so a single width is the natural test (--widths 256); 1/M (meanfield "
+                        "predict --finite-width 1/M: the statistics whose O(1/M) term it includes are tested "
+                        "at each width with no free bias)")
+    p.add_argument("--claims", default=None, metavar="STAT,..",
+                   help="statistics (m,s,lambda_max,kappa1,kappa2) whose O(1/M) term the prediction includes: "
+                        "tested with no free bias; 'none' claims nothing (default: what the prediction declares)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_verify)
 
@@ -451,7 +476,12 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
     finite_width = _FINITE_WIDTH[args.finite_width]
     if finite_width == "rmt" and args.dps is not None:
         parser.error("argument --finite-width: rmt is a numeric, partly measured prediction: not with --dps")
-    stats = predict(net, width=args.width, samples=args.samples, finite_width=finite_width, dps=args.dps)
+    batch = _inputs(args)
+    if batch is None:
+        stats = predict(net, width=args.width, samples=_samples(args), finite_width=finite_width, dps=args.dps)
+    else:
+        stats = predict(net, width=args.width, samples=args.samples, inputs=batch, finite_width=finite_width,
+                        dps=args.dps)
     _refuse_non_finite({key: getattr(stats, key, None) for key in _CHECKED_STATS}, args.dps)
     if args.json:
         _print_json(_predict_dict(stats))
@@ -464,6 +494,20 @@ def _cmd_predict(args: argparse.Namespace, parser: Parser) -> int:
 
 
 _CHECKED_STATS = ("kappa1", "kappa2", "m", "s", "lambda_max", "eta_max", "gram_diag", "gram_offdiag")
+
+
+def _inputs(args: argparse.Namespace) -> Any:
+    """The batch of ``--inputs`` (an array), or None: isotropic inputs of the network's statistics."""
+    if getattr(args, "inputs", None) is None:
+        return None
+    from .spec.inputs import parse_inputs
+
+    return parse_inputs(args.inputs)
+
+
+def _samples(args: argparse.Namespace) -> int:
+    """--samples, or its default 16 (without --inputs)."""
+    return 16 if args.samples is None else args.samples
 
 
 def _seed_list(args: argparse.Namespace, default_count: int) -> list[int]:
@@ -498,11 +542,13 @@ def _cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
     seeds = _seed_list(args, default_count=4)
     from . import sample_many  # through the public facade, as a user would call it
 
-    summary = sample_many(net, args.width, args.samples, seeds, processes=args.processes,
-                          progress=False if args.no_progress or args.json else None)
+    batch = _inputs(args)
+    summary = sample_many(net, args.width, _samples(args) if batch is None else args.samples, seeds, inputs=batch,
+                          processes=args.processes, progress=False if args.no_progress or args.json else None,
+                          route="exact" if args.exact_s else "auto")
     _refuse_non_finite({f"mean {key}": value for key, value in summary.mean.items()}, sampled=True)
     if args.json:
-        data = {"network": net.describe(), "width": args.width, "samples": args.samples,
+        data = {"network": net.describe(), "width": args.width, "samples": summary.samples,
                 "seeds": list(summary.seeds), "mean": dict(summary.mean), "sem": dict(summary.sem),
                 "values": {k: list(v) for k, v in summary.values.items()}}
         if len(summary.seeds) == 1:  # one network has no standard error: say so rather than print null
@@ -510,7 +556,9 @@ def _cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
             data["note"] = "one seed: no standard error (use --seeds N with N >= 2)"
         _print_json(data)
     else:
-        print(_summary_table(summary, net, args.width, args.samples))
+        print(_summary_table(summary, net, args.width, summary.samples))
+        if batch is not None:
+            print(f"  inputs: {args.inputs} ({batch.shape[0]} x {batch.shape[1]})")
     return 0
 
 
@@ -530,8 +578,14 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
                "samples": args.samples, "seeds": args.seeds, "alpha": args.alpha, "processes": args.processes}
     from . import verify  # through the public facade, as a user would call it
 
-    if args.prediction == "rmt":
-        options["prediction"] = "rmt"  # verify tests lambda_max two-sided for this finite-width prediction
+    batch = _inputs(args)
+    if batch is not None:
+        options["inputs"] = batch
+    if args.prediction in ("rmt", "1/M"):
+        options["prediction"] = args.prediction  # a finite-width form: predict(..., finite_width=...)
+    if args.claims is not None:
+        options["claims"] = () if args.claims.strip() == "none" else tuple(
+            c.strip() for c in args.claims.split(",") if c.strip())
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(report.to_json() if hasattr(report, "to_json") else json.dumps(to_jsonable(report.to_dict())))
@@ -624,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meanfield predict: error: argument --width: width=0 is not allowed: expected an integer >= 1
     """
     from .errors import InvalidArgument
+    from .spec.inputs import MissingExtra
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -634,6 +689,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, subparser) or 0)
     except InvalidArgument as err:
         _usage_error(subparser, err)
+    except MissingExtra as err:  # an optional dependency: say what to install, no traceback
+        subparser.error(f"argument --inputs: {err}" if getattr(args, "inputs", None) else str(err))
     except KeyboardInterrupt:
         print("\ninterrupted" + (" (rerun the same command to resume)" if args.command == "reproduce" else ""),
               file=sys.stderr)

@@ -513,8 +513,11 @@ NOTES: dict[str, tuple[str, str]] = {
     "theory-corrections.md": ("Corrections to the leading-order theory", "the backward state below a batch norm, the exact-in-T "
                               "hidden batch-norm rule, the sphere law for non-homogeneous activations, when "
                               "lambda_max is a prediction; with the sampled evidence."),
-    "rmt.md": ("Finite-width lambda_max and s (random-matrix model)", "the semi-empirical model behind "
-               "predict(..., finite_width='rmt'), what is derived and what is measured."),
+    "rmt.md": ("Finite-width lambda_max and s (random-matrix model)", "the derived model behind "
+               "predict(..., finite_width='rmt') (and the measured one behind 'rmt-measured'), what is derived "
+               "and what is still approximate."),
+    "corrections.md": ("O(1/M) corrections of the Gram means, m, s and the kappa's", "the derived finite-width "
+                       "recursion behind predict(..., finite_width='1/M'), checked against sampled networks."),
 }
 
 

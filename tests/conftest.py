@@ -19,6 +19,17 @@ settings.register_profile("dev", max_examples=60, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_configure(config):
+    # the tables of Gaussian integrals a test run builds go to a folder of its own, not the user's cache:
+    # every run starts from the same (empty) state
+    if "MEANFIELD_CACHE" not in os.environ:
+        import shutil
+        import tempfile
+
+        folder = os.environ["MEANFIELD_CACHE"] = tempfile.mkdtemp(prefix="meanfield-test-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 def pytest_addoption(parser):
     parser.addoption("--fresh", action="store_true", default=False,
                      help="run the statistical tests with fresh random seeds (marker 'fresh')")

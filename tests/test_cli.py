@@ -167,7 +167,7 @@ RMT_NET = ["--depth", "2", "--activation", "relu", "--sigma-w2", "2", "--sigma-b
            "--norm", "batch-center:last"]
 
 
-def test_predict_finite_width_rmt_gives_the_random_matrix_lambda_max_and_says_semi_empirical(capsys):
+def test_predict_finite_width_rmt_gives_the_random_matrix_lambda_max_and_says_what_is_derived(capsys):
     size = ["--width", "64", "--samples", "16"]
     status, out, err = run(capsys, "predict", *RMT_NET, *size, "--json")
     assert status == 0, err
@@ -184,10 +184,10 @@ def test_predict_finite_width_rmt_gives_the_random_matrix_lambda_max_and_says_se
     # batch norm on the output: the mean field only bounds lambda_max (6.76 here); the model gives ~12.9
     assert default["lambda_max_kind"] == "bound" and data["lambda_max_kind"] == "prediction"
     assert data["lambda_max"] > 1.2 * default["lambda_max"]
-    assert any("semi-empirical" in note for note in data["notes"])
+    assert any("derived" in note for note in data["notes"])
     status, out, err = run(capsys, "predict", *RMT_NET, *size, "--finite-width", "rmt")
     assert status == 0, err
-    assert "semi-empirical" in out
+    assert "derived" in out
     assert re.search(r"lambda_max\s+" + re.escape(f"{rmt.lambda_max:.6g}"), out), out
 
 
@@ -337,7 +337,7 @@ def test_readme_first_commands_are_the_main_job_and_the_ci_test_command():
     text = README.read_text()
     block = text.split("```bash", 1)[1].split("```", 1)[0]
     lines = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-    assert lines[0].endswith("pip install . && meanfield reproduce")
+    assert lines[0].endswith("pip install '.[data]' && meanfield reproduce")  # the digits stage included
     assert lines[1].endswith("pip install -e '.[test]' && pytest")
     ci = (README.parent / ".ci" / "run").read_text()
     assert "pip install -e '.[test]' && pytest" in ci

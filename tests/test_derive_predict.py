@@ -158,6 +158,15 @@ def test_floats_without_a_short_decimal_form():
     assert d.subs(sigma_w2=sw, sigma_b2=sb).evaluate(64, 4)["m"] == pytest.approx(float(ref.m), rel=REL)
 
 
+def test_a_tiny_input_correlation_whose_exact_rational_leaves_double_range():
+    # 2e-191 read as an exact rational has a ~1e191 denominator: nodes of the closed form overflow double
+    # precision while the statistics do not; the value must still equal predict's (found by hypothesis)
+    net = Network(2, "relu", 1, 0, input_q2=2.024788319599442e-191)
+    got, want = derive(net).evaluate(64, 8), predict(net, 64, 8)
+    for name in ("m", "s", "lambda_max"):
+        assert got[name] == pytest.approx(float(getattr(want, name)), rel=1e-10)
+
+
 def test_subs_of_a_symbol_the_results_do_not_depend_on():
     sw = layer_symbol("sigma_w2")
     shallow = derive(Network(1, "relu", sw, 0))          # depth 1: kappa_1 = qhat_1^0, no sigma_w2

@@ -406,3 +406,94 @@ def test_symbolic_custom_activation_prints_its_expression():
     assert isinstance(e, GaussianExpectation)
     assert "\\mapsto" in mf.latex(e)
     assert e.activation().expr == X * sympy.tanh(X)
+
+
+# -- the cached tables of smooth activations (meanfield.integrals.tables) ---------------------------
+
+
+@pytest.fixture
+def fresh_tables():
+    """Tables built in a test are dropped after it, so the rest of the run sees the quadrature as before."""
+    from meanfield.integrals import tables
+
+    tables.clear_tables()
+    yield tables
+    tables.clear_tables()
+
+
+@pytest.mark.parametrize("spec", ["tanh", "gelu"])
+def test_tables_match_their_oracle_and_the_references(fresh_tables, spec):
+    # one q-panel, [1/2, 1): built from the conditional quadrature (about a second); its values
+    # must agree with that oracle to the certified 1e-12 relative (floor 1e-15 E[phi^2], as above)
+    # and with the stored 30-digit references at q1 = 0.7 to the fast path's 1e-10
+    f = build(spec)
+    table = fresh_tables.cross_table(f, lambda a, b: numeric.conditional_cross(f, a, b))
+    rng = np.random.default_rng(7)
+    q1 = rng.uniform(0.5, 1.0, 400)
+    c = np.concatenate([rng.uniform(-1, 1, 380), [1.0, -1.0, 1 - 1e-12, -1 + 1e-9, 1e-9, -1e-7, 0.0],
+                        1 - 10.0 ** rng.uniform(-12, -1, 13)])
+    values, ok = fresh_tables.table_cross(table, q1, c * q1, build_from=1)
+    assert table.panels and ok.mean() > 0.8  # most pairs are answered by the table
+    oracle = numeric.conditional_cross(f, q1, c * q1)
+    second = numeric.fast_second(f, q1, use_tables=False)
+    assert np.all(np.abs(values[ok] - oracle[ok]) <= 1e-12 * np.abs(oracle[ok]) + 1e-15 * second[ok])
+    # the second moment from the table's c = 1 edge
+    sec, sec_ok = fresh_tables.table_second(table, q1)
+    assert sec_ok.all() and np.all(np.abs(sec - second) <= 1e-12 * second)
+    # through the public path (the panel is built now), against the 30-digit references
+    rows = [r for r in json.loads(DATA.read_text())["rows"] if r["activation"] == spec and 0.5 <= float(r["q1"]) < 1]
+    assert rows
+    for r in rows:
+        ref, scale = float(mpmath.mpf(r["cross"])), float(mpmath.mpf(r["second"]))
+        assert close(float(cross_moment(f, float(r["q1"]), float(r["q2"]))), ref, scale, 1e-10)
+
+
+def test_tables_leave_small_calls_and_near_zero_values_to_the_quadrature(fresh_tables):
+    import scipy.optimize
+
+    f = activation("tanh")
+    q1 = np.full(50, 0.75)
+    # a small call builds nothing
+    cross_moment(f, q1, 0.3 * q1)
+    assert fresh_tables.table_stats(f)["panels"] == 0
+    # near c = 0 (odd phi: I ~ c) the Mehler terms a_k(q)^2 c^k from the table keep the error relative
+    table = fresh_tables.cross_table(f, lambda a, b: numeric.conditional_cross(f, a, b),
+                                     lambda q, k: numeric.hermite_squares(f, q, k))
+    c = np.array([1e-9, -1e-6, 1e-4, -0.1, 0.5])
+    values, ok = fresh_tables.table_cross(table, np.full(5, 0.75), 0.75 * c, build_from=1)
+    assert ok.all()
+    np.testing.assert_allclose(values, numeric.fast_cross(f, np.full(5, 0.75), 0.75 * c, use_tables=False),
+                               rtol=1e-12)
+    # at a zero of I away from c = 0 (gelu at c < 0) the table cannot certify 1e-12 relative: the
+    # quadrature answers
+    g = activation("gelu")
+    zero = scipy.optimize.brentq(lambda x: float(numeric.fast_cross(g, 0.75, 0.75 * x, use_tables=False)), -1, 0)
+    gelu_table = fresh_tables.cross_table(g, lambda a, b: numeric.conditional_cross(g, a, b))
+    _, ok = fresh_tables.table_cross(gelu_table, np.array([0.75]), np.array([0.75 * zero]), build_from=1)
+    assert not ok[0]
+
+
+def test_tables_are_kept_on_disk_and_read_back(fresh_tables, tmp_path, monkeypatch):
+    # a panel built from the library's quadrature is written once and read by a later table (another
+    # process in practice) bit for bit; a damaged file is ignored and the panel rebuilt; "off" keeps nothing
+    monkeypatch.setenv("MEANFIELD_CACHE", str(tmp_path))
+    f = activation("tanh")
+    built = fresh_tables.cross_table(f, lambda a, b: numeric.conditional_cross(f, a, b), persist="rule v1").panel(-1)
+    files = list((tmp_path / "tables").glob("*-q-1.npz"))
+    assert len(files) == 1 and built.seconds > 0
+    fresh_tables.clear_tables()
+    read = fresh_tables.cross_table(f, None, persist="rule v1").panel(-1)
+    assert read.seconds == 0.0
+    np.testing.assert_array_equal(read.coef, built.coef)
+    np.testing.assert_array_equal(read.ok, built.ok)
+    # another rule (source text) never reads this table
+    fresh_tables.clear_tables()
+    other = fresh_tables.cross_table(f, None, persist="rule v2")
+    assert other.digest is not None and other.digest not in files[0].name
+    files[0].write_bytes(b"not an npz")
+    fresh_tables.clear_tables()
+    again = fresh_tables.cross_table(f, lambda a, b: numeric.conditional_cross(f, a, b), persist="rule v1").panel(-1)
+    assert again.seconds > 0
+    np.testing.assert_array_equal(again.coef, built.coef)
+    monkeypatch.setenv("MEANFIELD_CACHE", "off")
+    assert fresh_tables.cache_folder() is None

@@ -266,3 +266,65 @@ def test_full_batch_norm_with_several_outputs_uses_its_own_coupling():
     layer = order_parameters(net, T).layers[net.depth]
     assert out["lambda_max"] >= out["lambda_max_bulk"] * T / (T - 3) / float(layer.q1 - layer.q2) * (1 - 1e-12)
     assert math.isfinite(out["s"]) and out["s"] > 0
+
+
+def test_expected_max_wishart_against_random_matrices():
+    """The deterministic quadrature of E lambda_max((1 - f) I + f W / n) - 1 (W a C x C Wishart with n degrees of
+    freedom) against 4000 seeded random matrices: within 4 standard errors (false alarm 6e-5) plus the quadrature's
+    stated error (0.5% of the fluctuation's standard deviation)."""
+    from meanfield.finite.freeprob import expected_max_wishart
+
+    rng = np.random.default_rng(11)
+    C, f, n = 3, 0.5, 40
+    tops = []
+    for _ in range(4000):
+        Z = rng.standard_normal((C, n))
+        tops.append(np.linalg.eigvalsh((1 - f) * np.eye(C) + f * Z @ Z.T / n)[-1] - 1.0)
+    sd = float(np.std(tops))
+    assert abs(expected_max_wishart(C, f, float(n)) - np.mean(tops)) <= 4 * sd / math.sqrt(4000) + 0.005 * sd
+    assert expected_max_wishart(1, 0.5, 10.0) == 0.0
+    # heavier-tailed than the Gaussian matrix of the same variances (diagonal 2 f^2 / n, off-diagonal f^2 / n)
+    assert expected_max_wishart(C, f, float(n)) > expected_max_symmetric(C, 2 * f * f / n, f * f / n)
+
+
+def test_block_scale_variance_is_specific_to_each_output():
+    # the output-specific variance of a block's scale is O(1/M): M times it is the same at two widths (within the
+    # O(1/M) corrections the four-point rules leave out: 1% here), positive, and of order 1
+    from meanfield.finite.model import block_scale_variance
+
+    net = Network(3, "relu", 2, 0, outputs=3)
+    a, b = 128 * block_scale_variance(net, 128), 1024 * block_scale_variance(net, 1024)
+    assert 0.5 < a < 5 and b == pytest.approx(a, rel=0.01)
+
+
+def test_population_top_mode_by_lanczos_matches_the_dense_spectrum():
+    # the top eigenpair (output-layer share) and a second output's top come from Lanczos on A^T A; they must agree
+    # with the full dense spectrum of the same draw (exact linear algebra, no statistics: tolerance is rounding)
+    from meanfield.finite.population import linear_population
+    from meanfield.spec.network import Network
+
+    pop = linear_population(Network(3, "tanh", 1.0, 0.1, outputs=2), 16, draws=3, seed=7)
+    for ev, (first, second) in zip(pop.eigenvalues, pop.top_overlaps):
+        assert first == pytest.approx(float(ev[0]), rel=1e-12)
+        assert second > 0
+    assert all(0.0 <= share <= 1.0 for share in pop.top_shares) and len(pop.top_shares) == 3
+    one = linear_population(Network(3, "tanh", 1.0, 0.1), 16, draws=3, seed=7)
+    # the first output's draw is the one-output draw (the second output's row is drawn last)
+    assert all(np.allclose(a, b, rtol=1e-9, atol=1e-12 * a[0]) for a, b in zip(one.eigenvalues, pop.eigenvalues))
+
+
+def test_reproduce_stage_uses_the_derived_model_and_falls_back_only_for_hidden_batch_norm():
+    # the main job's rmt stage: the default derived model (no reference networks) wherever it applies; batch norm in
+    # a hidden layer is not derived, so that network keeps the measured model and its cells say so
+    from meanfield.runs.reproduce.points import spec_text
+    from meanfield.runs.reproduce.rmt import rmt_point
+
+    plain = Network(3, "relu", 2.0, 0.1, outputs=2, norms=[BatchNorm("last", center_only=True)])
+    out = rmt_point(spec_text(plain), ((16, 8),))
+    assert out["rmt_method"] == "rmt-derived" and out["rmt_reference"] == {}
+    hidden = Network(3, "relu", 2.0, 0.1, outputs=2, norms=[BatchNorm(2)])
+    out = rmt_point(spec_text(hidden), ((16, 8),), reference_widths=(16, 32))
+    assert out["rmt_method"] == "rmt-semi-empirical" and out["rmt_reference"]["widths"] == [16, 32]
+    assert out["rmt_cells"][0]["rmt"] > 0 and "not derived" in out["rmt_cells"][0]["notes"][0]
+    with pytest.raises(InvalidArgument, match="coefficients"):
+        rmt_point(spec_text(plain), ((16, 8),), coefficients="sampled")

@@ -1,11 +1,19 @@
 """What verify compares: the statistics, a prediction read as numbers per width, and the bias allowed.
 
-A prediction is :func:`meanfield.predict` (default), ``"rmt"`` (its random-matrix finite-width form), a
-``FisherStats`` at one width, or a user's callable ``(width, samples) -> FisherStats | dict``;
-:func:`predictor` turns each into one function ``(width, samples) -> {statistic: value}`` with the
-kappa's on the sampler's scale (T gram / (alpha M)). :func:`default_bias` is the finite-width bias
-each statistic may carry under the null hypothesis of the trend test, :func:`bias_models` the same
-with a user's overrides.
+A prediction is :func:`meanfield.predict` (default), a finite-width form of it named by a string
+(``"rmt"``, ``"1/M"``: ``predict(..., finite_width=name)``), a ``FisherStats`` at one width, or a
+user's callable ``(width, samples) -> FisherStats | dict``; :func:`predictor` turns each into one
+function ``(width, samples) -> {statistic: value}`` with the kappa's on the sampler's scale
+(T gram / (alpha M)).
+
+Claims. A prediction declares which statistics it gives up to O(1/M^2), i.e. including their O(1/M)
+terms: ``FisherStats.includes_1_over_M``, or the key ``"includes_1_over_M"`` (an iterable of
+statistic names) of a user's dict; :func:`from_fisher` and the predictor carry it as the key
+:data:`CLAIM_KEY` of the per-width dict, and :func:`declared_claims` reads it (the statistics claimed
+at every width). A claimed statistic admits no bias (:data:`NO_BIAS`: verify tests each width's mean
+against the prediction at that width); every other statistic keeps the bias of :func:`default_bias`,
+the O(1/M) term the prediction declares missing. :func:`bias_models` assembles both with a user's
+overrides.
 """
 
 from __future__ import annotations
@@ -16,14 +24,18 @@ from typing import Any
 
 from ..errors import InvalidArgument, check_real
 from ..spec.network import Network
-from ..theory.fisher import predict
-from .trend import BiasModel
+from ..theory.fisher import finite_width_choices, predict
+from .trend import NO_BIAS, BiasModel
 
-__all__ = ["STATISTICS", "default_bias", "bias_models", "from_fisher", "predictor"]
+__all__ = ["STATISTICS", "CLAIM_KEY", "default_bias", "bias_models", "from_fisher", "predictor", "check_claims",
+           "declared_claims"]
 
 #: The statistics compared, in report order.
 STATISTICS = ("m", "s", "lambda_max", "kappa1", "kappa2")
-_PREDICTION_KEYS = (*STATISTICS, "lambda_max_bounds", "gram_diag", "gram_offdiag")
+#: The key of a prediction's dict naming the statistics whose O(1/M) term it includes.
+CLAIM_KEY = "includes_1_over_M"
+_PREDICTION_KEYS = (*STATISTICS, "lambda_max_bounds", "gram_diag", "gram_offdiag", CLAIM_KEY)
+_CLAIM_ALIASES = {"gram_diag": "kappa1", "gram_offdiag": "kappa2"}
 
 
 def default_bias(net: Network) -> dict[str, BiasModel]:
@@ -42,24 +54,72 @@ def default_bias(net: Network) -> dict[str, BiasModel]:
     return {"m": plain, "s": plain, "lambda_max": BiasModel((1.0,), (0.5,)), "kappa1": plain, "kappa2": plain}
 
 
-def bias_models(net: Network, bias: Any, widths: tuple[int, ...], prediction: Any = None) -> dict[str, BiasModel]:
-    """The bias model per statistic: :func:`default_bias` with the user's overrides ``bias``, checked against the widths.
+def check_claims(claims: Any) -> frozenset[str] | None:
+    """Statistic names a prediction claims to include the O(1/M) term of, checked; None stays None.
+
+    ``gram_diag`` and ``gram_offdiag`` (a FisherStats' names) stand for kappa_1 and kappa_2, their
+    rescalings.
 
     Example:
-        >>> models = bias_models(Network(2, "relu", 2, 0), {"m": 0.5}, (64, 256))
-        >>> str(models["m"]), str(models["lambda_max"])
-        ('M^-0.5', 'M^-1 + (+)M^-0.5')
+        >>> sorted(check_claims(["kappa2", "m", "gram_diag"])), check_claims(None)
+        (['kappa1', 'kappa2', 'm'], None)
+    """
+    if claims is None:
+        return None
+    if isinstance(claims, str):
+        claims = (claims,)
+    try:
+        names = frozenset(_CLAIM_ALIASES.get(name, name) for name in claims)
+    except TypeError:
+        raise InvalidArgument("claims", claims, "an iterable of statistic names among " + ", ".join(STATISTICS)) from None
+    unknown = sorted(str(n) for n in names if n not in STATISTICS)
+    if unknown:
+        raise InvalidArgument("claims", sorted(map(str, names)), "statistic names among " + ", ".join(STATISTICS),
+                              "unknown: " + ", ".join(unknown))
+    return names
+
+
+def declared_claims(predicted: Mapping[int, Mapping[str, Any]]) -> frozenset[str]:
+    """The statistics a prediction claims (key :data:`CLAIM_KEY`) at every width it was read at.
+
+    Example:
+        >>> sorted(declared_claims({64: {"m": 1.0, CLAIM_KEY: {"m", "s"}}, 256: {"m": 1.0, CLAIM_KEY: {"m"}}}))
+        ['m']
+    """
+    sets = [frozenset(values.get(CLAIM_KEY, ())) for values in predicted.values()]
+    return frozenset.intersection(*sets) if sets else frozenset()
+
+
+def bias_models(net: Network, bias: Any, widths: tuple[int, ...], prediction: Any = None,
+                claims: Any = None) -> dict[str, BiasModel]:
+    """The bias model per statistic: :func:`default_bias`, none for the ``claims``, the user's ``bias`` overrides.
+
+    ``claims`` names the statistics whose O(1/M) term the prediction includes: they admit no bias
+    (:data:`NO_BIAS`). ``bias`` maps a statistic to a :class:`BiasModel`, an exponent g (one term
+    b M^-g of either sign) or ``"none"``; it wins over the claims. The result is checked against the
+    widths (a free bias needs one width more than its terms).
+
+    Example:
+        >>> models = bias_models(Network(2, "relu", 2, 0), {"m": 0.5}, (64, 256), claims={"kappa1"})
+        >>> str(models["m"]), str(models["lambda_max"]), models["kappa1"].is_none
+        ('M^-0.5', 'M^-1 + (+)M^-0.5', True)
     """
     models = default_bias(net)
     if isinstance(prediction, str) and prediction == "rmt":
         # the random-matrix prediction already contains the O(1/sqrt M) excess of the top eigenvalue: what
         # is left is an O(1/M) error of either sign, so lambda_max is tested two-sided
         models["lambda_max"] = BiasModel((1.0,))
+    for name in check_claims(claims) or ():
+        # the prediction includes the O(1/M) term: what is left is O(1/M^2), below the noise
+        models[name] = NO_BIAS
     if bias is not None and not isinstance(bias, Mapping):
-        raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent)")
+        raise InvalidArgument("bias", bias, "a dict statistic -> BiasModel (or exponent, or 'none')")
     for key, value in (bias or {}).items():
         if key not in models:
             raise InvalidArgument("bias", dict(bias), "keys among " + ", ".join(STATISTICS))
+        if isinstance(value, str) and value == "none":
+            models[key] = NO_BIAS
+            continue
         models[key] = value if isinstance(value, BiasModel) else BiasModel(
             (check_real(f"bias[{key!r}]", value, minimum=0, strict_min=True, symbolic=False),))
     free_terms = max(len(m.free) for m in models.values())
@@ -87,6 +147,10 @@ def from_fisher(stats: Any, width: int, samples: int, net: Network) -> dict[str,
         scale = samples / (float(stats.alpha) * width)
         out["kappa1"] = float(stats.gram_diag) * scale
         out["kappa2"] = float(stats.gram_offdiag) * scale
+    declared = getattr(stats, "includes_1_over_M", None) or ()
+    claimed = frozenset(_CLAIM_ALIASES.get(name, name) for name in declared) & frozenset(out)
+    if claimed:
+        out[CLAIM_KEY] = claimed
     return out
 
 
@@ -96,6 +160,9 @@ def _from_mapping(values: Mapping[str, Any], width: int, samples: int, net: Netw
     for key, value in values.items():
         if key not in _PREDICTION_KEYS:
             raise InvalidArgument(f"{source}[{key!r}]", value, "keys among " + ", ".join(_PREDICTION_KEYS))
+        if key == CLAIM_KEY:
+            out[key] = check_claims(value)
+            continue
         if key == "lambda_max_bounds":
             try:
                 lo, hi = value
@@ -139,12 +206,16 @@ def predictor(net: Network, prediction: Any, widths: Sequence[int] | None, sampl
             return from_fisher(predict(net, width, T), width, T, net)
 
         return widths, samples, "meanfield.predict (finite width)", fn
-    if isinstance(prediction, str) and prediction == "rmt":
+    if isinstance(prediction, str):
+        if prediction not in finite_width_choices():
+            raise InvalidArgument("prediction", prediction, "None, a FisherStats, a callable, or a finite-width "
+                                  "form of meanfield.predict: " + ", ".join(map(repr, finite_width_choices())))
+        choice = prediction
 
         def fn(width: int, T: int) -> dict[str, Any]:
-            return from_fisher(predict(net, width, T, finite_width="rmt"), width, T, net)
+            return from_fisher(predict(net, width, T, finite_width=choice), width, T, net)
 
-        return widths, samples, "meanfield.predict(finite_width='rmt')", fn
+        return widths, samples, f"meanfield.predict(finite_width={choice!r})", fn
     if callable(prediction):
         name = getattr(prediction, "__qualname__", None) or type(prediction).__name__
 
@@ -173,5 +244,5 @@ def predictor(net: Network, prediction: Any, widths: Sequence[int] | None, sampl
         fixed = from_fisher(prediction, w, T, net)
         return (w,), T, f"FisherStats at M={w}, T={T}", lambda width, T_: fixed
     raise InvalidArgument("prediction", prediction,
-                          "None (meanfield.predict), 'rmt' (predict(..., finite_width='rmt')), a FisherStats, "
-                          "or a callable (width, samples) -> dict")
+                          "None (meanfield.predict), a finite-width name such as 'rmt' or '1/M' "
+                          "(predict(..., finite_width=name)), a FisherStats, or a callable (width, samples) -> dict")

@@ -1,8 +1,12 @@
 """The verdict of verify: per statistic and width, measured against predicted, and how it prints.
 
-:func:`assemble` applies the trend test (:mod:`meanfield.checking.trend`) to every statistic of
-per-width sampled values against a prediction and combines the p-values with Holm's correction into
-a :class:`VerificationReport` (rows :class:`WidthRow`, per statistic a :class:`StatisticResult`). It
+:func:`assemble` applies the test each statistic's bias model calls for (:func:`error_test`: the
+trend test with its free bias, or, for a statistic whose O(1/M) term the prediction includes, the
+common-error test with none) to per-width sampled values against a prediction, combines the p-values
+with Holm's correction, and computes per statistic the smallest constant relative error the run could
+detect with probability ``DETECTION_POWER`` at the level Holm applied to it
+(:func:`minimum_detectable_error`), into a :class:`VerificationReport` (rows :class:`WidthRow`, per
+statistic a :class:`StatisticResult`). It
 is pure: :func:`meanfield.checking.verification.verify` samples and calls it, and
 :meth:`VerificationReport.against` calls it again on the same samples with another prediction.
 The report prints as an aligned table, renders in notebooks (HTML, LaTeX) and exports to JSON.
@@ -21,10 +25,14 @@ from scipy import special as _special
 
 from ..errors import InvalidArgument
 from ..spec.network import BatchNorm, Network
-from .predictions import STATISTICS, bias_models, predictor
-from .trend import BiasModel, check_alpha, holm, trend_test
+from .controls import adjust
+from .predictions import STATISTICS, bias_models, check_claims, declared_claims, predictor
+from .trend import BiasModel, check_alpha, error_test, holm, holm_levels, minimum_detectable_error
 
-__all__ = ["WidthRow", "StatisticResult", "VerificationReport", "assemble", "SKEWNESS_WARNING"]
+__all__ = ["WidthRow", "StatisticResult", "VerificationReport", "assemble", "SKEWNESS_WARNING", "DETECTION_POWER"]
+
+#: The power at which the report states each statistic's minimum detectable error.
+DETECTION_POWER = 0.8
 
 _PRETTY = {"m": "m", "s": "s", "lambda_max": "lambda_max", "kappa1": "kappa_1", "kappa2": "kappa_2"}
 _LATEX = {"m": "m", "s": "s", "lambda_max": r"\lambda_{\max}", "kappa1": r"\kappa_1", "kappa2": r"\kappa_2"}
@@ -62,10 +70,16 @@ class WidthRow:
 class StatisticResult:
     """The verdict on one statistic over all widths.
 
-    ``kind`` is ``"value"`` (a predicted value, tested with :func:`trend_test`), ``"bound"`` (the
-    prediction only bounds it; the bound is tested) or ``"not predicted"`` (shown, not tested).
+    ``kind`` is ``"value"`` (a predicted value, tested with :func:`error_test` under the bias model
+    ``bias``: :data:`NO_BIAS` when the prediction includes the statistic's O(1/M) term), ``"bound"``
+    (the prediction only bounds it; the bound is tested) or ``"not predicted"`` (shown, not tested).
     ``adjusted_p`` is Holm-adjusted over the tested statistics; ``passed`` is
-    ``adjusted_p > alpha`` (True for statistics not tested).
+    ``adjusted_p > alpha`` (True for statistics not tested). ``level`` is the level Holm held the
+    raw p-value to (:func:`holm_levels`), and ``detectable`` the smallest constant relative error the
+    run would catch with probability ``DETECTION_POWER`` at that level (:func:`minimum_detectable_error`,
+    from the run's standard errors; None for bounds and untested statistics). ``extrapolated`` is the
+    error a as M -> infinity of the fit r = a + (free bias terms); with no bias it is the common error
+    of :func:`meanfield.checking.trend.common_error_test` (the "M->inf err" column either way).
     """
 
     statistic: str
@@ -78,6 +92,18 @@ class StatisticResult:
     adjusted_p: float | None
     passed: bool
     note: str = ""
+    level: float | None = None
+    detectable: float | None = None
+    control_r2: float | None = None  # variance share the control variates removed (None: not used)
+
+    @property
+    def test(self) -> str:
+        """What was tested: "common error (no bias)", "trend (bias ...)", "bound" or "not tested"."""
+        if self.kind == "bound":
+            return "bound"
+        if self.kind != "value" or self.bias is None:
+            return "not tested"
+        return "common error (no bias)" if self.bias.is_none else f"trend (bias {self.bias})"
 
     @property
     def verdict(self) -> str:
@@ -92,6 +118,9 @@ class StatisticResult:
                 "bias_model": str(self.bias) if self.bias is not None else None,
                 "extrapolated_error": self.extrapolated, "extrapolated_se": self.extrapolated_se,
                 "p_value": self.p_value, "adjusted_p": self.adjusted_p, "passed": self.passed,
+                "test": self.test, "level": self.level, "detectable_error": self.detectable,
+                "detection_power": DETECTION_POWER if self.detectable is not None else None,
+                "control_r2": self.control_r2,
                 "verdict": self.verdict, "note": self.note, "rows": [r.to_dict() for r in self.rows]}
 
 
@@ -113,6 +142,9 @@ class VerificationReport:
     results: tuple[StatisticResult, ...]
     notes: tuple[str, ...] = ()
     values: Mapping = field(default=None, repr=False, compare=False, hash=False)  # width -> stat -> per seed
+    tests: int | None = None  # distinct tests in Holm's family (statistics that are one test count once)
+    # width -> control name -> per-network values (known mean 0); None: control variates not used
+    controls: Mapping | None = field(default=None, repr=False, compare=False, hash=False)
     _by_name: dict = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -140,11 +172,12 @@ class VerificationReport:
             raise InvalidArgument("statistic", statistic, "one of " + ", ".join(self._by_name)) from None
 
     def against(self, prediction: Any, *, alpha: float | None = None,
-                bias: Mapping[str, BiasModel | float] | None = None) -> "VerificationReport":
+                bias: Mapping[str, BiasModel | float] | None = None,
+                claims: Any = None) -> "VerificationReport":
         """The same sampled networks tested against another prediction (no new sampling).
 
-        ``prediction`` is as in :func:`verify`; a FisherStats restricts the test to its width, which
-        must be one of this report's. ``alpha`` defaults to this report's.
+        ``prediction``, ``bias`` and ``claims`` are as in :func:`verify`; a FisherStats restricts the
+        test to its width, which must be one of this report's. ``alpha`` defaults to this report's.
 
         Example:
             >>> import meanfield as mf
@@ -158,10 +191,14 @@ class VerificationReport:
         elif any(w not in self.widths for w in widths):
             raise InvalidArgument("prediction", source, f"a prediction at the report's widths {self.widths}")
         alpha = self.alpha if alpha is None else check_alpha(alpha)
-        models = bias_models(self.network, bias, tuple(widths), prediction)
+        claims = check_claims(claims)
+        bias_models(self.network, bias, tuple(widths), prediction, claims)  # bad arguments before predicting
         predicted = {w: predicted_at(w, self.samples) for w in widths}
+        models = bias_models(self.network, bias, tuple(widths), prediction,
+                             declared_claims(predicted) if claims is None else claims)
+        controls = None if self.controls is None else {w: self.controls[w] for w in widths}
         return assemble(self.network, self.samples, tuple(widths), self.seeds, alpha, models, source,
-                         {w: self.values[w] for w in widths}, predicted, ())
+                         {w: self.values[w] for w in widths}, predicted, (), controls=controls)
 
     # -- export -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -173,8 +210,12 @@ class VerificationReport:
             "seeds": list(self.seeds),
             "seed_rule": "network seed = meanfield.checking.verification.network_seed(seed, width)",
             "alpha": self.alpha,
-            "test": "per statistic: relative error = finite-width bias (bias_model) + noise, F-test of "
-                    "the fit's residual (Johansen/Welch); Holm over statistics",
+            "tests": self.tests,
+            "test": "per statistic: relative error = the finite-width bias the prediction admits (bias_model) "
+                    "+ noise; with a bias, F-test of the fit's residual (Johansen/Welch); with none (the "
+                    "prediction includes the O(1/M) term), Welch t of the common error over the widths; "
+                    "Holm over statistics; detectable_error: the constant relative error caught with "
+                    "probability detection_power at the statistic's Holm level",
             "prediction": self.prediction,
             "passed": self.passed,
             "failures": list(self.failures),
@@ -190,7 +231,7 @@ class VerificationReport:
     # -- display ------------------------------------------------------------------------------------
     def _table(self) -> tuple[list[str], list[list[str]]]:
         head = ["statistic", "M", "N", "measured", "+-sem", "predicted", "rel.err", "+-se",
-                "M->inf err", "p (Holm)", "verdict"]
+                "M->inf err", "p (Holm)", f"MDE {100 * DETECTION_POWER:.0f}%", "H0 bias", "verdict"]
         body = []
         for res in self.results:
             for i, row in enumerate(res.rows):
@@ -208,6 +249,8 @@ class VerificationReport:
                     (_pct(res.extrapolated) + " +- " + _pct(res.extrapolated_se, signed=False)
                      if first and res.extrapolated is not None else ""),
                     (f"{res.adjusted_p:.3g}" if first and res.adjusted_p is not None else ""),
+                    (_pct(res.detectable, signed=False) if first and res.detectable is not None else ""),
+                    (_bias_cell(res) if first else ""),
                     res.verdict if first else "",
                 ])
         return head, body
@@ -215,7 +258,7 @@ class VerificationReport:
     def __str__(self) -> str:
         head, body = self._table()
         widths = [max(len(head[c]), *(len(r[c]) for r in body)) for c in range(len(head))]
-        left = {0, 10}
+        left = {0, 11, 12}
         fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
                                       for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
         verdict = "PASSED" if self.passed else "FAILED (" + ", ".join(_PRETTY[f] for f in self.failures) + ")"
@@ -224,8 +267,10 @@ class VerificationReport:
                  f"  prediction  {self.prediction}",
                  f"  sampling    T={self.samples}, {len(self.seeds)} networks per width, widths "
                  f"{', '.join(map(str, self.widths))}",
-                 f"  test        false-alarm rate {self.alpha:g} (Holm over {self._tested()} statistics); "
-                 "H0: rel. error = finite-width bias + noise",
+                 f"  test        false-alarm rate {self.alpha:g} (Holm over {self._family()}); "
+                 "H0: rel. error = the finite-width bias the prediction admits (H0 bias) + noise",
+                 f"  power       MDE {100 * DETECTION_POWER:.0f}%: the constant relative error caught with "
+                 f"probability {DETECTION_POWER:g} at the level Holm applies to the statistic",
                  "", fmt(head), fmt(["-" * w for w in widths])]
         lines += [fmt(r) for r in body]
         lines += [f"  note: {n}" for n in self.notes]
@@ -246,7 +291,7 @@ class VerificationReport:
                f"false-alarm rate {self.alpha:g} (Holm); prediction: {escape(self.prediction)}</p>",
                "<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
         for row in body:
-            out.append("<tr>" + "".join(f"<td style='text-align:{'left' if i in (0, 10) else 'right'}'>"
+            out.append("<tr>" + "".join(f"<td style='text-align:{'left' if i in (0, 11, 12) else 'right'}'>"
                                          f"{escape(c)}</td>" for i, c in enumerate(row)) + "</tr>")
         out.append("</tbody></table>")
         out += [f"<p>{escape(n)}</p>" for n in self.notes]
@@ -256,7 +301,8 @@ class VerificationReport:
     def _repr_latex_(self) -> str:
         head, body = self._table()
         tex_head = ["", "M", "N", r"\text{measured}", r"\pm", r"\text{predicted}", r"\text{rel. err}", r"\pm",
-                    r"M\to\infty", r"p_{\rm Holm}", r"\text{verdict}"]
+                    r"M\to\infty", r"p_{\rm Holm}", r"\text{MDE}_{" + f"{100 * DETECTION_POWER:.0f}" + r"\%}",
+                    r"\text{H0 bias}", r"\text{verdict}"]
         lines = []
         for res in self.results:
             for i, row in enumerate(body[:len(res.rows)]):
@@ -265,11 +311,23 @@ class VerificationReport:
             body = body[len(res.rows):]
         status = r"\text{passed}" if self.passed else r"\text{FAILED}"
         return ("$$" + status + r"\quad T=" + str(self.samples) + r",\ N=" + str(len(self.seeds))
-                + r",\ \alpha=" + f"{self.alpha:g}" + r"\\ \begin{array}{l" + "r" * 9 + "l}"
+                + r",\ \alpha=" + f"{self.alpha:g}" + r"\\ \begin{array}{l" + "r" * 10 + "ll}"
                 + " & ".join(tex_head) + r" \\ \hline " + " ".join(lines) + r"\end{array}$$")
 
     def _tested(self) -> int:
         return sum(r.kind != "not predicted" for r in self.results)
+
+    def _family(self) -> str:
+        k = self._tested()
+        if self.tests is None or self.tests == k:
+            return f"{k} statistics"
+        return f"{self.tests} tests of {k} statistics"
+
+
+def _bias_cell(res: StatisticResult) -> str:
+    if res.kind != "value" or res.bias is None:
+        return ""
+    return "none" if res.bias.is_none else str(res.bias)
 
 
 def _g(value: float | None, digits: int = 4) -> str:
@@ -319,12 +377,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, notes) -> VerificationReport:
+def assemble(net, samples, widths, seeds, alpha, models, source, measured, predicted, notes, *,
+             controls=None) -> VerificationReport:
     """The report from per-width sampled values and predictions: trend test per statistic, Holm over them.
 
     ``measured`` maps width -> statistic -> per-network values, ``predicted`` width -> statistic ->
     value (as :func:`meanfield.checking.predictions.predictor` gives), ``models`` statistic -> bias
-    model; ``source`` names the prediction and ``notes`` are shown under the table. Pure: no sampling.
+    model; ``source`` names the prediction and ``notes`` are shown under the table. ``controls``
+    (width -> control name -> per-network values of known mean 0, aligned with ``measured``) replaces
+    each tested value's per-width mean, standard error and degrees of freedom by the control-variate
+    ones (:func:`meanfield.checking.controls.adjust`); None uses the plain means. Pure: no sampling.
 
     Example:
         >>> net = Network(2, "relu", 2, 0)
@@ -334,7 +396,8 @@ def assemble(net, samples, widths, seeds, alpha, models, source, measured, predi
         >>> report.passed, report["m"].verdict
         (True, 'pass')
     """
-    partial = []  # (name, kind, rows, bias model, trend-or-None, raw p or None, note)
+    r2s: dict[str, float] = {}
+    partial = []  # (name, kind, rows, bias model, test-or-None, raw p or None, note, (errs, ses, counts) or None)
     output = net.norm_at(net.depth)
     if isinstance(output, BatchNorm) and not output.center_only:
         notes = (*notes, "batch norm on the output: each output's Gram block carries 1/sigma_k^2 ~ T/(v chi^2_{T-1}), "
@@ -354,6 +417,7 @@ def assemble(net, samples, widths, seeds, alpha, models, source, measured, predi
         means = [float(np.mean(v)) for v in values]
         sems = [float(np.std(v, ddof=1) / math.sqrt(len(v))) for v in values]
         counts = [len(v) for v in values]
+        shown = counts
         skewed = [(w, g) for w, v in zip(widths, values) if abs(g := _skewness(v)) > SKEWNESS_WARNING]
         if skewed:
             notes = (*notes, f"{_PRETTY[name]}: per-network values are skewed (sample skewness "
@@ -364,12 +428,21 @@ def assemble(net, samples, widths, seeds, alpha, models, source, measured, predi
         if has_value:
             preds = [float(predicted[w][name]) for w in widths]
             scales, note = _scales(name, preds, [predicted[w] for w in widths], means)
+            adjusted = None if controls is None else adjust(widths, values, [controls[w] for w in widths], scales=scales)
+            if adjusted is not None:
+                # the regression-adjusted means: same expectation, the controls' share of the noise removed;
+                # the tests take the residual degrees of freedom as effective counts
+                means, sems, counts = list(adjusted.means), list(adjusted.sems), list(adjusted.counts)
+                values = list(adjusted.values)
+                r2s[name] = adjusted.r2
             errs = [(m - p) / s for m, p, s in zip(means, preds, scales)]
             ses = [max(e / s, 1e-15) for e, s in zip(sems, scales)]
-            for w, m, e, p, r, q, n in zip(widths, means, sems, preds, errs, ses, counts):
+            for w, m, e, p, r, q, n in zip(widths, means, sems, preds, errs, ses, shown):
                 rows.append(WidthRow(name, w, n, m, e, p, r, q))
-            trend = trend_test(widths, errs, ses, counts, models[name])
-            partial.append((name, "value", rows, models[name], trend, trend.p_value, note))
+            trend = error_test(widths, errs, ses, counts, models[name])
+            per_network = [(v - p) / sc for v, p, sc in zip(values, preds, scales)]
+            partial.append((name, "value", rows, models[name], trend, trend.p_value, note,
+                            (errs, ses, counts, per_network)))
         elif has_bound:
             ps = []
             for w, m, e, n in zip(widths, means, sems, counts):
@@ -383,25 +456,69 @@ def assemble(net, samples, widths, seeds, alpha, models, source, measured, predi
                 rows.append(WidthRow(name, w, n, m, e, None, outside, e / abs(m) if m else None, (lo, hi), p))
             raw = min(1.0, len(ps) * min(ps))
             partial.append((name, "bound", rows, None, None, raw,
-                            "the theory only bounds lambda_max here: the bound is tested, not a value"))
+                            "the theory only bounds lambda_max here: the bound is tested, not a value", None))
         else:
             for w, m, e, n in zip(widths, means, sems, counts):
                 rows.append(WidthRow(name, w, n, m, e, None, None, None))
-            partial.append((name, "not predicted", rows, None, None, None, ""))
+            partial.append((name, "not predicted", rows, None, None, None, "", None))
     tested = [i for i, part in enumerate(partial) if part[5] is not None]
-    adjusted = dict(zip(tested, holm([partial[i][5] for i in tested])))
+    # statistics whose per-network errors coincide (m and kappa_1 always: both are C T gd / P and
+    # T gd / (alpha M) of one network; kappa_2 too under a centre-only output norm) are one test:
+    # Holm counts it once, which is exact (one event, not two)
+    groups: list[list[int]] = []
+    for i in tested:
+        for group in groups:
+            if _same_test(partial[group[0]], partial[i]):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    group_p = [max(partial[i][5] for i in group) for group in groups]
+    adjusted, levels = {}, {}
+    if groups:
+        for group, adj, level in zip(groups, holm(group_p), holm_levels(group_p, alpha)):
+            for i in group:
+                adjusted[i], levels[i] = adj, level
+    for group in groups:
+        if len(group) > 1:
+            notes = (*notes, " and ".join(_PRETTY[partial[i][0]] for i in group)
+                     + " are one test here (equal per-network relative errors, up to sign): counted once "
+                       f"in Holm's correction, over {len(groups)} tests")
     results = []
-    for i, (name, kind, rows, model, trend, raw, note) in enumerate(partial):
+    for i, (name, kind, rows, model, trend, raw, note, design) in enumerate(partial):
         adj = adjusted.get(i)
+        detectable = None
+        if design is not None:
+            _, ses, counts, _ = design
+            detectable = minimum_detectable_error(widths, ses, counts, model, levels[i], DETECTION_POWER)
         results.append(StatisticResult(
             statistic=name, kind=kind, rows=tuple(rows), bias=model,
             extrapolated=trend.extrapolated if trend is not None and len(widths) > 1 else None,
             extrapolated_se=trend.extrapolated_se if trend is not None and len(widths) > 1 else None,
-            p_value=raw, adjusted_p=adj, passed=adj is None or adj > alpha, note=note))
+            p_value=raw, adjusted_p=adj, passed=adj is None or adj > alpha, note=note,
+            level=levels.get(i), detectable=detectable, control_r2=r2s.get(name) if kind == "value" else None))
+    if r2s:
+        notes = (*notes, "control variates: means adjusted by regression on known-mean-0 quantities of each network "
+                         "(variance removed: " + ", ".join(f"{_PRETTY[k]} {100 * v:.0f}%" for k, v in r2s.items()) + ")")
     return VerificationReport(network=net, samples=samples, widths=tuple(widths), seeds=tuple(seeds), alpha=alpha,
                               prediction=source, results=tuple(results), notes=tuple(notes),
                               values={w: {k: tuple(float(x) for x in v) for k, v in measured[w].items()}
-                                      for w in widths})
+                                      for w in widths}, tests=len(groups),
+                              controls=None if controls is None else
+                              {w: {k: tuple(float(x) for x in v) for k, v in controls[w].items()} for w in widths})
+
+
+def _same_test(a: tuple, b: tuple) -> bool:
+    """True when two value tests are one: the same bias model and per-network relative errors equal
+    (to 1e-9 relative) at every width, or opposite where the model is sign-symmetric (no c >= 0 term)."""
+    if a[1] != "value" or b[1] != "value" or a[3] != b[3]:
+        return False
+    signs = (1.0, -1.0) if not a[3].nonnegative else (1.0,)
+    for sign in signs:
+        if all(x.shape == y.shape and np.allclose(x, sign * y, rtol=1e-9, atol=1e-12 * float(np.max(np.abs(x), initial=0)))
+               for x, y in zip(a[7][3], b[7][3])):
+            return True
+    return False
 
 
 def _skewness(v: np.ndarray) -> float:

@@ -33,7 +33,7 @@ The model, per output k (index a = k T + t):
   by a measured coupling excess of order 1/sqrt(M). Full batch norm adds the per-output scale 1 / sigma_k^2,
   sigma_k^2 = v chi^2_{T-1} / T: the top times E[T / chi^2_{T-1}] / v, with the coupling measured on the
   network itself, or the exact maximum of the scaled blocks over outputs where that is larger (small T).
-  For T <= 256 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics,
+  For T <= 128 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics,
   with each sample's squared norm drawn at its derived variance.
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
   plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
@@ -42,17 +42,22 @@ The model, per output k (index a = k T + t):
 * s = ||G||_F^2 / P: the mean-field value plus the entry variances: C (T Var G_tt + T (T - 1) Var G_ts
   + (C - 1) T^2 E G_cross^2) / P.
 
-What is *derived* here and what is *measured*: the free-probability edge, BBP outlier, the C-outlier
-maximum, the chi-square factor, and all mean entries (from :func:`meanfield.theory.fisher.predict`) are theory.
-Wherever the network below the output is plain (no normalization, or batch norm on the output only), so are
-the bulk's second moment, diagonal part and spike, the population profile, the entry variances that set s
-(without normalization) and the outlier variances (:mod:`meanfield.finite.fourpoint`, :mod:`meanfield.finite.population`);
-the O(1/M) correction of the bulk's second moment is measured. Still measured: the block-top spread and the
-coupling between outputs, the outlier excess, the O(1/M) corrections of the mean entries, and with layer
-norm below the output everything the four-point rules do not cover. Measured coefficients come from sampled
-networks at two small reference widths (64 and 128; seeds from 1000, disjoint from the seeds used to test),
-extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per network). The prediction at
-a cell never uses samples of that cell, but it is semi-empirical, and labelled so (``method``).
+What is *derived* and what is *measured*. By default (``coefficients="derived"``, ``predict(...,
+finite_width="rmt")``) no network is sampled: the free-probability edge, BBP outlier, the chi-square factor and
+the mean entries are theory (:func:`meanfield.theory.fisher.predict` with the O(1/M) corrections of
+:mod:`meanfield.finite.corrections`); the bulk's second moment, diagonal part and spike, the outlier variances and
+the entry variances that set s come from the four-point rules of :mod:`meanfield.finite.fourpoint`; the
+population profile from :mod:`meanfield.finite.population`; the coupling of several outputs from the
+supremum over the output sphere of a GOE quadratic form whose variance is the output-specific spread of a block
+top (:func:`_combined_derived`, :func:`block_scale_variance`); the C outliers' maximum from the Wishart-type form
+of the outlier matrix (:func:`_outlier_top`). The Gaussian maxima are deterministic quadratures. Still
+approximate (and named in the result's notes): the population profile and the small-T block top are fixed-seed
+draws of the derived model (not closed forms), the O(1/M) correction of tr Sigma^2 is left out, and below a
+layer norm the coefficients are those of :func:`plain_equivalent`. ``coefficients="measured"``
+(``finite_width="rmt-measured"``) keeps the earlier semi-empirical model: what the four-point rules do not cover
+is measured on sampled networks at two small reference widths (64 and 128; seeds from 1000, disjoint from the
+seeds used to test) and extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per
+network).
 """
 
 from __future__ import annotations
@@ -66,9 +71,12 @@ import numpy as np
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
 from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
-from .freeprob import expected_max_scaled, expected_max_symmetric, free_edge, spike_outlier
+from .freeprob import expected_max_scaled, expected_max_symmetric, expected_max_wishart, free_edge, spike_outlier
 
-__all__ = ["finite_width_stats", "POPULATION_WIDTH", "POPULATION_DRAWS", "POPULATION_SEED"]
+__all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance", "COEFFICIENTS", "POPULATION_WIDTH",
+           "POPULATION_DRAWS", "POPULATION_SEED"]
+
+COEFFICIENTS = ("derived", "measured")  # where the fluctuation coefficients come from (finite_width_stats)
 
 
 def _span(seeds: tuple) -> str:
@@ -114,32 +122,72 @@ def _mp1_atoms(count: int = 400) -> np.ndarray:
 def _tw_shift(identity: float, semicircle: float, blocks: tuple, T: float, g: float) -> float:
     """E[TW_1] (z''(g*)/2)^(1/3) T^(-2/3): mean finite-T shift of the largest eigenvalue below the edge."""
     zpp = 2.0 / g**3 + sum(2.0 * n * T * T * lam**3 / (1.0 - T * lam * g) ** 3 for n, lam in blocks)
-    return -1.2065 * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
+    return _TW_MEAN * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
 
 
-def _derived(net: Network, M: int, T: int) -> dict:
+_TW_MEAN, _TW_VAR = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1
+
+
+@functools.lru_cache(maxsize=256)
+def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
     """What :mod:`meanfield.finite.fourpoint` and :mod:`meanfield.finite.population` derive for this network at (M, T), by
     :class:`Fluctuations` name: the bulk (block2, semicircle), spike and population profile wherever the network
     without its output norm is plain (the centred Gram of a batch norm on the output is that network's), the
-    outlier variances without any normalization."""
+    outlier variances without any normalization. With ``approximate`` the same for a layer norm below the output,
+    from :func:`plain_equivalent`."""
     from .fourpoint import bulk_fluctuations, outlier_fluctuations
     from .population import linear_population
 
     twin = plain_output_twin(net)
     out: dict = {}
-    if not twin.norms:
-        b = bulk_fluctuations(twin, M)
+    if not twin.norms or approximate:
+        plain = plain_equivalent(twin)
+        b = bulk_fluctuations(plain, M)
         out.update(block2=b.block2, spike=b.spike, semicircle=b.semicircle)
         reference = min(M, POPULATION_WIDTH)
-        out["population"] = (linear_population(twin, reference, POPULATION_DRAWS, POPULATION_SEED), M / reference)
-    if not net.norms and net.outputs > 1:
-        o = outlier_fluctuations(net, M, T)
+        # the population is that of one output (and, for the covariance of two outputs' tops, of a second one):
+        # shared by every network with the same hidden layers, whatever C
+        paired = net.outputs > 1 and isinstance(net.norm_at(net.depth), BatchNorm)  # only the coupling needs two
+        single = plain.with_(outputs=2 if paired else 1)
+        out["population"] = (linear_population(single, reference, POPULATION_DRAWS, POPULATION_SEED), M / reference)
+    if net.outputs > 1 and (not net.norms or (approximate and net.norm_at(net.depth) is None)):
+        o = outlier_fluctuations(plain_equivalent(net), M, T)
         out.update(outlier_self=o.outlier_self, outlier_cross=o.outlier_cross)
     return out
 
 
-POPULATION_WIDTH = 128  # the population profile is drawn at min(M, 128); wider networks repeat each mode M / 128 times
-POPULATION_DRAWS = 48
+def plain_equivalent(net: Network) -> Network:
+    """The network with each hidden layer norm replaced by its mean-field scale: sigma_w^2, sigma_b^2 / q_1 there.
+
+    In mean field a layer norm divides the pre-activation by its realized root mean square, which concentrates at
+    sqrt(q_1) (the law of the normalized pre-activation is Gaussian of variance 1 and correlation q_2 / q_1); the
+    plain network with that layer's weight and bias variances divided by q_1 has the same forward kernels. The
+    random-matrix model uses its *dimensionless* fluctuation coefficients (relative to its own means) for a network
+    with layer norm below the output: an approximation that keeps the linear part's structure but not the layer
+    norm's removal of the per-sample norm fluctuation. A network without layer norm is returned unchanged.
+
+    Example:
+        >>> from meanfield.spec.network import LayerNorm
+        >>> plain_equivalent(Network(3, "relu", 2, 0, norms=[LayerNorm(1)])).norms
+        ()
+    """
+    from ..spec.network import LayerNorm
+    from ..theory.recursions import order_parameters
+
+    layers = [n.layer for n in net.norms if isinstance(n, LayerNorm)]
+    if not layers:
+        return net
+    op = order_parameters(net, max(net.min_samples(), 2))
+    sw2, sb2 = list(net.sigma_w2), list(net.sigma_b2)
+    for layer in layers:
+        q = float(op.layers[layer].q1)
+        sw2[layer - 1], sb2[layer - 1] = float(sw2[layer - 1]) / q, float(sb2[layer - 1]) / q
+    return net.with_(norms=tuple(n for n in net.norms if not isinstance(n, LayerNorm)), sigma_w2=tuple(sw2),
+                     sigma_b2=tuple(sb2))
+
+
+POPULATION_WIDTH = 64  # the population profile is drawn at min(M, 64); wider networks repeat each mode M / 64 times
+POPULATION_DRAWS = 24  # other draws move a grid cell by at most 0.5 points at 24 (rmt.md, section 6)
 POPULATION_SEED = 3000
 
 
@@ -188,22 +236,30 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         return _positive_note(derived[name], f"{name} (derived)", M, notes)
 
     # derived: the first-order second moment times its measured O(1/M) correction (relu L = 3: about +8/M)
-    block2 = derived["block2"] * (1.0 + fl.at("bulk_scale", M) / M) if "block2" in derived else fl.at("block2", M)
+    scale = fl.at("bulk_scale", M) / M if fl is not None else 0.0
+    block2 = derived["block2"] * (1.0 + scale) if "block2" in derived else fl.at("block2", M)
     p2 = block2 * d * d / M
     s2 = coefficient("semicircle") * d * d / M
     ell = coefficient("spike") * _positive(o) / M
     populations = _populations(fl, M, T, d, p2, ell, derived)
-    edges, shifts, tops = [], [], []
+    edges, shifts, tops, tw_var, between = [], [], [], [], []
+    # many modes per sample (n > 32 T) at T >= 64: the block is in the free-probability regime, where edge +
+    # Tracy-Widom holds (the drawn model's Gaussian shortcut for many modes was -7..-9% at M = 2048, T = 256)
+    modes_total = max(sum(len(columns) for _, _, columns in populations) / max(len(populations), 1), 1)
+    drawn = T <= _MC_MAX_T and not (modes_total > 32 * T and T >= 64)
     for d0, blocks, _ in populations:
         edge, g_star = free_edge(d0, s2, blocks, T)
         shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
         edges.append(edge)
         shifts.append(shift)
-        if T > _MC_MAX_T:
+        top = spike_outlier(d0, s2, blocks, T, ell)
+        between.append(top if top > edge else edge + shift)  # the top per population: the weights' part
+        if not drawn:
             # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
             top = spike_outlier(d0, s2, blocks, T, ell)
             tops.append(top if top > edge else edge + shift)
-    if T <= _MC_MAX_T:
+            tw_var.append(_TW_VAR / _TW_MEAN**2 * shift**2 if top <= edge else 0.0)
+    if drawn:
         # a small batch is far from the edge asymptotics (the Tracy-Widom mean is a large-T law): the model drawn
         # at this T, with each sample's norm drawn at its own variance 2 p2 + sigma_D^2 (which can be below a
         # Wishart's 2 p2: tanh) rather than a free semicircular part (relu/tanh center-only, M = 64, T = 8:
@@ -211,52 +267,92 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         semicircle = derived["semicircle"] if "semicircle" in derived else fl.at("semicircle", M)
         norms = _positive_note(2.0 * p2 + semicircle * d * d / M, "per-sample norm variance", M, notes)
         populations_drawn = tuple((d0, columns) for d0, _, columns in populations)
-        expected, method = _model_top_drawn(populations_drawn, norms, ell, T), "drawn"
+        expected, variance = _model_top_drawn(populations_drawn, norms, ell, T)
+        method = "drawn"
     else:
+        # the block top's variance: the populations' spread (the weights) plus Tracy-Widom's (the samples)
         expected, method = float(np.mean(tops)), "edge+TW/outlier"
+        variance = float(np.var(tops)) + float(np.mean(tw_var))
     modes = [sum(n for n, _ in blocks) for _, blocks, _ in populations]
+    # the populations are drawn at min(M, POPULATION_WIDTH) and repeated: their spread over the weights is that of
+    # the drawn width; a population top's relative variance falls like 1 / M, so it is scaled by drawn / M
+    count = derived["population"][1] if "population" in derived else 1.0
+    between_raw = float(np.var(between) / np.mean(between) ** 2) if between and np.mean(between) > 0 else 0.0
+    between_rel = between_raw * min(1.0, 1.0 / count)
+    top_variance = max(variance - (between_raw - between_rel) * expected**2, 0.0)
     return dict(edge=float(np.mean(edges)), top=expected, spike=T * ell, d=d, modes=float(np.mean(modes)),
                 semicircle=s2, identity=float(np.mean([d0 for d0, _, _ in populations])),
-                tw_shift=float(np.mean(shifts)), top_method=method, populations=len(populations))
+                tw_shift=float(np.mean(shifts)), top_method=method, populations=len(populations),
+                top_variance=top_variance, between_variance=between_rel)
 
 
-_MC_MAX_T = 256
+_MC_MAX_T = 128  # the drawn model up to T = 128; above, edge + Tracy-Widom (T = 256 cells: within 3.6%, 40x faster)
 
 
 @functools.lru_cache(maxsize=1024)
-def _model_top_drawn(populations: tuple, norm_variance: float, spike: float, T: int, seed: int = 0) -> float:
-    """E lambda_max of the centred model Gram at finite T, by seeded Monte Carlo, cycling through its populations.
+def _model_top_drawn(populations: tuple, norm_variance: float, spike: float, T: int, seed: int = 0) -> tuple:
+    """(E, Var) of lambda_max of the centred model Gram at finite T, by Monte Carlo, cycling through its populations.
 
     Each sample is drawn as in the derivation: its gradient's linear part y_t (the population's modes: the
     columns of Y, Gaussian, with the population's column variances), the tensor part (d_0 on the diagonal, its
     overlaps negligible) and the spike (ell y y^T), then scaled by rho_t so that its squared norm has the model's
     mean and the variance ``norm_variance`` (a gamma law): B = diag(rho) (d_0 I + Y Y^T + ell y y^T) diag(rho),
-    centred by Pi. The
-    per-sample norm variance is the derived Var|g - mu|^2 / T^2 (it can be below a Gaussian sample's, e.g. for
-    bounded phi). Draws: enough for a standard error of about 0.3% of the mean (at most 4000).
+    centred by Pi. With more than 32 T modes, Y Y^T is drawn as its Gaussian limit (mean tr I, entries of
+    variance sum v^2, diagonal 2 sum v^2; the free central limit of many rank-one terms, relative error of order
+    sqrt(T / modes) in its third cumulant), which costs T^2 instead of T x modes. The per-sample norm variance is
+    the derived Var|g - mu|^2 / T^2 (it can be below a Gaussian sample's, e.g. for bounded phi). Draws: enough
+    for a standard error of 0.3% of the mean (at most :func:`_mc_cap` draws; the seed is fixed, so the value is a
+    deterministic function of the arguments). The draws of one population are made together (batched products
+    and eigenvalues), the populations in turn.
     """
     rng = np.random.default_rng(seed)
-    shapes = [(d0, np.sqrt(np.asarray(columns if columns else (0.0,)))) for d0, columns in populations]
-    centre = np.eye(T) - 1.0 / T
+    shapes = [(d0, np.asarray(columns if columns else (0.0,))) for d0, columns in populations]
+    cap = _mc_cap(T)
     tops: list = []
     draws = 100
+    iu = np.triu_indices(T, 1)
+    eye = np.eye(T)
     while True:
-        for i in range(len(tops), len(tops) + draws):
-            d0, scale = shapes[i % len(shapes)]
-            Y = rng.standard_normal((T, scale.size)) * scale
-            y = rng.standard_normal(T)
-            inner = d0 * np.eye(T) + Y @ Y.T + spike * np.outer(y, y)
-            mean = d0 + float(scale @ scale) + spike
+        start = len(tops)
+        for p, (d0, v) in enumerate(shapes):
+            # the draws i in [start, start + draws) with i = p mod (number of populations)
+            k = len(range((p - start) % len(shapes) + start, start + draws, len(shapes)))
+            if k == 0:
+                continue
+            if v.size > 32 * T:
+                p2 = float(v @ v)
+                X = np.zeros((k, T, T))
+                X[:, iu[0], iu[1]] = rng.standard_normal((k, iu[0].size)) * math.sqrt(p2)
+                X = X + np.transpose(X, (0, 2, 1))
+                X[:, np.arange(T), np.arange(T)] = rng.standard_normal((k, T)) * math.sqrt(2.0 * p2)
+                YY = X + float(v.sum()) * eye
+            else:
+                # single precision for the T x modes draw and its product (the cost; entries are sums of at most
+                # 32 T products, relative rounding about 1e-6), double from here on
+                Y = rng.standard_normal((k, T, v.size), dtype=np.float32) * np.sqrt(v).astype(np.float32)
+                YY = (Y @ np.transpose(Y, (0, 2, 1))).astype(float)
+            y = rng.standard_normal((k, T))
+            inner = d0 * eye + YY + spike * y[:, :, None] * y[:, None, :]
+            mean = d0 + float(v.sum()) + spike
             # squared norms are positive and right-skewed (a chi-square for Gaussian gradients): a gamma law of
             # this mean and variance
-            target = rng.gamma(mean * mean / norm_variance, norm_variance / mean, T) if norm_variance > 0 else \
-                np.full(T, mean)
-            rho = np.sqrt(target / np.diag(inner))
-            tops.append(np.linalg.eigvalsh(centre @ (inner * np.outer(rho, rho)) @ centre)[-1])
+            target = rng.gamma(mean * mean / norm_variance, norm_variance / mean, (k, T)) if norm_variance > 0 \
+                else np.full((k, T), mean)
+            rho = np.sqrt(target / np.maximum(np.diagonal(inner, axis1=1, axis2=2), 1e-300 * mean))
+            B = inner * rho[:, :, None] * rho[:, None, :]
+            # Pi B Pi without the two products: subtract the row and column means, add back the grand mean
+            B = B - B.mean(axis=2, keepdims=True) - B.mean(axis=1, keepdims=True) + B.mean(axis=(1, 2), keepdims=True)
+            tops.extend(np.linalg.eigvalsh(B)[:, -1].tolist())
         mean_top = float(np.mean(tops))
-        if len(tops) >= 4000 or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean_top):
-            return mean_top
-        draws = len(tops)  # double
+        if len(tops) >= cap or np.std(tops) / math.sqrt(len(tops)) <= 0.003 * abs(mean_top):
+            return mean_top, float(np.var(tops))
+        draws = min(len(tops), cap - len(tops))  # double
+
+
+def _mc_cap(T: int) -> int:
+    """Most draws of :func:`_model_top_drawn`: 1200 up to T = 64 (a relative spread of the top of about 7% per draw
+    needs about 600 for a 0.3% standard error), 300 above (T = 128 draws cost 4 times more)."""
+    return 1200 if T <= 64 else 300
 
 
 def _between_ratios(fl: Fluctuations, name: str, M: int, T: int, notes: list | None = None,
@@ -274,7 +370,7 @@ def _between_ratios(fl: Fluctuations, name: str, M: int, T: int, notes: list | N
 
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
-                       fluctuations: Fluctuations | None = None) -> dict:
+                       fluctuations: Fluctuations | None = None, coefficients: str = "derived") -> dict:
     """lambda_max and s at finite width from the free-probability model of the Gram (module docstring).
 
     Args:
@@ -282,22 +378,26 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         width: M.
         samples: T.
         base: the :class:`~meanfield.theory.fisher.FisherStats` of ``predict(net, width, samples)`` (finite-width
-            means; its gram_diag, gram_offdiag, s and P are used).
-        fluctuations: the coefficients to use (default :func:`measure_fluctuations` of ``net``).
+            means; its gradient count P and, with full batch norm on the output, its s are used).
+        fluctuations: measured coefficients to use (implies ``coefficients="measured"``).
+        coefficients: "derived" (default: no sampled network; every coefficient from :mod:`meanfield.finite.fourpoint`,
+            :mod:`meanfield.finite.corrections`, :mod:`meanfield.finite.population` and the free-probability
+            formulas, see the notes of the result for what is still approximate) or "measured" (the coefficients
+            the derivation does not cover measured on sampled reference networks, :func:`measure_fluctuations`).
 
     Returns:
         dict with keys ``lambda_max`` (the prediction of E lambda_max), ``s`` (E s), ``lambda_max_bulk``
         (top of the centred bulk incl. the spike), ``lambda_max_outlier`` (E of the largest C-outlier, None
         with batch norm on the output), ``edge`` (bulk edge without the spike), ``spike`` (T ell),
-        ``fluctuations`` (the :class:`Fluctuations` used), ``method`` ("rmt-semi-empirical") and ``notes``.
+        ``fluctuations`` (the :class:`Fluctuations` used, None when derived), ``method`` ("rmt-derived" or
+        "rmt-semi-empirical") and ``notes``.
 
     Example:
         >>> from meanfield.theory.fisher import predict
         >>> net = Network(2, "relu", 2, 0, norms=[BatchNorm("last", center_only=True)])
-        >>> fl = measure_fluctuations(net, widths=(16, 32), seeds=(1000, 1001, 1002))
-        >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16), fluctuations=fl)
-        >>> out["lambda_max"] > float(predict(net, 32, 16).leading.lambda_max)
-        True
+        >>> out = finite_width_stats(net, 32, 16, predict(net, 32, 16))
+        >>> out["lambda_max"] > float(predict(net, 32, 16).leading.lambda_max), out["method"]
+        (True, 'rmt-derived')
     """
     from ..theory.fisher import predict
 
@@ -307,29 +407,49 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         raise InvalidArgument("net", net.describe(), "numeric parameters", "the RMT correction is numeric only")
     M = check_int("width", width, minimum=8)
     T = check_int("samples", samples, minimum=max(net.min_samples(), 4))
+    if coefficients not in COEFFICIENTS:
+        raise InvalidArgument("coefficients", coefficients, "one of " + ", ".join(map(repr, COEFFICIENTS)))
+    measured = coefficients == "measured" or fluctuations is not None
+    fl = None
+    if measured:
+        fl = measure_fluctuations(net) if fluctuations is None else fluctuations
+        if not isinstance(fl, Fluctuations) or fl.network != net:
+            raise InvalidArgument("fluctuations", fluctuations, "Fluctuations measured for this network")
     C = net.outputs
-    fl = measure_fluctuations(net) if fluctuations is None else fluctuations
-    if not isinstance(fl, Fluctuations) or fl.network != net:
-        raise InvalidArgument("fluctuations", fluctuations, "Fluctuations measured for this network")
     twin = plain_output_twin(net)
+    below_plain = not twin.norms
+    if not measured and any(isinstance(n, BatchNorm) for n in twin.norms):
+        raise InvalidArgument("net", net.describe(), "no batch norm below the output for the derived coefficients",
+                              "batch norm in a hidden layer is not derived: use finite_width='rmt-measured' "
+                              "(coefficients='measured')")
     tb = predict(twin, M, T)
     gd_p, go_p = float(tb.gram_diag), float(tb.gram_offdiag)
-    gd_c, go_c = gd_p * (1.0 + fl.at("mean_diag", M) / M), go_p * (1.0 + fl.at("mean_offdiag", M) / M)
+    notes: list = []
+    derived = _derived(net, M, T, approximate=not measured)
+    corr = None
+    if measured:
+        gd_c, go_c = gd_p * (1.0 + fl.at("mean_diag", M) / M), go_p * (1.0 + fl.at("mean_offdiag", M) / M)
+    elif below_plain:
+        from .corrections import gram_corrections
+
+        corr = gram_corrections(twin, M, T)
+        gd_c, go_c = float(corr.mean_diag), float(corr.mean_offdiag)
+    else:
+        gd_c, go_c = gd_p, go_p
     d = gd_c - go_c
     O = gd_c + (T - 1) * go_c  # the mean outlier of each output (no output normalization)
     last = net.norm_at(net.depth)
-    notes: list = []
-    derived = _derived(net, M, T)
     bulk = _bulk(fl, M, T, d, go_p, notes, derived)
-    named = f"derived (meanfield.finite.fourpoint, meanfield.finite.population): {', '.join(sorted(derived))}; "
-    notes += [(named if derived else "")
-              + "other fluctuation coefficients measured at reference widths "
-             f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
-             f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
+    if measured:
+        named = f"derived (meanfield.finite.fourpoint, meanfield.finite.population): {', '.join(sorted(derived))}; "
+        notes += [(named if derived else "")
+                  + "other fluctuation coefficients measured at reference widths "
+                  f"{fl.reference[0]} (seeds {_span(fl.reference[2])}) and extrapolated as c_inf + c_1/M; mean-entry "
+                  f"corrections from {MEAN_DRAWS} draws per width (seeds from {MEAN_SEED}), 0 where unresolved"]
+    else:
+        notes += _derived_notes(net, below_plain)
     outlier = None
     if isinstance(last, BatchNorm):
-        # per-output spread of the block top (O(1/sqrt M))
-        spread2 = _between_ratios(fl, "top_spread", M, T, notes) / M
         v = 1.0
         if not last.center_only:
             from ..theory.recursions import order_parameters
@@ -339,47 +459,29 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
                                       "the chi-square moments of the scale diverge")
             op = order_parameters(net, T)
             v = float(op.layers[net.depth].q1 - op.layers[net.depth].q2)
-        # several outputs: the top is a supremum over the output sphere (see Fluctuations), measured as the
-        # coupling excess sqrt(M) (E top / E top_k - 1). Center-only, it falls with T/M (relu C = 3: 2.0 at
-        # T/M = 1/4, 1.5 at 2): as T/M grows the block tops approach the tops of the outputs' populations, which
-        # are nearly orthogonal in weight space, and the supremum over the sphere approaches the largest block
-        # (the floor below). So it is continued in log(T/M) beyond the reference ratios (chosen after the grid:
-        # held constant, the T/M = 8-32 cells with C > 1 were +5.6..+8.9% high, continued -2.8..+3.7%). With full
-        # batch norm the coupling also carries the selection of outputs by their scales and is held.
-        coupling = _between_ratios(fl, "coupling", M, T, beyond=last.center_only) / math.sqrt(M)
-        coupled = bulk["top"] * (1.0 + coupling)
-        if last.center_only:
-            lam = max(coupled, bulk["top"] * expected_max_scaled(C, math.sqrt(spread2)))
+        if measured:
+            lam = _combined_measured(fl, net, M, T, bulk["top"], last, v, notes)
         else:
-            # full batch norm: a block's mean top is the centred one times E[T / chi^2_{T-1}] = T / (T - 3), over
-            # v; the coupling excess, measured on the network itself, carries the selection of outputs by
-            # their scales as well as the output-space coupling
-            # (at small T the maximum of the heavy-tailed T / chi^2_k over outputs, exact here, can be larger)
-            lam = max(coupled * T / (T - 3), bulk["top"] * expected_max_scaled(C, math.sqrt(spread2), T)) / v
+            scale_variance = block_scale_variance(plain_equivalent(twin), M) if C > 1 else 0.0
+            population = derived["population"][0] if "population" in derived else None
+            lam = _combined_derived(M, T, bulk, last, v, C, scale_variance, population)
     else:
-        a, b = (_positive_note(derived[name] if name in derived else fl.at(name, M) + fl.at(name + "_T", M) / T,
-                               name, M, notes) / M for name in ("outlier_self", "outlier_cross"))
-        excess = _between_ratios(fl, "outlier_excess", M, T) / math.sqrt(M)
-        outlier = (O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]) * (1.0 + excess)
+        if measured:
+            a, b = (_positive_note(derived[name] if name in derived else fl.at(name, M) + fl.at(name + "_T", M) / T,
+                                   name, M, notes) / M for name in ("outlier_self", "outlier_cross"))
+            excess = _between_ratios(fl, "outlier_excess", M, T) / math.sqrt(M)
+            outlier = (O * (1.0 + expected_max_symmetric(C, a, b)) + bulk["spike"]) * (1.0 + excess)
+        else:
+            a, b = (_positive_note(derived.get(name, 0.0), name, M, notes) / M
+                    for name in ("outlier_self", "outlier_cross"))
+            outlier = O * (1.0 + _outlier_top(net, M, T, a, b, gd_p + (T - 1) * go_p)) + bulk["spike"]
         lam = max(outlier, bulk["edge"])
     # s = (C/P) [T E G_tt^2 + T(T-1) E G_ts^2 + (C-1) T^2 E G_cross^2]: means (corrected) squared + variances
     P = float(base.P)
     d_mf = gd_p - go_p
     if isinstance(last, BatchNorm):
         gd_c, go_c = d * (T - 1) / T, -d / T  # the centred twin's mean entries
-    if not net.norms:
-        # derived, not measured: the four-point recursions of meanfield.finite.fourpoint (plain networks); they give
-        # the variance over weights and inputs, as E ||G||_F^2 needs
-        from .fourpoint import cross_output_variance, same_output_variance
-
-        same = same_output_variance(net, M, T)
-        vd, vo = same.diag / T**2, same.offdiag / T**2
-        vx = cross_output_variance(net, M, T).mean_square if C > 1 else 0.0
-        notes.append("entry variances for s derived (meanfield.finite.fourpoint)")
-    else:
-        vd = _coef(fl, "var_diag", M, notes) * gd_c**2 / M
-        vo = _coef(fl, "var_off", M, notes) * gd_c**2 / M
-        vx = _coef(fl, "var_cross", M, notes) * gd_c**2 / M
+    vd, vo, vx = _entry_variances(net, fl, M, T, gd_c, corr, notes)
     if isinstance(last, BatchNorm) and not last.center_only:  # v: the output variance from the lambda_max part
         excess = C * (T * vd + T * (T - 1) * vo + (C - 1) * T * T * vx) / P
         # mean part: the finite-width mean-field value (chi-square and projector moments) rescaled by (d/d_mf)^2;
@@ -389,4 +491,191 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         s = C * (T * (gd_c**2 + vd) + T * (T - 1) * (go_c**2 + vo) + (C - 1) * T * T * vx) / P
     return dict(lambda_max=float(lam), s=s, lambda_max_bulk=float(bulk["top"]), lambda_max_outlier=outlier,
                 edge=float(bulk["edge"]), spike=float(bulk["spike"]), fluctuations=fl,
-                method="rmt-semi-empirical", notes=tuple(notes))
+                method="rmt-semi-empirical" if measured else "rmt-derived", notes=tuple(notes))
+
+
+def finite_width_stats_measured(net: Network, width: int, samples: int, base: Any) -> dict:
+    """:func:`finite_width_stats` with ``coefficients="measured"``: the sampled reference networks fill what is not
+    derived (``predict(..., finite_width="rmt-measured")``).
+
+    Example:
+        >>> from meanfield.theory.fisher import predict
+        >>> finite_width_stats_measured.__name__
+        'finite_width_stats_measured'
+    """
+    return finite_width_stats(net, width, samples, base, coefficients="measured")
+
+
+def _outlier_top(net: Network, M: int, T: int, a: float, b: float, mean_outlier: float) -> float:
+    """E lambda_max(O) / E O_kk - 1 for the C x C outlier matrix, derived: the output layer's part is the same for
+    every output, the rest a Wishart-type form W K W^T in the output weights (:func:`expected_max_wishart`).
+
+    The lower layers' share f of the mean outlier is 1 - [(M q^_1 + 1) + (T - 1)(M q^_2 + 1)] / (T O) (the output
+    layer's term of T G = sum_l A_l B_l, with A_L = 1 and B_L = h^{L-1}(t) . h^{L-1}(s) + 1, at the last hidden
+    layer's mean-field q^); its degrees of freedom n follow from the derived off-diagonal variance b = f^2 / n,
+    and the diagonal variance beyond the Wishart's own 2 b is an independent Gaussian diagonal. One output: 0.
+    """
+    from ..theory.recursions import order_parameters
+
+    C = net.outputs
+    if C == 1 or b <= 0:
+        return expected_max_symmetric(C, a, b)
+    L = net.depth
+    layer = order_parameters(net, T).layers[L - 1]
+    width = net.widths(M)[L - 1]
+    own = ((width * float(layer.qhat1) + 1.0) + (T - 1) * (width * float(layer.qhat2) + 1.0)) / T
+    f = min(max(1.0 - own / mean_outlier, 1e-6), 1.0)
+    return expected_max_wishart(C, f, f * f / b, max(a - 2.0 * b, 0.0))
+
+
+def _derived_notes(net: Network, below_plain: bool) -> list:
+    """What the derived coefficients rest on, and what is still approximate (the result's notes)."""
+    notes = ["all coefficients derived, no sampled network: bulk, spike, per-sample norm part and entry variances "
+             "(meanfield.finite.fourpoint), O(1/M) mean entries (meanfield.finite.corrections), population profile "
+             "(meanfield.finite.population, the Gaussian-equivalent linear part), coupling of several outputs (a GOE "
+             "form over the output sphere with the output-specific spread of a block top), C outliers' maximum (the "
+             "Wishart-type outlier matrix)"]
+    approx = [f"population profile from {POPULATION_DRAWS} fixed pseudo-random draws of the weights at width "
+              f"min(M, {POPULATION_WIDTH}) (seeds {POPULATION_SEED}-{POPULATION_SEED + POPULATION_DRAWS - 1}; not a "
+              "closed-form deterministic equivalent)",
+              "small-T block top (T <= 128) by a fixed-seed Monte Carlo of the model (standard error 0.3%, at most "
+              "1200 draws up to T = 64 and 300 at T = 128); other draws of either move a prediction by up to about "
+              "1% (grid of benchmarks/rmt_grid.py)",
+              "O(1/M) correction of tr Sigma^2 not included"]
+    if not below_plain:
+        approx.append("layer norm below the output: fluctuation coefficients of the plain network with the same "
+                      "mean-field kernels (meanfield.finite.model.plain_equivalent), relative to the network's own "
+                      "means; no O(1/M) correction of the mean entries")
+    return notes + ["approximate: " + "; ".join(approx)]
+
+
+def _combined_measured(fl: Fluctuations, net: Network, M: int, T: int, top: float, last: Any, v: float,
+                       notes: list) -> float:
+    """The top of several outputs' centred Gram with measured spread and coupling (the measured path)."""
+    C = net.outputs
+    # per-output spread of the block top (O(1/sqrt M))
+    spread2 = _between_ratios(fl, "top_spread", M, T, notes) / M
+    # several outputs: the top is a supremum over the output sphere (see Fluctuations), measured as the
+    # coupling excess sqrt(M) (E top / E top_k - 1). Center-only, it falls with T/M (relu C = 3: 2.0 at
+    # T/M = 1/4, 1.5 at 2): as T/M grows the block tops approach the tops of the outputs' populations, which
+    # are nearly orthogonal in weight space, and the supremum over the sphere approaches the largest block
+    # (the floor below). So it is continued in log(T/M) beyond the reference ratios. With full batch norm the
+    # coupling also carries the selection of outputs by their scales and is held.
+    coupling = _between_ratios(fl, "coupling", M, T, beyond=last.center_only) / math.sqrt(M)
+    coupled = top * (1.0 + coupling)
+    if last.center_only:
+        return max(coupled, top * expected_max_scaled(C, math.sqrt(spread2)))
+    # full batch norm: a block's mean top is the centred one times E[T / chi^2_{T-1}] = T / (T - 3), over v
+    return max(coupled * T / (T - 3), top * expected_max_scaled(C, math.sqrt(spread2), T)) / v
+
+
+@functools.lru_cache(maxsize=256)
+def block_scale_variance(net: Network, width: int) -> float:
+    """Var_specific(d_k) / d^2: the output-specific relative variance of one output block's scale, derived.
+
+    d_k = mean_t G_kk(t, t) - mean_{t != s} G_kk(t, s) (the centred block's mean diagonal) fluctuates with the
+    weights by O(1/sqrt M): part of it is common to all outputs (the shared hidden weights), part is specific to
+    output k (its own output weights). Over a large batch, with t, s, u, v distinct and l != k,
+
+        Var_specific = D(tt, uu) - 2 D(tt, uv) + D(ts, uv),   D(e, e') = Cov(G_kk(e), G_kk(e')) - Cov(G_kk(e), G_ll(e')),
+
+    each covariance from :func:`meanfield.finite.fourpoint.gram_covariance` (plain networks: pass the
+    :func:`plain_equivalent` of the network without its output norm).
+
+    Example:
+        >>> 0 < block_scale_variance(Network(3, "relu", 2, 0, outputs=2), 64) < 1
+        True
+    """
+    from ..theory.fisher import predict
+    from .fourpoint import gram_covariance
+
+    two = net.with_(outputs=2)
+
+    def specific(first: tuple, second: tuple) -> float:
+        return gram_covariance(two, width, first, second) - gram_covariance(two, width, first, (1, 1) + second[2:])
+
+    var = specific((0, 0, 0, 0), (0, 0, 1, 1)) - 2.0 * specific((0, 0, 0, 0), (0, 0, 1, 2)) \
+        + specific((0, 0, 0, 1), (0, 0, 2, 3))
+    base = predict(two, width, 4)
+    d = float(base.gram_diag - base.gram_offdiag) * 4  # units of T G, as gram_covariance
+    return max(var, 0.0) / d**2
+
+
+def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, scale_variance: float,
+                      population: Any) -> float:
+    """The top of C outputs' centred Gram, derived: top (1 + E lambda_max(Y)), Y a C x C Gaussian (GOE) matrix.
+
+    The law of the Gram is invariant under rotations of the output space, and the Gram of the combined output
+    a . f is sum_kl a_k a_l G_kl; to first order the top of the whole Gram is the supremum over unit a of
+    top(a) = a^T Y a with Y_kk the block tops: the top times 1 + lambda_max(Y - E Y) in relative units. Rotation
+    invariance makes the fluctuating part of Y a GOE matrix plus a multiple of the identity (the part of the
+    block tops common to all outputs, which moves the supremum and the blocks alike and does not couple them):
+    Var Y_kk = a, Var Y_kl = a / 2, with a the output-specific relative variance of a block top: the weights'
+    part, (1 - r) times that of the block's scale (:func:`block_scale_variance`, the four-point engine) plus r
+    times the populations' spread less the part two outputs' population tops share, r = T / (T + n) (n the
+    population's modes); plus the sample's (the drawn model's variance less its populations' part, or
+    Tracy-Widom's at the edge) outside the output layer's share of the top mode. With full batch norm each block is also
+    scaled by Z_k / v, Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), per output: it adds to Y's diagonal
+    only); the larger of the coupled top times E Z and the exact expected maximum of the C scaled blocks is kept.
+    """
+    share = population.output_layer_share if population is not None else 0.0
+    correlation = 0.0
+    if population is not None and population.top_relative_variance > 0:
+        correlation = min(max(population.top_pair_covariance / population.top_relative_variance, 0.0), 1.0)
+    top = bulk["top"]
+    sample = max(bulk["top_variance"] / top**2 - bulk["between_variance"], 0.0) if top > 0 else 0.0
+    # weights: with few samples per mode (T << n) the block top follows the block's scale (its trace); with many
+    # (T >> n) it is T times the population's top, whose output-specific spread is the populations' spread less
+    # the part two outputs share (their hidden weights); in between, the weight r = T / (T + n)
+    r = T / (T + bulk["modes"]) if bulk["modes"] > 0 else 1.0
+    weights = (1.0 - r) * scale_variance + r * bulk["between_variance"] * (1.0 - correlation)
+    # the sample's part: the output layer's share of the top mode sees the same features h(x_t) for every output
+    # (common); the rest is output-specific
+    a = weights + (1.0 - share) * sample
+    if last.center_only:
+        return top * (1.0 + expected_max_symmetric(C, a, a / 2.0))
+    # full batch norm: block k is scaled by Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), independent per
+    # output), which adds to the diagonal of Y only: sup_a a^T Z^(1/2) Y Z^(1/2) a to first order
+    coupled = top * (1.0 + expected_max_symmetric(C, a + 2.0 / (T - 5), a / 2.0)) * T / (T - 3)
+    return max(coupled, top * expected_max_scaled(C, math.sqrt(a), T)) / v
+
+
+def _entry_variances(net: Network, fl: Fluctuations | None, M: int, T: int, gd: float, corr: Any,
+                     notes: list) -> tuple:
+    """(Var G_tt, Var G_ts, E G_cross^2) in Gram units (of the centred twin with batch norm on the output)."""
+    if not net.norms:
+        # derived, not measured: the four-point recursions of meanfield.finite.fourpoint (plain networks); they give
+        # the variance over weights and inputs, as E ||G||_F^2 needs
+        from .fourpoint import cross_output_variance, same_output_variance
+
+        same = same_output_variance(net, M, T)
+        vx = cross_output_variance(net, M, T).mean_square if net.outputs > 1 else 0.0
+        notes.append("entry variances for s derived (meanfield.finite.fourpoint)")
+        return same.diag / T**2, same.offdiag / T**2, vx
+    if fl is not None:
+        return tuple(_coef(fl, name, M, notes) * gd**2 / M for name in ("var_diag", "var_off", "var_cross"))
+    last = net.norm_at(net.depth)
+    twin = plain_output_twin(net)
+    if isinstance(last, BatchNorm) and not twin.norms:
+        # the centred twin's entries Pi G Pi: exact sums over the plain network's entry covariances
+        from .corrections import gram_corrections
+
+        c = gram_corrections(twin.with_(norms=(BatchNorm(net.depth, center_only=True),)), M, T)
+        vx = ((T - 1) * c.cross_square_offdiag + c.cross_square_diag) / T if net.outputs > 1 else 0.0
+        return float(c.var_diag), float(c.var_offdiag), float(vx)
+    # a layer norm below: the plain equivalent's relative variances, at this network's mean diagonal
+    from .fourpoint import cross_output_variance, same_output_variance
+
+    plain = plain_equivalent(twin)
+    if isinstance(last, BatchNorm):
+        plain = plain.with_(norms=(BatchNorm(net.depth, center_only=True),))
+        from .corrections import gram_corrections
+
+        c = gram_corrections(plain, M, T)
+        vx = ((T - 1) * c.cross_square_offdiag + c.cross_square_diag) / T if net.outputs > 1 else 0.0
+        ref = float(c.mean_diag)
+        return tuple(float(x) * (gd / ref) ** 2 for x in (c.var_diag, c.var_offdiag, vx))
+    same = same_output_variance(plain, M, T)
+    vx = cross_output_variance(plain, M, T).mean_square if net.outputs > 1 else 0.0
+    ref = same.mean_diag / T
+    return tuple(x * (gd / ref) ** 2 for x in (same.diag / T**2, same.offdiag / T**2, vx))

@@ -184,6 +184,73 @@ def _cos_cross(o, q1, q2, p):
     return o.exp(b - q1) * (1 + o.exp(-2 * b)) / 2
 
 
+# -- unequal variances: E[phi(u) phi(v)], Var u = qa, Var v = qb, Cov = qab ----------------------
+# r = sqrt(qa qb - qab^2) as sqrt(g - qab) sqrt(g + qab), g = sqrt(qa) sqrt(qb) (g = qa when qa = qb,
+# so the equal-variance values are reproduced to rounding); the formulas are the ones above with
+# q1 -> g wherever the variance enters only through the angle.
+
+
+def _pair_g(o, qa, qb):
+    return o.sqrt(qa) * o.sqrt(qb)
+
+
+def _pair_root(o, qa, qb, qab):
+    g = _pair_g(o, qa, qb)
+    return o.sqrt(g - qab) * o.sqrt(g + qab)
+
+
+def _relu_pair(o, qa, qb, qab, p):
+    return o.relu_core(_pair_root(o, qa, qb, qab), qab) / (2 * o.pi)
+
+
+def _leaky_pair(o, qa, qb, qab, p):
+    a = p["a"]
+    return (1 - a) ** 2 * _relu_pair(o, qa, qb, qab, p) + a * qab
+
+
+def _abs_pair(o, qa, qb, qab, p):
+    r = _pair_root(o, qa, qb, qab)
+    return 2 * (r + qab * o.atan2(qab, r)) / o.pi
+
+
+def _step_pair(o, qa, qb, qab, p):
+    return o.atan2(_pair_root(o, qa, qb, qab), -qab) / (2 * o.pi)
+
+
+def _leaky_step_pair(o, qa, qb, qab, p):
+    a = p["a"]
+    return a + (1 - a) ** 2 * o.atan2(_pair_root(o, qa, qb, qab), -qab) / (2 * o.pi)
+
+
+def _sign_pair(o, qa, qb, qab, p):
+    return 2 * o.atan2(qab, _pair_root(o, qa, qb, qab)) / o.pi
+
+
+def _erf_pair_root(o, qa, qb, qab):
+    """sqrt((1 + 2 qa)(1 + 2 qb) - 4 qab^2) = sqrt(1 + 2 (qa + qb) + 4 r^2): a sum of terms >= 0."""
+    g = _pair_g(o, qa, qb)
+    return o.sqrt(1 + 2 * (qa + qb) + 4 * (g - qab) * (g + qab))
+
+
+def _erf_pair(o, qa, qb, qab, p):
+    return 2 * o.atan2(2 * qab, _erf_pair_root(o, qa, qb, qab)) / o.pi
+
+
+def _erf_prime_pair(o, qa, qb, qab, p):
+    return 4 / (o.pi * _erf_pair_root(o, qa, qb, qab))
+
+
+def _sin_pair(o, qa, qb, qab, p):
+    # e^{-(qa + qb)/2} sinh(qab), as for _sin_cross
+    b = o.abs(qab)
+    return o.sign(qab) * o.exp(b - (qa + qb) / 2) * (-o.expm1(-2 * b)) / 2
+
+
+def _cos_pair(o, qa, qb, qab, p):
+    b = o.abs(qab)
+    return o.exp(b - (qa + qb) / 2) * (1 + o.exp(-2 * b)) / 2
+
+
 # -- sympy forms (the readable textbook forms, for derivations) ------------------------------------
 
 
@@ -233,6 +300,42 @@ _NUMERIC: dict[str, tuple[Callable, Callable]] = {
 _NUMERIC["neg_sin"] = _NUMERIC["sin"]
 
 
+def _s_cos_angle(qa, qb, qab):
+    return qab / sympy.sqrt(qa * qb)
+
+
+_PAIR: dict[str, Callable] = {
+    "relu": _relu_pair, "leaky_relu": _leaky_pair, "abs": _abs_pair, "step": _step_pair,
+    "leaky_step": _leaky_step_pair, "sign": _sign_pair, "erf": _erf_pair, "erf_prime": _erf_prime_pair,
+    "sin": _sin_pair, "neg_sin": _sin_pair, "cos": _cos_pair,
+}
+
+
+def _s_relu_pair(qa, qb, qab, p):
+    return (sympy.sqrt(qa * qb - qab**2) + qab * (sympy.pi - sympy.acos(_s_cos_angle(qa, qb, qab)))) / (2 * sympy.pi)
+
+
+def _s_erf_root(qa, qb, qab):
+    return sympy.sqrt((1 + 2 * qa) * (1 + 2 * qb) - 4 * qab**2)
+
+
+_SYMPY_PAIR: dict[str, Callable] = {
+    "relu": _s_relu_pair,
+    "leaky_relu": lambda qa, qb, qab, p: (1 - p["a"]) ** 2 * _s_relu_pair(qa, qb, qab, p) + p["a"] * qab,
+    "abs": lambda qa, qb, qab, p: 2 * (sympy.sqrt(qa * qb - qab**2)
+                                       + qab * sympy.asin(_s_cos_angle(qa, qb, qab))) / sympy.pi,
+    "step": lambda qa, qb, qab, p: (sympy.pi - sympy.acos(_s_cos_angle(qa, qb, qab))) / (2 * sympy.pi),
+    "leaky_step": lambda qa, qb, qab, p: p["a"] + (1 - p["a"]) ** 2 * (
+        sympy.pi - sympy.acos(_s_cos_angle(qa, qb, qab))) / (2 * sympy.pi),
+    "sign": lambda qa, qb, qab, p: 2 * sympy.asin(_s_cos_angle(qa, qb, qab)) / sympy.pi,
+    "erf": lambda qa, qb, qab, p: 2 * sympy.asin(2 * qab / sympy.sqrt((1 + 2 * qa) * (1 + 2 * qb))) / sympy.pi,
+    "erf_prime": lambda qa, qb, qab, p: 4 / (sympy.pi * _s_erf_root(qa, qb, qab)),
+    "sin": lambda qa, qb, qab, p: sympy.exp(-(qa + qb) / 2) * sympy.sinh(qab),
+    "cos": lambda qa, qb, qab, p: sympy.exp(-(qa + qb) / 2) * sympy.cosh(qab),
+}
+_SYMPY_PAIR["neg_sin"] = _SYMPY_PAIR["sin"]
+
+
 # -- polynomials: Isserlis ------------------------------------------------------------------------
 
 
@@ -257,11 +360,12 @@ def polynomial_coefficients(expr: sympy.Expr) -> tuple | None:
     return tuple(reversed(poly.all_coeffs()))
 
 
-def gaussian_moment_2d(m: int, n: int, q1: Any, q2: Any) -> Any:
+def gaussian_moment_2d(m: int, n: int, q1: Any, q2: Any, qb: Any = None) -> Any:
     """E[u^m v^n] for (u, v) centred Gaussian with Var u = Var v = q1, Cov = q2 (Isserlis).
 
     Pair k of the u's with k of the v's (C(m,k) C(n,k) k! ways, each q2^k); the rest pair among
-    themselves: (m-k-1)!! q1^((m-k)/2) (n-k-1)!! q1^((n-k)/2).
+    themselves: (m-k-1)!! q1^((m-k)/2) (n-k-1)!! q1^((n-k)/2). With ``qb`` given, Var v = qb
+    (the v's own pairs carry qb^((n-k)/2)).
 
     Example:
         >>> q1, q2 = sympy.symbols("q1 q2")
@@ -274,11 +378,14 @@ def gaussian_moment_2d(m: int, n: int, q1: Any, q2: Any) -> Any:
             continue
         coef = math.comb(m, k) * math.comb(n, k) * math.factorial(k)
         coef *= _double_factorial(m - k - 1) * _double_factorial(n - k - 1)
-        total = total + coef * q2**k * q1 ** ((m - k) // 2 + (n - k) // 2)
+        if qb is None:
+            total = total + coef * q2**k * q1 ** ((m - k) // 2 + (n - k) // 2)
+        else:
+            total = total + coef * q2**k * q1 ** ((m - k) // 2) * qb ** ((n - k) // 2)
     return total
 
 
-def _poly_cross(coefs, q1, q2):
+def _poly_cross(coefs, q1, q2, qb=None):
     total = 0
     for m, a in enumerate(coefs):
         if a == 0:
@@ -286,7 +393,7 @@ def _poly_cross(coefs, q1, q2):
         for n, b in enumerate(coefs):
             if b == 0:
                 continue
-            total = total + a * b * gaussian_moment_2d(m, n, q1, q2)
+            total = total + a * b * gaussian_moment_2d(m, n, q1, q2, qb)
     return total
 
 
@@ -313,6 +420,8 @@ class ClosedForm:
     _sym_second: Callable
     _sym_cross: Callable
     kind: str = "catalogue"
+    _pair: Callable | None = None
+    _sym_pair: Callable | None = None
 
     def _p(self, backend):
         conv = {"numpy": float, "mpmath": MPMATH.const, "sympy": sympy.sympify}[backend]
@@ -342,6 +451,24 @@ class ClosedForm:
         """I_phi[q1, q2] as a sympy expression."""
         return self._sym_cross(q1, q2, self._p("sympy"))
 
+    @property
+    def has_pair(self) -> bool:
+        """Whether the unequal-variance form E[phi(u) phi(v)], Var u = qa, Var v = qb, is known."""
+        return self._pair is not None
+
+    def pair(self, qa, qb, qab):
+        """E[phi(u) phi(v)], Var u = qa, Var v = qb, Cov = qab, on numpy arrays (qa, qb > 0,
+        |qab| <= sqrt(qa qb))."""
+        return self._pair(NUMPY, qa, qb, qab, self._p("numpy"))
+
+    def mp_pair(self, qa, qb, qab):
+        """The unequal-variance form in mpmath at the working precision."""
+        return self._pair(MPMATH, qa, qb, qab, self._p("mpmath"))
+
+    def sym_pair(self, qa, qb, qab):
+        """The unequal-variance form as a sympy expression."""
+        return self._sym_pair(qa, qb, qab, self._p("sympy"))
+
 
 def _polynomial_form(coefs: tuple) -> ClosedForm:
     def second(o, q, p):
@@ -356,7 +483,14 @@ def _polynomial_form(coefs: tuple) -> ClosedForm:
     def sym_cross(q1, q2, p):
         return sympy.expand(_poly_cross(coefs, q1, q2))
 
-    return ClosedForm("polynomial", (), second, cross, sym_second, sym_cross, kind="polynomial")
+    def pair(o, qa, qb, qab, p):
+        return _poly_cross(_numeric_coefs(o, coefs), qa, qab, qb)
+
+    def sym_pair(qa, qb, qab, p):
+        return sympy.expand(_poly_cross(coefs, qa, qab, qb))
+
+    return ClosedForm("polynomial", (), second, cross, sym_second, sym_cross, kind="polynomial",
+                      _pair=pair, _sym_pair=sym_pair)
 
 
 def _numeric_coefs(o, coefs):
@@ -388,7 +522,8 @@ def closed_form(f: Activation) -> ClosedForm | None:
         second, cross = _NUMERIC[family]
         sym_second, sym_cross = _SYMPY[family]
         params = f.params if f.family == family else ()
-        return ClosedForm(family, params, second, cross, sym_second, sym_cross)
+        return ClosedForm(family, params, second, cross, sym_second, sym_cross,
+                          _pair=_PAIR.get(family), _sym_pair=_SYMPY_PAIR.get(family))
     coefs = polynomial_coefficients(f.expr)
     if coefs is not None:
         return _polynomial_form(coefs)

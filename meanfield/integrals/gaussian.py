@@ -1,4 +1,4 @@
-"""The two public functions: dispatch on the kind of argument (numbers, ``dps``, sympy)."""
+"""The three public functions: dispatch on the kind of argument (numbers, ``dps``, sympy)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import sympy
 
 from ..errors import InvalidArgument, check_int
-from . import numeric, symbolic
-from .symbolic import GaussianExpectation
+from . import numeric, pairs, symbolic
+from .symbolic import GaussianExpectation, PairExpectation
 
-__all__ = ["second_moment", "cross_moment", "GaussianExpectation"]
+__all__ = ["second_moment", "cross_moment", "pair_moment", "GaussianExpectation", "PairExpectation"]
 
 
 def _is_sympy(*values: Any) -> bool:
@@ -63,7 +63,7 @@ def second_moment(f: Any, q: Any, *, dps: int | None = None) -> Any:
         return symbolic.second_moment(f, q)
     if dps is not None:
         q = _scalar_for_mp("q", q)
-        numeric._require_numeric(f)
+        numeric.require_numeric(f)
         _check_mp_variance("q", q)  # not through float: mpmath values beyond 1e308 are the point of dps
         return numeric.mp_second(f, _exact(q), dps)
     return numeric.fast_second(f, q)
@@ -104,7 +104,7 @@ def cross_moment(f: Any, q1: Any, q2: Any, *, dps: int | None = None) -> Any:
         q2 = _scalar_for_mp("q2", q2)
         import mpmath
 
-        numeric._require_numeric(f)
+        numeric.require_numeric(f)
         _check_mp_variance("q1", q1)
         q1e, q2e = _exact(q1), _exact(q2)
         if not mpmath.isfinite(q2e):
@@ -115,6 +115,65 @@ def cross_moment(f: Any, q1: Any, q2: Any, *, dps: int | None = None) -> Any:
             q2e = q1e if q2e > 0 else -q1e
         return numeric.mp_cross(f, q1e, q2e, dps)
     return numeric.fast_cross(f, q1, q2)
+
+
+def pair_moment(f: Any, qa: Any, qb: Any, qab: Any, *, dps: int | None = None) -> Any:
+    """E[phi(u) phi(v)], (u, v) centred Gaussian, Var u = qa, Var v = qb, Cov(u, v) = qab.
+
+    The unequal-variance form of :func:`cross_moment` (which is ``pair_moment(f, q1, q1, q2)``,
+    reproduced to the last bit). With rho = qab / sqrt(qa qb): relu gives the arc-cosine kernel
+    sqrt(qa qb) (sin t + (pi - t) cos t) / (2 pi), t = arccos(rho); erf gives
+    (2/pi) arcsin(2 qab / sqrt((1 + 2 qa)(1 + 2 qb))).
+
+    Args:
+        f: an :class:`~meanfield.Activation` (a derivative ``f.derivative`` works the same way).
+        qa: Var u >= 0 (float, array, or sympy).
+        qb: Var v >= 0.
+        qab: the covariance, |qab| <= sqrt(qa qb); an excess of up to 1e-12 relative is treated as
+            rounding and qab taken as exactly +-sqrt(qa qb). qa = 0 or qb = 0 requires qab = 0
+            (then the value is phi(0) E[phi(w)], w the other variable).
+        dps: if given, evaluate with mpmath at this many digits (scalar arguments only).
+
+    Returns:
+        float64 array (the broadcast shape of qa, qb, qab), an mpmath number when ``dps`` is given,
+        or for sympy arguments a closed form or an unevaluated :class:`PairExpectation`.
+
+    Raises:
+        InvalidArgument: a negative or non-finite variance, |qab| > sqrt(qa qb), shapes that do not
+            broadcast, f not an Activation or with symbolic parameters on a numeric path.
+
+    Example:
+        >>> import meanfield as mf
+        >>> relu = mf.activation("relu")
+        >>> round(float(pair_moment(relu, 4.0, 1.0, 2.0)), 12)     # rho = 1: v = u / 2
+        1.0
+        >>> pair_moment(mf.activation("linear"), 2.0, [1.0, 3.0], 0.5).tolist()
+        [0.5, 0.5]
+        >>> float(pair_moment(mf.activation("tanh"), 0.5, 2.0, 0.0))   # odd phi, independent
+        0.0
+    """
+    f = numeric.check_activation(f)
+    dps = _check_dps(dps)
+    if _is_sympy(qa, qb, qab):
+        return symbolic.pair_moment(f, qa, qb, qab)
+    if dps is not None:
+        import mpmath
+
+        qa, qb, qab = (_scalar_for_mp(n, v) for n, v in (("qa", qa), ("qb", qb), ("qab", qab)))
+        numeric.require_numeric(f)
+        _check_mp_variance("qa", qa)
+        _check_mp_variance("qb", qb)
+        a, b, ab = _exact(qa), _exact(qb), _exact(qab)
+        if not mpmath.isfinite(ab):
+            raise InvalidArgument("qab", qab, "a finite real number (no nan or inf)")
+        with mpmath.workdps(dps + 10):
+            g = a if a == b else mpmath.sqrt(a * b)
+        if abs(ab) > g * (1 + numeric.RTOL):
+            raise InvalidArgument("qab", qab, f"a covariance with |qab| <= sqrt(qa qb) = {float(g)!r} (|rho| <= 1)")
+        if abs(ab) > g:  # within RTOL: exactly +-sqrt(qa qb)
+            ab = g if ab > 0 else -g
+        return pairs.mp_pair(f, a, b, ab, dps)
+    return pairs.fast_pair(f, qa, qb, qab)
 
 
 def _check_mp_variance(name: str, value: Any) -> None:

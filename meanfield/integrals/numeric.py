@@ -9,6 +9,9 @@ Fast path, in this order (plain Gauss-Hermite is never applied to a kinked funct
 
 1. a closed form (:mod:`.closed_forms`): relu family, step family, abs, sign, erf, erf', sin, cos,
    polynomials;
+1b. smooth phi: the cached Chebyshev table of phi (:mod:`.tables`), where a large call has built
+   it and it certifies 1e-12 relative (``use_tables=False`` skips it: the rules below alone are
+   the baseline and the oracle);
 2. smooth phi, small q1: Mehler's series sum_k a_k^2 c^k with a_k from one Gauss-Hermite row of
    phi values per pair (N phi evaluations and one matrix product), accepted only where the known
    remainder at c = 1 certifies 1e-12 (:data:`_MEHLER_BANDS`);
@@ -43,7 +46,7 @@ Edge conventions (shared by every path):
 from __future__ import annotations
 
 import functools
-import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +56,19 @@ import scipy.special
 
 from ..spec.activations import Activation
 from ..errors import InvalidArgument
+from . import tables
 from .closed_forms import closed_form
+from .existence import check_moments_exist, gaussian_growth, square_singularity
+
+# the text the disk cache of the tables keys on: a changed rule here never reads a table built by the old one
+_SOURCE = Path(__file__).read_text(encoding="utf-8")
 
 __all__ = ["RTOL", "check_activation", "prepare", "fast_second", "fast_cross", "mp_second", "mp_cross",
-           "check_moments_exist", "gaussian_growth", "square_singularity"]
+           "check_moments_exist", "gaussian_growth", "square_singularity",
+           # shared with the unequal-variance pair moments (.pairs)
+           "require_numeric", "as_float_array", "first_bad", "finish", "zero_value", "kink_points",
+           "outer_nodes", "inner_expectation", "sorted_chunks", "mehler_bands", "mehler_tables",
+           "MEHLER_TOL", "mp_gauss", "mp_points", "conditional_cross", "hermite_squares"]
 
 #: Relative amount by which |q2| may exceed q1 (rounding) before it is an error.
 RTOL = 1e-12
@@ -199,14 +211,14 @@ _DE_NODES = 50
 # remainder at any |c| <= 1, all terms being >= 0), is below _MEHLER_TOL E[phi^2]; the rest go on
 # to the next band and finally to the conditional quadrature.
 _MEHLER_BANDS = ((0.12, 48, 40), (0.45, 96, 80), (1.4, 200, 170), (2.6, 300, 270), (4.5, 420, 380),
-                 (14.0, 520, 480))
+                 (14.0, 520, 480), (14.0, 900, 860), (14.0, 1300, 1250))
 _MEHLER_TOL = 1e-12
 # elements per temporary array of a Mehler band: large, since each chunk costs a Python-level
 # Horner sweep of K/2 steps (measured: 1e6 beats 2e5 by 2x on 1e5 tanh pairs)
 _CHUNK = 1_000_000
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _mehler_tables(n: int, k: int):
     """Positive GH nodes z (n even), weights w there, and the Hermite-function tables
     G[i, j] = He_j(z_i) sqrt(w_i) / sqrt(j!) split into even j and odd j (stable recurrence).
@@ -233,8 +245,11 @@ def _zero_value(f: Activation) -> float:
     return float(f(np.float64(0.0))) ** 2
 
 
-def fast_second(f: Activation, q: Any) -> np.ndarray:
+def fast_second(f: Activation, q: Any, *, use_tables: bool = True) -> np.ndarray:
     """E[phi(sqrt(q) z)^2] on floats or arrays (numpy float64, the broadcast shape of q).
+
+    ``use_tables=False`` skips the cached tables of :mod:`.tables` (the quadrature alone: the
+    baseline and oracle they are measured against).
 
     Example:
         >>> from meanfield.spec.activations import activation
@@ -258,14 +273,17 @@ def fast_second(f: Activation, q: Any) -> np.ndarray:
                     out[pos] = np.broadcast_to(cf.second(qp), qp.shape)
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
-                    out[pos] = _second_quadrature(f, qp)
+                    out[pos] = _second_quadrature(f, qp, use_tables)
         except OverflowError:  # a Python float overflowed in a closed form (leaky_relu(a=1e308): a**2)
             out[pos] = np.inf
     return _finish(out, "E[phi(u)^2]", f, q)
 
 
-def fast_cross(f: Activation, q1: Any, q2: Any) -> np.ndarray:
+def fast_cross(f: Activation, q1: Any, q2: Any, *, use_tables: bool = True) -> np.ndarray:
     """I_phi[q1, q2] on floats or arrays (numpy float64, broadcast over q1 and q2).
+
+    ``use_tables=False`` skips the cached tables of :mod:`.tables` (the Mehler series and the
+    conditional quadrature alone: the baseline and oracle they are measured against).
 
     Example:
         >>> from meanfield.spec.activations import activation
@@ -289,7 +307,7 @@ def fast_cross(f: Activation, q1: Any, q2: Any) -> np.ndarray:
                     out[pos] = np.broadcast_to(cf.cross(a, b), a.shape)
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
-                    out[pos] = _cross_quadrature(f, a, b)
+                    out[pos] = _cross_quadrature(f, a, b, use_tables)
         except OverflowError:
             out[pos] = np.inf
     return _finish(out, "E[phi(u) phi(v)]", f, q1)
@@ -310,115 +328,6 @@ def _finish(out: np.ndarray, what: str, f: Activation, q: np.ndarray) -> np.ndar
             f"{what} at q = {qb:.4g} overflows float64; evaluate in mpmath with more digits "
             "(--dps 30 on the command line, dps=30 in the API)")
     return out[()] if out.ndim == 0 else out
-
-
-# -- existence of the moments -------------------------------------------------------------------------
-
-# The quadrature truncates at _TAIL standard deviations. For phi^2 ~ exp(2 a x^2) the integrand decays only
-# like exp(-(1/2 - 2 a q) z^2): measured error 7e-13 at a q = 0.1, 5e-9 at 0.15, 3e-5 at 0.2, 6% at 0.24
-# (exp(x**2)), so beyond a q = 0.1 a number would be silently wrong; at a q >= 1/4 the moment is infinite.
-_GROWTH_ACCURATE = 0.1
-
-
-@functools.lru_cache(maxsize=512)
-def gaussian_growth(f: Activation) -> float:
-    """a when |phi(x)| grows like exp(a x^2) (inf when faster, 0 when slower: polynomials, exp(k x)).
-
-    From log|phi(x)| / x^2 at |x| = 100 and 1000 in mpmath (no overflow): constant for Gaussian growth,
-    falling like log(x)/x^2 or 1/x for polynomial or exponential growth.
-
-    Example:
-        >>> from meanfield.spec.activations import Activation, activation
-        >>> gaussian_growth(Activation.from_expr("exp(x**2/2)")), gaussian_growth(activation("relu"))
-        (0.5, 0.0)
-    """
-    def rate(x):
-        values = [abs(f.mp(mpmath.mpf(sign * x))) for sign in (1, -1)]
-        top = max(values)
-        return float(mpmath.log(top)) / x ** 2 if top > 0 else -math.inf
-
-    try:
-        with mpmath.workdps(30):
-            near, far = rate(100), rate(1000)
-    except Exception:  # noqa: BLE001 - a function mpmath cannot evaluate there: no evidence of growth
-        return 0.0
-    if not far > 0 or far < 0.5 * near:
-        return 0.0
-    if far > 2 * near:
-        return math.inf
-    return round(far, 12)
-
-
-@functools.lru_cache(maxsize=512)
-def square_singularity(f: Activation) -> tuple[float, float] | None:
-    """(x0, p) when |phi(x)| ~ |x - x0|^-p (p > 0.1: unbounded) near a kink or 0, else None.
-
-    phi^2 is not integrable there for p >= 1/2; for smaller p the moment exists but the quadrature
-    (which needs a bounded integrand) cannot compute it.
-
-    Example:
-        >>> from meanfield.spec.activations import Activation
-        >>> square_singularity(Activation.from_expr("Abs(x)**0.5").derivative)
-        (0.0, 0.5)
-        >>> square_singularity(Activation.from_expr("tanh(x)")) is None
-        True
-    """
-    points = sorted(set(f.kinks or ()) | {0.0})
-    with mpmath.workdps(30):
-        for x0 in points:
-            for side in (1, -1):
-                try:
-                    near = abs(f.mp(mpmath.mpf(x0) + side * mpmath.mpf("1e-12")))
-                    far = abs(f.mp(mpmath.mpf(x0) + side * mpmath.mpf("1e-6")))
-                except (ZeroDivisionError, ValueError, TypeError, OverflowError):
-                    return (float(x0), math.inf)
-                if not (mpmath.isfinite(near) and mpmath.isfinite(far)):
-                    return (float(x0), math.inf)
-                if near > 0 and far > 0:
-                    p = float(mpmath.log(near / far) / mpmath.log(10 ** 6))
-                    if p > 0.1:  # a power law; a log singularity gives p ~ 0.05
-                        return (float(x0), round(p, 3))
-    return None
-
-
-def check_moments_exist(f: Activation, q: Any) -> None:
-    """Refuse (InvalidArgument naming the activation) moments E[phi(u)^2] that are infinite at these variances,
-    or that the quadrature cannot resolve: phi^2 not integrable near a point (phi' of sqrt|x|), or phi growing
-    like exp(a x^2) with a q too large.
-
-    Example:
-        >>> from meanfield.spec.activations import Activation
-        >>> check_moments_exist(Activation.from_expr("exp(x**2)"), 2.0)
-        Traceback (most recent call last):
-        ...
-        meanfield.errors.InvalidArgument: activation='exp(x**2)' is not allowed: expected ...
-    """
-    qmax = float(np.max(q)) if np.size(q) else 0.0
-    if qmax <= 0:
-        return
-    singular = square_singularity(f)
-    if singular is not None:
-        x0, p = singular
-        where = "|x|" if x0 == 0 else f"|x - {x0:g}|"
-        shape = "is infinite" if p == math.inf else f"grows like {where}^-{p:g}"
-        backward = " (the backward pass needs E[phi'(u)^2])" if f.name.endswith("'") else ""
-        if p >= 0.49:
-            raise InvalidArgument("activation", f.name, "an activation whose Gaussian moments exist",
-                                  f"near x = {x0:g}, {f.name} {shape}, so E[({f.name})(u)^2] is infinite" + backward)
-        raise InvalidArgument("activation", f.name, "an activation that is bounded near every point",
-                              f"near x = {x0:g}, {f.name} {shape}: E[({f.name})(u)^2] exists, but the quadrature "
-                              "needs a bounded integrand" + backward)
-    a = gaussian_growth(f)
-    if a > 0 and qmax * a > _GROWTH_ACCURATE:
-        if a == math.inf:
-            why = f"{f.name} grows faster than any exp(a x^2), so E[phi(u)^2] is infinite for every q > 0"
-        elif qmax * a >= 0.25:
-            why = (f"{f.name} grows like exp({a:g} x^2), so E[phi(u)^2] is infinite for q >= 1/(4a) = "
-                   f"{0.25 / a:.4g}; here q = {qmax:.4g}")
-        else:
-            why = (f"{f.name} grows like exp({a:g} x^2): E[phi(u)^2] diverges at q = 1/(4a) = {0.25 / a:.4g} and "
-                   f"the Gaussian quadrature is accurate only for q <= {_GROWTH_ACCURATE / a:.4g}; here q = {qmax:.4g}")
-        raise InvalidArgument("activation", f.name, "an activation whose Gaussian moments exist", why)
 
 
 def _kink_points(f: Activation) -> tuple[float, ...] | None:
@@ -474,19 +383,34 @@ def _outer_nodes(f: Activation, q: np.ndarray, c: np.ndarray | None):
     return x, wt * _phi(x / sd[:, None]) / sd[:, None]
 
 
-def _second_quadrature(f: Activation, q: np.ndarray) -> np.ndarray:
+def _table(f: Activation) -> tables.CrossTable:
+    return tables.cross_table(f, functools.partial(conditional_cross, f), functools.partial(hermite_squares, f),
+                              persist=_SOURCE)
+
+
+def _second_quadrature(f: Activation, q: np.ndarray, use_tables: bool = True) -> np.ndarray:
     out = np.empty_like(q)
-    for idx in _sorted_chunks(q, 2048):
+    todo = np.arange(q.size)
+    if use_tables and _kink_points(f) is None:  # the cached table of this phi (:mod:`.tables`), its c = 1 edge
+        value, done = tables.table_second(_table(f), q)
+        out[done] = value[done]
+        todo = np.nonzero(~done)[0]
+    for part in _sorted_chunks(q[todo], 2048):
+        idx = todo[part]
         x, wt = _outer_nodes(f, q[idx], None)
         out[idx] = np.sum(wt * np.square(f(x)), axis=-1)
     return out
 
 
-def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray, use_tables: bool = True) -> np.ndarray:
     out = np.full(q1.shape, np.nan)
     c = q2 / q1
     todo = np.ones(q1.shape, dtype=bool)
     if _kink_points(f) is None:
+        if use_tables:  # the cached table of this phi (:mod:`.tables`) where it is built and certified
+            value, done = tables.table_cross(_table(f), q1, q2)
+            out[done] = value[done]
+            todo &= ~done
         for qmax, n, k in _mehler_bands(f):
             band = np.nonzero(todo & (q1 <= qmax))[0]
             for part in np.array_split(band, max(1, band.size * n // _CHUNK)):
@@ -506,7 +430,14 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarr
 def _mehler_bands(f: Activation) -> tuple:
     """The bands with their q1 limit lowered to where this phi's remainder test passes (probed
     once per activation at c = 1), so pairs go straight to the cheapest band that certifies them;
-    bands that certify nothing new are dropped."""
+    bands that certify nothing new are dropped.
+
+    The remainder test sees only the coefficients its Gauss-Hermite rule resolves (on n nodes the
+    discrete Parseval sum stops at k = n): near a band's top it can pass while the series is off
+    by 1e-10 (x tanh(x) at q = 8, c = 0.9998). So each limit is also checked against the
+    conditional quadrature at the top of the band, near c = +-1 where the series converges
+    slowest, and lowered by factors 0.85 until they agree to 1e-13 of E[phi^2].
+    """
     bands, reached = [], 0.0
     for qmax, n, k in _MEHLER_BANDS:
         probe = np.linspace(qmax / 24, qmax, 24)
@@ -514,10 +445,23 @@ def _mehler_bands(f: Activation) -> tuple:
         limit = probe[np.argmin(ok)] * 0.999 if not ok.all() else qmax
         if not ok[0]:
             continue
+        limit = _checked_limit(f, limit, n, k, floor=probe[0])
         if limit > reached:
             bands.append((float(limit), n, k))
             reached = limit
     return tuple(bands)
+
+
+def _checked_limit(f: Activation, limit: float, n: int, k: int, floor: float) -> float:
+    c = np.array([1 - 1e-2, 1 - 1e-3, 1 - 2e-4, -(1 - 1e-3), 0.5])
+    while limit >= floor:
+        q = np.full(c.shape, limit)
+        series, _ = _mehler(f, q, c, n, k)
+        exact = np.concatenate([_cross_conditional(f, q[i:i + 1], c[i:i + 1] * q[i:i + 1]) for i in range(c.size)])
+        if np.all(np.abs(series - exact) <= 1e-13 * np.abs(_mehler(f, q[:1], np.ones(1), n, k)[0][0])):
+            return limit
+        limit *= 0.85
+    return 0.0
 
 
 def _mehler(f: Activation, q1: np.ndarray, c: np.ndarray, n: int, k: int):
@@ -551,12 +495,15 @@ def _inner(f: Activation, m: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     if np.any(exact):
         out[exact] = f(m[exact])
     if kinks is None:
-        # narrow: phi(m + sigma y) is analytic in |Im y| < (pi/2)/sigma >= 2 (tanh's poles; the
-        # other catalogue entries have wider strips) and 32-point Gauss-Hermite converges to ~1e-14
-        narrow = (sigma > 0) & (sigma <= _SIGMA_WIDE)
-        if np.any(narrow):
-            z, w = _hermite(32)
-            out[narrow] = f(m[narrow][..., None] + sigma[narrow][:, None, None] * z) @ w
+        # narrow: phi(m + sigma y) is analytic in |Im y| < d = (pi/2)/sigma (tanh's poles; the
+        # other catalogue entries have wider strips) and n-point Gauss-Hermite errs ~exp(-d sqrt(2n)):
+        # measured on tanh, 32 nodes 2e-16 up to sigma = 0.4 but 1e-13 at 0.5 and 8e-11 at 0.75;
+        # 96 nodes 2e-16 up to 0.75
+        for lo, hi, nodes in ((0.0, 0.4, 32), (0.4, _SIGMA_WIDE, 96)):
+            narrow = (sigma > lo) & (sigma <= hi)
+            if np.any(narrow):
+                z, w = _hermite(nodes)
+                out[narrow] = f(m[narrow][..., None] + sigma[narrow][:, None, None] * z) @ w
         wide = sigma > _SIGMA_WIDE
         if np.any(wide):
             out[wide] = _inner_wide_smooth(f, m[wide], sigma[wide])
@@ -586,11 +533,11 @@ class _Split:
         return a + b * big_phi + c * m + d * (m * big_phi + s * s * _phi(z) / sp)
 
 
-# Conditional sd above which the inner integral uses the split phi = p + r. The grid spacing of r
-# then gives a trapezoid error <= exp(b^2 / (2 sd^2) - 2 pi b / _DT) with b = pi/2 (tanh's strip):
-# 5e-14 at sd = 0.75.
+# Conditional sd above which the inner integral uses the split phi = p + r, and the grid spacing
+# of r. Measured against 25-digit mpmath (m in [-3, 3], sd = 0.75 .. 4): spacing 0.3 errs 2.4e-13
+# for tanh and 5.6e-12 for tanh' (double poles) at sd = 0.75; spacing 0.2 errs <= 7e-16 and 1e-14.
 _SIGMA_WIDE = 0.75
-_DT = 0.3
+_DT = 0.2
 
 
 @functools.lru_cache(maxsize=64)
@@ -681,6 +628,30 @@ def _inner_kinked(f, m, s, kinks):
         dens = _phi((x - m[..., None]) / ss[..., None]) / ss[..., None]
         total += np.sum(wt * dens * f(x), axis=-1)
     return total
+
+
+def hermite_squares(f: Activation, q: np.ndarray, k: int) -> np.ndarray:
+    """a_j(q)^2 = E[phi(sqrt(q) z) He_j(z)]^2 / j! for j < k (rows) and 1-D q > 0 (columns), on the
+    sinh-mapped rule of the conditional quadrature (accurate at any q, unlike Gauss-Hermite)."""
+    out = np.empty((k, q.size))
+    for idx in _sorted_chunks(q, 256):
+        u, wt = _outer_nodes(f, q[idx], None)
+        z = u / np.sqrt(q[idx])[:, None]
+        fw = f(u) * wt
+        h_prev, h = np.zeros_like(z), np.ones_like(z)
+        for j in range(k):
+            out[j, idx] = np.square(np.sum(fw * h, axis=-1))
+            h_prev, h = h, (z * h - np.sqrt(j) * h_prev) / np.sqrt(j + 1)
+    return out
+
+
+def conditional_cross(f: Activation, q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """I_phi[q1, q2] by the conditional quadrature alone (1-D arrays, q1 > 0): the oracle the
+    tables are built from (smooth in q1 and q2, unlike the banded Mehler series)."""
+    out = np.empty(q1.shape)
+    for idx in _sorted_chunks(q1, 64):
+        out[idx] = _cross_conditional(f, q1[idx], q2[idx])
+    return out
 
 
 def _cross_conditional(f, q1, q2):
@@ -841,3 +812,20 @@ def _mp_cross_quad(f: Activation, q1, q2):
 
     outer_points = points + ([p / c for p in points] if c != 0 else [])
     return _mp_gauss(lambda u: f.mp(u) * inner(u), 0, sd, outer_points)
+
+
+# -- the pieces the unequal-variance pair moments (:mod:`.pairs`) reuse, under public names ---------
+require_numeric = _require_numeric
+as_float_array = _as_float_array
+first_bad = _first
+finish = _finish
+zero_value = _zero_value
+kink_points = _kink_points
+outer_nodes = _outer_nodes
+inner_expectation = _inner
+sorted_chunks = _sorted_chunks
+mehler_bands = _mehler_bands
+mehler_tables = _mehler_tables
+MEHLER_TOL = _MEHLER_TOL
+mp_gauss = _mp_gauss
+mp_points = _mp_points

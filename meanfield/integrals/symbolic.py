@@ -23,7 +23,7 @@ from ..spec.activations import X, Activation
 from ..errors import InvalidArgument
 from .closed_forms import closed_form
 
-__all__ = ["GaussianExpectation", "second_moment", "cross_moment"]
+__all__ = ["GaussianExpectation", "PairExpectation", "second_moment", "cross_moment", "pair_moment"]
 
 
 def _check_variance(name: str, q: sympy.Expr) -> sympy.Expr:
@@ -342,3 +342,145 @@ def cross_moment(f: Activation, q1: Any, q2: Any) -> sympy.Expr:
             return cf.sym_second(q1)
         return cf.sym_cross(q1, q2)
     return GaussianExpectation.of(f, q1, q2)
+
+
+class PairExpectation(sympy.Expr):
+    """E[phi(u) phi(v)], Var u = qa, Var v = qb, Cov(u, v) = qab, unevaluated (no closed form known).
+
+    The unequal-variance sibling of :class:`GaussianExpectation`: ``.doit()`` gives a closed form
+    when one appears (or a number when every argument is one), ``.evalf()`` integrates with mpmath,
+    ``sympy.lambdify`` calls the numeric fast path. Build it with
+    :func:`meanfield.integrals.pair_moment` or :meth:`of`.
+
+    Example:
+        >>> import sympy, meanfield as mf
+        >>> qa, qb, qab = sympy.symbols("q_a q_b q_ab", real=True)
+        >>> e = PairExpectation.of(mf.activation("tanh"), qa, qb, qab)
+        >>> e
+        P[tanh](q_a, q_b, q_ab)
+        >>> round(float(sympy.lambdify((qa, qb, qab), e)(1.0, 2.0, 0.5)), 12)
+        0.14675411546
+    """
+
+    is_real = True
+    is_finite = True
+
+    def __new__(cls, expr, qa, qb, qab, family=Str("custom"), params=sympy.Tuple(), name=None):
+        expr, qa, qb, qab = (sympy.sympify(a) for a in (expr, qa, qb, qab))
+        if name is None:
+            name = Str(str(expr))
+        return sympy.Expr.__new__(cls, expr, qa, qb, qab, family, params, name)
+
+    @classmethod
+    def of(cls, f: Activation, qa: Any, qb: Any, qab: Any) -> "PairExpectation":
+        """The unevaluated pair moment of an Activation (no closed-form lookup)."""
+        family, params, name = _family_args(f)
+        return cls(f.expr, qa, qb, qab, family, params, name)
+
+    @property
+    def phi(self) -> sympy.Expr:
+        return self.args[0]
+
+    @property
+    def free_symbols(self):
+        return self.args[1].free_symbols | self.args[2].free_symbols | self.args[3].free_symbols | (
+            self.phi.free_symbols - {X})
+
+    def activation(self) -> Activation:
+        """The Activation (catalogue family restored when it has one)."""
+        return GaussianExpectation(*self.args[:1], 0, 0, *self.args[4:]).activation()
+
+    def doit(self, **hints):
+        """The closed form, or :class:`GaussianExpectation` when qa == qb; a number when all
+        arguments are numbers; else self."""
+        args = [a.doit(**hints) if isinstance(a, sympy.Basic) and not isinstance(a, Str) else a
+                for a in self.args] if hints.get("deep", True) else list(self.args)
+        obj = self.func(*args)
+        qa, qb, qab = obj.args[1:4]
+        result = pair_moment(obj.activation(), qa, qb, qab)
+        if not isinstance(result, PairExpectation):
+            return result
+        if qa.is_number and qb.is_number and qab.is_number and not (obj.phi.free_symbols - {X}):
+            return obj.evalf()
+        return obj
+
+    def _eval_evalf(self, prec):
+        qa, qb, qab = self.args[1:4]
+        if not (qa.is_number and qb.is_number and qab.is_number) or (self.phi.free_symbols - {X}):
+            return None
+        from .pairs import mp_pair
+
+        dps = max(15, mpmath.libmp.prec_to_dps(prec))
+        with mpmath.workdps(dps + 5):
+            a, b, ab = (mpmath.mpf(sympy.Float(v, dps + 5)._mpf_) for v in (qa, qb, qab))
+            g = mpmath.sqrt(a * b) if a >= 0 and b >= 0 else mpmath.mpf(-1)
+        if a < 0 or b < 0:
+            raise InvalidArgument("qa" if a < 0 else "qb", qa if a < 0 else qb, "a variance >= 0")
+        if abs(ab) > g * (1 + 1e-12):
+            raise InvalidArgument("qab", qab, "a covariance with |qab| <= sqrt(qa qb)")
+        if abs(ab) > g:
+            ab = g if ab > 0 else -g
+        return sympy.Float(mp_pair(self.activation(), a, b, ab, dps + 3), dps)
+
+    def _eval_subs(self, old, new):
+        if old == X:
+            return self
+        return None
+
+    def _sympystr(self, printer) -> str:
+        qa, qb, qab = (printer._print(a) for a in self.args[1:4])
+        return f"P[{self.args[6].name}]({qa}, {qb}, {qab})"
+
+    def _latex(self, printer) -> str:
+        qa, qb, qab = (printer._print(a) for a in self.args[1:4])
+        return (r"\mathbb{E}\left[\phi(u)\,\phi(v)\right]_{%s,\;%s,\;%s}" % (qa, qb, qab)).replace(
+            r"\phi", r"\operatorname{%s}" % self.args[6].name.replace("_", r"\_"))
+
+    def _numpycode(self, printer) -> str:
+        key = _register(self)
+        qa, qb, qab = (printer._print(a) for a in self.args[1:4])
+        return f"__import__('meanfield.integrals.pairs', fromlist=['_']).fast_pair(" \
+               f"__import__('meanfield.integrals.symbolic', fromlist=['_']).registered({key!r}), {qa}, {qb}, {qab})"
+
+    _lambdacode = _numpycode
+    _pythoncode = _numpycode
+
+
+def registered(key: str) -> Activation:
+    """The Activation registered under ``key`` by a lambdified expectation."""
+    return _REGISTRY[key]
+
+
+def pair_moment(f: Activation, qa: Any, qb: Any, qab: Any) -> sympy.Expr:
+    """E[phi(u) phi(v)], Var u = qa, Var v = qb, Cov = qab, as sympy: ``cross_moment`` when qa == qb,
+    a closed form, or an unevaluated :class:`PairExpectation`."""
+    qa = _check_variance("qa", qa)
+    qb = _check_variance("qb", qb)
+    qab = sympy.sympify(qab)
+    if qab.is_real is False or qab.is_finite is False:
+        raise InvalidArgument("qab", qab, "a real covariance with |qab| <= sqrt(qa qb)")
+    if qa == qb:
+        return cross_moment(f, qa, qab)
+    if qa.is_number and qb.is_number and qab.is_number:
+        a, b, ab = sympy.N(qa, 30), sympy.N(qb, 30), sympy.N(qab, 30)
+        if ab**2 - a * b > 1e-25 * abs(a * b):
+            raise InvalidArgument("qab", qab, f"a covariance with |qab| <= sqrt(qa qb) = {sympy.sqrt(qa * qb)}")
+    if qa.is_zero or qb.is_zero:
+        if qab.is_zero is False:
+            raise InvalidArgument("qab", qab, "qab = 0 when qa = 0 or qb = 0")
+        other = qb if qa.is_zero else qa
+        first = f.expr.subs(X, 0)
+        if first == 0:
+            return sympy.S.Zero
+        return _first_moment_times(f, other, first)
+    cf = closed_form(f)
+    if cf is not None and cf.has_pair:
+        return cf.sym_pair(qa, qb, qab)
+    return PairExpectation.of(f, qa, qb, qab)
+
+
+def _first_moment_times(f: Activation, q, first):
+    """phi(0) E[phi(sqrt(q) z)]: the pair moment when the other variance is 0."""
+    z = sympy.Dummy("z", real=True)
+    density = sympy.exp(-z**2 / 2) / sympy.sqrt(2 * sympy.pi)
+    return first * sympy.Integral(f.expr.subs(X, sympy.sqrt(q) * z) * density, (z, -sympy.oo, sympy.oo))

@@ -20,6 +20,12 @@ which has E x_i(t)^2 = q1 and E x_i(t) x_i(s) = q2 exactly (q1 = input_q1, q2 = 
 covers negative q2 down to the positive-semi-definite limit -q1/(T - 1). Because the inputs come last,
 changing T or the input statistics leaves the weights unchanged.
 
+A real batch (``draw(..., inputs=X)``, X of shape (T, d), see :mod:`meanfield.spec.inputs`) replaces the
+drawn inputs: nothing is drawn for them, and the first layer's fan-in is d, so W^1 is
+``standard_normal((M_1, d))`` times sqrt(sigma_w2_1 / d); ``input_q1`` and ``input_q2`` are not used. The
+weights are drawn in the same order from the same stream, so a seed names the same network as without
+inputs wherever the shapes agree (d = M_0); with d != M_0 the stream is consumed differently from W^1 on.
+
 All of this is float64 and exact: :func:`vjp` is the exact gradient of sum_{k,t} c[k,t] f_k(t) with
 respect to every weight and bias, including the coupling of the samples through batch statistics.
 """
@@ -37,6 +43,7 @@ from scipy.special import erf
 
 from ..spec.activations import X, Activation
 from ..errors import InvalidArgument, check_int
+from ..spec.inputs import check_inputs
 from ..spec.network import BatchNorm, Network
 
 __all__ = ["Draw", "Trace", "Gradients", "DegenerateBatch", "draw", "forward", "vjp", "check_batch", "dphi",
@@ -245,26 +252,42 @@ def _symbolic(net: Network) -> bool:
     return net.is_symbolic
 
 
-def check_batch(net: Network, width: Any, samples: Any) -> tuple[tuple[int, ...], int]:
-    """Validate (width, samples) for ``net``: (widths M_0..M_{L-1}, C) and T, or InvalidArgument."""
+def check_batch(net: Network, width: Any, samples: Any, inputs: Any = None) -> tuple[tuple[int, ...], int]:
+    """Validate (width, samples) for ``net``: (widths M_0..M_{L-1}, C) and T, or InvalidArgument.
+
+    With ``inputs`` (a T x d batch) T is the batch's and M_0 is d; ``samples`` may then be None, and
+    otherwise must equal T.
+
+    Example:
+        >>> check_batch(Network(2, "relu", 2, 0), 8, None, inputs=np.zeros((3, 5)))
+        ((5, 8, 1), 3)
+    """
     _check_network(net)
     M = check_int("width", width, minimum=1)
-    T = check_int("samples", samples, minimum=1)
+    if inputs is not None:
+        X = check_inputs(inputs, samples=samples)
+        T = X.shape[0]
+        sizes = (X.shape[1], *net.widths(M)[1:])
+    else:
+        T = check_int("samples", samples, minimum=1)
+        sizes = net.widths(M)
     need = net.min_samples()
     if T < need:
         norms = ", ".join(str(n) for n in net.norms if n.min_samples() > T)
         raise InvalidArgument("samples", T, f"T >= {need} for this network's normalization ({norms})",
                               "batch norm needs 2 samples for a mean and 3 for a variance with a gradient")
+    if inputs is not None:
+        return sizes, T  # the batch is given: the isotropic input statistics are not used
     q1, q2 = float(net.input_q1), float(net.input_q2)
     if T > 1 and q1 + (T - 1) * q2 < -1e-12 * q1:
         raise InvalidArgument("input_q2", net.input_q2,
                               f">= -input_q1/(T-1) = {-q1 / (T - 1):.6g} for T={T} samples",
                               "the T x T input covariance (q1-q2) I + q2 11^T must be positive semi-definite")
-    return net.widths(M), T
+    return sizes, T
 
 
-def draw(net: Network, width: int, samples: int, seed: int = 0) -> Draw:
-    """W^l ~ N(0, sigma_w2/M_{l-1}), b^l ~ N(0, sigma_b2), T inputs x(t) ~ N(0, input statistics).
+def draw(net: Network, width: int, samples: int | None = None, seed: int = 0, inputs: Any = None) -> Draw:
+    """W^l ~ N(0, sigma_w2/M_{l-1}), b^l ~ N(0, sigma_b2), T inputs x(t) ~ N(0, input statistics) or the given X.
 
     The draw order is documented in the module docstring (weights and biases layer by layer, inputs
     last), so a seed names one network for every width-independent purpose.
@@ -272,15 +295,22 @@ def draw(net: Network, width: int, samples: int, seed: int = 0) -> Draw:
     Args:
         net: the network spec (numeric).
         width: base width M (M_l = alpha_l M).
-        samples: T, the number of inputs in the batch.
+        samples: T, the number of inputs in the batch (may be None when ``inputs`` is given; otherwise it
+            must equal the batch's T).
         seed: the numpy Generator seed (an integer >= 0).
+        inputs: a real batch X of shape (T, d) used as the inputs (nothing is drawn for them); the first
+            layer then has fan-in d: W^1 ~ N(0, sigma_w2 / d).
 
     Example:
         >>> d = draw(Network(3, "tanh", 1.5, 0.05, outputs=2), width=8, samples=4, seed=1)
         >>> d.weights[0].shape, d.biases[2].shape, d.inputs.shape
         ((8, 8), (2,), (4, 8))
+        >>> X = np.arange(15.0).reshape(3, 5)
+        >>> e = draw(Network(3, "tanh", 1.5, 0.05, outputs=2), width=8, seed=1, inputs=X)
+        >>> e.weights[0].shape, bool(np.array_equal(e.inputs, X))
+        ((8, 5), True)
     """
-    sizes, T = check_batch(net, width, samples)
+    sizes, T = check_batch(net, width, samples, inputs)
     seed = check_int("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
     weights, biases = [], []
@@ -288,6 +318,8 @@ def draw(net: Network, width: int, samples: int, seed: int = 0) -> Draw:
         fan_in = sizes[l - 1]
         weights.append(rng.standard_normal((sizes[l], fan_in)) * math.sqrt(float(net.sigma_w2[l - 1]) / fan_in))
         biases.append(rng.standard_normal(sizes[l]) * math.sqrt(float(net.sigma_b2[l - 1])))
+    if inputs is not None:
+        return Draw(tuple(weights), tuple(biases), check_inputs(inputs), seed)
     z = rng.standard_normal((T, sizes[0]))
     q1, q2 = float(net.input_q1), float(net.input_q2)
     zbar = z.mean(axis=0, keepdims=True)

@@ -29,6 +29,7 @@ Example (the must-work REPL session):
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -50,7 +51,12 @@ from .statistics import ExpectedMaxInverseChi2, gram_statistics, lambda_kind
 from .structure import Structure, structure as structure_of
 from ..spec.symbols import LATEX_NAMES, C, M, T, batch_norm_symbol, layer_symbol, order_symbol  # noqa: F401 - doctests
 
-__all__ = ["derive", "Derivation", "extra_order_symbol", "closed_form_growth", "ClosedFormGrowthWarning", "GROWTH_WARNING"]
+__all__ = ["derive", "Derivation", "extra_order_symbol", "closed_form_growth", "ClosedFormGrowthWarning", "GROWTH_WARNING",
+           "CORRECTIONS_ENTRY"]
+
+#: where ``Derivation.corrections`` finds the symbolic O(1/M) corrections, "module:function" imported on first use:
+#: they live in meanfield.finite (beyond mean field), which the theory never imports (as predict's finite-width models)
+CORRECTIONS_ENTRY = "meanfield.finite.symbolic_corrections:derive_corrections"
 
 _STATS = ("P", "alpha", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "m", "s", "lambda_max", "eta_max")
 _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same")
@@ -327,6 +333,24 @@ class Derivation:
 
     # -- display -------------------------------------------------------------------------------------------
     @functools.cached_property
+    def corrections(self) -> Any:
+        """The O(1/M) corrections of E G_tt, E G_ts, m, s, kappa_1, kappa_2 as sympy recursions (plain networks with
+        numeric parameters): :func:`meanfield.finite.symbolic_corrections.derive_corrections` of this network,
+        reached through :data:`CORRECTIONS_ENTRY`; ``.evaluate(M, T)`` gives predict(..., finite_width="1/M")'s
+        numbers.
+
+        Raises:
+            InvalidArgument: a network with normalization layers or symbolic parameters.
+
+        Example:
+            >>> c = derive(Network(2, "relu", 2, 0.1)).corrections
+            >>> c.gram_diag
+            G_tt_mf + dTheta_2_tt/T
+        """
+        module, function = CORRECTIONS_ENTRY.split(":")
+        return getattr(importlib.import_module(module), function)(self.network)
+
+    @functools.cached_property
     def structure(self) -> Structure:
         """The statistics in the order-parameter symbols, the per-layer maps, closed forms on request.
 
@@ -473,12 +497,28 @@ def _numbers(exprs: list, values: Any = None) -> list[float]:
     each in high precision, minutes for a depth-4 closed form)."""
     exprs = [evaluate_expectations(sympy.sympify(e)) for e in exprs]
     cache: dict = {}
-    try:
-        with np.errstate(all="raise"):
-            out = [float(_float_of(e, cache)) for e in exprs]
-    except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
-        raise InvalidArgument("values", values, "values where the statistics are finite", str(err)) from None
+    out = []
+    for e in exprs:
+        try:
+            with np.errstate(all="raise"):
+                out.append(float(_float_of(e, cache)))
+        except (FloatingPointError, ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
+            # an intermediate node can leave double range while the value does not (a tiny input_q2 read as
+            # an exact rational has a ~1e191 denominator): the whole expression in mpmath decides
+            v = _mp_float(e)
+            if v is None:
+                raise InvalidArgument("values", values, "values where the statistics are finite", str(err)) from None
+            out.append(v)
     return out
+
+
+def _mp_float(e: sympy.Basic) -> float | None:
+    """float of e evaluated by sympy at 30 digits, or None where that is not a finite real number."""
+    try:
+        v = complex(sympy.N(e, 30))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return v.real if not v.imag and math.isfinite(v.real) else None
 
 
 def _float_of(e: sympy.Basic, cache: dict) -> float:

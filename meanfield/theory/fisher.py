@@ -20,7 +20,10 @@ What is and is not included. The finite-width values are exact in T (batch-norm 
 law, chi-square moments), use the exact widths, P and the bias terms, and are leading order in 1/M
 otherwise: the O(1/M) effects of finite-width fluctuations of the order parameters are not included,
 nor is the excess of s from entry-wise Gram fluctuations (relative size about T/M with batch norm on
-the output, 1/M otherwise).
+the output, 1/M otherwise). ``finite_width="1/M"`` adds both, derived (:mod:`meanfield.finite.corrections`,
+for networks without normalization and with centre-only batch norm on the output;
+:mod:`meanfield.finite.normalized` for full batch norm on the output; ``includes_1_over_M``
+names the statistics that carry the correction).
 
 lambda_max is a prediction where E G has C outliers of order M (no normalization on the output,
 kappa_2 > 0) that clear the bulk: T gram_offdiag / (gram_diag - gram_offdiag) > 3 sqrt(C T / M), the
@@ -49,6 +52,7 @@ import sympy
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network  # noqa: F401 - the doctests' namespace
 from .backend import Arithmetic, fmt, tex
+from .batch import predict_batch
 from .recursions import OrderParameters, check_samples, order_parameters
 from .statistics import BULK_SPREAD, gram_statistics, lambda_kind, separation
 
@@ -96,6 +100,8 @@ class FisherStats:
         lambda_max_kind: "prediction" or "bound"; lambda_max_bounds: (lo, hi) when "bound", else None.
         rank: the number of non-zero eigenvalues of G (generic): C T, C (T-1) or C (T-2).
         notes: what the numbers mean, in words.
+        includes_1_over_M: the statistics (names of attributes: "m", "s", "kappa1", ...) that include their
+            derived O(1/M) finite-width correction (``finite_width="1/M"``); empty for mean field.
 
     Example:
         >>> st = predict(Network(2, "linear", 1, 0), width=100, samples=4)
@@ -124,6 +130,7 @@ class FisherStats:
     rank: Any
     notes: tuple = ()
     dps: int | None = None
+    includes_1_over_M: frozenset = frozenset()
 
     def to_dict(self) -> dict:
         """A JSON-able dict: kappa1, kappa2, alpha, P, m, s, lambda_max, eta_max, gram_*, leading{...}."""
@@ -219,7 +226,14 @@ def _nonzero(value: Any) -> bool:
 _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
     "rmt": ("meanfield.finite.model:finite_width_stats",
             "lambda_max and s from the random-matrix model of meanfield.finite.model; its fluctuation coefficients "
-            "are measured on sampled reference networks (semi-empirical)"),
+            "are derived (no sampled network; the notes list what is still approximate)"),
+    "rmt-measured": ("meanfield.finite.model:finite_width_stats_measured",
+                     "the random-matrix model with the coefficients it does not derive measured on sampled "
+                     "reference networks (semi-empirical)"),
+    "1/M": ("meanfield.finite.normalized:finite_width_stats",
+            "gram_diag, gram_offdiag, m, s, kappa1, kappa2 with their derived O(1/M) corrections "
+            "(meanfield.finite.corrections, meanfield.finite.normalized); lambda_max is the mean-field value or "
+            "bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
 # the forms predict() took before the named choices: still accepted, with a DeprecationWarning
@@ -288,8 +302,8 @@ def _finite_width_choice(value: Any) -> str:
 # -- public -------------------------------------------------------------------------------------------------------
 
 
-def predict(net: Network, width: int, samples: int, *, finite_width: Any = "mean-field",
-            dps: int | None = None) -> FisherStats:
+def predict(net: Network, width: int, samples: int | None = None, *, finite_width: Any = "mean-field",
+            dps: int | None = None, inputs: Any = None) -> FisherStats:
     """m = C T E G_diag / P, s = C (T G_diag^2 + T(T-1) G_offdiag^2) r / P, lambda_max = top eig of E G.
 
     Finite-width expectations (exact P, bias terms, exact-in-T normalization rules and chi-square moments)
@@ -302,12 +316,18 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = "mean
         samples: batch size T.
         finite_width: "mean-field" (default: finite-width expectations in m, s, lambda_max), "leading" (the
             leading-order values there too) or "rmt" (lambda_max and s from the random-matrix model of
-            :mod:`meanfield.finite.model`, numeric only), or a model added by :func:`register_finite_width`.
+            :mod:`meanfield.finite.model`, numeric only), "1/M" (gram_diag, gram_offdiag, m, s, kappa1,
+            kappa2 with their derived O(1/M) corrections, :mod:`meanfield.finite.corrections` and
+            :mod:`meanfield.finite.normalized`, numeric only;
+            ``includes_1_over_M`` names them), or a model added by :func:`register_finite_width`.
             None, True (= "mean-field") and False (= "leading") are deprecated.
         dps: evaluate in mpmath at this precision.
+        inputs: a batch X (T x d) instead of isotropic inputs: the theory of that batch
+            (:func:`meanfield.theory.batch.predict_batch`; samples may then be omitted, and if given must be
+            T; finite_width "mean-field" or "leading"; no dps).
 
     Returns:
-        :class:`FisherStats`.
+        :class:`FisherStats`, or with ``inputs`` a :class:`~meanfield.theory.batch.BatchFisherStats`.
 
     Raises:
         InvalidArgument: width or samples invalid, T below what a batch norm needs (full batch norm on the
@@ -326,6 +346,10 @@ def predict(net: Network, width: int, samples: int, *, finite_width: Any = "mean
     """
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield.Network")
+    if inputs is not None:
+        if dps is not None:
+            raise InvalidArgument("dps", dps, "None with inputs (the batch theory is evaluated in float64)")
+        return predict_batch(net, width, inputs, samples=samples, finite_width=_finite_width_choice(finite_width))
     symbolic_width = isinstance(width, sympy.Basic) and not width.is_number
     if not symbolic_width:
         width = check_int("width", width, minimum=1)
@@ -352,20 +376,33 @@ _NOTE_NO_FLUCTUATIONS = ("finite width: exact P, bias terms and T; O(1/M) fluctu
 
 
 def _predict_model(net: Network, width: int, samples: int, name: str) -> FisherStats:
-    """The finite-width form with lambda_max and s from a registered finite-width model (e.g. the random-matrix
-    model of meanfield.finite.model for "rmt": semi-empirical, its fluctuation coefficients are measured on
-    sampled reference networks at small widths; the notes say so)."""
+    """The finite-width form with the values a registered finite-width model returns (e.g. the random-matrix
+    model of meanfield.finite.model for "rmt": its fluctuation coefficients derived, the notes say what is still
+    approximate; "rmt-measured" measures some on sampled reference networks). A model's dict gives "s" and optionally
+    "lambda_max", "m", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "includes_1_over_M" and "notes";
+    without "lambda_max" the mean-field value or bounds stay."""
     model = _finite_width_model(name)
     base = predict(net, width, samples)
     extra = model(net, int(width), int(samples), base)
-    lam = extra["lambda_max"]
-    # the mean-field notes on bounds and on missing fluctuations no longer hold for lambda_max and s
-    kept = tuple(n for n in base.notes if "bounds only" not in n and n != _NOTE_NO_FLUCTUATIONS)
+    changes = {k: extra[k] for k in ("s", "m", "kappa1", "kappa2", "gram_diag", "gram_offdiag") if k in extra}
+    included = sorted(extra.get("includes_1_over_M", ()))
+    # the mean-field note on missing fluctuations no longer holds for s (nor the bound notes for lambda_max)
+    kept = base.notes if "includes_1_over_M" in extra and not included else tuple(
+        n for n in base.notes if n != _NOTE_NO_FLUCTUATIONS)
+    if "lambda_max" in extra:
+        lam = extra["lambda_max"]
+        kept = tuple(n for n in kept if "bounds only" not in n)
+        changes.update(lambda_max=lam, eta_max=2 / lam, lambda_max_kind="prediction", lambda_max_bounds=None)
+        what = "lambda_max and s include the O(1/M) fluctuations"
+    elif included:
+        what = ", ".join(included) + " include their O(1/M) corrections"
+    else:
+        what = "no O(1/M) correction for this network (see the notes)"
     note = _FINITE_WIDTH_MODELS[name][1]
-    notes = (*kept, "finite width: exact P, bias terms and T; lambda_max and s include the O(1/M) fluctuations",
+    notes = (*kept, f"finite width: exact P, bias terms and T; {what}",
              *((f"finite_width={name!r}: {note}",) if note else ()), *extra.get("notes", ()))
-    return dataclasses.replace(base, lambda_max=lam, s=extra["s"], eta_max=2 / lam, lambda_max_kind="prediction",
-                               lambda_max_bounds=None, notes=tuple(notes))
+    return dataclasses.replace(base, notes=tuple(notes),
+                               includes_1_over_M=frozenset(extra.get("includes_1_over_M", ())), **changes)
 
 
 def _assemble(net: Network, op: OrderParameters, width: Any, T: Any, ctx: Arithmetic, choice: str) -> FisherStats:

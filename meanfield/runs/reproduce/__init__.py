@@ -13,7 +13,7 @@ end of every run.
 
 Modules: :mod:`.config` (settings, placements), :mod:`.stages` (the registry), :mod:`.points` (jobs, keys,
 theory and sampled points), :mod:`.cache` (rows of the store, lines of the cache), :mod:`.results`,
-:mod:`.figures`, one module per stage (:mod:`.width`, :mod:`.ratio`, :mod:`.learning_rate`, :mod:`.rmt`),
+:mod:`.figures`, one module per stage (:mod:`.width`, :mod:`.ratio`, :mod:`.learning_rate`, :mod:`.rmt`, :mod:`.digits`),
 :mod:`.report` and :mod:`.pipeline` (:func:`reproduce`).
 
 Stages (see :data:`STAGES`; a later stage registers itself with :func:`register_stage`):
@@ -26,6 +26,9 @@ Stages (see :data:`STAGES`; a later stage registers itself with :func:`register_
   eta = 2/lambda_max(M) (:mod:`meanfield.checking.learning_rate_grid`).
 * ``rmt``: lambda_max over a grid of (M, T/M) cells, leading order and the random-matrix prediction
   ``predict(..., finite_width="rmt")`` against sampled means, with per-cell relative errors.
+* ``digits``: m, s and lambda_max against M on a real batch of T handwritten digits: the theory of that
+  batch (``predict(net, M, inputs=X)``) against sampled networks on the same batch, with the isotropic
+  theory beside it (skipped when scikit-learn, the ``data`` extra, is missing).
 
 Findings are *computed*: fitted exponents, ratios and sign tests on the numbers decide each sentence
 of the report; nothing in the text is fixed in advance.
@@ -40,7 +43,7 @@ Example:
 from __future__ import annotations
 
 # the stage modules register their stages, in this order, when they are imported
-from . import width, ratio, learning_rate, rmt  # noqa: F401,I001
+from . import width, ratio, learning_rate, rmt, digits  # noqa: F401,I001
 from .cache import CacheFile
 from .config import QUICK, Config, load_config, network_for, placement_label
 from .pipeline import PointFailed, ReproduceResult, reproduce

@@ -40,7 +40,8 @@ __all__ = ["CacheFile", "CacheWarning", "json_default", "job_record", "synchroni
 
 #: The function of a job by the first field of its key (for lines imported from an older run's cache).
 _TASK_OF_KIND = {"theory": "reproduce.theory_point", "sample": "reproduce.sample_point", "lr": "reproduce.lr_point",
-                 "rmt": "reproduce.rmt_point"}
+                 "rmt": "reproduce.rmt_point", "digits-theory": "reproduce.digits_theory_point",
+                 "digits-isotropic": "reproduce.digits_isotropic_point", "digits-sample": "reproduce.digits_sample_point"}
 
 
 class CacheFile:

@@ -21,6 +21,7 @@ from ...errors import InvalidArgument, closest
 from ...finite.fluctuations import REFERENCE_SEEDS
 from ...spec.activations import activation
 from ...spec.grammar import parse_norm
+from ...spec.inputs import DIGITS_COUNT
 from ...spec.network import Network
 from .stages import STAGES
 
@@ -57,6 +58,11 @@ class Config:
             seeds 1000+).
         rmt_reference_widths: the two widths at which the random-matrix model measures its fluctuation
             coefficients (``meanfield.finite.fluctuations.measure_fluctuations``; the model's own default is 64, 128).
+        digits_activations, digits_placements: the networks of the digits stage (a real batch).
+        digits_widths: widths M of the digits stage.
+        digits_samples: T, the number of handwritten digits in the batch (1 to 1797).
+        digits_seeds: sampled networks per point of the digits stage.
+        digits_choice: the seed of the choice of the T images (``meanfield.spec.inputs.digits``; 0 or more).
         stages: the stages to run, in order.
     """
 
@@ -88,7 +94,13 @@ class Config:
     rmt_ratios: tuple[float, ...] = (0.125, 0.5, 1.0, 2.0)
     rmt_seeds: int = 6
     rmt_reference_widths: tuple[int, ...] = (64, 128)
-    stages: tuple[str, ...] = ("width", "ratio", "learning_rate", "rmt")
+    digits_activations: tuple[str, ...] = ("relu", "tanh")
+    digits_placements: tuple[str, ...] = ("none", "batch:last", "layer:mid")
+    digits_widths: tuple[int, ...] = (64, 128, 256, 512)
+    digits_samples: int = 32
+    digits_seeds: int = 8
+    digits_choice: int = 0
+    stages: tuple[str, ...] = ("width", "ratio", "learning_rate", "rmt", "digits")
 
     def sigma(self, kind: str, activation: str) -> float:
         """sigma_w2 or sigma_b2 for one activation (a scalar setting applies to all)."""
@@ -116,6 +128,7 @@ QUICK = dict(
     ratio_activations=("relu",), ratio_widths=(32, 64, 128, 256), ratio_seeds=3,
     lr_widths=(64, 128), lr_steps=30, lr_etas=8,
     rmt_activations=("relu",), rmt_widths=(64,), rmt_ratios=(0.25, 1.0), rmt_seeds=3,
+    digits_activations=("relu",), digits_widths=(64, 128), digits_samples=16, digits_seeds=4,
 )
 """Overrides of the defaults for ``--quick`` (about half a minute on 2 cores)."""
 
@@ -143,8 +156,9 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise InvalidArgument(key, value, "true or false")
         return value
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgument(key, value, "a positive integer")
+        least = 0 if key == "digits_choice" else 1  # a seed may be 0; counts and sizes may not
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidArgument(key, value, "a positive integer" if least else "an integer >= 0")
         return value
     if isinstance(default, float):
         return _coerce_number(key, value)
@@ -249,6 +263,7 @@ def _validate(config: Config) -> None:
     named = [("activations", a) for a in config.activations] + [("ratio_activations", a) for a in
                                                                 config.ratio_activations]
     named += [("lr_activation", config.lr_activation)] + [("rmt_activations", a) for a in config.rmt_activations]
+    named += [("digits_activations", a) for a in config.digits_activations]
     for key, name in named:
         try:
             activation(name)
@@ -256,7 +271,7 @@ def _validate(config: Config) -> None:
             raise InvalidArgument(key, name, "an activation of the catalogue", str(err)) from None
         for kind in ("sigma_w2", "sigma_b2"):
             config.sigma(kind, name)
-    for key in ("placements", "ratio_placements", "lr_placements", "rmt_placements"):
+    for key in ("placements", "ratio_placements", "lr_placements", "rmt_placements", "digits_placements"):
         for placement in getattr(config, key):
             try:
                 network_for(config, config.activations[0], placement)
@@ -274,6 +289,18 @@ def _validate(config: Config) -> None:
         if width % config.width_per_sample:
             raise InvalidArgument("ratio_widths", width, f"multiples of width_per_sample={config.width_per_sample}")
     _validate_rmt(config)
+    _validate_digits(config)
+
+
+def _validate_digits(config: Config) -> None:
+    """The digits stage's keys: a batch of 1..1797 images with as many as its networks' norms need."""
+    if config.digits_samples > DIGITS_COUNT:
+        raise InvalidArgument("digits_samples", config.digits_samples, f"at most {DIGITS_COUNT} (the bundled digits)")
+    for placement in config.digits_placements:
+        need = network_for(config, config.digits_activations[0], placement).min_samples()
+        if config.digits_samples < need:
+            raise InvalidArgument("digits_samples", config.digits_samples,
+                                  f"at least {need} for the placement {placement!r}")
 
 
 def _validate_rmt(config: Config) -> None:

@@ -67,10 +67,13 @@ def write_report(path: Path, config: Config, findings: list[ReportSection], skip
              f"({seconds:.0f} s). Every number is in `points.csv` (one row per theory or sampled network) and "
              "`summary.csv` (means, standard errors, theory); the readings below are computed from them.", "",
              "Networks: fully connected, "
-             f"depth L = {config.depth}, C = {config.outputs} outputs, inputs iid N(0, 1); "
+             f"depth L = {config.depth}, C = {config.outputs} outputs, inputs iid N(0, 1)"
+             + (" (the digits stage: a real batch of handwritten digits)" if "digits" in config.stages else "") + "; "
              + ", ".join(f"{a}: σ_w² = {config.sigma('sigma_w2', a):g}, σ_b² = {config.sigma('sigma_b2', a):g}"
                          for a in dict.fromkeys((*config.activations, *config.ratio_activations,
-                                                 *(config.rmt_activations if "rmt" in config.stages else ())))) + ". "
+                                                 *(config.rmt_activations if "rmt" in config.stages else ()),
+                                                 *(config.digits_activations if "digits" in config.stages else ()))))
+             + ". "
              "Theory: `meanfield.predict` (finite-width form). Sampled: exact top eigenvalue, trace and "
              "Frobenius norm of the CT × CT dual Gram of drawn networks; error bars are one standard error "
              "over seeds.", ""]

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ...checking.comparison import plot_rmt_comparison
-from ...finite import fluctuations, fourpoint, freeprob, model, population
+from ...finite import corrections, fluctuations, fourpoint, freeprob, model, population
 from ...integrals import quadrature
+from ...errors import InvalidArgument
 from ...spec.grammar import network_from_spec
 from ...spec.network import BatchNorm
 from ...theory.fisher import predict
@@ -34,7 +35,7 @@ __all__ = ["rmt_point"]
 
 _RMT_MAX_CT = 2048  # largest C T of a sampled cell: the exact CT x CT Gram and its top eigenvalue stay cheap
 _RMT_WITHIN = 0.05  # the goal: within 5% of the sampled mean
-_RMT_ROWS = 1  # format of rmt_point's rows: raise it when they change, so that old cached rows are not read
+_RMT_ROWS = 2  # format of rmt_point's rows: raise it when they change, so that old cached rows are not read
 
 
 def _rmt_min_samples(net) -> int:
@@ -64,20 +65,29 @@ def _rmt_cells(config: Config, net) -> tuple[list[tuple[int, int]], list[str]]:
 
 def _rmt_model_digest() -> str:
     """A digest of the random-matrix model's source (meanfield.finite.freeprob, .fluctuations, .model and what meanfield.finite.fourpoint
-    and meanfield.finite.population derive for it): the model is semi-empirical and still changing, so a
-    changed model must not reuse stored predictions (the sampled points do not depend on it)."""
+    and meanfield.finite.population derive for it): a changed model must not reuse stored predictions (the sampled
+    points do not depend on it)."""
     try:
-        modules = (freeprob, fluctuations, model, fourpoint, population, quadrature)
+        modules = (freeprob, fluctuations, model, fourpoint, population, corrections, quadrature)
         text = b"".join(Path(module.__file__).read_bytes() for module in modules)
     except OSError:  # e.g. a zipped install: fall back to the package version
         text = meanfield_version().encode()
     return hashlib.sha1(text).hexdigest()[:10]
 
 
+def _measured_here(net) -> bool:
+    """Whether the stage's :func:`rmt_point` measures reference networks for ``net`` (batch norm in a hidden layer:
+    the derived model does not cover it)."""
+    return any(isinstance(n, BatchNorm) for n in fluctuations.plain_output_twin(net).norms)
+
+
 def _rmt_theory_cost(net, cells: Sequence[tuple[int, int]], reference_widths: Sequence[int]) -> float:
-    """Relative cost of :func:`rmt_point`, in the units of the sampled points: the reference draws of
-    ``measure_fluctuations`` (seeds x reference widths x reference ratios, exact Grams and their spectra)
-    dominate; each cell adds a prediction of about a tenth of a second."""
+    """Relative cost of :func:`rmt_point`, in the units of the sampled points. Derived: the population profile
+    once per network (about two seconds) and about half a second per cell. Measured (batch norm in a hidden
+    layer): the reference draws of ``measure_fluctuations`` (seeds x reference widths x reference ratios, exact
+    Grams and their spectra) dominate."""
+    if not _measured_here(net):
+        return 100.0 + 25.0 * len(cells)  # the units: ~0.02 s (a prediction of ~0.1 s was 5 units)
     C = net.outputs
     seeds = max(6, -(-24 // C))
     cost = 0.0
@@ -91,14 +101,17 @@ def _rmt_theory_cost(net, cells: Sequence[tuple[int, int]], reference_widths: Se
     return cost + 5.0 * len(cells)  # a prediction per cell: ~0.1 s
 
 
-def rmt_point(spec: str, cells: tuple, reference_widths: tuple = (64, 128)) -> dict:
+def rmt_point(spec: str, cells: tuple, reference_widths: tuple = (64, 128), coefficients: str = "derived") -> dict:
     """Per cell (M, T): leading-order, finite-width mean-field and random-matrix lambda_max and s.
 
-    One call per network, because the random-matrix model first measures its fluctuation coefficients on
-    sampled reference networks (:func:`meanfield.finite.fluctuations.measure_fluctuations`, seconds per network, cached
-    only within a process). With the model's own reference widths the prediction is exactly
-    ``predict(net, M, T, finite_width="rmt")``; with other reference widths it is
-    ``model.finite_width_stats(net, M, T, predict(net, M, T), fluctuations=measure_fluctuations(net, widths))``.
+    One call per network. With ``coefficients="derived"`` (the default) the prediction is exactly
+    ``predict(net, M, T, finite_width="rmt")``: no network is sampled (the population profile and the small-T
+    block top of :mod:`meanfield.finite.model` are cached per network within a process, so the cells after the
+    first are cheaper). Where the derivation does not cover the network (batch norm in a hidden layer) that
+    network falls back to the measured model, and its cells say so in their notes. With
+    ``coefficients="measured"`` the coefficients the derivation does not cover are measured on sampled reference
+    networks at ``reference_widths`` (:func:`meanfield.finite.fluctuations.measure_fluctuations`, seconds per
+    network): ``model.finite_width_stats(net, M, T, predict(net, M, T), fluctuations=...)``.
     The leading value is what :func:`meanfield.checking.comparison.rmt_records` calls ``lead``: the leading-order
     lambda_max; with batch norm on the output, where leading order only bounds it, the bulk scale
     gram_diag - gram_offdiag (centre only) or the finite-width mean-field value (full batch norm).
@@ -106,27 +119,36 @@ def rmt_point(spec: str, cells: tuple, reference_widths: tuple = (64, 128)) -> d
     Args:
         spec: the network (:func:`~meanfield.runs.reproduce.points.spec_text`).
         cells: ((M, T), ...).
-        reference_widths: the two widths of the model's reference draws.
+        reference_widths: the two widths of the measured model's reference draws (``coefficients="measured"``
+            or the fallback only).
+        coefficients: "derived" or "measured" (:data:`meanfield.finite.model.COEFFICIENTS`).
 
     Returns:
         dict with ``rmt_cells`` (one dict per cell: width, samples, lead, lead_kind, meanfield, meanfield_kind, rmt,
         s_lead, s_meanfield, s_rmt, notes, error), ``rmt_reference`` (widths, T/M ratios and seeds of the
-        reference draws) and ``rmt_method``. A cell the model cannot predict has rmt None and the reason
-        in ``error``; no NaN is returned.
+        reference draws when any were measured, else empty) and ``rmt_method`` ("rmt-derived" or
+        "rmt-semi-empirical"). A cell the model cannot predict has rmt None and the reason in ``error``; no NaN is
+        returned.
 
     Example:
         >>> from meanfield import BatchNorm, Network
         >>> net = Network(3, "relu", 2.0, 0.1, outputs=2, norms=[BatchNorm("last", center_only=True)])
-        >>> out = rmt_point(spec_text(net), ((16, 8),), reference_widths=(16, 32))
+        >>> out = rmt_point(spec_text(net), ((16, 8),))
         >>> cell = out["rmt_cells"][0]
-        >>> cell["rmt"] > cell["lead"] > 0, out["rmt_reference"]["widths"]
-        (True, [16, 32])
+        >>> cell["rmt"] > cell["lead"] > 0, out["rmt_method"], out["rmt_reference"]
+        (True, 'rmt-derived', {})
     """
+    if coefficients not in model.COEFFICIENTS:
+        raise InvalidArgument("coefficients", coefficients, "one of " + ", ".join(map(repr, model.COEFFICIENTS)))
     net = network_from_spec(spec)
     reference_widths = tuple(int(w) for w in reference_widths)
-    native = reference_widths == tuple(fluctuations.REFERENCE_WIDTHS)
-    measured = (fluctuations.measure_fluctuations(net) if native
-                else fluctuations.measure_fluctuations(net, widths=reference_widths))
+    # the derivation covers every network without batch norm in a hidden layer; the rest keep the measured model
+    hidden_batch_norm = any(isinstance(n, BatchNorm) for n in fluctuations.plain_output_twin(net).norms)
+    measured = None
+    if coefficients == "measured" or hidden_batch_norm:
+        native = reference_widths == tuple(fluctuations.REFERENCE_WIDTHS)
+        measured = (fluctuations.measure_fluctuations(net) if native
+                    else fluctuations.measure_fluctuations(net, widths=reference_widths))
     last = net.norm_at(net.depth)
     rows = []
     for width, samples in cells:
@@ -142,22 +164,27 @@ def rmt_point(spec: str, cells: tuple, reference_widths: tuple = (64, 128)) -> d
                    meanfield_kind=getattr(base, "lambda_max_kind", "prediction"), s_lead=finite_value(base.leading.s),
                    s_meanfield=finite_value(base.s), rmt=None, s_rmt=None, notes=[], error=None)
         try:
-            if native:
+            if measured is None:
                 stats = predict(net, width, samples, finite_width="rmt")
                 lam, s = stats.lambda_max, stats.s
                 notes = [n for n in stats.notes if n not in base.notes]
             else:
                 extra = model.finite_width_stats(net, width, samples, base, fluctuations=measured)
                 lam, s, notes = extra["lambda_max"], extra["s"], list(extra.get("notes", ()))
+                if coefficients == "derived":
+                    notes.insert(0, "batch norm in a hidden layer is not derived: measured coefficients used")
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
             # one cell the model cannot handle must not cost the other cells (and the report says so)
             row["error"] = f"{type(err).__name__}: {err}"
         else:
             # keep the cell's own notes (a coefficient floored at 0, ...), not the ones every cell carries
-            generic = ("finite_width='rmt'", "fluctuation coefficients measured")
+            generic = ("finite_width='rmt'", "fluctuation coefficients measured", "all coefficients derived",
+                       "approximate:", "entry variances for s derived")
             row.update(rmt=finite_value(lam), s_rmt=finite_value(s),
                        notes=[str(n) for n in notes if not str(n).startswith(generic)])
         rows.append(row)
+    if measured is None:
+        return {"rmt_cells": rows, "rmt_method": "rmt-derived", "rmt_reference": {}}
     widths, ratios, seeds = measured.reference
     return {"rmt_cells": rows, "rmt_method": "rmt-semi-empirical",
             "rmt_reference": {"widths": [int(w) for w in widths], "ratios": [float(r) for r in ratios],
@@ -183,9 +210,11 @@ def _rmt_tasks(config: Config) -> list[Job]:
         if not cells:
             continue
         base = (("stage", "rmt"), ("activation", act), ("placement", resolved))
+        # the reference widths matter only where the stage measures (the derived model samples no network)
+        where = f"reference={','.join(map(str, reference))}" if _measured_here(net) else "derived"
         tasks.append(Job(
             f"rmt|{network_key(net)}|cells={';'.join(f'{w}x{t}' for w, t in cells)}|"
-            f"reference={','.join(map(str, reference))}|model={digest}|rows={_RMT_ROWS}",
+            f"{where}|model={digest}|rows={_RMT_ROWS}",
             rmt_point, (("spec", spec_text(net)), ("cells", tuple(cells)), ("reference_widths", reference)),
             base + (("width", None), ("samples", None), ("seed", None), ("kind", "rmt")),
             cost=_rmt_theory_cost(net, cells, reference)))
@@ -271,22 +300,23 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
                ("the random-matrix model", "err_rmt"))
     ref_widths = reference.get("widths", list(config.rmt_reference_widths))
     ref_seeds = reference.get("seeds", [])
-    sampled = range(config.rmt_seeds)
-    disjoint = not set(ref_seeds) & set(sampled)
-    seeds_text = (f"seeds {min(ref_seeds)}–{max(ref_seeds)}, and {fluctuations.MEAN_SEED}–{fluctuations.MEAN_SEED + fluctuations.MEAN_DRAWS - 1} for the "
-                  f"mean entries" if ref_seeds else "its reference seeds")
-
-    native = tuple(ref_widths) == tuple(fluctuations.REFERENCE_WIDTHS)
-    what = ("`predict(..., finite_width=\"rmt\")`" if native else
-            f"the model of `meanfield.finite.model` with non-default reference widths (its default: "
-            f"{' and '.join(map(str, fluctuations.REFERENCE_WIDTHS))})")
-    parts = [f"The random-matrix prediction ({what}) is semi-empirical: its "
-             f"fluctuation coefficients are measured on sampled networks at reference widths "
-             f"{' and '.join(map(str, ref_widths))} ({seeds_text}, "
-             + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} sampled "
-             "here) and extrapolated as c + c′/M; wherever the network below the output is plain, the bulk's second "
-             "moment, spike and diagonal part, the outlier variances and the entry variances that set s are derived "
-             "(`meanfield.finite.fourpoint`), and so is the shape of the bulk's population spectrum (`meanfield.finite.population`)."]
+    parts = ["The random-matrix prediction (`predict(..., finite_width=\"rmt\")`) samples no network: the "
+             "free-probability edge, BBP outlier and chi-square factor, the O(1/M) mean entries "
+             "(`meanfield.finite.corrections`), the bulk's second moment, spike and diagonal part, the outlier "
+             "variances and the entry variances that set s (`meanfield.finite.fourpoint`), the population profile "
+             "(`meanfield.finite.population`) and the coupling of several outputs are derived. Still approximate "
+             "(named in every result's notes): the population profile and the small-T block top are fixed "
+             "pseudo-random draws of the derived model, and below a layer norm the fluctuation coefficients are "
+             "those of the plain network with the same mean-field kernels."]
+    if ref_seeds:
+        sampled = range(config.rmt_seeds)
+        disjoint = not set(ref_seeds) & set(sampled)
+        parts.append(f"Networks with batch norm in a hidden layer (not derived) use the measured model: coefficients "
+                     f"measured on sampled networks at reference widths {' and '.join(map(str, ref_widths))} (seeds "
+                     f"{min(ref_seeds)}–{max(ref_seeds)}, and {fluctuations.MEAN_SEED}–"
+                     f"{fluctuations.MEAN_SEED + fluctuations.MEAN_DRAWS - 1} for the mean entries, "
+                     + ("disjoint from" if disjoint else "OVERLAPPING") + f" the seeds 0–{config.rmt_seeds - 1} "
+                     "sampled here) and extrapolated as c + c′/M.")
     counts = []
     for name, key in methods:
         errors = [abs(r[key]) for r in records]
@@ -324,7 +354,7 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
     if s_rmt:
         parts.append(f"For s, the median |error| is {float(np.median([abs(r['s_err_lead']) for r in records])):.1%} "
                      f"at leading order and {float(np.median(s_rmt)):.1%} for the random-matrix model.")
-    below = sorted({r["width"] for r in records if r["width"] < min(ref_widths)})
+    below = sorted({r["width"] for r in records if r["width"] < min(ref_widths)}) if ref_seeds else []
     if below:
         parts.append(f"At M = {', '.join(map(str, below))} (below the reference widths) the coefficients are "
                      "extrapolated, not interpolated.")

@@ -1,8 +1,8 @@
 """The registry of ``meanfield reproduce``'s stages and what a stage renders: :class:`ReportSection`.
 
 A stage names the points it needs (``tasks(config)``, a list of :class:`~meanfield.runs.reproduce.points.Job`)
-and turns the computed values into sections of the report (``render(config, results, out)``). The four
-built-in stages (width, ratio, learning_rate, rmt) register themselves when their modules are imported.
+and turns the computed values into sections of the report (``render(config, results, out)``). The five
+built-in stages (width, ratio, learning_rate, rmt, digits) register themselves when their modules are imported.
 
 Example:
     >>> ReportSection("A title", "A reading.").figures
@@ -49,7 +49,7 @@ def register_stage(stage: Stage) -> Stage:
     """Add (or replace) a stage of ``reproduce``; list its name in ``Config.stages`` to run it.
 
     This is the hook for later figures: a module defines its tasks and its renderer and registers them
-    here (as the modules of the four built-in stages do).
+    here (as the modules of the five built-in stages do).
     """
     STAGES[stage.name] = stage
     return stage
