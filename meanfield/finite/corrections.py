@@ -63,7 +63,7 @@ from ..spec.network import Network
 from ..theory.fisher import predict
 from .fourpoint import cross_output_variance, gram_covariance, same_output_variance
 
-__all__ = ["GramCorrections", "gram_corrections", "ntk_mean_shift", "kernel_mean_shift", "finite_width_stats",
+__all__ = ["GramCorrections", "gram_corrections", "TwoSampleRule", "two_sample_rule", "ntk_mean_shift", "kernel_mean_shift", "finite_width_stats",
            "STATISTICS", "two_sample_layer"]
 
 # the statistics gram_corrections corrects at O(1/M) (what FisherStats.includes_1_over_M can name)
@@ -76,7 +76,7 @@ _PAIRS = ((0, 0), (0, 1), (1, 1))  # the kernel entries of two samples t = 0, s 
 
 
 @dataclass(frozen=True)
-class _Grid:
+class TwoSampleRule:
     """Nodes (u0, u1) and weights of a nested rule for u ~ N(0, Q), Q 2 x 2 positive definite, with y = Q^-1 u."""
 
     u: tuple
@@ -107,7 +107,7 @@ _EXTRA = np.array([-3.0, 0.0, 3.0])
 
 
 @functools.lru_cache(maxsize=512)
-def _grid(unit: Unit, q00: float, q01: float, q11: float) -> _Grid:
+def two_sample_rule(unit: Unit, q00: float, q01: float, q11: float) -> TwoSampleRule:
     """u0 = sqrt(q00) z, u1 = (q01 / q00) u0 + sqrt(q11 - q01^2 / q00) e; both rules split where phi or phi' kinks."""
     if not (q00 > 0 and q11 > 0 and q00 * q11 - q01 * q01 > 1e-14 * q00 * q11):
         raise InvalidArgument("net", (q00, q01, q11),
@@ -127,7 +127,7 @@ def _grid(unit: Unit, q00: float, q01: float, q11: float) -> _Grid:
     Q = np.array([[q00, q01], [q01, q11]])
     P = np.linalg.inv(Q)
     y0, y1 = P[0, 0] * U0 + P[0, 1] * U1, P[1, 0] * U0 + P[1, 1] * U1
-    return _Grid((U0, U1), W, (y0, y1), P)
+    return TwoSampleRule((U0, U1), W, (y0, y1), P)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _weight(A: tuple) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _layer(unit: Unit, q00: float, q01: float, q11: float) -> _Layer:
-    g = _grid(unit, q00, q01, q11)
+    g = two_sample_rule(unit, q00, q01, q11)
     f = [np.asarray(unit.f(x), dtype=float) for x in g.u]
     d = [np.asarray(unit.df(x), dtype=float) for x in g.u]
     prods = [f[a] * f[b] for a, b in _PAIRS] + [d[a] * d[b] for a, b in _PAIRS]

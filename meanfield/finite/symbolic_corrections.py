@@ -43,12 +43,13 @@ import sympy
 from sympy.printing.numpy import NumPyPrinter
 
 from ..errors import InvalidArgument, check_int
-from ..integrals.quadrature import Unit, breaks, normal_rule
+from ..integrals.quadrature import Unit
 from ..integrals.symbolic import GaussianExpectation, PairExpectation, pair_moment, second_moment
 from ..spec.network import Network
 from ..spec.symbols import LATEX_NAMES, C, M, T
 from ..theory.backend import evaluate_expectations
 from ..theory.derivation import derive
+from .corrections import two_sample_rule
 from .fourpoint import cross_output_variance, same_output_variance
 
 __all__ = ["NormalExpectation", "CorrectionDerivation", "derive_corrections", "VARIANCES", "GRAM_MEAN_FIELD", "PHI",
@@ -122,9 +123,6 @@ def _integrand_function(integrand: sympy.Expr):
     return sympy.lambdify([*f, Y_T, Y_S, P_TT, P_TS, P_SS], plain, modules="numpy")
 
 
-_EXTRA = np.array([-3.0, 0.0, 3.0])
-
-
 @dataclass(frozen=True)
 class _Grid:
     w: np.ndarray
@@ -136,24 +134,14 @@ class _Grid:
 
 @functools.lru_cache(maxsize=256)
 def _grid(unit: Unit, q00: float, q01: float, q11: float) -> _Grid:
-    """The numeric path's rule: u_t = sqrt(Q_tt) z, u_s = (Q_ts / Q_tt) u_t + sqrt(Q_ss - Q_ts^2 / Q_tt) e, each
-    variable's Gauss-Legendre pieces split at -3, 0, 3 (smooth units) and at the unit's kinks."""
-    if not (q00 > 0 and q11 > 0 and q00 * q11 - q01 * q01 > 1e-14 * q00 * q11):
-        raise InvalidArgument("net", (q00, q01, q11),
-                              "layer kernels of two samples with |q_ts| < q_tt (distinct samples)")
-    s0 = math.sqrt(q00)
-    z, wz = normal_rule(np.concatenate([_EXTRA, breaks(unit, np.zeros(1), s0)[0]])[None, :])
-    u0 = s0 * z[0]
-    slope, rest = q01 / q00, math.sqrt(q11 - q01 * q01 / q00)
-    kinks = breaks(unit, slope * u0, rest)
-    e, we = normal_rule(np.concatenate([np.broadcast_to(_EXTRA, (u0.size, _EXTRA.size)), kinks], axis=1))
-    U0 = np.broadcast_to(u0[:, None], e.shape)
-    U1 = slope * U0 + rest * e
-    P = np.linalg.inv(np.array([[q00, q01], [q01, q11]]))
+    """The numeric path's own rule (:func:`meanfield.finite.corrections.two_sample_rule`) with the unit and its
+    derivative at its nodes, so that both paths sum the same terms."""
+    rule = two_sample_rule(unit, q00, q01, q11)
+    U0, U1 = rule.u
     f0, f1 = (np.asarray(unit.f(x), dtype=float) for x in (U0, U1))
     d0, d1 = (np.asarray(unit.df(x), dtype=float) for x in (U0, U1))
-    y0, y1 = P[0, 0] * U0 + P[0, 1] * U1, P[1, 0] * U0 + P[1, 1] * U1
-    return _Grid(wz[0][:, None] * we, (f0, f1, d0, d1, y0, y1, P[0, 0], P[0, 1], P[1, 1]))
+    P = rule.P
+    return _Grid(rule.w, (f0, f1, d0, d1, *rule.y, P[0, 0], P[0, 1], P[1, 1]))
 
 
 # -- the integrands: Hermite weights of Price's theorem -------------------------------------------------------------

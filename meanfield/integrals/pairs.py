@@ -104,7 +104,7 @@ def fast_pair(f: Activation, qa: Any, qb: Any, qab: Any) -> np.ndarray:
                 if not np.all(pos):
                     value[~pos] = _one_variance_zero(f, a[~pos], b[~pos])
             else:
-                with np.errstate(over="ignore", invalid="ignore"):
+                with np.errstate(over="ignore", invalid="ignore"), numeric.one_blas_thread(a.size):
                     value = pair_quadrature(f, a, b, ab)
         except OverflowError:
             value = np.full(a.shape, np.inf)

@@ -46,12 +46,12 @@ import numpy as np
 
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
-from .backend import Arithmetic, fmt, tex
+from .backend import Arithmetic, fmt
 from .kernels import (MC_GROUPS, MC_SEED, Kernels, batch_gram, check_batch_size,
                       expected_max_output_eigenvalue, has_monte_carlo, max_output_rayleigh, mc_samples_for,
                       output_square_norm, propagate)
 from .recursions import alpha_normaliser, network_alpha
-from .statistics import BULK_SPREAD
+from .statistics import BULK_SPREAD, statistics_latex
 
 __all__ = ["predict_batch", "BatchFisherStats", "BatchLeading", "cross_fitted_top", "skew_note"]
 
@@ -192,14 +192,7 @@ class BatchFisherStats:
         return self.table()
 
     def _repr_latex_(self) -> str:
-        items = [(r"\kappa_1", self.kappa1), (r"\kappa_2", self.kappa2), ("P", self.P), ("m", self.m), ("s", self.s)]
-        if self.lambda_max_kind == "bound":
-            lo, hi = self.lambda_max_bounds
-            lam = rf"{tex(lo)} \le \lambda_{{\max}} \le {tex(hi)}\ \text{{(bound)}}"
-        else:
-            lam = rf"\lambda_{{\max}} = {tex(self.lambda_max)}"
-        body = r",\quad ".join(f"{k} = {tex(v)}" for k, v in items)
-        return f"$M={self.width},\\ T={self.samples},\\ d={self.input_dim}:\\quad {body},\\quad {lam}$"
+        return statistics_latex(self, f"M={self.width},\\ T={self.samples},\\ d={self.input_dim}")
 
 
 def _stats(net: Network, p: Any, sizes: tuple, T: int, width: int, outputs: int) -> dict:

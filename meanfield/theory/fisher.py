@@ -51,10 +51,10 @@ import sympy
 
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network  # noqa: F401 - the doctests' namespace
-from .backend import Arithmetic, fmt, tex
+from .backend import Arithmetic, fmt
 from .batch import predict_batch
 from .recursions import OrderParameters, check_samples, order_parameters
-from .statistics import BULK_SPREAD, gram_statistics, lambda_kind, separation
+from .statistics import BULK_SPREAD, gram_statistics, lambda_kind, separation, statistics_latex
 
 __all__ = ["predict", "predict_grid", "FisherStats", "LeadingStats", "GridStats", "register_finite_width",
            "finite_width_choices", "BULK_SPREAD"]
@@ -171,14 +171,7 @@ class FisherStats:
         return self.table()
 
     def _repr_latex_(self) -> str:
-        items = [(r"\kappa_1", self.kappa1), (r"\kappa_2", self.kappa2), ("P", self.P), ("m", self.m), ("s", self.s)]
-        if self.lambda_max_kind == "bound":
-            lo, hi = self.lambda_max_bounds
-            lam = rf"{tex(lo)} \le \lambda_{{\max}} \le {tex(hi)}\ \text{{(bound)}}"
-        else:
-            lam = rf"\lambda_{{\max}} = {tex(self.lambda_max)}"
-        body = r",\quad ".join(f"{k} = {tex(v)}" for k, v in items)
-        return f"$M={self.width},\\ T={self.samples}:\\quad {body},\\quad {lam}$"
+        return statistics_latex(self, f"M={self.width},\\ T={self.samples}")
 
 
 def _plain(value: Any) -> Any:

@@ -15,10 +15,10 @@ import sympy
 
 from ..errors import InvalidArgument
 from ..spec.network import BatchNorm, Network
-from .backend import Arithmetic, to_float
+from .backend import Arithmetic, tex, to_float
 from .recursions import OrderParameters, network_alpha
 
-__all__ = ["gram_statistics", "lambda_kind", "separation", "BULK_SPREAD", "ExpectedMaxInverseChi2"]
+__all__ = ["gram_statistics", "lambda_kind", "separation", "BULK_SPREAD", "ExpectedMaxInverseChi2", "statistics_latex"]
 
 
 class ExpectedMaxInverseChi2(sympy.Function):
@@ -200,3 +200,19 @@ def lambda_kind(net: Network, kappa2: Any, ctx: Arithmetic, gd: Any = None, go: 
         if not (gap <= 0 or float(T) * float(go) / gap > spread):
             return "bound"
     return "prediction"
+
+
+def statistics_latex(stats: Any, head: str) -> str:
+    """The one-line LaTeX of a prediction's kappa's, P, m, s and lambda_max (or its bounds), after ``head``.
+
+    Shared by the isotropic (:class:`meanfield.theory.fisher.FisherStats`) and the batch
+    (:class:`meanfield.theory.batch.BatchFisherStats`) predictions, so both render alike in a notebook.
+    """
+    items = [(r"\kappa_1", stats.kappa1), (r"\kappa_2", stats.kappa2), ("P", stats.P), ("m", stats.m), ("s", stats.s)]
+    if stats.lambda_max_kind == "bound":
+        lo, hi = stats.lambda_max_bounds
+        lam = rf"{tex(lo)} \le \lambda_{{\max}} \le {tex(hi)}\ \text{{(bound)}}"
+    else:
+        lam = rf"\lambda_{{\max}} = {tex(stats.lambda_max)}"
+    body = r",\quad ".join(f"{k} = {tex(v)}" for k, v in items)
+    return f"${head}:\\quad {body},\\quad {lam}$"
