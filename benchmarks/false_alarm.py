@@ -18,6 +18,11 @@ failing network can be re-run.
 ``--claims`` overrides the statistics it claims to include the O(1/M) term of (tested with no free
 bias; ``none`` claims nothing). The median minimum detectable error per statistic is printed too.
 
+Measured with the control variates on (verify's default), 200 fresh cases each, widths 64, 256, 16
+seeds, alpha 0.01: mean-field prediction 1/200 = 0.5% (95% CI 0.013% .. 2.75%; one leaky_relu network
+with a hidden centre-only batch norm, m and kappa_1 as one trend test); ``--prediction 1/M`` 0/200 = 0%
+(0% .. 1.83%). Median variance removed from m: 77% and 79%.
+
 A case whose failure is a theory error (not chance) shows up as a placement or family failing far
 more often than alpha; re-run it with more seeds and widths before blaming chance.
 """

@@ -307,6 +307,10 @@ def build_parser() -> Parser:
     p.add_argument("--claims", default=None, metavar="STAT,..",
                    help="statistics (m,s,lambda_max,kappa1,kappa2) whose O(1/M) term the prediction includes: "
                         "tested with no free bias; 'none' claims nothing (default: what the prediction declares)")
+    p.add_argument("--no-control-variates", dest="control_variates", action="store_false",
+                   help="compare the plain sampled means (default: each statistic adjusted by control variates, "
+                        "realized quantities of the same networks whose exact mean is known, which removes most "
+                        "of its per-network noise)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_verify)
 
@@ -586,6 +590,7 @@ def _cmd_verify(args: argparse.Namespace, parser: Parser) -> int:
     if args.claims is not None:
         options["claims"] = () if args.claims.strip() == "none" else tuple(
             c.strip() for c in args.claims.split(",") if c.strip())
+    options["control_variates"] = args.control_variates
     report = verify(net, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(report.to_json() if hasattr(report, "to_json") else json.dumps(to_jsonable(report.to_dict())))

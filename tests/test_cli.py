@@ -272,6 +272,9 @@ def test_verify_exit_status_follows_the_verdict(capsys, monkeypatch, passed, sta
     assert code == status
     assert out.strip() == f"report passed={passed}"
     assert seen["widths"] == (32, 64) and seen["samples"] == 4 and seen["seeds"] == 3
+    assert seen["control_variates"] is True
+    run(capsys, "verify", *SMALL, "--widths", "32,64", "--no-control-variates")
+    assert seen["control_variates"] is False
 
 
 def test_verify_prediction_rmt_passes_the_random_matrix_prediction(capsys, monkeypatch):

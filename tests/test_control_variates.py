@@ -27,9 +27,10 @@ NETWORKS = [
 @pytest.mark.parametrize("net", NETWORKS, ids=lambda n: n.describe())
 def test_every_control_has_mean_zero(net):
     # 600 cheap networks (M = 8, T = 4; no Gram): per control a t-test of mean 0. The controls are exact
-    # ratios to conditional expectations, so their mean is 0 at any width. Family-wise false alarms:
-    # Bonferroni over the controls at 0.001 each (at most 0.015 per network for 15 controls); power: a
-    # mean of 0.25 of a control's standard deviation is a z of 6.1, caught with probability > 0.999.
+    # ratios to conditional expectations, so their mean is 0 at any width. False alarms: each control at
+    # 0.001 / K (Bonferroni over the K controls of a network: 0.001 per network, 0.003 for the three);
+    # power: a mean of 0.25 of a control's standard deviation is a z of 6.1 against a threshold of about
+    # 4.0 (K = 15), caught with probability 0.98.
     values = {}
     for seed in range(600):
         d = draw(net, 8, 4, seed)
