@@ -43,8 +43,9 @@ Normalization. Centre-only batch norm on the output is exact: G_kl = Pi G^plain_
 its means are (1 - 1/T)(d - o) and -(d - o)/T of the plain network's corrected means, and its entry variances
 are sums over the patterns of equal samples of the plain network's entry covariances
 (:func:`meanfield.finite.fourpoint.gram_covariance`). Full batch norm on the output is derived in
-:mod:`meanfield.finite.normalized` (on top of this module); hidden batch norm and layer norm are not derived
-(InvalidArgument names the normalization).
+:mod:`meanfield.finite.normalized` (on top of this module), the means below a layer norm in
+:mod:`meanfield.finite.layernorm`; hidden batch norm is not derived, and here every normalization other than
+centre-only batch norm on the output raises InvalidArgument naming it.
 """
 
 from __future__ import annotations

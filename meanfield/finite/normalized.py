@@ -74,6 +74,7 @@ from ..theory.recursions import order_parameters
 from .corrections import STATISTICS, finite_width_stats as plain_finite_width_stats
 from .corrections import gram_corrections, kernel_mean_shift, two_sample_layer
 from .fourpoint import gram_covariance
+from .layernorm import finite_width_stats as layer_norm_finite_width_stats
 
 __all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS"]
 
@@ -214,14 +215,18 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict:
     """The "1/M" model of ``predict(..., finite_width="1/M")``: :func:`output_batch_norm_terms` for a full batch norm
-    on the output, :func:`meanfield.finite.corrections.finite_width_stats` otherwise (mean-field values and a note
-    where nothing is derived).
+    on the output, :func:`meanfield.finite.layernorm.finite_width_stats` for a layer norm on layer 2 of a three-layer
+    net (the Gram means, m and the kappa's; not s), :func:`meanfield.finite.corrections.finite_width_stats` otherwise
+    (mean-field values and a note where nothing is derived).
 
     Example:
-        >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:2"])
+        >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1"])
         >>> finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"]
         frozenset()
     """
+    layer_norm = layer_norm_finite_width_stats(net, width, samples, base)
+    if layer_norm is not None:
+        return layer_norm
     last = net.norm_at(net.depth) if isinstance(net, Network) else None
     if not (isinstance(last, BatchNorm) and not last.center_only and len(net.norms) == 1):
         return plain_finite_width_stats(net, width, samples, base)
