@@ -27,6 +27,8 @@ from pathlib import Path
 import mpmath
 import numpy as np
 
+from yardstick import matmul_seconds  # noqa: E402 - the benchmarks' common unit, beside this script
+
 import meanfield as mf
 from meanfield.integrals import numeric, tables
 from meanfield.spec.activations import Activation
@@ -35,17 +37,6 @@ N = 100_000
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "gaussian_reference.json"
 Q_RANGE = (0.1, 10.0)
 
-
-def matmul_seconds(n: int = 2048) -> float:
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    a @ b  # warm up the BLAS
-    best = np.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def pairs(n: int, seed: int):

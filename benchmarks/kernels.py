@@ -17,23 +17,14 @@ import time
 
 import numpy as np
 
+from yardstick import matmul_seconds  # noqa: E402 - the benchmarks' common unit, beside this script
+
 import meanfield as mf
 
 CASES = [("relu", (), 256), ("relu", (), 1024), ("tanh", (), 256), ("tanh", (), 1024),
          ("relu", ("layer:2",), 1024), ("relu", ("batch:last",), 256), ("tanh", ("batch:2",), 256)]
 WIDTH = 256
 
-
-def matmul_seconds(n: int = 2048) -> float:
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    a @ b  # warm up the BLAS
-    best = np.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def best_of(fn, repeats: int = 2) -> float:

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from yardstick import matmul_seconds  # noqa: E402 - the benchmarks' common unit, beside this script
+
 sys.path.insert(0, os.environ.get("MEANFIELD_ROOT", os.path.join(os.path.dirname(__file__), "..")))
 
 from meanfield.spec.network import BatchNorm, Network  # noqa: E402
@@ -42,16 +44,6 @@ PLACEMENTS = {"plain": ([], "auto"), "bn-last": ([BatchNorm("last")], "auto"),
               "bn-middle": ([BatchNorm(2)], "auto"), "bn-middle-exact": ([BatchNorm(2)], "exact"),
               "bn-every": ([BatchNorm(1), BatchNorm(2), BatchNorm(3)], "auto")}
 
-
-def matmul_seconds(n: int = 2048, repeat: int = 2) -> float:
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def run_case(name: str, M: int, repeat: int):
