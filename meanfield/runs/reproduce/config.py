@@ -25,7 +25,8 @@ from ...spec.inputs import DIGITS_COUNT
 from ...spec.network import Network
 from .stages import STAGES
 
-__all__ = ["Config", "QUICK", "load_config", "network_for", "placement_label", "resolve_placement", "PLACEMENT_NAMES"]
+__all__ = ["Config", "QUICK", "load_config", "network_for", "stage_networks", "placement_label", "resolve_placement",
+           "PLACEMENT_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -376,3 +377,19 @@ def network_for(config: Config, activation: str, placement: str, depth: int | No
     norms = () if placement == "none" else (parse_norm(placement),)
     return Network(depth=depth, activation=activation, sigma_w2=config.sigma("sigma_w2", activation),
                    sigma_b2=config.sigma("sigma_b2", activation), outputs=config.outputs, norms=norms)
+
+
+def stage_networks(config: Config, activations, placements) -> list[tuple[str, str, Network]]:
+    """(activation, resolved placement, network) for a stage's activations x placements, in config order, each
+    network once (two spellings of one placement, such as "batch:last" and "batch:3" at depth 3, give one network).
+
+    Example:
+        >>> [(a, p) for a, p, _ in stage_networks(load_config(), ["relu"], ["none", "batch:last", "batch:3"])]
+        [('relu', 'none'), ('relu', 'batch:last')]
+    """
+    nets: dict = {}
+    for act in activations:
+        for placement in placements:
+            resolved = resolve_placement(placement, config.depth)
+            nets.setdefault((act, resolved), network_for(config, act, placement))
+    return [(act, resolved, net) for (act, resolved), net in nets.items()]

@@ -41,7 +41,7 @@ from ...spec.grammar import network_from_spec
 from ...spec.inputs import DATA_EXTRA, DIGITS_PIXELS, digits, has_scikit_learn, input_statistics
 from ...theory.fisher import predict
 from ..store import meanfield_version
-from .config import Config, network_for, placement_label, resolve_placement
+from .config import Config, placement_label, stage_networks
 from .figures import STAT_LABEL, color_of, log_axes, nudge, save_figure
 from .points import STATS, Job, finite_value, network_key, sample_cost, spec_text
 from .report import csv_value
@@ -104,13 +104,6 @@ def digits_sample_point(spec: str, width: int, samples: int, seed: int, choice: 
             ("P", "m", "s", "lambda_max", "gram_diag", "gram_offdiag", "kappa1", "kappa2")}
 
 
-def _digits_networks(config: Config) -> list[tuple[str, str, object]]:
-    nets = {}
-    for act in config.digits_activations:
-        for placement in config.digits_placements:
-            resolved = resolve_placement(placement, config.depth)
-            nets.setdefault((act, resolved), network_for(config, act, placement))
-    return [(act, resolved, net) for (act, resolved), net in nets.items()]
 
 
 def _theory_digest() -> str:
@@ -129,7 +122,7 @@ def _digits_tasks(config: Config) -> list[Job]:
     T, choice = config.digits_samples, config.digits_choice
     digest = _theory_digest()
     tasks = []
-    for act, resolved, net in _digits_networks(config):
+    for act, resolved, net in stage_networks(config, config.digits_activations, config.digits_placements):
         spec, described = spec_text(net), network_key(net)
         for width in config.digits_widths:
             labels = (("stage", "digits"), ("activation", act), ("placement", resolved), ("width", width),
@@ -163,7 +156,7 @@ def _records(config: Config, results: Results) -> list[dict]:
     iso_rows = {(r["activation"], r["placement"], r["width"]): r for r in results.rows
                 if r.get("stage") == "digits" and r.get("kind") == "isotropic"}
     records = []
-    for act, resolved, _ in _digits_networks(config):
+    for act, resolved, _ in stage_networks(config, config.digits_activations, config.digits_placements):
         for point in results.series("digits", act, resolved):
             iso = iso_rows.get((act, resolved, point.width), {})
             for key in STATS:
@@ -321,7 +314,7 @@ def _figure(config: Config, results: Results, out: Path) -> tuple[str, ...]:
 
     iso_rows = {(r["activation"], r["placement"], r["width"]): r for r in results.rows
                 if r.get("stage") == "digits" and r.get("kind") == "isotropic"}
-    networks = _digits_networks(config)
+    networks = stage_networks(config, config.digits_activations, config.digits_placements)
     acts = list(dict.fromkeys(act for act, _, _ in networks))
     fig = Figure(figsize=(4.3 * 3, 3.4 * len(acts) + 0.6), layout="constrained")
     axes = fig.subplots(len(acts), 3, squeeze=False)

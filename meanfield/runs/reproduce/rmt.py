@@ -12,7 +12,6 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,7 +23,7 @@ from ...spec.grammar import network_from_spec
 from ...spec.network import BatchNorm
 from ...theory.fisher import predict
 from ..store import meanfield_version
-from .config import Config, network_for, placement_label, resolve_placement
+from .config import Config, placement_label, stage_networks
 from .points import Job, finite_value, network_key, sample_cost, sample_task, spec_text
 from .report import csv_value
 from .results import Results, fmt, pm
@@ -191,21 +190,13 @@ def rmt_point(spec: str, cells: tuple, reference_widths: tuple = (64, 128), coef
                               "seeds": [int(s) for s in seeds]}}
 
 
-def _rmt_networks(config: Config) -> list[tuple[str, str, Any]]:
-    """(activation, resolved placement, network) of the stage, in config order, without repeats."""
-    nets = {}
-    for act in config.rmt_activations:
-        for placement in config.rmt_placements:
-            resolved = resolve_placement(placement, config.depth)
-            nets.setdefault((act, resolved), network_for(config, act, placement))
-    return [(act, resolved, net) for (act, resolved), net in nets.items()]
 
 
 def _rmt_tasks(config: Config) -> list[Job]:
     tasks = []
     digest = _rmt_model_digest()
     reference = tuple(config.rmt_reference_widths)
-    for act, resolved, net in _rmt_networks(config):
+    for act, resolved, net in stage_networks(config, config.rmt_activations, config.rmt_placements):
         cells, _ = _rmt_cells(config, net)
         if not cells:
             continue
@@ -231,7 +222,7 @@ def _rmt_records(config: Config, results: Results) -> tuple[list[dict], dict, li
     theory = {(r["activation"], r["placement"]): r for r in results.rows
               if r.get("stage") == "rmt" and r.get("kind") == "rmt"}
     records, reference, failed = [], {}, []
-    for act, resolved, net in _rmt_networks(config):
+    for act, resolved, net in stage_networks(config, config.rmt_activations, config.rmt_placements):
         row = theory.get((act, resolved))
         if row is None:
             continue
@@ -364,7 +355,7 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
         parts.append(f"In {flagged} of {n} cells the model adds a note of its own, e.g. at {first['label']}, "
                      f"M = {first['width']}, T = {first['samples']}: “{first['notes'].split('; ')[0]}” (all notes "
                      "are in `rmt.csv`).")
-    skipped = [s for _, _, net in _rmt_networks(config) for s in _rmt_cells(config, net)[1]]
+    skipped = [s for _, _, net in stage_networks(config, config.rmt_activations, config.rmt_placements) for s in _rmt_cells(config, net)[1]]
     if skipped:
         parts.append("Not computed: " + "; ".join(dict.fromkeys(skipped)) + ".")
     if failed:
