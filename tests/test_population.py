@@ -48,3 +48,78 @@ def test_second_moment_near_the_four_point_value(act, sw, sb):
 def test_bad_input(args):
     with pytest.raises(InvalidArgument):
         linear_population(*args)
+
+
+# --- the deterministic equivalent (meanfield.finite.deterministic): no draws ---------------------------------------
+
+from meanfield.finite.deterministic import deterministic_population, population_law  # noqa: E402
+
+
+def test_law_is_exact_for_a_linear_network():
+    # phi = identity, L = 2: the nonzero population is q (|w2|^2 + W1^T W1) -> q sigma^2 (1 + x), x ~ Marchenko-Pastur(1)
+    # (1/3 of the 3 M output channels; the rest are zero modes). Per output channel the moments are
+    # (1/3) (q sigma^2)^k sum_j C(k, j) Catalan_j, exact up to the contour quadrature (1e-9); the edge 5 q sigma^2 comes
+    # from a square-root fit on a grid of step 1/20 of the mean: within 0.2%
+    q, s2 = 1.7, 1.5
+    law = population_law(Network(2, "linear", s2, 0.0, input_q1=q))
+    catalan = (1, 1, 2, 5, 14)
+    for k, m in zip((1, 2, 3, 4), law.moments):
+        exact = (q * s2) ** k * sum(math.comb(k, j) * catalan[j] for j in range(k + 1)) / 3.0
+        assert m == pytest.approx(exact, rel=1e-9)
+    assert law.edge == pytest.approx(5.0 * q * s2, rel=2e-3)
+    # the density below the edge, (1/3) (q sigma^2)^(-3/2) sqrt(edge - x) / (4 pi), sets the Tracy-Widom scale: the
+    # quadratic fit of rho^2 on the grid gets it within 3% (measured 1%)
+    assert law.edge_density == pytest.approx((q * s2) ** -1.5 / (12.0 * math.pi), rel=0.03)
+
+
+def test_deterministic_population_uses_no_random_state(monkeypatch):
+    # the requirement: no seed anywhere. Every numpy entry point to random numbers fails; the result is the same on
+    # a second call (after clearing the cache)
+    def refuse(*args, **kwargs):
+        raise AssertionError("random state used")
+
+    for name in ("default_rng", "seed", "standard_normal", "normal", "rand", "randn", "RandomState", "Generator"):
+        monkeypatch.setattr(np.random, name, refuse)
+    net = Network(2, "tanh", 1.0, 0.1, outputs=2)
+    population_law.cache_clear()
+    first = deterministic_population(net, 64)
+    population_law.cache_clear()
+    second = deterministic_population(net, 64)
+    assert all(np.array_equal(a, b) for a, b in zip(first.eigenvalues, second.eigenvalues))
+    assert first.top_overlaps == second.top_overlaps and len(first.top_overlaps) == 4
+    assert first.eigenvalues[0].size == 3 * 64 and np.all(np.diff(first.eigenvalues[0]) <= 0)
+
+
+def test_deterministic_population_agrees_with_draws():
+    # relu L = 2 at M = 64 against 30 draws of the Gaussian-equivalent population (seeds 200-229). Measured with 200
+    # draws (meanfield/notes/rmt.md, section 2c): the draws' mean top is 1.1% above the law's edge + Tracy-Widom mean
+    # and their per-mode tr Sigma^2 2.9% above the law's (finite-M terms, both shrinking at M = 128); a draw's top
+    # spreads by 4.9%, so the 30-draw mean has a standard error of 0.9%. Tolerances: 1.1% + 3 standard errors (4%)
+    # for the top, 2.9% + 3 standard errors (about 2%) for tr Sigma^2; false alarms about 0.3% each. The relative
+    # spread of the normalized top (what the model uses) has a sampling error of 13% at 30 draws: accept a ratio in
+    # [0.6, 1.6] (3.5 standard errors). Power: a profile shifted by 5% (or a spread wrong by a factor 2) fails.
+    net = Network(2, "relu", 2.0, 0.0)
+    M = 64
+    drawn = linear_population(net, M, draws=30, seed=200)
+    det = deterministic_population(net, M)
+    law = population_law(net)
+    n = det.eigenvalues[0].size
+    assert n == 3 * M
+    tops = np.array([e[0] for e in drawn.eigenvalues])
+    assert law.top(n) == pytest.approx(tops.mean(), rel=0.04)
+    m2 = np.mean([float(e @ e) / e.size for e in drawn.eigenvalues])
+    assert law.moments[1] == pytest.approx(m2, rel=0.05)
+    normalized = np.array([e[0] / math.sqrt(float(e @ e)) for e in drawn.eigenvalues])
+    law_spread = math.sqrt(law.top_variance(n)) / law.top(n)
+    assert 0.6 < law_spread / (normalized.std() / normalized.mean()) < 1.6
+    # the profile is the law's: its per-mode second moment is the law's (quantiles of the same law)
+    e = det.eigenvalues[0]
+    assert float(e @ e) / n == pytest.approx(law.moments[1], rel=0.03)
+    assert 0.0 < det.output_layer_share < 1.0
+
+
+@pytest.mark.parametrize("args", [("relu", 64), (Network(3, "relu", 2, 0, norms=[BatchNorm("last")]), 64),
+                                  (Network(2, "relu", 2, 0), 1)])
+def test_deterministic_bad_input(args):
+    with pytest.raises(InvalidArgument):
+        deterministic_population(*args)

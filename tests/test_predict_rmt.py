@@ -73,7 +73,11 @@ def test_rmt_default_samples_no_network_and_ignores_every_random_state(monkeypat
 # lambda_max, its sem). Small M keeps the test fast (the population profile is computed at min(M, 64)).
 _STORED = [("tanh", "bn-center", 1, 64, 512, 2.043, 0.015 * 2.043),
            ("tanh", "bn-center", 3, 64, 64, 3.565, 0.015 * 3.565),
-           ("relu", "none", 3, 64, 512, 54.1, 0.025 * 54.1)]
+           ("relu", "none", 3, 64, 512, 54.1, 0.025 * 54.1),
+           # layer norm on both hidden layers (its own four-point rules and O(1/M) means): -4.7% and +1.9% with the
+           # plain equivalent's coefficients, -1.0% and +0.4% with the layer norm's
+           ("tanh", "layernorm", 3, 64, 64, 12.56, 0.013 * 12.56),
+           ("relu", "layernorm", 1, 64, 64, 25.51, 0.012 * 25.51)]
 
 
 @pytest.mark.parametrize("act,norm,C,M,T,lam,sem", _STORED)
@@ -81,7 +85,8 @@ def test_rmt_default_within_five_percent_of_stored_sampled_means(act, norm, C, M
     # the model's goal is 5% where the sampled standard error resolves it (sem <= 2.5%); allowance 5% + 2 sem
     # (false alarm about 2% per cell if the model is exactly 5% off, none if it is within 5% - 2 sem)
     sw, sb = (2.0, 0.0) if act == "relu" else (1.0, 0.1)
-    norms = {"none": (), "bn-center": (mf.BatchNorm("last", center_only=True),)}[norm]
+    norms = {"none": (), "bn-center": (mf.BatchNorm("last", center_only=True),),
+             "layernorm": (mf.LayerNorm(1), mf.LayerNorm(2))}[norm]
     net = mf.Network(3, act, sw, sb, outputs=C, norms=norms)
     out = mf.predict(net, M, T, finite_width="rmt")
     assert abs(float(out.lambda_max) - lam) <= 0.05 * lam + 2 * sem
@@ -108,3 +113,29 @@ def test_hidden_batch_norm_is_not_derived_and_names_the_measured_option():
     net = mf.Network(3, "relu", 2, 0, outputs=2, norms=[mf.BatchNorm(2)])
     with pytest.raises(mf.InvalidArgument, match="rmt-measured"):
         mf.predict(net, 64, 16, finite_width="rmt")
+
+
+def test_deterministic_small_batch_top_uses_no_random_state(monkeypatch):
+    # model.SMALL_T_TOP = "deterministic" (the default) replaces the small-T Monte Carlo by
+    # freeprob.normalized_block_top: with
+    # every numpy generator made to fail, a T <= 128 prediction still goes through, and its notes say so
+    from meanfield.finite import model
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("random state used")
+
+    net = mf.Network(2, "relu", 2, 0, outputs=2, norms=[mf.BatchNorm("last", center_only=True)])
+    assert model.SMALL_T_TOP == "deterministic"  # the default: no number of the model depends on a seed
+    monkeypatch.setattr(model, "SMALL_T_TOP", "drawn")
+    drawn = float(mf.predict(net, 32, 16, finite_width="rmt").lambda_max)
+    monkeypatch.setattr(model, "SMALL_T_TOP", "deterministic")
+    monkeypatch.setattr(np.random, "default_rng", forbidden)
+    monkeypatch.setattr(np.random, "standard_normal", forbidden)
+    out = mf.predict(net, 32, 16, finite_width="rmt")
+    # the two agree to the derivation's accuracy against the Monte Carlo (-2%..+4% on the grid's blocks) widened for
+    # this smaller network (M = 32, L = 2): 8%
+    assert abs(float(out.lambda_max) / drawn - 1) < 0.08
+    assert any("normalized_block_top" in note for note in out.notes)
+    monkeypatch.setattr(model, "SMALL_T_TOP", "seeded")
+    with pytest.raises(mf.InvalidArgument):
+        mf.predict(net, 32, 16, finite_width="rmt")

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 import sympy
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import meanfield as mf
@@ -174,3 +174,273 @@ def test_expansion_in_one_over_m(net):
             a0, a1 = expansion[key]
             series = float(evaluate_expectations((width * a0 + a1).subs(T, 6))) + coef[name][1] / (width * 6)
             assert series == pytest.approx(out[stat], rel=1e-12, abs=1e-12 * out["mean_diag"]), (key, width)
+
+
+# -- normalized placements (meanfield.finite.symbolic_normalized): derive(net).corrections ------------------------
+#
+# Same tolerance argument as above: both paths sum the same quadrature nodes, the same four-point covariances and
+# (full batch norm) the same four-sample world in the same closed form, so they differ by rounding (measured worst 6e-14 relative
+# over the networks below); 1e-10 is a margin of > 10^3.
+
+from meanfield.finite.normalized import output_batch_norm_terms  # noqa: E402
+from meanfield.finite.symbolic_normalized import (BatchNormCoupling, GramCovariance, LayerNormPart,  # noqa: E402
+                                                  NormalizedCorrectionDerivation, correction_placement,
+                                                  derive_network_corrections)
+
+DERANDOMIZED = settings(max_examples=3, derandomize=True, deadline=None)
+BN_KEYS = ("mean_diag", "mean_offdiag", "m", "s", "kappa1", "kappa2", "ntk_factor", "scale_factor", "s_same",
+           "s_cross", "coupling_diag", "coupling_offdiag", "coupling_s")
+
+
+@DERANDOMIZED
+@given(net=mfst.networks(min_depth=2, max_depth=3, activations=ACTIVATIONS, norms=("batch-center-last",),
+                         max_outputs=3, inputs=INPUTS),
+       base=st.sampled_from([16, 32]), T=st.integers(2, 8))
+def test_centre_only_batch_norm_equals_numeric(net, base, T):
+    """Centre-only batch norm on the output: Pi on the plain recursion, entry variances summed over label classes
+    (exact in T), every number equal to gram_corrections' (3 derandomized examples)."""
+    assert isinstance(derive(net).corrections, NormalizedCorrectionDerivation)
+    width = base * mfst.width_multiple(net)
+    try:
+        ref = gram_corrections(net, width, T)
+    except InvalidArgument:
+        with pytest.raises(InvalidArgument):
+            derive(net).corrections.evaluate(width, T)
+        return
+    got = derive(net).corrections.evaluate(width, T)
+    for key in KEYS:
+        want = getattr(ref, key)
+        if want is None:
+            assert got[key] is None, key
+            continue
+        partner = {"mean_offdiag": ref.mean_diag, "kappa2": ref.kappa1, "var_offdiag": ref.var_diag,
+                   "cross_square_offdiag": ref.cross_square_diag}.get(key, want)
+        assert got[key] == pytest.approx(want, rel=REL, abs=REL * abs(partner)), key
+
+
+@settings(max_examples=2, derandomize=True, deadline=None)
+@given(net=mfst.networks(min_depth=2, max_depth=3, activations=ACTIVATIONS, norms=("batch-last",), max_outputs=2,
+                         inputs=INPUTS),
+       T=st.sampled_from([10, 12]))
+def test_full_batch_norm_equals_numeric(net, T):
+    """Full batch norm on the output: chi-square moments, projector sums and coupling terms symbolic (``draws`` is
+    ignored by both sides now that the couplings are exact); 2 derandomized examples."""
+    width = 16 * mfst.width_multiple(net)
+    d = derive(net).corrections
+    assert d.placement == "batch:last" and d.gram_diag.has(sympy.Symbol("Cpl_tt"))
+    try:
+        ref = output_batch_norm_terms(net, width, T, draws=300)
+    except InvalidArgument:
+        with pytest.raises(InvalidArgument):
+            d.evaluate(width, T, draws=300)
+        return
+    got = d.evaluate(width, T, draws=300)
+    for key in BN_KEYS:
+        want = getattr(ref, key)
+        assert got[key] == pytest.approx(want, rel=REL, abs=REL * abs(ref.mean_diag if "diag" in key else ref.s)), key
+
+
+def test_full_batch_norm_equals_predict():
+    """predict(..., "1/M")'s numbers to rounding (the same closed-form couplings)."""
+    net = Network(2, "tanh", 1.5, 0.2, outputs=2, norms=["batch:last"])
+    p = mf.predict(net, 16, 10, finite_width="1/M")
+    got = derive_network_corrections(net).evaluate(16, 10)
+    for key, name in (("mean_diag", "gram_diag"), ("mean_offdiag", "gram_offdiag"), ("m", "m"), ("s", "s"),
+                      ("kappa1", "kappa1"), ("kappa2", "kappa2")):
+        assert got[key] == pytest.approx(float(getattr(p, name)), rel=REL), key
+
+
+@pytest.mark.parametrize("net", [Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:2"]),
+                                 Network(3, "tanh", 1.5, 0.05, input_q2=0.3, norms=["layer:2"])])
+def test_layer_norm_equals_numeric(net):
+    """Layer norm on layer 2 of three: the projector, Stein and cross parts as Gaussian expectations equal
+    layer_norm_gram_means' terms, and so do the means, m and kappa's; s is not derived (None, named in .missing)."""
+    d = derive(net).corrections
+    assert d.missing == ("s",) and d.s is None
+    written = {str(e.lhs): e.rhs for e in d.auxiliary}
+    assert written["LN_stein_tt"].has(NormalExpectation) and isinstance(written["LN_forward_tt"], LayerNormPart)
+    got = d.evaluate(16, 6)
+    ref = mf.finite.layernorm.layer_norm_gram_means(net, 16, 6)
+    base = mf.predict(net, 16, 6)
+    want = dict(mean_diag=ref.mean_diag, mean_offdiag=ref.mean_offdiag, m=net.outputs * 6 * ref.mean_diag / base.P,
+                kappa1=6 * ref.mean_diag / (base.alpha * 16), kappa2=6 * ref.mean_offdiag / (base.alpha * 16))
+    for key, value in want.items():
+        assert got[key] == pytest.approx(float(value), rel=REL), key
+    assert got["s"] is None and got["s_mean_field"] == pytest.approx(float(base.s), rel=REL)
+    for part in ("projector", "stein", "cross"):
+        for pair, entry in (("tt", "diag"), ("ts", "offdiag")):
+            assert got[f"LN_{part}_{pair}"] == pytest.approx(6 * ref.terms[entry][part], rel=REL,
+                                                              abs=REL * got["mean_diag"]), (part, pair)
+
+
+@pytest.mark.parametrize("norms", [["batch:2"], ["batch-center:1"], ["layer:1"], ["layer:2", "batch:last"]])
+def test_placements_not_derived_are_refused(norms):
+    """Hidden batch norm, other layer-norm placements, several norms: an InvalidArgument naming the norm."""
+    net = Network(3, "relu", 2, 0.1, norms=norms)
+    with pytest.raises(InvalidArgument, match="not derived for"):
+        derive(net).corrections
+    with pytest.raises(InvalidArgument, match="not derived"):
+        correction_placement(Network(4, "relu", 2, 0.1, norms=["layer:2"]))
+    with pytest.raises(InvalidArgument):
+        correction_placement(Network(3, "relu", 2, 0.1, alphas=(1, 2, 1), norms=["layer:2"]))
+
+
+def test_centre_only_expansion_in_one_over_m():
+    """E G = M a_0 + a_1 + (Pi's image of b) / (M T): reproduces evaluate() at two widths to rounding."""
+    d = derive_network_corrections(Network(2, "tanh", 1.5, 0.1, norms=["batch-center:last"]))
+    expansion, coef = d.expansion(), d.shift_coefficients()
+    db = coef["tt"][1] - coef["ts"][1]
+    for width in (32, 256):
+        out = d.evaluate(width, 6)
+        for key, stat, rest in (("gram_diag", "mean_diag", (1 - 1 / 6) * db / (width * 6)),
+                                ("gram_offdiag", "mean_offdiag", -db / (width * 36))):
+            a0, a1 = expansion[key]
+            series = float(evaluate_expectations((width * a0 + a1).subs(T, 6))) + rest
+            assert series == pytest.approx(out[stat], rel=1e-12, abs=1e-12 * out["mean_diag"]), (key, width)
+    with pytest.raises(InvalidArgument):
+        derive_network_corrections(Network(3, "relu", 2, 0.1, norms=["layer:2"])).expansion()
+
+
+NORMALIZED = [Network(3, "tanh", 1.5, 0.1, outputs=2, norms=["batch-center:last"]),
+              Network(3, "relu", 2, 0.1, outputs=2, norms=["batch:last"]),
+              Network(3, "tanh", 2, 0.1, outputs=2, norms=["layer:2"])]
+
+
+def test_normalized_statistics_latex_parses_back():
+    for net in NORMALIZED:
+        d = derive_network_corrections(net)
+        keys = [k for k in ("gram_diag", "gram_offdiag", "m", "s", "kappa1", "kappa2") if getattr(d, k) is not None]
+        for key, line in zip(keys, d.latex_lines()):
+            back = parse_latex(line.split("&=", 1)[1], symbols=d.symbols)
+            assert sympy.simplify(back - getattr(d, key)) == 0, (net.describe(), key)
+
+
+def test_normalized_latex_compiles(tmp_path):
+    texts = [derive_network_corrections(net)._repr_latex_() for net in NORMALIZED]
+    assert "Cov" in texts[0] and r"\mathcal{S}_{KK}" in texts[1] and r"\mathbb{E}_{2}" in texts[2]
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no pdflatex")
+    doc = ("\\documentclass{article}\\usepackage{amsmath,amssymb}"
+           "\\usepackage[paperwidth=200cm,paperheight=200cm,margin=1cm]{geometry}\\begin{document}\n"
+           + "\n\n".join(texts) + "\n\\end{document}\n")
+    (tmp_path / "n.tex").write_text(doc)
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "n.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_atoms_refuse_bad_arguments():
+    with pytest.raises(InvalidArgument):
+        GramCovariance((0, 0), (0, 1, 2))
+    with pytest.raises(InvalidArgument):
+        BatchNormCoupling("xx")
+    with pytest.raises(InvalidArgument):
+        LayerNormPart("stein", "ss")
+
+
+# -- full batch norm on the output: the coupling terms in closed form ----------------------------------------------
+#
+# derive(net).corrections writes Cpl_tt, Cpl_ts, Cpl_F2, Cpl_s as meanfield.finite.normalized's closed form in the
+# five contractions, each a sum over the 15 label classes of the four-sample world's entries (v_w and D_w are the
+# world's too). Both paths evaluate the same formula on the same world, so they differ by rounding: measured worst
+# 4e-13 relative (statistics, on the scale of E G_tt or s) and 7e-14 (contractions) over 8 derandomized networks
+# (relu/tanh/erf, depth 2 and 3, M = 16 to 64, T = 6 to 16). The class sums cancel the constant parts of the
+# covariances (the projectors), so a contraction's rounding scales with the sum of its class terms' absolute values,
+# not with its own size: compared with abs = REL times that sum. REL = 1e-10 keeps a margin > 10^2 on every number.
+
+from meanfield.finite.normalized import coupling_contractions  # noqa: E402
+from meanfield.finite.symbolic_normalized import CONTRACTIONS, WorldContraction, WorldEntry  # noqa: E402
+from meanfield.spec.symbols import M as M_SYMBOL  # noqa: E402
+
+
+def class_scale(expr, plain: Network, width: int, samples: int) -> float:
+    """Sum over the label-class terms of a contraction of their absolute values (the scale of its rounding)."""
+    expr = sympy.expand(sympy.sympify(expr).xreplace({M_SYMBOL: width, T: samples}))
+    values = {a: a.value(plain, width) for a in expr.atoms(WorldEntry)}
+    return sum(abs(float(term.xreplace(values))) for term in sympy.Add.make_args(expr))
+
+
+# no shrinking: the examples are fixed (derandomized) and each costs seconds
+@settings(max_examples=3, derandomize=True, deadline=None, phases=(Phase.explicit, Phase.generate))
+@given(net=mfst.networks(min_depth=2, max_depth=3, activations=ACTIVATIONS, norms=("batch-last",), max_outputs=2,
+                         inputs=INPUTS),
+       base=st.sampled_from([16, 32]), samples=st.sampled_from([6, 9, 16]))
+def test_full_batch_norm_couplings_in_closed_form(net, base, samples):
+    """The couplings as sympy in T, D_w, v_w, sigma_w^2, M and the five contractions (no opaque atom); the
+    contractions equal coupling_contractions', every statistic output_batch_norm_terms' and predict(..., "1/M")'s
+    (3 derandomized examples)."""
+    d = derive(net).corrections
+    written = {str(e.lhs): e.rhs for e in d.auxiliary}
+    assert not any(sympy.sympify(e.rhs).has(BatchNormCoupling) for e in d.auxiliary)
+    assert {WorldContraction(name) for name in CONTRACTIONS} <= written["Cpl_tt"].free_symbols
+    assert {WorldContraction(name) for name in CONTRACTIONS} <= written["Cpl_F2"].free_symbols
+    assert all(written[name].has(WorldEntry) and written[name].has(T) for name in CONTRACTIONS)
+    width = base * mfst.width_multiple(net)
+    try:
+        ref = output_batch_norm_terms(net, width, samples)
+    except InvalidArgument:
+        with pytest.raises(InvalidArgument):
+            d.evaluate(width, samples)
+        return
+    got = d.evaluate(width, samples)
+    numeric = coupling_contractions(net, width, samples)
+    plain = net.with_(norms=())
+    for name in CONTRACTIONS:
+        assert numeric[name] == WorldContraction(name).value(net, width, samples)
+        scale = class_scale(written[name], plain, width, samples)
+        assert got[name] == pytest.approx(numeric[name], rel=REL, abs=REL * scale), name
+    for key in BN_KEYS:
+        want = getattr(ref, key)
+        assert got[key] == pytest.approx(want, rel=REL, abs=REL * abs(ref.mean_diag if "diag" in key else ref.s)), key
+    p = mf.predict(net, width, samples, finite_width="1/M")
+    for key, name in (("mean_diag", "gram_diag"), ("mean_offdiag", "gram_offdiag"), ("m", "m"), ("s", "s"),
+                      ("kappa1", "kappa1"), ("kappa2", "kappa2")):
+        partner = {"mean_offdiag": ref.mean_diag, "kappa2": ref.kappa1}.get(key, getattr(ref, key))
+        assert got[key] == pytest.approx(float(getattr(p, name)), rel=REL, abs=REL * abs(partner)), key
+
+
+def test_full_batch_norm_couplings_print_and_parse():
+    """The printed couplings name the contractions (no opaque atom); the statistics' LaTeX parses back for a
+    depth-2, one-output network too; T < 6 (E[1/sigma^4] infinite) is refused."""
+    d = derive_network_corrections(Network(2, "erf", 1.5, 0.1, norms=["batch:last"]))
+    text = str(d)
+    assert "Cpl_tt = " in text and "S_KK = " in text and "MC" not in text
+    written = {str(e.lhs): str(e.rhs) for e in d.auxiliary}
+    assert "Cov[K(0, 1), K(2, 3)]" in written["S_KK"] and "Cov[K(0, 1), N(2, 3)]" in written["S_KT"]
+    assert "Monte" not in " ".join(d.notes)
+    keys = [k for k in ("gram_diag", "gram_offdiag", "m", "s", "kappa1", "kappa2") if getattr(d, k) is not None]
+    for key, line in zip(keys, d.latex_lines()):
+        back = parse_latex(line.split("&=", 1)[1], symbols=d.symbols)
+        assert sympy.simplify(back - getattr(d, key)) == 0, key
+    assert any(r"\mathcal{X}^{Y}_{1} &= " in line and "Y^{00}_{00}" in line for line in d.latex_lines())
+    with pytest.raises(InvalidArgument):
+        d.evaluate(16, 5)
+
+
+def test_world_atoms_refuse_bad_arguments_and_batch_norm_coupling_warns():
+    with pytest.raises(InvalidArgument):
+        WorldEntry("KK", (0, 2, 1, 0))      # not numbered in order of first appearance
+    with pytest.raises(InvalidArgument):
+        WorldEntry("K", (0, 1, 0, 1))       # means take two labels
+    with pytest.raises(InvalidArgument):
+        WorldEntry("ZZ", (0, 1, 0, 1))
+    with pytest.raises(InvalidArgument):
+        WorldContraction("S_XX")
+    with pytest.warns(DeprecationWarning):
+        BatchNormCoupling("tt")
+
+
+def test_full_batch_norm_expansion_in_one_over_m():
+    """E G = M a_0 + a_1 + r / M + O(1/M^2) for a full batch norm: the remainder times M is the same at M = 64 and
+    256 up to the next order, (r_2 / r)(1/64 - 1/256); measured 0.07% here (erf, L = 3, alphas (1, 2, 1), T = 6:
+    M R(M) = 0.16755 / 0.16767 at M = 64 / 256, so r_2 / r = 0.06; tanh 0.12539 / 0.12550 / 0.12553 at 64 / 256 /
+    1024), and 2% allows |r_2 / r| up to 1.7. A wrong a_1 (e.g. without the coupling limit, 0.89 of a_1 = 1.06 for
+    E G_tt here) leaves an O(1) remainder: M R(M) grows 4-fold."""
+    d = derive_network_corrections(Network(3, "erf", 1.5, 0.1, outputs=2, input_q2=0.3, alphas=(1, 2, 1),
+                                           norms=["batch:last"]))
+    expansion = d.expansion()
+    outs = {w: d.evaluate(w, 6) for w in (64, 256)}
+    for key, stat in (("gram_diag", "mean_diag"), ("gram_offdiag", "mean_offdiag")):
+        a0, a1 = (sympy.sympify(evaluate_expectations(x.subs(T, 6))) for x in expansion[key])
+        scaled = [w * (outs[w][stat] - float(w * a0 + a1)) for w in (64, 256)]
+        assert scaled[1] == pytest.approx(scaled[0], rel=0.02), key

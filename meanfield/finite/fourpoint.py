@@ -68,7 +68,7 @@ import numpy as np
 from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 
-__all__ = ["CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
+__all__ = ["entry_covariance", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
            "OutlierFluctuations", "outlier_fluctuations"]
 
@@ -256,12 +256,39 @@ def _check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
 def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple) -> tuple[float, float, float]:
     """(Cov(T G_first, T G_second), E T G_first, E T G_second) to first order in 1/M (module docstring)."""
     labels = sorted({first[2], first[3], second[2], second[3]})
-    relabel = {x: i for i, x in enumerate(labels)}
     fw = _forward(net, width, samples, len(labels))
-    cov, means, pairs, op, widths = fw["cov"], fw["means"], fw["pairs"], fw["op"], fw["widths"]
+    op = fw["op"]
+
+    def noise_mean(m: int, p1: tuple, p2: tuple) -> float:  # E of the fresh backward weights' product at layer m
+        table = _exchangeable(Unit.of(net.phi(m)), float(op.layers[m].q1), float(op.layers[m].q2))
+        return _product_mean(table, _counts((1,) + p1, (1,) + p2))
+
+    return entry_covariance(first, second, sigma_w2=net.sigma_w2, widths=fw["widths"], op=op, pairs=fw["pairs"],
+                            cov=fw["cov"], slope_means=fw["means"], noise_mean=noise_mean)
+
+
+def entry_covariance(first: tuple, second: tuple, *, sigma_w2: Any, widths: Any, op: Any, pairs: list, cov: dict,
+                     slope_means: Any, noise_mean: Any) -> tuple[float, float, float]:
+    """(Cov(T G_first, T G_second), E T G_first, E T G_second): the first-order sum over layers of the module docstring.
+
+    Shared by the plain engine and the one through layer norms (:mod:`meanfield.finite.fourpoint_layernorm`), which
+    differ only in the forward statistics they pass: ``cov[(j, m)]`` the covariances of the realized kernel and slope
+    averages of layers j and m (indices: the kernel of pair p at ``pairs.index(p)``, its slope at ``len(pairs)`` more),
+    ``slope_means[m]`` their means, and ``noise_mean(m, p1, p2)`` the mean of the fresh backward weights' product at
+    layer m (per unit, times any normalization scale). ``op`` gives the mean-field qhat's for the forward means.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> net = Network(2, "relu", 2, 0.1)
+        >>> v, m1, m2 = _covariance(net, 64, 1, (0, 0, 0, 1), (0, 0, 0, 1))
+        >>> v > 0 and m1 == m2
+        True
+    """
+    labels = sorted({first[2], first[3], second[2], second[3]})
+    relabel = {x: i for i, x in enumerate(labels)}
     npair = len(pairs)
-    L = net.depth
-    sw = [float(g) for g in net.sigma_w2]
+    sw = [float(g) for g in sigma_w2]
+    L = len(sw)  # one weight variance per layer
 
     def pair(t: int, s: int) -> tuple:
         a, b = sorted((relabel[t], relabel[s]))
@@ -274,19 +301,13 @@ def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple)
         return npair + pairs.index(p)
 
     def c(m: int, p: tuple) -> float:  # E[phi'_a phi'_b] at layer m
-        return float(means[m][slope(p)])
-
-    def gain(m: int, p: tuple) -> float:  # E[A_m | layer m + 1] = gain A_{m+1}
-        return sw[m] * c(m, p)
+        return float(slope_means[m][slope(p)])
 
     def abar(j: int, x: tuple, y: tuple) -> float:  # E[delta^j_x . delta^j_y], x = (output, sample)
         if x[0] != y[0]:
             return 0.0
         p = pair(x[1], y[1])
-        out = 1.0
-        for m in range(j, L):
-            out *= gain(m, p)
-        return out
+        return math.prod(sw[m] * c(m, p) for m in range(j, L))
 
     def entry(e: tuple) -> dict:
         k, l, t, s = e
@@ -298,19 +319,14 @@ def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple)
     E1, E2 = entry(first), entry(second)
 
     def noise(m: int) -> float:  # Cov(xi_m(first), xi_m(second)): the fresh backward weights W^{m+1}
-        counts = _counts((1,) + E1["p"], (1,) + E2["p"])
-        table = _exchangeable(Unit.of(net.phi(m)), float(op.layers[m].q1), float(op.layers[m].q2))
         x, y, x2, y2 = E1["x"], E1["y"], E2["x"], E2["y"]
         pairing = abar(m + 1, x, x2) * abar(m + 1, y, y2) + abar(m + 1, x, y2) * abar(m + 1, y, x2)
-        return sw[m] ** 2 * _product_mean(table, counts) * pairing / widths[m] if pairing else 0.0
+        return sw[m] ** 2 * noise_mean(m, E1["p"], E2["p"]) * pairing / widths[m] if pairing else 0.0
 
     noises = {m: noise(m) for m in range(1, L)}
 
-    def propagated(E: dict, j: int, m: int) -> float:
-        out = 1.0
-        for i in range(j, m):
-            out *= gain(i, E["p"])
-        return out
+    def propagated(E: dict, j: int, m: int) -> float:  # E[A_j | layer m] / A_m: the gains of layers j .. m - 1
+        return math.prod(sw[i] * c(i, E["p"]) for i in range(j, m))
 
     def cov_nn(j: int, jp: int) -> float:  # Cov(N_j(first), N_j'(second)), N the accumulated backward noise
         return sum(propagated(E1, j, m) * propagated(E2, jp, m) * noises[m] for m in range(max(j, jp), L))

@@ -40,9 +40,24 @@ law add the normalization's shift (von Mises as above, for the product of the me
 eps_s)^-1/2), and the layers below enter through A + B (its O(1) mean shift,
 :func:`meanfield.finite.corrections.ntk_mean_shift` of the two-layer net below) times E[c(rho(Q)) / sqrt(Q_tt Q_ss)]
 expanded to second order in the realized kernel Q, with Cov(A + B, Q). Checked against sampled networks (tanh and
-relu, M = 64 and 128, 20000 seeds each): within 2.1 standard errors, where mean field is off by 10 to 41. The entry
-variances (so s) behind a layer norm are not derived: the "1/M" model (:func:`finite_width_stats`) corrects
-gram_diag, gram_offdiag, m, kappa1 and kappa2 only, and other layer-norm placements keep mean-field values.
+relu, M = 64 and 128, 20000 seeds each): within 2.1 standard errors, where mean field is off by 10 to 41.
+
+Any placement (:func:`layer_norm_ntk_mean_shift`). The same algebra is one step of the forward NTK recursion of
+:mod:`meanfield.finite.corrections`, run layer by layer: at a layer-normed layer j, A = 1 + M_{j-1} K^{j-1},
+B = sigma_w^2 N^{j-1} and Y = Y^{j-1} are whatever the recursion carries from below (plain or normed layers), the
+realized kernel and backward factor c~ = c(rho(Q)) / sqrt(Q_tt Q_ss) enter the realized-average covariances with the
+influence-function covariance of :func:`meanfield.finite.fourpoint_layernorm.realized_averages` and their own shifts,
+and Y^j above the norm is the projected sandwich h^T X^j h: with P_t P_s = I - 1 1^T / M - (u~_t u~_t^T + u~_s u~_s^T -
+rho u~_t u~_s^T) / M acting on v_a = phi(u~_a(tau)) phi'(u~_a(t)),
+
+    Y^j / M_j = (Theta^j / q_1) [E v v' - E v E v' - E(z_t v) E(z_t v') - E(z_s v) E(z_s v') + rho E(z_t v) E(z_s v')]
+                + (M_j / M_{j-1})^2 sigma_w^4 D~_t Y^{j-1} D~_s^T / (M_j q_1),  D~_t[tau, r] = E[d_r v] - delta_{r t} E[z_t v]
+
+(derivatives in u, so D~ carries 1 / sqrt(q_1)). With no layer norm it is the plain recursion, on layer 2 of three it
+is :func:`layer_norm_gram_means` (tests). s adds the entry variances of
+:func:`meanfield.finite.fourpoint_layernorm.layer_norm_entry_variances` (:func:`layer_norm_corrections`), and a
+centre-only batch norm on the output composes exactly (G = Pi G Pi per block). Full batch norm on the output with a
+layer norm below is not derived (the caller keeps mean field).
 """
 
 from __future__ import annotations
@@ -57,10 +72,12 @@ from ..errors import InvalidArgument, check_int, check_real
 from ..integrals.quadrature import Unit
 from ..spec.network import LayerNorm, Network
 from ..theory.fisher import predict
-from .corrections import kernel_mean_shift, ntk_mean_shift, two_sample_layer, two_sample_rule
+from .corrections import STATISTICS, kernel_mean_shift, ntk_mean_shift, two_sample_layer, two_sample_rule
+from .fourpoint_layernorm import layer_norm_entry_variances, layer_norm_gram_covariance, realized_averages
 
 __all__ = ["layer_norm_kernel_shift", "LayerNormTerms", "layer_norm_terms", "layer_norm_kernel_mean_shift",
-           "LayerNormGramMeans", "layer_norm_gram_means", "finite_width_stats"]
+           "LayerNormGramMeans", "layer_norm_gram_means", "finite_width_stats", "LayerNormCorrections",
+           "layer_norm_corrections", "layer_norm_ntk_mean_shift"]
 
 _PAIRS = ((0, 0), (0, 1), (1, 1))   # kernel entries (tt, ts, ss) of two samples
 
@@ -315,12 +332,9 @@ def layer_norm_gram_means(net: Network, width: int, samples: int) -> LayerNormGr
     Q2 = sw[1] * lay1.F + sb[1]
     sig2, rho = float(Q2[0]), float(Q2[1] / Q2[0])
     above = layer_norm_kernel_mean_shift(net, M)[2]
-    t2 = _terms(unit2, rho)
     rule = two_sample_rule(unit2, 1.0, rho, 1.0)
-    lay2 = two_sample_layer(unit2, 1.0, rho, 1.0)
     z, y, P = rule.u, rule.y, rule.P
     d = [np.asarray(unit2.df(x), dtype=float) for x in z]
-    R = np.array([[1.0, rho], [rho, 1.0]])
     base = predict(net, M, T)
     means, terms = [], {}
     for p, (a, b) in enumerate(((0, 0), (0, 1))):
@@ -348,20 +362,7 @@ def layer_norm_gram_means(net: Network, width: int, samples: int) -> LayerNormGr
         # the normalization's own shift of E[psi / (s_a s_b)], psi = phi'(u~_a) phi'(u~_b): von Mises as in _terms
         psi = d[a] * d[b]
         Epsi = rule.mean(psi)
-        first, second = _sigma_derivatives(rho)
-        gc, hc = lay2.gradc[p], lay2.hessc[p]
-        H1 = gc @ first
-        H2 = np.einsum("a,aij->ij", gc, second) + first.T @ hc @ first
-        zd = [rule.mean(psi * (z[i] * y[i] - 1)) for i in (0, 1)]
-        z3d = [-rule.mean(psi * (3 * z[i] ** 2 - 1 - (z[i] ** 3 - z[i]) * y[i])) for i in (0, 1)]
-        dg = [rule.mean(psi * y[i]) for i in (0, 1)]
-        shift_psi = (float(gc @ np.array([1.0, rho, 1.0])) - H1.sum() + float((H2 * R ** 2).sum())
-                     - sum(zd) - 0.5 * sum(z3d))
-        influence = psi - sum(dg[i] * z[i] + 0.5 * zd[i] * (z[i] ** 2 - 1) for i in (0, 1))
-        k = np.array([float(a == 0) + float(b == 0), float(a == 1) + float(b == 1)])   # powers of 1/s_t, 1/s_s
-        shift_v = k.sum() / 2 + sum((k[i] / 2) * (k[i] / 2 + (i == j)) * R[i, j] ** 2 for i in (0, 1) for j in (0, 1))
-        influence_v = -sum(k[i] / 2 * (z[i] ** 2 - 1) for i in (0, 1))
-        own = (A + B) * (shift_psi + Epsi * shift_v + rule.mean(influence * influence_v)) / M
+        own = (A + B) * float(_own_c(unit2, rho)[p]) / M
         # the Jacobian's projector: A (1 - r_a / M) and the S parts (column sums, u~ projections, 1^T S 1)
         if a == b:
             r_mean = rule.mean(psi * (1 + z[0] ** 2))
@@ -383,28 +384,390 @@ def layer_norm_gram_means(net: Network, width: int, samples: int) -> LayerNormGr
     return LayerNormGramMeans(net, M, T, float(base.gram_diag), float(base.gram_offdiag), means[0], means[1], terms)
 
 
+# -- any placement: the forward NTK recursion of corrections.py run through layer norms ----------------------------
+
+
+def _own_c(unit: Unit, rho: float) -> np.ndarray:
+    """M (E[c~ | Q] - c(rho)) sqrt(Q_tt Q_ss) per pair (tt, ts, ss): the norm's own shift of the realized mean of
+    phi'(u~_t) phi'(u~_s) / ((1 + eps_t)(1 + eps_s))^(1/2) (von Mises, as in :func:`layer_norm_terms`)."""
+    rule = two_sample_rule(unit, 1.0, rho, 1.0)
+    lay = two_sample_layer(unit, 1.0, rho, 1.0)
+    z, y = rule.u, rule.y
+    d = [np.asarray(unit.df(x), dtype=float) for x in z]
+    R = np.array([[1.0, rho], [rho, 1.0]])
+    first, second = _sigma_derivatives(rho)
+    out = np.zeros(3)
+    for p, (a, b) in enumerate(((0, 0), (0, 1))):
+        psi = d[a] * d[b]
+        gc, hc = lay.gradc[p], lay.hessc[p]
+        H1 = gc @ first
+        H2 = np.einsum("a,aij->ij", gc, second) + first.T @ hc @ first
+        zd = [rule.mean(psi * (z[i] * y[i] - 1)) for i in (0, 1)]
+        z3d = [-rule.mean(psi * (3 * z[i] ** 2 - 1 - (z[i] ** 3 - z[i]) * y[i])) for i in (0, 1)]
+        dg = [rule.mean(psi * y[i]) for i in (0, 1)]
+        shift_psi = (float(gc @ np.array([1.0, rho, 1.0])) - H1.sum() + float((H2 * R ** 2).sum())
+                     - sum(zd) - 0.5 * sum(z3d))
+        influence = psi - sum(dg[i] * z[i] + 0.5 * zd[i] * (z[i] ** 2 - 1) for i in (0, 1))
+        k = np.array([float(a == 0) + float(b == 0), float(a == 1) + float(b == 1)])   # powers of 1/s_t, 1/s_s
+        shift_v = k.sum() / 2 + sum((k[i] / 2) * (k[i] / 2 + (i == j)) * R[i, j] ** 2 for i in (0, 1) for j in (0, 1))
+        influence_v = -sum(k[i] / 2 * (z[i] ** 2 - 1) for i in (0, 1))
+        out[p] = shift_psi + rule.mean(psi) * shift_v + rule.mean(influence * influence_v)
+    out[2] = out[0]
+    return out
+
+
+def _ln_functions(unit: Unit, Q: np.ndarray) -> tuple:
+    """F(rho(Q)), c(rho(Q)) / sqrt(Q_aa Q_bb) per pair and their gradients and Hessians in the entries of Q
+    (central differences of the quadratures; F and c at unit variances depend on Q through rho only)."""
+    def values(q: np.ndarray) -> np.ndarray:
+        rule = two_sample_rule(unit, 1.0, float(q[1] / math.sqrt(q[0] * q[2])), 1.0)
+        f = [np.asarray(unit.f(x), dtype=float) for x in rule.u]
+        d = [np.asarray(unit.df(x), dtype=float) for x in rule.u]
+        diag = (q[0], q[2])
+        F = [rule.mean(f[a] * f[b]) for a, b in _PAIRS]
+        c = [rule.mean(d[a] * d[b]) / math.sqrt(diag[a] * diag[b]) for a, b in _PAIRS]
+        return np.array(F + c)
+
+    h = 1e-4 * float(Q[0])
+    step = np.eye(3) * h
+    f0 = values(Q)
+    grad = np.stack([(values(Q + step[i]) - values(Q - step[i])) / (2 * h) for i in range(3)], axis=1)
+    hess = np.zeros((6, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            v = (values(Q + step[i] + step[j]) - values(Q + step[i] - step[j]) - values(Q - step[i] + step[j])
+                 + values(Q - step[i] - step[j])) / (4 * h * h)
+            hess[:, i, j] = hess[:, j, i] = v
+    return f0[:3], f0[3:], grad[:3], grad[3:], hess[:3], hess[3:]
+
+
+@dataclass(frozen=True)
+class _LNForward:
+    widths: tuple
+    Q: dict              # j -> mean pre-activation kernel (tt, ts, ss)
+    kbar: tuple          # mean realized kernel per layer j = 0..L-1
+    c: dict              # j -> mean backward factor per pair (divided by s_t s_s behind a norm)
+    gradc: dict
+    dk: tuple            # O(1/M) mean shift of the kernel per layer
+    dc: dict             # j -> O(1/M) mean shift of the backward factor
+    cov: dict            # (i, j) -> Cov(X^i, X^j), X = (kernel pairs, backward-factor pairs)
+
+
+@functools.lru_cache(maxsize=64)
+def _ln_forward(net: Network, width: int) -> _LNForward:
+    """Mean kernels, their O(1/M) shifts and the realized-average covariances of two samples, through layer norms."""
+    widths = net.widths(width)
+    sw = [float(v) for v in net.sigma_w2]
+    sb = [float(v) for v in net.sigma_b2]
+    q1, q2 = float(net.input_q1), float(net.input_q2)
+    kbar, dk = [np.array([q1, q2, q1])], [np.zeros(3)]
+    sigma0 = np.zeros((6, 6))
+    sigma0[:3, :3] = _input_kernel_covariance(q1, q2)
+    cov = {(0, 0): sigma0 / widths[0]}
+    Qs, cs, gcs, dcs = {}, {}, {}, {}
+    for j in range(1, net.depth):
+        Q = sw[j - 1] * kbar[j - 1] + sb[j - 1]
+        dQ = sw[j - 1] * dk[j - 1]
+        covQ = sw[j - 1] ** 2 * cov[(j - 1, j - 1)][:3, :3]
+        unit = Unit.of(net.phi(j))
+        if isinstance(net.norm_at(j), LayerNorm):
+            F, c, gradF, gradc, hessF, hessc = _ln_functions(unit, Q)
+            rho = float(Q[1] / math.sqrt(Q[0] * Q[2]))
+            sigma = realized_averages(net.phi(j), float(Q[0]), float(Q[1]), True, 2).sigma
+            ownK, ownc = _terms(unit, rho).shift, _own_c(unit, rho) / float(Q[0])
+        else:
+            lay = two_sample_layer(unit, *Q)
+            F, c, gradF, gradc, hessF, hessc = lay.F, lay.c, lay.gradF, lay.gradc, lay.hessF, lay.hessc
+            sigma, ownK, ownc = lay.sigma, np.zeros(3), np.zeros(3)
+        dk.append(gradF @ dQ + 0.5 * np.einsum("pab,ab->p", hessF, covQ) + ownK / widths[j])
+        dcs[j] = gradc @ dQ + 0.5 * np.einsum("pab,ab->p", hessc, covQ) + ownc / widths[j]
+        kbar.append(np.asarray(F, dtype=float))
+        Qs[j], cs[j], gcs[j] = Q, np.asarray(c, dtype=float), np.asarray(gradc, dtype=float)
+        J = np.zeros((6, 6))
+        J[:3, :3], J[3:, :3] = gradF, gradc
+        J *= sw[j - 1]
+        cov[(j, j)] = sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
+        for i in range(j):
+            cov[(j, i)] = J @ cov[(j - 1, i)]
+            cov[(i, j)] = cov[(j, i)].T
+    return _LNForward(widths, Qs, tuple(kbar), cs, gcs, tuple(dk), dcs, cov)
+
+
+def _ln_layer_terms(unit: Unit, Q: np.ndarray, pair: tuple, A: float, B: float, Y: np.ndarray, Mj: int,
+                    Mb: int, sw: float) -> tuple[float, float, float]:
+    """The O(1/M) terms of N^j = (1/M) sum_a psi_a Theta~_aa at a layer-normed layer beyond the realized-average
+    expansion: (projector, stein, cross), each already divided by s_t s_s (module docstring)."""
+    q1 = float(Q[0])
+    rho = float(Q[1] / q1)
+    rule = two_sample_rule(unit, 1.0, rho, 1.0)
+    z, y, P = rule.u, rule.y, rule.P
+    a, b = pair
+    d = [np.asarray(unit.df(x), dtype=float) for x in z]
+    psi = d[a] * d[b]
+    Epsi = rule.mean(psi)
+    if a == b:
+        r_mean = rule.mean(psi * (1 + z[0] ** 2))
+    else:
+        r_mean = rule.mean(psi * (1 + z[0] ** 2 + z[1] ** 2 - rho * z[0] * z[1]))
+    rab = 1.0 if a == b else rho
+    projector = (-A / Mj * r_mean - 2 / Mj * B * Epsi - B / Mj * rule.mean(psi * (z[a] ** 2 + z[b] ** 2))
+                 + B / Mj * Epsi + B * rab / Mj * rule.mean(psi * z[a] * z[b]))
+    c2 = (sw / Mb) ** 2
+    stein = c2 / q1 * sum(Y[s, r] * rule.mean(psi * (y[s] * y[r] - P[s, r])) for s in (0, 1) for r in (0, 1))
+    cross = c2 / q1 * (Y[a, b] * rule.mean(psi * z[a] * z[b])
+                       - sum(Y[a, s] * rule.mean(psi * z[a] * y[s]) + Y[s, b] * rule.mean(psi * z[b] * y[s])
+                             for s in (0, 1)))
+    return projector / q1, stein / q1, cross / q1
+
+
+def _ln_y(unit: Unit, Q: np.ndarray, pair: tuple, theta: float, Y: np.ndarray, Mj: int, Mb: int,
+          sw: float) -> np.ndarray:
+    """Y^j = h(tau)^T X^j h(tau') to leading order at a layer-normed layer: the Jacobian's projections P_t P_s =
+    I - 1 1^T / M - (u~_t u~_t^T + u~_s u~_s^T - rho u~_t u~_s^T) / M act on v_a = phi(u~_a(tau)) phi'(u~_a(t))."""
+    q1 = float(Q[0])
+    rho = float(Q[1] / q1)
+    rule = two_sample_rule(unit, 1.0, rho, 1.0)
+    z, y = rule.u, rule.y
+    a, b = pair
+    f = [np.asarray(unit.f(x), dtype=float) for x in z]
+    d = [np.asarray(unit.df(x), dtype=float) for x in z]
+    v = [f[tau] * d[a] for tau in (0, 1)]
+    w = [f[tau] * d[b] for tau in (0, 1)]
+    rab = 1.0 if a == b else rho
+    E = rule.mean
+    proj = np.array([[E(v[i] * w[k]) - E(v[i]) * E(w[k]) - E(z[a] * v[i]) * E(z[a] * w[k])
+                      - (E(z[b] * v[i]) * E(z[b] * w[k]) - rab * E(z[a] * v[i]) * E(z[b] * w[k]) if a != b else 0.0)
+                      for k in (0, 1)] for i in (0, 1)])
+    Da = np.array([[E(v[i] * y[r]) - (E(z[a] * v[i]) if r == a else 0.0) for r in (0, 1)] for i in (0, 1)])
+    Db = np.array([[E(w[i] * y[r]) - (E(z[b] * w[i]) if r == b else 0.0) for r in (0, 1)] for i in (0, 1)])
+    return Mj * theta / q1 * proj + (Mj / Mb) ** 2 * sw ** 2 * (Da @ Y @ Db.T) / q1 ** 2
+
+
+def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
+    """(E Theta^L(t, s) to leading order, its O(1) shift) through layer norms (corrections.py's recursion)."""
+    fw = _ln_forward(net, width)
+    L, Mw = net.depth, fw.widths
+    sw = [float(v) for v in net.sigma_w2]
+    p = _PAIRS.index(pair)
+    theta, dtheta = 1.0 + Mw[0] * fw.kbar[0][p], 0.0
+    nbar = 0.0
+    ncoef: dict = {}
+    ybar = np.zeros((2, 2))
+    for j in range(1, L):
+        unit = Unit.of(net.phi(j))
+        cbar = float(fw.c[j][p])
+        covKZ = Mw[j - 1] * fw.cov[(j - 1, j - 1)][:3, p].copy()
+        for i, coef in ncoef.items():
+            covKZ += sw[j - 1] * (fw.cov[(j - 1, i)][:3, :] @ coef)
+        cov_cZ = sw[j - 1] * float(fw.gradc[j][p] @ covKZ)
+        if isinstance(net.norm_at(j), LayerNorm):
+            A, B = 1.0 + Mw[j - 1] * float(fw.kbar[j - 1][p]), sw[j - 1] * nbar
+            extra = sum(_ln_layer_terms(unit, fw.Q[j], pair, A, B, ybar, Mw[j], Mw[j - 1], sw[j - 1]))
+            ynew = _ln_y(unit, fw.Q[j], pair, theta, ybar, Mw[j], Mw[j - 1], sw[j - 1])
+        else:
+            lay = two_sample_layer(unit, *fw.Q[j])
+            extra = (sw[j - 1] / Mw[j - 1]) ** 2 * float((lay.d2c[pair] * ybar).sum()) if j >= 2 else 0.0
+            a, b = pair
+            ynew = Mw[j] * theta * lay.e4[pair] + (Mw[j] / Mw[j - 1]) ** 2 * sw[j - 1] ** 2 * (
+                lay.dmat[a] @ ybar @ lay.dmat[b].T)
+        dn = float(fw.dc[j][p]) * theta + cbar * dtheta + cov_cZ + extra
+        new = {i: cbar * sw[j - 1] * coef for i, coef in ncoef.items()}
+        e = np.zeros(6)
+        e[p] = cbar * Mw[j - 1]
+        new[j - 1] = new.get(j - 1, np.zeros(6)) + e
+        e = np.zeros(6)
+        e[3 + p] = theta
+        new[j] = e
+        ncoef, ybar = new, ynew
+        nbar = cbar * theta
+        theta = 1.0 + Mw[j] * float(fw.kbar[j][p]) + sw[j] * nbar
+        dtheta = Mw[j] * float(fw.dk[j][p]) + sw[j] * dn
+    return float(theta), float(dtheta)
+
+
+def _check_layer_norms(net: object, centre: bool = False) -> Network:
+    """``net`` itself, if its normalizations are layer norms on hidden layers (and, with ``centre``, possibly a
+    centre-only batch norm on the output)."""
+    if not isinstance(net, Network) or net.is_symbolic:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net, "a numeric meanfield Network")
+    for n in net.norms:
+        if isinstance(n, LayerNorm) and n.layer != net.depth:
+            continue
+        if centre and n.layer == net.depth and getattr(n, "center_only", False):
+            continue
+        raise InvalidArgument("net", net.describe(), "layer norms on hidden layers (or none)"
+                              + (", centre-only batch norm on the output" if centre else "")
+                              + " and no other normalization", f"not derived for {n}")
+    return net
+
+
+def _patterns(nfixed: int) -> list:
+    """Label classes of four positions given nfixed fixed labels (new labels numbered in order of appearance)."""
+    out = []
+
+    def grow(prefix: tuple, new: int) -> None:
+        if len(prefix) == 4:
+            out.append((prefix, new))
+            return
+        for x in range(nfixed + new + 1):
+            grow(prefix + (x,), new + (x == nfixed + new))
+    grow((), 0)
+    return out
+
+
+def _centred_variance(net: Network, M: int, T: int, outputs: tuple, fixed: tuple) -> float:
+    """Var((Pi A Pi)_{t t'}) (Pi = I - 1 1^T / T) of the T G block of ``outputs``: the sum over (u, v, u', v') of
+    Pi_tu Pi_t'v Pi_tu' Pi_t'v' Cov(A_uv, A_u'v'), grouped by patterns of equal labels (exact in T)."""
+    t, tp, nf = fixed[0], fixed[-1], len(fixed)
+
+    def pi(x: int, y: int) -> float:
+        return (1.0 - 1.0 / T) if x == y else -1.0 / T
+
+    total = 0.0
+    for (u, v, u2, v2), new in _patterns(nf):
+        if nf + new > T:
+            continue
+        weight = pi(t, u) * pi(tp, v) * pi(t, u2) * pi(tp, v2)
+        if weight:
+            count = math.prod(T - nf - i for i in range(new))
+            total += count * weight * layer_norm_gram_covariance(net, M, outputs + (u, v), outputs + (u2, v2))
+    return total
+
+
+def layer_norm_ntk_mean_shift(net: Network, width: int) -> tuple[float, float]:
+    """E T G_kk(t, t) and E T G_kk(t, s) minus their mean-field values: the O(1) shifts behind layer norms.
+
+    The forward NTK recursion of :mod:`meanfield.finite.corrections` run through every layer-normed layer with the
+    norm's own shift, its response through the correlation, its influence-function covariances, the Jacobian's
+    projections (on N and on Y) and the Stein terms of :func:`layer_norm_gram_means`; any hidden placements, depth and
+    widths. Reproduces :func:`layer_norm_gram_means` (layer 2 of three) and, without norms,
+    :func:`meanfield.finite.corrections.ntk_mean_shift`.
+
+    Args:
+        net: a numeric network whose normalizations are layer norms on hidden layers (or none: the plain recursion).
+        width: M.
+
+    Raises:
+        InvalidArgument: another network or a bad width.
+
+    Example:
+        >>> d, o = layer_norm_ntk_mean_shift(Network(4, "tanh", 2, 0.1, norms=["layer:1", "layer:3"]), 64)
+        >>> bool(d > 0), bool(o > 0)
+        (True, True)
+    """
+    _check_layer_norms(net)
+    width = check_int("width", width, minimum=2)
+    return _ln_ntk(net, width, (0, 0))[1], _ln_ntk(net, width, (0, 1))[1]
+
+
+@dataclass(frozen=True)
+class LayerNormCorrections:
+    """Gram means with their O(1/M) shifts, entry variances and the corrected m, s, kappa's behind layer norms.
+
+    Attributes:
+        network, width, samples: what was computed (M, T).
+        mean_field_diag, mean_field_offdiag, m_mean_field, s_mean_field: ``predict``'s values.
+        mean_diag, mean_offdiag: E G_tt, E G_ts with their O(1/M) terms (:func:`layer_norm_ntk_mean_shift`).
+        var_diag, var_offdiag, cross_square_diag, cross_square_offdiag: the entry variances and E G_kl^2 (k != l)
+            (:func:`meanfield.finite.fourpoint_layernorm.layer_norm_entry_variances`).
+        m, s, kappa1, kappa2: corrected, as in :class:`meanfield.finite.corrections.GramCorrections`.
+        P, alpha: parameter count and sum alpha_l alpha_{l-1}.
+    """
+
+    network: Network
+    width: int
+    samples: int
+    mean_field_diag: float
+    mean_field_offdiag: float
+    mean_diag: float
+    mean_offdiag: float
+    var_diag: float
+    var_offdiag: float
+    cross_square_diag: float
+    cross_square_offdiag: float
+    m: float
+    s: float
+    kappa1: float
+    kappa2: float
+    m_mean_field: float
+    s_mean_field: float
+    P: int
+    alpha: float
+
+
+def layer_norm_corrections(net: Network, width: int, samples: int) -> LayerNormCorrections:
+    """m = C T E G_tt / P and s = [C T (E G_tt^2 + Var) + C T (T-1) (E G_ts^2 + Var) + C (C-1) T (...)] / P behind
+    layer norms, to O(1/M).
+
+    Args:
+        net: a numeric network whose normalizations are layer norms on hidden layers (any number, depth >= 2) and
+            possibly a centre-only batch norm on the output.
+        width: M.
+        samples: T (>= 2).
+
+    Raises:
+        InvalidArgument: another network, bad width or samples.
+
+    Example:
+        >>> c = layer_norm_corrections(Network(3, "tanh", 2, 0.1, outputs=2, norms=["layer:1"]), 64, 16)
+        >>> bool(c.s > 1.15 * c.s_mean_field), bool(c.mean_diag > c.mean_field_diag)
+        (True, True)
+    """
+    _check_layer_norms(net, centre=True)
+    M = check_int("width", width, minimum=2)
+    T = check_int("samples", samples, minimum=2)
+    base = predict(net, M, T)
+    inner = net.with_(norms=tuple(n for n in net.norms if isinstance(n, LayerNorm)))
+    centre = inner.norms != net.norms
+    raw = predict(inner, M, T) if centre else base
+    md = float(raw.gram_diag) + _ln_ntk(inner, M, (0, 0))[1] / T
+    mo = float(raw.gram_offdiag) + _ln_ntk(inner, M, (0, 1))[1] / T
+    C, P, alpha = net.outputs, int(base.P), float(base.alpha)
+    if centre:
+        # centre-only batch norm on the output: G_kl = Pi G_kl Pi exactly (as in meanfield.finite.corrections)
+        md, mo = (1 - 1 / T) * (md - mo), -(md - mo) / T
+        vd, vo = (_centred_variance(inner, M, T, (0, 0), f) / T ** 2 for f in ((0,), (0, 1)))
+        xd, xo = ((_centred_variance(inner, M, T, (0, 1), f) / T ** 2 for f in ((0,), (0, 1))) if C >= 2
+                  else (0.0, 0.0))
+    else:
+        v = layer_norm_entry_variances(inner, M, T)
+        vd, vo, xd, xo = v.var_diag, v.var_offdiag, v.cross_square_diag, v.cross_square_offdiag
+    s = (C * T * (md ** 2 + vd) + C * T * (T - 1) * (mo ** 2 + vo) + C * (C - 1) * (T * xd + T * (T - 1) * xo)) / P
+    return LayerNormCorrections(net, M, T, float(base.gram_diag), float(base.gram_offdiag), md, mo, vd, vo, xd, xo,
+                                C * T * md / P, s, T * md / (alpha * M), T * mo / (alpha * M), float(base.m),
+                                float(base.s), P, alpha)
+
+
 def finite_width_stats(net: Network, width: int, samples: int, base) -> dict | None:
-    """The "1/M" model for a layer norm on layer 2 of a three-layer net: corrected gram_diag, gram_offdiag, m, kappa1,
-    kappa2 (s is not: the entry variances behind a layer norm are not derived); None for other networks.
+    """The "1/M" model behind layer norms on hidden layers (any placement, several, any depth and widths): corrected
+    gram_diag, gram_offdiag, m, s, kappa1, kappa2 (:func:`layer_norm_corrections`); None for networks without a layer
+    norm or with another normalization (the caller handles those).
 
     Example:
         >>> from meanfield import predict
-        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["layer:2"])
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["layer:1"])
         >>> sorted(finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"])
-        ['gram_diag', 'gram_offdiag', 'kappa1', 'kappa2', 'm']
+        ['gram_diag', 'gram_offdiag', 'kappa1', 'kappa2', 'm', 's']
     """
-    if _supported(net) is None:
+    if not isinstance(net, Network) or net.is_symbolic or not any(isinstance(n, LayerNorm) for n in net.norms):
         return None
     try:
-        g = layer_norm_gram_means(net, width, samples)
-    except InvalidArgument as error:     # e.g. degenerate kernels: predict keeps working with mean-field values
+        _check_layer_norms(net, centre=True)
+    except InvalidArgument:
+        return None
+    try:
+        c = layer_norm_corrections(net, width, samples)
+    except InvalidArgument as error:     # e.g. negative mean products: predict keeps working with mean-field values
         return dict(s=base.s, includes_1_over_M=frozenset(),
                     notes=(f"finite_width='1/M': not derived for this network ({error}): mean-field values",))
-    T, P, C, alpha = g.samples, int(base.P), net.outputs, float(base.alpha)
-    out = dict(gram_diag=g.mean_diag, gram_offdiag=g.mean_offdiag, m=C * T * g.mean_diag / P,
-               kappa1=T * g.mean_diag / (alpha * g.width), kappa2=T * g.mean_offdiag / (alpha * g.width),
-               includes_1_over_M=frozenset({"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2"}),
-               notes=("layer norm on layer 2: E G_tt, E G_ts (so m and the kappa's) with their derived O(1/M) terms; "
-                      "s keeps its mean-field value (the entry variances behind a layer norm are not derived)",
-                      "lambda_max: not corrected (the mean-field value or bounds)"))
-    return out
+    norms = ", ".join(map(str, net.norms))
+    notes = [f"{norms}: E G_tt, E G_ts with their derived O(1/M) terms (the NTK recursion through the norm: its own "
+             "shift, Jacobian projections, Stein terms); s with the entry variances of the four-point engine through "
+             "the norm (leading order, gradient independence for the backward weights)",
+             "lambda_max: not corrected (the mean-field value or bounds)"]
+    if sum(isinstance(n, LayerNorm) for n in net.norms) >= 3:
+        # measured (notes, section 6): four norms on a depth-5 net, E G_tt +0.4 to +0.6% at M = 128, not explained
+        notes.insert(1, "three or more layer norms: the 1/M term of E G_tt is measured about a third too large for "
+                        "deep chains of norms (E G_tt +0.5% at M = 128 with four); see the notes")
+    return dict(gram_diag=c.mean_diag, gram_offdiag=c.mean_offdiag, m=c.m, s=c.s, kappa1=c.kappa1, kappa2=c.kappa2,
+                includes_1_over_M=STATISTICS, notes=tuple(notes))

@@ -33,8 +33,10 @@ The model, per output k (index a = k T + t):
   by a measured coupling excess of order 1/sqrt(M). Full batch norm adds the per-output scale 1 / sigma_k^2,
   sigma_k^2 = v chi^2_{T-1} / T: the top times E[T / chi^2_{T-1}] / v, with the coupling measured on the
   network itself, or the exact maximum of the scaled blocks over outputs where that is larger (small T).
-  For T <= 128 the block's top is the model drawn at that T (seeded Monte Carlo), not the edge asymptotics,
-  with each sample's squared norm drawn at its derived variance.
+  For T <= 128 the block's top is not the edge asymptotics: it is the edge with T - 1 samples plus the
+  Tracy-Widom mean, corrected to second order for each sample's squared norm at its derived variance
+  (:func:`meanfield.finite.freeprob.normalized_block_top`, no random state, the default); ``SMALL_T_TOP =
+  "drawn"`` takes the model drawn at that T instead (a fixed-seed Monte Carlo, the cross-check).
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
   plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
   symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M), times a
@@ -47,13 +49,20 @@ finite_width="rmt")``) no network is sampled: the free-probability edge, BBP out
 the mean entries are theory (:func:`meanfield.theory.fisher.predict` with the O(1/M) corrections of
 :mod:`meanfield.finite.corrections`); the bulk's second moment, diagonal part and spike, the outlier variances and
 the entry variances that set s come from the four-point rules of :mod:`meanfield.finite.fourpoint`; the
-population profile from :mod:`meanfield.finite.population`; the coupling of several outputs from the
+population profile from the limiting law of :mod:`meanfield.finite.deterministic` (the linear part of
+:mod:`meanfield.finite.population`, by a matrix Dyson equation); the coupling of several outputs from the
 supremum over the output sphere of a GOE quadratic form whose variance is the output-specific spread of a block
 top (:func:`_combined_derived`, :func:`block_scale_variance`); the C outliers' maximum from the Wishart-type form
 of the outlier matrix (:func:`_outlier_top`). The Gaussian maxima are deterministic quadratures. Still
-approximate (and named in the result's notes): the population profile and the small-T block top are fixed-seed
-draws of the derived model (not closed forms), the O(1/M) correction of tr Sigma^2 is left out, and below a
-layer norm the coefficients are those of :func:`plain_equivalent`. ``coefficients="measured"``
+approximate (and named in the result's notes): the population profile is the limiting law's quantiles with a
+Tracy-Widom top (no finite-width correction of the law itself), the small-T block top's norm step is second order
+with an effective resolvent weight (T - 2)/T G(edge) that is counted, not derived; no number depends on a seed
+(the draws stay available: ``SMALL_T_TOP = "drawn"``, ``meanfield.finite.deterministic.POPULATION = "drawn"``);
+the O(1/M) correction of tr Sigma^2 is left out, and below a
+layer norm the population profile's shape is that of :func:`plain_equivalent` (the bulk, spike, outlier variances,
+mean entries and, without an output norm, the entry variances come from the layer norm's own four-point rules:
+:func:`layer_norm_bulk_fluctuations`, :func:`layer_norm_outlier_fluctuations`,
+:func:`meanfield.finite.layernorm.layer_norm_corrections`). ``coefficients="measured"``
 (``finite_width="rmt-measured"``) keeps the earlier semi-empirical model: what the four-point rules do not cover
 is measured on sampled networks at two small reference widths (64 and 128; seeds from 1000, disjoint from the
 seeds used to test) and extrapolated as c(M) = c_inf + c_1 / M (:func:`measure_fluctuations`, cached per
@@ -71,12 +80,20 @@ import numpy as np
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
 from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
-from .freeprob import expected_max_scaled, expected_max_symmetric, expected_max_wishart, free_edge, spike_outlier
+from .freeprob import (edge_outlier_curvature, expected_max_scaled, expected_max_symmetric, expected_max_wishart,
+                       normalized_block_top, TW_MEAN, TW_VARIANCE)
 
-__all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance", "COEFFICIENTS", "POPULATION_WIDTH",
-           "POPULATION_DRAWS", "POPULATION_SEED"]
+__all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance",
+           "layer_norm_outlier_fluctuations", "layer_norm_bulk_fluctuations", "COEFFICIENTS", "POPULATION_WIDTH",
+           "POPULATION_DRAWS", "POPULATION_SEED", "SMALL_T_TOP", "SMALL_T_TOPS"]
 
 COEFFICIENTS = ("derived", "measured")  # where the fluctuation coefficients come from (finite_width_stats)
+# the block top at T <= 128: "deterministic" (meanfield.finite.freeprob.normalized_block_top: no random state, the
+# default, so that no number of the model depends on a seed; 203 of 216 resolving grid cells within 5% against 204
+# drawn) or "drawn" (the model's fixed-seed Monte Carlo, the cross-check); read at each prediction (nothing to
+# clear), e.g. benchmarks/rmt_grid.py --small-t-top drawn
+SMALL_T_TOPS = ("drawn", "deterministic")
+SMALL_T_TOP = "deterministic"
 
 
 def _span(seeds: tuple) -> str:
@@ -119,13 +136,7 @@ def _mp1_atoms(count: int = 400) -> np.ndarray:
     return atoms / atoms.mean()
 
 
-def _tw_shift(identity: float, semicircle: float, blocks: tuple, T: float, g: float) -> float:
-    """E[TW_1] (z''(g*)/2)^(1/3) T^(-2/3): mean finite-T shift of the largest eigenvalue below the edge."""
-    zpp = 2.0 / g**3 + sum(2.0 * n * T * T * lam**3 / (1.0 - T * lam * g) ** 3 for n, lam in blocks)
-    return _TW_MEAN * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
-
-
-_TW_MEAN, _TW_VAR = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1
+_TW_MEAN, _TW_VAR = TW_MEAN, TW_VARIANCE  # mean and variance of the Tracy-Widom law TW_1
 
 
 @functools.lru_cache(maxsize=256)
@@ -142,18 +153,164 @@ def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
     out: dict = {}
     if not twin.norms or approximate:
         plain = plain_equivalent(twin)
-        b = bulk_fluctuations(plain, M)
+        b = None
+        if twin.norms:  # layer norms below: their own four-point rules where derived, else the plain equivalent's
+            try:
+                b = layer_norm_bulk_fluctuations(twin, M)
+            except InvalidArgument:
+                pass
+        b = b or bulk_fluctuations(plain, M)
         out.update(block2=b.block2, spike=b.spike, semicircle=b.semicircle)
         reference = min(M, POPULATION_WIDTH)
         # the population is that of one output (and, for the covariance of two outputs' tops, of a second one):
         # shared by every network with the same hidden layers, whatever C
         paired = net.outputs > 1 and isinstance(net.norm_at(net.depth), BatchNorm)  # only the coupling needs two
         single = plain.with_(outputs=2 if paired else 1)
-        out["population"] = (linear_population(single, reference, POPULATION_DRAWS, POPULATION_SEED), M / reference)
+        # [population profile, edit by the deterministic-equivalent work] the limiting law of the linear part with its
+        # Tracy-Widom top at this M (meanfield.finite.deterministic: no draws, count 1); the 24 pseudo-random draws at
+        # min(M, 64) only with meanfield.finite.deterministic.POPULATION = "drawn" (clear _derived's cache after)
+        from . import deterministic
+
+        if deterministic.POPULATION == "drawn":
+            out["population"] = (linear_population(single, reference, POPULATION_DRAWS, POPULATION_SEED),
+                                 M / reference)
+        else:
+            out["population"] = (deterministic.deterministic_population(single, M), 1.0)
     if net.outputs > 1 and (not net.norms or (approximate and net.norm_at(net.depth) is None)):
-        o = outlier_fluctuations(plain_equivalent(net), M, T)
+        # layer norms below the output: their own four-point rules (the norm's Jacobian and influence functions),
+        # not the plain equivalent's (tanh C = 10, M = 64, T = 16: M Var O_kk / O^2 = 0.37 against 0.25; measured
+        # on sampled networks 0.40)
+        o = None
+        if net.norms:
+            try:
+                o = layer_norm_outlier_fluctuations(net, M, T)
+            except InvalidArgument:  # a layer norm the four-point engine does not cover: the plain equivalent's
+                pass
+        o = o or outlier_fluctuations(plain_equivalent(net), M, T)
         out.update(outlier_self=o.outlier_self, outlier_cross=o.outlier_cross)
     return out
+
+
+def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> Any:
+    """Var(O_kk) - Cov(O_kk, O_ll) and E O_kl^2 of O_kl = 1^T G_kl 1 / T below hidden layer norms, derived.
+
+    As :func:`meanfield.finite.fourpoint.outlier_fluctuations` (the 15 patterns of equal samples among (t, s, u, v),
+    each counted T (T - 1) ... times), with the entry covariances of
+    :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the layer norm's Jacobian and influence
+    functions in the four-point rules) and the mean outlier gram_diag + (T - 1) gram_offdiag of mean field.
+
+    Args:
+        net: a numeric network with C >= 2 outputs whose normalizations are layer norms on hidden layers.
+        width: M.
+        samples: T.
+
+    Returns:
+        a :class:`meanfield.finite.fourpoint.OutlierFluctuations`.
+
+    Example:
+        >>> from meanfield.spec.network import LayerNorm
+        >>> o = layer_norm_outlier_fluctuations(Network(3, "tanh", 1, 0.1, outputs=2, norms=[LayerNorm(1)]), 64, 16)
+        >>> o.outlier_self > 0 and o.outlier_cross > 0
+        True
+    """
+    from ..spec.network import LayerNorm
+    from ..theory.fisher import predict
+    from .fourpoint import OutlierFluctuations
+    from .fourpoint_layernorm import layer_norm_gram_covariance
+
+    if not isinstance(net, Network) or net.is_symbolic or net.outputs < 2 \
+            or not all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms):
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network with C >= 2 outputs and layer norms on hidden layers only")
+    M = check_int("width", width, minimum=1)
+    T = check_int("samples", samples, minimum=2)
+
+    def block_sum(first: tuple, second: tuple) -> float:
+        total = 0.0
+        for labels in _SAMPLE_PATTERNS:
+            blocks = max(labels) + 1
+            if blocks <= T:
+                total += math.prod(T - i for i in range(blocks)) * layer_norm_gram_covariance(
+                    net, M, first + labels[:2], second + labels[2:])
+        return total
+
+    base = predict(net, M, T)
+    mean = float(base.gram_diag + (T - 1) * base.gram_offdiag)
+    same, other, cross = block_sum((0, 0), (0, 0)), block_sum((0, 0), (1, 1)), block_sum((0, 1), (0, 1))
+    return OutlierFluctuations(M, T, mean, (same - other) / T**4, cross / T**4)
+
+
+@functools.lru_cache(maxsize=64)
+def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
+    """tr Sigma_W^2, Var(mu . c) and Var|c|^2 of one output's gradients below hidden layer norms, derived.
+
+    The Hoeffding decomposition of :func:`meanfield.finite.fourpoint.bulk_fluctuations` (t, s, u, v distinct),
+
+        tr Sigma^2 = Cov(K_ts, K_ts) - 2 Cov(K_ts, K_tu) + Cov(K_ts, K_uv),
+        Var(m) = Cov(K_ts, K_tu) - Cov(K_ts, K_uv),
+        Var|c|^2 = [Cov(K_tt, K_tt) - Cov(K_tt, K_uu)] - 4 [Cov(K_tt, K_ts) - Cov(K_tt, K_su)] + 4 Var(m),
+
+    with the entry covariances of :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the layer
+    norm's Jacobian and influence functions) and the mean-field scales d = E K_tt - E K_ts, o = E K_ts.
+
+    Args:
+        net: a numeric network whose normalizations are layer norms on hidden layers.
+        width: M.
+
+    Returns:
+        a :class:`meanfield.finite.fourpoint.BulkFluctuations`.
+
+    Example:
+        >>> from meanfield.spec.network import LayerNorm
+        >>> b = layer_norm_bulk_fluctuations(Network(3, "tanh", 1, 0.1, norms=[LayerNorm(1)]), 64)
+        >>> 0 < b.block2 < 2 and b.spike > 0
+        True
+    """
+    from ..spec.network import LayerNorm
+    from ..theory.fisher import predict
+    from .fourpoint import BulkFluctuations
+    from .fourpoint_layernorm import layer_norm_gram_covariance
+
+    if not isinstance(net, Network) or net.is_symbolic \
+            or not all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms):
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network with layer norms on hidden layers only")
+    M = check_int("width", width, minimum=1)
+    one = net.with_(outputs=1)
+
+    def cov(first: tuple, second: tuple) -> float:
+        return layer_norm_gram_covariance(one, M, first, second)
+
+    ts, tt = (0, 0, 0, 1), (0, 0, 0, 0)
+    same, near, far = cov(ts, ts), cov(ts, (0, 0, 0, 2)), cov(ts, (0, 0, 2, 3))
+    mean_direction = near - far
+    diagonal = (cov(tt, tt) - cov(tt, (0, 0, 1, 1))) - 4.0 * (cov(tt, ts) - cov(tt, (0, 0, 1, 2))) \
+        + 4.0 * mean_direction
+    base = predict(one, M, 4)
+    d, o = 4 * float(base.gram_diag - base.gram_offdiag), 4 * float(base.gram_offdiag)  # units of T G
+    return BulkFluctuations(M, same - 2.0 * near + far, mean_direction, diagonal, d, o)
+
+
+def _restricted_growth(n: int, prefix: tuple = ()) -> list:
+    """The set partitions of n positions as restricted growth strings (blocks numbered in order of appearance)."""
+    if len(prefix) == n:
+        return [prefix]
+    return [p for b in range(max(prefix, default=-1) + 2) for p in _restricted_growth(n, prefix + (b,))]
+
+
+_SAMPLE_PATTERNS = tuple(_restricted_growth(4))  # the 15 patterns of equal samples among (t, s, u, v)
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_norm_corrections(net: Network, M: int, T: int) -> Any:
+    """:func:`meanfield.finite.layernorm.layer_norm_corrections` (Gram means with their O(1/M) shifts and entry
+    variances behind hidden layer norms), or None where that is not derived."""
+    from .layernorm import layer_norm_corrections
+
+    try:
+        return layer_norm_corrections(net, M, T)
+    except InvalidArgument:
+        return None
 
 
 def plain_equivalent(net: Network) -> Network:
@@ -248,15 +405,13 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
     modes_total = max(sum(len(columns) for _, _, columns in populations) / max(len(populations), 1), 1)
     drawn = T <= _MC_MAX_T and not (modes_total > 32 * T and T >= 64)
     for d0, blocks, _ in populations:
-        edge, g_star = free_edge(d0, s2, blocks, T)
-        shift = _tw_shift(d0, s2, blocks, T, g_star) if math.isfinite(g_star) else 0.0
+        edge, g_star, top, zpp = edge_outlier_curvature(d0, s2, blocks, T, ell)
+        shift = _TW_MEAN * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0) if math.isfinite(g_star) else 0.0
         edges.append(edge)
         shifts.append(shift)
-        top = spike_outlier(d0, s2, blocks, T, ell)
         between.append(top if top > edge else edge + shift)  # the top per population: the weights' part
         if not drawn:
             # above the BBP threshold the spike's outlier has Gaussian O(1/sqrt T) fluctuations: no mean shift
-            top = spike_outlier(d0, s2, blocks, T, ell)
             tops.append(top if top > edge else edge + shift)
             tw_var.append(_TW_VAR / _TW_MEAN**2 * shift**2 if top <= edge else 0.0)
     if drawn:
@@ -266,9 +421,20 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
         # +5.5%/+17% from edge + TW, +4.1%/+6.4% drawn with a Wigner part, +2.9%/+3.3% with the norms)
         semicircle = derived["semicircle"] if "semicircle" in derived else fl.at("semicircle", M)
         norms = _positive_note(2.0 * p2 + semicircle * d * d / M, "per-sample norm variance", M, notes)
-        populations_drawn = tuple((d0, columns) for d0, _, columns in populations)
-        expected, variance = _model_top_drawn(populations_drawn, norms, ell, T)
-        method = "drawn"
+        if SMALL_T_TOP not in SMALL_T_TOPS:
+            raise InvalidArgument("SMALL_T_TOP", SMALL_T_TOP, "one of " + ", ".join(map(repr, SMALL_T_TOPS)))
+        if SMALL_T_TOP == "deterministic":
+            # the same model without draws: edge (T - 1) + Tracy-Widom, the self-normalization and the norms'
+            # variance to second order (freeprob.normalized_block_top)
+            pairs = [normalized_block_top(d0, [(1.0, c) for c in columns] if columns else (), norms, ell, T)
+                     for d0, _, columns in populations]
+            expected = float(np.mean([p[0] for p in pairs]))
+            variance = float(np.var([p[0] for p in pairs]) + np.mean([p[1] for p in pairs]))
+            method = "deterministic"
+        else:
+            populations_drawn = tuple((d0, columns) for d0, _, columns in populations)
+            expected, variance = _model_top_drawn(populations_drawn, norms, ell, T)
+            method = "drawn"
     else:
         # the block top's variance: the populations' spread (the weights) plus Tracy-Widom's (the samples)
         expected, method = float(np.mean(tops)), "edge+TW/outlier"
@@ -432,10 +598,20 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
     elif below_plain:
         from .corrections import gram_corrections
 
-        corr = gram_corrections(twin, M, T)
-        gd_c, go_c = float(corr.mean_diag), float(corr.mean_offdiag)
+        if isinstance(net.norm_at(net.depth), BatchNorm):
+            # only d = E G_tt - E G_ts is used below a batch norm on the output, and the centre-only twin's
+            # corrections (needed for the entry variances anyway) carry it: (1 - 1/T) d - (-d / T); one
+            # gram_corrections call instead of two (the plain twin's entry variances are not needed)
+            corr = gram_corrections(twin.with_(norms=(BatchNorm(net.depth, center_only=True),)), M, T)
+            gd_c, go_c = float(corr.mean_diag - corr.mean_offdiag), 0.0  # only their difference d is used
+        else:
+            corr = gram_corrections(twin, M, T)
+            gd_c, go_c = float(corr.mean_diag), float(corr.mean_offdiag)
     else:
         gd_c, go_c = gd_p, go_p
+        ln = _layer_norm_corrections(twin, M, T)
+        if ln is not None:
+            gd_c, go_c = float(ln.mean_diag), float(ln.mean_offdiag)
     d = gd_c - go_c
     O = gd_c + (T - 1) * go_c  # the mean outlier of each output (no output normalization)
     last = net.norm_at(net.depth)
@@ -535,17 +711,31 @@ def _derived_notes(net: Network, below_plain: bool) -> list:
              "(meanfield.finite.population, the Gaussian-equivalent linear part), coupling of several outputs (a GOE "
              "form over the output sphere with the output-specific spread of a block top), C outliers' maximum (the "
              "Wishart-type outlier matrix)"]
-    approx = [f"population profile from {POPULATION_DRAWS} fixed pseudo-random draws of the weights at width "
-              f"min(M, {POPULATION_WIDTH}) (seeds {POPULATION_SEED}-{POPULATION_SEED + POPULATION_DRAWS - 1}; not a "
-              "closed-form deterministic equivalent)",
-              "small-T block top (T <= 128) by a fixed-seed Monte Carlo of the model (standard error 0.3%, at most "
-              "1200 draws up to T = 64 and 300 at T = 128); other draws of either move a prediction by up to about "
-              "1% (grid of benchmarks/rmt_grid.py)",
-              "O(1/M) correction of tr Sigma^2 not included"]
+    from . import deterministic
+
+    if deterministic.POPULATION == "drawn":
+        population = (f"population profile from {POPULATION_DRAWS} fixed pseudo-random draws of the weights at width "
+                      f"min(M, {POPULATION_WIDTH}) (seeds {POPULATION_SEED}-{POPULATION_SEED + POPULATION_DRAWS - 1}; "
+                      "not a closed-form deterministic equivalent)")
+    else:
+        population = ("population profile: the limiting law of the linear part (meanfield.finite.deterministic, "
+                      "quantiles with a Tracy-Widom top, no draws)")
+    if SMALL_T_TOP == "deterministic":
+        small = ("small-T block top (T <= 128) without draws: edge at T - 1 plus Tracy-Widom with the per-sample norm "
+                 "step to second order (meanfield.finite.freeprob.normalized_block_top; within -2% to +4% of the "
+                 "model's Monte Carlo)")
+    else:
+        small = ("small-T block top (T <= 128) by a fixed-seed Monte Carlo of the model (standard error 0.3%, at most "
+                 "1200 draws up to T = 64 and 300 at T = 128; its norm step is not yet derived in closed form); another "
+                 "seed moves a prediction by up to about 1% (grid of benchmarks/rmt_grid.py)")
+    approx = [population, small, "O(1/M) correction of tr Sigma^2 not included"]
     if not below_plain:
-        approx.append("layer norm below the output: fluctuation coefficients of the plain network with the same "
-                      "mean-field kernels (meanfield.finite.model.plain_equivalent), relative to the network's own "
-                      "means; no O(1/M) correction of the mean entries")
+        approx.append("layer norm below the output: the population profile's shape (and, with batch norm on the "
+                      "output, the entry variances behind s) from the plain network with the same mean-field kernels "
+                      "(meanfield.finite.model.plain_equivalent); the bulk, spike, C x C outlier variances, O(1/M) "
+                      "mean entries and (no output norm) entry variances from the layer norm's own four-point rules "
+                      "(meanfield.finite.fourpoint_layernorm, meanfield.finite.layernorm) where they cover the "
+                      "network, else the plain equivalent's")
     return notes + ["approximate: " + "; ".join(approx)]
 
 
@@ -643,6 +833,11 @@ def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, s
 def _entry_variances(net: Network, fl: Fluctuations | None, M: int, T: int, gd: float, corr: Any,
                      notes: list) -> tuple:
     """(Var G_tt, Var G_ts, E G_cross^2) in Gram units (of the centred twin with batch norm on the output)."""
+    if not net.norms and corr is not None:
+        # the same four-point variances, already computed by gram_corrections for the mean entries
+        vx = ((T - 1) * corr.cross_square_offdiag + corr.cross_square_diag) / T if net.outputs > 1 else 0.0
+        notes.append("entry variances for s derived (meanfield.finite.fourpoint)")
+        return float(corr.var_diag), float(corr.var_offdiag), float(vx)
     if not net.norms:
         # derived, not measured: the four-point recursions of meanfield.finite.fourpoint (plain networks); they give
         # the variance over weights and inputs, as E ||G||_F^2 needs
@@ -657,12 +852,21 @@ def _entry_variances(net: Network, fl: Fluctuations | None, M: int, T: int, gd: 
     last = net.norm_at(net.depth)
     twin = plain_output_twin(net)
     if isinstance(last, BatchNorm) and not twin.norms:
-        # the centred twin's entries Pi G Pi: exact sums over the plain network's entry covariances
+        # the centred twin's entries Pi G Pi: exact sums over the plain network's entry covariances (the call of
+        # finite_width_stats, passed as corr)
         from .corrections import gram_corrections
 
-        c = gram_corrections(twin.with_(norms=(BatchNorm(net.depth, center_only=True),)), M, T)
+        c = corr if corr is not None else gram_corrections(
+            twin.with_(norms=(BatchNorm(net.depth, center_only=True),)), M, T)
         vx = ((T - 1) * c.cross_square_offdiag + c.cross_square_diag) / T if net.outputs > 1 else 0.0
         return float(c.var_diag), float(c.var_offdiag), float(vx)
+    if last is None:
+        # layer norms below, none on the output: their own four-point rules where derived
+        c = _layer_norm_corrections(twin, M, T)
+        if c is not None:
+            vx = ((T - 1) * c.cross_square_offdiag + c.cross_square_diag) / T if net.outputs > 1 else 0.0
+            notes.append("entry variances for s derived below the layer norms (meanfield.finite.layernorm)")
+            return float(c.var_diag), float(c.var_offdiag), float(vx)
     # a layer norm below: the plain equivalent's relative variances, at this network's mean diagonal
     from .fourpoint import cross_output_variance, same_output_variance
 

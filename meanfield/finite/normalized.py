@@ -45,11 +45,27 @@ The O(1/M) terms:
    the realized-average recursion of :mod:`meanfield.finite.corrections` run for four exchangeable samples (the
    four-sample Gaussian integrals by conditioning on the common part, u_i = sqrt(q_2) z + sqrt(q_1 - q_2) e_i,
    so 0 <= q_2 is required), expanded to the T x T matrices by label patterns. Their second-order effect is an
-   integral over a Gaussian of dimension T (T + 1) plus the T - 1 of g; it is evaluated by Monte Carlo with a
-   fixed seed and antithetic pairs (the first order cancels exactly; the fluctuation is scaled by EPS = 1/50 and
-   the second difference divided by EPS^2, exact for the quadratic term), and (c) by Monte Carlo over g. The
-   Monte Carlo standard errors are returned (``monte_carlo_sem``), about 0.2% of E G_tt and 0.5% of s at 40000
-   draws.
+   integral over a Gaussian of dimension T (T + 1) plus the T - 1 of g, evaluated exactly (``method="exact"``,
+   the default; no random numbers). With Delta = sigma_w^2 Pi dK Pi and dTheta = M dK + sigma_w^2 dN, the law's
+   expansion E_{N(0, v Pi + Delta)} F = E F + (1/2) Delta_ab E[d_a d_b F] + (1/8) Delta_ab Delta_cd
+   E[d_a d_b d_c d_d F] (Price), the derivatives moved onto Hermite weights of N(0, v Pi), leaves Gaussian moments
+   of g = r y: A Theta' A^T / T = D Q / r^2 with Q = Pi - y y^T (rank n - 1, n = T - 1), the sphere's moments
+   E[y y^T] = Pi / n, E[y^(x4)] = (Pi Pi + 2 perms) / (n (n + 2)) and the chi-square ones E[r^-2] = 1 / (v (n-2)),
+   E[r^-4] = 1 / (v^2 (n-2)(n-4)). Each 4-tensor X (Cov(K_ab, K_cd), Cov(K_ab, Theta'_uv), Y^uv_ab) then enters
+   through its three full contractions X_1 = sum X Pi_01 Pi_23, X_2 = sum X Pi_02 Pi_13, X_3 = sum X Pi_03 Pi_12
+   (S = X_1 + X_2 + X_3; slots in that order), sums over the 15 label patterns (falling factorial counts x products
+   of 1 - 1/T and -1/T), so that, with c = (sigma_w^2 / M)^2,
+
+       T Cpl_tt = D (n-1) sigma_w^4 S_KK / (v^3 n (n^2-4)) - sigma_w^2 / (2 v^2) [KT_1 / (n(n-2)) + S_KT / (n(n+2))]
+                  - c / v^2 [Y_1 / (n(n-2)) + S_Y / (n(n+2))],      Cpl_ts = -Cpl_tt / (T - 1)   (A 1 = 0),
+       Cpl_F2 = 3 D^2 (n-1) sigma_w^4 S_KK / (v^4 n (n^2-4)(n-4)) - D sigma_w^2 / v^3 [3 KT_1 / (n(n-2)(n-4))
+                  + S_KT / (n(n+2)(n-2))] - 2 c D / v^3 [3 Y_1 / (n(n-2)(n-4)) + S_Y / (n(n+2)(n-2))]
+
+   (Cpl_F2: E ||G_kk||_F^2 per block, less the square of the forward part of dTheta, already in 2.; KT = Cov(K,
+   Theta'), finite for T >= 6). ``method="monte-carlo"`` keeps the earlier evaluation as a cross-check: a fixed
+   seed and antithetic pairs (the first order cancels exactly; the fluctuation scaled by EPS = 1/50 and the second
+   difference divided by EPS^2), and (c) by Monte Carlo over g, with its standard errors (``monte_carlo_sem``, about
+   0.2% of E G_tt and 0.5% of s at 40000 draws; zeros for the exact method); it needs T >= 10.
 
 Between outputs the blocks have mean zero and only term 2 enters at O(1/M). Checked against sampled networks
 (``derivations/corrections.md``, section 5: tanh, relu, cos, silu, several width profiles, M = 32 to 256, T = 12 to 32,
@@ -60,26 +76,30 @@ M = 256 (T = 32), with an O((T/M)^2) remainder of -2 to -3% at M = 64, T = 16.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument, check_int
-from ..integrals.quadrature import Unit, breaks, normal_rule
+from ..errors import InvalidArgument, check_choice, check_int
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from ..theory.recursions import order_parameters
 from .corrections import STATISTICS, finite_width_stats as plain_finite_width_stats
-from .corrections import gram_corrections, kernel_mean_shift, two_sample_layer
+from .corrections import gram_corrections, kernel_mean_shift
+from .fourworld import class_tensor, pair_index, realized_world
 from .fourpoint import gram_covariance
+from .hiddenbn import finite_width_stats as hidden_batch_norm_finite_width_stats
 from .layernorm import finite_width_stats as layer_norm_finite_width_stats
 
-__all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS"]
+__all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS",
+           "METHODS", "coupling_contractions"]
 
 DRAWS = 40000      # Monte Carlo draws of the coupling terms (3.): standard errors about 0.2% of E G_tt, 0.5% of s
 SEED = 20261207    # their fixed seed: predictions are reproducible
+METHODS = ("exact", "monte-carlo")     # how the coupling terms (3.) are evaluated; exact is the default
 
 @dataclass(frozen=True)
 class OutputBatchNormTerms:
@@ -92,16 +112,16 @@ class OutputBatchNormTerms:
         scale_factor: v / (v + dv), the pre-normalization variance's mean shift (1.).
         s_same, s_cross: the entry-fluctuation parts of s (2.; same output, between outputs).
         coupling_diag, coupling_offdiag, coupling_s: the terms 3. (a)-(c) of E G_tt, E G_ts and s.
-        monte_carlo_sem: the Monte Carlo standard errors of (coupling_diag, coupling_offdiag, coupling_s).
+        monte_carlo_sem: the Monte Carlo standard errors of (coupling_diag, coupling_offdiag, coupling_s); zeros
+            for the exact method.
         mean_diag, mean_offdiag, m, s, kappa1, kappa2: corrected.
         P, alpha: parameter count and sum alpha_l alpha_{l-1}.
-        draws: Monte Carlo draws used for 3.
+        draws: Monte Carlo draws used for 3.; 0 for the exact method.
 
     Example:
-        >>> t = output_batch_norm_terms(Network(2, "tanh", 2, 0.1, outputs=2, norms=["batch:last"]), 64, 12,
-        ...                             draws=2000)
-        >>> bool(t.s > t.s_mean_field), bool(t.s_same > 0), bool(t.s_cross > 0)
-        (True, True, True)
+        >>> t = output_batch_norm_terms(Network(2, "tanh", 2, 0.1, outputs=2, norms=["batch:last"]), 64, 12)
+        >>> bool(t.s > t.s_mean_field), bool(t.s_same > 0), bool(t.s_cross > 0), t.draws, t.monte_carlo_sem
+        (True, True, True, 0, (0.0, 0.0, 0.0))
     """
 
     network: Network
@@ -130,7 +150,7 @@ class OutputBatchNormTerms:
     draws: int
 
 
-def _check(net: Network, width: int, samples: int, draws: int) -> tuple[int, int, int]:
+def _check(net: Network, width: int, samples: int, draws: int, method: str) -> tuple[int, int, int, str]:
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
     if net.is_symbolic:
@@ -140,35 +160,45 @@ def _check(net: Network, width: int, samples: int, draws: int) -> tuple[int, int
         raise InvalidArgument("net", net.describe(), "a full batch norm on the output and no other normalization")
     if net.depth < 2:
         raise InvalidArgument("net", net.describe(), "depth >= 2 (a hidden layer below the output)")
+    method = check_choice("method", method if isinstance(method, str) else repr(method), METHODS)
     M = check_int("width", width, minimum=1)
-    # the Monte Carlo of s averages up to 1/sigma^8: finite variance needs T - 1 > 8
-    T = check_int("samples", samples, minimum=10)
-    return M, T, check_int("draws", draws, minimum=100)
+    # exact: E[1/sigma^4] (and the second order of it in the law of g) is finite for T - 1 > 4; the Monte Carlo of
+    # s averages up to 1/sigma^8, whose variance is finite for T - 1 > 8
+    T = check_int("samples", samples, minimum=6 if method == "exact" else 10)
+    return M, T, check_int("draws", draws, minimum=100), method
 
 
 @functools.lru_cache(maxsize=32)
-def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: int = DRAWS) -> OutputBatchNormTerms:
+def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: int = DRAWS,
+                            method: str = "exact") -> OutputBatchNormTerms:
     """E G = mean field (1 + dD/D) v/(v + dv) + couplings, s + entry fluctuations: full batch norm on the output.
 
     Args:
         net: a numeric network whose only normalization is a full batch norm on the output, depth >= 2, inputs
             with a non-negative mean product (input_q2 >= 0).
         width: M.
-        samples: T >= 10 (the Monte Carlo of s needs E[1/sigma^8]).
-        draws: Monte Carlo draws for the coupling terms (fixed seed).
+        samples: T >= 6 (exact; E[1/sigma^4]), T >= 10 for the Monte Carlo (its s needs E[1/sigma^8]).
+        draws: Monte Carlo draws for the coupling terms (fixed seed); used by ``method="monte-carlo"`` only.
+        method: "exact" (the coupling terms 3. in closed form, module docstring) or "monte-carlo" (the fixed-seed
+            Monte Carlo kept as a cross-check, with standard errors).
 
     Returns:
         :class:`OutputBatchNormTerms`.
 
     Raises:
-        InvalidArgument: another placement, a symbolic network, depth 1, T < 10, a negative kernel overlap.
+        InvalidArgument: another placement, a symbolic network, depth 1, T too small (above), a negative kernel
+            overlap, an unknown method.
 
     Example:
-        >>> t = output_batch_norm_terms(Network(3, "relu", 2, 0.1, norms=["batch:last"]), 64, 12, draws=2000)
+        >>> net = Network(3, "relu", 2, 0.1, norms=["batch:last"])
+        >>> t = output_batch_norm_terms(net, 64, 12)
         >>> bool(t.s > t.s_mean_field), t.s_cross      # C = 1: no cross-output blocks
         (True, 0.0)
+        >>> mc = output_batch_norm_terms(net, 64, 12, draws=2000, method="monte-carlo")
+        >>> abs(mc.coupling_diag - t.coupling_diag) < 4 * mc.monte_carlo_sem[0], mc.draws
+        (True, 2000)
     """
-    M, T, draws = _check(net, width, samples, draws)
+    M, T, draws, method = _check(net, width, samples, draws, method)
     plain = net.with_(norms=())
     base = predict(net, M, T)
     corrected = gram_corrections(plain, M, T)
@@ -186,24 +216,21 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
     C, P = net.outputs, int(base.P)
     inv2 = T / (v * (T - 3))
     inv4 = T**2 / (v**2 * (T - 3) * (T - 5))
-    Pi = np.eye(T) - 1.0 / T
     a, b = 1 - 2 / (T - 1) + 1 / (T**2 - 1), 1 / (T**2 - 1)
-
-    def contract(cov: np.ndarray, first: float, second: float) -> float:
-        """sum (first Pi_uu' Pi_vv' + second (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) cov[u, v, u', v']."""
-        out = first * np.einsum("ac,bd,abcd->", Pi, Pi, cov)
-        if second:
-            out += second * (np.einsum("ab,cd,abcd->", Pi, Pi, cov) + np.einsum("ad,cb,abcd->", Pi, Pi, cov))
-        return float(out)
-
-    same = class_tensor(T, lambda lab: gram_covariance(plain, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
-    s_same = C * inv4 * contract(same, a, b) / (T**2 * P)
+    # sum (a Pi_uu' Pi_vv' + b (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) Cov[u, v, u', v'] over the T^4 tuples, by the 15 label
+    # patterns (no T^4 tensor: O(1) in T)
+    same = _matchings(T, lambda lab: gram_covariance(plain, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
+    s_same = C * inv4 * (a * same[1] + b * (same[0] + same[2])) / (T**2 * P)
     if C >= 2:
-        cross = class_tensor(T, lambda lab: gram_covariance(plain, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
-        s_cross = C * (C - 1) * inv2**2 * ((T - 2) / (T - 1)) ** 2 * contract(cross, 1.0, 0.0) / (T**2 * P)
+        cross = _matchings(T, lambda lab: gram_covariance(plain, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
+        s_cross = C * (C - 1) * inv2**2 * ((T - 2) / (T - 1)) ** 2 * cross[1] / (T**2 * P)
     else:
         s_cross = 0.0
-    cd, co, csq, sd, so, ssq = _coupling_terms(net, M, T, draws, SEED)
+    if method == "exact":
+        cd, co, csq, sd, so, ssq = _coupling_exact(net, M, T)
+        draws = 0
+    else:
+        cd, co, csq, sd, so, ssq = _coupling_monte_carlo(net, M, T, draws, SEED)
     mean_d, mean_o = gd * factor + cd, go * factor + co
     s = float(base.s) * factor**2 + s_same + s_cross + C * csq / P
     alpha = float(base.alpha)
@@ -216,17 +243,21 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
 def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict:
     """The "1/M" model of ``predict(..., finite_width="1/M")``: :func:`output_batch_norm_terms` for a full batch norm
     on the output, :func:`meanfield.finite.layernorm.finite_width_stats` for a layer norm on layer 2 of a three-layer
-    net (the Gram means, m and the kappa's; not s), :func:`meanfield.finite.corrections.finite_width_stats` otherwise
-    (mean-field values and a note where nothing is derived).
+    net (the Gram means, m and the kappa's; not s), :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch
+    norm on the last hidden layer (also s for L <= 3), :func:`meanfield.finite.corrections.finite_width_stats`
+    otherwise (mean-field values and a note where nothing is derived).
 
     Example:
-        >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1"])
+        >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1", "batch:last"])
         >>> finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"]
         frozenset()
     """
     layer_norm = layer_norm_finite_width_stats(net, width, samples, base)
     if layer_norm is not None:
         return layer_norm
+    hidden = hidden_batch_norm_finite_width_stats(net, width, samples, base)
+    if hidden is not None:
+        return hidden
     last = net.norm_at(net.depth) if isinstance(net, Network) else None
     if not (isinstance(last, BatchNorm) and not last.center_only and len(net.norms) == 1):
         return plain_finite_width_stats(net, width, samples, base)
@@ -236,179 +267,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
         return dict(s=base.s, includes_1_over_M=frozenset(),
                     notes=(f"finite_width='1/M': not derived for this network ({error}): mean-field values",))
     notes = ("full batch norm on the output: E G, m, s, kappa's with their derived O(1/M) terms; the coupling terms "
-             f"by Monte Carlo ({t.draws} draws, fixed seed; standard errors {t.monte_carlo_sem[0]:.3g} of E G_tt, "
-             f"{t.monte_carlo_sem[2]:.3g} of s)", "lambda_max: not corrected (the mean-field value or bounds)")
+             "in closed form (exact Gaussian and chi-square moments, no random numbers)",
+             "lambda_max: not corrected (the mean-field value or bounds)")
     return dict(gram_diag=t.mean_diag, gram_offdiag=t.mean_offdiag, m=t.m, s=t.s, kappa1=t.kappa1, kappa2=t.kappa2,
                 includes_1_over_M=STATISTICS, notes=notes)
-
-
-_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
-
-
-def class_tensor(T: int, value) -> np.ndarray:
-    """C[u, v, u', v'] = value(labels) for all T^4 index tuples, labels the pattern of equal indices.
-
-    ``value`` is called once per pattern (at most 15) with the canonical labels (first appearance numbered
-    0, 1, 2, 3), e.g. (0, 1, 0, 2) for u = u' with v, v' and u all different.
-
-    Example:
-        >>> C = class_tensor(3, lambda labels: float(len(set(labels))))
-        >>> C.shape, float(C[0, 0, 0, 0]), float(C[0, 1, 0, 2])
-        ((3, 3, 3, 3), 1.0, 3.0)
-    """
-    T = check_int("T", T, minimum=1)
-    idx = np.indices((T,) * 4).reshape(4, -1)
-    code = np.zeros(idx.shape[1], dtype=int)
-    for bit, (a, b) in enumerate(_PAIRS):
-        code |= (idx[a] == idx[b]).astype(int) << bit
-    out = np.empty(idx.shape[1])
-    for c in np.unique(code):
-        where = np.flatnonzero(code == c)
-        first = idx[:, where[0]]
-        seen: dict = {}
-        labels = tuple(seen.setdefault(int(x), len(seen)) for x in first)
-        out[where] = value(labels)
-    return out.reshape((T,) * 4)
-
-
-# -- the four-sample world: realized-kernel and NTK covariances for any pattern of equal samples ------------------
-
-_P4 = tuple((a, b) for a in range(4) for b in range(a, 4))       # the 10 pairs of four samples
-_P4_INDEX = {p: i for i, p in enumerate(_P4)}
-_Z_RULE = normal_rule(np.array([[-3.0, 0.0, 3.0]]))
-
-
-def _pair(a: int, b: int) -> int:
-    return _P4_INDEX[(min(a, b), max(a, b))]
-
-
-def _moments4(unit: Unit, q1: float, q2: float):
-    """E[prod_i phi^p_i phi'^q_i (u_i)] for four exchangeable samples (kernel q1 on, q2 off the diagonal): u_i =
-    sqrt(q2) z + sqrt(q1 - q2) e_i, the e_i independent given z, so the mean is E_z[prod_i m_{p_i q_i}(z)]."""
-    if not (q2 >= 0 and q1 > q2):
-        raise InvalidArgument("net", (q1, q2), "layer kernels with 0 <= q_ts < q_tt (exchangeable, non-negative "
-                                               "overlap: the one-dimensional conditioning)")
-    z, wz = _Z_RULE
-    shift = math.sqrt(q2) * z[0]
-    scale = math.sqrt(q1 - q2)
-    e, we = normal_rule(breaks(unit, shift, scale))
-    u = shift[:, None] + scale * e
-    fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
-    cache: dict = {}
-
-    def m(p: int, q: int) -> np.ndarray:
-        if (p, q) not in cache:
-            cache[(p, q)] = (we * fa**p * fd**q).sum(axis=1)
-        return cache[(p, q)]
-
-    def mean(powers: list) -> float:
-        out = wz[0].copy()
-        for p, q in powers:
-            if p or q:
-                out = out * m(p, q)
-        return float(out.sum())
-    return mean
-
-
-def _powers(*factors: tuple) -> list:
-    """Per-sample (power of phi, power of phi') of a product of factors (kind, sample), kind 'f' or 'd'."""
-    out = [[0, 0] for _ in range(4)]
-    for kind, sample in factors:
-        out[sample][0 if kind == "f" else 1] += 1
-    return [tuple(x) for x in out]
-
-
-@dataclass(frozen=True)
-class _World:
-    """Covariances of V = (K^{L-1} pairs, N^{L-1} pairs) of four samples, the mean kernel and NTK of layer L - 1,
-    and the sandwiched NTK Y^{uv}_{ab} (u, v) = (0, 0) or (0, 1), all to leading order."""
-
-    k: tuple            # (K_tt, K_ts) of layer L - 1
-    n: tuple            # (N_tt, N_ts)
-    cov: np.ndarray     # 20 x 20
-    y: dict             # (0, 0) / (0, 1) -> 4 x 4 matrix over (a, b)
-
-
-@functools.lru_cache(maxsize=32)
-def _world(net: Network, width: int) -> _World:
-    L = net.depth
-    widths = net.widths(width)
-    sw = [float(v) for v in net.sigma_w2]
-    sb = [float(v) for v in net.sigma_b2]
-    q1, q2 = float(net.input_q1), float(net.input_q2)
-    kbar = (q1, q2)
-    Q = lambda a, b: q1 if a == b else q2  # noqa: E731 - the inputs' kernel
-    cov0 = np.zeros((20, 20))
-    for i, (a, b) in enumerate(_P4):
-        for j, (c, d) in enumerate(_P4):
-            cov0[i, j] = (Q(a, c) * Q(b, d) + Q(a, d) * Q(b, c)) / widths[0]
-    covs = {(0, 0): cov0}
-    theta = (1 + widths[0] * q1, 1 + widths[0] * q2)     # mean Theta^1 (tt, ts)
-    ncoef: dict = {}
-    cbar = nbar = None
-    y = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
-    for j in range(1, L):
-        qa, qb = sw[j - 1] * kbar[0] + sb[j - 1], sw[j - 1] * kbar[1] + sb[j - 1]
-        unit = Unit.of(net.phi(j))
-        mean = _moments4(unit, qa, qb)
-        lay = two_sample_layer(unit, qa, qb, qa)
-        # unit-level covariance of the 20 products (phi_a phi_b, phi'_a phi'_b)
-        facs = [(("f", a), ("f", b)) for a, b in _P4] + [(("d", a), ("d", b)) for a, b in _P4]
-        means = np.array([mean(_powers(*f)) for f in facs])
-        second = np.array([[mean(_powers(*f, *g)) for g in facs] for f in facs])
-        sigma = second - np.outer(means, means)
-        # J: d(F, c)_p / dK^{j-1}_A, local (F_ab depends on Q_aa, Q_bb, Q_ab only)
-        J = np.zeros((20, 20))
-        for i, (a, b) in enumerate(_P4):
-            for off, grad in ((0, lay.gradF), (10, lay.gradc)):
-                if a == b:
-                    J[off + i, _pair(a, a)] = grad[0, 0]
-                else:
-                    J[off + i, _pair(a, a)] = grad[1, 0]
-                    J[off + i, _pair(a, b)] = grad[1, 1]
-                    J[off + i, _pair(b, b)] = grad[1, 2]
-        J *= sw[j - 1]
-        covs[(j, j)] = sigma / widths[j] + J @ covs[(j - 1, j - 1)] @ J.T
-        for i in range(j):
-            covs[(j, i)] = J @ covs[(j - 1, i)]
-            covs[(i, j)] = covs[(j, i)].T
-        # the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b (before N: it uses Theta^j)
-        D = {}
-        for u in (0, 1):
-            Du = np.zeros((4, 4))
-            for tau in range(4):
-                if tau == u:
-                    Du[tau, u] = lay.dmat[0][0, 0]
-                else:
-                    Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
-            D[u] = Du
-        for (u, v), old in list(y.items()):
-            e4 = np.array([[mean(_powers(("f", a), ("f", b), ("d", u), ("d", v))) for b in range(4)]
-                           for a in range(4)])
-            th = theta[0 if u == v else 1]
-            y[(u, v)] = widths[j] * th * e4 + (widths[j] / widths[j - 1]) ** 2 * sw[j - 1] ** 2 * (
-                D[u] @ old @ D[v].T) * (j >= 2)
-        # linear response of N^j (10 pairs) on X^i: Theta^j dc^j + c^j (M_{j-1} dK^{j-1} + sw dN^{j-1})
-        cbar = means[10:]
-        th_vec = np.array([theta[0 if a == b else 1] for a, b in _P4])
-        new = {i: sw[j - 1] * cbar[:, None] * coef for i, coef in ncoef.items()}
-        e = np.zeros((10, 20))
-        e[:, :10] = np.diag(cbar * widths[j - 1])
-        new[j - 1] = new.get(j - 1, np.zeros((10, 20))) + e
-        e = np.zeros((10, 20))
-        e[:, 10:] = np.diag(th_vec)
-        new[j] = new.get(j, np.zeros((10, 20))) + e
-        ncoef = new
-        kbar = (float(means[_pair(0, 0)]), float(means[_pair(0, 1)]))
-        nbar = (float(cbar[_pair(0, 0)] * theta[0]), float(cbar[_pair(0, 1)] * theta[1]))
-        theta = (1 + widths[j] * kbar[0] + sw[j] * nbar[0], 1 + widths[j] * kbar[1] + sw[j] * nbar[1])
-    top = L - 1
-    # V = (K^{L-1}, N^{L-1}) = sum_i Lmap_i X^i
-    lmap = {i: np.vstack([np.zeros((10, 20)), coef]) for i, coef in ncoef.items()}
-    lmap[top] = lmap.get(top, np.zeros((20, 20))).copy()
-    lmap[top][:10, :10] += np.eye(10)
-    cov = sum(lmap[i] @ covs[(i, i2)] @ lmap[i2].T for i in lmap for i2 in lmap)
-    return _World(kbar, nbar, cov, y)
 
 
 _EPS = 0.02      # the fluctuation's scale in the second differences (rounding stays below 1e-10 relative)
@@ -419,8 +281,52 @@ def _canon(labels: tuple) -> tuple:
     return tuple(seen.setdefault(x, len(seen)) for x in labels)
 
 
+def _matchings(T: int, value) -> np.ndarray:
+    """(X_1, X_2, X_3) = sum over the T^4 index tuples of X_abcd times Pi_ab Pi_cd, Pi_ac Pi_bd, Pi_ad Pi_bc, for an
+    exchangeable X given by ``value(labels)`` on the 15 patterns of equal labels (as :func:`class_tensor`)."""
+    out = np.zeros(3)
+    for labels in _PATTERNS:
+        count = math.prod(T - i for i in range(len(set(labels))))     # index tuples with this pattern
+
+        def pi(i: int, j: int) -> float:
+            return 1 - 1 / T if labels[i] == labels[j] else -1 / T
+        out += count * value(labels) * np.array([pi(0, 1) * pi(2, 3), pi(0, 2) * pi(1, 3), pi(0, 3) * pi(1, 2)])
+    return out
+
+
+_PATTERNS = tuple(sorted({_canon(x) for x in itertools.product(range(4), repeat=4)}))     # the 15 of four slots
+
+
+@functools.lru_cache(maxsize=64)
+def _coupling_exact(net: Network, width: int, samples: int) -> tuple:
+    """The O(1/M) terms without a factor T (module docstring, (a)-(c)) of the mean block E[G_kk] (as (diag, offdiag))
+    and of E||G_kk||_F^2, in closed form (module docstring); returns the Monte Carlo's tuple with zero errors."""
+    plain = net.with_(norms=())
+    T, L = samples, net.depth
+    M = plain.widths(width)[L - 1]
+    sw = float(net.sigma_w2[L - 1])
+    w = realized_world(plain, width)
+    n = T - 1
+    v = sw * (w.k[0] - w.k[1])
+    D = M * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])        # Theta' = D I + O 1 1^T and A 1 = 0
+    kk = _matchings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
+    kt = _matchings(T, lambda lab: M * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
+                    + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
+    yy = _matchings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])      # Y^uv_ab, slots (u, v, a, b)
+    c = (sw / M) ** 2
+    # (a): (1/8) E[Delta Delta] E[tr F0 He4], tr F0 = D (n - 1) / r^2; (b): (1/2) E[Delta_ab tr F1 He_ab]; (c): Stein
+    trace = (D * (n - 1) * sw**2 * kk.sum() / (v**3 * n * (n * n - 4))
+             - sw / (2 * v * v) * (kt[0] / (n * (n - 2)) + kt.sum() / (n * (n + 2)))
+             - c / v**2 * (yy[0] / (n * (n - 2)) + yy.sum() / (n * (n + 2))))
+    # the same with |F0|^2 = D^2 (n - 1) / r^4 and <F0, F1> = D tr(Q dTheta) / r^4 (the |F1|^2 term is term 2's)
+    square = (3 * D * D * (n - 1) * sw**2 * kk.sum() / (v**4 * n * (n * n - 4) * (n - 4))
+              - D * sw / v**3 * (3 * kt[0] / (n * (n - 2) * (n - 4)) + kt.sum() / (n * (n + 2) * (n - 2)))
+              - 2 * c * D / v**3 * (3 * yy[0] / (n * (n - 2) * (n - 4)) + yy.sum() / (n * (n + 2) * (n - 2))))
+    return float(trace / T), float(-trace / (T * (T - 1))), float(square), 0.0, 0.0, 0.0
+
+
 @functools.lru_cache(maxsize=32)
-def _coupling_terms(net: Network, width: int, samples: int, draws: int, seed: int) -> tuple:
+def _coupling_monte_carlo(net: Network, width: int, samples: int, draws: int, seed: int) -> tuple:
     """The O(1/M) terms without a factor T (module docstring, (a)-(c)) of the mean block E[G_kk] (as (diag, offdiag))
     and of E||G_kk||_F^2, by Monte Carlo over the T-dimensional Gaussian laws they are integrals over (fixed seed).
 
@@ -429,7 +335,7 @@ def _coupling_terms(net: Network, width: int, samples: int, draws: int, seed: in
     T, L = samples, net.depth
     M = plain.widths(width)[L - 1]
     sw = float(net.sigma_w2[L - 1])
-    w = _world(plain, width)
+    w = realized_world(plain, width)
     rng = np.random.default_rng(seed)
     # the T-world: the vector (K_tt' for t <= t', N_tt' for t <= t') and its covariance by label patterns
     tri = [(a, b) for a in range(T) for b in range(a, T)]
@@ -438,7 +344,7 @@ def _coupling_terms(net: Network, width: int, samples: int, draws: int, seed: in
     for i, (a, b) in enumerate(tri):
         for j, (c, d) in enumerate(tri):
             lab = _canon((a, b, c, d))
-            p1, p2 = _pair(lab[0], lab[1]), _pair(lab[2], lab[3])
+            p1, p2 = pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])
             cov[i, j], cov[i, nt + j] = w.cov[p1, p2], w.cov[p1, 10 + p2]
             cov[nt + i, j], cov[nt + i, nt + j] = w.cov[10 + p1, p2], w.cov[10 + p1, 10 + p2]
     vals, vecs = np.linalg.eigh(cov)
@@ -514,3 +420,38 @@ def _coupling_terms(net: Network, width: int, samples: int, draws: int, seed: in
     return (float(tot[:, 0].mean()), float(tot[:, 1].mean()), float(sq.mean()),
             float(tot[:, 0].std() / math.sqrt(n)), float(tot[:, 1].std() / math.sqrt(n)),
             float(sq.std() / math.sqrt(n)))
+
+
+def coupling_contractions(net: Network, width: int, samples: int) -> dict:
+    """S_KK = sum_i KK_i, KT_1, S_KT, Y_1, S_Y: the full contractions X_i = sum X Pi Pi of term 3 (module docstring).
+
+    The four-sample world's 4-tensors (Cov(K_ab, K_cd), Cov(K_ab, Theta'_cd) with Theta' = M K + sigma_w^2 N, and
+    Y^ab_cd) summed over the T^4 index tuples by the 15 label patterns, as the exact coupling terms use them.
+
+    Args:
+        net: as :func:`output_batch_norm_terms` (a full batch norm on the output only, depth >= 2).
+        width: M.
+        samples: T >= 6.
+
+    Returns:
+        dict with the floats S_KK, KT_1, S_KT, Y_1, S_Y.
+
+    Raises:
+        InvalidArgument: as :func:`output_batch_norm_terms` (exact method).
+
+    Example:
+        >>> c = coupling_contractions(Network(2, "tanh", 2, 0.1, norms=["batch:last"]), 64, 12)
+        >>> sorted(c), bool(c["S_KK"] > 0)
+        (['KT_1', 'S_KK', 'S_KT', 'S_Y', 'Y_1'], True)
+    """
+    M, T, _, _ = _check(net, width, samples, DRAWS, "exact")
+    plain = net.with_(norms=())
+    L = net.depth
+    ML = plain.widths(M)[L - 1]
+    sw = float(net.sigma_w2[L - 1])
+    w = realized_world(plain, M)
+    kk = _matchings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
+    kt = _matchings(T, lambda lab: ML * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
+                    + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
+    yy = _matchings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
+    return dict(S_KK=float(kk.sum()), KT_1=float(kt[0]), S_KT=float(kt.sum()), Y_1=float(yy[0]), S_Y=float(yy.sum()))

@@ -22,7 +22,9 @@ The statistics are then E G_tt = (mean field of :func:`meanfield.theory.derivati
 same for E G_ts, m = C T E G_tt / P, kappa_1 = T E G_tt / (alpha M), kappa_2 = T E G_ts / (alpha M) and s with
 the entry variances ``Var_tt``, ``Var_ts``, ``Xsq_tt``, ``Xsq_ts`` as symbols: those are the four-point variances of
 :mod:`meanfield.finite.fourpoint`, which :meth:`CorrectionDerivation.evaluate` takes from that module (they are
-not written in sympy here). Plain networks only (the normalized placements are not derived here).
+not written in sympy here). Plain networks only: :mod:`meanfield.finite.symbolic_normalized` builds the normalized
+placements (batch norm on the output, a layer norm on layer 2 of three) on this recursion, and is what
+``derive(net).corrections`` reaches.
 
 Evaluation: :meth:`CorrectionDerivation.evaluate` takes every definition at its numeric Q (closed forms with
 numpy, the others with the nested Gauss-Legendre rule split at the kinks that the numeric path uses, from
@@ -71,9 +73,9 @@ _P = ((P_TT, P_TS), (P_TS, P_SS))
 class NormalExpectation(sympy.Expr):
     """E_j[g] = E[g(u_t, u_s)], (u_t, u_s) ~ N(0, Q_j), with phi the activation of layer j; unevaluated.
 
-    ``g`` is written in ``phi(u)``, ``dphi(u)`` (phi'), y = Q^-1 u (``y_t``, ``y_s``) and the entries of
-    P = Q^-1 (``P_tt``, ``P_ts``, ``P_ss``). :meth:`value` integrates it at numbers Q with the rule of the
-    numeric path (nested Gauss-Legendre split at the kinks).
+    ``g`` is written in ``phi(u)``, ``dphi(u)`` (phi'), u itself (``u_t``, ``u_s``), y = Q^-1 u (``y_t``, ``y_s``)
+    and the entries of P = Q^-1 (``P_tt``, ``P_ts``, ``P_ss``). :meth:`value` integrates it at numbers Q with the
+    rule of the numeric path (nested Gauss-Legendre split at the kinks).
 
     Example:
         >>> import meanfield as mf
@@ -120,13 +122,13 @@ class NormalExpectation(sympy.Expr):
 def _integrand_function(integrand: sympy.Expr):
     f = sympy.symbols("f_t f_s d_t d_s")
     plain = integrand.xreplace({PHI(U_T): f[0], PHI(U_S): f[1], DPHI(U_T): f[2], DPHI(U_S): f[3]})
-    return sympy.lambdify([*f, Y_T, Y_S, P_TT, P_TS, P_SS], plain, modules="numpy")
+    return sympy.lambdify([*f, Y_T, Y_S, P_TT, P_TS, P_SS, U_T, U_S], plain, modules="numpy")
 
 
 @dataclass(frozen=True)
 class _Grid:
     w: np.ndarray
-    arrays: tuple     # phi(u_t), phi(u_s), phi'(u_t), phi'(u_s), y_t, y_s, P_tt, P_ts, P_ss
+    arrays: tuple     # phi(u_t), phi(u_s), phi'(u_t), phi'(u_s), y_t, y_s, P_tt, P_ts, P_ss, u_t, u_s
 
     def mean(self, values: Any) -> float:
         return float((self.w * values).sum())
@@ -141,7 +143,7 @@ def _grid(unit: Unit, q00: float, q01: float, q11: float) -> _Grid:
     f0, f1 = (np.asarray(unit.f(x), dtype=float) for x in (U0, U1))
     d0, d1 = (np.asarray(unit.df(x), dtype=float) for x in (U0, U1))
     P = rule.P
-    return _Grid(rule.w, (f0, f1, d0, d1, *rule.y, P[0, 0], P[0, 1], P[1, 1]))
+    return _Grid(rule.w, (f0, f1, d0, d1, *rule.y, P[0, 0], P[0, 1], P[1, 1], U0, U1))
 
 
 # -- the integrands: Hermite weights of Price's theorem -------------------------------------------------------------
@@ -496,6 +498,18 @@ class CorrectionDerivation:
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    def values(self, width: int) -> dict:
+        """Every statement's value at M = width (symbol or MatrixSymbol -> float or array), in evaluation order.
+
+        Example:
+            >>> d = derive_corrections(Network(2, "relu", 2, 0.1))
+            >>> abs(d.values(64)[d.shift_diag]) < 1e-12       # relu: no 1/M on the NTK diagonal
+            True
+        """
+        width = check_int("width", width, minimum=1)
+        self.network.widths(width)
+        return _run(self, width)
+
     def _definition_layers(self) -> list:
         return [lay for lay, sec in zip(self.layers, self.sections) if sec == "expectations"]
 
@@ -663,7 +677,8 @@ def derive_corrections(net: Network) -> CorrectionDerivation:
         :func:`meanfield.finite.corrections.gram_corrections` (to rounding).
 
     Raises:
-        InvalidArgument: not a Network, symbolic parameters, or a normalization layer.
+        InvalidArgument: not a Network, symbolic parameters, or a normalization layer (those:
+            :func:`meanfield.finite.symbolic_normalized.derive_network_corrections`).
 
     Example:
         >>> d = derive_corrections(Network(2, "relu", 2, 0.1))

@@ -56,7 +56,7 @@ __all__ = ["derive", "Derivation", "extra_order_symbol", "closed_form_growth", "
 
 #: where ``Derivation.corrections`` finds the symbolic O(1/M) corrections, "module:function" imported on first use:
 #: they live in meanfield.finite (beyond mean field), which the theory never imports (as predict's finite-width models)
-CORRECTIONS_ENTRY = "meanfield.finite.symbolic_corrections:derive_corrections"
+CORRECTIONS_ENTRY = "meanfield.finite.symbolic_normalized:derive_network_corrections"
 
 _STATS = ("P", "alpha", "kappa1", "kappa2", "gram_diag", "gram_offdiag", "m", "s", "lambda_max", "eta_max")
 _ORDER_FIELDS = ("q1", "q2", "qn1", "qn2", "qhat1", "qhat2", "qtilde1", "qtilde1_mean", "qtilde2", "qtilde2_same")
@@ -334,18 +334,23 @@ class Derivation:
     # -- display -------------------------------------------------------------------------------------------
     @functools.cached_property
     def corrections(self) -> Any:
-        """The O(1/M) corrections of E G_tt, E G_ts, m, s, kappa_1, kappa_2 as sympy recursions (plain networks with
-        numeric parameters): :func:`meanfield.finite.symbolic_corrections.derive_corrections` of this network,
-        reached through :data:`CORRECTIONS_ENTRY`; ``.evaluate(M, T)`` gives predict(..., finite_width="1/M")'s
-        numbers.
+        """The O(1/M) corrections of E G_tt, E G_ts, m, s, kappa_1, kappa_2 as sympy recursions (numeric parameters):
+        :func:`meanfield.finite.symbolic_normalized.derive_network_corrections` of this network, reached through
+        :data:`CORRECTIONS_ENTRY`, for plain networks, centre-only or full batch norm on the output and a layer norm
+        on layer 2 of a three-layer net with equal widths (there s is not derived: ``.missing``);
+        ``.evaluate(M, T)`` gives the numbers of the numeric 1/M path it is written on (predict(...,
+        finite_width="1/M")'s for plain networks and batch norm on the output).
 
         Raises:
-            InvalidArgument: a network with normalization layers or symbolic parameters.
+            InvalidArgument: symbolic parameters, or a placement whose O(1/M) corrections are not derived (hidden
+                batch norm, other layer-norm placements, several normalizations): the message names it.
 
         Example:
             >>> c = derive(Network(2, "relu", 2, 0.1)).corrections
             >>> c.gram_diag
             G_tt_mf + dTheta_2_tt/T
+            >>> derive(Network(2, "relu", 2, 0.1, norms=["batch-center:last"])).corrections.gram_offdiag
+            G_ts_mf - (-dTheta_2_ts + dTheta_2_tt)/T**2
         """
         module, function = CORRECTIONS_ENTRY.split(":")
         return getattr(importlib.import_module(module), function)(self.network)

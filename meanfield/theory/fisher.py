@@ -23,8 +23,9 @@ nor is the excess of s from entry-wise Gram fluctuations (relative size about T/
 the output, 1/M otherwise). ``finite_width="1/M"`` adds both, derived (:mod:`meanfield.finite.corrections`,
 for networks without normalization and with centre-only batch norm on the output;
 :mod:`meanfield.finite.normalized` for full batch norm on the output; :mod:`meanfield.finite.layernorm`
-for the means below a layer norm on the middle layer of three; ``includes_1_over_M`` names the statistics
-that carry the correction).
+for layer norms on any hidden layers, alone or with centre-only batch norm on the output;
+:mod:`meanfield.finite.hiddenbn` for batch norm on the last hidden layer, s only up to depth 3;
+``includes_1_over_M`` names the statistics that carry the correction, and the notes say what is not).
 
 lambda_max is a prediction where E G has C outliers of order M (no normalization on the output,
 kappa_2 > 0) that clear the bulk: T gram_offdiag / (gram_diag - gram_offdiag) > 3 sqrt(C T / M), the
@@ -226,9 +227,9 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
                      "reference networks (semi-empirical)"),
     "1/M": ("meanfield.finite.normalized:finite_width_stats",
             "the derived O(1/M) corrections of the statistics includes_1_over_M names (all of gram_diag, "
-            "gram_offdiag, m, s, kappa1, kappa2 without normalization and with batch norm on the output; the "
-            "means but not s below one layer norm; none elsewhere: see the notes); lambda_max is the "
-            "mean-field value or bounds"),
+            "gram_offdiag, m, s, kappa1, kappa2 without normalization, with batch norm on the output and below "
+            "layer norms; with batch norm on the last hidden layer the means, and s up to depth 3; none "
+            "elsewhere: see the notes); lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
 # the forms predict() took before the named choices: still accepted, with a DeprecationWarning

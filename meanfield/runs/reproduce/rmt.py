@@ -294,11 +294,12 @@ def _rmt_reading(config: Config, records: list[dict], reference: dict, failed: l
     parts = ["The random-matrix prediction (`predict(..., finite_width=\"rmt\")`) samples no network: the "
              "free-probability edge, BBP outlier and chi-square factor, the O(1/M) mean entries "
              "(`meanfield.finite.corrections`), the bulk's second moment, spike and diagonal part, the outlier "
-             "variances and the entry variances that set s (`meanfield.finite.fourpoint`), the population profile "
-             "(`meanfield.finite.population`) and the coupling of several outputs are derived. Still approximate "
-             "(named in every result's notes): the population profile and the small-T block top are fixed "
-             "pseudo-random draws of the derived model, and below a layer norm the fluctuation coefficients are "
-             "those of the plain network with the same mean-field kernels."]
+             "variances and the entry variances that set s (`meanfield.finite.fourpoint`, `fourpoint_layernorm`), the "
+             "population profile (`meanfield.finite.deterministic`) and the coupling of several outputs are derived, "
+             "and no number depends on a seed. Still approximate (named in every result's notes): the population "
+             "profile is its limiting law's quantiles with a Tracy-Widom top, the small-T block top corrects the "
+             "edge for the per-sample norms to second order, and below a layer norm the population's shape is that "
+             "of the plain network with the same mean-field kernels."]
     if ref_seeds:
         sampled = range(config.rmt_seeds)
         disjoint = not set(ref_seeds) & set(sampled)

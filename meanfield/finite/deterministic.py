@@ -1,0 +1,485 @@
+"""rho(x) = -Im tr_out G(x + i0) / (pi n): the deterministic equivalent of the linear population's spectrum.
+
+:mod:`meanfield.finite.population` writes the linear part of one output's gradient covariance over the inputs as
+A^T A, A a linear map from independent Gaussian sources built from the weights by the Gaussian-equivalent
+linearization of every unit. This module gives the limit of its spectrum as the widths grow at fixed ratios, with
+no draw of the weights, and a profile of n modes from it.
+
+The map A is a computation: with the nodes v = (h~^0; per hidden layer j: u~^j, h~^j, b^j, d~^j), K v = J s for
+the sources s (inputs; per hidden layer xi, zeta and the product noise eta), where K = I minus the strictly
+triangular layer-to-layer steps
+
+    u~^j = W_j h~^{j-1},   h~^j = E phi' u~^j + mu_* xi^j,   b^j = W_{j+1}^T d~^{j+1},
+    d~^j = vbar (nu_1 u~^j + nu_* (rho xi^j + sqrt(1 - rho^2) zeta^j)) + E phi' b^j + sqrt(vd |b^j|^2) eta^j,
+
+and A s = R v reads off |dbar^{l}| h~^{l-1} and sqrt(|hbar^{l-1}|^2 + 1) d~^l (the sum of the population
+module's blocks without their rank-2L cross terms, which move no part of the limiting law). Then A = R K^{-1} J
+and the (out, out) block of the inverse of the symmetric pencil
+
+    L(z) = [[z I, 0, R], [0, -J J^T, K], [R^T, K^T, 0]]
+
+is (z - A A^T)^{-1} (Schur complement). L(z) is a deterministic part (per unit: gains that are functions of the
+unit's mean pre-activation ubar ~ N(0, q_2) and of its backward mean vbar ~ N(0, |dbar|^2 sigma_w^2 / M), the
+mean-field scalars of each layer) plus the Gaussian weight matrices W_j, each entering twice (forward in K,
+backward in K^T). For such a pencil the resolvent of the units of one layer solves the matrix Dyson equation
+(operator-valued semicircle over the layers' unit types; Anderson, Guionnet, Zeitouni, *An Introduction to Random
+Matrices*, and Helton, Rashidi Far, Speicher, arXiv:math/0703510):
+
+    G_j(unit) = (Lambda_j(unit, z) - S_j)^{-1},
+    S_j = sigma_{w,j}^2 P_j <G_{j-1}> P_j^T + sigma_{w,j+1}^2 (M_{j+1} / M_j) P_{j+1}^T <G_{j+1}> P_{j+1},
+
+<.> the mean over the layer's units (a quadrature over their types), P_j the channels W_j connects. Only a few
+channels couple, so the unknowns are a few small matrices per layer, solved by Newton's method along the real
+axis (z = x + i eta, eta -> 0+ relative to x; continuation from large x, and a homotopy in eta where Newton
+leaves the physical branch Im G <= 0). The density rho of the n = sum of the output channels' dimensions modes
+gives the profile (quantiles), the moments, the upper edge (a square-root fit rho^2 = a^2 (edge - x)) and the
+share of the top mode on each channel (the ratio of that channel's spectral density to the total at the edge).
+
+Finite width: the mean top of n modes is the edge plus the Tracy-Widom mean E[TW_1] (pi a n)^(-2/3) (the
+edge scale of a real symmetric matrix with density a sqrt(edge - x) per mode), its variance Var[TW_1] (pi a n)^(-4/3).
+Checked against draws of the population module in ``meanfield/notes/rmt.md`` (section 2c).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgument, check_int
+from ..integrals.quadrature import Unit, breaks, normal_rule
+from .population import LinearPopulation
+
+__all__ = ["PopulationLaw", "population_law", "deterministic_population", "TW_MEAN", "TW_VARIANCE", "POPULATION",
+           "POPULATIONS"]
+
+TW_MEAN, TW_VARIANCE = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1 (real symmetric)
+POPULATIONS = ("deterministic", "drawn")  # where the random-matrix model's population profile comes from
+# the model's choice (meanfield.finite.model reads it when it builds a prediction's population): "deterministic"
+# (this module) or "drawn" (the 24 pseudo-random weight draws of meanfield.finite.population, kept to compare)
+POPULATION = "deterministic"
+
+
+@dataclass(frozen=True, eq=False)
+class PopulationLaw:
+    """The limiting spectral law of the linear population A^T A (per mode; module docstring).
+
+    Attributes:
+        network: the network (plain).
+        modes_per_width: n / M, the nonzero modes per unit of base width (the output channels' dimensions).
+        x: ascending grid of eigenvalues (units of T G).
+        density: rho(x) per mode (integrates to about 1 over the grid).
+        cdf: the cumulative mass at x, normalized to end at 1.
+        edge: the upper edge of the law.
+        edge_density: a of rho(x) ~ a sqrt(edge - x) below the edge.
+        moments: (m_1, m_2, m_3, m_4), the per-mode moments of the law.
+        shares: per output channel (name, layer), its share of the spectral density at the edge (sums to 1).
+    """
+
+    network: Any
+    modes_per_width: float
+    x: np.ndarray
+    density: np.ndarray
+    cdf: np.ndarray
+    edge: float
+    edge_density: float
+    moments: tuple
+    shares: tuple
+
+    def tw_scale(self, modes: int) -> float:
+        """(pi a n)^(-2/3): the Tracy-Widom scale of the top of n modes."""
+        return (math.pi * self.edge_density * modes) ** (-2.0 / 3.0)
+
+    def top(self, modes: int) -> float:
+        """E lambda_max of n modes: edge + E[TW_1] (pi a n)^(-2/3)."""
+        return self.edge + TW_MEAN * self.tw_scale(modes)
+
+    def top_variance(self, modes: int) -> float:
+        """Var lambda_max of n modes (the Tracy-Widom part): Var[TW_1] (pi a n)^(-4/3)."""
+        return TW_VARIANCE * self.tw_scale(modes) ** 2
+
+    def share(self, channel: str, layer: int | None = None) -> float:
+        """Share of the top mode on an output channel ("h": |dbar^{l+1}| h~^l, "d": d~^l), summed over layers unless
+        ``layer`` is given."""
+        return float(sum(v for (c, j), v in self.shares if c == channel and (layer is None or j == layer)))
+
+    def quantiles(self, modes: int) -> np.ndarray:
+        """The n-mode profile: eigenvalue k (descending) at the law's quantile 1 - (k - 1/2) / n."""
+        q = 1.0 - (np.arange(modes) + 0.5) / modes
+        return np.interp(q, self.cdf, self.x)
+
+    def __str__(self) -> str:
+        m = self.moments
+        return (f"population law ({self.modes_per_width:g} M modes): edge {self.edge:.6g}, mean {m[0]:.6g}, "
+                f"m2 {m[1]:.6g}")
+
+
+def _unit_integrals(unit: Unit, mean: np.ndarray, sd: float) -> dict:
+    """Per-type Gaussian integrals for u ~ N(mean, sd^2) (as in :mod:`meanfield.finite.population`)."""
+    e, w = normal_rule(breaks(unit, mean, sd))
+    u = mean[:, None] + sd * e
+    f, d = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
+    ef, ed = (w * f).sum(1), (w * d).sum(1)
+    return dict(ef=ef, ed=ed, vf=(w * f * f).sum(1) - ef**2, vd=(w * d * d).sum(1) - ed**2,
+                cfd=(w * f * d).sum(1) - ef * ed, nu1=(w * d * (u - mean[:, None])).sum(1) / sd**2)
+
+
+def _types(count: int) -> tuple:
+    """Equal-mass nodes of N(0, 1) (midpoint quantiles, rescaled to unit variance) and their weights: a quadrature
+    of the units' types without the tiny-weight extreme nodes of Gauss-Hermite (which split off spurious bands)."""
+    from scipy.special import ndtri
+
+    x = ndtri((np.arange(count) + 0.5) / count)
+    return x / math.sqrt(float(np.mean(x * x))), np.full(count, 1.0 / count)
+
+
+def _pencil(net: Any, types: int) -> tuple:
+    """The per-layer blocks of the pencil: (spaces, links). A space (the input, or a hidden layer) has its channel
+    names, per unit type the deterministic matrix Lambda without z, the type weights, the mask of the z channels, the
+    width ratio and the coupled channels; a link (lower, upper, P, sigma_w^2, M_upper / M_lower) is a weight matrix."""
+    L = net.depth
+    base = 1024  # widths at fixed ratios; the +1 of the bias enters as 1 / M at this base, negligible in the limit
+    Ms = net.widths(base)[:L]
+    sw = [float(s) for s in net.sigma_w2]
+    sb = [float(s) for s in net.sigma_b2]
+    q1, q2 = float(net.input_q1), float(net.input_q2)
+    xu, wu = _types(types)
+    xg, wg = _types(types)
+    layers = {}
+    hb2, var = q2, q1 - q2  # per coordinate: the mean's square and the fluctuation's variance of h^{j-1}
+    for j in range(1, L):
+        Q2, V = sw[j - 1] * hb2 + sb[j - 1], sw[j - 1] * var
+        if V <= 0:
+            raise InvalidArgument("net", net.describe(), "a network whose hidden units fluctuate over the inputs")
+        g = _unit_integrals(Unit.of(net.phi(j)), math.sqrt(max(Q2, 0.0)) * xu, math.sqrt(V))
+        mus = np.sqrt(np.maximum(g["vf"] - g["ed"] ** 2 * V, 0.0))
+        nus = np.sqrt(np.maximum(g["vd"] - g["nu1"] ** 2 * V, 0.0))
+        both = mus * nus
+        rho = np.clip(np.divide(g["cfd"] - g["ed"] * g["nu1"] * V, both, out=np.zeros_like(both), where=both > 0),
+                      -1.0, 1.0)
+        layers[j] = dict(g=g, mus=mus, nus=nus, rho=rho, hb2=hb2)
+        hb2, var = float(wu @ g["ef"] ** 2), float(wu @ g["vf"])
+    # backward: vbar^j ~ N(0, Vb_j / M_j) per unit, |dbar^j|^2 = E[ed^2] Vb_j, beta_j = M_j |b^j row|^2
+    Vb, db2, beta = {L - 1: sw[L - 1]}, {L: 1.0}, {L - 1: 0.0}
+    for j in range(L - 1, 0, -1):
+        g = layers[j]["g"]
+        db2[j] = float(wu @ g["ed"] ** 2) * Vb[j]
+        if j > 1:
+            Vb[j - 1] = sw[j - 1] * db2[j]
+            beta[j - 1] = sw[j - 1] * (Vb[j] * float(wu @ g["vd"]) + float(wu @ (g["ed"] ** 2 + g["vd"])) * beta[j])
+    spaces = []
+    lam = np.zeros((1, 3, 3))
+    lam[0, 0, 2] = lam[0, 2, 0] = math.sqrt(db2[1])
+    lam[0, 1, 1] = -(q1 - q2)
+    lam[0, 1, 2] = lam[0, 2, 1] = 1.0
+    spaces.append(dict(ch=["oh", "Eh", "Nh"], layer=0, lam=lam, w=np.ones(1), z=np.array([1.0, 0.0, 0.0]),
+                       M=Ms[0]))
+    for j in range(1, L):
+        lay, g = layers[j], layers[j]["g"]
+        ch = ["oh", "od", "Eu", "Eh", "Ed", "Nu", "Nh", "Nd"] + (["Eb", "Nb"] if j <= L - 2 else [])
+        ix = {c: i for i, c in enumerate(ch)}
+        k = len(xu)
+        lam = np.zeros((k, len(xg), len(ch), len(ch)))
+        gg = xg[None, :] * math.sqrt(Vb[j])  # vbar sqrt(M) per type
+        col = lambda a: np.asarray(a)[:, None] + 0.0 * gg  # noqa: E731 - a per-ubar gain on the type grid
+
+        def sym(a: str, b: str, value: Any) -> None:
+            lam[:, :, ix[a], ix[b]] = value
+            lam[:, :, ix[b], ix[a]] = value
+
+        sym("oh", "Nh", math.sqrt(db2[j + 1]))
+        sym("od", "Nd", math.sqrt((Ms[j - 1] * lay["hb2"] + 1.0) / Ms[j]))
+        mus, nus, rho, ed = col(lay["mus"]), col(lay["nus"]), col(lay["rho"]), col(g["ed"])
+        lam[:, :, ix["Eh"], ix["Eh"]] = -mus**2  # -J J^T: the sources' covariance per unit
+        sym("Eh", "Ed", -mus * gg * nus * rho)
+        lam[:, :, ix["Ed"], ix["Ed"]] = -(gg**2 * nus**2 + col(g["vd"]) * beta[j])
+        sym("Eu", "Nu", 1.0)  # K: each node's equation
+        sym("Eh", "Nh", 1.0)
+        sym("Eh", "Nu", -ed)
+        sym("Ed", "Nd", 1.0)
+        sym("Ed", "Nu", -gg * col(g["nu1"]))
+        if j <= L - 2:
+            sym("Eb", "Nb", 1.0)
+            sym("Ed", "Nb", -ed)
+        z = np.array([1.0 if c in ("oh", "od") else 0.0 for c in ch])
+        spaces.append(dict(ch=ch, layer=j, lam=lam.reshape(k * len(xg), len(ch), len(ch)),
+                           w=(wu[:, None] * wg[None, :]).reshape(-1), z=z, M=Ms[j]))
+    links = []
+    for j in range(L - 1):
+        low, up = spaces[j], spaces[j + 1]
+        P = np.zeros((len(up["ch"]), len(low["ch"])))
+        P[up["ch"].index("Eu"), low["ch"].index("Nh")] = -1.0  # u~^{j+1} = W h~^j
+        if "Eb" in low["ch"]:
+            P[up["ch"].index("Nd"), low["ch"].index("Eb")] = -math.sqrt(low["M"] / up["M"])  # b^j = W^T d~^{j+1}
+        links.append((j, j + 1, P, sw[j], up["M"] / low["M"]))
+    for s in spaces:
+        s["C"] = set()
+    for lo, up, P, _, _ in links:
+        spaces[up]["C"] |= set(np.nonzero(np.abs(P).sum(1))[0].tolist())
+        spaces[lo]["C"] |= set(np.nonzero(np.abs(P).sum(0))[0].tolist())
+    for s in spaces:
+        s["C"] = np.array(sorted(s["C"]))
+        s["lam"] = s["lam"].astype(complex)
+    return spaces, links
+
+
+class _Dyson:
+    """The matrix Dyson equation of the pencil: Newton's method on the coupled channels' self-energies.
+
+    At each z the uncoupled channels R of every unit type are eliminated once (Schur complement), so that an
+    iteration inverts only the few coupled channels C: G_CC = (Lambda_CC - Lambda_CR Lambda_RR^{-1} Lambda_RC -
+    S)^{-1}."""
+
+    def __init__(self, spaces: list, links: list):
+        self.spaces, self.links = spaces, links
+        self.sizes = [len(s["C"]) for s in spaces]
+        self.offsets = np.cumsum([0] + [c * c for c in self.sizes])
+        for s in spaces:
+            s["R"] = np.array([i for i in range(len(s["ch"])) if i not in set(s["C"].tolist())])
+        self.z: complex | None = None
+        self.homotopies = 0
+        # each link's coupled block of P and the Kronecker products its Jacobian blocks need
+        self.maps = []
+        for lo, up, P, s2, ratio in links:
+            p = P[np.ix_(spaces[up]["C"], spaces[lo]["C"])]
+            self.maps.append((lo, up, p, s2 * np.kron(p, p), s2 * ratio * np.kron(p.T, p.T), s2, ratio))
+
+    def blocks(self, vec: np.ndarray) -> list:
+        return [vec[self.offsets[k]:self.offsets[k + 1]].reshape(c, c) for k, c in enumerate(self.sizes)]
+
+    def at(self, z: complex) -> None:
+        """Eliminate the uncoupled channels at z (once per z)."""
+        if z == self.z:
+            return
+        self.z, self.parts = z, []
+        for s in self.spaces:
+            A = s["lam"] + z * np.diag(s["z"])[None]
+            C, R = s["C"], s["R"]
+            X = np.linalg.inv(A[:, R[:, None], R[None, :]])
+            ARC, ACR = A[:, R[:, None], C[None, :]], A[:, C[:, None], R[None, :]]
+            self.parts.append((A[:, C[:, None], C[None, :]] - ACR @ X @ ARC, X, ARC, ACR))
+
+    def coupled(self, z: complex, vec: np.ndarray) -> list:
+        self.at(z)
+        return [np.linalg.inv(Lt - S[None]) for (Lt, _, _, _), S in zip(self.parts, self.blocks(vec))]
+
+    def residual(self, z: complex, vec: np.ndarray) -> tuple:
+        """F(S) = S[<G>] - S and its Jacobian (d<G> = <G dS G> on the coupled channels)."""
+        n = self.offsets[-1]
+        F, J = np.zeros(n, complex), -np.eye(n, dtype=complex)
+        means, pairs = [], []
+        for s, GC in zip(self.spaces, self.coupled(z, vec)):
+            k, c = GC.shape[0], GC.shape[1]
+            wG = GC * s["w"][:, None, None]
+            means.append(wG.sum(0))
+            # pairs[(a, b), (c, d)] = <G_ac G_db>: one product over the types
+            left = wG.transpose(0, 1, 2).reshape(k, c, 1, c, 1)
+            right = GC.transpose(0, 2, 1).reshape(k, 1, c, 1, c)
+            pairs.append((left * right).sum(0).reshape(c * c, c * c))
+        new = [np.zeros((c, c), complex) for c in self.sizes]
+        o = self.offsets
+        for lo, up, p, kup, klo, s2, ratio in self.maps:
+            new[up] += s2 * p @ means[lo] @ p.T
+            new[lo] += s2 * ratio * p.T @ means[up] @ p
+            J[o[up]:o[up + 1], o[lo]:o[lo + 1]] += kup @ pairs[lo]
+            J[o[lo]:o[lo + 1], o[up]:o[up + 1]] += klo @ pairs[up]
+        for k, S in enumerate(self.blocks(vec)):
+            F[o[k]:o[k + 1]] = (new[k] - S).reshape(-1)
+        return F, J
+
+    def newton(self, z: complex, vec: np.ndarray, maxit: int = 40) -> tuple:
+        for _ in range(maxit):
+            F, J = self.residual(z, vec)
+            step = np.linalg.solve(J, -F)
+            vec = vec + step
+            if np.abs(step).max() <= 1e-10 * (1.0 + np.abs(vec).max()):
+                return vec, True
+        return vec, False
+
+    def channels(self, z: complex, vec: np.ndarray) -> dict:
+        """tr of G over each output channel of each layer (the counts of modes, not per unit): G_RR = X + X A_RC
+        G_CC A_CR X on the uncoupled channels."""
+        out = {}
+        for s, GC, (_, X, ARC, ACR) in zip(self.spaces, self.coupled(z, vec), self.parts):
+            GRR = X + X @ ARC @ GC @ ACR @ X
+            mean = np.einsum("k,kaa->a", s["w"], GRR)
+            for i, r in enumerate(s["R"]):
+                if s["z"][r]:
+                    out[(s["ch"][r][1], s["layer"])] = s["M"] * mean[i]
+        return out
+
+    def solve(self, z: complex, vec: np.ndarray) -> tuple:
+        """The physical solution at z (Im G <= 0 on every output channel): Newton from ``vec``, else a homotopy in
+        Im z from far above."""
+        new, ok = self.newton(z, vec)
+        if ok:
+            ch = self.channels(z, new)
+            if all(v.imag <= 1e-10 * abs(v) for v in ch.values()):
+                return new, ch
+        self.homotopies += 1
+        v = vec
+        for eta in np.geomspace(max(abs(z), 1.0), z.imag, 30):
+            v, _ = self.newton(complex(z.real, eta), v)
+        ch = self.channels(z, v)
+        return v, {k: complex(c.real, min(c.imag, 0.0)) for k, c in ch.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def population_law(net: Any, types: int = 12) -> PopulationLaw:
+    """rho(x): the limiting spectral law of the linear population of one output (module docstring).
+
+    Args:
+        net: a plain numeric :class:`~meanfield.spec.network.Network` (one output is used: each output's block has
+            this law).
+        types: quadrature nodes per unit-type variable (the unit's mean pre-activation and its backward mean).
+
+    Returns:
+        :class:`PopulationLaw`.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> law = population_law(Network(2, "relu", 2, 0))
+        >>> law.modes_per_width, round(float(law.cdf[-1]), 6), law.edge > law.moments[0]
+        (3.0, 1.0, True)
+    """
+    from ..spec.network import Network
+
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    if net.norms or net.is_symbolic:
+        raise InvalidArgument("net", net.describe(), "a numeric network without normalization layers")
+    if net.depth < 2:
+        raise InvalidArgument("net", net.describe(), "a network with a hidden layer")
+    k = check_int("types", types, minimum=2)
+    spaces, links = _pencil(net.with_(outputs=1), k)
+    dyson = _Dyson(spaces, links)
+    n_out = sum(s["M"] * s["z"].sum() for s in spaces)
+    base = spaces[0]["M"] / float(net.alphas[0])
+    vec = np.zeros(dyson.offsets[-1], complex)
+
+    def density(x: float, eta: float, start: np.ndarray) -> tuple:
+        v, ch = dyson.solve(complex(x, eta), start)
+        return v, -sum(ch.values()).imag / (math.pi * n_out), ch
+
+    # the mean eigenvalue from large z (m(z) = 1/z + m_1/z^2 + ...): the scale of the grids
+    z0 = 1e4 + 1e4j
+    vec, _ = dyson.newton(z0, vec)
+    m = sum(dyson.channels(z0, vec).values()) / n_out
+    mean = float(((m - 1.0 / z0) * z0 * z0).real)
+    small = 1e-7 * mean
+    # a point above the spectrum, then down in steps of the mean until a density appears, then the edge finely
+    x, step = 40.0 * mean, 1.0 * mean
+    vec, _ = dyson.newton(complex(x, mean), vec)
+    vec, r, _ = density(x, small, vec)
+    while r * mean > 1e-6:
+        x *= 2.0
+        vec, r, _ = density(x, small, vec)
+    above = (x, vec)
+    while r * mean <= 1e-6 and x > step:
+        above, x = (x, vec), x - step
+        vec, r, _ = density(x, small, vec)
+    x_hi, v_hi = above
+    xs_edge = np.linspace(x_hi, x_hi - 3.0 * step, 31)[1:]
+    pts, v = [], v_hi
+    for x in xs_edge:
+        v, r, ch = density(x, small, v)
+        pts.append((x, r, ch))
+    rs = np.array([r for _, r, _ in pts])
+    resolved = np.nonzero(rs * mean > 1e-4)[0]
+    first = resolved.min() if resolved.size else len(pts) - 6
+    # rho^2 = a^2 (edge - x) + O((edge - x)^2): a quadratic through the first resolved points, its root above them
+    fit = np.arange(first, min(first + 8, len(pts)))
+    coef = np.polyfit(xs_edge[fit] - xs_edge[first], rs[fit] ** 2, 2)
+    roots = [r.real for r in np.roots(coef) if abs(r.imag) < 1e-12 and 0.0 <= r.real <= step]
+    slope = float(np.polyval(np.polyder(coef), min(roots))) if roots else 0.0
+    if not roots or slope >= 0:  # no root just above the points (the type quadrature's wiggles): a straight line
+        coef = np.polyfit(xs_edge[fit] - xs_edge[first], rs[fit] ** 2, 1)
+        roots, slope = [max(-coef[1] / coef[0], 0.0)] if coef[0] < 0 else [0.0], min(float(coef[0]), 0.0)
+    edge = float(xs_edge[first] + min(roots))
+    if slope >= 0:
+        raise InvalidArgument("net", net.describe(), "a population law with a square-root upper edge",
+                              "the edge fit failed; try more types")
+    a = math.sqrt(-slope)
+    ch_top = pts[first][2]
+    total = sum(-c.imag for c in ch_top.values())
+    shares = tuple(sorted(((name, layer), float(-c.imag / total)) for (name, layer), c in ch_top.items()))
+    # the bulk below: linear down to the mean, geometric below it (many small modes), relative smoothing 2% below
+    # the mean (the type quadrature makes fine structure there), a small absolute one above it
+    grid = np.concatenate([np.linspace(xs_edge[-1], mean, 40, endpoint=False), np.geomspace(mean, 1e-6 * mean, 20)])
+    xs, rho = list(xs_edge[::-1]) + [x_hi], list(rs[::-1]) + [0.0]
+    for x in grid:
+        v, r, _ = density(x, max(0.02 * min(x, mean), small), v)
+        xs.insert(0, x)
+        rho.insert(0, max(r, 0.0))
+    xs, rho = np.array(xs), np.array(rho)
+    # moments: m_k = (1/2 pi i) contour integral of z^k m(z) on the circle |z| = 2 x_hi around the spectrum, by the
+    # trapezoid rule (m(conj z) = conj m(z): the upper half; error of order 2^(-2 points))
+    points = 24
+    zs = 2.0 * x_hi * np.exp(1j * (np.arange(points) + 0.5) * math.pi / points)
+    ms, v = [], np.zeros_like(vec)
+    for z in zs:  # each from the solution at the previous point
+        v, _ = dyson.newton(complex(z), v)
+        ms.append(sum(dyson.channels(complex(z), v).values()) / n_out)
+    ms = np.array(ms)
+    # (1/2 pi) int_0^{2 pi} z^{k+1} m(z) dtheta = (1/pi) Re int_0^pi z^{k+1} m(z) dtheta
+    moments = tuple(float((zs ** (k + 1) * ms).real.mean()) for k in (1, 2, 3, 4))
+    # the cdf from the top down (rho is normalized exactly, per mode): the modes near 0 (units with nearly vanishing
+    # gains: spiky at a finite number of types, and poorly resolved) take whatever mass is left at the bottom
+    above = np.concatenate([np.cumsum((0.5 * (rho[1:] + rho[:-1]) * np.diff(xs))[::-1])[::-1], [0.0]])
+    cdf = np.clip(1.0 - above, 0.0, 1.0)
+    return PopulationLaw(net, float(n_out / base), xs, rho, cdf, edge, a, moments, shares)
+
+
+def deterministic_population(net: Any, width: int, types: int = 12) -> LinearPopulation:
+    """The linear population of width M without weight draws: the law's n-mode profile (n = the output channels'
+    dimensions), with its top at edge + E[TW_1] s and a two-point quadrature of the top's spread.
+
+    The profile is the law's quantiles (:meth:`PopulationLaw.quantiles`) with the top mode replaced by the mean
+    finite-n top; two populations carry top +- sqrt(Var[TW_1]) s (s the Tracy-Widom scale), so that the spread
+    over the weights (:attr:`LinearPopulation.top_relative_variance`) is the derived Tracy-Widom variance. The
+    top mode's share on the output layer's weights is the law's share of the output layer's forward channel at
+    the edge; for two outputs, the correlation of their tops is taken as that same share, the closest derived
+    quantity: the output layer's forward term H_L^T H_L is the same matrix for every output (coefficient
+    |dbar^L|^2 = 1), while every other term carries the output's own weights, through |dbar^l|^2 and the
+    backward maps, whose output-specific O(M^(-1/2)) fluctuations exceed the Tracy-Widom scale n^(-2/3).
+
+    Args:
+        net: a plain numeric network (with 2 outputs, the pair of tops is filled in).
+        width: M.
+        types: as :func:`population_law`.
+
+    Returns:
+        :class:`~meanfield.finite.population.LinearPopulation` (seed -1: no draws).
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> pop = deterministic_population(Network(2, "relu", 2, 0), 64)
+        >>> len(pop.eigenvalues), pop.eigenvalues[0].size, 0 < pop.output_layer_share < 1
+        (2, 192, True)
+    """
+    from ..spec.network import Network
+
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    M = check_int("width", width, minimum=2)
+    law = population_law(net.with_(outputs=1), types)
+    n = int(round(law.modes_per_width * M))
+    profile = law.quantiles(n)  # descending
+    top, sd = law.top(n), math.sqrt(law.top_variance(n))
+    # the mean top sits above the second quantile; the two-point quadrature must keep the top mode on top
+    sd = min(sd, max(top - profile[1], 0.0))
+    pops = []
+    for sign in (1.0, -1.0):
+        e = profile.copy()
+        e[0] = top + sign * sd
+        pops.append(e)
+    share = law.share("h", net.depth - 1)
+    overlaps: tuple = ()
+    if net.outputs > 1:
+        c = min(max(share, 0.0), 1.0)
+        r = math.sqrt(1.0 - c * c)
+        overlaps = tuple((top + sd * u, top + sd * (c * u + r * v)) for u in (1.0, -1.0) for v in (1.0, -1.0))
+    return LinearPopulation(net, M, -1, tuple(pops), (share, share), overlaps)

@@ -1,0 +1,388 @@
+"""Gram-entry covariances below layer norms: the four-point engine with the norm's Jacobian and influence functions.
+
+:mod:`meanfield.finite.fourpoint` derives Cov(T G_first, T G_second) of a plain network to leading order in 1/M
+from T G_kl(t, s) = sum_l A_l B_l (A_l = delta^l_k(t) . delta^l_l(s), delta^l = d f / d u^l the gradient at the
+pre-activations, B_l = h^{l-1}(t) . h^{l-1}(s) + 1): the backward products A_l are a product of realized layer
+averages of phi'_t phi'_s (given the forward pass) plus fresh backward noise, and the forward B_l fluctuate with
+the realized kernels, Cov K^j = Sigma^j / M_j + J_j Cov K^{j-1} J_j^T. This module runs the same recursion through
+layer norms on any hidden layers (several at once, any depth and width profile). A layer norm on layer m maps the
+pre-activations of one sample to u~_a = (u_a - mu) / s over the M_m units; given the layer below, the units' rows
+are i.i.d. N(0, Q) with the realized kernel Q, so in standardized units z_a ~ N(0, R) (R the correlation matrix).
+Three things change at layer m, each to the order the variances need (leading order):
+
+* the realized averages above the norm, K~ = (1/M) sum_a g(u~_a) and c~ = (1/M) sum_a phi'(u~_a(t)) phi'(u~_a(s)) /
+  (s_t s_s), fluctuate given Q as the means of their influence functions (von Mises; the realized per-sample mean
+  mu and relative variance eps = s^2 / Q_tt - 1 are themselves unit averages):
+
+      IF_g(z) = g(z) - sum_i E[d_i g] z_i - 1/2 sum_i E[z_i d_i g] (z_i^2 - 1)     (- E[g] (z_i^2 - 1) / 2 per 1/s_i),
+
+  so Sigma^m is the covariance of these over n exchangeable samples (the samples of the two entries), with
+  E[z_i (z_j^2 - 1)] = 0 and Cov(z_i^2, z_j^2) = 2 R_ij^2;
+* the response to the layer below is through the correlation only, K~ = F(rho(Q)) and c~ = c(rho(Q)) /
+  sqrt(Q_tt Q_ss) (the chain rule gives J_m);
+* the backward step: delta^m = J_t^T (phi'(u~) (.) W^T delta^{m+1}) with the norm's Jacobian J_t = (1/s_t)(I -
+  1 1^T / M - u~_t u~_t^T / M); the two projections change A_m by O(1/M) relative, whose fluctuations are
+  O(M^-3/2), so for the variances J_t = I / s_t: the gain is sigma_w^2 c~ and the fresh noise carries
+  E[phi'^4 products] / (s_t s_s s_t' s_s') at the normalized law.
+
+The backward weights are taken fresh (gradient independence, as in :mod:`meanfield.finite.fourpoint`; its failure
+is O(1/M) in the means, not in the leading variances). Without layer norms the result is
+:func:`meanfield.finite.fourpoint.gram_covariance` (to rounding; a test). Exchangeable samples need q_2 >= 0 at every
+layer (as there). Checked against sampled networks in ``tests/test_layernorm_corrections.py`` and the notes
+(``meanfield/notes/corrections.md``, section 6).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgument, check_int
+from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
+from ..spec.network import LayerNorm, Network
+from .corrections import two_sample_layer, two_sample_rule
+from .fourpoint import entry_covariance
+
+__all__ = ["layer_norm_gram_covariance", "LayerNormEntryVariances", "layer_norm_entry_variances", "RealizedAverages",
+           "realized_averages"]
+
+_POWERS = tuple((i, j, k) for i in range(5) for j in range(5) for k in range(3) if i + j <= 4)
+
+
+def _conditional(unit: Unit, shift: np.ndarray, scale: float) -> dict:
+    """E_e[phi^i phi'^j u^k (shift + scale e)] per (i, j, k) in _POWERS, one value per shift."""
+    e, w = normal_rule(breaks(unit, shift, scale))
+    u = shift[:, None] + scale * e
+    fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
+    return {(i, j, k): (w * fa**i * fd**j * u**k).sum(axis=1) for i, j, k in _POWERS}
+
+
+@functools.lru_cache(maxsize=256)
+def _table(unit: Unit, q1: float, q2: float) -> tuple:
+    """Exchangeable samples u_a = sqrt(q2) w + sqrt(q1 - q2) e_a: the w weights and E_e[phi^i phi'^j u^k | w]."""
+    if q2 < 0 or q1 <= q2:
+        raise InvalidArgument("net", (q1, q2), "layer kernels with q1 > q2 >= 0 (exchangeable distinct samples)")
+    c, sigma = math.sqrt(q2), math.sqrt(q1 - q2)
+    zb = np.empty((1, 0)) if c == 0 or unit.kinks is None else (np.asarray(unit.kinks) / c)[None, :]
+    if unit.kinks is None and c > 0:
+        zb = np.linspace(-RANGE, RANGE, 33)[None, 1:-1]
+    z, wz = normal_rule(zb)
+    return wz[0], _conditional(unit, c * z[0], sigma)
+
+
+def _mean(table: tuple, counts: dict) -> float:
+    """E[prod over samples a of phi^i phi'^j u^k] for counts a -> (i, j, k)."""
+    wz, m = table
+    acc = np.ones_like(wz)
+    for p in counts.values():
+        if any(p):
+            acc = acc * m[p]
+    return float(wz @ acc)
+
+
+def _counts(*components: tuple, powers: dict | None = None) -> dict:
+    """Per-sample powers (phi, phi', u) of a product of components (kind, a, b) (kind 0: phi_a phi_b, 1: phi'_a phi'_b)
+    times prod_a u_a^powers[a]."""
+    out: dict = {}
+    for kind, a, b in components:
+        for x in (a, b):
+            i, j, k = out.get(x, (0, 0, 0))
+            out[x] = (i + 1, j, k) if kind == 0 else (i, j + 1, k)
+    for x, k in (powers or {}).items():
+        i, j, k0 = out.get(x, (0, 0, 0))
+        out[x] = (i, j, k0 + k)
+    return out
+
+
+def _pairs(n: int) -> list:
+    return [(a, b) for a in range(n) for b in range(a, n)]
+
+
+@dataclass(frozen=True)
+class RealizedAverages:
+    """One layer's realized averages over n exchangeable samples: the kernel pairs (1/M) sum_a phi_a(t) phi_a(s), then
+    the backward factors (1/M) sum_a phi'_a(t) phi'_a(s) (divided by s_t s_s behind a layer norm), pairs t <= s.
+
+    Attributes:
+        mean: their means (mean field).
+        sigma: M times their covariance given the layer below (behind a layer norm: of the influence functions).
+        jac: their response to the realized kernel Q below, d mean / d Q over the kernel pairs (components x pairs).
+        noise: (quadrature table, scale) of the backward noise's phi' products (internal).
+    """
+
+    mean: np.ndarray
+    sigma: np.ndarray
+    jac: np.ndarray
+    noise: tuple
+
+
+def _slopes_plain(unit: Unit, q1: float, q2: float, kind: int) -> tuple[float, float, float]:
+    """(dE[g^2]/dq, dE[g_a g_b]/dQ_aa, dE[g_a g_b]/dQ_ab), g = phi (kind 0) or phi' (kind 1), by central differences
+    of exact quadratures (as the plain engine)."""
+    p = (2, 0, 0) if kind == 0 else (0, 2, 0)
+    one = (1, 0, 0) if kind == 0 else (0, 1, 0)
+
+    def square(q: float) -> float:
+        return float(_conditional(unit, np.zeros(1), math.sqrt(q))[p][0])
+
+    def pair(qa: float, qab: float) -> float:
+        # u_a = sqrt(qab) w + sqrt(qa - qab) e_a, u_b = sqrt(qab) w + sqrt(q1 - qab) e_b (qab >= 0)
+        c = math.sqrt(qab)
+        zb = np.empty((1, 0)) if c == 0 or unit.kinks is None else (np.asarray(unit.kinks) / c)[None, :]
+        if unit.kinks is None and c > 0:
+            zb = np.linspace(-RANGE, RANGE, 33)[None, 1:-1]
+        z, wz = normal_rule(zb)
+        ma = _conditional(unit, c * z[0], math.sqrt(qa - qab))[one]
+        mb = _conditional(unit, c * z[0], math.sqrt(q1 - qab))[one]
+        return float(wz[0] @ (ma * mb))
+
+    h = 1e-5 * q1
+    single = (square(q1 + h) - square(q1 - h)) / (2 * h)
+    diag = (pair(q1 + h, q2) - pair(q1 - h, q2)) / (2 * h)
+    hc = min(h, (q1 - q2) / 2)
+    lo = max(q2 - hc, 0.0)
+    cross = (pair(q1, q2 + hc) - pair(q1, lo)) / (q2 + hc - lo)
+    return single, diag, cross
+
+
+@functools.lru_cache(maxsize=256)
+def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAverages:
+    """One layer's realized averages over n exchangeable samples: means, M x covariance and response to Q."""
+    pairs = _pairs(n)
+    comps = [(0, a, b) for a, b in pairs] + [(1, a, b) for a, b in pairs]
+    size, npair = len(comps), len(pairs)
+    jac = np.zeros((size, npair))
+    if not norm:
+        table = _table(unit, q1, q2)
+        mean = np.array([_mean(table, _counts(c)) for c in comps])
+        second = np.array([[_mean(table, _counts(c, d)) for d in comps] for c in comps])
+        slopes = {kind: _slopes_plain(unit, q1, q2, kind) for kind in (0, 1)}
+        for r, (kind, a, b) in enumerate(comps):
+            single, diag, cross = slopes[kind]
+            if a == b:
+                jac[r, pairs.index((a, a))] = single
+            else:
+                jac[r, pairs.index((a, a))] = jac[r, pairs.index((b, b))] = diag
+                jac[r, pairs.index((a, b))] = cross
+        return RealizedAverages(mean, second - np.outer(mean, mean), jac, (table, 1.0))
+    rho = q2 / q1
+    table = _table(unit, 1.0, rho)
+    rule = two_sample_rule(unit, 1.0, rho, 1.0)
+    lay = two_sample_layer(unit, 1.0, rho, 1.0)
+    z, y = rule.u, rule.y
+    raw = np.array([_mean(table, _counts(c)) for c in comps])
+    # the linear part of each influence function: alpha_i z_i + beta_i (z_i^2 - 1) over the component's samples
+    lin = []
+    for r, (kind, a, b) in enumerate(comps):
+        if a == b:
+            ez = _mean(table, _counts((kind, a, a), powers={a: 1}))
+            ez2 = _mean(table, _counts((kind, a, a), powers={a: 2}))
+            coef = {a: [ez, 0.5 * (ez2 - raw[r])]}          # Stein at unit variance: E[d g] = E[g z], E[z d g] = E[g (z^2 - 1)]
+        else:
+            f = unit.f if kind == 0 else unit.df
+            g = np.asarray(f(z[0]), dtype=float) * np.asarray(f(z[1]), dtype=float)
+            coef = {x: [rule.mean(g * y[i]), 0.5 * rule.mean(g * (z[i] * y[i] - 1))] for i, x in enumerate((a, b))}
+        if kind == 1:                                      # the factor 1 / (s_a s_b): (1 + eps)^-1/2 per sample
+            for x in (a, b):
+                coef[x][1] += 0.5 * raw[r]
+        lin.append(coef)
+    R = np.full((n, n), rho) + (1 - rho) * np.eye(n)
+    ez = np.array([[_mean(table, _counts(c, powers={x: 1})) for x in range(n)] for c in comps])
+    ez2 = np.array([[_mean(table, _counts(c, powers={x: 2})) - raw[r] for x in range(n)] for r, c in enumerate(comps)])
+    second = np.array([[_mean(table, _counts(c, d)) for d in comps] for c in comps])
+    sigma = second - np.outer(raw, raw)
+    for r in range(size):
+        for s_ in range(size):
+            v = 0.0
+            for x, (al, be) in lin[s_].items():
+                v -= al * ez[r, x] + be * ez2[r, x]
+            for x, (al, be) in lin[r].items():
+                v -= al * ez[s_, x] + be * ez2[s_, x]
+            for x, (al, be) in lin[r].items():
+                for x2, (al2, be2) in lin[s_].items():
+                    v += al * al2 * R[x, x2] + 2 * be * be2 * R[x, x2] ** 2
+            sigma[r, s_] += v
+    scale = np.array([1.0 if kind == 0 else 1.0 / q1 for kind, _, _ in comps])
+    # response through rho(Q) and, for phi' averages, 1 / sqrt(Q_aa Q_bb)
+    F1, c1, c_rho, c_one = float(lay.gradF[1, 1]), float(lay.gradc[1, 1]), float(lay.c[1]), float(lay.c[0])
+    for r, (kind, a, b) in enumerate(comps):
+        if a == b:
+            if kind == 1:
+                jac[r, pairs.index((a, a))] = -c_one / q1**2
+            continue
+        if kind == 0:
+            jac[r, pairs.index((a, b))] = F1 / q1
+            jac[r, pairs.index((a, a))] = jac[r, pairs.index((b, b))] = -rho * F1 / (2 * q1)
+        else:
+            jac[r, pairs.index((a, b))] = c1 / q1**2
+            jac[r, pairs.index((a, a))] = jac[r, pairs.index((b, b))] = -(rho * c1 + c_rho) / (2 * q1**2)
+    return RealizedAverages(raw * scale, sigma * np.outer(scale, scale), jac, (table, 1.0 / q1**2))
+
+
+def realized_averages(phi: Any, q1: float, q2: float, layer_norm: bool, samples: int = 2) -> RealizedAverages:
+    """Sigma / M and J of Cov K^j = Sigma / M_j + J Cov Q^j J^T for one layer, plain or behind a layer norm.
+
+    Args:
+        phi: the layer's activation (``Network.phi(l)``).
+        q1, q2: the mean pre-activation kernel (q1 > q2 >= 0).
+        layer_norm: whether a layer norm normalizes the pre-activations.
+        samples: n, the number of exchangeable samples (1..4).
+
+    Example:
+        >>> r = realized_averages(Network(3, "relu", 2, 0.1).phi(1), 2.1, 0.1, True)
+        >>> round(float(r.mean[0]), 12)          # E relu(z)^2 = 1/2 at the normalized law
+        0.5
+        >>> bool(np.linalg.eigvalsh(r.sigma).min() > -1e-12)      # a covariance
+        True
+    """
+    n = check_int("samples", samples, minimum=1)
+    if n > 4:
+        raise InvalidArgument("samples", samples, "1 to 4 exchangeable samples")
+    return _local(Unit.of(phi), float(q1), float(q2), bool(layer_norm), n)
+
+
+def _check(net: Any) -> None:
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    if net.is_symbolic:
+        raise InvalidArgument("net", net.describe(), "numeric parameters")
+    if any(not isinstance(norm, LayerNorm) or norm.layer == net.depth for norm in net.norms):
+        raise InvalidArgument("net", net.describe(), "layer norms on hidden layers and no other normalization")
+
+
+@functools.lru_cache(maxsize=64)
+def _forward(net: Network, width: int, n: int) -> dict:
+    """Cov(X^i, X^j) of the realized layer averages of n exchangeable samples, j = 0..L-1 (module docstring)."""
+    from ..theory.recursions import order_parameters
+
+    op = order_parameters(net, max(n, 1))
+    widths = net.widths(width)
+    pairs = _pairs(n)
+    npair = len(pairs)
+    size = 2 * npair
+    base = _local(IDENTITY, float(net.input_q1), float(net.input_q2), False, n)
+    sigma = base.sigma.copy()
+    sigma[npair:, :] = 0.0  # the inputs' X^0 is the kernel only
+    sigma[:, npair:] = 0.0
+    cov = {(0, 0): sigma / widths[0]}
+    locals_ = {}
+    for j in range(1, net.depth):
+        lp = op.layers[j]
+        loc = _local(Unit.of(net.phi(j)), float(lp.q1), float(lp.q2), isinstance(net.norm_at(j), LayerNorm), n)
+        locals_[j] = loc
+        J = np.zeros((size, size))
+        J[:, :npair] = loc.jac * float(net.sigma_w2[j - 1])   # Q^j = sigma_w^2 K^{j-1} + sigma_b^2
+        cov[(j, j)] = loc.sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
+        for i in range(j):
+            cov[(j, i)] = J @ cov[(j - 1, i)]
+            cov[(i, j)] = cov[(j, i)].T
+    return dict(cov=cov, locals=locals_, pairs=pairs, op=op, widths=widths)
+
+
+def _covariance(net: Network, width: int, first: tuple, second: tuple) -> tuple[float, float, float]:
+    """(Cov(T G_first, T G_second), E T G_first, E T G_second) to leading order (fourpoint's sum, norm-aware)."""
+    labels = sorted({first[2], first[3], second[2], second[3]})
+    fw = _forward(net, width, len(labels))
+    loc = fw["locals"]
+
+    def noise_mean(m: int, p1: tuple, p2: tuple) -> float:  # at a layer norm J_t = I / s_t: the table's scale
+        table, scale = loc[m].noise
+        return scale * _mean(table, _counts((1,) + p1, (1,) + p2))
+
+    return entry_covariance(first, second, sigma_w2=net.sigma_w2, widths=fw["widths"], op=fw["op"],
+                            pairs=fw["pairs"], cov=fw["cov"], slope_means={m: loc[m].mean for m in loc},
+                            noise_mean=noise_mean)
+
+
+def _check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
+    try:
+        if len(entry) != 4:
+            raise ValueError
+        k, l, t, s = (int(v) for v in entry)
+    except (TypeError, ValueError):
+        raise InvalidArgument(name, entry, "an entry (k, l, t, s): output labels k, l and sample labels t, s "
+                              "(equal labels mean the same output or sample)") from None
+    if min(k, l, t, s) < 0:
+        raise InvalidArgument(name, entry, "non-negative labels")
+    return k, l, t, s
+
+
+def layer_norm_gram_covariance(net: Network, width: int, first: Any, second: Any) -> float:
+    """Cov(T G_first, T G_second) below layer norms on hidden layers, to leading order in 1/M (module docstring).
+
+    The analogue of :func:`meanfield.finite.fourpoint.gram_covariance` (which it reproduces for a network without
+    normalization): an entry is (k, l, t, s), G_kl(t, s) between outputs k, l and samples t, s; equal labels mean
+    the same output or sample, different labels different ones.
+
+    Args:
+        net: a numeric :class:`~meanfield.spec.network.Network` whose normalizations are layer norms on hidden layers
+            (any number of them; none is allowed).
+        width: M.
+        first, second: the two entries.
+
+    Returns:
+        the covariance (float), O(M) while E T G is O(M).
+
+    Raises:
+        InvalidArgument: another network (batch norm, symbolic), bad width or entries, more output labels than C.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, norms=["layer:2"])
+        >>> v = layer_norm_gram_covariance(net, 64, (0, 0, 0, 1), (0, 0, 0, 1))
+        >>> bool(v > 0)
+        True
+    """
+    _check(net)
+    M = check_int("width", width, minimum=1)
+    e1, e2 = _check_entry("first", first), _check_entry("second", second)
+    if len(set(e1[:2] + e2[:2])) > net.outputs:
+        raise InvalidArgument("first, second", (first, second), f"at most C = {net.outputs} different output labels")
+    return _covariance(net, M, e1, e2)[0]
+
+
+@dataclass(frozen=True)
+class LayerNormEntryVariances:
+    """Variances of the Gram entries G = J J^T / T below layer norms (Gram units, leading order in 1/M).
+
+    Attributes:
+        width, samples: M, T.
+        var_diag, var_offdiag: Var G_kk(t, t), Var G_kk(t, s) (t != s).
+        cross_square_diag, cross_square_offdiag: E G_kl(t, t)^2, E G_kl(t, s)^2 for outputs k != l (0 if C = 1).
+    """
+
+    width: int
+    samples: int
+    var_diag: float
+    var_offdiag: float
+    cross_square_diag: float
+    cross_square_offdiag: float
+
+
+def layer_norm_entry_variances(net: Network, width: int, samples: int) -> LayerNormEntryVariances:
+    """Var G_tt, Var G_ts and E G_kl^2 (k != l) below layer norms: :func:`layer_norm_gram_covariance` / T^2.
+
+    Args:
+        net: as for :func:`layer_norm_gram_covariance`.
+        width: M.
+        samples: T (>= 1).
+
+    Example:
+        >>> v = layer_norm_entry_variances(Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1"]), 64, 16)
+        >>> v.var_diag > 0 and v.cross_square_offdiag > 0
+        True
+    """
+    _check(net)
+    M = check_int("width", width, minimum=1)
+    T = check_int("samples", samples, minimum=1)
+    var_d = _covariance(net, M, (0, 0, 0, 0), (0, 0, 0, 0))[0] / T**2
+    var_o = _covariance(net, M, (0, 0, 0, 1), (0, 0, 0, 1))[0] / T**2
+    if net.outputs >= 2:
+        xd = _covariance(net, M, (0, 1, 0, 0), (0, 1, 0, 0))[0] / T**2
+        xo = _covariance(net, M, (0, 1, 0, 1), (0, 1, 0, 1))[0] / T**2
+    else:
+        xd = xo = 0.0
+    return LayerNormEntryVariances(M, T, var_d, var_o, xd, xo)

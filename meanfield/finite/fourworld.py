@@ -1,0 +1,233 @@
+"""The four-sample world below a normalized layer: realized-kernel and NTK-average covariances, derived.
+
+For a plain network, the realized kernel K^{L-1} = H^T H / M_{L-1} of its last hidden layer and the realized average
+N^{L-1} = tr X / M_{L-1} of the NTK below (X_uv = diag_b(phi'_b(u) phi'_b(v) Theta^{L-2}_bb(u, v))) fluctuate by
+O(1/sqrt(M)); :func:`realized_world` gives their means and covariances over any pattern of equal samples (four
+exchangeable samples: ten pairs for K, ten for N) to leading order, and the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv
+h_b that Stein's lemma on the next layer's rows needs. The realized-average recursion of
+:mod:`meanfield.finite.corrections`, run for four samples (four-sample Gaussian integrals by conditioning on the
+common part, u_i = sqrt(q_2) z + sqrt(q_1 - q_2) e_i, so 0 <= q_2 is required). :func:`class_tensor` expands such
+pattern-indexed values to T^4 tensors. Shared by :mod:`meanfield.finite.normalized` (full batch norm on the output)
+and :mod:`meanfield.finite.hiddenbn` (batch norm on the last hidden layer).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidArgument, check_int
+from ..integrals.quadrature import Unit, breaks, normal_rule
+from ..spec.network import Network
+from .corrections import two_sample_layer
+
+__all__ = ["World", "realized_world", "class_tensor", "pair_index", "four_sample_mean"]
+
+
+_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+def class_tensor(T: int, value) -> np.ndarray:
+    """C[u, v, u', v'] = value(labels) for all T^4 index tuples, labels the pattern of equal indices.
+
+    ``value`` is called once per pattern (at most 15) with the canonical labels (first appearance numbered
+    0, 1, 2, 3), e.g. (0, 1, 0, 2) for u = u' with v, v' and u all different.
+
+    Example:
+        >>> C = class_tensor(3, lambda labels: float(len(set(labels))))
+        >>> C.shape, float(C[0, 0, 0, 0]), float(C[0, 1, 0, 2])
+        ((3, 3, 3, 3), 1.0, 3.0)
+    """
+    T = check_int("T", T, minimum=1)
+    idx = np.indices((T,) * 4).reshape(4, -1)
+    code = np.zeros(idx.shape[1], dtype=int)
+    for bit, (a, b) in enumerate(_PAIRS):
+        code |= (idx[a] == idx[b]).astype(int) << bit
+    out = np.empty(idx.shape[1])
+    for c in np.unique(code):
+        where = np.flatnonzero(code == c)
+        first = idx[:, where[0]]
+        seen: dict = {}
+        labels = tuple(seen.setdefault(int(x), len(seen)) for x in first)
+        out[where] = value(labels)
+    return out.reshape((T,) * 4)
+
+
+# -- the four-sample world: realized-kernel and NTK covariances for any pattern of equal samples ------------------
+
+_P4 = tuple((a, b) for a in range(4) for b in range(a, 4))       # the 10 pairs of four samples
+_P4_INDEX = {p: i for i, p in enumerate(_P4)}
+_Z_RULE = normal_rule(np.array([[-3.0, 0.0, 3.0]]))
+
+
+def pair_index(a: int, b: int) -> int:
+    """The index of the pair {a, b} of four samples among (0, 0), (0, 1), ..., (3, 3).
+
+    Example:
+        >>> pair_index(0, 0), pair_index(1, 0), pair_index(3, 3)
+        (0, 1, 9)
+    """
+    return _P4_INDEX[(min(a, b), max(a, b))]
+
+
+def _moments4(unit: Unit, q1: float, q2: float):
+    """E[prod_i phi^p_i phi'^q_i (u_i)] for four exchangeable samples (kernel q1 on, q2 off the diagonal): u_i =
+    sqrt(q2) z + sqrt(q1 - q2) e_i, the e_i independent given z, so the mean is E_z[prod_i m_{p_i q_i}(z)]."""
+    if not (q2 >= 0 and q1 > q2):
+        raise InvalidArgument("net", (q1, q2), "layer kernels with 0 <= q_ts < q_tt (exchangeable, non-negative "
+                                               "overlap: the one-dimensional conditioning)")
+    z, wz = _Z_RULE
+    shift = math.sqrt(q2) * z[0]
+    scale = math.sqrt(q1 - q2)
+    e, we = normal_rule(breaks(unit, shift, scale))
+    u = shift[:, None] + scale * e
+    fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
+    cache: dict = {}
+
+    def m(p: int, q: int) -> np.ndarray:
+        if (p, q) not in cache:
+            cache[(p, q)] = (we * fa**p * fd**q).sum(axis=1)
+        return cache[(p, q)]
+
+    def mean(powers: list) -> float:
+        out = wz[0].copy()
+        for p, q in powers:
+            if p or q:
+                out = out * m(p, q)
+        return float(out.sum())
+    return mean
+
+
+def _powers(*factors: tuple) -> list:
+    """Per-sample (power of phi, power of phi') of a product of factors (kind, sample), kind 'f' or 'd'."""
+    out = [[0, 0] for _ in range(4)]
+    for kind, sample in factors:
+        out[sample][0 if kind == "f" else 1] += 1
+    return [tuple(x) for x in out]
+
+
+def four_sample_mean(unit: Unit, q1: float, q2: float, factors: tuple) -> float:
+    """E[prod over factors (kind, i) of phi(u_i) (kind 'f') or phi'(u_i) (kind 'd')], four exchangeable samples u ~ N(0,
+    (q1 - q2) I + q2 1 1^T), 0 <= q2 < q1.
+
+    Example:
+        >>> from meanfield.integrals.quadrature import IDENTITY
+        >>> round(four_sample_mean(IDENTITY, 1.0, 0.5, (("f", 0), ("f", 0), ("f", 1), ("f", 2))), 10)  # q1 q2 + 2 q2^2
+        1.0
+    """
+    return _moments4(unit, float(q1), float(q2))(_powers(*factors))
+
+
+@dataclass(frozen=True)
+class World:
+    """Covariances of V = (K^{L-1} pairs, N^{L-1} pairs) of four samples, the mean kernel and NTK of layer L - 1,
+    and the sandwiched NTK Y^{uv}_{ab} (u, v) = (0, 0) or (0, 1), all to leading order."""
+
+    k: tuple            # (K_tt, K_ts) of layer L - 1
+    n: tuple            # (N_tt, N_ts)
+    cov: np.ndarray     # 20 x 20
+    y: dict             # (0, 0) / (0, 1) -> 4 x 4 matrix over (a, b)
+
+
+@functools.lru_cache(maxsize=32)
+def _world(net: Network, width: int) -> World:
+    L = net.depth
+    widths = net.widths(width)
+    sw = [float(v) for v in net.sigma_w2]
+    sb = [float(v) for v in net.sigma_b2]
+    q1, q2 = float(net.input_q1), float(net.input_q2)
+    kbar = (q1, q2)
+    Q = lambda a, b: q1 if a == b else q2  # noqa: E731 - the inputs' kernel
+    cov0 = np.zeros((20, 20))
+    for i, (a, b) in enumerate(_P4):
+        for j, (c, d) in enumerate(_P4):
+            cov0[i, j] = (Q(a, c) * Q(b, d) + Q(a, d) * Q(b, c)) / widths[0]
+    covs = {(0, 0): cov0}
+    theta = (1 + widths[0] * q1, 1 + widths[0] * q2)     # mean Theta^1 (tt, ts)
+    ncoef: dict = {}
+    cbar = nbar = None
+    y = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
+    for j in range(1, L):
+        qa, qb = sw[j - 1] * kbar[0] + sb[j - 1], sw[j - 1] * kbar[1] + sb[j - 1]
+        unit = Unit.of(net.phi(j))
+        mean = _moments4(unit, qa, qb)
+        lay = two_sample_layer(unit, qa, qb, qa)
+        # unit-level covariance of the 20 products (phi_a phi_b, phi'_a phi'_b)
+        facs = [(("f", a), ("f", b)) for a, b in _P4] + [(("d", a), ("d", b)) for a, b in _P4]
+        means = np.array([mean(_powers(*f)) for f in facs])
+        second = np.array([[mean(_powers(*f, *g)) for g in facs] for f in facs])
+        sigma = second - np.outer(means, means)
+        # J: d(F, c)_p / dK^{j-1}_A, local (F_ab depends on Q_aa, Q_bb, Q_ab only)
+        J = np.zeros((20, 20))
+        for i, (a, b) in enumerate(_P4):
+            for off, grad in ((0, lay.gradF), (10, lay.gradc)):
+                if a == b:
+                    J[off + i, pair_index(a, a)] = grad[0, 0]
+                else:
+                    J[off + i, pair_index(a, a)] = grad[1, 0]
+                    J[off + i, pair_index(a, b)] = grad[1, 1]
+                    J[off + i, pair_index(b, b)] = grad[1, 2]
+        J *= sw[j - 1]
+        covs[(j, j)] = sigma / widths[j] + J @ covs[(j - 1, j - 1)] @ J.T
+        for i in range(j):
+            covs[(j, i)] = J @ covs[(j - 1, i)]
+            covs[(i, j)] = covs[(j, i)].T
+        # the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b (before N: it uses Theta^j)
+        D = {}
+        for u in (0, 1):
+            Du = np.zeros((4, 4))
+            for tau in range(4):
+                if tau == u:
+                    Du[tau, u] = lay.dmat[0][0, 0]
+                else:
+                    Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
+            D[u] = Du
+        for (u, v), old in list(y.items()):
+            e4 = np.array([[mean(_powers(("f", a), ("f", b), ("d", u), ("d", v))) for b in range(4)]
+                           for a in range(4)])
+            th = theta[0 if u == v else 1]
+            y[(u, v)] = widths[j] * th * e4 + (widths[j] / widths[j - 1]) ** 2 * sw[j - 1] ** 2 * (
+                D[u] @ old @ D[v].T) * (j >= 2)
+        # linear response of N^j (10 pairs) on X^i: Theta^j dc^j + c^j (M_{j-1} dK^{j-1} + sw dN^{j-1})
+        cbar = means[10:]
+        th_vec = np.array([theta[0 if a == b else 1] for a, b in _P4])
+        new = {i: sw[j - 1] * cbar[:, None] * coef for i, coef in ncoef.items()}
+        e = np.zeros((10, 20))
+        e[:, :10] = np.diag(cbar * widths[j - 1])
+        new[j - 1] = new.get(j - 1, np.zeros((10, 20))) + e
+        e = np.zeros((10, 20))
+        e[:, 10:] = np.diag(th_vec)
+        new[j] = new.get(j, np.zeros((10, 20))) + e
+        ncoef = new
+        kbar = (float(means[pair_index(0, 0)]), float(means[pair_index(0, 1)]))
+        nbar = (float(cbar[pair_index(0, 0)] * theta[0]), float(cbar[pair_index(0, 1)] * theta[1]))
+        theta = (1 + widths[j] * kbar[0] + sw[j] * nbar[0], 1 + widths[j] * kbar[1] + sw[j] * nbar[1])
+    top = L - 1
+    # V = (K^{L-1}, N^{L-1}) = sum_i Lmap_i X^i
+    lmap = {i: np.vstack([np.zeros((10, 20)), coef]) for i, coef in ncoef.items()}
+    lmap[top] = lmap.get(top, np.zeros((20, 20))).copy()
+    lmap[top][:10, :10] += np.eye(10)
+    cov = sum(lmap[i] @ covs[(i, i2)] @ lmap[i2].T for i in lmap for i2 in lmap)
+    return World(kbar, nbar, cov, y)
+
+
+def realized_world(net: Network, width: int) -> World:
+    """Cov of (K^{L-1}, N^{L-1}) over four samples (20 x 20), their means and Y^{uv}_{ab}, to leading order.
+
+    The realized kernel and NTK average of the last hidden layer of a plain network (pairs (0, 0), (0, 1), ...,
+    (3, 3) of four exchangeable samples; K first, then N), and the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b for
+    (u, v) = (0, 0) and (0, 1) (Stein's lemma on the next layer's rows needs it).
+
+    Example:
+        >>> w = realized_world(Network(2, "tanh", 2, 0.1), 64)
+        >>> w.cov.shape, sorted(w.y)
+        ((20, 20), [(0, 0), (0, 1)])
+    """
+    if not isinstance(net, Network) or net.norms or net.is_symbolic or net.depth < 2:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a plain numeric network of depth >= 2")
+    return _world(net, check_int("width", width, minimum=1))
+
