@@ -3,24 +3,34 @@
 The sampled references are stored: ``sample_many(Network(3, act, 2.0, 0.1, outputs=2, norms=[norm]), 32, 8,
 seeds=range(20000), route="exact")`` (about 6 minutes each on one core), and a live check re-samples 200 of those seeds
 to guard the stored numbers against a change of the sampler. Statistical assertions compare a derived mean with the
-sampled mean at |z| <= 3.5, z combining the sampled standard error and the prediction's own Monte Carlo standard error
-(fixed seed, so each run sees the same numbers): a false-alarm rate of 5e-4 per assertion if the derivation is right and
+sampled mean at |z| <= 3.5, z the sampled standard error (the default prediction is deterministic: exact reductions to
+sphere integrals and fixed quadrature): a false-alarm rate of 5e-4 per assertion if the derivation is right and
 the O(1/M^2) remainder is below the standard error; with the 10 such assertions here about 0.5% of seed choices would
 fail.
 Power: every "mean field is off" assertion is placed where the mean-field error is more than 6 of those standard errors
 (measured: 7.0 to 9.3), so it fails only if the sampled mean moved by more than 2.5 of them. The corrected s is not held
 to its standard error at this size: its O(T/M^2) remainder (the next order of the entry variances) is 4-7% at M = 32,
-T = 8, so the assertion is that it removes at least 3/4 of the mean-field error (measured: 80% to 92%).
+T = 8, so the assertion is that it removes at least 3/4 of the mean-field error (measured with the exact terms: 80% to
+90%).
+
+The exact terms are checked against the Monte Carlo kept behind ``method="monte-carlo"`` (a different computation of
+the same derivation: draws of g and of the realized kernel, second differences) at |z| <= 3.5 of its standard error,
+at M = 256 where the Monte Carlo's own O(EPS^2 / M^2) bias (second differences at a finite step) is below a tenth of
+its standard error at these draws: false-alarm rate 5e-4 per assertion; power: a factor-2 error in any of the three
+terms moves the total by more than 10 standard errors.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from meanfield import InvalidArgument, Network, predict
-from meanfield.finite.hiddenbn import CORRECTED, below_network, finite_width_stats, hidden_batch_norm_terms
+from meanfield.finite.hiddenbn import (CORRECTED, below_network, default_method, finite_width_stats,
+                                      hidden_batch_norm_terms)
+from meanfield.finite.spherebn import Sphere, beta_rule, chi_moment
 from meanfield.sampled.sampling import sample_many
 
 Z = 3.5
@@ -40,8 +50,6 @@ SAMPLED = {
                                  gram_offdiag=(-0.3618400744724505, 0.00097486785198954),
                                  s=(0.33890002741094605, 0.002086742012286073)),
 }
-# relu's second differences of the step phi' are noisier; the depth-2 net's corrections are smaller
-DRAWS = {("tanh", 3): 8000, ("relu", 3): 40000, ("tanh", 2): 20000}
 
 
 def _net(act: str, norm: str, depth: int = 3) -> Network:
@@ -50,7 +58,8 @@ def _net(act: str, norm: str, depth: int = 3) -> Network:
 
 @pytest.mark.parametrize("act,norm,depth", sorted(SAMPLED))
 def test_gram_means_and_s_against_sampled(act, norm, depth):
-    t = hidden_batch_norm_terms(_net(act, norm, depth), M, T, draws=DRAWS[(act, depth)])
+    t = hidden_batch_norm_terms(_net(act, norm, depth), M, T)
+    assert t.draws == 0 and t.monte_carlo_sem[:2] == (0.0, 0.0)
     ref = SAMPLED[(act, norm, depth)]
     for name, corrected, mean_field, mc in (("gram_diag", t.mean_diag, t.mean_field_diag, t.monte_carlo_sem[0]),
                                             ("gram_offdiag", t.mean_offdiag, t.mean_field_offdiag,
@@ -83,7 +92,7 @@ def test_predict_dispatch_names_what_is_corrected():
     assert st.includes_1_over_M == CORRECTED | {"s"}
     assert (st.gram_diag, st.gram_offdiag, st.m, st.s, st.kappa1, st.kappa2) == (
         t.mean_diag, t.mean_offdiag, t.m, t.s, t.kappa1, t.kappa2)
-    assert any("batch:2" in n and "Monte Carlo" in n for n in st.notes)
+    assert any("batch:2" in n and "sphere integrals" in n for n in st.notes)
     # centre-only: the same model
     centre = _net("relu", "batch-center:2")
     assert predict(centre, 32, 6, finite_width="1/M").includes_1_over_M == CORRECTED | {"s"}
@@ -107,6 +116,63 @@ def test_bad_inputs():
             hidden_batch_norm_terms(bad, 32, 8)
     with pytest.raises(InvalidArgument):
         below_network(Network(3, "tanh", 2.0, 0.1))
-    for kwargs in (dict(width=0, samples=8), dict(width=32, samples=5), dict(width=32, samples=8, draws=10)):
+    for kwargs in (dict(width=0, samples=8), dict(width=32, samples=5), dict(width=32, samples=8, draws=10),
+                   dict(width=32, samples=8, method="quadrature")):
         with pytest.raises(InvalidArgument):
             hidden_batch_norm_terms(net, **kwargs)
+    # centre-only at T = 3: the sphere of two fixed coordinates is empty, the Monte Carlo remains
+    centre = _net("tanh", "batch-center:2")
+    assert default_method(centre, 3) == "monte-carlo" and default_method(centre, 4) == "exact"
+    with pytest.raises(InvalidArgument):
+        hidden_batch_norm_terms(centre, 32, 3)
+    assert predict(centre, 32, 3, finite_width="1/M").includes_1_over_M == CORRECTED | {"s"}
+    with pytest.raises(InvalidArgument):
+        default_method(Network(3, "tanh", 2.0, 0.1), 8)
+
+
+@pytest.mark.parametrize("act,norm", [("tanh", "batch:2"), ("tanh", "batch-center:2")])
+def test_exact_terms_match_the_monte_carlo(act, norm):
+    net = _net(act, norm)
+    ex = hidden_batch_norm_terms(net, 256, 8)
+    mc = hidden_batch_norm_terms(net, 256, 8, method="monte-carlo", draws=20000)
+    assert ex.draws == 0 and mc.draws == 20000
+    d_sem, o_sem, s_sem = mc.monte_carlo_sem
+    assert abs(ex.mean_diag - mc.mean_diag) < Z * d_sem, (ex.mean_diag, mc.mean_diag, d_sem)
+    assert abs(ex.mean_offdiag - mc.mean_offdiag) < Z * o_sem, (ex.mean_offdiag, mc.mean_offdiag, o_sem)
+    # s_sem is the standard error of the entry variances' parts (the means' own noise enters s through their squares)
+    parts = [t.s_units + t.s_below + t.s_cross for t in (ex, mc)]
+    assert abs(parts[0] - parts[1]) < Z * s_sem, (parts, s_sem)
+    # power: the correction itself is many standard errors away from zero
+    assert abs(ex.mean_diag - ex.mean_field_diag) > 10 * d_sem
+
+
+def test_sphere_moments_are_exact():
+    # E[(a.z)^4] over z uniform on |z|^2 = T in the complement of 1 is 3 T^2 |Pi a|^4 / (d (d + 2)), d = T - 1, and
+    # E[z z^T] = T Pi / d: reproduced through either conditioning (F = {0} or {0, 1}) to rounding
+    T, d = 7, 6
+    a = np.arange(1.0, T + 1) ** 1.5
+    pa = a - a.mean()
+    for k in (1, 2):
+        S = Sphere(T, k, nodes=12)
+        fourth = S.mean(S.expect(np.einsum("i,j,k,l->ijkl", a, a, a, a)))
+        assert fourth == pytest.approx(3 * T**2 * (pa @ pa) ** 2 / (d * (d + 2)), rel=1e-10)
+        second = S.mean(S.expect(np.outer(a, a)))
+        assert second == pytest.approx(T * (pa @ pa) / d, rel=1e-10)
+    b, w = beta_rule(T)
+    for p in (-2, -1, 1, 2):
+        assert float(w @ b**p) == pytest.approx(chi_moment(T, p), rel=1e-10)
+
+
+def test_sphere_quadrature_converges():
+    # a relu and a tanh pair function times a quartic in the other coordinates: the default rule (40 nodes per angle)
+    # against twice as many agree to 1e-9 relative (relu's breaks sit on the rule's cuts; measured 1e-14 on the terms)
+    T = 8
+    W = np.random.default_rng(3).standard_normal((T,) * 4)
+    for k in (1, 2):
+        values = []
+        for nodes in (40, 80):
+            S = Sphere(T, k, nodes=nodes)
+            z0, z1 = S.z[:, 0], S.z[:, k - 1]
+            values.append((S.mean(np.maximum(z0, 0) * np.maximum(z1, 0), S.expect(W)),
+                           S.mean((z0 > 0) * (z1 > 0), S.expect(W)), S.mean(np.tanh(z0) * np.tanh(z1), S.expect(W))))
+        assert np.allclose(values[0], values[1], rtol=1e-9, atol=0)

@@ -30,13 +30,23 @@ independent of z): exactly ``predict``'s values. The O(1/M) terms:
    (:func:`meanfield.finite.fourworld.realized_world`, expanded to T x T by label patterns);
 3. the Stein term above.
 
-1. and 2. are differences of the same integrand at the same draws of g (common random numbers: g = B chol(Omega / v) c
-with one draw c ~ N(0, v I) for every kernel; 2. antithetic, the fluctuation scaled by eps and the second difference
-divided by eps^2, which is exact for the quadratic term; the O(eps^2 / M^2) remainder is below the next order, so eps
-is large, 1/2 or less on a draw where Omega would come within half of v of singular: where phi' jumps (relu) the
-second difference of a step has a variance of order eps^-3), 3. an average over g; all by Monte Carlo with a fixed
-seed, with standard errors returned (``monte_carlo_sem``; 40000 draws: about 0.1% of E G_tt for tanh, 0.25% for relu
-at M = 64, T = 16). Between outputs E G_kl = 0.
+By default (``method="exact"``) every term is deterministic: Price's theorem to second order in the law of g, with the
+derivatives on Hermite weights at Omega = v Pi (a = g / v): d/deps E f = (1/2) E[f (a^T dOmega a - tr(Pi dOmega) / v)],
+d^2/deps^2 E f = (1/4) E[f H4], H4 = Q^2 - 2 tau Q - 4 a^T dOmega dOmega a / v + tau^2 + 2 tr(dOmega dOmega) / v^2
+(Q = a^T dOmega a, tau = tr(dOmega) / v), the fluctuation's average taken exactly (its covariance tensors over the
+label patterns contracted with z and Pi), g = sqrt(v beta) z with beta = sigma^2 / v ~ chi^2_{T-1} / T independent of
+z, and every expectation over z is of phi or phi' of one or two coordinates times a polynomial of degree <= 4 in the
+others: :mod:`meanfield.finite.spherebn` conditions on those coordinates (the rest is uniform on a smaller sphere:
+exact moments) and integrates them by fixed quadrature split at relu's breaks (0.05-0.2 s at T = 8-16; converged to
+1e-14 relative between 40 and 80 nodes per angle). Needs T >= 4 and activations smooth or with their breaks at 0
+(:func:`default_method`). ``method="monte-carlo"`` keeps the first implementation as the cross-check: 1. and 2. as
+differences of the same integrand at the same draws of g (common random numbers: g = B chol(Omega / v) c with one draw
+c ~ N(0, v I) for every kernel; 2. antithetic, the fluctuation scaled by eps and the second difference divided by
+eps^2; eps <= 1/2, less on a draw where Omega would come within half of v of singular: where phi' jumps (relu) the
+second difference of a step has a variance of order eps^-3), 3. an average over g; fixed seed, standard errors
+returned (``monte_carlo_sem``; 40000 draws: about 0.1% of E G_tt for tanh, 0.25% for relu at M = 64, T = 16). Its
+finite step leaves an O(eps^2 / M^2) bias (a few percent of term 2 at M = 64, eps = 1/2; 3% of the layers below's
+share of s), which the exact terms do not have. Between outputs E G_kl = 0.
 
 The entry variances (s; L <= 3, written here for l = 2; on layer 1 of two there is no S_ac). G_kl = (1/T)[delta_kl
 (1 + h.h) + sum_ac W_ka W_lc X_ac], X_ac(t, s) = phi'_a(t) phi'_c(s) (A_a Theta^2_ac A_c)(t, s), Theta^2_ac =
@@ -55,9 +65,10 @@ three parts, all at the mean law:
   draws of g per draw of the fluctuation).
 
 Then s = [C sum_ts (E G(t, s)^2 + Var G_kk(t, s)) + C (C - 1) sum_ts E G_kl(t, s)^2] / P with the corrected means.
-Measured against sampled networks (``meanfield/notes/corrections.md``, section 8) the means are within 1.6 standard
-errors everywhere; the corrected s is 1.4% low at M = 64, T = 16 (mean field: 17-22% low) and 0.2-0.9% at M = 128:
-what is left is the next order of the entry variances, O(T / M^2) in s (4-7% at M = 32, T = 8).
+Measured against sampled networks (``meanfield/notes/corrections.md``, section 8) the means are within 2.7 standard
+errors everywhere (2.0 but for relu at M = 32, T = 8); the corrected s is 1.5% low at M = 64, T = 16 (mean field:
+17-22% low) and 0.1-0.5% at M = 128: what is left is the next order of the entry variances, O(T / M^2) in s (5-7% at
+M = 32, T = 8).
 
 Not derived: the entry variances below deeper nets (s keeps its mean-field value for L > 3), a batch norm below layer
 L - 1 (layers with weights above it), inputs with a negative mean product.
@@ -78,9 +89,10 @@ from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from .corrections import kernel_mean_shift, ntk_mean_shift
 from .fourworld import World, class_tensor, four_sample_mean, realized_world
+from .spherebn import Sphere, beta_rule, chi_moment
 
-__all__ = ["HiddenBatchNormTerms", "hidden_batch_norm_terms", "finite_width_stats", "below_network", "DRAWS",
-           "CORRECTED"]
+__all__ = ["HiddenBatchNormTerms", "hidden_batch_norm_terms", "finite_width_stats", "below_network", "default_method",
+           "DRAWS", "CORRECTED"]
 
 DRAWS = 40000      # Monte Carlo draws of each term
 SEED = 20261207    # their fixed seed: predictions are reproducible
@@ -107,7 +119,7 @@ class HiddenBatchNormTerms:
         s: corrected for L <= 3 (the squared corrected means plus those parts), else the mean-field s.
         includes_1_over_M: the statistics above that include their O(1/M) terms.
         P, alpha: parameter count and sum alpha_l alpha_{l-1}.
-        draws: Monte Carlo draws per term.
+        draws: Monte Carlo draws per term (0: the exact quadrature, standard errors 0).
 
     Example:
         >>> t = hidden_batch_norm_terms(Network(3, "tanh", 2, 0.1, norms=["batch:2"]), 64, 8, draws=400)
@@ -169,27 +181,48 @@ def below_network(net: Network) -> Network:
                    alphas=net.alphas[:l], norms=(), input_q1=net.input_q1, input_q2=net.input_q2)
 
 
+def default_method(net: Network, samples: int) -> str:
+    """"exact" where the sphere quadrature applies (T >= 4; the activation's breaks, if any, at 0), else "monte-carlo".
+
+    Example:
+        >>> default_method(Network(3, "relu", 2, 0.1, norms=["batch-center:2"]), 3)
+        'monte-carlo'
+    """
+    if _placement(net) is None:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network whose only normalization is a batch norm on layer L - 1")
+    samples = check_int("samples", samples, minimum=1)
+    kinks = Unit.of(net.phi(net.depth - 1)).kinks
+    ok = samples >= 4 and kinks is not None and all(float(k) == 0.0 for k in kinks)
+    return "exact" if ok else "monte-carlo"
+
+
 def _check(net: Any, width: Any, samples: Any, draws: Any) -> tuple[int, int, int]:
     if _placement(net) is None:
         raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
                               "a numeric network of depth >= 2 whose only normalization is a batch norm on layer "
                               "L - 1")
     M = check_int("width", width, minimum=1)
-    # the Monte Carlo averages 1 / sigma^4 (full batch norm): finite variance needs T - 1 > 4
+    # E[1 / sigma^4] enters (full batch norm): finite for T - 1 > 4
     T = check_int("samples", samples, minimum=3 if net.norms[0].center_only else 6)
     return M, T, check_int("draws", draws, minimum=100)
 
 
 @functools.lru_cache(maxsize=32)
-def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: int = DRAWS) -> HiddenBatchNormTerms:
+def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: int = DRAWS,
+                            method: str = "exact") -> HiddenBatchNormTerms:
     """E G = mean field + mean shifts (1.) + second order below (2.) + Stein (3.): batch norm on layer L - 1.
 
     Args:
         net: a numeric network of depth >= 2 whose only normalization is a batch norm (full or centre-only) on layer
             L - 1, inputs with a non-negative mean product (input_q2 >= 0).
         width: M.
-        samples: T (at least 6 for a full batch norm: the Monte Carlo averages 1 / sigma^4; 3 centre-only).
-        draws: Monte Carlo draws per term (fixed seed).
+        samples: T (at least 6 for a full batch norm: E[1 / sigma^4] enters; 3 centre-only, 4 for the exact method).
+        draws: Monte Carlo draws per term (fixed seed; ``method="monte-carlo"`` only).
+        method: "exact" (default: every expectation reduced to the joint law of one or two coordinates of the
+            normalized unit on its sphere and integrated by fixed quadrature, :mod:`meanfield.finite.spherebn`; T >= 4,
+            activations smooth or with their breaks at 0) or "monte-carlo" (the cross-check; its second differences
+            carry an O(EPS^2 / M^2) bias, a few percent of term 2 at M = 64, EPS = 1/2).
 
     Returns:
         :class:`HiddenBatchNormTerms`.
@@ -205,21 +238,28 @@ def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
         True
     """
     M, T, draws = _check(net, width, samples, draws)
+    if method not in ("exact", "monte-carlo"):
+        raise InvalidArgument("method", method, '"exact" or "monte-carlo"')
+    exact = method == "exact"
+    if exact and default_method(net, T) != "exact":
+        raise InvalidArgument("method", method, 'method="monte-carlo" here (the exact quadrature needs T >= 4 and an '
+                              "activation smooth or with its breaks at 0)")
     base = predict(net, M, T)
-    d1, o1, d2, o2, d3, o3, sd, so, below_var, below_sem = _terms(net, M, T, draws, SEED)
+    terms = _exact_terms(net, M, T) if exact else _terms(net, M, T, draws, SEED)
+    d1, o1, d2, o2, d3, o3, sd, so, below_var, below_sem = terms
     gd, go = float(base.gram_diag), float(base.gram_offdiag)
     mean_d, mean_o = gd + d1 + d2 + d3, go + o1 + o2 + o3
     C, P, alpha = net.outputs, int(base.P), float(base.alpha)
     s, parts, s_sem, corrected = float(base.s), (None, None, None), None, CORRECTED
     if net.depth <= 3:
-        same, cross, same_sem, cross_sem = _entry_terms(net, M, T, draws, SEED)
+        same, cross, same_sem, cross_sem = _entry_terms(net, M, T, draws, SEED, exact)
         parts = (C * same / P, C * below_var / P, C * (C - 1) * cross / P)
         s = C * (T * mean_d**2 + T * (T - 1) * mean_o**2) / P + sum(parts)
         s_sem = math.sqrt((C * same_sem) ** 2 + (C * below_sem) ** 2 + (C * (C - 1) * cross_sem) ** 2) / P
         corrected = CORRECTED | {"s"}
     return HiddenBatchNormTerms(net, M, T, gd, go, float(base.m), float(base.s), d1, o1, d2, o2, d3, o3,
                                 (sd, so, s_sem), mean_d, mean_o, C * T * mean_d / P, T * mean_d / (alpha * M),
-                                T * mean_o / (alpha * M), *parts, s, corrected, P, alpha, draws)
+                                T * mean_o / (alpha * M), *parts, s, corrected, P, alpha, 0 if exact else draws)
 
 
 def _world_below(net: Network, width: int) -> tuple:
@@ -365,11 +405,146 @@ def _terms(net: Network, width: int, samples: int, draws: int, seed: int) -> tup
     return (*(float(m) for m in mean), *sem, float(bv.mean()), float(bv.std() / math.sqrt(len(bv))))
 
 
+def _class_covariances(w: World, T: int) -> tuple:
+    """Cov(dK_ij, dK_kl), Cov(dK, dN), Cov(dN, dK), Cov(dN, dN) as T^4 tensors (the world's label patterns)."""
+    index = {p: i for i, p in enumerate(((a, b) for a in range(4) for b in range(a, 4)))}
+
+    def block(r: int, c: int) -> np.ndarray:
+        return class_tensor(T, lambda lab: w.cov[r + index[(min(lab[:2]), max(lab[:2]))],
+                                                 c + index[(min(lab[2:]), max(lab[2:]))]])
+    return block(0, 0), block(0, 10), block(10, 0), block(10, 10)
+
+
+class _Law:
+    """The normalized unit's law on a :class:`Sphere` of F = {0} (t = s = 0) or {0, 1} (t = 0, s = 1): per-node
+    E_beta[beta^p fun(argument)] (full: argument z, beta independent; centre-only: argument sqrt(v beta) z) and the
+    sandwich E[(R W R)_ts ... | z_F], R = Pi - kappa z z^T / T (kappa = 1 full, 0 centre-only), lambda^2 = 1 / (v beta)
+    (full) or 1 the square of A's scale."""
+
+    def __init__(self, T: int, k: int, center: bool, v: float) -> None:
+        self.S, self.T, self.center, self.v = Sphere(T, k), T, center, v
+        self.t, self.s = 0, k - 1
+        self.kappa = 0.0 if center else 1.0
+        self.Pi = np.eye(T) - 1.0 / T
+        z = self.S.z
+        self.xt, self.xs = z[:, 0], z[:, k - 1]
+        self.R = self.Pi[0, k - 1] - self.kappa * self.xt * self.xs / T       # R_ts per node
+        if center:
+            self.beta, self.bw = beta_rule(T)
+
+    def avg(self, fun, p: float) -> np.ndarray:
+        """Per node E_beta[beta^p fun(argument)]."""
+        if not self.center:
+            return chi_moment(self.T, p) * fun(self.S.z)
+        return sum(w * b**p * fun(math.sqrt(self.v * b) * self.S.z) for b, w in zip(self.beta, self.bw))
+
+    def lam(self, fun, p: float, j: int = 1) -> np.ndarray:
+        """Per node E_beta[lambda^(2 j) beta^p fun(argument)]."""
+        return self.avg(fun, p) if self.center else self.avg(fun, p - j) / self.v**j
+
+    def sandwich(self, W: np.ndarray) -> np.ndarray:
+        """Per node E[sum_uv R_tu R_vs W_uv...(z, ..., z) | z_F] (W of order 2 + e, e <= 2 free slots on z)."""
+        S, Pi, T, t, s = self.S, self.Pi, self.T, self.t, self.s
+        out = S.expect(np.tensordot(Pi[s], np.tensordot(Pi[t], W, axes=(0, 0)), axes=(0, 0)))
+        if self.kappa:
+            out = (out - self.xs / T * S.expect(np.tensordot(Pi[t], W, axes=(0, 0)))
+                   - self.xt / T * S.expect(np.tensordot(Pi[s], W, axes=(0, 1)))
+                   + self.xt * self.xs / T**2 * S.expect(W))
+        return out
+
+    def mom1(self, f: np.ndarray) -> np.ndarray:
+        """E[f z_i] over i (f per node)."""
+        return (self.S.w * f) @ (self.S.z @ self.S.V)
+
+    def mom2(self, f: np.ndarray) -> np.ndarray:
+        """E[f z_i z_j] over (i, j)."""
+        S = self.S
+        c0 = S.z @ S.V
+        return np.einsum("n,ni,nj->ij", S.w * f, c0, c0) + float((S.w * f * S.c[:, 1]).sum()) * S.P
+
+    def outer_R(self, f: np.ndarray) -> np.ndarray:
+        """E[f R_ti R_js] over (i, j)."""
+        Pi, T, t, s = self.Pi, self.T, self.t, self.s
+        out = self.S.mean(f) * np.outer(Pi[t], Pi[s])
+        if self.kappa:
+            out = (out - np.outer(Pi[t], self.mom1(f * self.xs)) / T - np.outer(self.mom1(f * self.xt), Pi[s]) / T
+                   + self.mom2(f * self.xt * self.xs) / T**2)
+        return out
+
+
+def _pair_functions(unit: Unit, k: int) -> tuple:
+    """phi(z_t) phi(z_s) and phi'(z_t) phi'(z_s) at the nodes' z_F (t = s for one coordinate)."""
+    f = lambda z: np.asarray(unit.f(z), dtype=float)    # noqa: E731
+    d = lambda z: np.asarray(unit.df(z), dtype=float)   # noqa: E731
+    return ((lambda z: f(z[:, 0]) * f(z[:, k - 1])), (lambda z: d(z[:, 0]) * d(z[:, k - 1])))
+
+
 @functools.lru_cache(maxsize=32)
-def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int) -> tuple:
+def _exact_terms(net: Network, width: int, samples: int) -> tuple:
+    """Terms 1.-3. of (E G_tt, E G_ts) and the layers below's share of the entry variances, deterministic: Price's
+    theorem to second order in the law of g (Hermite weights at Omega = v Pi), every term a sphere expectation
+    (:mod:`meanfield.finite.spherebn`); the same tuple as :func:`_terms` with zero standard errors."""
+    T, L = samples, net.depth
+    l = L - 1
+    center = net.norms[0].center_only
+    widths = net.widths(width)
+    M1, M2 = widths[l - 1], widths[l]
+    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[L - 1])
+    unit = Unit.of(net.phi(l))
+    w, shift_k, shift_theta = _world_below(net, width)
+    delta = (float(shift_k[0]) - float(shift_k[1])) / M1
+    dn = [(float(shift_theta[i]) - float(shift_k[i])) / sw for i in (0, 1)]
+    dD = M1 * delta + sw * (dn[0] - dn[1])
+    v = sw * (w.k[0] - w.k[1])
+    D = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])      # Theta' = D I + O 1 1^T at the mean
+    om = sw / v
+    Pi = np.eye(T) - 1.0 / T
+    CKK, CKN, CNK, CNN = _class_covariances(w, T)
+    CTK = M1 * CKK + sw * CNK                                  # Cov(dTheta'_uv, dK_ij)
+    # the fluctuation's averages of the Hermite weight's pieces (module docstring of the derivation, section 8)
+    e_t1k2 = np.einsum("ij,ijkl->kl", Pi, CKK)
+    e_k22 = np.einsum("bc,abcd->ad", Pi, CKK)
+    e_const = np.einsum("ij,kl,ijkl->", Pi, Pi, CKK) + 2 * np.einsum("da,bc,abcd->", Pi, Pi, CKK)
+    W1 = np.einsum("ij,uvij->uv", Pi, CTK)
+    Y = class_tensor(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
+    trY = np.einsum("ab,uvab->uv", Pi, Y)
+    big = np.block([[CKK.reshape(T * T, T * T), CKN.reshape(T * T, T * T)],
+                    [CNK.reshape(T * T, T * T), CNN.reshape(T * T, T * T)]])
+    out, quad = [], []
+    for k in (1, 2):
+        law = _Law(T, k, center, v)
+        S, R = law.S, law.R
+        ff, pp = _pair_functions(unit, k)
+        f0, f1, f2 = (law.avg(ff, p) for p in (0, 1, 2))
+        p0, p1, p2 = (law.lam(pp, p) for p in (0, 1, 2))
+        G0, G1 = M2 * f0 + sw_out * D * R * p0, M2 * f1 + sw_out * D * R * p1      # Gamma_0 without its 1
+        # 1.: first order in the exchangeable mean shifts (dK = delta I + .. 1 1^T: k2 = delta T, t1 = delta (T - 1))
+        one = om * delta / 2 * S.mean(T * G1 - (T - 1) * G0) + sw_out * dD * S.mean(p0, R)
+        # 2.: (1/8) E[Gamma_0 H4] + E[Gamma_1 h2] (half the second derivative), averaged over the fluctuation
+        ek2sq, et1k2, ek22 = S.expect(CKK), S.expect(e_t1k2), S.expect(e_k22)
+        G2 = M2 * f2 + sw_out * D * R * p2
+        two = (om**2 / 8 * S.mean(G2 * ek2sq - 2 * G1 * et1k2 - 4 * G1 * ek22 + G0 * e_const)
+               + sw_out * om / 2 * S.mean(p1 * law.sandwich(CTK) - p0 * law.sandwich(W1)))
+        # 3.: Stein on the normalized layer's rows
+        three = sw_out * (sw / M1) ** 2 / v * S.mean(p1 * law.sandwich(Y) - p0 * law.sandwich(trY))
+        out.append((one / T, two / T, three / T))
+        # the first variation of T E[G_ts | K, N] in (dK, dN), for the layers below's share of Var G
+        rr = law.outer_R(p0)
+        gK = om / 2 * (law.mom2(G1) - S.mean(G0) * Pi) + sw_out * M1 * rr
+        gN = sw_out * sw * rr
+        g = np.concatenate([gK.ravel(), gN.ravel()])
+        quad.append(float(g @ big @ g))
+    (d1, d2, d3), (o1, o2, o3) = out
+    below = (T * quad[0] + T * (T - 1) * quad[1]) / T**2
+    return d1, o1, d2, o2, d3, o3, 0.0, 0.0, below, 0.0
+
+
+@functools.lru_cache(maxsize=32)
+def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, exact: bool = False) -> tuple:
     """The entry variances' parts at the mean law (L <= 3, module docstring): summed over the T^2 entries of
     one output block, the units' own variance and the output weights' share of Var G_kk(t, s), and E G_kl(t, s)^2
-    between outputs; with standard errors from ten batches of draws."""
+    between outputs; with standard errors from ten batches of draws (``exact``: on the sphere's quadrature, no draws,
+    zero standard errors)."""
     T = samples
     center = net.norms[0].center_only
     l = net.depth - 1
@@ -401,6 +576,41 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int) 
     Pi = np.eye(T) - 1.0 / T
     B = np.linalg.svd(Pi)[0][:, : T - 1]
     inv2, inv4 = (1.0, 1.0) if center else (T / (v * (T - 3)), T**2 / (v**2 * (T - 3) * (T - 5)))
+    c = sw_out / M2
+
+    def combine(unit_sum: float, xaa: float, U2: np.ndarray) -> tuple:
+        """(same, cross) from the units' variance and E X_aa^2 summed over the entries, and U2[t, t1, s, t2]."""
+        W = np.einsum("taty->ay", U2)
+        xac = np.einsum("ab,cd,acbd->", W, W, S4, optimize=True)
+        xac_swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
+        k = c**2
+        same = (k * (2 * M2 * xaa + M2 * (M2 - 1) * (xac + xac_swap)) + M2 * unit_sum) / T**2
+        return same, k * (M2 * xaa + M2 * (M2 - 1) * xac) / T**2
+
+    if exact:
+        unit_sum = xaa = 0.0
+        rep = {}
+        for kf in (1, 2):
+            law = _Law(T, kf, center, v)
+            S, R = law.S, law.R
+            ff, pp = _pair_functions(unit, kf)
+            e_ff, e_x = S.mean(law.avg(ff, 0)), Dp * S.mean(law.lam(pp, 0), R)
+            e_x2 = Dp**2 * S.mean(law.lam(lambda z: pp(z) ** 2, 0, 2), R * R)
+            e_ffx = Dp * S.mean(law.lam(lambda z: ff(z) * pp(z), 0), R)
+            var = S.mean(law.avg(lambda z: ff(z) ** 2, 0)) + 2 * c * e_ffx + c**2 * e_x2 - (e_ff + c * e_x) ** 2
+            entries = T if kf == 1 else T * (T - 1)
+            unit_sum, xaa = unit_sum + entries * var, xaa + entries * e_x2
+            rep[kf] = law.outer_R(law.lam(pp, 0))        # E[lambda^2 phi'_t phi'_s R_t,i R_s,j], t = 0, s = kf - 1
+        U2 = np.empty((T,) * 4)
+        for t in range(T):
+            for s in range(T):
+                # exchangeability: relabel t -> 0, s -> 1 (or t = s -> 0) and the other samples after them
+                order = [t] + ([s] if s != t else []) + [i for i in range(T) if i not in (t, s)]
+                sigma = np.empty(T, dtype=int)
+                sigma[order] = np.arange(T)
+                U2[t, :, s, :] = rep[1 if s == t else 2][np.ix_(sigma, sigma)]
+        same, cross = combine(unit_sum, xaa, U2)
+        return float(same), float(cross), 0.0, 0.0
     rng = np.random.default_rng(seed + 1)
     batches = []
     per = max(draws // 10, 1)
@@ -416,19 +626,12 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int) 
         f, d = np.asarray(unit.f(z), dtype=float), np.asarray(unit.df(z), dtype=float)
         ff = f[:, :, None] * f[:, None, :]
         X = d[:, :, None] * d[:, None, :] * Dp * (A @ A)          # X_aa sigma^2 = psi o (R Theta' R), R symmetric
-        c = sw_out / M2
         unit_var = ((ff**2).mean(0) + 2 * c * inv2 * (ff * X).mean(0) + c**2 * inv4 * (X**2).mean(0)
                     - (ff.mean(0) + c * inv2 * X.mean(0)) ** 2)
         xaa = inv4 * (X**2).mean(0).sum()
         P = d[:, :, None] * A                                     # P[t, t1] sigma = phi'(z_t) A(t, t1) sigma
         U2 = inv2 * np.einsum("nab,ncd->abcd", P, P, optimize=True) / per  # U2[t, t1, s, t2] = E[P[t, t1] P[s, t2]]
-        W = np.einsum("taty->ay", U2)
-        xac = np.einsum("ab,cd,acbd->", W, W, S4, optimize=True)
-        xac_swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
-        k = c**2
-        same = (k * (2 * M2 * xaa + M2 * (M2 - 1) * (xac + xac_swap)) + M2 * unit_var.sum()) / T**2
-        cross = k * (M2 * xaa + M2 * (M2 - 1) * xac) / T**2
-        batches.append((same, cross))
+        batches.append(combine(float(unit_var.sum()), xaa, U2))
     b = np.array(batches)
     return (float(b[:, 0].mean()), float(b[:, 1].mean()), float(b[:, 0].std(ddof=1) / math.sqrt(len(b))),
             float(b[:, 1].std(ddof=1) / math.sqrt(len(b))))
@@ -448,19 +651,22 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     if norm is None:
         return None
     try:
-        t = hidden_batch_norm_terms(net, width, samples)
+        t = hidden_batch_norm_terms(net, width, samples, method=default_method(net, samples))
     except InvalidArgument as error:     # e.g. a negative kernel overlap: predict keeps working with mean-field values
         return dict(s=base.s, includes_1_over_M=frozenset(),
                     notes=(f"finite_width='1/M': not derived for this network ({error}): mean-field values",))
-    if "s" in t.includes_1_over_M:
-        what = (f"E G_tt, E G_ts (so m and the kappa's) and s with their derived O(1/M) terms, by Monte Carlo "
-                f"({t.draws} draws, fixed seed; standard errors {t.monte_carlo_sem[0]:.3g} of E G_tt, "
-                f"{t.monte_carlo_sem[1]:.3g} of E G_ts, {t.monte_carlo_sem[2]:.3g} of s); s still misses an O(T/M^2) "
-                "term of the entry variances (about -2% at M = 64, T = 16)")
+    if t.draws:
+        how = (f"by Monte Carlo ({t.draws} draws, fixed seed; standard errors {t.monte_carlo_sem[0]:.3g} of E G_tt, "
+               f"{t.monte_carlo_sem[1]:.3g} of E G_ts" + (f", {t.monte_carlo_sem[2]:.3g} of s)" if t.monte_carlo_sem[2]
+                                                         is not None else ")"))
     else:
-        what = (f"E G_tt, E G_ts (so m and the kappa's) with their derived O(1/M) terms, by Monte Carlo ({t.draws} "
-                f"draws, fixed seed; standard errors {t.monte_carlo_sem[0]:.3g} of E G_tt, {t.monte_carlo_sem[1]:.3g} "
-                "of E G_ts); s keeps its mean-field value (the entry variances are derived for L <= 3 only)")
+        how = "by exact reduction to sphere integrals and fixed quadrature (deterministic)"
+    if "s" in t.includes_1_over_M:
+        what = (f"E G_tt, E G_ts (so m and the kappa's) and s with their derived O(1/M) terms, {how}; s still misses "
+                "an O(T/M^2) term of the entry variances (about -2% at M = 64, T = 16)")
+    else:
+        what = (f"E G_tt, E G_ts (so m and the kappa's) with their derived O(1/M) terms, {how}; s keeps its "
+                "mean-field value (the entry variances are derived for L <= 3 only)")
     return dict(gram_diag=t.mean_diag, gram_offdiag=t.mean_offdiag, m=t.m, kappa1=t.kappa1, kappa2=t.kappa2,
                 s=t.s, includes_1_over_M=t.includes_1_over_M,
                 notes=(f"{norm} (batch norm on the last hidden layer): " + what,

@@ -54,7 +54,8 @@ from ..theory.derivation import derive
 from .corrections import two_sample_rule
 from .fourpoint import cross_output_variance, same_output_variance
 
-__all__ = ["NormalExpectation", "CorrectionDerivation", "derive_corrections", "VARIANCES", "GRAM_MEAN_FIELD", "PHI",
+__all__ = ["NormalExpectation", "CorrectionDerivation", "derive_corrections", "VARIANCES", "GRAM_MEAN_FIELD", "label_classes",
+           "centring_weight", "label_choices", "projected_variance", "PHI",
            "DPHI", "U_T", "U_S", "Y_T", "Y_S", "P_TT", "P_TS", "P_SS"]
 
 #: the Gaussian variables of a layer expectation and the activation and its derivative applied to them
@@ -716,3 +717,65 @@ def derive_corrections(net: Network) -> CorrectionDerivation:
     return CorrectionDerivation(net, tuple(st.eq for st in statements), tuple(st.layer for st in statements),
                                 tuple(st.section for st in statements), sd, so, gd, go, m, s, k1, k2, mean_field,
                                 notes, mf)
+
+
+# -- label classes of four sample positions, shared by the projected (output batch norm) and layer-norm variances --
+
+
+def label_classes(fixed: int) -> list:
+    """Label classes of four positions given ``fixed`` labels 0..fixed-1: each position a fixed label or a new one
+    (numbered in order of appearance); (labels, number of new labels). The numeric path's enumeration.
+
+    Example:
+        >>> len(label_classes(0)), label_classes(2)[:2]
+        (15, [((0, 0, 0, 0), 0), ((0, 0, 0, 1), 0)])
+    """
+    out = []
+
+    def grow(prefix: tuple, new: int) -> None:
+        if len(prefix) == 4:
+            out.append((prefix, new))
+            return
+        for x in range(fixed + new + 1):
+            grow(prefix + (x,), new + (x == fixed + new))
+    grow((), 0)
+    return out
+
+
+def centring_weight(x: int, y: int) -> sympy.Expr:
+    """Pi_xy = 1 - 1/T on the diagonal, -1/T off it: the centring projector's entry, symbolic in T.
+
+    Example:
+        >>> centring_weight(0, 0), centring_weight(0, 1)
+        (1 - 1/T, -1/T)
+    """
+    return 1 - 1 / T if x == y else -1 / T
+
+
+def label_choices(new: int, fixed: int) -> sympy.Expr:
+    """How many ways to give ``new`` distinct labels outside ``fixed`` given ones: (T - fixed)_new, exact in T
+    (0 when there are not enough samples).
+
+    Example:
+        >>> label_choices(2, 1)
+        (T - 2)*(T - 1)
+    """
+    return sympy.Mul(*(T - fixed - i for i in range(new)))
+
+
+def projected_variance(outputs: tuple, fixed: int, covariance: Any) -> sympy.Expr:
+    """Var((Pi A Pi)_tt') / T^2 of A = Theta_kl: t = t' (fixed = 1) or t != t' (fixed = 2), summed over the label
+    classes, (T - fixed)_new x projector weights x ``covariance(outputs, labels)`` (an unevaluated atom): exact in T.
+
+    Example:
+        >>> cov = sympy.Function("Cov")
+        >>> var = projected_variance((0, 0), 1, lambda outputs, labels: cov(*labels))
+        >>> sympy.factor(sympy.expand(var).coeff(cov(0, 0, 0, 0)))
+        (T - 1)**4/T**6
+    """
+    t, tp = 0, fixed - 1
+    total = sympy.S.Zero
+    for (u, v, u2, v2), new in label_classes(fixed):
+        weight = centring_weight(t, u) * centring_weight(tp, v) * centring_weight(t, u2) * centring_weight(tp, v2)
+        total += label_choices(new, fixed) * weight * covariance(outputs, (u, v, u2, v2))
+    return total / T**2

@@ -40,13 +40,17 @@ these are ``predict(net, M, T, finite_width="1/M")``'s):
   :func:`meanfield.finite.normalized.output_batch_norm_terms`. :meth:`~NormalizedCorrectionDerivation.expansion`
   gives E G = M a_0 + a_1 + O(1/M), the couplings' M -> infinity limit in a_1 symbolic in T;
 * **layer norm on layer 2 of a three-layer net with equal widths** (:mod:`meanfield.finite.layernorm`): E G_p =
-  G_p_mf + dTheta_ln_p / T with dTheta_ln_p the sum of six named parts (forward, below, normalization, projector,
-  stein, cross), each a :class:`LayerNormPart` atom (Gaussian expectations over the normalized law, evaluated by
-  :func:`meanfield.finite.layernorm.layer_norm_gram_means`); s is not derived there (``missing``).
+  G_p_mf + dTheta_ln_p / T, the shift written out as dTheta_ln2_p, the sum of six parts (projector, stein, cross as
+  Gaussian expectations; forward, below, normalization :class:`LayerNormPart` atoms of
+  :func:`meanfield.finite.layernorm.layer_norm_gram_means`), while the statistics take dTheta_ln_p from the general
+  recursion as predict does (~1e-9 relative apart); s with the entry variances of the four-point engine through the
+  norm (:class:`meanfield.finite.symbolic_placements.LayerNormCovariance` atoms);
+* layer norms on any hidden layers (any depth and widths, possibly with a centre-only batch norm on the output) and a
+  batch norm (full or centre-only) on the last hidden layer: :mod:`meanfield.finite.symbolic_placements`.
 
-Other placements (hidden batch norm, a layer norm elsewhere or with unequal widths, several normalizations) are
-not derived: :func:`derive_network_corrections` raises InvalidArgument naming the normalization and listing what
-is derived, never returns numbers for them.
+Other placements (a batch norm on a hidden layer below the last, a layer norm with a full batch norm on the output,
+several batch norms) are not derived: :func:`derive_network_corrections` raises InvalidArgument naming the
+normalization and listing what is derived, never returns numbers for them.
 """
 
 from __future__ import annotations
@@ -69,8 +73,11 @@ from .fourpoint import gram_covariance
 from .fourworld import pair_index, realized_world
 from .layernorm import layer_norm_gram_means
 from .normalized import DRAWS, coupling_contractions, output_batch_norm_terms
+from .symbolic_placements import PLACEMENTS as MORE_PLACEMENTS, NumericPart, layer_norm_variance_equations
+from .symbolic_placements import LayerNormShift, placement_of, placement_parts
 from .symbolic_corrections import (DPHI, GRAM_MEAN_FIELD, P_SS, P_TS, P_TT, PHI, U_S, U_T, VARIANCES, Y_S, Y_T,
-                                   CorrectionDerivation, NormalExpectation, derive_corrections)
+                                   CorrectionDerivation, NormalExpectation, centring_weight, derive_corrections,
+                                   label_choices, label_classes, projected_variance)
 
 __all__ = ["GramCovariance", "BatchNormCoupling", "LayerNormPart", "NormalizedCorrectionDerivation",
            "derive_network_corrections", "correction_placement", "S_MEAN_FIELD", "DERIVED_PLACEMENTS", "WorldEntry",
@@ -79,7 +86,7 @@ __all__ = ["GramCovariance", "BatchNormCoupling", "LayerNormPart", "NormalizedCo
 #: derive's mean-field s of the (normalized) network, in the corrected s of the batch norms
 S_MEAN_FIELD = sympy.Symbol("s_mf")
 #: the placements with symbolic O(1/M) corrections (what :func:`correction_placement` returns)
-DERIVED_PLACEMENTS = ("none", "batch-center:last", "batch:last", "layer:2")
+DERIVED_PLACEMENTS = ("none", "batch-center:last", "batch:last", "layer:2") + MORE_PLACEMENTS
 _LAYER_PARTS = ("forward", "below", "normalization", "projector", "stein", "cross")
 #: the five contractions of the full batch norm's coupling terms (:class:`WorldContraction` names)
 CONTRACTIONS = ("S_KK", "KT_1", "S_KT", "Y_1", "S_Y")
@@ -351,15 +358,15 @@ def _canonical(labels: tuple) -> tuple:
     return tuple(seen.setdefault(x, len(seen)) for x in labels)
 
 
-_ATOMS = (GramCovariance, BatchNormCoupling, LayerNormPart, NormalExpectation, WorldEntry)
+_ATOMS = (GramCovariance, BatchNormCoupling, LayerNormPart, NormalExpectation, WorldEntry, NumericPart)
 
 
 def correction_placement(net: Network) -> str:
     """Which derived placement ``net`` is: one of :data:`DERIVED_PLACEMENTS`, else InvalidArgument naming it.
 
     Raises:
-        InvalidArgument: not a Network, or a normalization whose O(1/M) corrections are not derived (hidden batch
-            norm, a layer norm other than on layer 2 of a three-layer net with equal widths, several norms, full
+        InvalidArgument: not a Network, or a normalization whose O(1/M) corrections are not derived (a batch norm
+            below the last hidden layer, a layer norm with full batch norm on the output, several batch norms, full
             batch norm on the output of a depth-1 net).
 
     Example:
@@ -374,8 +381,8 @@ def correction_placement(net: Network) -> str:
         raise InvalidArgument("net", net, "a meanfield Network")
     if not net.norms:
         return "none"
-    what = ("no normalization, centre-only or full batch norm on the output, or a layer norm on layer 2 of a "
-            "three-layer net with equal widths")
+    what = ("no normalization, centre-only or full batch norm on the output, layer norms on hidden layers (possibly "
+            "with a centre-only batch norm on the output), or a batch norm on the last hidden layer")
     norm = net.norms[0]
     if len(net.norms) == 1:
         if isinstance(norm, BatchNorm) and norm.layer == net.depth:
@@ -386,6 +393,8 @@ def correction_placement(net: Network) -> str:
         if (isinstance(norm, LayerNorm) and norm.layer == 2 and net.depth == 3
                 and all(float(a) == 1.0 for a in net.alphas)):
             return "layer:2"
+    if placement_of(net) is not None:     # layer norms elsewhere, batch norm on the last hidden layer
+        return placement_of(net)
     raise InvalidArgument("net", net.describe(), what, "the symbolic O(1/M) corrections are not derived for "
                           f"{', '.join(map(str, net.norms))}; predict(net, M, T, finite_width='1/M') says what its "
                           "numeric path covers")
@@ -610,47 +619,18 @@ def _short(expr: Any, width: int = 100) -> str:
 # -- label classes ------------------------------------------------------------------------------------------------
 
 
-def _patterns(fixed: int) -> list:
-    """Label classes of four positions given ``fixed`` labels 0..fixed-1: each position a fixed label or a new one
-    (numbered in order of appearance); (labels, number of new labels). The numeric path's enumeration."""
-    out = []
-
-    def grow(prefix: tuple, new: int) -> None:
-        if len(prefix) == 4:
-            out.append((prefix, new))
-            return
-        for x in range(fixed + new + 1):
-            grow(prefix + (x,), new + (x == fixed + new))
-    grow((), 0)
-    return out
-
-
-def _pi(x: int, y: int) -> sympy.Expr:
-    return 1 - 1 / T if x == y else -1 / T
-
-
-def _choices(new: int, fixed: int) -> sympy.Expr:
-    """How many ways to give ``new`` distinct labels outside ``fixed`` given ones: (T - fixed)_new, exact in T
-    (0 when there are not enough samples)."""
-    return sympy.Mul(*(T - fixed - i for i in range(new)))
-
-
 def _projected_variance(outputs: tuple, fixed: int) -> sympy.Expr:
     """Var((Pi A Pi)_tt') / T^2 of A = Theta_kl: t = t' (fixed = 1) or t != t' (fixed = 2)."""
-    t, tp = 0, fixed - 1
-    total = sympy.S.Zero
-    for (u, v, u2, v2), new in _patterns(fixed):
-        weight = _pi(t, u) * _pi(tp, v) * _pi(t, u2) * _pi(tp, v2)
-        total += _choices(new, fixed) * weight * GramCovariance(outputs, (u, v, u2, v2))
-    return total / T**2
+    return projected_variance(outputs, fixed, GramCovariance)
 
 
 def _projector_sum(outputs: tuple, first: Any, second: Any) -> sympy.Expr:
     """sum over (u, v, u', v') of (first Pi_uu' Pi_vv' + second (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) Cov(A_uv, A_u'v')."""
     total = sympy.S.Zero
-    for (a, b, c, d), new in _patterns(0):
-        weight = first * _pi(a, c) * _pi(b, d) + second * (_pi(a, b) * _pi(c, d) + _pi(a, d) * _pi(c, b))
-        total += _choices(new, 0) * weight * GramCovariance(outputs, (a, b, c, d))
+    for (a, b, c, d), new in label_classes(0):
+        pi = centring_weight
+        weight = first * pi(a, c) * pi(b, d) + second * (pi(a, b) * pi(c, d) + pi(a, d) * pi(c, b))
+        total += label_choices(new, 0) * weight * GramCovariance(outputs, (a, b, c, d))
     return total
 
 
@@ -723,11 +703,12 @@ def _contraction(entry: Any, pairing: str) -> sympy.Expr:
     """X_1 (pairing "1": Pi_ab Pi_cd) or S_X (pairing "S": the three pairings) of an exchangeable 4-tensor X given by
     ``entry(labels)`` on the 15 label classes, summed over the T^4 index tuples: exact in T."""
     total = sympy.S.Zero
-    for (a, b, c, d), new in _patterns(0):
-        weight = _pi(a, b) * _pi(c, d)
+    for (a, b, c, d), new in label_classes(0):
+        pi = centring_weight
+        weight = pi(a, b) * pi(c, d)
         if pairing == "S":
-            weight += _pi(a, c) * _pi(b, d) + _pi(a, d) * _pi(b, c)
-        total += _choices(new, 0) * weight * entry((a, b, c, d))
+            weight += pi(a, c) * pi(b, d) + pi(a, d) * pi(b, c)
+        total += label_choices(new, 0) * weight * entry((a, b, c, d))
     return total
 
 
@@ -812,18 +793,29 @@ def _layer(net: Network, mf: Any) -> dict:
             rhs = sw[2] * written[part] / sig if part in written else LayerNormPart(part, pair)
             aux.append(sympy.Eq(sym, rhs, evaluate=False))
             parts.append(sym)
+        # the six parts written out (layer_norm_gram_means); the statistics use the general recursion's shift, which
+        # predict uses: the same quantity, its central differences ~1e-9 relative from these expectations
         shift = sympy.Symbol(f"dTheta_ln_{pair}")
-        aux.append(sympy.Eq(shift, sympy.Add(*parts), evaluate=False))
+        aux += [sympy.Eq(sympy.Symbol(f"dTheta_ln2_{pair}"), sympy.Add(*parts), evaluate=False),
+                sympy.Eq(shift, LayerNormShift(pair), evaluate=False)]
         shifts.append(shift)
     gd, go = GRAM_MEAN_FIELD[0] + shifts[0] / T, GRAM_MEAN_FIELD[1] + shifts[1] / T
-    stats = _statistics(gd, go, None, mf)
-    notes = ("layer norm on layer 2: E G_tt, E G_ts (so m and the kappa's) with their O(1/M) parts; projector, Stein "
-             "and cross as Gaussian expectations E_1 (layer 1) and E_2 (the normalized layer 2, unit variances, "
-             "correlation rho_ln); forward, below and normalization as named parts LN_*[...] "
-             "(meanfield.finite.layernorm.layer_norm_gram_means)",
-             "missing: s (the entry variances behind a layer norm are not derived); evaluate() gives s = None and "
-             "s_mean_field")
-    return dict(stats=stats, aux=tuple(aux), steps=(), notes=notes, missing=("s",), shifts=shifts, parts=())
+    # s: the entry variances of the four-point engine through the norm (as every layer-norm placement)
+    aux += layer_norm_variance_equations(net, False)
+    var_d, var_o, xd, xo = VARIANCES
+    cross = C * (C - 1) * (T * xd + T * (T - 1) * xo) if net.outputs >= 2 else 0
+    stats = _statistics(gd, go, (C * T * (gd**2 + var_d) + C * T * (T - 1) * (go**2 + var_o) + cross) / mf.P, mf)
+    notes = ("layer norm on layer 2: E G_tt, E G_ts (so m and the kappa's) with their O(1/M) shifts dTheta_ln_p, "
+             "written out as dTheta_ln2_p, the sum of six parts: projector, Stein and cross as Gaussian expectations "
+             "E_1 (layer 1) and E_2 (the normalized layer 2, unit variances, correlation rho_ln); forward, below and "
+             "normalization as named parts LN_*[...] (meanfield.finite.layernorm.layer_norm_gram_means); the "
+             "statistics use the same shift from the general recursion (dTheta_LN[...], predict's numbers), "
+             "~1e-9 relative from the written sum (its central differences)",
+             "s with the entry variances Var_tt, Var_ts, Xsq_tt, Xsq_ts of the four-point engine through the norm "
+             "(Cov_LN[...], meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance)")
+    parts = (("var_diag", var_d), ("var_offdiag", var_o), ("cross_square_diag", xd if net.outputs >= 2 else 0),
+             ("cross_square_offdiag", xo if net.outputs >= 2 else 0))
+    return dict(stats=stats, aux=tuple(aux), steps=(), notes=notes, missing=(), shifts=shifts, parts=parts)
 
 
 @functools.lru_cache(maxsize=64)
@@ -831,17 +823,19 @@ def derive_network_corrections(net: Network) -> CorrectionDerivation:
     """E G, m, s, kappa's to O(1/M) as sympy for every placement the 1/M path derives (``derive(net).corrections``).
 
     Args:
-        net: a network with numeric parameters: no normalization, centre-only or full batch norm on the output, or
-            a layer norm on layer 2 of a three-layer net with equal widths.
+        net: a network with numeric parameters: no normalization, centre-only or full batch norm on the output,
+            layer norms on hidden layers (possibly with a centre-only batch norm on the output), or a batch norm on
+            the last hidden layer (:mod:`meanfield.finite.symbolic_placements`).
 
     Returns:
         :func:`meanfield.finite.symbolic_corrections.derive_corrections`' derivation for a plain network, else a
         :class:`NormalizedCorrectionDerivation`; ``evaluate(M, T)`` gives the numbers of the numeric path it is
-        written on (gram_corrections, output_batch_norm_terms, layer_norm_gram_means).
+        written on (gram_corrections, output_batch_norm_terms, layer_norm_gram_means, layer_norm_corrections,
+        hidden_batch_norm_terms).
 
     Raises:
-        InvalidArgument: not a Network, symbolic parameters, or a placement not derived (hidden batch norm, other
-            layer-norm placements, several normalizations): the message names it.
+        InvalidArgument: not a Network, symbolic parameters, or a placement not derived (correction_placement):
+            the message names it.
 
     Example:
         >>> d = derive_network_corrections(Network(3, "relu", 2, 0.1, norms=["batch:last"]))
@@ -854,7 +848,10 @@ def derive_network_corrections(net: Network) -> CorrectionDerivation:
     if where == "none":
         return derive_corrections(net)
     mf = derive(net)
-    if where == "layer:2":
+    if where in MORE_PLACEMENTS:
+        parts, statements, layers, sections = placement_parts(net, where, mf), (), (), ()
+        shift_d, shift_o = parts.pop("shifts")
+    elif where == "layer:2":
         parts = _layer(net, mf)
         statements, layers, sections = (), (), ()
         shift_d, shift_o = parts.pop("shifts")
