@@ -68,7 +68,7 @@ import numpy as np
 from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 
-__all__ = ["entry_covariance", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
+__all__ = ["entry_covariance", "check_entry", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
            "OutlierFluctuations", "outlier_fluctuations"]
 
@@ -242,7 +242,13 @@ def _forward(net: Any, width: int, samples: int, n: int) -> dict:
     return dict(cov=cov, means=means, pairs=pairs, op=op, widths=widths)
 
 
-def _check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
+def check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
+    """An entry (k, l, t, s) of the Gram as four ints, or InvalidArgument naming ``name``.
+
+    Example:
+        >>> check_entry("first", (0, 1, 0, 2))
+        (0, 1, 0, 2)
+    """
     try:
         if len(entry) != 4:
             raise ValueError
@@ -472,7 +478,7 @@ def gram_covariance(net: Any, width: int, first: Any, second: Any) -> float:
         1.0
     """
     M, _ = _check_plain(net, width, 1, 1)
-    e1, e2 = _check_entry("first", first), _check_entry("second", second)
+    e1, e2 = check_entry("first", first), check_entry("second", second)
     if min(e1 + e2) < 0:
         raise InvalidArgument("first, second", (first, second), "non-negative labels")
     if len(set(e1[:2] + e2[:2])) > net.outputs:

@@ -45,7 +45,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 from ..spec.network import LayerNorm, Network
 from .corrections import two_sample_layer, two_sample_rule
-from .fourpoint import entry_covariance
+from .fourpoint import check_entry, entry_covariance
 
 __all__ = ["layer_norm_gram_covariance", "LayerNormEntryVariances", "layer_norm_entry_variances", "RealizedAverages",
            "realized_averages"]
@@ -299,13 +299,7 @@ def _covariance(net: Network, width: int, first: tuple, second: tuple) -> tuple[
 
 
 def _check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
-    try:
-        if len(entry) != 4:
-            raise ValueError
-        k, l, t, s = (int(v) for v in entry)
-    except (TypeError, ValueError):
-        raise InvalidArgument(name, entry, "an entry (k, l, t, s): output labels k, l and sample labels t, s "
-                              "(equal labels mean the same output or sample)") from None
+    k, l, t, s = check_entry(name, entry)
     if min(k, l, t, s) < 0:
         raise InvalidArgument(name, entry, "non-negative labels")
     return k, l, t, s
