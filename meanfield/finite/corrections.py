@@ -65,7 +65,7 @@ from ..theory.fisher import predict
 from .fourpoint import cross_output_variance, gram_covariance, same_output_variance
 
 __all__ = ["GramCorrections", "gram_corrections", "TwoSampleRule", "two_sample_rule", "ntk_mean_shift", "kernel_mean_shift", "finite_width_stats",
-           "STATISTICS", "two_sample_layer"]
+           "STATISTICS", "two_sample_layer", "kernel_response_covariance", "ntk_response", "sandwich_step"]
 
 # the statistics gram_corrections corrects at O(1/M) (what FisherStats.includes_1_over_M can name)
 STATISTICS = frozenset({"gram_diag", "gram_offdiag", "m", "s", "kappa1", "kappa2"})
@@ -256,6 +256,58 @@ def _forward(net: Network, width: int) -> _Forward:
     return _Forward(widths, sw, tuple(kbar), layers, cov, tuple(dk), dc)
 
 
+def kernel_response_covariance(cov: dict, ncoef: dict, width_below: float, sw_below: float, j: int,
+                               p: int) -> np.ndarray:
+    """Cov(K^{j-1}_A, Z^{j-1}), A = (tt, ts, ss), with Z^{j-1} = M_{j-1} K^{j-1}_p + sw N^{j-1} and delta N^{j-1} =
+    sum_i ncoef[i] . delta X^i its linear response (X^i the kernel and slope averages of layer i, ``cov[(a, b)]``
+    their covariances): the covariance the forward NTK recursion needs at layer j, plain or behind a layer norm.
+
+    Example:
+        >>> cov = {(0, 0): np.eye(6)}
+        >>> kernel_response_covariance(cov, {}, 64.0, 2.0, 1, 1).tolist()
+        [0.0, 64.0, 0.0]
+    """
+    out = width_below * cov[(j - 1, j - 1)][:3, p].copy()
+    for i, coef in ncoef.items():
+        out += sw_below * (cov[(j - 1, i)][:3, :] @ coef)
+    return out
+
+
+def ntk_response(ncoef: dict, cbar: float, theta: float, width_below: float, sw_below: float, j: int,
+                 p: int) -> dict:
+    """The linear response of N^j (the realized average of phi' phi' times the NTK below), delta N^j = Theta^j delta
+    c^j + c^j (M_{j-1} delta K^{j-1}_p + sw delta N^{j-1}), as coefficients on the layers' (kernel, slope) averages
+    (6 entries each).
+
+    Example:
+        >>> {i: v.tolist() for i, v in ntk_response({}, 0.5, 3.0, 64.0, 2.0, 1, 0).items()}
+        {0: [32.0, 0.0, 0.0, 0.0, 0.0, 0.0], 1: [0.0, 0.0, 0.0, 3.0, 0.0, 0.0]}
+    """
+    new = {i: cbar * sw_below * coef for i, coef in ncoef.items()}
+    e = np.zeros(6)
+    e[p] = cbar * width_below
+    new[j - 1] = new.get(j - 1, np.zeros(6)) + e
+    e = np.zeros(6)
+    e[3 + p] = theta
+    new[j] = e
+    return new
+
+
+def sandwich_step(lay: Any, pair: tuple, theta: float, ybar: np.ndarray, width: float, width_below: float,
+                  sw_below: float) -> np.ndarray:
+    """Y^j = M_j Theta^j E4^j + (M_j / M_{j-1})^2 sw^2 D_a Y^{j-1} D_b^T (a, b the pair's samples): the sandwiched
+    NTK of a plain layer (``lay`` its :func:`two_sample_layer`).
+
+    Example:
+        >>> lay = two_sample_layer(Unit.of(Network(2, "relu", 2, 0).phi(1)), 1.0, 0.5, 1.0)
+        >>> sandwich_step(lay, (0, 0), 1.0, np.zeros((2, 2)), 1.0, 1.0, 2.0).shape
+        (2, 2)
+    """
+    a, b = pair
+    return width * theta * lay.e4[pair] + (width / width_below) ** 2 * sw_below ** 2 * (
+        lay.dmat[a] @ ybar @ lay.dmat[b].T)
+
+
 def _ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
     """(E Theta^L(t, s) to leading order, its O(1) shift) for pair (0, 0) (t = s) or (0, 1) (t != s)."""
     fw = _forward(net, width)
@@ -270,25 +322,12 @@ def _ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
         lay = fw.layers[j]
         cbar = lay.c[p]
         # Cov(K^{j-1}_A, Z^{j-1}) with Z^{j-1} = M_{j-1} K^{j-1}_p + sw N^{j-1}
-        covKZ = Mw[j - 1] * fw.cov[(j - 1, j - 1)][:3, p].copy()
-        for i, coef in ncoef.items():
-            covKZ += sw[j - 1] * (fw.cov[(j - 1, i)][:3, :] @ coef)
+        covKZ = kernel_response_covariance(fw.cov, ncoef, Mw[j - 1], sw[j - 1], j, p)
         cov_cZ = sw[j - 1] * float(lay.gradc[p] @ covKZ)
         ycorr = (sw[j - 1] / Mw[j - 1]) ** 2 * float((lay.d2c[pair] * ybar).sum()) if j >= 2 else 0.0
         dn_new = fw.dc[j][p] * theta + cbar * dtheta + cov_cZ + ycorr
-        # linear response of N^j: Theta^j delta c^j + c^j (M_{j-1} delta K^{j-1}_p + sw delta N^{j-1})
-        new = {i: cbar * sw[j - 1] * coef for i, coef in ncoef.items()}
-        e = np.zeros(6)
-        e[p] = cbar * Mw[j - 1]
-        new[j - 1] = new.get(j - 1, np.zeros(6)) + e
-        e = np.zeros(6)
-        e[3 + p] = theta
-        new[j] = e
-        ncoef = new
-        # Y^j = M_j Theta^j E4^j + (M_j / M_{j-1})^2 sw^2 D_a Y^{j-1} D_b^T (a, b the pair's samples)
-        a, b = pair
-        ybar = Mw[j] * theta * lay.e4[pair] + (Mw[j] / Mw[j - 1]) ** 2 * sw[j - 1] ** 2 * (
-            lay.dmat[a] @ ybar @ lay.dmat[b].T)
+        ncoef = ntk_response(ncoef, cbar, theta, Mw[j - 1], sw[j - 1], j, p)
+        ybar = sandwich_step(lay, pair, theta, ybar, Mw[j], Mw[j - 1], sw[j - 1])
         nbar, dn = cbar * theta, dn_new
         theta = 1.0 + Mw[j] * fw.kbar[j][p] + sw[j] * nbar
         dtheta = Mw[j] * fw.dk[j][p] + sw[j] * dn

@@ -72,7 +72,8 @@ from ..errors import InvalidArgument, check_int, check_real
 from ..integrals.quadrature import Unit
 from ..spec.network import LayerNorm, Network
 from ..theory.fisher import predict
-from .corrections import STATISTICS, kernel_mean_shift, ntk_mean_shift, two_sample_layer, two_sample_rule
+from .corrections import (STATISTICS, kernel_mean_shift, kernel_response_covariance, ntk_mean_shift, ntk_response,
+                          sandwich_step, two_sample_layer, two_sample_rule)
 from .fourpoint_layernorm import layer_norm_entry_variances, layer_norm_gram_covariance, realized_averages
 
 __all__ = ["layer_norm_kernel_shift", "LayerNormTerms", "layer_norm_terms", "layer_norm_kernel_mean_shift",
@@ -556,9 +557,7 @@ def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
     for j in range(1, L):
         unit = Unit.of(net.phi(j))
         cbar = float(fw.c[j][p])
-        covKZ = Mw[j - 1] * fw.cov[(j - 1, j - 1)][:3, p].copy()
-        for i, coef in ncoef.items():
-            covKZ += sw[j - 1] * (fw.cov[(j - 1, i)][:3, :] @ coef)
+        covKZ = kernel_response_covariance(fw.cov, ncoef, Mw[j - 1], sw[j - 1], j, p)
         cov_cZ = sw[j - 1] * float(fw.gradc[j][p] @ covKZ)
         if isinstance(net.norm_at(j), LayerNorm):
             A, B = 1.0 + Mw[j - 1] * float(fw.kbar[j - 1][p]), sw[j - 1] * nbar
@@ -567,18 +566,10 @@ def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
         else:
             lay = two_sample_layer(unit, *fw.Q[j])
             extra = (sw[j - 1] / Mw[j - 1]) ** 2 * float((lay.d2c[pair] * ybar).sum()) if j >= 2 else 0.0
-            a, b = pair
-            ynew = Mw[j] * theta * lay.e4[pair] + (Mw[j] / Mw[j - 1]) ** 2 * sw[j - 1] ** 2 * (
-                lay.dmat[a] @ ybar @ lay.dmat[b].T)
+            ynew = sandwich_step(lay, pair, theta, ybar, Mw[j], Mw[j - 1], sw[j - 1])
         dn = float(fw.dc[j][p]) * theta + cbar * dtheta + cov_cZ + extra
-        new = {i: cbar * sw[j - 1] * coef for i, coef in ncoef.items()}
-        e = np.zeros(6)
-        e[p] = cbar * Mw[j - 1]
-        new[j - 1] = new.get(j - 1, np.zeros(6)) + e
-        e = np.zeros(6)
-        e[3 + p] = theta
-        new[j] = e
-        ncoef, ybar = new, ynew
+        ncoef = ntk_response(ncoef, cbar, theta, Mw[j - 1], sw[j - 1], j, p)
+        ybar = ynew
         nbar = cbar * theta
         theta = 1.0 + Mw[j] * float(fw.kbar[j][p]) + sw[j] * nbar
         dtheta = Mw[j] * float(fw.dk[j][p]) + sw[j] * dn
