@@ -362,16 +362,9 @@ def layer_norm_gram_means(net: Network, width: int, samples: int) -> LayerNormGr
                       + dTheta2[p] * f0 + sw[1] * float(grad @ cov_AB_K1))
         # the normalization's own shift of E[psi / (s_a s_b)], psi = phi'(u~_a) phi'(u~_b): von Mises as in _terms
         psi = d[a] * d[b]
-        Epsi = rule.mean(psi)
         own = (A + B) * float(_own_c(unit2, rho)[p]) / M
         # the Jacobian's projector: A (1 - r_a / M) and the S parts (column sums, u~ projections, 1^T S 1)
-        if a == b:
-            r_mean = rule.mean(psi * (1 + z[0] ** 2))
-        else:
-            r_mean = rule.mean(psi * (1 + z[0] ** 2 + z[1] ** 2 - rho * z[0] * z[1]))
-        rab = 1.0 if a == b else rho
-        projector = (-A / M * r_mean - 2 / M * B * Epsi - B / M * rule.mean(psi * (z[a] ** 2 + z[b] ** 2))
-                     + B / M * Epsi + B * rab / M * rule.mean(psi * z[a] * z[b]))
+        projector = _projector(rule.mean, psi, z, rho, (a, b), A, B, M)
         # Stein on row a: the derivatives are in z = u / sigma, hence c2 / sigma^2 (Y is in u units)
         stein = c2 / sig2 * sum(Y[s, r] * rule.mean(psi * (y[s] * y[r] - P[s, r])) for s in (0, 1) for r in (0, 1))
         cross = c2 / sig2 * (Y[a, b] * rule.mean(psi * z[a] * z[b])
@@ -386,6 +379,20 @@ def layer_norm_gram_means(net: Network, width: int, samples: int) -> LayerNormGr
 
 
 # -- any placement: the forward NTK recursion of corrections.py run through layer norms ----------------------------
+
+
+def _projector(mean, psi: np.ndarray, z: tuple, rho: float, pair: tuple, A: float, B: float, M: float) -> float:
+    """The Jacobian's projector terms of a layer-normed unit's E[psi Theta~_aa]: A (1 - r_a / M) and the S parts
+    (column sums, projections on u~, 1^T S 1), with ``mean`` the two-sample rule's expectation."""
+    a, b = pair
+    if a == b:
+        r_mean = mean(psi * (1 + z[0] ** 2))
+    else:
+        r_mean = mean(psi * (1 + z[0] ** 2 + z[1] ** 2 - rho * z[0] * z[1]))
+    rab = 1.0 if a == b else rho
+    Epsi = mean(psi)
+    return (-A / M * r_mean - 2 / M * B * Epsi - B / M * mean(psi * (z[a] ** 2 + z[b] ** 2))
+            + B / M * Epsi + B * rab / M * mean(psi * z[a] * z[b]))
 
 
 def _own_c(unit: Unit, rho: float) -> np.ndarray:
@@ -505,14 +512,7 @@ def _ln_layer_terms(unit: Unit, Q: np.ndarray, pair: tuple, A: float, B: float, 
     a, b = pair
     d = [np.asarray(unit.df(x), dtype=float) for x in z]
     psi = d[a] * d[b]
-    Epsi = rule.mean(psi)
-    if a == b:
-        r_mean = rule.mean(psi * (1 + z[0] ** 2))
-    else:
-        r_mean = rule.mean(psi * (1 + z[0] ** 2 + z[1] ** 2 - rho * z[0] * z[1]))
-    rab = 1.0 if a == b else rho
-    projector = (-A / Mj * r_mean - 2 / Mj * B * Epsi - B / Mj * rule.mean(psi * (z[a] ** 2 + z[b] ** 2))
-                 + B / Mj * Epsi + B * rab / Mj * rule.mean(psi * z[a] * z[b]))
+    projector = _projector(rule.mean, psi, z, rho, (a, b), A, B, Mj)
     c2 = (sw / Mb) ** 2
     stein = c2 / q1 * sum(Y[s, r] * rule.mean(psi * (y[s] * y[r] - P[s, r])) for s in (0, 1) for r in (0, 1))
     cross = c2 / q1 * (Y[a, b] * rule.mean(psi * z[a] * z[b])
