@@ -8,9 +8,9 @@ Run:  python benchmarks/rmt_grid.py [--quick] [--seeds N] [--out table.md] [--ma
 With ``--reference`` nothing is resampled: the sampled means and standard errors are read from the per-cell
 table of a markdown file (the grid tables of ``meanfield/notes/rmt.md``) or from a JSON Lines file written by
 ``--json``, and only the predictions are recomputed (``--model`` picks ``predict(..., finite_width=...)``). The
-prediction is timed per network cold (its first cell, nothing cached) and warm (the other cells), or every cell
-cold with ``--cold-every``, beside the time of one 2048^3 matrix product in the same process (the machine may be
-shared); with
+prediction is timed per network cold (its first cell, nothing cached; wall and CPU time) and warm (the other cells),
+or every cell cold with ``--cold-every``, beside the time of one 2048^3 matrix product in the same process (the
+machine may be shared); with
 ``--baseline-seeds K`` each cell's K first seeds are sampled in the same process and the sampling time of the
 cell's N seeds (K seeds' time times N / K) is printed beside it as the baseline.
 
@@ -30,6 +30,11 @@ The sampled seeds are 0..N-1. The default model (``--model rmt``) derives every 
 network; ``--model rmt-measured`` measures what the derivation does not cover on reference networks at widths 64
 and 128 (seeds from 1000, never the tested draws). Timings are printed against the time of the sampled means (the
 baseline).
+
+Measured with ``--reference meanfield/notes/rmt.md --cold`` (2026-12-07, after the speed changes of section 6b,
+"Third round", of the notes; product 0.30 s): first cells 0.26-0.40 s without layer norm (0.87-1.37 product-times)
+and 0.47-0.85 s with it (1.6-2.9), median cell 0.09 s, none over 1 s (before: 0.62-1.07 s and 1.51-1.71 s, 2.0-3.5 and
+5.0-5.6 product-times). ``benchmarks/rmt_speed.py`` times the first cell in a fresh process.
 """
 
 from __future__ import annotations
@@ -233,9 +238,9 @@ def reevaluate(args) -> int:
         net = by_label[c["label"]]
         if args.cold_every or (args.cold and c["label"] not in timing):
             clear_caches()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         p = predict(net, c["M"], c["T"], finite_width=args.model)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         base = 0.0
         if args.baseline_seeds:
             k = min(args.baseline_seeds, c["seeds"])
@@ -243,7 +248,7 @@ def reevaluate(args) -> int:
             for seed in range(k):
                 sample(net, c["M"], c["T"], seed)
             base = (time.perf_counter() - t0) * c["seeds"] / k
-        timing.setdefault(c["label"], []).append((dt, base, c["M"]))
+        timing.setdefault(c["label"], []).append((dt, base, c["M"], cpu))
         row = dict(c, e=float(p.lambda_max) / c["lam"] - 1, es=float(p.s) / c["s"] - 1, time=dt)
         rows.append(row)
         print(f"| {c['label']} | {c['M']} | {c['T']} | {c['lam']:.4g} ({c['sem'] / c['lam']:.1%}) | {row['e']:+.1%} | "
@@ -267,14 +272,15 @@ def reevaluate(args) -> int:
           + f"; a 2048^3 matrix product took {matmul:.2f} s here (median {_median(times) / matmul:.2f}, max "
           f"{max(times, default=0.0) / matmul:.2f} product-times)")
     # the ratio to the product in the same process is the number to compare across runs on a shared machine
-    print("\n| network | cold (first cell) s | cold / product | warm mean s | warm max s | max M | "
+    # with the CPU time of the first cell (on a loaded machine the wall time overstates it)
+    print("\n| network | cold (first cell) s | cold / product | cold CPU s | warm mean s | warm max s | max M | "
           "sampling its cells s (baseline) |")
-    print("|" + "---|" * 7)
+    print("|" + "---|" * 8)
     for label, ts in timing.items():
-        warm = [t for t, _, _ in ts[1:]] or [0.0]
-        base = sum(b for _, b, _ in ts)
-        print(f"| {label} | {ts[0][0]:.2f} | {ts[0][0] / matmul:.2f} | {sum(warm) / len(warm):.2f} | {max(warm):.2f} | "
-              f"{max(m for _, _, m in ts)} | " + (f"{base:.1f} |" if args.baseline_seeds else "- |"))
+        warm = [t for t, _, _, _ in ts[1:]] or [0.0]
+        base = sum(b for _, b, _, _ in ts)
+        print(f"| {label} | {ts[0][0]:.2f} | {ts[0][0] / matmul:.2f} | {ts[0][3]:.2f} | {sum(warm) / len(warm):.2f} | "
+              f"{max(warm):.2f} | {max(m for _, _, m, _ in ts)} | " + (f"{base:.1f} |" if args.baseline_seeds else "- |"))
     return 0
 
 

@@ -143,10 +143,10 @@ def test_predict_one_over_m():
     assert base.includes_1_over_M == frozenset()
     assert (st.lambda_max, st.lambda_max_kind) == (base.lambda_max, base.lambda_max_kind)
     # a placement not derived: mean-field values, nothing claimed, a note naming it
-    ln = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["layer:1", "batch:last"])
+    ln = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["batch:1", "batch:2"])
     sb = predict(ln, 64, 16, finite_width="1/M")
     assert sb.includes_1_over_M == frozenset() and sb.s == predict(ln, 64, 16).s
-    assert any("layer:1" in n for n in sb.notes)
+    assert any("batch:1" in n for n in sb.notes)
     bn = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["batch:last"])
     assert finite_width_stats(bn, 64, 16, predict(bn, 64, 16))["includes_1_over_M"] == frozenset()
     # positional construction of FisherStats is unchanged (the new field is last, with a default)

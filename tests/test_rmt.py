@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from block_models import normalized_tops
 from meanfield.errors import InvalidArgument
 from meanfield.spec.network import BatchNorm, Network
 from meanfield.finite.fluctuations import Fluctuations, measure_fluctuations
@@ -399,14 +400,7 @@ def test_quasi_random_points_are_scipy_sobol_bit_for_bit():
 def _normalized_model_top(rng, d0, v, V, T, draws):
     """Monte Carlo of the small-T block: Pi diag(rho) (d0 I + Y Y^T) diag(rho) Pi, squared norms gamma(m, V)."""
     Y = rng.standard_normal((draws, T, v.size)) * np.sqrt(v)
-    A = d0 * np.eye(T) + Y @ np.transpose(Y, (0, 2, 1))
-    m = d0 + v.sum()
-    target = rng.gamma(m * m / V, V / m, (draws, T))
-    rho = np.sqrt(target / np.diagonal(A, axis1=1, axis2=2))
-    B = A * rho[:, :, None] * rho[:, None, :]
-    B = B - B.mean(axis=2, keepdims=True) - B.mean(axis=1, keepdims=True) + B.mean(axis=(1, 2), keepdims=True)
-    tops = np.linalg.eigvalsh(B)[:, -1]
-    return tops.mean(), tops.std() / math.sqrt(draws)
+    return normalized_tops(rng, d0 * np.eye(T) + Y @ np.transpose(Y, (0, 2, 1)), d0 + v.sum(), V)
 
 
 @pytest.mark.parametrize("T,ratio", [(8, 7.0), (16, 0.55), (32, 3.0)])

@@ -275,11 +275,12 @@ def test_layer_norm_equals_numeric(net):
                                                               abs=REL * got["mean_diag"]), (part, pair)
 
 
-@pytest.mark.parametrize("norms", [["batch:1"], ["batch-center:1"], ["layer:2", "batch:last"], ["batch:1", "batch:2"]])
+@pytest.mark.parametrize("norms", [["batch:1", "layer:2"], ["batch-center:1", "batch:last"],
+                                   ["batch:1", "batch:2"]])
 def test_placements_not_derived_are_refused(norms):
-    """A batch norm below the last hidden layer, a layer norm with full batch norm on the output, several batch norms:
-    an InvalidArgument naming the norm (layer norms anywhere and a batch norm on the last hidden layer are derived:
-    tests/test_symbolic_placements.py)."""
+    """A hidden batch norm with another normalization, several batch norms: an InvalidArgument naming the norm (layer
+    norms anywhere, also with a full batch norm on the output, and one batch norm on any hidden layer are derived:
+    tests/test_symbolic_placements.py, tests/test_layernorm_outputbn.py, tests/test_deep_bn.py)."""
     net = Network(3, "relu", 2, 0.1, norms=norms)
     with pytest.raises(InvalidArgument, match="not derived for"):
         derive(net).corrections

@@ -53,8 +53,8 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit, breaks, normal_rule
 from .population import LinearPopulation
 
-__all__ = ["PopulationLaw", "population_law", "deterministic_population", "TW_MEAN", "TW_VARIANCE", "POPULATION",
-           "POPULATIONS"]
+__all__ = ["PopulationLaw", "population_law", "deterministic_population", "channel_transforms", "TW_MEAN", "TW_VARIANCE",
+           "POPULATION", "POPULATIONS"]
 
 TW_MEAN, TW_VARIANCE = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1 (real symmetric)
 POPULATIONS = ("deterministic", "drawn")  # where the random-matrix model's population profile comes from
@@ -226,6 +226,41 @@ def _pencil(net: Any, types: int) -> tuple:
     return spaces, links
 
 
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for stacks of tiny matrices, as a sum over the (short) inner index: numpy's batched matmul costs several
+    times more at these sizes (2 or 3)."""
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for j in range(1, a.shape[-1]):
+        out = out + a[..., :, j:j + 1] * b[..., j:j + 1, :]
+    return out
+
+
+def _small_inverse(a: np.ndarray) -> np.ndarray:
+    """inv(a) for a stack of 1 x 1, 2 x 2 or 3 x 3 matrices by the adjugate (a LAPACK call per matrix costs far more
+    at these sizes; larger stacks go to :func:`numpy.linalg.inv`)."""
+    c = a.shape[-1]
+    if c == 1:
+        return 1.0 / a
+    if c == 2:
+        out = np.empty_like(a)
+        out[..., 0, 0], out[..., 1, 1] = a[..., 1, 1], a[..., 0, 0]
+        out[..., 0, 1], out[..., 1, 0] = -a[..., 0, 1], -a[..., 1, 0]
+        out /= (a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0])[..., None, None]
+        return out
+    if c == 3:
+        (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = [[a[..., i, j] for j in range(3)] for i in range(3)]
+        out = np.empty_like(a)
+        # the cofactors (the inverse's numerator, transposed)
+        out[..., 0, 0], out[..., 0, 1] = a11 * a22 - a12 * a21, a21 * a02 - a22 * a01
+        out[..., 0, 2], out[..., 1, 0] = a01 * a12 - a02 * a11, a12 * a20 - a10 * a22
+        out[..., 1, 1], out[..., 1, 2] = a22 * a00 - a20 * a02, a02 * a10 - a00 * a12
+        out[..., 2, 0], out[..., 2, 1] = a10 * a21 - a11 * a20, a20 * a01 - a21 * a00
+        out[..., 2, 2] = a00 * a11 - a01 * a10
+        out /= (a00 * out[..., 0, 0] + a01 * out[..., 1, 0] + a02 * out[..., 2, 0])[..., None, None]
+        return out
+    return np.linalg.inv(a)
+
+
 class _Dyson:
     """The matrix Dyson equation of the pencil: Newton's method on the coupled channels' self-energies.
 
@@ -239,6 +274,11 @@ class _Dyson:
         self.offsets = np.cumsum([0] + [c * c for c in self.sizes])
         for s in spaces:
             s["R"] = np.array([i for i in range(len(s["ch"])) if i not in set(s["C"].tolist())])
+            C, R = s["C"], s["R"]
+            s["zmask"] = s["z"][R]
+            s["zi"] = np.nonzero(s["zmask"])[0]
+            s["out"] = [(s["ch"][R[i]][1], s["layer"]) for i in s["zi"]]
+        self.refs: dict = {}
         self.z: complex | None = None
         self.homotopies = 0
         # each link's coupled block of P and the Kronecker products its Jacobian blocks need
@@ -246,49 +286,65 @@ class _Dyson:
         for lo, up, P, s2, ratio in links:
             p = P[np.ix_(spaces[up]["C"], spaces[lo]["C"])]
             self.maps.append((lo, up, p, s2 * np.kron(p, p), s2 * ratio * np.kron(p.T, p.T), s2, ratio))
+        # the whole map S[<G>] on the stacked (row-major) self-energies: vec(p X p^T) = (p kron p) vec(X)
+        n, o = self.offsets[-1], self.offsets
+        self.K, self.eye = np.zeros((n, n)), np.eye(n)
+        for lo, up, _, kup, klo, _, _ in self.maps:
+            self.K[o[up]:o[up + 1], o[lo]:o[lo + 1]] += kup
+            self.K[o[lo]:o[lo + 1], o[up]:o[up + 1]] += klo
 
     def blocks(self, vec: np.ndarray) -> list:
         return [vec[self.offsets[k]:self.offsets[k + 1]].reshape(c, c) for k, c in enumerate(self.sizes)]
 
+    def reference(self, z: complex) -> tuple:
+        """z0 = i 10^k, k the nearest decade of |z|, and per space the blocks of the pencil's elimination at z0.
+
+        z enters only the z channels' diagonal of the R block: A_RR(z) = A0 + (z - z0) E E^T (E selects them). By
+        Woodbury, with X0 = A0^{-1} and W = (I + (z - z0) N0)^{-1}, N0 = E^T X0 E: E^T X E = N0 W, E^T X A_RC = W V
+        and A_CR X A_RC = A_CR X0 A_RC - (z - z0) U W V (U = A_CR X0 E, V = E^T X0 A_RC). So per z only nz x nz
+        inverses (nz <= 2), not a LAPACK call per unit type; a reference within a decade of |z| keeps the rounding
+        of I + (z - z0) N0 at that of the direct inverse (z spans 1e-7 to 1e4 of the mean eigenvalue)."""
+        k = int(round(math.log10(abs(z))))
+        if k not in self.refs:
+            z0, blocks = 1j * 10.0**k, []
+            for s in self.spaces:
+                C, R, lam, zi = s["C"], s["R"], s["lam"], s["zi"]
+                X0 = np.linalg.inv(lam[:, R[:, None], R[None, :]] + z0 * np.diag(s["zmask"])[None])
+                ARC, ACR = lam[:, R[:, None], C[None, :]], lam[:, C[:, None], R[None, :]]
+                blocks.append((lam[:, C[:, None], C[None, :]] - ACR @ X0 @ ARC, X0[:, zi[:, None], zi[None, :]],
+                               ACR @ X0[:, :, zi], X0[:, zi, :] @ ARC))
+            self.refs[k] = (z0, blocks)
+        return self.refs[k]
+
     def at(self, z: complex) -> None:
-        """Eliminate the uncoupled channels at z (once per z)."""
+        """Eliminate the uncoupled channels at z (once per z): per space (L~_CC, E^T X E, E^T X A_RC, A_CR X E)."""
         if z == self.z:
             return
+        z0, blocks = self.reference(z)
         self.z, self.parts = z, []
-        for s in self.spaces:
-            A = s["lam"] + z * np.diag(s["z"])[None]
-            C, R = s["C"], s["R"]
-            X = np.linalg.inv(A[:, R[:, None], R[None, :]])
-            ARC, ACR = A[:, R[:, None], C[None, :]], A[:, C[:, None], R[None, :]]
-            self.parts.append((A[:, C[:, None], C[None, :]] - ACR @ X @ ARC, X, ARC, ACR))
+        d = z - z0
+        for K0, N0, U, V in blocks:
+            W = _small_inverse(np.eye(N0.shape[-1])[None] + d * N0)
+            UW = _mm(U, W)
+            self.parts.append((K0 + d * _mm(UW, V), _mm(N0, W), _mm(W, V), UW))
 
     def coupled(self, z: complex, vec: np.ndarray) -> list:
         self.at(z)
-        return [np.linalg.inv(Lt - S[None]) for (Lt, _, _, _), S in zip(self.parts, self.blocks(vec))]
+        return [_small_inverse(Lt - S[None]) for (Lt, _, _, _), S in zip(self.parts, self.blocks(vec))]
 
     def residual(self, z: complex, vec: np.ndarray) -> tuple:
         """F(S) = S[<G>] - S and its Jacobian (d<G> = <G dS G> on the coupled channels)."""
-        n = self.offsets[-1]
-        F, J = np.zeros(n, complex), -np.eye(n, dtype=complex)
-        means, pairs = [], []
-        for s, GC in zip(self.spaces, self.coupled(z, vec)):
-            k, c = GC.shape[0], GC.shape[1]
-            wG = GC * s["w"][:, None, None]
-            means.append(wG.sum(0))
-            # pairs[(a, b), (c, d)] = <G_ac G_db>: one product over the types
-            left = wG.transpose(0, 1, 2).reshape(k, c, 1, c, 1)
-            right = GC.transpose(0, 2, 1).reshape(k, 1, c, 1, c)
-            pairs.append((left * right).sum(0).reshape(c * c, c * c))
-        new = [np.zeros((c, c), complex) for c in self.sizes]
-        o = self.offsets
-        for lo, up, p, kup, klo, s2, ratio in self.maps:
-            new[up] += s2 * p @ means[lo] @ p.T
-            new[lo] += s2 * ratio * p.T @ means[up] @ p
-            J[o[up]:o[up + 1], o[lo]:o[lo + 1]] += kup @ pairs[lo]
-            J[o[lo]:o[lo + 1], o[up]:o[up + 1]] += klo @ pairs[up]
-        for k, S in enumerate(self.blocks(vec)):
-            F[o[k]:o[k + 1]] = (new[k] - S).reshape(-1)
-        return F, J
+        n, o = self.offsets[-1], self.offsets
+        means, pairs = np.empty(n, complex), np.zeros((n, n), complex)
+        for k, (s, GC) in enumerate(zip(self.spaces, self.coupled(z, vec))):
+            t, c = GC.shape[0], GC.shape[1]
+            wG = (s["w"][:, None] * GC.reshape(t, c * c))  # rows (a, c')
+            means[o[k]:o[k + 1]] = wG.sum(0)
+            # pairs[(a, b), (c', d)] = <G_ac' G_db>: one product over the types, (a c') x (b d) reordered
+            right = GC.transpose(0, 2, 1).reshape(t, c * c)  # rows (b, d): G_db
+            pairs[o[k]:o[k + 1], o[k]:o[k + 1]] = (wG.T @ right).reshape(c, c, c, c).transpose(0, 2, 1, 3).reshape(
+                c * c, c * c)
+        return self.K @ means - vec, self.K @ pairs - self.eye
 
     def newton(self, z: complex, vec: np.ndarray, maxit: int = 40) -> tuple:
         for _ in range(maxit):
@@ -300,25 +356,32 @@ class _Dyson:
         return vec, False
 
     def channels(self, z: complex, vec: np.ndarray) -> dict:
-        """tr of G over each output channel of each layer (the counts of modes, not per unit): G_RR = X + X A_RC
-        G_CC A_CR X on the uncoupled channels."""
+        """tr of G over each output channel of each layer (the counts of modes, not per unit): the z channels' diagonal
+        of G_RR = X + X A_RC G_CC A_CR X."""
         out = {}
-        for s, GC, (_, X, ARC, ACR) in zip(self.spaces, self.coupled(z, vec), self.parts):
-            GRR = X + X @ ARC @ GC @ ACR @ X
-            mean = np.einsum("k,kaa->a", s["w"], GRR)
-            for i, r in enumerate(s["R"]):
-                if s["z"][r]:
-                    out[(s["ch"][r][1], s["layer"])] = s["M"] * mean[i]
+        for s, GC, (_, XZZ, left, right) in zip(self.spaces, self.coupled(z, vec), self.parts):
+            diag = np.diagonal(XZZ, axis1=1, axis2=2) + (_mm(left, GC) * right.transpose(0, 2, 1)).sum(-1)
+            mean = s["w"] @ diag
+            for m, key in zip(mean, s["out"]):
+                out[key] = s["M"] * m
         return out
 
-    def solve(self, z: complex, vec: np.ndarray) -> tuple:
-        """The physical solution at z (Im G <= 0 on every output channel): Newton from ``vec``, else a homotopy in
-        Im z from far above."""
+    def physical(self, z: complex, vec: np.ndarray) -> tuple:
+        """Newton from ``vec`` and the output channels' traces if it converged to the physical solution (Im G <= 0 on
+        every output channel), else (its end, None)."""
         new, ok = self.newton(z, vec)
         if ok:
             ch = self.channels(z, new)
             if all(v.imag <= 1e-10 * abs(v) for v in ch.values()):
                 return new, ch
+        return new, None
+
+    def solve(self, z: complex, vec: np.ndarray) -> tuple:
+        """The physical solution at z: Newton from ``vec`` (:meth:`physical`), else a homotopy in Im z from far
+        above."""
+        new, ch = self.physical(z, vec)
+        if ch is not None:
+            return new, ch
         self.homotopies += 1
         v = vec
         for eta in np.geomspace(max(abs(z), 1.0), z.imag, 30):
@@ -360,8 +423,21 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
     base = spaces[0]["M"] / float(net.alphas[0])
     vec = np.zeros(dyson.offsets[-1], complex)
 
+    last: list = []  # the two previous solutions (z, S) of a continuation, for a linear predictor of the next start
+
     def density(x: float, eta: float, start: np.ndarray) -> tuple:
-        v, ch = dyson.solve(complex(x, eta), start)
+        z = complex(x, eta)
+        chained = bool(last) and last[-1][1] is start  # continuing from the previous point's solution
+        if chained and len(last) == 2 and last[1][0] != last[0][0]:
+            # Newton from the linear extrapolation of the last two solutions: one iteration fewer per point (the
+            # same root: Newton stops at a relative step of 1e-10, well inside its quadratic convergence)
+            (z0, v0), (z1, v1) = last
+            v, ch = dyson.physical(z, v1 + (v1 - v0) * ((z - z1) / (z1 - z0)))
+            if ch is None:  # not the physical branch from there: as without the predictor
+                v, ch = dyson.solve(z, start)
+        else:
+            v, ch = dyson.solve(z, start)
+        last[:] = (last[-1:] if chained else []) + [(z, v)]
         return v, -sum(ch.values()).imag / (math.pi * n_out), ch
 
     # the mean eigenvalue from large z (m(z) = 1/z + m_1/z^2 + ...): the scale of the grids
@@ -483,3 +559,45 @@ def deterministic_population(net: Any, width: int, types: int = 12) -> LinearPop
         r = math.sqrt(1.0 - c * c)
         overlaps = tuple((top + sd * u, top + sd * (c * u + r * v)) for u in (1.0, -1.0) for v in (1.0, -1.0))
     return LinearPopulation(net, M, -1, tuple(pops), (share, share), overlaps)
+
+
+def channel_transforms(net: Any, points: tuple, types: int = 12) -> tuple:
+    """g_c(z) = tr_c (z - A A^T)^(-1) / n per output channel c, at real points z above the law's upper edge.
+
+    The resolvent of the linear population at real z outside its spectrum, split by output channel (name, layer) as
+    in :attr:`PopulationLaw.shares`; per mode (n the channels' total dimension), so that sum_c g_c(z) = int rho(x) /
+    (z - x) dx. Used by :mod:`meanfield.finite.blockshare` for the output layer's share of a sample block's top.
+
+    Args:
+        net: as :func:`population_law`.
+        points: real z values (units of T G), each above :attr:`PopulationLaw.edge`.
+        types: as :func:`population_law`.
+
+    Returns:
+        one dict {(name, layer): g_c(z)} (real floats) per point, in the order given.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> net = Network(2, "relu", 2, 0)
+        >>> g = channel_transforms(net, (4.0 * population_law(net).edge,))[0]
+        >>> bool(0 < sum(g.values()) < 1 / population_law(net).edge)
+        True
+    """
+    law = population_law(net, types)
+    zs = [float(z) for z in points]
+    for z in zs:
+        if not (math.isfinite(z) and z > law.edge):
+            raise InvalidArgument("points", z, f"real z above the population law's edge {law.edge:.6g}")
+    spaces, links = _pencil(net.with_(outputs=1), check_int("types", types, minimum=2))
+    dyson = _Dyson(spaces, links)
+    n_out = sum(s["M"] * s["z"].sum() for s in spaces)
+    mean = law.moments[0]
+    vec = np.zeros(dyson.offsets[-1], complex)
+    out: dict = {}
+    # continuation from far above the spectrum down to each point (descending), a vanishing imaginary part
+    start = max(zs + [40.0 * mean])
+    vec, _ = dyson.newton(complex(start, mean), vec)
+    for z in sorted(set(zs), reverse=True):
+        vec, ch = dyson.solve(complex(z, 1e-9 * mean), vec)
+        out[z] = {key: float(c.real) / n_out for key, c in ch.items()}
+    return tuple(out[z] for z in zs)

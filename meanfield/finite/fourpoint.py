@@ -70,7 +70,8 @@ from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 
 __all__ = ["entry_covariance", "check_entry", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
-           "OutlierFluctuations", "outlier_fluctuations"]
+           "OutlierFluctuations", "outlier_fluctuations", "set_partitions",
+           "index_patterns"]
 
 
 @dataclass(frozen=True)
@@ -603,26 +604,56 @@ def bulk_fluctuations(net: Any, width: int) -> BulkFluctuations:
     return BulkFluctuations(M, same - 2.0 * one + none, mean_direction, diagonal, mean_diag - mean_off, mean_off)
 
 
-def _set_partitions(n: int):
-    """Restricted growth strings of length n: each partition of n positions into blocks, blocks numbered in order."""
-    def grow(prefix: tuple):
+def set_partitions(n: int) -> tuple:
+    """(l_1, ..., l_n) with l_1 = 0, l_i <= 1 + max(l_1..l_{i-1}): the set partitions of n positions as restricted
+    growth strings (blocks numbered in order of appearance), in lexicographic order.
+
+    For n = 4: the 15 patterns of equal samples among four indices (t, s, u, v), each once, canonically labelled.
+
+    Raises:
+        InvalidArgument: n not an integer in 1..10.
+
+    Example:
+        >>> len(set_partitions(4)), set_partitions(3)
+        (15, ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 1, 2)))
+    """
+    return _set_partitions(check_int("n", n, minimum=1, maximum=10))
+
+
+@functools.lru_cache(maxsize=8)
+def _set_partitions(n: int) -> tuple:
+    def grow(prefix: tuple) -> list:
         if len(prefix) == n:
-            yield prefix
-            return
-        for b in range(max(prefix, default=-1) + 2):
-            yield from grow(prefix + (b,))
-    yield from grow(())
+            return [prefix]
+        return [p for b in range(max(prefix, default=-1) + 2) for p in grow(prefix + (b,))]
+    return tuple(grow(()))
+
+
+def index_patterns(T: int) -> tuple:
+    """((labels, T (T - 1) ... (T - b + 1)), ...): the patterns of equal samples among four indices over a batch of T
+    (:func:`set_partitions`, b = max(labels) + 1 <= T blocks), each with its number of index tuples.
+
+    A sum over the T^4 index tuples of an exchangeable tensor is the sum over these of count times its value.
+
+    Raises:
+        InvalidArgument: T not an integer >= 1.
+
+    Example:
+        >>> index_patterns(2)[:3], len(index_patterns(2))
+        ((((0, 0, 0, 0), 2), ((0, 0, 0, 1), 2), ((0, 0, 1, 0), 2)), 8)
+        >>> sum(count for _, count in index_patterns(5))
+        625
+    """
+    T = check_int("T", T, minimum=1)
+    return tuple((labels, math.prod(T - i for i in range(max(labels) + 1))) for labels in set_partitions(4)
+                 if max(labels) + 1 <= T)
 
 
 def _block_sum_covariance(net: Any, M: int, T: int, first: tuple, second: tuple) -> float:
     """Cov(sum_{t,s} T G_first(t, s), sum_{u,v} T G_second(u, v)) over a batch of T: the four indices' patterns of
     equal samples (set partitions), each weighted by its number T (T-1) ... of label assignments."""
     total = 0.0
-    for labels in _set_partitions(4):
-        blocks = max(labels) + 1
-        if blocks > T:
-            continue
-        count = math.prod(T - i for i in range(blocks))
+    for labels, count in index_patterns(T):
         total += count * _covariance(net, M, T, first + labels[:2], second + labels[2:])[0]
     return total
 

@@ -47,18 +47,34 @@ from ..spec.network import LayerNorm, Network
 from .corrections import two_sample_layer, two_sample_rule
 from .fourpoint import check_entry, entry_covariance
 
-__all__ = ["layer_norm_gram_covariance", "LayerNormEntryVariances", "layer_norm_entry_variances", "RealizedAverages",
-           "realized_averages"]
+__all__ = ["check_layer_norms", "layer_norm_gram_covariance", "LayerNormEntryVariances",
+           "layer_norm_entry_variances", "RealizedAverages", "realized_averages"]
 
 _POWERS = tuple((i, j, k) for i in range(5) for j in range(5) for k in range(3) if i + j <= 4)
 
 
-def _conditional(unit: Unit, shift: np.ndarray, scale: float) -> dict:
-    """E_e[phi^i phi'^j u^k (shift + scale e)] per (i, j, k) in _POWERS, one value per shift."""
+def _conditional(unit: Unit, shift: np.ndarray, scale: float, powers: tuple = _POWERS) -> dict:
+    """E_e[phi^i phi'^j u^k (shift + scale e)] per (i, j, k) in ``powers``, one value per shift."""
     e, w = normal_rule(breaks(unit, shift, scale))
     u = shift[:, None] + scale * e
     fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
-    return {(i, j, k): (w * fa**i * fd**j * u**k).sum(axis=1) for i, j, k in _POWERS}
+    # each power and each partial product once (the cold call's hot spot); the factors and their order are those of
+    # w * fa**i * fd**j * u**k, and a zeroth power (exactly 1) is skipped, so the values are the same to the bit
+    pf, pd, pu = {0: None}, {0: None}, {0: None}
+    wf, wfd, out = {}, {}, {}
+    for i, j, k in powers:
+        if i not in wf:
+            if i not in pf:
+                pf[i] = fa**i
+            wf[i] = w if i == 0 else w * pf[i]
+        if (i, j) not in wfd:
+            if j not in pd:
+                pd[j] = fd**j
+            wfd[(i, j)] = wf[i] if j == 0 else wf[i] * pd[j]
+        if k not in pu:
+            pu[k] = u**k
+        out[(i, j, k)] = (wfd[(i, j)] if k == 0 else wfd[(i, j)] * pu[k]).sum(axis=1)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -127,7 +143,7 @@ def _slopes_plain(unit: Unit, q1: float, q2: float, kind: int) -> tuple[float, f
     one = (1, 0, 0) if kind == 0 else (0, 1, 0)
 
     def square(q: float) -> float:
-        return float(_conditional(unit, np.zeros(1), math.sqrt(q))[p][0])
+        return float(_conditional(unit, np.zeros(1), math.sqrt(q), (p,))[p][0])
 
     def pair(qa: float, qab: float) -> float:
         # u_a = sqrt(qab) w + sqrt(qa - qab) e_a, u_b = sqrt(qab) w + sqrt(q1 - qab) e_b (qab >= 0)
@@ -136,8 +152,8 @@ def _slopes_plain(unit: Unit, q1: float, q2: float, kind: int) -> tuple[float, f
         if unit.kinks is None and c > 0:
             zb = np.linspace(-RANGE, RANGE, 33)[None, 1:-1]
         z, wz = normal_rule(zb)
-        ma = _conditional(unit, c * z[0], math.sqrt(qa - qab))[one]
-        mb = _conditional(unit, c * z[0], math.sqrt(q1 - qab))[one]
+        ma = _conditional(unit, c * z[0], math.sqrt(qa - qab), (one,))[one]
+        mb = _conditional(unit, c * z[0], math.sqrt(q1 - qab), (one,))[one]
         return float(wz[0] @ (ma * mb))
 
     h = 1e-5 * q1
@@ -177,15 +193,18 @@ def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAver
     raw = np.array([_mean(table, _counts(c)) for c in comps])
     # the linear part of each influence function: alpha_i z_i + beta_i (z_i^2 - 1) over the component's samples
     lin = []
+    pair_coef: dict = {}  # kind -> the two-sample coefficients per sample position (the same for every pair a < b)
     for r, (kind, a, b) in enumerate(comps):
         if a == b:
             ez = _mean(table, _counts((kind, a, a), powers={a: 1}))
             ez2 = _mean(table, _counts((kind, a, a), powers={a: 2}))
             coef = {a: [ez, 0.5 * (ez2 - raw[r])]}          # Stein at unit variance: E[d g] = E[g z], E[z d g] = E[g (z^2 - 1)]
         else:
-            f = unit.f if kind == 0 else unit.df
-            g = np.asarray(f(z[0]), dtype=float) * np.asarray(f(z[1]), dtype=float)
-            coef = {x: [rule.mean(g * y[i]), 0.5 * rule.mean(g * (z[i] * y[i] - 1))] for i, x in enumerate((a, b))}
+            if kind not in pair_coef:
+                f = unit.f if kind == 0 else unit.df
+                g = np.asarray(f(z[0]), dtype=float) * np.asarray(f(z[1]), dtype=float)
+                pair_coef[kind] = [(rule.mean(g * y[i]), 0.5 * rule.mean(g * (z[i] * y[i] - 1))) for i in (0, 1)]
+            coef = {x: list(pair_coef[kind][i]) for i, x in enumerate((a, b))}
         if kind == 1:                                      # the factor 1 / (s_a s_b): (1 + eps)^-1/2 per sample
             for x in (a, b):
                 coef[x][1] += 0.5 * raw[r]
@@ -245,13 +264,30 @@ def realized_averages(phi: Any, q1: float, q2: float, layer_norm: bool, samples:
     return _local(Unit.of(phi), float(q1), float(q2), bool(layer_norm), n)
 
 
-def _check(net: Any) -> None:
+def check_layer_norms(net: Any, centre: bool = False) -> Network:
+    """``net`` itself, if it is a numeric network whose normalizations are layer norms on hidden layers (or none; with
+    ``centre`` also a centre-only batch norm on the output): the placements the layer-norm rules derive.
+
+    Raises:
+        InvalidArgument: anything else, naming the first normalization not derived.
+
+    Example:
+        >>> check_layer_norms(Network(3, "tanh", 2, 0.1, norms=["layer:1"])).depth
+        3
+    """
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
     if net.is_symbolic:
         raise InvalidArgument("net", net.describe(), "numeric parameters")
-    if any(not isinstance(norm, LayerNorm) or norm.layer == net.depth for norm in net.norms):
-        raise InvalidArgument("net", net.describe(), "layer norms on hidden layers and no other normalization")
+    for n in net.norms:
+        if isinstance(n, LayerNorm) and n.layer != net.depth:
+            continue
+        if centre and n.layer == net.depth and getattr(n, "center_only", False):
+            continue
+        raise InvalidArgument("net", net.describe(), "layer norms on hidden layers (or none)"
+                              + (", centre-only batch norm on the output" if centre else "")
+                              + " and no other normalization", f"not derived for {n}")
+    return net
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,7 +366,7 @@ def layer_norm_gram_covariance(net: Network, width: int, first: Any, second: Any
         >>> bool(v > 0)
         True
     """
-    _check(net)
+    check_layer_norms(net)
     M = check_int("width", width, minimum=1)
     e1, e2 = _check_entry("first", first), _check_entry("second", second)
     if len(set(e1[:2] + e2[:2])) > net.outputs:
@@ -369,7 +405,7 @@ def layer_norm_entry_variances(net: Network, width: int, samples: int) -> LayerN
         >>> v.var_diag > 0 and v.cross_square_offdiag > 0
         True
     """
-    _check(net)
+    check_layer_norms(net)
     M = check_int("width", width, minimum=1)
     T = check_int("samples", samples, minimum=1)
     var_d = _covariance(net, M, (0, 0, 0, 0), (0, 0, 0, 0))[0] / T**2

@@ -8,7 +8,9 @@ h_b that Stein's lemma on the next layer's rows needs. The realized-average recu
 :mod:`meanfield.finite.corrections`, run for four samples (four-sample Gaussian integrals by conditioning on the
 common part, u_i = sqrt(q_2) z + sqrt(q_1 - q_2) e_i, so 0 <= q_2 is required). :func:`class_tensor` expands such
 pattern-indexed values to T^4 tensors. Shared by :mod:`meanfield.finite.normalized` (full batch norm on the output)
-and :mod:`meanfield.finite.hiddenbn` (batch norm on the last hidden layer).
+and :mod:`meanfield.finite.hiddenbn` (batch norm on the last hidden layer). The layer recursion itself is
+:func:`world_recursion`, which takes the per-layer step: :func:`plain_step` here, the layer-norm step in
+:mod:`meanfield.finite.layernorm_world` (whose finer quadrature is :func:`conditional_moments` with fixed breaks).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from ..integrals.quadrature import Unit, breaks, normal_rule
 from ..spec.network import Network
 from .corrections import two_sample_layer
 
-__all__ = ["World", "realized_world", "class_tensor", "pair_index", "four_sample_mean"]
+__all__ = ["World", "realized_world", "class_tensor", "pair_index", "four_sample_mean", "plain_step",
+           "world_recursion", "conditional_moments"]
 
 
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
@@ -73,30 +76,61 @@ def pair_index(a: int, b: int) -> int:
     return _P4_INDEX[(min(a, b), max(a, b))]
 
 
-def _moments4(unit: Unit, q1: float, q2: float):
-    """E[prod_i phi^p_i phi'^q_i (u_i)] for four exchangeable samples (kernel q1 on, q2 off the diagonal): u_i =
-    sqrt(q2) z + sqrt(q1 - q2) e_i, the e_i independent given z, so the mean is E_z[prod_i m_{p_i q_i}(z)]."""
+def conditional_moments(unit: Unit, q1: float, q2: float, grid: tuple | None = None) -> tuple:
+    """(w_z, m): E[prod_i phi^p_i phi'^q_i u^k_i (u_i)] = sum_z w_z prod_i m((p_i, q_i, k_i))[z] for four exchangeable
+    samples u_i = sqrt(q2) z + sqrt(q1 - q2) e_i (kernel q1 on, q2 off the diagonal; the e_i independent given z).
+
+    Args:
+        unit: the activation; q1, q2: the kernel, 0 <= q2 < q1.
+        grid: None (the outer rule over z in pieces [-3, 0, 3], the inner one over e split at the unit's kinks only:
+            :func:`realized_world`'s), or fixed breaks (increasing) added to both rules besides the kinks.
+
+    Raises:
+        InvalidArgument: q2 < 0 or q1 <= q2.
+
+    Example:
+        >>> from meanfield.integrals.quadrature import IDENTITY
+        >>> wz, m = conditional_moments(IDENTITY, 1.0, 0.5)
+        >>> round(float((wz * m((0, 0, 2)) * m((1, 0, 0)) ** 2).sum()), 10)     # E[u_0^2 u_1 u_2] = q1 q2 + 2 q2^2
+        1.0
+    """
     if not (q2 >= 0 and q1 > q2):
         raise InvalidArgument("net", (q1, q2), "layer kernels with 0 <= q_ts < q_tt (exchangeable, non-negative "
                                                "overlap: the one-dimensional conditioning)")
-    z, wz = _Z_RULE
+    z, wz = _Z_RULE if grid is None else _grid_rule(tuple(grid))
     shift = math.sqrt(q2) * z[0]
     scale = math.sqrt(q1 - q2)
-    e, we = normal_rule(breaks(unit, shift, scale))
+    kinks = breaks(unit, shift, scale)
+    if grid is not None:
+        kinks = np.concatenate([kinks, np.broadcast_to(np.asarray(grid), (shift.size, len(grid)))], axis=1)
+    e, we = normal_rule(kinks)
     u = shift[:, None] + scale * e
     fa, fd = np.asarray(unit.f(u), dtype=float), np.asarray(unit.df(u), dtype=float)
     cache: dict = {}
 
-    def m(p: int, q: int) -> np.ndarray:
-        if (p, q) not in cache:
-            cache[(p, q)] = (we * fa**p * fd**q).sum(axis=1)
-        return cache[(p, q)]
+    def m(key: tuple) -> np.ndarray:
+        if key not in cache:
+            p, q, k = key
+            cache[key] = (we * fa**p * fd**q * u**k).sum(axis=1)
+        return cache[key]
+    return wz[0], m
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_rule(grid: tuple) -> tuple:
+    return normal_rule(np.array(grid)[None, :])
+
+
+def _moments4(unit: Unit, q1: float, q2: float):
+    """E[prod_i phi^p_i phi'^q_i (u_i)] for four exchangeable samples (kernel q1 on, q2 off the diagonal): u_i =
+    sqrt(q2) z + sqrt(q1 - q2) e_i, the e_i independent given z, so the mean is E_z[prod_i m_{p_i q_i}(z)]."""
+    wz, m = conditional_moments(unit, q1, q2)
 
     def mean(powers: list) -> float:
-        out = wz[0].copy()
+        out = wz.copy()
         for p, q in powers:
             if p or q:
-                out = out * m(p, q)
+                out = out * m((p, q, 0))
         return float(out.sum())
     return mean
 
@@ -132,8 +166,91 @@ class World:
     y: dict             # (0, 0) / (0, 1) -> 4 x 4 matrix over (a, b)
 
 
-@functools.lru_cache(maxsize=32)
-def _world(net: Network, width: int) -> World:
+def plain_step(mean, unit: Unit, qa: float, qb: float, theta: tuple, y: dict, Mj: int, Mb: int, sw: float,
+               first: bool) -> tuple:
+    """(means, M x cov, d/dQ) of a plain layer's (phi_a phi_b, phi'_a phi'_b) pairs and Y^j = M_j Theta^j E4 +
+    (M_j / M_{j-1})^2 sigma_w^2 D_u Y^{j-1} D_v^T, for :func:`world_recursion`.
+
+    Args:
+        mean: factors ((kind, sample), ...) -> the four-sample mean at kernel (qa, qb) (kinds 'f', 'd'): the
+            quadrature is the caller's.
+        unit: the layer's activation; qa, qb: its pre-activation kernel on and off the diagonal.
+        theta: the mean NTK (tt, ts) of the layer's pre-activations; y: Y^{j-1} for (u, v) = (0, 0), (0, 1).
+        Mj, Mb: the widths M_j and M_{j-1}; sw: sigma_w^2 of the weights into layer j; first: j == 1 (no Y below).
+
+    Returns:
+        means (20,), the unit-level covariance sigma (20 x 20; the layer's is sigma / M_j), the response (20 x 10)
+        from the exact Price gradients, and the new Y.
+
+    Example:
+        >>> from meanfield.integrals.quadrature import IDENTITY
+        >>> mean = functools.partial(four_sample_mean, IDENTITY, 1.0, 0.5)
+        >>> y0 = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
+        >>> means, sigma, jac, y = plain_step(mean, IDENTITY, 1.0, 0.5, (2.0, 1.0), y0, 4, 4, 1.0, True)
+        >>> means[:2].tolist(), jac.shape, float(y[(0, 0)][0, 0])      # linear: E[u u] = Q, E4 = Q_ab, Y = M Theta Q
+        ([1.0, 0.5], (20, 10), 8.0)
+    """
+    lay = two_sample_layer(unit, qa, qb, qa)
+    # unit-level covariance of the 20 products (phi_a phi_b, phi'_a phi'_b)
+    facs = [(("f", a), ("f", b)) for a, b in _P4] + [(("d", a), ("d", b)) for a, b in _P4]
+    means = np.array([mean(f) for f in facs])
+    second = np.array([[mean(f + g) for g in facs] for f in facs])
+    sigma = second - np.outer(means, means)
+    # d(F, c)_p / dK^{j-1}_A, local (F_ab depends on Q_aa, Q_bb, Q_ab only)
+    jac = np.zeros((20, 10))
+    for i, (a, b) in enumerate(_P4):
+        for off, grad in ((0, lay.gradF), (10, lay.gradc)):
+            if a == b:
+                jac[off + i, pair_index(a, a)] = grad[0, 0]
+            else:
+                jac[off + i, pair_index(a, a)] = grad[1, 0]
+                jac[off + i, pair_index(a, b)] = grad[1, 1]
+                jac[off + i, pair_index(b, b)] = grad[1, 2]
+    # the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b (before N: it uses Theta^j)
+    D = {}
+    for u in (0, 1):
+        Du = np.zeros((4, 4))
+        for tau in range(4):
+            if tau == u:
+                Du[tau, u] = lay.dmat[0][0, 0]
+            else:
+                Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
+        D[u] = Du
+    out = {}
+    for (u, v), old in y.items():
+        e4 = np.array([[mean((("f", a), ("f", b), ("d", u), ("d", v))) for b in range(4)] for a in range(4)])
+        th = theta[0 if u == v else 1]
+        out[(u, v)] = Mj * th * e4 + (0.0 if first else (Mj / Mb) ** 2 * sw ** 2 * (D[u] @ old @ D[v].T))
+    return means, sigma, jac, out
+
+
+def world_recursion(net: Network, width: int, step) -> World:
+    """V = (K^{L-1}, N^{L-1}) = sum_i Lmap_i X^i: the four-sample world's layer recursion, with a given layer step.
+
+    X^j = (K^j, c^j) pairs moves by its local fluctuation sigma_j / M_j and its response to K^{j-1}; N^j responds
+    linearly, Theta^j dc^j + c^j (M_{j-1} dK^{j-1} + sigma_w^2 dN^{j-1}); the means of kbar, nbar and Theta move up.
+    What a layer does (plain or layer-normed, which quadrature) is ``step``'s.
+
+    Args:
+        net: a numeric network of depth >= 2 (checked by the caller).
+        width: M (checked by the caller).
+        step: (net, widths, j, qa, qb, theta, y) -> (means (20,), sigma (20 x 20), response (20 x 10), new y), e.g.
+            :func:`plain_step` with a four-sample mean.
+
+    Raises:
+        InvalidArgument: ``step`` is not callable.
+
+    Example:
+        >>> def step(net, widths, j, qa, qb, theta, y):     # a plain layer, four_sample_mean's quadrature
+        ...     unit = Unit.of(net.phi(j))
+        ...     mean = functools.partial(four_sample_mean, unit, qa, qb)
+        ...     return plain_step(mean, unit, qa, qb, theta, y, widths[j], widths[j - 1], net.sigma_w2[j - 1], j == 1)
+        >>> net = Network(2, "tanh", 2, 0.1)
+        >>> bool(np.array_equal(world_recursion(net, 64, step).cov, realized_world(net, 64).cov))
+        True
+    """
+    if not callable(step):
+        raise InvalidArgument("step", step, "a callable layer step (see plain_step)")
     L = net.depth
     widths = net.widths(width)
     sw = [float(v) for v in net.sigma_w2]
@@ -148,49 +265,17 @@ def _world(net: Network, width: int) -> World:
     covs = {(0, 0): cov0}
     theta = (1 + widths[0] * q1, 1 + widths[0] * q2)     # mean Theta^1 (tt, ts)
     ncoef: dict = {}
-    cbar = nbar = None
+    nbar = (0.0, 0.0)
     y = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
     for j in range(1, L):
         qa, qb = sw[j - 1] * kbar[0] + sb[j - 1], sw[j - 1] * kbar[1] + sb[j - 1]
-        unit = Unit.of(net.phi(j))
-        mean = _moments4(unit, qa, qb)
-        lay = two_sample_layer(unit, qa, qb, qa)
-        # unit-level covariance of the 20 products (phi_a phi_b, phi'_a phi'_b)
-        facs = [(("f", a), ("f", b)) for a, b in _P4] + [(("d", a), ("d", b)) for a, b in _P4]
-        means = np.array([mean(_powers(*f)) for f in facs])
-        second = np.array([[mean(_powers(*f, *g)) for g in facs] for f in facs])
-        sigma = second - np.outer(means, means)
-        # J: d(F, c)_p / dK^{j-1}_A, local (F_ab depends on Q_aa, Q_bb, Q_ab only)
+        means, sigma, jac, y = step(net, widths, j, qa, qb, theta, y)
         J = np.zeros((20, 20))
-        for i, (a, b) in enumerate(_P4):
-            for off, grad in ((0, lay.gradF), (10, lay.gradc)):
-                if a == b:
-                    J[off + i, pair_index(a, a)] = grad[0, 0]
-                else:
-                    J[off + i, pair_index(a, a)] = grad[1, 0]
-                    J[off + i, pair_index(a, b)] = grad[1, 1]
-                    J[off + i, pair_index(b, b)] = grad[1, 2]
-        J *= sw[j - 1]
+        J[:, :10] = jac * sw[j - 1]
         covs[(j, j)] = sigma / widths[j] + J @ covs[(j - 1, j - 1)] @ J.T
         for i in range(j):
             covs[(j, i)] = J @ covs[(j - 1, i)]
             covs[(i, j)] = covs[(j, i)].T
-        # the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b (before N: it uses Theta^j)
-        D = {}
-        for u in (0, 1):
-            Du = np.zeros((4, 4))
-            for tau in range(4):
-                if tau == u:
-                    Du[tau, u] = lay.dmat[0][0, 0]
-                else:
-                    Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
-            D[u] = Du
-        for (u, v), old in list(y.items()):
-            e4 = np.array([[mean(_powers(("f", a), ("f", b), ("d", u), ("d", v))) for b in range(4)]
-                           for a in range(4)])
-            th = theta[0 if u == v else 1]
-            y[(u, v)] = widths[j] * th * e4 + (widths[j] / widths[j - 1]) ** 2 * sw[j - 1] ** 2 * (
-                D[u] @ old @ D[v].T) * (j >= 2)
         # linear response of N^j (10 pairs) on X^i: Theta^j dc^j + c^j (M_{j-1} dK^{j-1} + sw dN^{j-1})
         cbar = means[10:]
         th_vec = np.array([theta[0 if a == b else 1] for a, b in _P4])
@@ -212,6 +297,19 @@ def _world(net: Network, width: int) -> World:
     lmap[top][:10, :10] += np.eye(10)
     cov = sum(lmap[i] @ covs[(i, i2)] @ lmap[i2].T for i in lmap for i2 in lmap)
     return World(kbar, nbar, cov, y)
+
+
+def _plain(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tuple, y: dict) -> tuple:
+    """A plain layer with this module's four-sample quadrature."""
+    unit = Unit.of(net.phi(j))
+    m4 = _moments4(unit, qa, qb)
+    return plain_step(lambda f: m4(_powers(*f)), unit, qa, qb, theta, y, widths[j], widths[j - 1],
+                      float(net.sigma_w2[j - 1]), j == 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _world(net: Network, width: int) -> World:
+    return world_recursion(net, width, _plain)
 
 
 def realized_world(net: Network, width: int) -> World:

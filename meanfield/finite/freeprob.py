@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InvalidArgument, check_int, check_real
 
 __all__ = ["mp_edge", "free_edge", "spike_outlier", "edge_outlier_curvature", "normalized_block_top",
-           "expected_max_symmetric", "expected_max_scaled", "expected_max_wishart", "TW_MEAN", "TW_VARIANCE"]
+           "self_normalized_top", "overlap_form", "block_arrays", "expected_max_symmetric", "expected_max_scaled", "expected_max_wishart", "TW_MEAN", "TW_VARIANCE"]
 
 TW_MEAN, TW_VARIANCE = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1
 
@@ -37,8 +37,13 @@ def mp_edge(ratio: float) -> float:
     return (1.0 + math.sqrt(gamma)) ** 2
 
 
-def _block_arrays(blocks: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The blocks as two float arrays (counts n_j, eigenvalues lam_j), checked (one vectorized pass)."""
+def block_arrays(blocks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks as two float arrays (counts n_j, eigenvalues lam_j), checked (one vectorized pass).
+
+    Example:
+        >>> block_arrays([(400, 1.0), (10, 2.0)])
+        (array([400.,  10.]), array([1., 2.]))
+    """
     message = "a sequence of (count n > 0, eigenvalue lam > 0) pairs"
     try:
         arr = np.asarray(blocks, dtype=float)
@@ -52,7 +57,7 @@ def _block_arrays(blocks: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _r_transform(identity: float, semicircle: float, blocks: tuple[np.ndarray, np.ndarray], T: float):
-    n, lam = blocks  # from _block_arrays
+    n, lam = blocks  # from block_arrays
     nl, nl2 = n * lam, n * T * lam * lam
 
     def R(g):
@@ -89,7 +94,7 @@ def free_edge(identity: float, semicircle: float, blocks: Any, samples: float) -
         2.0
     """
     T = check_real("samples", samples, minimum=0, strict_min=True)
-    n, lam = _block_arrays(blocks)
+    n, lam = block_arrays(blocks)
     d0 = check_real("identity", identity)
     s2 = check_real("semicircle", semicircle, minimum=0)
     if not n.size and s2 == 0:
@@ -149,7 +154,7 @@ def spike_outlier(identity: float, semicircle: float, blocks: Any, samples: floa
     g = 1.0 / (T * ell)
     if g >= g_star:
         return edge
-    R, _ = _r_transform(float(identity), float(semicircle), _block_arrays(blocks), T)
+    R, _ = _r_transform(float(identity), float(semicircle), block_arrays(blocks), T)
     return float(max(edge, T * ell + R(g)))
 
 
@@ -166,7 +171,7 @@ def edge_outlier_curvature(identity: float, semicircle: float, blocks: Any, samp
     """
     T = check_real("samples", samples, minimum=0, strict_min=True)
     ell = check_real("spike", spike, minimum=0)
-    n, lam = _block_arrays(blocks)
+    n, lam = block_arrays(blocks)
     edge, g = free_edge(identity, semicircle, np.column_stack([n, lam]) if n.size else (), T)
     if not math.isfinite(g):
         return edge, g, edge, 0.0
@@ -222,8 +227,55 @@ def normalized_block_top(identity: float, blocks: Any, norm_variance: float, spi
         >>> 0.9 < mean / edge < 1.05 and var > 0
         True
     """
+    return self_normalized_top(identity, blocks, norm_variance, spike, samples, _counted_resolvent)
+
+
+def _counted_resolvent(gauss: float, mean: float, samples: int, blocks: tuple, edge_resolvent: float) -> tuple:
+    # the resolvent sums' weight counted: T - 2 other eigenvalues of the centred block, 1/T each
+    g = edge_resolvent * (samples - 2) / samples
+    return overlap_form(g, *blocks, samples - 1)[0], g
+
+
+def overlap_form(g: float, n: np.ndarray, lam: np.ndarray, Tp: int) -> tuple[float, float]:
+    """(c(g), c'(g)): c = 2 g (2 h + g h'), c' = 4 h + 6 g h' + 2 g^2 h'', h(g) = sum n lam^2 / (1 - Tp lam g).
+
+    The self-normalization's first order E sum_t u_t^2 (A_tt - m) at resolvent weight g (:func:`normalized_block_top`).
+
+    Example:
+        >>> c, dc = overlap_form(0.01, np.array([400.0]), np.array([1.0]), 15)
+        >>> bool(c > 0 and dc > 0)
+        True
+    """
+    x = 1.0 - Tp * lam * g
+    a = n * lam**2 / x
+    h, dh, ddh = float(np.sum(a)), float(np.sum(a * (Tp * lam / x))), float(np.sum(a * 2.0 * (Tp * lam / x) ** 2))
+    return 2.0 * g * (2.0 * h + g * dh), 4.0 * h + 6.0 * g * dh + 2.0 * g * g * ddh
+
+
+def self_normalized_top(identity: float, blocks: Any, norm_variance: float, spike: float, samples: int,
+                        resolvent: Any) -> tuple[float, float]:
+    """E top of Pi diag(rho) (d_0 I + Y Y^T + ell y y^T) diag(rho) Pi = gauss (1 - c / m + w_A gauss g + w (gauss g - 1)).
+
+    The Gaussian top (edge with T - 1 samples plus the Tracy-Widom mean, or the spike's outlier) moved by the
+    per-sample norms to second order (:func:`normalized_block_top`'s docstring), with the first-order overlap c and
+    the resolvent weight g from ``resolvent(gauss, m, T, (n, lam), G(edge)) -> (c, g)``: the counted weight of
+    :func:`normalized_block_top` or the exact overlap of :func:`meanfield.finite.blocktop.invariant_block_top`.
+
+    Args:
+        identity, blocks, norm_variance, spike, samples: as :func:`normalized_block_top`.
+        resolvent: the first-order rule above.
+
+    Returns:
+        (mean, variance) of the block top.
+
+    Example:
+        >>> top = self_normalized_top(0.0, [(400, 1.0)], 0.0, 0.0, 16, lambda *a: (0.0, 0.0))   # no norm step:
+        >>> edge = free_edge(0.0, 0.0, [(400, 1.0)], 15)[0]                                   # the Gaussian top,
+        >>> 0.95 < top[0] / edge < 1.0                                            # Tracy-Widom's mean below the edge
+        True
+    """
     T = check_int("samples", samples, minimum=3)
-    n, lam = _block_arrays(blocks)
+    n, lam = block_arrays(blocks)
     d0 = check_real("identity", identity)
     V = check_real("norm_variance", norm_variance, minimum=0)
     ell = check_real("spike", spike, minimum=0)
@@ -237,11 +289,7 @@ def normalized_block_top(identity: float, blocks: Any, norm_variance: float, spi
         return float(top), 0.0
     scale = (zpp / 2.0) ** (1.0 / 3.0) * Tp ** (-2.0 / 3.0)
     gauss = top if top > edge else edge + TW_MEAN * scale
-    g = g_star * (T - 2) / T
-    x = 1.0 - Tp * lam * g
-    h = float(np.sum(n * lam**2 / x))
-    dh = float(np.sum(n * Tp * lam**3 / x**2))
-    c = 2.0 * g * (2.0 * h + g * dh)
+    c, g = resolvent(gauss, m, T, (n, lam), g_star)
     w_a = 2.0 * float(n @ lam**2) / m**2
     w = V / m**2
     mean = gauss * (1.0 - c / m + w_a * gauss * g + w * (gauss * g - 1.0))

@@ -1,4 +1,4 @@
-"""Batch norm on a hidden layer: O(1/M) corrections of E G_tt, E G_ts, m, kappa_1, kappa_2 (and s for L <= 3), derived.
+"""Batch norm on a hidden layer: O(1/M) corrections of E G_tt, E G_ts, m, kappa_1, kappa_2 and s, derived.
 
 A batch norm on layer l = L - 1 (the last hidden layer, plain layers elsewhere; on layer 1 the layer below is the
 inputs, K = x.x / M_0 with no NTK below) normalizes each unit over the T samples: z_a = Pi u_a / sigma_a,
@@ -48,7 +48,7 @@ returned (``monte_carlo_sem``; 40000 draws: about 0.1% of E G_tt for tanh, 0.25%
 finite step leaves an O(eps^2 / M^2) bias (a few percent of term 2 at M = 64, eps = 1/2; 3% of the layers below's
 share of s), which the exact terms do not have. Between outputs E G_kl = 0.
 
-The entry variances (s; L <= 3, written here for l = 2; on layer 1 of two there is no S_ac). G_kl = (1/T)[delta_kl
+The entry variances (s; written here for l = 2; on layer 1 there is no S_ac, deeper see below). G_kl = (1/T)[delta_kl
 (1 + h.h) + sum_ac W_ka W_lc X_ac], X_ac(t, s) = phi'_a(t) phi'_c(s) (A_a Theta^2_ac A_c)(t, s), Theta^2_ac =
 delta_ac M_1 K + S_ac. Each entry's variance, relatively 1/M, summed over the T^2 entries (relatively T/M in s), has
 three parts, all at the mean law:
@@ -70,8 +70,8 @@ errors everywhere (2.0 but for relu at M = 32, T = 8); the corrected s is 1.5% l
 17-22% low) and 0.1-0.5% at M = 128: what is left is the next order of the entry variances, O(T / M^2) in s (5-7% at
 M = 32, T = 8).
 
-Not derived: the entry variances below deeper nets (s keeps its mean-field value for L > 3), a batch norm below layer
-L - 1 (layers with weights above it), inputs with a negative mean product.
+Below a deeper plain stack (l >= 3) Sigma4 = (sigma_w^2 / M_{l-1})^2 Phi^{l-1}, :mod:`meanfield.finite.ntkspread`. Not
+derived: inputs with a negative mean product. A batch norm below layer L - 1 is :mod:`meanfield.finite.deepbn`'s.
 """
 
 from __future__ import annotations
@@ -89,10 +89,12 @@ from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from .corrections import kernel_mean_shift, ntk_mean_shift
 from .fourworld import World, class_tensor, four_sample_mean, realized_world
+from .ntkspread import ntk_spread
 from .spherebn import Sphere, beta_rule, chi_moment
 
 __all__ = ["HiddenBatchNormTerms", "hidden_batch_norm_terms", "finite_width_stats", "below_network", "default_method",
-           "DRAWS", "CORRECTED"]
+           "DRAWS", "CORRECTED", "BatchNormLayer", "batch_norm_layer",
+           "cross_unit_moments"]
 
 DRAWS = 40000      # Monte Carlo draws of each term
 SEED = 20261207    # their fixed seed: predictions are reproducible
@@ -102,7 +104,7 @@ CORRECTED = frozenset({"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2"})
 
 @dataclass(frozen=True)
 class HiddenBatchNormTerms:
-    """E G_tt, E G_ts, m, kappa_1, kappa_2 (and s, L <= 3) with their O(1/M) terms: batch norm on the last hidden layer.
+    """E G_tt, E G_ts, m, kappa_1, kappa_2 and s with their O(1/M) terms: batch norm on the last hidden layer.
 
     Attributes:
         network, width, samples: what was computed (M, T).
@@ -113,10 +115,10 @@ class HiddenBatchNormTerms:
         monte_carlo_sem: standard errors of the total correction of (E G_tt, E G_ts) and of s (None where s is not
             corrected).
         mean_diag, mean_offdiag, m, kappa1, kappa2: corrected.
-        s_units, s_below, s_cross: the entry-variance parts of s (L <= 3; None otherwise): the normalized units'
+        s_units, s_below, s_cross: the entry-variance parts of s (None if not derived): the normalized units'
             own variance with the output weights' share (same output), the layers below's (the realized K, N), and
             E G_kl^2 between outputs.
-        s: corrected for L <= 3 (the squared corrected means plus those parts), else the mean-field s.
+        s: corrected (the squared corrected means plus those parts).
         includes_1_over_M: the statistics above that include their O(1/M) terms.
         P, alpha: parameter count and sum alpha_l alpha_{l-1}.
         draws: Monte Carlo draws per term (0: the exact quadrature, standard errors 0).
@@ -251,7 +253,7 @@ def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
     mean_d, mean_o = gd + d1 + d2 + d3, go + o1 + o2 + o3
     C, P, alpha = net.outputs, int(base.P), float(base.alpha)
     s, parts, s_sem, corrected = float(base.s), (None, None, None), None, CORRECTED
-    if net.depth <= 3:
+    if net.depth >= 2:     # every depth (deeper than 3 through ntkspread's Phi)
         same, cross, same_sem, cross_sem = _entry_terms(net, M, T, draws, SEED, exact)
         parts = (C * same / P, C * below_var / P, C * (C - 1) * cross / P)
         s = C * (T * mean_d**2 + T * (T - 1) * mean_o**2) / P + sum(parts)
@@ -479,25 +481,20 @@ def _pair_functions(unit: Unit, k: int) -> tuple:
     return ((lambda z: f(z[:, 0]) * f(z[:, k - 1])), (lambda z: d(z[:, 0]) * d(z[:, k - 1])))
 
 
-@functools.lru_cache(maxsize=32)
-def _exact_terms(net: Network, width: int, samples: int) -> tuple:
-    """Terms 1.-3. of (E G_tt, E G_ts) and the layers below's share of the entry variances, deterministic: Price's
-    theorem to second order in the law of g (Hermite weights at Omega = v Pi), every term a sphere expectation
-    (:mod:`meanfield.finite.spherebn`); the same tuple as :func:`_terms` with zero standard errors."""
-    T, L = samples, net.depth
-    l = L - 1
-    center = net.norms[0].center_only
-    widths = net.widths(width)
-    M1, M2 = widths[l - 1], widths[l]
-    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[L - 1])
-    unit = Unit.of(net.phi(l))
+def _fluctuation(net: Network, width: int, T: int) -> tuple:
+    """The world below the normalized layer l = L - 1 as the exact terms use it: (M_{l-1}, sigma_w^2, the unit, the
+    world, the exchangeable shifts delta and dD, v, D, omega = sigma_w^2 / v, Pi, the class covariances CKK, CKN, CNK,
+    CNN, CTK = Cov(dTheta', dK), the fluctuation's averages e_t1k2, e_k22, e_const, W1 of the Hermite weight's
+    pieces, Y, its trace and the (K, N) covariance as one 2 T^2 x 2 T^2 block)."""
+    l = net.depth - 1
+    M1 = net.widths(width)[l - 1]
+    sw = float(net.sigma_w2[l - 1])
     w, shift_k, shift_theta = _world_below(net, width)
     delta = (float(shift_k[0]) - float(shift_k[1])) / M1
     dn = [(float(shift_theta[i]) - float(shift_k[i])) / sw for i in (0, 1)]
     dD = M1 * delta + sw * (dn[0] - dn[1])
     v = sw * (w.k[0] - w.k[1])
     D = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])      # Theta' = D I + O 1 1^T at the mean
-    om = sw / v
     Pi = np.eye(T) - 1.0 / T
     CKK, CKN, CNK, CNN = _class_covariances(w, T)
     CTK = M1 * CKK + sw * CNK                                  # Cov(dTheta'_uv, dK_ij)
@@ -510,6 +507,22 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
     trY = np.einsum("ab,uvab->uv", Pi, Y)
     big = np.block([[CKK.reshape(T * T, T * T), CKN.reshape(T * T, T * T)],
                     [CNK.reshape(T * T, T * T), CNN.reshape(T * T, T * T)]])
+    return (M1, sw, Unit.of(net.phi(l)), w, delta, dD, v, D, sw / v, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22,
+            e_const, W1, Y, trY, big)
+
+
+@functools.lru_cache(maxsize=32)
+def _exact_terms(net: Network, width: int, samples: int) -> tuple:
+    """Terms 1.-3. of (E G_tt, E G_ts) and the layers below's share of the entry variances, deterministic: Price's
+    theorem to second order in the law of g (Hermite weights at Omega = v Pi), every term a sphere expectation
+    (:mod:`meanfield.finite.spherebn`); the same tuple as :func:`_terms` with zero standard errors."""
+    T, L = samples, net.depth
+    l = L - 1
+    center = net.norms[0].center_only
+    widths = net.widths(width)
+    M2, sw_out = widths[l], float(net.sigma_w2[L - 1])
+    (M1, sw, unit, w, delta, dD, v, D, om, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
+     big) = _fluctuation(net, width, T)
     out, quad = [], []
     for k in (1, 2):
         law = _Law(T, k, center, v)
@@ -539,24 +552,169 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
     return d1, o1, d2, o2, d3, o3, 0.0, 0.0, below, 0.0
 
 
+@dataclass(frozen=True)
+class BatchNormLayer:
+    """K^l = H^T H / M_l and N^l = (1/M_l) sum_a X_aa of a batch-normalized layer l, to O(1/M): the start of the plain
+    recursion above it (:mod:`meanfield.finite.deepbn`).
+
+    X_ac(t, s) = phi'_a(t) phi'_c(s) (A_a Theta^l_ac A_c)(t, s) is the NTK of the layer's outputs (layers <= l), so
+    E[T G_kk | layer l] = 1 + M_l K^l + sigma_w'^2 N^l for the layer above, and :func:`hidden_batch_norm_terms`'s
+    terms split into K's and N's shares (its M_2 F and its sigma_w'^2 parts).
+
+    Attributes:
+        kbar, nbar: mean-field (t t, t s, s s) of K^l and N^l.
+        dk, dn: their O(1/M) mean shifts (terms 1.-3.; Stein's term 3. enters N only).
+        cov: 6 x 6 covariance of (K tt, ts, ss, N tt, ts, ss) to leading order: the units' own (1 / M_l, i.i.d.
+            given the layer below) plus the layer below's (K^{l-1}, N^{l-1}) pushed through the first variation of
+            E[K^l, N^l | below].
+        y: (0, 0) and (0, 1) -> 2 x 2 Y^l_{tau tau'} = h(tau)^T X h(tau') (tau, tau' in {0, 1}) to leading order: its
+            diagonal part M_l E[phi_tau phi_tau' X_aa] and, below a weighted layer (l >= 2), its off-diagonal part by
+            Stein on the two rows w_a, w_c: M_l^2 (sigma_w^2 / M_{l-1})^2 sum D_t[tau](rho, t1) (Pi Y^{l-1}(t1, s1)
+            Pi)_{rho rho'} D_s[tau'](rho', s1), D_t[tau](rho, t1) = E[phi_tau phi'_t A(t, t1) g_rho] / v.
+        unit_second: 6 x 6 E[x_i x_j] of one unit's (phi_a phi_b, X_aa(a, b)) over the pairs (t t, t s, s s), at the
+            mean law (the output weights' Wick term of the entry variances needs E[X_aa X_aa]).
+    """
+
+    kbar: np.ndarray
+    nbar: np.ndarray
+    dk: np.ndarray
+    dn: np.ndarray
+    cov: np.ndarray
+    y: dict
+    unit_second: np.ndarray
+
+
+def _swap01(g: np.ndarray) -> np.ndarray:
+    """The gradient of sample 0's diagonal entry turned into sample 1's (exchangeability), over (K, N) T x T blocks."""
+    T = g.shape[-1]
+    perm = np.arange(T)
+    perm[[0, 1]] = [1, 0]
+    return g[..., perm, :][..., perm]
+
+
 @functools.lru_cache(maxsize=32)
-def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, exact: bool = False) -> tuple:
-    """The entry variances' parts at the mean law (L <= 3, module docstring): summed over the T^2 entries of
-    one output block, the units' own variance and the output weights' share of Var G_kk(t, s), and E G_kl(t, s)^2
-    between outputs; with standard errors from ten batches of draws (``exact``: on the sphere's quadrature, no draws,
-    zero standard errors)."""
-    T = samples
-    center = net.norms[0].center_only
+def batch_norm_layer(net: Network, width: int, samples: int) -> BatchNormLayer:
+    """(K^l, N^l) of the batch-normalized layer l = L - 1 to O(1/M): means, mean shifts, covariances and Y^l.
+
+    The exact method's terms (module docstring) with the output layer's weights left out: K^l's share is that of
+    M_2 F, N^l's that of sigma_w'^2 (A Theta' A) and Stein's term; their covariance adds the units' own (given the
+    layer below, i.i.d.) to the layer below's fluctuations pushed through E[K^l, N^l | below]'s first variation.
+
+    Args:
+        net: a numeric network of depth >= 2 whose only normalization is a batch norm on layer L - 1 (the layers
+            above a deeper batch norm are the plain recursion's, :mod:`meanfield.finite.deepbn`).
+        width, samples: M and T (T >= 6 for a full batch norm, 4 centre-only; activations smooth or with breaks at 0).
+
+    Returns:
+        :class:`BatchNormLayer`.
+
+    Raises:
+        InvalidArgument: another placement or network, T too small, a negative kernel overlap below.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, norms=["batch:2"])
+        >>> b = batch_norm_layer(net, 64, 8)
+        >>> t = hidden_batch_norm_terms(net, 64, 8)
+        >>> bool(abs(64 * b.dk[0] + 2 * b.dn[0] - 8 * (t.shift_diag + t.second_diag + t.stein_diag)) < 1e-9)
+        True
+    """
+    M, T, _ = _check(net, width, samples, DRAWS)
+    if default_method(net, T) != "exact":
+        raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0 (the "
+                              "exact sphere quadrature)")
     l = net.depth - 1
+    center = net.norms[0].center_only
+    Ml = net.widths(M)[l]
+    (M1, sw, unit, w, delta, dD, v, D, om, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
+     big) = _fluctuation(net, M, T)
+    mean, shift, grad = {}, {}, {}
+    for k in (1, 2):
+        law = _Law(T, k, center, v)
+        S, R = law.S, law.R
+        ff, pp = _pair_functions(unit, k)
+        fk = [law.avg(ff, p) for p in (0, 1, 2)]
+        pk = [law.lam(pp, p) for p in (0, 1, 2)]
+        nk = [D * R * x for x in pk]
+        ek2sq, et1k2, ek22 = S.expect(CKK), S.expect(e_t1k2), S.expect(e_k22)
+
+        def total(G: list, direct: float) -> float:
+            """Terms 1.-3. of E[Gamma] for Gamma = G (its beta-moments 0, 1, 2); ``direct``: Theta' enters."""
+            one = om * delta / 2 * S.mean(T * G[1] - (T - 1) * G[0]) + direct * dD * S.mean(pk[0], R)
+            two = (om**2 / 8 * S.mean(G[2] * ek2sq - 2 * G[1] * et1k2 - 4 * G[1] * ek22 + G[0] * e_const)
+                   + direct * om / 2 * S.mean(pk[1] * law.sandwich(CTK) - pk[0] * law.sandwich(W1)))
+            three = direct * (sw / M1) ** 2 / v * S.mean(pk[1] * law.sandwich(Y) - pk[0] * law.sandwich(trY))
+            return one + two + three
+        mean[k] = (S.mean(fk[0]), S.mean(nk[0]))
+        shift[k] = (total(fk, 0.0), total(nk, 1.0))
+        rr = law.outer_R(pk[0])
+        gK = om / 2 * (law.mom2(fk[1]) - S.mean(fk[0]) * Pi)
+        gN = om / 2 * (law.mom2(nk[1]) - S.mean(nk[0]) * Pi) + M1 * rr
+        grad[k] = (np.stack([gK, np.zeros((T, T))]), np.stack([gN, sw * rr]))
+    kbar = np.array([mean[1][0], mean[2][0], mean[1][0]])
+    nbar = np.array([mean[1][1], mean[2][1], mean[1][1]])
+    dk = np.array([shift[1][0], shift[2][0], shift[1][0]])
+    dnl = np.array([shift[1][1], shift[2][1], shift[1][1]])
+    rows = [grad[1][0], grad[2][0], _swap01(grad[1][0]), grad[1][1], grad[2][1], _swap01(grad[1][1])]
+    G = np.stack([g.ravel() for g in rows])
+    cov = G @ big @ G.T
+    # the units' own covariance (i.i.d. given the layer below), on the sphere of the two samples 0, 1
+    law = _Law(T, 2, center, v)
+    S = law.S
+    z = S.z
+    R = [[law.Pi[a, b] - law.kappa * z[:, a] * z[:, b] / T for b in (0, 1)] for a in (0, 1)]
+    f = lambda x: np.asarray(unit.f(x), dtype=float)    # noqa: E731
+    d = lambda x: np.asarray(unit.df(x), dtype=float)   # noqa: E731
+    pairs = ((0, 0), (0, 1), (1, 1))
+    kf = [(lambda x, a=a, b=b: f(x[:, a]) * f(x[:, b])) for a, b in pairs]
+    nf = [(lambda x, a=a, b=b: d(x[:, a]) * d(x[:, b])) for a, b in pairs]
+    nr = [R[a][b] for a, b in pairs]
+    mu = np.array([S.mean(law.avg(g, 0)) for g in kf] + [D * S.mean(law.lam(g, 0), r) for g, r in zip(nf, nr)])
+    second = np.empty((6, 6))
+    for i in range(3):
+        for j in range(3):
+            second[i, j] = S.mean(law.avg(lambda x: kf[i](x) * kf[j](x), 0))
+            second[i, 3 + j] = second[3 + j, i] = D * S.mean(law.lam(lambda x: kf[i](x) * nf[j](x), 0), nr[j])
+            second[3 + i, 3 + j] = D**2 * S.mean(law.lam(lambda x: nf[i](x) * nf[j](x), 0, 2), nr[i] * nr[j])
+    cov = cov + (second - np.outer(mu, mu)) / Ml
+    # Y^l: the diagonal part, and below a weighted layer the off-diagonal part (Stein on two rows)
+    y = {}
+    PYP = np.einsum("ar,uvrs,sb->uvab", Pi, Y, Pi)
+    dmat = {}
+    if l >= 2:
+        for t in (0, 1):
+            for tau in (0, 1):
+                fun = lambda x, t=t, tau=tau: f(x[:, tau]) * d(x[:, t])   # noqa: E731
+                if center:
+                    fn = math.sqrt(v) * law.avg(fun, 0.5)
+                    dmat[(t, tau)] = np.outer(law.mom1(fn), law.Pi[t]) / v
+                else:
+                    fn = law.avg(fun, 0)
+                    dmat[(t, tau)] = (np.outer(law.mom1(fn), law.Pi[t]) - law.mom2(fn * z[:, t]) / T) / v
+    for s in (0, 1):
+        yd = np.array([[Ml * D * S.mean(law.lam(lambda x, a=a, b=b: f(x[:, a]) * f(x[:, b]) * d(x[:, 0])
+                                                  * d(x[:, s]), 0), R[0][s]) for b in (0, 1)] for a in (0, 1)])
+        if l >= 2:
+            yd = yd + (Ml * sw / M1) ** 2 * np.array(
+                [[np.einsum("ri,ijrq,qj->", dmat[(0, a)], PYP, dmat[(s, b)]) for b in (0, 1)] for a in (0, 1)])
+        y[(0, s)] = yd
+    return BatchNormLayer(kbar, nbar, dk, dnl, cov, y, second)
+
+
+@functools.lru_cache(maxsize=32)
+def _sigma4(net: Network, width: int, samples: int) -> np.ndarray:
+    """S4[t1, s1, t2, s2] = E[S_ac(t1, s1) S_ac(t2, s2)] (a != c) of the layer below the batch norm on layer l = L - 1,
+    S_ac = w_a^T X w_c: (sw^2 / M1) E[phi'phi'phi'phi'] E[Theta^1 Theta^1] on layer 2, Theta^1 = 1 + x.x with its own
+    spread (M0 (Q Q + Q Q): for t != s mean O(1), spread O(sqrt M0)); zero on layer 1; deeper, :func:`ntk_spread`."""
+    T, l = samples, net.depth - 1
+    if l == 1:
+        return np.zeros((T,) * 4)
     widths = net.widths(width)
-    M0, M1, M2 = widths[0], widths[l - 1], widths[l]
-    sw1, sb1 = float(net.sigma_w2[0]), float(net.sigma_b2[0])
-    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
+    if l >= 3:    # a plain stack below: the NTK's spread between its units (layer 2 below is the same, written out)
+        return (float(net.sigma_w2[l - 1]) / widths[l - 1]) ** 2 * ntk_spread(below_network(net), width, T)
+    M0, M1 = widths[0], widths[1]
+    sw1, sb1, sw = float(net.sigma_w2[0]), float(net.sigma_b2[0]), float(net.sigma_w2[1])
     q1, q2 = float(net.input_q1), float(net.input_q2)
-    unit1, unit = Unit.of(net.phi(1)), Unit.of(net.phi(l))
-    w = _world_below(net, width)[0]
-    v = sw * (w.k[0] - w.k[1])
-    Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])     # Theta' = D' I + O 1 1^T at the mean
+    unit1 = Unit.of(net.phi(1))
     theta1 = (1 + M0 * q1, 1 + M0 * q2)                     # the first layer's NTK (one unit), its mean
     qa, qb = sw1 * q1 + sb1, sw1 * q2 + sb1
 
@@ -564,15 +722,84 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
         return q1 if a == b else q2
 
     def sig4(lab: tuple) -> float:
-        """E[S_ac(t1, s1) S_ac(t2, s2)] (a != c), S_ac = w_a^T X w_c: (sw^2 / M1) E[phi'phi'phi'phi'] E[Theta^1
-        Theta^1], Theta^1 = 1 + x.x with its own spread (M0 (Q Q + Q Q): for t != s mean O(1), spread O(sqrt M0))."""
         m = four_sample_mean(unit1, qa, qb, tuple(("d", i) for i in lab))
         t1, s1, t2, s2 = lab
         theta2 = theta1[t1 != s1] * theta1[t2 != s2] + M0 * (q(t1, t2) * q(s1, s2) + q(t1, s2) * q(s1, t2))
         return sw**2 / M1 * m * theta2
+    return class_tensor(T, sig4)
 
-    # layer 2: S_ac of the layer below; layer 1: Theta^1_ac = 0 for a != c (no weighted layer below)
-    S4 = class_tensor(T, sig4) if l == 2 else np.zeros((T,) * 4)
+
+@functools.lru_cache(maxsize=32)
+def _u2(net: Network, width: int, samples: int) -> np.ndarray:
+    """U2[t, t1, s, t2] = E[phi'(z_t) A(t, t1) phi'(z_s) A(s, t2)] of one normalized unit at the mean law (exact)."""
+    T, l = samples, net.depth - 1
+    center = net.norms[0].center_only
+    sw = float(net.sigma_w2[l - 1])
+    w = _world_below(net, width)[0]
+    v = sw * (w.k[0] - w.k[1])
+    unit = Unit.of(net.phi(l))
+    rep = {}
+    for kf in (1, 2):
+        law = _Law(T, kf, center, v)
+        pp = _pair_functions(unit, kf)[1]
+        rep[kf] = law.outer_R(law.lam(pp, 0))        # E[lambda^2 phi'_t phi'_s R_t,i R_s,j], t = 0, s = kf - 1
+    U2 = np.empty((T,) * 4)
+    for t in range(T):
+        for s in range(T):
+            # exchangeability: relabel t -> 0, s -> 1 (or t = s -> 0) and the other samples after them
+            order = [t] + ([s] if s != t else []) + [i for i in range(T) if i not in (t, s)]
+            sigma = np.empty(T, dtype=int)
+            sigma[order] = np.arange(T)
+            U2[t, :, s, :] = rep[1 if s == t else 2][np.ix_(sigma, sigma)]
+    return U2
+
+
+def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
+    """(E[X_ac(t, t)^2], E[X_ac(t, s)^2], E[X_ac(t, t) X_ca(t, t)], E[X_ac(t, s) X_ca(t, s)]) for two units a != c of
+    the batch-normalized layer l = L - 1 (t != s; at the mean law, O(1/M) each): zero on layer 1, on layer 2 through
+    the NTK's spread between the units below (:func:`_entry_terms`' S4 and U2, per entry).
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, norms=["batch:2"])
+        >>> x = cross_unit_moments(net, 64, 8)
+        >>> x[0] == x[2] and x[0] > 0
+        True
+        >>> cross_unit_moments(Network(2, "tanh", 2, 0.1, norms=["batch:1"]), 64, 8)
+        (0.0, 0.0, 0.0, 0.0)
+    """
+    M, T, _ = _check(net, width, samples, DRAWS)
+    if default_method(net, T) != "exact":
+        raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0")
+    S4 = _sigma4(net, M, T)
+    if not S4.any():
+        return 0.0, 0.0, 0.0, 0.0
+    U2 = _u2(net, M, T)
+    W = np.einsum("taty->tay", U2)             # W[t] = U(t, t; ., .)
+    per = np.einsum("tab,tcd,acbd->t", W, W, S4, optimize=True)              # E X_ac(t, t)^2 per t
+    total = np.einsum("ab,cd,acbd->", W.sum(0), W.sum(0), S4, optimize=True)  # summed over all (t, s)
+    swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
+    xtt = float(per.mean())
+    # for t = s, X_ca(t, t) = X_ac(t, t) by symmetry of the pair: the swapped sum's diagonal is the direct one's
+    return (xtt, float((total - T * xtt) / (T * (T - 1))), xtt, float((swap - T * xtt) / (T * (T - 1))))
+
+
+@functools.lru_cache(maxsize=32)
+def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, exact: bool = False) -> tuple:
+    """The entry variances' parts at the mean law (module docstring): summed over the T^2 entries of
+    one output block, the units' own variance and the output weights' share of Var G_kk(t, s), and E G_kl(t, s)^2
+    between outputs; with standard errors from ten batches of draws (``exact``: on the sphere's quadrature, no draws,
+    zero standard errors)."""
+    T = samples
+    center = net.norms[0].center_only
+    l = net.depth - 1
+    widths = net.widths(width)
+    M1, M2 = widths[l - 1], widths[l]
+    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
+    unit = Unit.of(net.phi(l))
+    w = _world_below(net, width)[0]
+    v = sw * (w.k[0] - w.k[1])
+    Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])     # Theta' = D' I + O 1 1^T at the mean
+    S4 = _sigma4(net, width, T)
     Pi = np.eye(T) - 1.0 / T
     B = np.linalg.svd(Pi)[0][:, : T - 1]
     inv2, inv4 = (1.0, 1.0) if center else (T / (v * (T - 3)), T**2 / (v**2 * (T - 3) * (T - 5)))
@@ -589,7 +816,6 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
 
     if exact:
         unit_sum = xaa = 0.0
-        rep = {}
         for kf in (1, 2):
             law = _Law(T, kf, center, v)
             S, R = law.S, law.R
@@ -600,16 +826,7 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
             var = S.mean(law.avg(lambda z: ff(z) ** 2, 0)) + 2 * c * e_ffx + c**2 * e_x2 - (e_ff + c * e_x) ** 2
             entries = T if kf == 1 else T * (T - 1)
             unit_sum, xaa = unit_sum + entries * var, xaa + entries * e_x2
-            rep[kf] = law.outer_R(law.lam(pp, 0))        # E[lambda^2 phi'_t phi'_s R_t,i R_s,j], t = 0, s = kf - 1
-        U2 = np.empty((T,) * 4)
-        for t in range(T):
-            for s in range(T):
-                # exchangeability: relabel t -> 0, s -> 1 (or t = s -> 0) and the other samples after them
-                order = [t] + ([s] if s != t else []) + [i for i in range(T) if i not in (t, s)]
-                sigma = np.empty(T, dtype=int)
-                sigma[order] = np.arange(T)
-                U2[t, :, s, :] = rep[1 if s == t else 2][np.ix_(sigma, sigma)]
-        same, cross = combine(unit_sum, xaa, U2)
+        same, cross = combine(unit_sum, xaa, _u2(net, width, T))
         return float(same), float(cross), 0.0, 0.0
     rng = np.random.default_rng(seed + 1)
     batches = []
@@ -638,8 +855,8 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
 
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict | None:
-    """The "1/M" model for a batch norm on layer L - 1: corrected gram_diag, gram_offdiag, m, kappa1, kappa2, and s for
-    L <= 3 (deeper, s keeps its mean-field value); None for other networks.
+    """The "1/M" model for a batch norm on layer L - 1: corrected gram_diag, gram_offdiag, m, kappa1, kappa2 and s; None
+    for other networks.
 
     Example:
         >>> from meanfield import predict
@@ -666,7 +883,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
                 "an O(T/M^2) term of the entry variances (about -2% at M = 64, T = 16)")
     else:
         what = (f"E G_tt, E G_ts (so m and the kappa's) with their derived O(1/M) terms, {how}; s keeps its "
-                "mean-field value (the entry variances are derived for L <= 3 only)")
+                "mean-field value (its entry variances are not derived here)")
     return dict(gram_diag=t.mean_diag, gram_offdiag=t.mean_offdiag, m=t.m, kappa1=t.kappa1, kappa2=t.kappa2,
                 s=t.s, includes_1_over_M=t.includes_1_over_M,
                 notes=(f"{norm} (batch norm on the last hidden layer): " + what,

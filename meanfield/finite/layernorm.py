@@ -56,8 +56,8 @@ rho u~_t u~_s^T) / M acting on v_a = phi(u~_a(tau)) phi'(u~_a(t)),
 (derivatives in u, so D~ carries 1 / sqrt(q_1)). With no layer norm it is the plain recursion, on layer 2 of three it
 is :func:`layer_norm_gram_means` (tests). s adds the entry variances of
 :func:`meanfield.finite.fourpoint_layernorm.layer_norm_entry_variances` (:func:`layer_norm_corrections`), and a
-centre-only batch norm on the output composes exactly (G = Pi G Pi per block). Full batch norm on the output with a
-layer norm below is not derived (the caller keeps mean field).
+centre-only batch norm on the output composes exactly (G = Pi G Pi per block). A full batch norm on the output with
+layer norms below takes these means and covariances as its inputs (:func:`meanfield.finite.normalized.output_batch_norm_below`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ from ..spec.network import LayerNorm, Network
 from ..theory.fisher import predict
 from .corrections import (STATISTICS, kernel_mean_shift, kernel_response_covariance, ntk_mean_shift, ntk_response,
                           sandwich_step, two_sample_layer, two_sample_rule)
-from .fourpoint_layernorm import layer_norm_entry_variances, layer_norm_gram_covariance, realized_averages
+from .fourpoint_layernorm import (check_layer_norms, layer_norm_entry_variances, layer_norm_gram_covariance,
+                                  realized_averages)
 
 __all__ = ["layer_norm_kernel_shift", "LayerNormTerms", "layer_norm_terms", "layer_norm_kernel_mean_shift",
            "LayerNormGramMeans", "layer_norm_gram_means", "finite_width_stats", "LayerNormCorrections",
@@ -114,6 +115,12 @@ def _sigma_derivatives(rho: float) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
+def _stein_weights(z: tuple, y: tuple) -> list:
+    """Per sample i the rule's arrays z_i y_i - 1, 3 z_i^2 - 1 - (z_i^3 - z_i) y_i and z_i^2 - 1 (integration by parts;
+    formed once per rule, not per function)."""
+    return [(z[i] * y[i] - 1, 3 * z[i] ** 2 - 1 - (z[i] ** 3 - z[i]) * y[i], z[i] ** 2 - 1) for i in (0, 1)]
+
+
 @functools.lru_cache(maxsize=256)
 def _terms(unit: Unit, rho: float) -> LayerNormTerms:
     lay = two_sample_layer(unit, 1.0, rho, 1.0)
@@ -125,19 +132,23 @@ def _terms(unit: Unit, rho: float) -> LayerNormTerms:
     R2 = np.array([[1.0, rho * rho], [rho * rho, 1.0]])
     first, second = _sigma_derivatives(rho)
     shift, influence = np.zeros(3), []
+    weights = _stein_weights(z, y)
     for p in range(3):
         gradF, hessF = lay.gradF[p], lay.hessF[p]
         H1 = gradF @ first                                          # d F / d eps_i
         H2 = np.einsum("a,aij->ij", gradF, second) + first.T @ hessF @ first
         # Gaussian integration by parts keeps phi' and phi'' out (relu): E[z_i d_i g] = E[g (z_i y_i - 1)],
         # E[z_i (z_i^2 - 1) d_i g] = -E[g (3 z_i^2 - 1 - (z_i^3 - z_i) y_i)], E[d_i g] = E[g y_i]
-        zd = [rule.mean(g[p] * (z[i] * y[i] - 1)) for i in (0, 1)]
-        z3d = [-rule.mean(g[p] * (3 * z[i] ** 2 - 1 - (z[i] ** 3 - z[i]) * y[i])) for i in (0, 1)]
+        zd = [rule.mean(g[p] * weights[i][0]) for i in (0, 1)]
+        z3d = [-rule.mean(g[p] * weights[i][1]) for i in (0, 1)]
         dg = [rule.mean(g[p] * y[i]) for i in (0, 1)]
         shift[p] = (float(gradF @ R) - H1.sum() + float((H2 * R2).sum()) - sum(zd) - 0.5 * sum(z3d))
-        influence.append(g[p] - sum(dg[i] * z[i] + 0.5 * zd[i] * (z[i] ** 2 - 1) for i in (0, 1)))
+        influence.append(g[p] - sum(dg[i] * z[i] + 0.5 * zd[i] * weights[i][2] for i in (0, 1)))
     mean = [rule.mean(v) for v in influence]
-    sigma = np.array([[rule.mean(a * b) - ma * mb for b, mb in zip(influence, mean)] for a, ma in zip(influence, mean)])
+    sigma = np.empty((3, 3))
+    for i in range(3):  # symmetric: a * b and b * a are the same numbers
+        for j in range(i, 3):
+            sigma[i, j] = sigma[j, i] = rule.mean(influence[i] * influence[j]) - mean[i] * mean[j]
     return LayerNormTerms(rho, lay.F.copy(), lay.gradF.copy(), lay.hessF.copy(), shift, sigma)
 
 
@@ -405,20 +416,21 @@ def _own_c(unit: Unit, rho: float) -> np.ndarray:
     R = np.array([[1.0, rho], [rho, 1.0]])
     first, second = _sigma_derivatives(rho)
     out = np.zeros(3)
+    weights = _stein_weights(z, y)
     for p, (a, b) in enumerate(((0, 0), (0, 1))):
         psi = d[a] * d[b]
         gc, hc = lay.gradc[p], lay.hessc[p]
         H1 = gc @ first
         H2 = np.einsum("a,aij->ij", gc, second) + first.T @ hc @ first
-        zd = [rule.mean(psi * (z[i] * y[i] - 1)) for i in (0, 1)]
-        z3d = [-rule.mean(psi * (3 * z[i] ** 2 - 1 - (z[i] ** 3 - z[i]) * y[i])) for i in (0, 1)]
+        zd = [rule.mean(psi * weights[i][0]) for i in (0, 1)]
+        z3d = [-rule.mean(psi * weights[i][1]) for i in (0, 1)]
         dg = [rule.mean(psi * y[i]) for i in (0, 1)]
         shift_psi = (float(gc @ np.array([1.0, rho, 1.0])) - H1.sum() + float((H2 * R ** 2).sum())
                      - sum(zd) - 0.5 * sum(z3d))
-        influence = psi - sum(dg[i] * z[i] + 0.5 * zd[i] * (z[i] ** 2 - 1) for i in (0, 1))
+        influence = psi - sum(dg[i] * z[i] + 0.5 * zd[i] * weights[i][2] for i in (0, 1))
         k = np.array([float(a == 0) + float(b == 0), float(a == 1) + float(b == 1)])   # powers of 1/s_t, 1/s_s
         shift_v = k.sum() / 2 + sum((k[i] / 2) * (k[i] / 2 + (i == j)) * R[i, j] ** 2 for i in (0, 1) for j in (0, 1))
-        influence_v = -sum(k[i] / 2 * (z[i] ** 2 - 1) for i in (0, 1))
+        influence_v = -sum(k[i] / 2 * weights[i][2] for i in (0, 1))
         out[p] = shift_psi + rule.mean(psi) * shift_v + rule.mean(influence * influence_v)
     out[2] = out[0]
     return out
@@ -427,13 +439,18 @@ def _own_c(unit: Unit, rho: float) -> np.ndarray:
 def _ln_functions(unit: Unit, Q: np.ndarray) -> tuple:
     """F(rho(Q)), c(rho(Q)) / sqrt(Q_aa Q_bb) per pair and their gradients and Hessians in the entries of Q
     (central differences of the quadratures; F and c at unit variances depend on Q through rho only)."""
+    at_rho: dict = {}  # rho -> the quadratures at unit variances (Q_tt and Q_ss steps often give the same rho)
+
     def values(q: np.ndarray) -> np.ndarray:
-        rule = two_sample_rule(unit, 1.0, float(q[1] / math.sqrt(q[0] * q[2])), 1.0)
-        f = [np.asarray(unit.f(x), dtype=float) for x in rule.u]
-        d = [np.asarray(unit.df(x), dtype=float) for x in rule.u]
+        rho = float(q[1] / math.sqrt(q[0] * q[2]))
+        if rho not in at_rho:
+            rule = two_sample_rule(unit, 1.0, rho, 1.0)
+            f = [np.asarray(unit.f(x), dtype=float) for x in rule.u]
+            d = [np.asarray(unit.df(x), dtype=float) for x in rule.u]
+            at_rho[rho] = ([rule.mean(f[a] * f[b]) for a, b in _PAIRS], [rule.mean(d[a] * d[b]) for a, b in _PAIRS])
+        F, raw = at_rho[rho]
         diag = (q[0], q[2])
-        F = [rule.mean(f[a] * f[b]) for a, b in _PAIRS]
-        c = [rule.mean(d[a] * d[b]) / math.sqrt(diag[a] * diag[b]) for a, b in _PAIRS]
+        c = [m / math.sqrt(diag[a] * diag[b]) for m, (a, b) in zip(raw, _PAIRS)]
         return np.array(F + c)
 
     h = 1e-4 * float(Q[0])
@@ -576,22 +593,6 @@ def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
     return float(theta), float(dtheta)
 
 
-def _check_layer_norms(net: object, centre: bool = False) -> Network:
-    """``net`` itself, if its normalizations are layer norms on hidden layers (and, with ``centre``, possibly a
-    centre-only batch norm on the output)."""
-    if not isinstance(net, Network) or net.is_symbolic:
-        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net, "a numeric meanfield Network")
-    for n in net.norms:
-        if isinstance(n, LayerNorm) and n.layer != net.depth:
-            continue
-        if centre and n.layer == net.depth and getattr(n, "center_only", False):
-            continue
-        raise InvalidArgument("net", net.describe(), "layer norms on hidden layers (or none)"
-                              + (", centre-only batch norm on the output" if centre else "")
-                              + " and no other normalization", f"not derived for {n}")
-    return net
-
-
 def _patterns(nfixed: int) -> list:
     """Label classes of four positions given nfixed fixed labels (new labels numbered in order of appearance)."""
     out = []
@@ -646,7 +647,7 @@ def layer_norm_ntk_mean_shift(net: Network, width: int) -> tuple[float, float]:
         >>> bool(d > 0), bool(o > 0)
         (True, True)
     """
-    _check_layer_norms(net)
+    check_layer_norms(net)
     width = check_int("width", width, minimum=2)
     return _ln_ntk(net, width, (0, 0))[1], _ln_ntk(net, width, (0, 1))[1]
 
@@ -704,7 +705,7 @@ def layer_norm_corrections(net: Network, width: int, samples: int) -> LayerNormC
         >>> bool(c.s > 1.15 * c.s_mean_field), bool(c.mean_diag > c.mean_field_diag)
         (True, True)
     """
-    _check_layer_norms(net, centre=True)
+    check_layer_norms(net, centre=True)
     M = check_int("width", width, minimum=2)
     T = check_int("samples", samples, minimum=2)
     base = predict(net, M, T)
@@ -743,7 +744,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base) -> dict | N
     if not isinstance(net, Network) or net.is_symbolic or not any(isinstance(n, LayerNorm) for n in net.norms):
         return None
     try:
-        _check_layer_norms(net, centre=True)
+        check_layer_norms(net, centre=True)
     except InvalidArgument:
         return None
     try:

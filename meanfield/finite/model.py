@@ -35,12 +35,12 @@ The model, per output k (index a = k T + t):
   network itself, or the exact maximum of the scaled blocks over outputs where that is larger (small T).
   For T <= 128 the block's top is not the edge asymptotics: it is the edge with T - 1 samples plus the
   Tracy-Widom mean, corrected to second order for each sample's squared norm at its derived variance
-  (:func:`meanfield.finite.freeprob.normalized_block_top`, no random state, the default); ``SMALL_T_TOP =
+  (:func:`meanfield.finite.blocktop.invariant_block_top`, no random state, the default); ``SMALL_T_TOP =
   "drawn"`` takes the model drawn at that T instead (a fixed-seed Monte Carlo, the cross-check).
 * No normalization (or layer norm) on the output: the top eigenvalue is the largest of the C outliers
-  plus the spike's second-order shift T ell: lambda_max = E lambda_max(O (I + E)) + T ell with E a
-  symmetric C x C Gaussian matrix (diagonal variance c_self / M, off-diagonal c_cross / M), times a
-  measured O(1/sqrt M) outlier excess (the C x C matrix is a W K W^T form, heavier-tailed than Gaussian).
+  coupled to the rest: derived, the top of [[lambda_O, |v|], [|v|, beta]] with lambda_O = E lambda_max(O) of the
+  W K W^T form (:func:`_outlier_top`) and v = Q G u (:mod:`meanfield.finite.outlier_coupling`); measured
+  model: E lambda_max(O (I + E)) + T ell (E a C x C Gaussian) times a measured O(1/sqrt M) outlier excess.
 * s = ||G||_F^2 / P: the mean-field value plus the entry variances: C (T Var G_tt + T (T - 1) Var G_ts
   + (C - 1) T^2 E G_cross^2) / P.
 
@@ -56,7 +56,7 @@ top (:func:`_combined_derived`, :func:`block_scale_variance`); the C outliers' m
 of the outlier matrix (:func:`_outlier_top`). The Gaussian maxima are deterministic quadratures. Still
 approximate (and named in the result's notes): the population profile is the limiting law's quantiles with a
 Tracy-Widom top (no finite-width correction of the law itself), the small-T block top's norm step is second order
-with an effective resolvent weight (T - 2)/T G(edge) that is counted, not derived; no number depends on a seed
+(its first order exact, the second order's resolvent weight the effective one it fixes); no number depends on a seed
 (the draws stay available: ``SMALL_T_TOP = "drawn"``, ``meanfield.finite.deterministic.POPULATION = "drawn"``);
 the O(1/M) correction of tr Sigma^2 is left out, and below a
 layer norm the population profile's shape is that of :func:`plain_equivalent` (the bulk, spike, outlier variances,
@@ -80,18 +80,19 @@ import numpy as np
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
 from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
+from .blocktop import invariant_block_top
 from .freeprob import (edge_outlier_curvature, expected_max_scaled, expected_max_symmetric, expected_max_wishart,
-                       normalized_block_top, TW_MEAN, TW_VARIANCE)
+                       TW_MEAN, TW_VARIANCE)
 
 __all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance",
            "layer_norm_outlier_fluctuations", "layer_norm_bulk_fluctuations", "COEFFICIENTS", "POPULATION_WIDTH",
            "POPULATION_DRAWS", "POPULATION_SEED", "SMALL_T_TOP", "SMALL_T_TOPS"]
 
 COEFFICIENTS = ("derived", "measured")  # where the fluctuation coefficients come from (finite_width_stats)
-# the block top at T <= 128: "deterministic" (meanfield.finite.freeprob.normalized_block_top: no random state, the
-# default, so that no number of the model depends on a seed; 203 of 216 resolving grid cells within 5% against 204
-# drawn) or "drawn" (the model's fixed-seed Monte Carlo, the cross-check); read at each prediction (nothing to
-# clear), e.g. benchmarks/rmt_grid.py --small-t-top drawn
+# the block top at T <= 128: "deterministic" (meanfield.finite.blocktop.invariant_block_top: no random state, the
+# default, so that no number of the model depends on a seed; 206 of 216 resolving grid cells within 5% against 208
+# drawn, rmt.md section 6) or "drawn" (the model's fixed-seed Monte Carlo, the cross-check); read at each
+# prediction (nothing to clear), e.g. benchmarks/rmt_grid.py --small-t-top drawn
 SMALL_T_TOPS = ("drawn", "deterministic")
 SMALL_T_TOP = "deterministic"
 
@@ -213,25 +214,19 @@ def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> A
         >>> o.outlier_self > 0 and o.outlier_cross > 0
         True
     """
-    from ..spec.network import LayerNorm
     from ..theory.fisher import predict
-    from .fourpoint import OutlierFluctuations
-    from .fourpoint_layernorm import layer_norm_gram_covariance
+    from .fourpoint import OutlierFluctuations, index_patterns
+    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance
 
-    if not isinstance(net, Network) or net.is_symbolic or net.outputs < 2 \
-            or not all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms):
-        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
-                              "a numeric network with C >= 2 outputs and layer norms on hidden layers only")
+    if check_layer_norms(net).outputs < 2:
+        raise InvalidArgument("net", net.describe(), "a network with C >= 2 outputs")
     M = check_int("width", width, minimum=1)
     T = check_int("samples", samples, minimum=2)
 
     def block_sum(first: tuple, second: tuple) -> float:
         total = 0.0
-        for labels in _SAMPLE_PATTERNS:
-            blocks = max(labels) + 1
-            if blocks <= T:
-                total += math.prod(T - i for i in range(blocks)) * layer_norm_gram_covariance(
-                    net, M, first + labels[:2], second + labels[2:])
+        for labels, count in index_patterns(T):     # the patterns of equal samples among (t, s, u, v)
+            total += count * layer_norm_gram_covariance(net, M, first + labels[:2], second + labels[2:])
         return total
 
     base = predict(net, M, T)
@@ -266,15 +261,11 @@ def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
         >>> 0 < b.block2 < 2 and b.spike > 0
         True
     """
-    from ..spec.network import LayerNorm
     from ..theory.fisher import predict
     from .fourpoint import BulkFluctuations
-    from .fourpoint_layernorm import layer_norm_gram_covariance
+    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance
 
-    if not isinstance(net, Network) or net.is_symbolic \
-            or not all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms):
-        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
-                              "a numeric network with layer norms on hidden layers only")
+    check_layer_norms(net)
     M = check_int("width", width, minimum=1)
     one = net.with_(outputs=1)
 
@@ -289,16 +280,6 @@ def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
     base = predict(one, M, 4)
     d, o = 4 * float(base.gram_diag - base.gram_offdiag), 4 * float(base.gram_offdiag)  # units of T G
     return BulkFluctuations(M, same - 2.0 * near + far, mean_direction, diagonal, d, o)
-
-
-def _restricted_growth(n: int, prefix: tuple = ()) -> list:
-    """The set partitions of n positions as restricted growth strings (blocks numbered in order of appearance)."""
-    if len(prefix) == n:
-        return [prefix]
-    return [p for b in range(max(prefix, default=-1) + 2) for p in _restricted_growth(n, prefix + (b,))]
-
-
-_SAMPLE_PATTERNS = tuple(_restricted_growth(4))  # the 15 patterns of equal samples among (t, s, u, v)
 
 
 @functools.lru_cache(maxsize=256)
@@ -425,8 +406,8 @@ def _bulk(fl: Fluctuations, M: int, T: int, d: float, o: float, notes: list, der
             raise InvalidArgument("SMALL_T_TOP", SMALL_T_TOP, "one of " + ", ".join(map(repr, SMALL_T_TOPS)))
         if SMALL_T_TOP == "deterministic":
             # the same model without draws: edge (T - 1) + Tracy-Widom, the self-normalization and the norms'
-            # variance to second order (freeprob.normalized_block_top)
-            pairs = [normalized_block_top(d0, [(1.0, c) for c in columns] if columns else (), norms, ell, T)
+            # variance to second order, the first order exact (blocktop.invariant_block_top)
+            pairs = [invariant_block_top(d0, [(1.0, c) for c in columns] if columns else (), norms, ell, T)
                      for d0, _, columns in populations]
             expected = float(np.mean([p[0] for p in pairs]))
             variance = float(np.var([p[0] for p in pairs]) + np.mean([p[1] for p in pairs]))
@@ -639,8 +620,17 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             lam = _combined_measured(fl, net, M, T, bulk["top"], last, v, notes)
         else:
             scale_variance = block_scale_variance(plain_equivalent(twin), M) if C > 1 else 0.0
+            from .blockcoupling import random_state_coupling
+
+            coupling = random_state_coupling(plain_equivalent(twin), M, T) if C > 1 else 0.0
             population = derived["population"][0] if "population" in derived else None
-            lam = _combined_derived(M, T, bulk, last, v, C, scale_variance, population)
+            from . import blockshare  # the first order's spread from the output layer's share of a block top (option)
+
+            shares = None
+            if C > 1 and blockshare.FIRST_ORDER == "top-share":
+                shares = (blockshare.sample_top_share(plain_equivalent(twin), M, T, d, bulk["identity"], bulk["top"]),
+                          blockshare.output_share_of_mean(plain_equivalent(twin), M, T, d))
+            lam = _combined_derived(M, T, bulk, last, v, C, scale_variance, population, coupling, d, shares)
     else:
         if measured:
             a, b = (_positive_note(derived[name] if name in derived else fl.at(name, M) + fl.at(name + "_T", M) / T,
@@ -650,7 +640,11 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
         else:
             a, b = (_positive_note(derived.get(name, 0.0), name, M, notes) / M
                     for name in ("outlier_self", "outlier_cross"))
-            outlier = O * (1.0 + _outlier_top(net, M, T, a, b, gd_p + (T - 1) * go_p)) + bulk["spike"]
+            # the top outlier coupled to the centred Gram (2 x 2 Lanczos; it replaces the spike's T ell)
+            from .outlier_coupling import coupled_top
+
+            outlier = coupled_top(net, M, T, O * (1.0 + _outlier_top(net, M, T, a, b, gd_p + (T - 1) * go_p)), O, d,
+                                  plain_equivalent(net))
         lam = max(outlier, bulk["edge"])
     # s = (C/P) [T E G_tt^2 + T(T-1) E G_ts^2 + (C-1) T^2 E G_cross^2]: means (corrected) squared + variances
     P = float(base.P)
@@ -691,16 +685,12 @@ def _outlier_top(net: Network, M: int, T: int, a: float, b: float, mean_outlier:
     layer's mean-field q^); its degrees of freedom n follow from the derived off-diagonal variance b = f^2 / n,
     and the diagonal variance beyond the Wishart's own 2 b is an independent Gaussian diagonal. One output: 0.
     """
-    from ..theory.recursions import order_parameters
+    from .outlier_coupling import lower_share
 
     C = net.outputs
     if C == 1 or b <= 0:
         return expected_max_symmetric(C, a, b)
-    L = net.depth
-    layer = order_parameters(net, T).layers[L - 1]
-    width = net.widths(M)[L - 1]
-    own = ((width * float(layer.qhat1) + 1.0) + (T - 1) * (width * float(layer.qhat2) + 1.0)) / T
-    f = min(max(1.0 - own / mean_outlier, 1e-6), 1.0)
+    f = lower_share(net, M, T, mean_outlier)
     return expected_max_wishart(C, f, f * f / b, max(a - 2.0 * b, 0.0))
 
 
@@ -709,8 +699,9 @@ def _derived_notes(net: Network, below_plain: bool) -> list:
     notes = ["all coefficients derived, no sampled network: bulk, spike, per-sample norm part and entry variances "
              "(meanfield.finite.fourpoint), O(1/M) mean entries (meanfield.finite.corrections), population profile "
              "(meanfield.finite.population, the Gaussian-equivalent linear part), coupling of several outputs (a GOE "
-             "form over the output sphere with the output-specific spread of a block top), C outliers' maximum (the "
-             "Wishart-type outlier matrix)"]
+             "form over the output sphere with the output-specific spread of a block top, to second order in the other "
+             "outputs' blocks: meanfield.finite.blockcoupling), C outliers' maximum (the "
+             "Wishart-type outlier matrix) coupled to the centred Gram (meanfield.finite.outlier_coupling)"]
     from . import deterministic
 
     if deterministic.POPULATION == "drawn":
@@ -722,8 +713,8 @@ def _derived_notes(net: Network, below_plain: bool) -> list:
                       "quantiles with a Tracy-Widom top, no draws)")
     if SMALL_T_TOP == "deterministic":
         small = ("small-T block top (T <= 128) without draws: edge at T - 1 plus Tracy-Widom with the per-sample norm "
-                 "step to second order (meanfield.finite.freeprob.normalized_block_top; within -2% to +4% of the "
-                 "model's Monte Carlo)")
+                 "step to second order, its first order exact (meanfield.finite.blocktop.invariant_block_top, "
+                 "freeprob.normalized_block_top with g_eff; within -2.4% to +2.2% of the model's Monte Carlo)")
     else:
         small = ("small-T block top (T <= 128) by a fixed-seed Monte Carlo of the model (standard error 0.3%, at most "
                  "1200 draws up to T = 64 and 300 at T = 128; its norm step is not yet derived in closed form); another "
@@ -792,7 +783,7 @@ def block_scale_variance(net: Network, width: int) -> float:
 
 
 def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, scale_variance: float,
-                      population: Any) -> float:
+                      population: Any, coupling: float = 0.0, d: float = 1.0, shares: Any = None) -> float:
     """The top of C outputs' centred Gram, derived: top (1 + E lambda_max(Y)), Y a C x C Gaussian (GOE) matrix.
 
     The law of the Gram is invariant under rotations of the output space, and the Gram of the combined output
@@ -807,6 +798,10 @@ def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, s
     Tracy-Widom's at the edge) outside the output layer's share of the top mode. With full batch norm each block is also
     scaled by Z_k / v, Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), per output: it adds to Y's diagonal
     only); the larger of the coupled top times E Z and the exact expected maximum of the C scaled blocks is kept.
+    The first-order top is coupled to the other outputs' blocks by a 2 x 2 Lanczos step
+    (:func:`meanfield.finite.blockcoupling.second_order_block_top`, ``coupling`` = c_random, ``d`` = E G_tt - E G_ts).
+    ``shares`` = (s_top, s_d) (the option :data:`meanfield.finite.blockshare.FIRST_ORDER`, not the default): a from the
+    slope (1 - s_top) / (1 - s_d) of a block top on its scale, and the Wishart form instead of the GOE.
     """
     share = population.output_layer_share if population is not None else 0.0
     correlation = 0.0
@@ -822,11 +817,20 @@ def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, s
     # the sample's part: the output layer's share of the top mode sees the same features h(x_t) for every output
     # (common); the rest is output-specific
     a = weights + (1.0 - share) * sample
+    if shares is not None:  # (s_top, s_d): the block top follows its scale with slope (1 - s_top) / (1 - s_d)
+        slope = (1.0 - shares[0]) / (1.0 - shares[1])
+        a = slope**2 * scale_variance + r * bulk["between_variance"] * (1.0 - correlation) + (1.0 - shares[0]) * sample
+    from .blockcoupling import second_order_block_top  # the other outputs' blocks to second order (2 x 2 Lanczos)
+    from .blockshare import wishart_excess
+
+    def excess(extra: float) -> float:  # the GOE form, or with shares the Wishart form W_n / n, n = 2 / a
+        return expected_max_symmetric(C, a + extra, a / 2.0) if shares is None else wishart_excess(C, a, extra)
+
     if last.center_only:
-        return top * (1.0 + expected_max_symmetric(C, a, a / 2.0))
+        return second_order_block_top(top * (1.0 + excess(0.0)), top, C, coupling, d)
     # full batch norm: block k is scaled by Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), independent per
     # output), which adds to the diagonal of Y only: sup_a a^T Z^(1/2) Y Z^(1/2) a to first order
-    coupled = top * (1.0 + expected_max_symmetric(C, a + 2.0 / (T - 5), a / 2.0)) * T / (T - 3)
+    coupled = second_order_block_top(top * (1.0 + excess(2.0 / (T - 5))), top, C, coupling, d) * T / (T - 3)
     return max(coupled, top * expected_max_scaled(C, math.sqrt(a), T)) / v
 
 

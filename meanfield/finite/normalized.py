@@ -67,6 +67,16 @@ The O(1/M) terms:
    difference divided by EPS^2), and (c) by Monte Carlo over g, with its standard errors (``monte_carlo_sem``, about
    0.2% of E G_tt and 0.5% of s at 40000 draws; zeros for the exact method); it needs T >= 10.
 
+Layer norms on hidden layers below (:func:`output_batch_norm_below`, :class:`OutputBatchNormBelow`). Nothing above
+uses more of the network below than 1. D, dD, v, dv, 2. the entry covariances of Theta and 3. the four-sample world
+(K, N, Y of layer L - 1), so the same formulas hold behind layer norms with those taken through the norms: dD from
+:func:`meanfield.finite.layernorm.layer_norm_ntk_mean_shift`, dv from
+:func:`meanfield.finite.layernorm.layer_norm_kernel_mean_shift`, the covariances from
+:func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` and the world from
+:func:`meanfield.finite.layernorm_world.layer_norm_world` (the norms' influence functions and Jacobian projections,
+four samples). Checked against sampled networks (``meanfield/notes/corrections.md``, section "Layer norms below a
+full batch norm on the output").
+
 Between outputs the blocks have mean zero and only term 2 enters at O(1/M). Checked against sampled networks
 (``derivations/corrections.md``, section 5: tanh, relu, cos, silu, several width profiles, M = 32 to 256, T = 12 to 32,
 400 to 10000 seeds): the means within 1.6 standard errors everywhere; s within about one at M >= 128 (T = 16) and
@@ -76,7 +86,6 @@ M = 256 (T = 32), with an O((T/M)^2) remainder of -2 to -3% at M = 64, T = 16.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -84,18 +93,23 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument, check_choice, check_int
-from ..spec.network import BatchNorm, Network
+from ..spec.network import BatchNorm, LayerNorm, Network
 from ..theory.fisher import predict
 from ..theory.recursions import order_parameters
 from .corrections import STATISTICS, finite_width_stats as plain_finite_width_stats
 from .corrections import gram_corrections, kernel_mean_shift
-from .fourworld import class_tensor, pair_index, realized_world
-from .fourpoint import gram_covariance
+from .fourworld import World, class_tensor, pair_index, realized_world
+from .fourpoint import gram_covariance, set_partitions
+from .fourpoint_layernorm import layer_norm_gram_covariance
+from .deepbn import finite_width_stats as deep_batch_norm_finite_width_stats
 from .hiddenbn import finite_width_stats as hidden_batch_norm_finite_width_stats
 from .layernorm import finite_width_stats as layer_norm_finite_width_stats
+from .layernorm import layer_norm_kernel_mean_shift, layer_norm_ntk_mean_shift
+from .layernorm_world import layer_norm_world
 
 __all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS",
-           "METHODS", "coupling_contractions"]
+           "METHODS", "coupling_contractions", "OutputBatchNormBelow", "output_batch_norm_below",
+           "output_batch_norm_from", "below_world"]
 
 DRAWS = 40000      # Monte Carlo draws of the coupling terms (3.): standard errors about 0.2% of E G_tt, 0.5% of s
 SEED = 20261207    # their fixed seed: predictions are reproducible
@@ -150,14 +164,23 @@ class OutputBatchNormTerms:
     draws: int
 
 
+def _supported(net: object) -> bool:
+    """A full batch norm on the output, and otherwise at most layer norms on hidden layers."""
+    if not isinstance(net, Network):
+        return False
+    last = net.norm_at(net.depth)
+    return (isinstance(last, BatchNorm) and not last.center_only
+            and all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms if n is not last))
+
+
 def _check(net: Network, width: int, samples: int, draws: int, method: str) -> tuple[int, int, int, str]:
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
     if net.is_symbolic:
         raise InvalidArgument("net", net.describe(), "numeric parameters")
-    last = net.norm_at(net.depth)
-    if len(net.norms) != 1 or not isinstance(last, BatchNorm) or last.center_only:
-        raise InvalidArgument("net", net.describe(), "a full batch norm on the output and no other normalization")
+    if not _supported(net):
+        raise InvalidArgument("net", net.describe(), "a full batch norm on the output and no other normalization "
+                              "than layer norms on hidden layers")
     if net.depth < 2:
         raise InvalidArgument("net", net.describe(), "depth >= 2 (a hidden layer below the output)")
     method = check_choice("method", method if isinstance(method, str) else repr(method), METHODS)
@@ -168,14 +191,128 @@ def _check(net: Network, width: int, samples: int, draws: int, method: str) -> t
     return M, T, check_int("draws", draws, minimum=100), method
 
 
+@dataclass(frozen=True, eq=False)
+class OutputBatchNormBelow:
+    """The statistics of the network below a full batch norm on the output that its O(1/M) terms are made of.
+
+    The module docstring's inputs: 1. the exchangeable mean shifts of the pre-normalization NTK and of the last hidden
+    layer's kernel, 2. the entry covariances of the pre-normalization NTK summed through the projectors, 3. the
+    four-sample world of the last hidden layer. For a plain network below they are those of
+    :mod:`meanfield.finite.corrections`, :mod:`meanfield.finite.fourpoint` and :mod:`meanfield.finite.fourworld`;
+    behind layer norms on hidden layers those of :mod:`meanfield.finite.layernorm`,
+    :mod:`meanfield.finite.fourpoint_layernorm` and :mod:`meanfield.finite.layernorm_world`.
+
+    Attributes:
+        network: the network without its output batch norm (plain, or with layer norms on hidden layers).
+        width, samples: M, T.
+        ntk_spread_mean_field: D_0 = T (G_tt - G_ts) of that network, mean field.
+        ntk_spread: D = D_0 + dD with the O(1) shift dD of T (E G_tt - E G_ts) (1.).
+        variance: v = sigma_w^2 (K_tt - K_ts) of layer L - 1, mean field.
+        variance_shift: dv, its O(1/M) mean shift (1.).
+        same: (X_1, X_2, X_3), the three pairings of Cov(Theta_00(u, v), Theta_00(u', v')) with Pi Pi summed over the
+            T^4 index tuples (2.).
+        cross: the same of Theta_01 between two outputs (zeros for C = 1).
+        world: the four-sample world of layer L - 1 (3.).
+
+    Example:
+        >>> b = output_batch_norm_below(Network(3, "tanh", 2, 0.1, outputs=2, norms=["layer:1", "batch:last"]), 64, 16)
+        >>> b.network.describe(), bool(b.ntk_spread > b.ntk_spread_mean_field), bool(b.same[1] > 0)
+        ('L=3 tanh sigma_w2=2 sigma_b2=0.1 C=2 alphas=1 norms=layer:1', True, True)
+    """
+
+    network: Network
+    width: int
+    samples: int
+    ntk_spread_mean_field: float
+    ntk_spread: float
+    variance: float
+    variance_shift: float
+    same: tuple
+    cross: tuple
+    world: World
+
+
+def _inner(net: Network) -> Network:
+    """The network without its output batch norm."""
+    return net.with_(norms=tuple(n for n in net.norms if isinstance(n, LayerNorm)))
+
+
+def below_world(net: Network, width: int) -> World:
+    """The four-sample world of layer L - 1 below a full batch norm on the output: fourworld's ``realized_world`` of
+    the plain network, or :func:`meanfield.finite.layernorm_world.layer_norm_world` behind layer norms.
+
+    Raises:
+        InvalidArgument: as :func:`output_batch_norm_terms`.
+
+    Example:
+        >>> below_world(Network(3, "relu", 2, 0.1, norms=["batch:last"]), 64).cov.shape
+        (20, 20)
+    """
+    M, _, _, _ = _check(net, width, 6, DRAWS, "exact")
+    inner = _inner(net)
+    return layer_norm_world(inner, M) if inner.norms else realized_world(inner, M)
+
+
+@functools.lru_cache(maxsize=32)
+def output_batch_norm_below(net: Network, width: int, samples: int) -> OutputBatchNormBelow:
+    """D, dD, v, dv, the projected entry covariances and the four-sample world below a full batch norm on the output.
+
+    Args:
+        net: a numeric network with a full batch norm on the output, depth >= 2, otherwise plain or with layer norms
+            on hidden layers.
+        width: M.
+        samples: T >= 6.
+
+    Returns:
+        :class:`OutputBatchNormBelow`.
+
+    Raises:
+        InvalidArgument: another placement, a symbolic network, depth 1, T < 6, a negative kernel overlap.
+
+    Example:
+        >>> b = output_batch_norm_below(Network(3, "relu", 2, 0.1, norms=["batch:last"]), 64, 12)
+        >>> bool(b.variance > 0), b.cross
+        (True, (0.0, 0.0, 0.0))
+    """
+    M, T, _, _ = _check(net, width, samples, DRAWS, "exact")
+    inner = _inner(net)
+    L = net.depth
+    sw = float(net.sigma_w2[L - 1])
+    op = order_parameters(inner, T)
+    v = sw * (float(op.layers[L - 1].qhat1) - float(op.layers[L - 1].qhat2))
+    if inner.norms:
+        raw = predict(inner, M, T)
+        D0 = T * (float(raw.gram_diag) - float(raw.gram_offdiag))
+        dd, do = layer_norm_ntk_mean_shift(inner, M)
+        D = D0 + dd - do
+        shift = layer_norm_kernel_mean_shift(inner, M)[L - 1]
+        covariance, world = layer_norm_gram_covariance, layer_norm_world(inner, M)
+    else:
+        corrected = gram_corrections(inner, M, T)
+        D0 = T * (corrected.mean_field_diag - corrected.mean_field_offdiag)
+        D = T * (corrected.mean_diag - corrected.mean_offdiag)
+        shift = kernel_mean_shift(inner, M)[L - 1]
+        covariance, world = gram_covariance, realized_world(inner, M)
+    dv = sw * float(shift[0] - shift[1]) / inner.widths(M)[L - 1]
+    # sum over the T^4 tuples by the 15 label patterns (no T^4 tensor: O(1) in T)
+    same = _matchings(T, lambda lab: covariance(inner, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
+    if net.outputs >= 2:
+        cross = _matchings(T, lambda lab: covariance(inner, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
+    else:
+        cross = np.zeros(3)
+    return OutputBatchNormBelow(inner, M, T, float(D0), float(D), v, dv, tuple(float(x) for x in same),
+                                tuple(float(x) for x in cross), world)
+
+
 @functools.lru_cache(maxsize=32)
 def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: int = DRAWS,
                             method: str = "exact") -> OutputBatchNormTerms:
     """E G = mean field (1 + dD/D) v/(v + dv) + couplings, s + entry fluctuations: full batch norm on the output.
 
     Args:
-        net: a numeric network whose only normalization is a full batch norm on the output, depth >= 2, inputs
-            with a non-negative mean product (input_q2 >= 0).
+        net: a numeric network with a full batch norm on the output, depth >= 2, inputs with a non-negative mean
+            product (input_q2 >= 0), otherwise plain or with layer norms on hidden layers (the statistics below
+            through the norms, :func:`output_batch_norm_below`).
         width: M.
         samples: T >= 6 (exact; E[1/sigma^4]), T >= 10 for the Monte Carlo (its s needs E[1/sigma^8]).
         draws: Monte Carlo draws for the coupling terms (fixed seed); used by ``method="monte-carlo"`` only.
@@ -199,17 +336,35 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
         (True, 2000)
     """
     M, T, draws, method = _check(net, width, samples, draws, method)
-    plain = net.with_(norms=())
+    return output_batch_norm_from(net, output_batch_norm_below(net, M, T), draws=draws, method=method)
+
+
+def output_batch_norm_from(net: Network, below: OutputBatchNormBelow, *, draws: int = DRAWS,
+                           method: str = "exact") -> OutputBatchNormTerms:
+    """:func:`output_batch_norm_terms` from given statistics of the network below (module docstring, 1.-3.).
+
+    Args:
+        net: the network with its full batch norm on the output (as :func:`output_batch_norm_terms`).
+        below: :class:`OutputBatchNormBelow` of ``net`` at the width and samples wanted (``below.width``,
+            ``below.samples``).
+        draws, method: as :func:`output_batch_norm_terms`.
+
+    Raises:
+        InvalidArgument: as :func:`output_batch_norm_terms`, or ``below`` not of ``net``.
+
+    Example:
+        >>> net = Network(3, "relu", 2, 0.1, norms=["batch:last"])
+        >>> below = output_batch_norm_below(net, 64, 12)
+        >>> output_batch_norm_from(net, below).s == output_batch_norm_terms(net, 64, 12).s
+        True
+    """
+    if not isinstance(below, OutputBatchNormBelow):
+        raise InvalidArgument("below", below, "an OutputBatchNormBelow (output_batch_norm_below)")
+    M, T, draws, method = _check(net, below.width, below.samples, draws, method)
+    if below.network != _inner(net):
+        raise InvalidArgument("below", below.network.describe(), f"the statistics below {net.describe()}")
     base = predict(net, M, T)
-    corrected = gram_corrections(plain, M, T)
-    D0 = T * (corrected.mean_field_diag - corrected.mean_field_offdiag)
-    D = T * (corrected.mean_diag - corrected.mean_offdiag)
-    L = net.depth
-    op = order_parameters(plain, T)
-    sw = float(net.sigma_w2[L - 1])
-    v = sw * (float(op.layers[L - 1].qhat1) - float(op.layers[L - 1].qhat2))
-    shift = kernel_mean_shift(plain, M)[L - 1]
-    dv = sw * float(shift[0] - shift[1]) / plain.widths(M)[L - 1]
+    D0, D, v, dv = below.ntk_spread_mean_field, below.ntk_spread, below.variance, below.variance_shift
     ntk_factor, scale_factor = D / D0, v / (v + dv)
     factor = ntk_factor * scale_factor
     gd, go = float(base.gram_diag), float(base.gram_offdiag)
@@ -217,17 +372,14 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
     inv2 = T / (v * (T - 3))
     inv4 = T**2 / (v**2 * (T - 3) * (T - 5))
     a, b = 1 - 2 / (T - 1) + 1 / (T**2 - 1), 1 / (T**2 - 1)
-    # sum (a Pi_uu' Pi_vv' + b (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) Cov[u, v, u', v'] over the T^4 tuples, by the 15 label
-    # patterns (no T^4 tensor: O(1) in T)
-    same = _matchings(T, lambda lab: gram_covariance(plain, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
+    # sum (a Pi_uu' Pi_vv' + b (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) Cov[u, v, u', v'] over the T^4 tuples
+    same, cross = below.same, below.cross
     s_same = C * inv4 * (a * same[1] + b * (same[0] + same[2])) / (T**2 * P)
-    if C >= 2:
-        cross = _matchings(T, lambda lab: gram_covariance(plain, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
-        s_cross = C * (C - 1) * inv2**2 * ((T - 2) / (T - 1)) ** 2 * cross[1] / (T**2 * P)
-    else:
-        s_cross = 0.0
+    s_cross = C * (C - 1) * inv2**2 * ((T - 2) / (T - 1)) ** 2 * cross[1] / (T**2 * P) if C >= 2 else 0.0
+    L = net.depth
+    ML, sw = net.widths(M)[L - 1], float(net.sigma_w2[L - 1])
     if method == "exact":
-        cd, co, csq, sd, so, ssq = _coupling_exact(net, M, T)
+        cd, co, csq, sd, so, ssq = _coupling_exact(below.world, ML, sw, T)
         draws = 0
     else:
         cd, co, csq, sd, so, ssq = _coupling_monte_carlo(net, M, T, draws, SEED)
@@ -242,15 +394,16 @@ def output_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict:
     """The "1/M" model of ``predict(..., finite_width="1/M")``: :func:`output_batch_norm_terms` for a full batch norm
-    on the output, :func:`meanfield.finite.layernorm.finite_width_stats` for a layer norm on layer 2 of a three-layer
-    net (the Gram means, m and the kappa's; not s), :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch
+    on the output (possibly with layer norms on hidden layers), :func:`meanfield.finite.layernorm.finite_width_stats`
+    for layer norms on hidden layers (also with a centre-only batch norm on the output),
+    :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch
     norm on the last hidden layer (also s for L <= 3), :func:`meanfield.finite.corrections.finite_width_stats`
     otherwise (mean-field values and a note where nothing is derived).
 
     Example:
         >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1", "batch:last"])
-        >>> finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"]
-        frozenset()
+        >>> sorted(finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"])
+        ['gram_diag', 'gram_offdiag', 'kappa1', 'kappa2', 'm', 's']
     """
     layer_norm = layer_norm_finite_width_stats(net, width, samples, base)
     if layer_norm is not None:
@@ -258,8 +411,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     hidden = hidden_batch_norm_finite_width_stats(net, width, samples, base)
     if hidden is not None:
         return hidden
-    last = net.norm_at(net.depth) if isinstance(net, Network) else None
-    if not (isinstance(last, BatchNorm) and not last.center_only and len(net.norms) == 1):
+    deep = deep_batch_norm_finite_width_stats(net, width, samples, base)
+    if deep is not None:
+        return deep
+    if not _supported(net):
         return plain_finite_width_stats(net, width, samples, base)
     try:
         t = output_batch_norm_terms(net, width, samples)
@@ -269,6 +424,11 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     notes = ("full batch norm on the output: E G, m, s, kappa's with their derived O(1/M) terms; the coupling terms "
              "in closed form (exact Gaussian and chi-square moments, no random numbers)",
              "lambda_max: not corrected (the mean-field value or bounds)")
+    if len(net.norms) > 1:
+        layers = ", ".join(str(n) for n in net.norms if isinstance(n, LayerNorm))
+        notes = (notes[0] + f"; below it {layers}: the NTK and kernel shifts, entry covariances and four-sample "
+                 "world through the norms (leading order, gradient independence for the backward weights)",
+                 notes[1])
     return dict(gram_diag=t.mean_diag, gram_offdiag=t.mean_offdiag, m=t.m, s=t.s, kappa1=t.kappa1, kappa2=t.kappa2,
                 includes_1_over_M=STATISTICS, notes=notes)
 
@@ -294,18 +454,13 @@ def _matchings(T: int, value) -> np.ndarray:
     return out
 
 
-_PATTERNS = tuple(sorted({_canon(x) for x in itertools.product(range(4), repeat=4)}))     # the 15 of four slots
+_PATTERNS = set_partitions(4)     # the 15 of four slots
 
 
-@functools.lru_cache(maxsize=64)
-def _coupling_exact(net: Network, width: int, samples: int) -> tuple:
+def _coupling_exact(w: World, M: int, sw: float, T: int) -> tuple:
     """The O(1/M) terms without a factor T (module docstring, (a)-(c)) of the mean block E[G_kk] (as (diag, offdiag))
-    and of E||G_kk||_F^2, in closed form (module docstring); returns the Monte Carlo's tuple with zero errors."""
-    plain = net.with_(norms=())
-    T, L = samples, net.depth
-    M = plain.widths(width)[L - 1]
-    sw = float(net.sigma_w2[L - 1])
-    w = realized_world(plain, width)
+    and of E||G_kk||_F^2, in closed form (module docstring), from the four-sample world ``w`` of layer L - 1 (width
+    M, sigma_w^2 = sw of the output layer); returns the Monte Carlo's tuple with zero errors."""
     n = T - 1
     v = sw * (w.k[0] - w.k[1])
     D = M * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])        # Theta' = D I + O 1 1^T and A 1 = 0
@@ -331,11 +486,10 @@ def _coupling_monte_carlo(net: Network, width: int, samples: int, draws: int, se
     and of E||G_kk||_F^2, by Monte Carlo over the T-dimensional Gaussian laws they are integrals over (fixed seed).
 
     Returns (d_diag, d_offdiag, d_square, standard errors of the three); d_square is per output block."""
-    plain = net.with_(norms=())
     T, L = samples, net.depth
-    M = plain.widths(width)[L - 1]
+    M = net.widths(width)[L - 1]
     sw = float(net.sigma_w2[L - 1])
-    w = realized_world(plain, width)
+    w = below_world(net, width)
     rng = np.random.default_rng(seed)
     # the T-world: the vector (K_tt' for t <= t', N_tt' for t <= t') and its covariance by label patterns
     tri = [(a, b) for a in range(T) for b in range(a, T)]
@@ -429,7 +583,8 @@ def coupling_contractions(net: Network, width: int, samples: int) -> dict:
     Y^ab_cd) summed over the T^4 index tuples by the 15 label patterns, as the exact coupling terms use them.
 
     Args:
-        net: as :func:`output_batch_norm_terms` (a full batch norm on the output only, depth >= 2).
+        net: as :func:`output_batch_norm_terms` (a full batch norm on the output, depth >= 2, possibly layer norms
+            on hidden layers).
         width: M.
         samples: T >= 6.
 
@@ -445,11 +600,10 @@ def coupling_contractions(net: Network, width: int, samples: int) -> dict:
         (['KT_1', 'S_KK', 'S_KT', 'S_Y', 'Y_1'], True)
     """
     M, T, _, _ = _check(net, width, samples, DRAWS, "exact")
-    plain = net.with_(norms=())
     L = net.depth
-    ML = plain.widths(M)[L - 1]
+    ML = net.widths(M)[L - 1]
     sw = float(net.sigma_w2[L - 1])
-    w = realized_world(plain, M)
+    w = below_world(net, M)
     kk = _matchings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
     kt = _matchings(T, lambda lab: ML * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
                     + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])

@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse.linalg
 
 from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit, breaks, normal_rule
@@ -209,6 +208,8 @@ def _one_draw(net: Any, M: int, rng: np.random.Generator, shares: list | None = 
         if block.shape[0] <= 16:
             val, vec = np.linalg.eigh(block)
             return float(val[-1]), vec[:, -1]
+        import scipy.sparse.linalg  # only the drawn population needs it: kept off the import of the default model
+
         val, vec = scipy.sparse.linalg.eigsh(block, k=1, which="LA", v0=np.ones(block.shape[0]), tol=1e-12)
         return float(val[0]), vec[:, 0]
 

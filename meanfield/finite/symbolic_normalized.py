@@ -45,12 +45,12 @@ these are ``predict(net, M, T, finite_width="1/M")``'s):
   :func:`meanfield.finite.layernorm.layer_norm_gram_means`), while the statistics take dTheta_ln_p from the general
   recursion as predict does (~1e-9 relative apart); s with the entry variances of the four-point engine through the
   norm (:class:`meanfield.finite.symbolic_placements.LayerNormCovariance` atoms);
-* layer norms on any hidden layers (any depth and widths, possibly with a centre-only batch norm on the output) and a
-  batch norm (full or centre-only) on the last hidden layer: :mod:`meanfield.finite.symbolic_placements`.
+* layer norms on any hidden layers (any depth and widths, possibly with a centre-only or a full batch norm on the
+  output) and a batch norm (full or centre-only) on the last hidden layer: :mod:`meanfield.finite.symbolic_placements`.
 
-Other placements (a batch norm on a hidden layer below the last, a layer norm with a full batch norm on the output,
-several batch norms) are not derived: :func:`derive_network_corrections` raises InvalidArgument naming the
-normalization and listing what is derived, never returns numbers for them.
+Other placements (a batch norm on a hidden layer below the last, several batch norms) are not derived:
+:func:`derive_network_corrections` raises InvalidArgument naming the normalization and listing what is derived, never
+returns numbers for them.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ from .fourworld import pair_index, realized_world
 from .layernorm import layer_norm_gram_means
 from .normalized import DRAWS, coupling_contractions, output_batch_norm_terms
 from .symbolic_placements import PLACEMENTS as MORE_PLACEMENTS, NumericPart, layer_norm_variance_equations
-from .symbolic_placements import LayerNormShift, placement_of, placement_parts
+from .symbolic_placements import LayerNormShift, coupling_closed_form, placement_of, placement_parts
+from .symbolic_placements import full_batch_norm_statistics, label_class_sum, projector_sum
 from .symbolic_corrections import (DPHI, GRAM_MEAN_FIELD, P_SS, P_TS, P_TT, PHI, U_S, U_T, VARIANCES, Y_S, Y_T,
                                    CorrectionDerivation, NormalExpectation, centring_weight, derive_corrections,
-                                   label_choices, label_classes, projected_variance)
+                                   projected_variance)
 
 __all__ = ["GramCovariance", "BatchNormCoupling", "LayerNormPart", "NormalizedCorrectionDerivation",
            "derive_network_corrections", "correction_placement", "S_MEAN_FIELD", "DERIVED_PLACEMENTS", "WorldEntry",
@@ -366,13 +367,12 @@ def correction_placement(net: Network) -> str:
 
     Raises:
         InvalidArgument: not a Network, or a normalization whose O(1/M) corrections are not derived (a batch norm
-            below the last hidden layer, a layer norm with full batch norm on the output, several batch norms, full
-            batch norm on the output of a depth-1 net).
+            with another normalization, several batch norms, full batch norm on the output of a depth-1 net).
 
     Example:
         >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch-center:last"]))
         'batch-center:last'
-        >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch:1"]))
+        >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch:1", "batch:2"]))
         Traceback (most recent call last):
         ...
         meanfield.errors.InvalidArgument: ...
@@ -382,7 +382,7 @@ def correction_placement(net: Network) -> str:
     if not net.norms:
         return "none"
     what = ("no normalization, centre-only or full batch norm on the output, layer norms on hidden layers (possibly "
-            "with a centre-only batch norm on the output), or a batch norm on the last hidden layer")
+            "with a centre-only or full batch norm on the output), or one batch norm on a hidden layer")
     norm = net.norms[0]
     if len(net.norms) == 1:
         if isinstance(norm, BatchNorm) and norm.layer == net.depth:
@@ -448,7 +448,7 @@ class NormalizedCorrectionDerivation(CorrectionDerivation):
         """
         width = check_int("width", width, minimum=1)
         # full batch norm: E[1/sigma^4] and the couplings' chi-square moments are finite for T - 1 > 4
-        Tn = check_int("samples", samples, minimum=6 if self.placement == "batch:last" else 2)
+        Tn = check_int("samples", samples, minimum=6 if self.placement in ("batch:last", "layer+batch:last") else 2)
         net = self.network
         net.widths(width)
         numbers: dict = {M: width, T: Tn, C: net.outputs}
@@ -626,12 +626,7 @@ def _projected_variance(outputs: tuple, fixed: int) -> sympy.Expr:
 
 def _projector_sum(outputs: tuple, first: Any, second: Any) -> sympy.Expr:
     """sum over (u, v, u', v') of (first Pi_uu' Pi_vv' + second (Pi_uv Pi_u'v' + Pi_uv' Pi_u'v)) Cov(A_uv, A_u'v')."""
-    total = sympy.S.Zero
-    for (a, b, c, d), new in label_classes(0):
-        pi = centring_weight
-        weight = first * pi(a, c) * pi(b, d) + second * (pi(a, b) * pi(c, d) + pi(a, d) * pi(c, b))
-        total += label_choices(new, 0) * weight * GramCovariance(outputs, (a, b, c, d))
-    return total
+    return projector_sum(first, second, lambda labels: GramCovariance(outputs, labels))
 
 
 # -- the placements -----------------------------------------------------------------------------------------------
@@ -681,15 +676,7 @@ def _full(net: Network, plain: CorrectionDerivation, mf: Any) -> dict:
     if net.outputs >= 2:
         aux.append(sympy.Eq(cross, _projector_sum((0, 1), 1, 0), evaluate=False))
     aux += _couplings(net, cpl, sw, mf)
-    factor = (1 + dD / D) * v / (v + dv)
-    inv2, inv4 = T / (v * (T - 3)), T**2 / (v**2 * (T - 3) * (T - 5))     # E[1/sigma^2], E[1/sigma^4]
-    gd = GRAM_MEAN_FIELD[0] * factor + cpl[0]
-    go = GRAM_MEAN_FIELD[1] * factor + cpl[1]
-    s_same = C * inv4 * same / (T**2 * mf.P)
-    s_cross = C * (C - 1) * inv2**2 * ((T - 2) / (T - 1)) ** 2 * cross / (T**2 * mf.P) if net.outputs >= 2 else 0
-    s = S_MEAN_FIELD * factor**2 + s_same + s_cross + cpl[2]
-    parts = (("ntk_factor", 1 + dD / D), ("scale_factor", v / (v + dv)), ("s_same", s_same), ("s_cross", s_cross),
-             ("coupling_diag", cpl[0]), ("coupling_offdiag", cpl[1]), ("coupling_s", cpl[2]))
+    gd, go, s, parts = full_batch_norm_statistics((D, dD), (v, dv), (same, cross), cpl, net.outputs, mf.P)
     notes = ("full batch norm on the output: exchangeable shifts (dD_bn, dv_bn from the plain recursion), the entry "
              "fluctuations through the projectors (Sum_same, Sum_cross, chi-square moments E[1/sigma^2] = T/(v (T-3)), "
              "E[1/sigma^4] = T^2/(v^2 (T-3)(T-5))), symbolic in T",
@@ -702,14 +689,15 @@ def _full(net: Network, plain: CorrectionDerivation, mf: Any) -> dict:
 def _contraction(entry: Any, pairing: str) -> sympy.Expr:
     """X_1 (pairing "1": Pi_ab Pi_cd) or S_X (pairing "S": the three pairings) of an exchangeable 4-tensor X given by
     ``entry(labels)`` on the 15 label classes, summed over the T^4 index tuples: exact in T."""
-    total = sympy.S.Zero
-    for (a, b, c, d), new in label_classes(0):
-        pi = centring_weight
-        weight = pi(a, b) * pi(c, d)
+    pi = centring_weight
+
+    def weight(labels: tuple) -> sympy.Expr:
+        a, b, c, d = labels
+        out = pi(a, b) * pi(c, d)
         if pairing == "S":
-            weight += pi(a, c) * pi(b, d) + pi(a, d) * pi(b, c)
-        total += label_choices(new, 0) * weight * entry((a, b, c, d))
-    return total
+            out += pi(a, c) * pi(b, d) + pi(a, d) * pi(b, c)
+        return out
+    return label_class_sum(weight, entry)
 
 
 def _couplings(net: Network, cpl: tuple, sw: Any, mf: Any) -> list:
@@ -732,17 +720,9 @@ def _couplings(net: Network, cpl: tuple, sw: Any, mf: Any) -> list:
            sympy.Eq(S_KT, _contraction(kt, "S"), evaluate=False),
            sympy.Eq(Y_1, _contraction(yy, "1"), evaluate=False),
            sympy.Eq(S_Y, _contraction(yy, "S"), evaluate=False)]
-    n, c = T - 1, (sw / ML) ** 2
     tt, ts, s = cpl
     F2 = sympy.Symbol("Cpl_F2")
-    # (a) (1/8) E[Delta Delta] E[tr F0 He4] with tr F0 = D (n - 1) / r^2, (b) (1/2) E[Delta_ab tr F1 He_ab], (c) Stein
-    trace = (D * (n - 1) * sw**2 * S_KK / (v**3 * n * (n**2 - 4))
-             - sw / (2 * v**2) * (KT_1 / (n * (n - 2)) + S_KT / (n * (n + 2)))
-             - c / v**2 * (Y_1 / (n * (n - 2)) + S_Y / (n * (n + 2))))
-    # E||G_kk||_F^2: |F0|^2 = D^2 (n - 1) / r^4 and <F0, F1> = D tr(Q dTheta) / r^4 (|F1|^2 is the entry variances')
-    square = (3 * D**2 * (n - 1) * sw**2 * S_KK / (v**4 * n * (n**2 - 4) * (n - 4))
-              - D * sw / v**3 * (3 * KT_1 / (n * (n - 2) * (n - 4)) + S_KT / (n * (n + 2) * (n - 2)))
-              - 2 * c * D / v**3 * (3 * Y_1 / (n * (n - 2) * (n - 4)) + S_Y / (n * (n + 2) * (n - 2))))
+    trace, square = coupling_closed_form(D, v, sw, ML, (S_KK, KT_1, S_KT, Y_1, S_Y))
     aux += [sympy.Eq(tt, trace / T, evaluate=False),
             sympy.Eq(ts, -tt / (T - 1), evaluate=False),       # A 1 = 0: every row of the coupling block sums to 0
             sympy.Eq(F2, square, evaluate=False),

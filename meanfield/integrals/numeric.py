@@ -424,7 +424,10 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray, use_tables:
             value, done = tables.table_cross(_table(f), q1, q2)
             out[done] = value[done]
             todo &= ~done
-        for qmax, n, k in _mehler_bands(f):
+        i = 0
+        while todo.any() and _mehler_band(f, i) is not None:  # probe only the bands still needed
+            qmax, n, k = _mehler_band(f, i)
+            i += 1
             band = np.nonzero(todo & (q1 <= qmax))[0]
             for part in np.array_split(band, max(1, band.size * n // _CHUNK)):
                 if part.size == 0:
@@ -439,7 +442,6 @@ def _cross_quadrature(f: Activation, q1: np.ndarray, q2: np.ndarray, use_tables:
     return out
 
 
-@functools.lru_cache(maxsize=64)
 def _mehler_bands(f: Activation) -> tuple:
     """The bands with their q1 limit lowered to where this phi's remainder test passes (probed
     once per activation at c = 1), so pairs go straight to the cheapest band that certifies them;
@@ -451,18 +453,35 @@ def _mehler_bands(f: Activation) -> tuple:
     conditional quadrature at the top of the band, near c = +-1 where the series converges
     slowest, and lowered by factors 0.85 until they agree to 1e-13 of E[phi^2].
     """
-    bands, reached = [], 0.0
-    for qmax, n, k in _MEHLER_BANDS:
+    i = 0
+    while _mehler_band(f, i) is not None:
+        i += 1
+    return tuple(_band_state(f)["bands"])
+
+
+@functools.lru_cache(maxsize=64)
+def _band_state(f: Activation) -> dict:
+    # the bands of :func:`_mehler_bands` probed so far, in order (the wide bands' probes cost tenths of a second
+    # per activation and most calls never reach them)
+    return {"bands": [], "probed": 0, "reached": 0.0}
+
+
+def _mehler_band(f: Activation, i: int) -> tuple | None:
+    """Band i of :func:`_mehler_bands` (None past the last), probing the bands in order only as far as i."""
+    state = _band_state(f)
+    while len(state["bands"]) <= i and state["probed"] < len(_MEHLER_BANDS):
+        qmax, n, k = _MEHLER_BANDS[state["probed"]]
+        state["probed"] += 1
         probe = np.linspace(qmax / 24, qmax, 24)
         _, ok = _mehler(f, probe, np.ones_like(probe), n, k)
         limit = probe[np.argmin(ok)] * 0.999 if not ok.all() else qmax
         if not ok[0]:
             continue
         limit = _checked_limit(f, limit, n, k, floor=probe[0])
-        if limit > reached:
-            bands.append((float(limit), n, k))
-            reached = limit
-    return tuple(bands)
+        if limit > state["reached"]:
+            state["bands"].append((float(limit), n, k))
+            state["reached"] = limit
+    return state["bands"][i] if i < len(state["bands"]) else None
 
 
 def _checked_limit(f: Activation, limit: float, n: int, k: int, floor: float) -> float:

@@ -24,7 +24,8 @@ the output, 1/M otherwise). ``finite_width="1/M"`` adds both, derived (:mod:`mea
 for networks without normalization and with centre-only batch norm on the output;
 :mod:`meanfield.finite.normalized` for full batch norm on the output; :mod:`meanfield.finite.layernorm`
 for layer norms on any hidden layers, alone or with centre-only batch norm on the output;
-:mod:`meanfield.finite.hiddenbn` for batch norm on the last hidden layer, s only up to depth 3;
+:mod:`meanfield.finite.hiddenbn` for batch norm on the last hidden layer, :mod:`meanfield.finite.deepbn`
+on any deeper one;
 ``includes_1_over_M`` names the statistics that carry the correction, and the notes say what is not).
 
 lambda_max is a prediction where E G has C outliers of order M (no normalization on the output,
@@ -228,8 +229,8 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
     "1/M": ("meanfield.finite.normalized:finite_width_stats",
             "the derived O(1/M) corrections of the statistics includes_1_over_M names (all of gram_diag, "
             "gram_offdiag, m, s, kappa1, kappa2 without normalization, with batch norm on the output and below "
-            "layer norms; with batch norm on the last hidden layer the means, and s up to depth 3; none "
-            "elsewhere: see the notes); lambda_max is the mean-field value or bounds"),
+            "layer norms, and with one batch norm on any hidden layer; none elsewhere: see the notes); "
+            "lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
 # the forms predict() took before the named choices: still accepted, with a DeprecationWarning

@@ -1,0 +1,168 @@
+"""s_top = u_h'(z*) / u'(z*): the output layer's share of the top of one output's sample block, by Hellmann-Feynman.
+
+With batch norm on the output, one output's centred block is T G_kk = K + w_k^T Theta w_k: the output layer's
+feature Gram K (the same for every output) plus the hidden layers' part (:mod:`meanfield.sampled.tangent`). The
+derivative of the block's top in the scale of one summand is the top eigenvector's share of it (d top(A + t B) / dt =
+b^T B b), so the output-specific spread of a block top is that of its scale times (1 - s_top) / (1 - s_d), s_top the
+output layer's share of the top and s_d its share of the mean eigenvalue (``meanfield/notes/rmt.md``, section 6).
+
+s_top from the deterministic equivalent. The linear part of the block is a sample Gram (1/T) Z^T Sigma Z of the
+population Sigma = A A^T (:mod:`meanfield.finite.deterministic`, n modes, T samples). Its Stieltjes transform m
+solves x = -1/m + (1/T) sum_i tau_i / (1 + tau_i m) and its upper edge is x(m*) at dx/dm = 0 (Silverstein and Choi,
+*Analysis of the limiting spectral distribution of large dimensional random matrices*, J. Multivariate Anal. 1995).
+With z = -1/m (real, above the population's edge) and u(z) = z g(z) = int rho(tau) z / (z - tau) dtau per mode, the
+edge condition reads 1 + (n/T)(z u'(z) + u(z) - 1) = 0. Scaling the output layer's coordinates by (1 + t) moves
+each population eigenvalue by tau_i times its eigenvector's share on them (Hellmann-Feynman for Sigma), and the
+edge, stationary in m, moves by d edge / dt = -(n/T) z*^2 u_h'(z*), u_h the same transform restricted to the output
+layer's channel (:func:`meanfield.finite.deterministic.channel_transforms`); the edge itself is -(n/T) z*^2 u'(z*).
+So the linear part's share at the sample edge is u_h'(z*) / u'(z*): the trace share for T << n (z* -> infinity) and
+the population edge's share for T >> n (z* -> the edge, where u' diverges).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..errors import InvalidArgument, check_int
+from ..spec.network import Network
+
+__all__ = ["linear_edge_share", "sample_top_share", "output_share_of_mean", "wishart_excess", "FIRST_ORDER", "FIRST_ORDERS"]
+
+# the first order's output-specific spread a of a block top in the random-matrix model with several outputs and batch
+# norm on the output (meanfield.finite.model): "scale" (the default: (1 - r) times the block scale's variance, r = T /
+# (T + n)) or "top-share" (the scale's variance times ((1 - s_top) / (1 - s_d))^2, this module, and the Wishart form
+# :func:`wishart_excess` over the output sphere); an explicit option, off by default: it lowers the grid's count within
+# 5% (meanfield/notes/rmt.md, section 6)
+FIRST_ORDERS = ("scale", "top-share")
+FIRST_ORDER = "scale"
+
+
+@functools.lru_cache(maxsize=256)
+def linear_edge_share(net: Network, width: int, samples: int) -> tuple:
+    """(u_h'(z*) / u'(z*), m_h / m): the output layer's share of the linear part at the sample edge and of its trace.
+
+    Args:
+        net: a plain numeric network with a hidden layer (its output count is ignored).
+        width: M (the population has n = modes_per_width M modes).
+        samples: T (>= 2).
+
+    Returns:
+        (edge share, trace share), both in [0, 1].
+
+    Example:
+        >>> edge, trace = linear_edge_share(Network(3, "relu", 2, 0), 64, 64)
+        >>> bool(trace < edge < 0.65)
+        True
+    """
+    from .deterministic import channel_transforms, population_law
+
+    if not isinstance(net, Network) or net.is_symbolic or net.norms:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network without normalization")
+    M = check_int("width", width, minimum=2)
+    T = check_int("samples", samples, minimum=2)
+    law = population_law(net.with_(outputs=1))
+    n = law.modes_per_width * M
+    key = ("h", net.depth - 1)
+    # z on a geometric grid above the edge; u' by central differences in log z (u is smooth off the spectrum)
+    z = law.edge * (1.0 + np.geomspace(1e-5, 1e3, 161))
+    g = channel_transforms(net, tuple(z.tolist()))
+    u = np.array([z_ * sum(c.values()) for z_, c in zip(z, g)])
+    uh = np.array([z_ * c[key] for z_, c in zip(z, g)])
+    du, duh = np.gradient(u, z), np.gradient(uh, z)
+    F = 1.0 + (n / T) * (z * du + u - 1.0)  # < 0 near the edge, -> 1 far above: one crossing
+    sign = np.nonzero((F[:-1] < 0) & (F[1:] >= 0))[0]
+    if sign.size == 0:
+        raise InvalidArgument("samples", T, "a sample edge above the population's on the grid (T / n not extreme)")
+    i = int(sign[0])
+    w = -F[i] / (F[i + 1] - F[i])
+    share = ((1 - w) * duh[i] + w * duh[i + 1]) / ((1 - w) * du[i] + w * du[i + 1])
+    # trace share m_h / m: z g_c(z) = c_c + m_c / z + O(z^-2), so m_c from two far points (z1, 2 z1)
+    z1 = 100.0 * law.edge
+    far, farther = channel_transforms(net, (z1, 2.0 * z1))
+    m1 = {k: (z1 * far[k] - 2.0 * z1 * farther[k]) / (1.0 / z1 - 0.5 / z1) for k in far}
+    trace = m1[key] / sum(m1.values())
+    return float(min(max(share, 0.0), 1.0)), float(min(max(trace, 0.0), 1.0))
+
+
+def sample_top_share(net: Network, width: int, samples: int, mean: float, identity: float, top: float) -> float:
+    """s_top = (s_d d - s_lin,tr L + s_lin (top - d_0)) / top: the output layer's share of a block's mean top.
+
+    The model's block is d_0 I plus the linear part (mean eigenvalue L = d - d_0 - ell, the spike ell ignored here);
+    the output layer's part of d_0 is its part of the whole trace, s_d d with s_d = M (qhat_1 - qhat_2) / (T d), less
+    its part of the linear trace; the linear part's top carries the share at the sample edge
+    (:func:`linear_edge_share`).
+
+    Args:
+        net: as :func:`linear_edge_share`.
+        width: M.
+        samples: T.
+        mean: d, the centred block's mean eigenvalue (Gram units, > 0).
+        identity: d_0, its identity part (the model's ``bulk["identity"]``).
+        top: the block's mean top (> identity).
+
+    Returns:
+        s_top in [0, 1].
+
+    Example:
+        >>> s = sample_top_share(Network(3, "relu", 2, 0), 64, 64, 2.33, 1.0, 7.9)
+        >>> bool(0.2 < s < 0.65)
+        True
+    """
+    M = check_int("width", width, minimum=2)
+    T = check_int("samples", samples, minimum=2)
+    for name, value in (("mean", mean), ("top", top)):
+        if not (np.isfinite(value) and value > 0):
+            raise InvalidArgument(name, value, "a finite positive number")
+    if not (np.isfinite(identity) and identity < top):
+        raise InvalidArgument("identity", identity, f"finite and below top = {top}")
+    edge, trace = linear_edge_share(net, M, T)
+    s_d = output_share_of_mean(net, M, T, mean)
+    linear = max(mean - identity, 0.0)
+    out = (s_d * mean - trace * linear + edge * (top - identity)) / top
+    return float(min(max(out, 0.0), 1.0))
+
+
+def output_share_of_mean(net: Network, width: int, samples: int, mean: float) -> float:
+    """s_d = M (qhat_1 - qhat_2) / (T d): the output layer's share of the centred block's mean eigenvalue d.
+
+    The output layer's part of T G_kk(t, t) - T G_kk(t, s) is h(x_t) . h(x_t) - h(x_t) . h(x_s) (the bias cancels),
+    M (qhat_1 - qhat_2) in mean field (the last hidden layer's order parameters).
+
+    Example:
+        >>> bool(0.1 < output_share_of_mean(Network(3, "relu", 2, 0), 64, 64, 2.33) < 0.3)
+        True
+    """
+    from ..theory.recursions import order_parameters
+
+    M = check_int("width", width, minimum=1)
+    T = check_int("samples", samples, minimum=2)
+    if not (np.isfinite(mean) and mean > 0):
+        raise InvalidArgument("mean", mean, "a finite positive number")
+    layer = order_parameters(net.with_(outputs=1), T).layers[net.depth - 1]
+    return min(M * float(layer.qhat1 - layer.qhat2) / (T * mean), 1.0)
+
+
+def wishart_excess(count: int, spread: float, extra_diagonal: float = 0.0) -> float:
+    """E lambda_max(W_n / n + D) - 1, n = 2 / a: the first order over the output sphere as a Wishart form in the
+    output weights (C x C, W Wishart with n degrees of freedom, D diagonal N(0, ``extra_diagonal``)).
+
+    Its entries have the variances of the GOE form (2 / n = a on the diagonal, a / 2 off it), but it is positive with
+    the heavier top of a Wishart matrix (the block tops' output-specific part is mostly |w_k|^2; notes section 6).
+    Deterministic (:func:`meanfield.finite.freeprob.expected_max_wishart`). a = 0: the diagonal alone.
+
+    Example:
+        >>> bool(wishart_excess(10, 0.02) > 0), wishart_excess(1, 0.02)
+        (True, 0.0)
+    """
+    from ..errors import check_real
+    from .freeprob import expected_max_symmetric, expected_max_wishart
+
+    C = check_int("count", count, minimum=1)
+    a = check_real("spread", spread, minimum=0.0, symbolic=False)
+    extra = check_real("extra_diagonal", extra_diagonal, minimum=0.0, symbolic=False)
+    if a == 0.0:
+        return expected_max_symmetric(C, extra, 0.0)
+    return expected_max_wishart(C, 1.0, 2.0 / a, extra)
