@@ -114,14 +114,15 @@ def two_sample_rule(unit: Unit, q00: float, q01: float, q11: float) -> TwoSample
         raise InvalidArgument("net", (q00, q01, q11),
                               "layer kernels of two samples with |q_ts| < q_tt (distinct samples)")
     s0 = math.sqrt(q00)
-    # a single 64-node piece over [-12, 12] is not enough even for smooth phi (tanh: 7e-4 off); three fixed
-    # breaks make it exact to rounding, and the unit's kinks (mapped to each variable) are added to them
-    zb = np.concatenate([_EXTRA, breaks(unit, np.zeros(1), s0)[0]])[None, :]
+    # a single 64-node piece over [-12, 12] is not enough even for smooth phi (tanh: 7e-4 off); the bulk's three
+    # breaks (a smooth unit's own, quadrature.BULK) make it exact to rounding, a kinked unit's kinks are added to them
+    extra = _EXTRA if unit.kinks else np.empty(0)
+    zb = np.concatenate([extra, breaks(unit, np.zeros(1), s0)[0]])[None, :]
     z, wz = normal_rule(zb)
     u0 = s0 * z[0]
     slope, rest = q01 / q00, math.sqrt(q11 - q01 * q01 / q00)
     kinks = breaks(unit, slope * u0, rest)
-    e, we = normal_rule(np.concatenate([np.broadcast_to(_EXTRA, (u0.size, _EXTRA.size)), kinks], axis=1))
+    e, we = normal_rule(np.concatenate([np.broadcast_to(extra, (u0.size, extra.size)), kinks], axis=1))
     U0 = np.broadcast_to(u0[:, None], e.shape)
     U1 = slope * U0 + rest * e
     W = wz[0][:, None] * we

@@ -19,13 +19,15 @@ __all__ = ["normal_rule", "Unit", "IDENTITY", "breaks", "RANGE", "BULK"]
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
 RANGE = 12.0  # |Z| <= 12 carries all but 4e-33 of a standard normal's mass
-BULK = np.array([-3.0, 0.0, 3.0])  # fixed breaks of every rule (normal_rule)
+# the breaks of a smooth unit (:func:`breaks`): one 64-node piece over [-12, 12] puts its nodes 0.6 apart near 0, too
+# sparse for a phi with poles near the real axis (tanh at +-i pi/2: E[tanh^2 tanh'^2] 0.65% off); split at the normal's
+# bulk it is exact to rounding
+BULK = np.array([-3.0, 0.0, 3.0])
 
 
 def normal_rule(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights for E[f(Z)], Z ~ N(0, 1), per row of ``breaks`` (rows x k points where f is not smooth):
-    Gauss-Legendre on each piece of [-12, 12] between the breaks and the fixed points :data:`BULK` (-3, 0, 3), the
-    normal density folded into the weights.
+    Gauss-Legendre on each piece of [-12, 12] between the breaks, the normal density folded into the weights.
     Exact to rounding for piecewise-smooth f (relu, step) where Gauss-Hermite converges only algebraically.
 
     Example:
@@ -33,12 +35,8 @@ def normal_rule(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         >>> round(float((w * np.maximum(x, 0)).sum()), 12) == round(1 / math.sqrt(2 * math.pi), 12)
         True
     """
-    given = np.atleast_2d(breaks)
-    rows = given.shape[0]
-    # the normal's bulk split in four whatever the breaks: one 64-node piece over [-12, 12] puts nodes 0.6 apart
-    # near 0, too sparse for a smooth phi with poles near the real axis (tanh: 0.65% off in E[tanh^2 tanh'^2])
-    bulk = np.broadcast_to(BULK, (rows, BULK.size))
-    b = np.clip(np.sort(np.concatenate([given, bulk], axis=1), axis=1), -RANGE, RANGE)
+    b = np.clip(np.sort(np.atleast_2d(breaks), axis=1), -RANGE, RANGE)
+    rows = b.shape[0]
     edges = np.concatenate([np.full((rows, 1), -RANGE), b, np.full((rows, 1), RANGE)], axis=1)
     lo, hi = edges[:, :-1, None], edges[:, 1:, None]
     half = (hi - lo) / 2
@@ -67,7 +65,7 @@ IDENTITY = Unit(lambda x: x, lambda x: np.ones_like(x), ())
 
 def breaks(unit: Unit, shift: np.ndarray, scale: Any) -> np.ndarray:
     """Breakpoints in the standard-normal variable e of g(shift + scale e) (rows: the shifts; ``scale`` a number or
-    one per shift, nonzero where the unit has kinks).
+    one per shift, nonzero where the unit has kinks): the kinks mapped to e, or :data:`BULK` for a smooth unit.
 
     Example:
         >>> breaks(Unit(abs, np.sign, (0.0,)), np.array([1.0, -2.0]), 2.0)   # |1 + 2e| kinks at e = -1/2
@@ -77,6 +75,8 @@ def breaks(unit: Unit, shift: np.ndarray, scale: Any) -> np.ndarray:
     shift = np.atleast_1d(shift)
     if unit.kinks is None:  # kinks unknown: many equal pieces
         return np.broadcast_to(np.linspace(-RANGE, RANGE, 33)[1:-1], (shift.size, 31))
-    if not unit.kinks or np.all(np.asarray(scale) == 0):
+    if np.all(np.asarray(scale) == 0):
         return np.empty((shift.size, 0))
+    if not unit.kinks:  # smooth: the normal's bulk (BULK); piecewise elementary units need only their kinks
+        return np.broadcast_to(BULK, (shift.size, BULK.size))
     return (np.asarray(unit.kinks)[None, :] - shift[:, None]) / np.reshape(scale, (-1, 1))
