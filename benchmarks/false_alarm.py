@@ -36,6 +36,12 @@ free b/M cannot follow it (hidden width 32 at M = 64: pre-asymptotic); at M = 25
 (+13%, +5.5%). Median time per case 2.3 s. A second run, ``--cases 250 --prediction 1/M --seed
 20261209 --workers 1``: 0/250 (0% .. 1.47%). Pooled, the 1/M prediction over 850 fresh networks:
 4/850 = 0.47% (95% CI 0.13% .. 1.20%; ``--summarize`` of both files), below the 1.5% required.
+With the later claims (one batch norm on any hidden layer at every depth, layer norms below a full output batch
+norm), ``--cases 200 --prediction 1/M --seed 20261211 --workers 1``: 2/200 = 1.0% (95% CI 0.12% .. 3.57%; claimed
+m in 167 cases, s 167, the kappa's 153; 0.66 s per case): silu, sigma_w^2 = 0.7, no bias, batch norm on layer 1 of
+three (m, s, kappa_1; m -2.9% +- 0.6% at M = 256, 16 networks) passes its claimed statistics with 64 other seeds
+(5000-5063, widths 64, 256, 1024: m +0.3..+0.7%, within 1 se); gelu with a full batch norm on the output at L = 2,
+T = 32 (s, right-skewed per-network values: skewness +2.4). Pooled over the three runs: 6/1050 = 0.57%.
 
 A case whose failure is a theory error (not chance) shows up as a placement or family failing far
 more often than alpha; re-run it with more seeds and widths before blaming chance.

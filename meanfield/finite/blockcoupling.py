@@ -44,7 +44,7 @@ import math
 
 from ..errors import InvalidArgument, check_int, check_real
 from ..spec.network import Network
-from .fourpoint import index_patterns
+from .fourpoint import gram_covariance, index_patterns
 
 __all__ = ["random_state_coupling", "second_order_block_top"]
 
@@ -71,8 +71,6 @@ def random_state_coupling(net: Network, width: int, samples: int) -> float:
         >>> bool(0 < c < 10)
         True
     """
-    from .fourpoint import gram_covariance
-
     if not isinstance(net, Network) or net.is_symbolic or net.norms:
         raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
                               "a numeric network without normalization")

@@ -25,8 +25,9 @@ import functools
 
 import numpy as np
 
-from ..errors import InvalidArgument, check_int
+from ..errors import InvalidArgument, check_int, check_real
 from ..spec.network import Network
+from .freeprob import expected_max_symmetric, expected_max_wishart
 
 __all__ = ["linear_edge_share", "sample_top_share", "output_share_of_mean", "wishart_excess", "FIRST_ORDER", "FIRST_ORDERS"]
 
@@ -157,9 +158,6 @@ def wishart_excess(count: int, spread: float, extra_diagonal: float = 0.0) -> fl
         >>> bool(wishart_excess(10, 0.02) > 0), wishart_excess(1, 0.02)
         (True, 0.0)
     """
-    from ..errors import check_real
-    from .freeprob import expected_max_symmetric, expected_max_wishart
-
     C = check_int("count", count, minimum=1)
     a = check_real("spread", spread, minimum=0.0, symbolic=False)
     extra = check_real("extra_diagonal", extra_diagonal, minimum=0.0, symbolic=False)

@@ -79,10 +79,13 @@ import numpy as np
 
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
-from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
+from . import blockshare
+from .blockcoupling import random_state_coupling
 from .blocktop import invariant_block_top
+from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
 from .freeprob import (edge_outlier_curvature, expected_max_scaled, expected_max_symmetric, expected_max_wishart,
                        TW_MEAN, TW_VARIANCE)
+from .outlier_coupling import coupled_top, lower_share
 
 __all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance",
            "layer_norm_outlier_fluctuations", "layer_norm_bulk_fluctuations", "COEFFICIENTS", "POPULATION_WIDTH",
@@ -620,13 +623,9 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             lam = _combined_measured(fl, net, M, T, bulk["top"], last, v, notes)
         else:
             scale_variance = block_scale_variance(plain_equivalent(twin), M) if C > 1 else 0.0
-            from .blockcoupling import random_state_coupling
-
             coupling = random_state_coupling(plain_equivalent(twin), M, T) if C > 1 else 0.0
             population = derived["population"][0] if "population" in derived else None
-            from . import blockshare  # the first order's spread from the output layer's share of a block top (option)
-
-            shares = None
+            shares = None  # the first order's spread from the output layer's share of a block top (an option)
             if C > 1 and blockshare.FIRST_ORDER == "top-share":
                 shares = (blockshare.sample_top_share(plain_equivalent(twin), M, T, d, bulk["identity"], bulk["top"]),
                           blockshare.output_share_of_mean(plain_equivalent(twin), M, T, d))
@@ -641,8 +640,6 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             a, b = (_positive_note(derived.get(name, 0.0), name, M, notes) / M
                     for name in ("outlier_self", "outlier_cross"))
             # the top outlier coupled to the centred Gram (2 x 2 Lanczos; it replaces the spike's T ell)
-            from .outlier_coupling import coupled_top
-
             outlier = coupled_top(net, M, T, O * (1.0 + _outlier_top(net, M, T, a, b, gd_p + (T - 1) * go_p)), O, d,
                                   plain_equivalent(net))
         lam = max(outlier, bulk["edge"])
@@ -685,8 +682,6 @@ def _outlier_top(net: Network, M: int, T: int, a: float, b: float, mean_outlier:
     layer's mean-field q^); its degrees of freedom n follow from the derived off-diagonal variance b = f^2 / n,
     and the diagonal variance beyond the Wishart's own 2 b is an independent Gaussian diagonal. One output: 0.
     """
-    from .outlier_coupling import lower_share
-
     C = net.outputs
     if C == 1 or b <= 0:
         return expected_max_symmetric(C, a, b)
