@@ -33,7 +33,14 @@ off by more than 5 se at M = 64 on 10 of 13 (up to 58 se). The unclaimed s is O(
 96 networks do not reach a 1% standard error everywhere: with a full output batch norm (T = 32) m
 stays at ~2% and s at 4-10%.
 
-    python benchmarks/corrections_tier.py --processes 1         # 24 networks, ~26 min (below)
+Again with the later derivations (one batch norm on any hidden layer at every depth, layer norms below a full
+output batch norm; the one-sample rule split at the normal's bulk), ``--seeds 24 --max-seeds 96 --processes 1``, 88 s
+on a quiet machine: every claimed statistic within 1 se at M >= 128 or fitting c/M^2 (m 11 + 9 of 20 networks, s 9 +
+11 of 20, kappa_1 10 + 9 of 19, kappa_2 11 + 8 of 19), none NO; mean field leaves the claimed s off by more than 5 se
+at M = 64 on 18 of the 20 (up to 39 se); the unclaimed s (several batch norms, or a hidden batch norm with an output
+norm) fits c/M on 4 of 4.
+
+    python benchmarks/corrections_tier.py --processes 1         # 24 networks (above)
     python benchmarks/corrections_tier.py --cases 0,1,11 --seeds 8 --max-seeds 16   # a quick look
     python benchmarks/corrections_tier.py --reprint corrections_tier.jsonl          # the table again
 """
