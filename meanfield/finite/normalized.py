@@ -396,9 +396,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     """The "1/M" model of ``predict(..., finite_width="1/M")``: :func:`output_batch_norm_terms` for a full batch norm
     on the output (possibly with layer norms on hidden layers), :func:`meanfield.finite.layernorm.finite_width_stats`
     for layer norms on hidden layers (also with a centre-only batch norm on the output),
-    :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch
-    norm on the last hidden layer (also s for L <= 3), :func:`meanfield.finite.corrections.finite_width_stats`
-    otherwise (mean-field values and a note where nothing is derived).
+    :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch norm on the last hidden layer,
+    :func:`meanfield.finite.deepbn.finite_width_stats` for one on a lower hidden layer,
+    :func:`meanfield.finite.corrections.finite_width_stats` otherwise (mean-field values and a note where nothing is
+    derived).
 
     Example:
         >>> net = Network(3, "relu", 2, 0.1, outputs=2, norms=["layer:1", "batch:last"])
