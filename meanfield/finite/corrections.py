@@ -62,7 +62,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit, breaks, normal_rule
 from ..spec.network import Network
 from ..theory.fisher import predict
-from .fourpoint import cross_output_variance, gram_covariance, same_output_variance
+from .fourpoint import cross_output_variance, gram_covariance, label_classes, same_output_variance
 
 __all__ = ["GramCorrections", "gram_corrections", "TwoSampleRule", "two_sample_rule", "ntk_mean_shift", "kernel_mean_shift", "finite_width_stats",
            "STATISTICS", "two_sample_layer", "kernel_response_covariance", "ntk_response", "sandwich_step"]
@@ -469,22 +469,6 @@ class GramCorrections:
         return "\n".join(lines)
 
 
-def _patterns(fixed: tuple) -> list:
-    """Label classes of four positions (u, v, u', v') given fixed labels: each position is a fixed label or a new
-    one (new labels numbered in order of appearance). Returns (labels, number of new labels)."""
-    out = []
-    nf = len(fixed)
-
-    def grow(prefix: tuple, new: int):
-        if len(prefix) == 4:
-            out.append((prefix, new))
-            return
-        for x in range(nf + new + 1):
-            grow(prefix + (x,), new + (x == nf + new))
-    grow((), 0)
-    return out
-
-
 def _projected_variance(cov: Any, T: int, fixed: tuple) -> float:
     """Var((Pi A Pi)_{t t'}) for a T x T block A of exchangeable entries: sum over (u, v, u', v') of
     Pi_tu Pi_t'v Pi_tu' Pi_t'v' Cov(A_uv, A_u'v'), grouped into classes of equal labels (exact in T).
@@ -496,7 +480,7 @@ def _projected_variance(cov: Any, T: int, fixed: tuple) -> float:
         return (1.0 - 1.0 / T) if x == y else -1.0 / T
 
     total = 0.0
-    for labels, new in _patterns(fixed):
+    for labels, new in label_classes(len(fixed)):
         if nf + new > T:
             continue
         count = math.prod(T - nf - i for i in range(new))

@@ -71,7 +71,7 @@ from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 __all__ = ["entry_covariance", "check_entry", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
            "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
            "OutlierFluctuations", "outlier_fluctuations", "set_partitions",
-           "index_patterns"]
+           "index_patterns", "label_classes", "slope_jacobian"]
 
 
 @dataclass(frozen=True)
@@ -227,15 +227,8 @@ def _forward(net: Any, width: int, samples: int, n: int) -> dict:
         unit = Unit.of(net.phi(j))
         means[j], sigma = local(unit, q1, q2)
         slopes = _slopes(unit, q1, q2)
-        J = np.zeros((size, size))  # d X^j / d X^{j-1}, through Q^j = sigma_w^2 K^{j-1} + sigma_b^2
-        for r, (kind, a, b) in enumerate(comps):
-            single, diag, cross = slopes[kind]
-            if a == b:
-                J[r, pairs.index((a, a))] = single
-            else:
-                J[r, pairs.index((a, a))] = J[r, pairs.index((b, b))] = diag
-                J[r, pairs.index((a, b))] = cross
-        J *= float(net.sigma_w2[j - 1])
+        J = np.zeros((size, size))  # d X^j / d X^{j-1}, through Q^j = sigma_w^2 K^{j-1} (the phi phi half) + sigma_b^2
+        J[:, :len(pairs)] = slope_jacobian(comps, pairs, slopes) * float(net.sigma_w2[j - 1])
         cov[(j, j)] = sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
         for i in range(j):
             cov[(j, i)] = J @ cov[(j - 1, i)]
@@ -627,6 +620,53 @@ def _set_partitions(n: int) -> tuple:
             return [prefix]
         return [p for b in range(max(prefix, default=-1) + 2) for p in grow(prefix + (b,))]
     return tuple(grow(()))
+
+
+def slope_jacobian(comps: Any, pairs: Any, slopes: dict) -> np.ndarray:
+    """d X / d Q over the components (kind, a, b) of X (kind 0: phi_a phi_b, 1: phi'_a phi'_b) and the kernel pairs:
+    ``slopes[kind]`` = (d/dq of the one-sample mean, d/dq_aa and d/dq_ab of the two-sample mean).
+
+    Example:
+        >>> slope_jacobian([(0, 0, 0), (0, 0, 1)], [(0, 0), (0, 1), (1, 1)], {0: (1.0, 0.5, 2.0)})
+        array([[1. , 0. , 0. ],
+               [0.5, 2. , 0.5]])
+    """
+    pairs = list(pairs)
+    J = np.zeros((len(comps), len(pairs)))
+    for r, (kind, a, b) in enumerate(comps):
+        single, diag, cross = slopes[kind]
+        if a == b:
+            J[r, pairs.index((a, a))] = single
+        else:
+            J[r, pairs.index((a, a))] = J[r, pairs.index((b, b))] = diag
+            J[r, pairs.index((a, b))] = cross
+    return J
+
+
+def label_classes(fixed: int) -> tuple:
+    """((labels, new), ...): the label classes of four positions given ``fixed`` distinct fixed labels 0..fixed-1;
+    each position takes a fixed label or a new one (new labels numbered fixed, fixed + 1, ... in order of appearance),
+    ``new`` the number of new labels (with no fixed label: :func:`set_partitions` of four).
+
+    Example:
+        >>> len(label_classes(0)), len(label_classes(2)), label_classes(1)[:2]
+        (15, 151, (((0, 0, 0, 0), 0), ((0, 0, 0, 1), 1)))
+    """
+    return _label_classes(check_int("fixed", fixed, minimum=0, maximum=4))
+
+
+@functools.lru_cache(maxsize=8)
+def _label_classes(nfixed: int) -> tuple:
+    out = []
+
+    def grow(prefix: tuple, new: int) -> None:
+        if len(prefix) == 4:
+            out.append((prefix, new))
+            return
+        for x in range(nfixed + new + 1):
+            grow(prefix + (x,), new + (x == nfixed + new))
+    grow((), 0)
+    return tuple(out)
 
 
 def index_patterns(T: int) -> tuple:

@@ -45,7 +45,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 from ..spec.network import LayerNorm, Network
 from .corrections import two_sample_layer, two_sample_rule
-from .fourpoint import check_entry, entry_covariance
+from .fourpoint import check_entry, entry_covariance, slope_jacobian
 
 __all__ = ["check_layer_norms", "layer_norm_gram_covariance", "LayerNormEntryVariances",
            "layer_norm_entry_variances", "RealizedAverages", "realized_averages"]
@@ -177,13 +177,7 @@ def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAver
         mean = np.array([_mean(table, _counts(c)) for c in comps])
         second = np.array([[_mean(table, _counts(c, d)) for d in comps] for c in comps])
         slopes = {kind: _slopes_plain(unit, q1, q2, kind) for kind in (0, 1)}
-        for r, (kind, a, b) in enumerate(comps):
-            single, diag, cross = slopes[kind]
-            if a == b:
-                jac[r, pairs.index((a, a))] = single
-            else:
-                jac[r, pairs.index((a, a))] = jac[r, pairs.index((b, b))] = diag
-                jac[r, pairs.index((a, b))] = cross
+        jac = slope_jacobian(comps, pairs, slopes)
         return RealizedAverages(mean, second - np.outer(mean, mean), jac, (table, 1.0))
     rho = q2 / q1
     table = _table(unit, 1.0, rho)

@@ -74,6 +74,7 @@ from ..spec.network import LayerNorm, Network
 from ..theory.fisher import predict
 from .corrections import (STATISTICS, kernel_mean_shift, kernel_response_covariance, ntk_mean_shift, ntk_response,
                           sandwich_step, two_sample_layer, two_sample_rule)
+from .fourpoint import label_classes
 from .fourpoint_layernorm import (check_layer_norms, layer_norm_entry_variances, layer_norm_gram_covariance,
                                   realized_averages)
 
@@ -593,20 +594,6 @@ def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
     return float(theta), float(dtheta)
 
 
-def _patterns(nfixed: int) -> list:
-    """Label classes of four positions given nfixed fixed labels (new labels numbered in order of appearance)."""
-    out = []
-
-    def grow(prefix: tuple, new: int) -> None:
-        if len(prefix) == 4:
-            out.append((prefix, new))
-            return
-        for x in range(nfixed + new + 1):
-            grow(prefix + (x,), new + (x == nfixed + new))
-    grow((), 0)
-    return out
-
-
 def _centred_variance(net: Network, M: int, T: int, outputs: tuple, fixed: tuple) -> float:
     """Var((Pi A Pi)_{t t'}) (Pi = I - 1 1^T / T) of the T G block of ``outputs``: the sum over (u, v, u', v') of
     Pi_tu Pi_t'v Pi_tu' Pi_t'v' Cov(A_uv, A_u'v'), grouped by patterns of equal labels (exact in T)."""
@@ -616,7 +603,7 @@ def _centred_variance(net: Network, M: int, T: int, outputs: tuple, fixed: tuple
         return (1.0 - 1.0 / T) if x == y else -1.0 / T
 
     total = 0.0
-    for (u, v, u2, v2), new in _patterns(nf):
+    for (u, v, u2, v2), new in label_classes(nf):
         if nf + new > T:
             continue
         weight = pi(t, u) * pi(tp, v) * pi(t, u2) * pi(tp, v2)
