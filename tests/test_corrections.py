@@ -142,8 +142,8 @@ def test_predict_one_over_m():
     base = predict(net, 64, 16)
     assert base.includes_1_over_M == frozenset()
     assert (st.lambda_max, st.lambda_max_kind) == (base.lambda_max, base.lambda_max_kind)
-    # a placement not derived: mean-field values, nothing claimed, a note naming it
-    ln = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["batch:1", "batch:2"])
+    # a placement not derived (a layer norm above a hidden batch norm): mean-field values, nothing claimed, a note
+    ln = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["batch:1", "layer:2"])
     sb = predict(ln, 64, 16, finite_width="1/M")
     assert sb.includes_1_over_M == frozenset() and sb.s == predict(ln, 64, 16).s
     assert any("batch:1" in n for n in sb.notes)

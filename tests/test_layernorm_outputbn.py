@@ -137,7 +137,7 @@ def test_statistics_latex_parses_back():
 
 
 def test_bad_inputs():
-    for bad in (Network(3, "tanh", 2.0, 0.1, norms=["batch:1", "batch:last"]),
+    for bad in (Network(4, "tanh", 2.0, 0.1, norms=["batch:1", "batch:2", "batch:last"]),   # one hidden: bnpair's
                 Network(3, "tanh", 2.0, 0.1, norms=["layer:1", "batch-center:last"]), "net"):
         with pytest.raises(InvalidArgument):
             output_batch_norm_terms(bad, 64, 16)

@@ -32,12 +32,13 @@ from .freeprob import expected_max_symmetric, expected_max_wishart
 __all__ = ["linear_edge_share", "sample_top_share", "output_share_of_mean", "wishart_excess", "FIRST_ORDER", "FIRST_ORDERS"]
 
 # the first order's output-specific spread a of a block top in the random-matrix model with several outputs and batch
-# norm on the output (meanfield.finite.model): "scale" (the default: (1 - r) times the block scale's variance, r = T /
+# norm on the output (meanfield.finite.model): "scale" (the earlier default: (1 - r) times the block scale's variance, r = T /
 # (T + n)) or "top-share" (the scale's variance times ((1 - s_top) / (1 - s_d))^2, this module, and the Wishart form
 # :func:`wishart_excess` over the output sphere); an explicit option, off by default: it lowers the grid's count within
-# 5% (meanfield/notes/rmt.md, section 6)
-FIRST_ORDERS = ("scale", "top-share")
-FIRST_ORDER = "scale"
+# 5% (meanfield/notes/rmt.md, section 6); or "units" (the default): the Wishart form s_top I + (1 - s_top) W_n / n, n the
+# effective number of hidden units along the top state, checked on sampled tangent blocks (meanfield.finite.blockspread)
+FIRST_ORDERS = ("scale", "top-share", "units")
+FIRST_ORDER = "units"
 
 
 @functools.lru_cache(maxsize=256)
@@ -57,15 +58,34 @@ def linear_edge_share(net: Network, width: int, samples: int) -> tuple:
         >>> bool(trace < edge < 0.65)
         True
     """
-    from .deterministic import channel_transforms, population_law
-
     if not isinstance(net, Network) or net.is_symbolic or net.norms:
         raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
                               "a numeric network without normalization")
     M = check_int("width", width, minimum=2)
     T = check_int("samples", samples, minimum=2)
+    modes_per_width, z, u, uh, du, duh, trace = _edge_table(net)
+    n = modes_per_width * M
+    F = 1.0 + (n / T) * (z * du + u - 1.0)  # < 0 near the edge, -> 1 far above: one crossing
+    sign = np.nonzero((F[:-1] < 0) & (F[1:] >= 0))[0]
+    if sign.size:
+        i = int(sign[0])
+        w = -F[i] / (F[i + 1] - F[i])
+        share = ((1 - w) * duh[i] + w * duh[i + 1]) / ((1 - w) * du[i] + w * du[i + 1])
+    elif F[0] >= 0:
+        # T >> n: the sample edge lies within 1e-5 (relative) of the population's: the population edge's share
+        share = duh[0] / du[0]
+    else:
+        raise InvalidArgument("samples", T, "a sample edge above the population's on the grid (T / n not extreme)")
+    return float(min(max(share, 0.0), 1.0)), float(min(max(trace, 0.0), 1.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_table(net: Network) -> tuple:
+    """The transforms u, u_h and their slopes on the z grid above the population's edge, and the trace share: they
+    depend on the network only (the width and the batch enter the edge condition through n / T alone)."""
+    from .deterministic import channel_transforms, population_law
+
     law = population_law(net.with_(outputs=1))
-    n = law.modes_per_width * M
     key = ("h", net.depth - 1)
     # z on a geometric grid above the edge; u' by central differences in log z (u is smooth off the spectrum)
     z = law.edge * (1.0 + np.geomspace(1e-5, 1e3, 161))
@@ -73,19 +93,12 @@ def linear_edge_share(net: Network, width: int, samples: int) -> tuple:
     u = np.array([z_ * sum(c.values()) for z_, c in zip(z, g)])
     uh = np.array([z_ * c[key] for z_, c in zip(z, g)])
     du, duh = np.gradient(u, z), np.gradient(uh, z)
-    F = 1.0 + (n / T) * (z * du + u - 1.0)  # < 0 near the edge, -> 1 far above: one crossing
-    sign = np.nonzero((F[:-1] < 0) & (F[1:] >= 0))[0]
-    if sign.size == 0:
-        raise InvalidArgument("samples", T, "a sample edge above the population's on the grid (T / n not extreme)")
-    i = int(sign[0])
-    w = -F[i] / (F[i + 1] - F[i])
-    share = ((1 - w) * duh[i] + w * duh[i + 1]) / ((1 - w) * du[i] + w * du[i + 1])
     # trace share m_h / m: z g_c(z) = c_c + m_c / z + O(z^-2), so m_c from two far points (z1, 2 z1)
     z1 = 100.0 * law.edge
     far, farther = channel_transforms(net, (z1, 2.0 * z1))
     m1 = {k: (z1 * far[k] - 2.0 * z1 * farther[k]) / (1.0 / z1 - 0.5 / z1) for k in far}
     trace = m1[key] / sum(m1.values())
-    return float(min(max(share, 0.0), 1.0)), float(min(max(trace, 0.0), 1.0))
+    return law.modes_per_width, z, u, uh, du, duh, trace
 
 
 def sample_top_share(net: Network, width: int, samples: int, mean: float, identity: float, top: float) -> float:

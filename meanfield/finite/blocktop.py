@@ -35,7 +35,6 @@ second-order terms of the norm step (their sums over the other eigenvalues) use 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -47,9 +47,10 @@ from ..integrals.quadrature import Unit
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from .corrections import kernel_response_covariance, ntk_response, sandwich_step, two_sample_layer, two_sample_rule
-from .hiddenbn import batch_norm_layer, cross_unit_moments, default_method
+from .hiddenbn import BatchNormLayer, batch_norm_layer, cross_unit_moments, default_method
 
-__all__ = ["DeepBatchNormTerms", "deep_batch_norm_terms", "normalized_prefix", "finite_width_stats", "CORRECTED"]
+__all__ = ["DeepBatchNormTerms", "deep_batch_norm_terms", "normalized_prefix", "finite_width_stats", "CORRECTED",
+           "kernel_above", "plain_forward", "ntk_carry", "entry_variance_above"]
 
 CORRECTED = frozenset({"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2"})
 _PAIRS = ((0, 0), (0, 1), (1, 1))
@@ -141,19 +142,41 @@ class DeepBatchNormTerms:
     alpha: float
 
 
-@functools.lru_cache(maxsize=32)
-def _forward_above(net: Network, width: int, samples: int) -> dict:
-    """The forward statistics from the batch-normalized layer l up: per layer m >= l the mean kernel, its O(1/M)
-    shift, the slope averages' shift, the two-sample layer tables (m > l) and Cov(X^m, X^m') (X^l = (K^l, N^l),
-    X^m = (K^m, c^m) above)."""
-    l = net.norms[0].layer
-    L = net.depth
-    b = batch_norm_layer(normalized_prefix(net), width, samples)
+def plain_forward(net: Network, width: int, b: BatchNormLayer, lo: int, hi: int) -> dict:
+    """dK^j = J dQ + F''[Cov Q] / 2, Cov X^j = Sigma / M_j + J Cov X^{j-1} J^T for the plain layers lo < j < hi above
+    a batch-normalized layer lo (its :class:`meanfield.finite.hiddenbn.BatchNormLayer` b the start).
+
+    Per layer the mean kernel, its O(1/M) shift, the slope averages' shift, the two-sample layer tables (j > lo) and
+    Cov(X^j, X^j') (X^lo = (K^lo, N^lo), X^j = (K^j, c^j) above): the forward recursion of
+    :mod:`meanfield.finite.corrections` started at the norm (this module's and :mod:`meanfield.finite.multibn`'s).
+
+    Args:
+        net: a numeric network, plain on the layers lo + 1..hi - 1.
+        width: M.
+        b: the batch-normalized layer lo's statistics.
+        lo, hi: the norm's layer and the first layer not carried (1 <= lo < hi <= L).
+
+    Returns:
+        dict with widths, sw (sigma_w^2 per layer), kbar, dk, dc (keyed by layer), cov (keyed by pairs of layers) and
+        layers (the two-sample tables, keyed by layer).
+
+    Raises:
+        InvalidArgument: lo, hi out of range.
+
+    Example:
+        >>> net = Network(4, "tanh", 2, 0.1, norms=["batch:1"])
+        >>> b = batch_norm_layer(normalized_prefix(net), 64, 8)
+        >>> fw = plain_forward(net, 64, b, 1, 4)
+        >>> sorted(fw["kbar"]), fw["cov"][(3, 1)].shape
+        ([1, 2, 3], (6, 6))
+    """
+    lo = check_int("lo", lo, minimum=1, maximum=net.depth - 1)
+    hi = check_int("hi", hi, minimum=lo + 1, maximum=net.depth)
     widths = net.widths(width)
     sw = [float(x) for x in net.sigma_w2]
     sb = [float(x) for x in net.sigma_b2]
-    kbar, dk, cov, layers, dc = {l: b.kbar}, {l: b.dk}, {(l, l): b.cov}, {}, {}
-    for j in range(l + 1, L):
+    kbar, dk, cov, layers, dc = {lo: b.kbar}, {lo: b.dk}, {(lo, lo): b.cov}, {}, {}
+    for j in range(lo + 1, hi):
         Q = sw[j - 1] * kbar[j - 1] + sb[j - 1]
         lay = two_sample_layer(Unit.of(net.phi(j)), *(float(x) for x in Q))
         layers[j] = lay
@@ -167,27 +190,68 @@ def _forward_above(net: Network, width: int, samples: int) -> dict:
         J[:3, :3], J[3:, :3] = lay.gradF, lay.gradc
         J *= sw[j - 1]
         cov[(j, j)] = lay.sigma / widths[j] + J @ cov[(j - 1, j - 1)] @ J.T
-        for i in range(l, j):
+        for i in range(lo, j):
             cov[(j, i)] = J @ cov[(j - 1, i)]
             cov[(i, j)] = cov[(j, i)].T
-    return dict(l=l, L=L, b=b, widths=widths, sw=sw, kbar=kbar, dk=dk, dc=dc, cov=cov, layers=layers)
+    return dict(widths=widths, sw=sw, kbar=kbar, dk=dk, dc=dc, cov=cov, layers=layers)
 
 
-def _ntk_above(net: Network, width: int, samples: int) -> tuple:
-    """((T E G_tt, its O(1) shift), (T E G_ts, its O(1) shift)) of the forward recursion from layer l up."""
+@functools.lru_cache(maxsize=32)
+def _forward_above(net: Network, width: int, samples: int) -> dict:
+    """:func:`plain_forward` from the batch-normalized layer l up to the outputs, with l, L and b."""
+    l = net.norms[0].layer
+    b = batch_norm_layer(normalized_prefix(net), width, samples)
+    return dict(plain_forward(net, width, b, l, net.depth), l=l, L=net.depth, b=b)
+
+
+def kernel_above(net: Network, width: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K^{L-1}, dK^{L-1}): the last hidden layer's mean kernel (t t, t s, s s) and its O(1/M) mean shift, the
+    batch-normalized layer's start carried up by the plain recursion (l < L - 1).
+
+    Example:
+        >>> k, dk = kernel_above(Network(3, "tanh", 2, 0.1, norms=["batch:1"]), 64, 8)
+        >>> k.shape, bool(k[0] > k[1])
+        ((3,), True)
+    """
+    width, samples = _check(net, width, samples)
+    if net.norms[0].layer == net.depth - 1:
+        raise InvalidArgument("net", net.describe(), "a batch norm below layer L - 1 (on L - 1: hiddenbn's)")
     fw = _forward_above(net, width, samples)
-    l, L, b, widths, sw = fw["l"], fw["L"], fw["b"], fw["widths"], fw["sw"]
-    kbar, dk, dc, cov, layers = fw["kbar"], fw["dk"], fw["dc"], fw["cov"], fw["layers"]
+    return fw["kbar"][net.depth - 1].copy(), fw["dk"][net.depth - 1].copy()
+
+
+def ntk_carry(net: Network, width: int, b: BatchNormLayer, lo: int, hi: int, fw: dict) -> tuple:
+    """Theta^hi = 1 + M_{hi-1} K^{hi-1} + sigma_w^2 c Theta^{hi-1}: ((T E G_tt, its O(1) shift), (T E G_ts, its O(1)
+    shift)) of layer hi's pre-activations' NTK, carried from the batch-normalized layer lo by the plain recursion.
+
+    The shift of each layer's N is E[c(Q) Z] + Stein(Y) with Z = 1 + M K + sigma_w^2 N, N's linear response keyed by
+    layer (at layer lo, N^lo itself), the forward statistics fw those of :func:`plain_forward` (same lo, hi).
+
+    Args:
+        net, width, b, lo, hi: as :func:`plain_forward`.
+        fw: :func:`plain_forward` (net, width, b, lo, hi).
+
+    Returns:
+        ((theta_tt, dtheta_tt), (theta_ts, dtheta_ts)).
+
+    Example:
+        >>> net = Network(4, "tanh", 2, 0.1, norms=["batch:1"])
+        >>> b = batch_norm_layer(normalized_prefix(net), 64, 8)
+        >>> (d, dd), (o, do) = ntk_carry(net, 64, b, 1, 4, plain_forward(net, 64, b, 1, 4))
+        >>> bool(d > o)
+        True
+    """
+    widths, sw, kbar, dk, dc, cov, layers = (fw[k] for k in ("widths", "sw", "kbar", "dk", "dc", "cov", "layers"))
     out = []
     for pair in ((0, 0), (0, 1)):
         p = _PAIRS.index(pair)
-        theta = 1.0 + widths[l] * b.kbar[p] + sw[l] * b.nbar[p]
-        dtheta = widths[l] * b.dk[p] + sw[l] * b.dn[p]
+        theta = 1.0 + widths[lo] * b.kbar[p] + sw[lo] * b.nbar[p]
+        dtheta = widths[lo] * b.dk[p] + sw[lo] * b.dn[p]
         start = np.zeros(6)
-        start[3 + p] = 1.0                           # at layer l the second block is N^l itself
-        ncoef: dict = {l: start}
+        start[3 + p] = 1.0                           # at layer lo the second block is N^lo itself
+        ncoef: dict = {lo: start}
         ybar = b.y[pair]
-        for j in range(l + 1, L):
+        for j in range(lo + 1, hi):
             lay = layers[j]
             cbar = lay.c[p]
             covKZ = kernel_response_covariance(cov, ncoef, widths[j - 1], sw[j - 1], j, p)
@@ -202,10 +266,15 @@ def _ntk_above(net: Network, width: int, samples: int) -> tuple:
     return tuple(out)
 
 
-def _noise_mean(fw: dict, net: Network, m: int, p1: int, p2: int) -> float:
+def _ntk_above(net: Network, width: int, samples: int) -> tuple:
+    """((T E G_tt, its O(1) shift), (T E G_ts, its O(1) shift)) of the forward recursion from layer l up."""
+    fw = _forward_above(net, width, samples)
+    return ntk_carry(net, width, fw["b"], fw["l"], fw["L"], fw)
+
+
+def _noise_mean(fw: dict, net: Network, l: int, b: BatchNormLayer, m: int, p1: int, p2: int) -> float:
     """E of one unit's product behind the fresh backward weights W^{m+1}: phi'phi'phi'phi' of the two pairs at a
     plain layer m > l; E[X_aa(p1) X_aa(p2)] / (N_p1 N_p2) at the batch-normalized layer (its B is N^l itself)."""
-    l, b = fw["l"], fw["b"]
     if m == l:
         return float(b.unit_second[3 + p1, 3 + p2] / (b.nbar[p1] * b.nbar[p2]))
     Q = fw["sw"][m - 1] * fw["kbar"][m - 1] + float(net.sigma_b2[m - 1])
@@ -238,7 +307,42 @@ def entry_variance(net: Network, width: int, samples: int, cross: bool, pair: in
     if pair not in (0, 1):
         raise InvalidArgument("pair", pair, "0 (t = s) or 1 (t != s)")
     fw = _forward_above(net, width, samples)
-    l, L, b, widths, sw, cov, layers = fw["l"], fw["L"], fw["b"], fw["widths"], fw["sw"], fw["cov"], fw["layers"]
+    ac = cross_unit_moments(normalized_prefix(net), width, samples)
+    return entry_variance_above(net, fw, fw["b"], fw["l"], ac, cross, pair)
+
+
+def entry_variance_above(net: Network, fw: dict, b: BatchNormLayer, l: int, ac: tuple, cross: bool,
+                         pair: int) -> float:
+    """Var(T G_kl(t, s)) = sum_{j, j' >= l} (A_j B_j, A_j' B_j' covariances and Wick noise) to O(M): the four-point
+    layer sum above a batch norm on layer l (:func:`entry_variance`, given its parts).
+
+    Args:
+        net: a numeric network, plain above layer l.
+        fw: :func:`plain_forward` (net, M, b, l, L).
+        b: layer l's statistics.
+        l: the batch-normalized layer.
+        ac: (E[X_ac(t, t)^2], E[X_ac(t, s)^2], E[X_ac(t, t) X_ca(t, t)], E[X_ac(t, s) X_ca(t, s)]) of two of its units
+            a != c (:func:`meanfield.finite.hiddenbn.cross_unit_moments`).
+        cross: k != l (the outputs).
+        pair: 0 (t = s) or 1 (t != s).
+
+    Returns:
+        The variance (T G's, O(M)).
+
+    Raises:
+        InvalidArgument: pair not 0 or 1.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:1"])
+        >>> b = batch_norm_layer(normalized_prefix(net), 64, 8)
+        >>> fw, ac = plain_forward(net, 64, b, 1, 3), cross_unit_moments(normalized_prefix(net), 64, 8)
+        >>> entry_variance_above(net, fw, b, 1, ac, False, 1) == entry_variance(net, 64, 8, False, 1)
+        True
+    """
+    if pair not in (0, 1):
+        raise InvalidArgument("pair", pair, "0 (t = s) or 1 (t != s)")
+    L = net.depth
+    widths, sw, cov, layers = fw["widths"], fw["sw"], fw["cov"], fw["layers"]
     x, y = (0, 0), ((1 if cross else 0), pair)          # (output, sample) of the entry's two sides
     p = 0 if pair == 0 else 1
 
@@ -255,16 +359,14 @@ def entry_variance(net: Network, width: int, samples: int, cross: bool, pair: in
     a = {j: abar(j, x, y) for j in terms}
     bbar = {j: (float(b.nbar[p]) if j == l else widths[j - 1] * float(fw["kbar"][j - 1][p]) + 1.0) for j in terms}
 
-    ac = cross_unit_moments(normalized_prefix(net), width, samples)
-
     def noise(m: int) -> float:
         direct, swapped = abar(m + 1, x, x) * abar(m + 1, y, y), abar(m + 1, x, y) * abar(m + 1, y, x)
         if m == l:    # sum_ac: the unit's own E X_aa^2 and (M_l - 1) E[X_ac X_ac] (a != c) per Wick pairing
-            own = _noise_mean(fw, net, m, p, p) * float(b.nbar[p]) ** 2
+            own = _noise_mean(fw, net, l, b, m, p, p) * float(b.nbar[p]) ** 2
             total = (direct * (own + (widths[l] - 1) * ac[p]) + swapped * (own + (widths[l] - 1) * ac[2 + p]))
             return sw[m] ** 2 * total / (widths[m] * float(b.nbar[p]) ** 2)
         pairing = direct + swapped
-        return sw[m] ** 2 * _noise_mean(fw, net, m, p, p) * pairing / widths[m] if pairing else 0.0
+        return sw[m] ** 2 * _noise_mean(fw, net, l, b, m, p, p) * pairing / widths[m] if pairing else 0.0
 
     noises = {m: noise(m) for m in range(l, L)}
 

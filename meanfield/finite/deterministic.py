@@ -37,7 +37,10 @@ share of the top mode on each channel (the ratio of that channel's spectral dens
 
 Finite width: the mean top of n modes is the edge plus the Tracy-Widom mean E[TW_1] (pi a n)^(-2/3) (the
 edge scale of a real symmetric matrix with density a sqrt(edge - x) per mode), its variance Var[TW_1] (pi a n)^(-4/3).
-Checked against draws of the population module in ``meanfield/notes/rmt.md`` (section 2c).
+At width M each unit's gains are those of its realized variance v_i = V (1 + O(M^(-1/2))), correlated with its row
+of weights; :func:`gains_spread` gives the O(1/M) shift of the edge and of m_2 this makes (a third type variable in
+the Dyson equation), and :func:`deterministic_population` applies it to the top. Checked against draws of the
+population module in ``meanfield/notes/rmt.md`` (section 2c).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit, breaks, normal_rule
 from .population import LinearPopulation
 
-__all__ = ["PopulationLaw", "population_law", "deterministic_population", "channel_transforms", "TW_MEAN", "TW_VARIANCE",
-           "POPULATION", "POPULATIONS"]
+__all__ = ["PopulationLaw", "population_law", "deterministic_population", "channel_transforms", "gains_spread",
+           "spread_note",
+           "SPREAD_WIDTH", "TW_MEAN", "TW_VARIANCE", "POPULATION", "POPULATIONS"]
 
 TW_MEAN, TW_VARIANCE = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1 (real symmetric)
 POPULATIONS = ("deterministic", "drawn")  # where the random-matrix model's population profile comes from
@@ -136,10 +140,43 @@ def _types(count: int) -> tuple:
     return x / math.sqrt(float(np.mean(x * x))), np.full(count, 1.0 / count)
 
 
-def _pencil(net: Any, types: int) -> tuple:
+def _gains(unit: Unit, ubar: np.ndarray, V: float) -> tuple:
+    """(integrals, mu_*, nu_*, rho) of the linearization of units with mean pre-activations ubar and variance V."""
+    g = _unit_integrals(unit, ubar, math.sqrt(V))
+    mus = np.sqrt(np.maximum(g["vf"] - g["ed"] ** 2 * V, 0.0))
+    nus = np.sqrt(np.maximum(g["vd"] - g["nu1"] ** 2 * V, 0.0))
+    both = mus * nus
+    rho = np.clip(np.divide(g["cfd"] - g["ed"] * g["nu1"] * V, both, out=np.zeros_like(both), where=both > 0),
+                  -1.0, 1.0)
+    return g, mus, nus, rho
+
+
+def _variance_ratio_spreads(net: Any, width: int, layers: dict, wu: np.ndarray) -> dict:
+    """Per hidden layer j, sd of r = v_i / V over its units at width M: Var r = 2 tr K^2 / (tr K)^2 (Gaussian rows
+    w_i, v_i = w_i^T K w_i), K the covariance of h~^{j-1}: K = (q_1 - q_2) I on the inputs, then per unit of layer j
+    the diagonal Var phi and the off-diagonal E phi'_i E phi'_k w_i^T K' w_k, so tr K_j^2 / M_j = E[(Var phi)^2] +
+    (E[(E phi')^2])^2 sigma_w^4 (M_j / M_{j-1}) tr K_{j-1}^2 / M_{j-1} (measured on draws, L = 3, M = 64 and 128:
+    M Var r = 1.85-2.04 in layer 1 (formula 2), 3.6-3.9 tanh and 3.0-3.3 relu in layer 2 (formula 3.70, 3.08))."""
+    q1, q2 = float(net.input_q1), float(net.input_q2)
+    Ms = net.widths(width)[:net.depth]
+    sw = [float(x) for x in net.sigma_w2]
+    k2, vh, out = (q1 - q2) ** 2, q1 - q2, {}
+    for j in range(1, net.depth):
+        out[j] = math.sqrt(2.0 * k2 / (Ms[j - 1] * vh * vh))
+        g = layers[j]["g"]
+        k2 = float(wu @ g["vf"] ** 2) + float(wu @ g["ed"] ** 2) ** 2 * sw[j - 1] ** 2 * Ms[j] / Ms[j - 1] * k2
+        vh = float(wu @ g["vf"])
+    return out
+
+
+def _pencil(net: Any, types: int, width: int | None = None, at_ratio: bool = True, profile: bool = True) -> tuple:
     """The per-layer blocks of the pencil: (spaces, links). A space (the input, or a hidden layer) has its channel
     names, per unit type the deterministic matrix Lambda without z, the type weights, the mask of the z channels, the
-    width ratio and the coupled channels; a link (lower, upper, P, sigma_w^2, M_upper / M_lower) is a weight matrix."""
+    width ratio and the coupled channels; a link (lower, upper, P, sigma_w^2, M_upper / M_lower) is a weight matrix.
+
+    With ``width`` each hidden unit type is split by its variance ratio r = 1 -+ s_j (the spread at that width,
+    :func:`_variance_ratio_spreads`): with ``profile`` its row of W_j is scaled by sqrt(r), with ``at_ratio`` its gains
+    are those at r V (:func:`gains_spread`)."""
     L = net.depth
     base = 1024  # widths at fixed ratios; the +1 of the bias enters as 1 / M at this base, negligible in the limit
     Ms = net.widths(base)[:L]
@@ -154,14 +191,11 @@ def _pencil(net: Any, types: int) -> tuple:
         Q2, V = sw[j - 1] * hb2 + sb[j - 1], sw[j - 1] * var
         if V <= 0:
             raise InvalidArgument("net", net.describe(), "a network whose hidden units fluctuate over the inputs")
-        g = _unit_integrals(Unit.of(net.phi(j)), math.sqrt(max(Q2, 0.0)) * xu, math.sqrt(V))
-        mus = np.sqrt(np.maximum(g["vf"] - g["ed"] ** 2 * V, 0.0))
-        nus = np.sqrt(np.maximum(g["vd"] - g["nu1"] ** 2 * V, 0.0))
-        both = mus * nus
-        rho = np.clip(np.divide(g["cfd"] - g["ed"] * g["nu1"] * V, both, out=np.zeros_like(both), where=both > 0),
-                      -1.0, 1.0)
-        layers[j] = dict(g=g, mus=mus, nus=nus, rho=rho, hb2=hb2)
+        ubar = math.sqrt(max(Q2, 0.0)) * xu
+        g, mus, nus, rho = _gains(Unit.of(net.phi(j)), ubar, V)
+        layers[j] = dict(g=g, mus=mus, nus=nus, rho=rho, hb2=hb2, ubar=ubar, V=V)
         hb2, var = float(wu @ g["ef"] ** 2), float(wu @ g["vf"])
+    spread = None if width is None else _variance_ratio_spreads(net, width, layers, wu)
     # backward: vbar^j ~ N(0, Vb_j / M_j) per unit, |dbar^j|^2 = E[ed^2] Vb_j, beta_j = M_j |b^j row|^2
     Vb, db2, beta = {L - 1: sw[L - 1]}, {L: 1.0}, {L - 1: 0.0}
     for j in range(L - 1, 0, -1):
@@ -178,35 +212,49 @@ def _pencil(net: Any, types: int) -> tuple:
     spaces.append(dict(ch=["oh", "Eh", "Nh"], layer=0, lam=lam, w=np.ones(1), z=np.array([1.0, 0.0, 0.0]),
                        M=Ms[0]))
     for j in range(1, L):
-        lay, g = layers[j], layers[j]["g"]
+        lay = layers[j]
         ch = ["oh", "od", "Eu", "Eh", "Ed", "Nu", "Nh", "Nd"] + (["Eb", "Nb"] if j <= L - 2 else [])
         ix = {c: i for i, c in enumerate(ch)}
         k = len(xu)
-        lam = np.zeros((k, len(xg), len(ch), len(ch)))
         gg = xg[None, :] * math.sqrt(Vb[j])  # vbar sqrt(M) per type
         col = lambda a: np.asarray(a)[:, None] + 0.0 * gg  # noqa: E731 - a per-ubar gain on the type grid
+        # the units' realized variance ratios r (rows of W_j scaled by sqrt(r)): a two-point rule 1 -+ s_j
+        nodes = [(1.0, 1.0)] if spread is None else [(1.0 - spread[j], 0.5), (1.0 + spread[j], 0.5)]
+        blocks, weights = [], []
+        for r, wr in nodes:
+            g, mus, nus, rho = lay["g"], lay["mus"], lay["nus"], lay["rho"]
+            if r != 1.0 and at_ratio:
+                g, mus, nus, rho = _gains(Unit.of(net.phi(j)), lay["ubar"], lay["V"] * r)
+            lam = np.zeros((k, len(xg), len(ch), len(ch)))
 
-        def sym(a: str, b: str, value: Any) -> None:
-            lam[:, :, ix[a], ix[b]] = value
-            lam[:, :, ix[b], ix[a]] = value
+            def sym(a: str, b: str, value: Any) -> None:
+                lam[:, :, ix[a], ix[b]] = value
+                lam[:, :, ix[b], ix[a]] = value
 
-        sym("oh", "Nh", math.sqrt(db2[j + 1]))
-        sym("od", "Nd", math.sqrt((Ms[j - 1] * lay["hb2"] + 1.0) / Ms[j]))
-        mus, nus, rho, ed = col(lay["mus"]), col(lay["nus"]), col(lay["rho"]), col(g["ed"])
-        lam[:, :, ix["Eh"], ix["Eh"]] = -mus**2  # -J J^T: the sources' covariance per unit
-        sym("Eh", "Ed", -mus * gg * nus * rho)
-        lam[:, :, ix["Ed"], ix["Ed"]] = -(gg**2 * nus**2 + col(g["vd"]) * beta[j])
-        sym("Eu", "Nu", 1.0)  # K: each node's equation
-        sym("Eh", "Nh", 1.0)
-        sym("Eh", "Nu", -ed)
-        sym("Ed", "Nd", 1.0)
-        sym("Ed", "Nu", -gg * col(g["nu1"]))
-        if j <= L - 2:
-            sym("Eb", "Nb", 1.0)
-            sym("Ed", "Nb", -ed)
+            sym("oh", "Nh", math.sqrt(db2[j + 1]))
+            sym("od", "Nd", math.sqrt((Ms[j - 1] * lay["hb2"] + 1.0) / Ms[j]))
+            mus, nus, rho, ed = col(mus), col(nus), col(rho), col(g["ed"])
+            lam[:, :, ix["Eh"], ix["Eh"]] = -mus**2  # -J J^T: the sources' covariance per unit
+            sym("Eh", "Ed", -mus * gg * nus * rho)
+            lam[:, :, ix["Ed"], ix["Ed"]] = -(gg**2 * nus**2 + col(g["vd"]) * beta[j])
+            sym("Eu", "Nu", 1.0)  # K: each node's equation
+            sym("Eh", "Nh", 1.0)
+            sym("Eh", "Nu", -ed)
+            sym("Ed", "Nd", 1.0)
+            sym("Ed", "Nu", -gg * col(g["nu1"]))
+            if j <= L - 2:
+                sym("Eb", "Nb", 1.0)
+                sym("Ed", "Nb", -ed)
+            if r != 1.0 and profile:
+                # W_j = diag(sqrt r) W': the congruence by 1/sqrt(r) on the u~ equation and the d~ variable leaves W'
+                # (Gaussian) in the links and the output channels' block of the inverse unchanged
+                c = np.ones(len(ch))
+                c[ix["Eu"]] = c[ix["Nd"]] = 1.0 / math.sqrt(r)
+                lam = lam * c[:, None] * c[None, :]
+            blocks.append(lam.reshape(k * len(xg), len(ch), len(ch)))
+            weights.append(wr * (wu[:, None] * wg[None, :]).reshape(-1))
         z = np.array([1.0 if c in ("oh", "od") else 0.0 for c in ch])
-        spaces.append(dict(ch=ch, layer=j, lam=lam.reshape(k * len(xg), len(ch), len(ch)),
-                           w=(wu[:, None] * wg[None, :]).reshape(-1), z=z, M=Ms[j]))
+        spaces.append(dict(ch=ch, layer=j, lam=np.concatenate(blocks), w=np.concatenate(weights), z=z, M=Ms[j]))
     links = []
     for j in range(L - 1):
         low, up = spaces[j], spaces[j + 1]
@@ -274,7 +322,7 @@ class _Dyson:
         self.offsets = np.cumsum([0] + [c * c for c in self.sizes])
         for s in spaces:
             s["R"] = np.array([i for i in range(len(s["ch"])) if i not in set(s["C"].tolist())])
-            C, R = s["C"], s["R"]
+            R = s["R"]
             s["zmask"] = s["z"][R]
             s["zi"] = np.nonzero(s["zmask"])[0]
             s["out"] = [(s["ch"][R[i]][1], s["layer"]) for i in s["zi"]]
@@ -390,6 +438,20 @@ class _Dyson:
         return v, {k: complex(c.real, min(c.imag, 0.0)) for k, c in ch.items()}
 
 
+def _moments(dyson: "_Dyson", n_out: float, radius: float, vec: np.ndarray, points: int = 24) -> tuple:
+    """(m_1, m_2, m_3, m_4) per mode: m_k = (1/2 pi i) contour integral of z^k m(z) on the circle |z| = radius around
+    the spectrum, by the trapezoid rule (m(conj z) = conj m(z): the upper half; relative error of order
+    (spectral radius / radius)^(2 points))."""
+    zs = radius * np.exp(1j * (np.arange(points) + 0.5) * math.pi / points)
+    ms, v = [], np.zeros_like(vec)
+    for z in zs:  # each from the solution at the previous point
+        v, _ = dyson.newton(complex(z), v)
+        ms.append(sum(dyson.channels(complex(z), v).values()) / n_out)
+    ms = np.array(ms)
+    # (1/2 pi) int_0^{2 pi} z^{k+1} m(z) dtheta = (1/pi) Re int_0^pi z^{k+1} m(z) dtheta
+    return tuple(float((zs ** (k + 1) * ms).real.mean()) for k in (1, 2, 3, 4))
+
+
 @functools.lru_cache(maxsize=64)
 def population_law(net: Any, types: int = 12) -> PopulationLaw:
     """rho(x): the limiting spectral law of the linear population of one output (module docstring).
@@ -491,17 +553,7 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
         xs.insert(0, x)
         rho.insert(0, max(r, 0.0))
     xs, rho = np.array(xs), np.array(rho)
-    # moments: m_k = (1/2 pi i) contour integral of z^k m(z) on the circle |z| = 2 x_hi around the spectrum, by the
-    # trapezoid rule (m(conj z) = conj m(z): the upper half; error of order 2^(-2 points))
-    points = 24
-    zs = 2.0 * x_hi * np.exp(1j * (np.arange(points) + 0.5) * math.pi / points)
-    ms, v = [], np.zeros_like(vec)
-    for z in zs:  # each from the solution at the previous point
-        v, _ = dyson.newton(complex(z), v)
-        ms.append(sum(dyson.channels(complex(z), v).values()) / n_out)
-    ms = np.array(ms)
-    # (1/2 pi) int_0^{2 pi} z^{k+1} m(z) dtheta = (1/pi) Re int_0^pi z^{k+1} m(z) dtheta
-    moments = tuple(float((zs ** (k + 1) * ms).real.mean()) for k in (1, 2, 3, 4))
+    moments = _moments(dyson, n_out, 2.0 * x_hi, vec)
     # the cdf from the top down (rho is normalized exactly, per mode): the modes near 0 (units with nearly vanishing
     # gains: spiky at a finite number of types, and poorly resolved) take whatever mass is left at the bottom
     above = np.concatenate([np.cumsum((0.5 * (rho[1:] + rho[:-1]) * np.diff(xs))[::-1])[::-1], [0.0]])
@@ -509,23 +561,129 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
     return PopulationLaw(net, float(n_out / base), xs, rho, cdf, edge, a, moments, shares)
 
 
-def deterministic_population(net: Any, width: int, types: int = 12) -> LinearPopulation:
+SPREAD_WIDTH = 256  # the width at which gains_spread evaluates its two-point rule (the shift is O(1/M): scaled)
+
+
+def _real_edge(dyson: "_Dyson", guess: float, mean: float) -> float:
+    """The upper edge as the fold of the real solution: continued down the real axis from 1.3 ``guess`` to 1.025
+    ``guess``, the smallest singular value s of the Newton Jacobian vanishes like sqrt(x - edge); a quadratic fit of s^2
+    through the last five points gives its root. Newton cannot leave the real axis from a real start, so the
+    continuation stops at the first point below the fold (it fails to converge); nan if fewer than five points are
+    left or s does not fall monotonically through them (a pole of the real solution on the way, not a fold)."""
+    vec = np.zeros(dyson.offsets[-1], complex)
+    vec, _ = dyson.newton(complex(3.0 * guess, mean), vec)
+    vec, _ = dyson.newton(complex(3.0 * guess, 0.0), vec)
+    xs, sv = [], []
+    for t in (0.3, 0.2, 0.14, 0.1, 0.07, 0.05, 0.035, 0.025):
+        x = guess * (1.0 + t)
+        new, ok = dyson.newton(complex(x, 0.0), vec)
+        if not ok:
+            break
+        vec = new
+        xs.append(x)
+        sv.append(float(np.linalg.svd(dyson.residual(complex(x, 0.0), vec)[1], compute_uv=False)[-1]))
+    if len(xs) < 5 or not np.all(np.diff(sv[-5:]) < 0):  # a pole on the way (an outlier of the law), no clean fold
+        return math.nan
+    coef = np.polyfit(np.array(xs[-5:]) - xs[-1], np.array(sv[-5:]) ** 2, 2)
+    roots = [r.real for r in np.roots(coef) if abs(r.imag) < 1e-12 and r.real < 0.0]
+    return xs[-1] + max(roots) if roots else math.nan
+
+
+def spread_note(net: Any) -> str:
+    """Whether :func:`deterministic_population` applies the units' realized variances (:func:`gains_spread`) to this
+    plain network's population top: the sentence a prediction's notes carry.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> spread_note(Network(3, "tanh", 1, 0.1))
+        "the top's O(1/M) term from the units' realized variances (gains_spread)"
+    """
+    from ..spec.network import Network
+
+    if not isinstance(net, Network):
+        raise InvalidArgument("net", net, "a meanfield Network")
+    try:
+        gains_spread(net.with_(outputs=1))
+    except InvalidArgument:
+        return ("the top's O(1/M) term from the units' realized variances is not derived for this network (the law's "
+                "real solution has no fold above its edge): the limiting law's top")
+    return "the top's O(1/M) term from the units' realized variances (gains_spread)"
+
+
+@functools.lru_cache(maxsize=64)
+def gains_spread(net: Any, types: int = 12) -> tuple[float, float]:
+    """(c_e, c_m): the units' realized variances move the law's upper edge by c_e edge / M and m_2 by c_m m_2 / M.
+
+    At width M unit i's pre-activation variance over the inputs, v_i = w_i^T K w_i (w_i its row of W_j, K the
+    covariance of the layer below), spreads around the mean-field V as r_i = v_i / V = 1 + O(M^(-1/2)), with
+    Var r = 2 tr K^2 / (tr K)^2 (:func:`_variance_ratio_spreads`), and the draws of
+    :mod:`meanfield.finite.population` evaluate each unit's gains at v_i. In the Dyson equation a third type
+    variable r (a two-point rule 1 -+ sqrt(Var r) at :data:`SPREAD_WIDTH`) carries it in two places: the row of
+    W_j scaled by sqrt(r) (a congruence of the unit's deterministic block, which leaves W' Gaussian), and the
+    gains at r V. The correction is the difference between the gains at r V and the gains at V, both with the
+    rows scaled (what the draws' realized gains change against gains at the layer's mean variance; the rows' own
+    spread is left out like the other O(1/M) terms of a Gaussian matrix, which the law does not carry). Both
+    edges from the fold of the real solution (:func:`_real_edge`), both m_2 from the contour integral; the shift is
+    O(Var r) = O(1/M), scaled from :data:`SPREAD_WIDTH`. It vanishes for a linear network (gains that do not
+    depend on the variance).
+
+    Args:
+        net: as :func:`population_law`.
+        types: as :func:`population_law`.
+
+    Returns:
+        (c_e, c_m), floats.
+
+    Raises:
+        InvalidArgument: if the real solution has no fold above the law's edge (no square-root edge).
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> [abs(c) < 1e-9 for c in gains_spread(Network(2, "linear", 1.0, 0.0))]
+        [True, True]
+        >>> edge, m2 = gains_spread(Network(3, "tanh", 1.0, 0.1))
+        >>> bool(-3.0 < edge < -1.0)  # about -2.25: the edge 3.5% lower at M = 64
+        True
+    """
+    law = population_law(net, types)
+    k = check_int("types", types, minimum=2)
+    edges, m2 = [], []
+    for at_ratio in (True, False):
+        spaces, links = _pencil(net.with_(outputs=1), k, width=SPREAD_WIDTH, at_ratio=at_ratio)
+        dyson = _Dyson(spaces, links)
+        n_out = sum(s["M"] * s["z"].sum() for s in spaces)
+        edges.append(_real_edge(dyson, law.edge, law.moments[0]))
+        # on |z| = 3 edge the trapezoid rule's relative error is of order 3^(-12) with 6 points
+        m2.append(_moments(dyson, n_out, 3.0 * law.edge, np.zeros(dyson.offsets[-1], complex), 6)[1])
+    if not all(math.isfinite(e) for e in edges):
+        raise InvalidArgument("net", net.describe(), "a population law with a square-root upper edge",
+                              "the gains' spread: no fold of the real solution above the edge")
+    return (float((edges[0] - edges[1]) / law.edge * SPREAD_WIDTH),
+            float((m2[0] - m2[1]) / law.moments[1] * SPREAD_WIDTH))
+
+
+def deterministic_population(net: Any, width: int, types: int = 12, spread: bool = True) -> LinearPopulation:
     """The linear population of width M without weight draws: the law's n-mode profile (n = the output channels'
     dimensions), with its top at edge + E[TW_1] s and a two-point quadrature of the top's spread.
 
     The profile is the law's quantiles (:meth:`PopulationLaw.quantiles`) with the top mode replaced by the mean
-    finite-n top; two populations carry top +- sqrt(Var[TW_1]) s (s the Tracy-Widom scale), so that the spread
-    over the weights (:attr:`LinearPopulation.top_relative_variance`) is the derived Tracy-Widom variance. The
-    top mode's share on the output layer's weights is the law's share of the output layer's forward channel at
-    the edge; for two outputs, the correlation of their tops is taken as that same share, the closest derived
-    quantity: the output layer's forward term H_L^T H_L is the same matrix for every output (coefficient
-    |dbar^L|^2 = 1), while every other term carries the output's own weights, through |dbar^l|^2 and the
+    finite-n top, corrected (``spread``) for the units' realized variances to first order in 1/M
+    (:func:`gains_spread`: the top moved with the edge, and divided by the square root of the profile's relative
+    change of m_2, since the model scales each population to the four-point tr Sigma^2; not applied where
+    :func:`gains_spread` finds no fold, e.g. silu or leaky relu at L = 3); two populations carry
+    top +- sqrt(Var[TW_1]) s (s the Tracy-Widom scale), so that the spread over the weights
+    (:attr:`LinearPopulation.top_relative_variance`) is the derived Tracy-Widom variance. The top mode's share on
+    the output layer's weights is the law's share of the output layer's forward channel at the edge; for two
+    outputs, the correlation of their tops is taken as that same share, the closest derived quantity: the output
+    layer's forward term H_L^T H_L is the same matrix for every output (coefficient |dbar^L|^2 = 1), while every
+    other term carries the output's own weights, through |dbar^l|^2 and the
     backward maps, whose output-specific O(M^(-1/2)) fluctuations exceed the Tracy-Widom scale n^(-2/3).
 
     Args:
         net: a plain numeric network (with 2 outputs, the pair of tops is filled in).
         width: M.
         types: as :func:`population_law`.
+        spread: apply the gains' spread correction (False: the law's top as it is, to compare).
 
     Returns:
         :class:`~meanfield.finite.population.LinearPopulation` (seed -1: no draws).
@@ -541,10 +699,26 @@ def deterministic_population(net: Any, width: int, types: int = 12) -> LinearPop
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
     M = check_int("width", width, minimum=2)
-    law = population_law(net.with_(outputs=1), types)
+    if not isinstance(spread, bool):
+        raise InvalidArgument("spread", spread, "True or False")
+    single = net.with_(outputs=1)
+    law = population_law(single, types)
     n = int(round(law.modes_per_width * M))
     profile = law.quantiles(n)  # descending
     top, sd = law.top(n), math.sqrt(law.top_variance(n))
+    if spread:
+        # the units' realized variances (gains_spread): the edge moves by c_e edge / M; the profile's m_2 by c_m / M,
+        # which the model's scaling to the four-point tr Sigma^2 turns into a factor on the top. Where the real
+        # solution has no clean fold above the law's edge (silu or leaky relu at L = 3: a pole on the way) the
+        # correction is not derived and the law's top stays as it is (the population is approximate there anyway)
+        try:
+            c_edge, c_m2 = gains_spread(single, types)
+        except InvalidArgument:
+            c_edge, c_m2 = 0.0, 0.0
+        if not 1.0 + c_m2 / M > 0.0 or not top + c_edge * law.edge / M > 0.0:
+            raise InvalidArgument("width", M, "a width at which the gains' spread is a small correction",
+                                  f"relative shifts {c_edge / M:.3g} (edge), {c_m2 / M:.3g} (m_2)")
+        top = (top + c_edge * law.edge / M) / math.sqrt(1.0 + c_m2 / M)
     # the mean top sits above the second quantile; the two-point quadrature must keep the top mode on top
     sd = min(sd, max(top - profile[1], 0.0))
     pops = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,8 @@ from ..integrals.quadrature import Unit, breaks, normal_rule
 from ..spec.network import Network
 from .corrections import two_sample_layer
 
-__all__ = ["World", "realized_world", "class_tensor", "pair_index", "four_sample_mean", "plain_step",
-           "world_recursion", "conditional_moments"]
+__all__ = ["World", "realized_world", "carry_world", "inputs_world", "stein_matrices", "class_tensor", "pair_index",
+           "four_sample_mean", "plain_step", "world_recursion", "conditional_moments"]
 
 
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
@@ -166,6 +167,28 @@ class World:
     y: dict             # (0, 0) / (0, 1) -> 4 x 4 matrix over (a, b)
 
 
+def stein_matrices(lay: Any) -> dict:
+    """D_u[tau, rho] = E[d_rho (phi_tau phi'_u)] over four exchangeable samples (u = 0, 1), from a two-sample layer's
+    table (:func:`meanfield.finite.corrections.two_sample_layer`, its dmat): Stein's lemma on a layer's rows.
+
+    Example:
+        >>> lay = two_sample_layer(Unit.of(Network(2, "tanh", 2, 0.1).phi(1)), 1.0, 0.3, 1.0)
+        >>> D = stein_matrices(lay)
+        >>> sorted(D), D[0].shape, bool(D[0][2, 1] == 0.0)
+        ([0, 1], (4, 4), True)
+    """
+    D = {}
+    for u in (0, 1):
+        Du = np.zeros((4, 4))
+        for tau in range(4):
+            if tau == u:
+                Du[tau, u] = lay.dmat[0][0, 0]
+            else:
+                Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
+        D[u] = Du
+    return D
+
+
 def plain_step(mean, unit: Unit, qa: float, qb: float, theta: tuple, y: dict, Mj: int, Mb: int, sw: float,
                first: bool) -> tuple:
     """(means, M x cov, d/dQ) of a plain layer's (phi_a phi_b, phi'_a phi'_b) pairs and Y^j = M_j Theta^j E4 +
@@ -207,15 +230,7 @@ def plain_step(mean, unit: Unit, qa: float, qb: float, theta: tuple, y: dict, Mj
                 jac[off + i, pair_index(a, b)] = grad[1, 1]
                 jac[off + i, pair_index(b, b)] = grad[1, 2]
     # the sandwiched NTK Y^{uv}_{ab} = h_a^T X_uv h_b (before N: it uses Theta^j)
-    D = {}
-    for u in (0, 1):
-        Du = np.zeros((4, 4))
-        for tau in range(4):
-            if tau == u:
-                Du[tau, u] = lay.dmat[0][0, 0]
-            else:
-                Du[tau, tau], Du[tau, u] = lay.dmat[0][1, 1], lay.dmat[0][1, 0]
-        D[u] = Du
+    D = stein_matrices(lay)
     out = {}
     for (u, v), old in y.items():
         e4 = np.array([[mean((("f", a), ("f", b), ("d", u), ("d", v))) for b in range(4)] for a in range(4)])
@@ -251,29 +266,78 @@ def world_recursion(net: Network, width: int, step) -> World:
     """
     if not callable(step):
         raise InvalidArgument("step", step, "a callable layer step (see plain_step)")
-    L = net.depth
+    widths = net.widths(width)
+    w0 = inputs_world(net, width)
+    theta = (1 + widths[0] * w0.k[0], 1 + widths[0] * w0.k[1])     # mean Theta^1 (tt, ts)
+    return carry_world(net, width, step, 0, net.depth, (w0.k, w0.n, theta, w0.y), {(0, 0): w0.cov}, {})
+
+
+def inputs_world(net: Network, width: int) -> World:
+    """Cov(K_ab, K_cd) = (Q_ac Q_bd + Q_ad Q_bc) / M_0: the inputs' world, K = x.x / M_0 for the inputs' kernel Q
+    (unbiased), no NTK (N = 0, Y = 0).
+
+    Args:
+        net: a network (its input_q1, input_q2).
+        width: M (M_0 = ``net.widths(width)[0]``).
+
+    Example:
+        >>> w = inputs_world(Network(2, "tanh", 2, 0.1), 64)
+        >>> w.k, bool(w.cov[0, 0] == 2 / 64), float(abs(w.cov[:, 10:]).max())
+        ((1.0, 0.0), True, 0.0)
+    """
+    q1, q2 = float(net.input_q1), float(net.input_q2)
+    Q = lambda a, b: q1 if a == b else q2  # noqa: E731 - the inputs' kernel
+    cov = np.zeros((20, 20))
+    for i, (a, b) in enumerate(_P4):
+        for j, (c, d) in enumerate(_P4):
+            cov[i, j] = (Q(a, c) * Q(b, d) + Q(a, d) * Q(b, c)) / net.widths(width)[0]
+    return World((q1, q2), (0.0, 0.0), cov, {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))})
+
+
+def carry_world(net: Network, width: int, step, lo: int, hi: int, start: tuple, covs: dict, ncoef: dict) -> World:
+    """V = (K^{hi-1}, N^{hi-1}) = sum_i Lmap_i X^i: :func:`world_recursion`'s layers lo + 1..hi - 1 from a given state
+    of layer lo.
+
+    Args:
+        net: a numeric network (checked by the caller).
+        width: M (checked by the caller).
+        step: as :func:`world_recursion`'s.
+        lo, hi: the layer the state is of and the first layer not carried (0 <= lo < hi <= L).
+        start: (kbar, nbar, theta, y) at layer lo: the means of K and N (t t, t s), of the NTK 1 + M K + sigma_w^2 N
+            and the sandwiched NTK.
+        covs: {(lo, lo): Cov X^lo (20 x 20)}, X = (K, c) pairs (at a normalized layer (K, N)).
+        ncoef: N^lo's linear response on the X^i, keyed by layer i <= lo (10 x 20 each; empty at the inputs).
+
+    Returns:
+        The world of layer hi - 1.
+
+    Raises:
+        InvalidArgument: lo, hi out of range.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1)
+        >>> w1 = realized_world(Network(2, "tanh", 2, 0.1), 64)
+        >>> e = np.zeros((10, 20))
+        >>> e[:, 10:] = np.eye(10)
+        >>> theta = tuple(1 + 64 * k + 2.0 * n for k, n in zip(w1.k, w1.n))
+        >>> w = carry_world(net, 64, _plain, 1, 3, (w1.k, w1.n, theta, w1.y), {(1, 1): w1.cov}, {1: e})
+        >>> w.cov.shape
+        (20, 20)
+    """
+    lo = check_int("lo", lo, minimum=0, maximum=net.depth - 1)
+    hi = check_int("hi", hi, minimum=lo + 1, maximum=net.depth)
     widths = net.widths(width)
     sw = [float(v) for v in net.sigma_w2]
     sb = [float(v) for v in net.sigma_b2]
-    q1, q2 = float(net.input_q1), float(net.input_q2)
-    kbar = (q1, q2)
-    Q = lambda a, b: q1 if a == b else q2  # noqa: E731 - the inputs' kernel
-    cov0 = np.zeros((20, 20))
-    for i, (a, b) in enumerate(_P4):
-        for j, (c, d) in enumerate(_P4):
-            cov0[i, j] = (Q(a, c) * Q(b, d) + Q(a, d) * Q(b, c)) / widths[0]
-    covs = {(0, 0): cov0}
-    theta = (1 + widths[0] * q1, 1 + widths[0] * q2)     # mean Theta^1 (tt, ts)
-    ncoef: dict = {}
-    nbar = (0.0, 0.0)
-    y = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
-    for j in range(1, L):
+    kbar, nbar, theta, y = start
+    covs = dict(covs)        # the caller's start stays as it was
+    for j in range(lo + 1, hi):
         qa, qb = sw[j - 1] * kbar[0] + sb[j - 1], sw[j - 1] * kbar[1] + sb[j - 1]
         means, sigma, jac, y = step(net, widths, j, qa, qb, theta, y)
         J = np.zeros((20, 20))
         J[:, :10] = jac * sw[j - 1]
         covs[(j, j)] = sigma / widths[j] + J @ covs[(j - 1, j - 1)] @ J.T
-        for i in range(j):
+        for i in range(lo, j):
             covs[(j, i)] = J @ covs[(j - 1, i)]
             covs[(i, j)] = covs[(j, i)].T
         # linear response of N^j (10 pairs) on X^i: Theta^j dc^j + c^j (M_{j-1} dK^{j-1} + sw dN^{j-1})
@@ -290,8 +354,8 @@ def world_recursion(net: Network, width: int, step) -> World:
         kbar = (float(means[pair_index(0, 0)]), float(means[pair_index(0, 1)]))
         nbar = (float(cbar[pair_index(0, 0)] * theta[0]), float(cbar[pair_index(0, 1)] * theta[1]))
         theta = (1 + widths[j] * kbar[0] + sw[j] * nbar[0], 1 + widths[j] * kbar[1] + sw[j] * nbar[1])
-    top = L - 1
-    # V = (K^{L-1}, N^{L-1}) = sum_i Lmap_i X^i
+    top = hi - 1
+    # V = (K^{hi-1}, N^{hi-1}) = sum_i Lmap_i X^i
     lmap = {i: np.vstack([np.zeros((10, 20)), coef]) for i, coef in ncoef.items()}
     lmap[top] = lmap.get(top, np.zeros((20, 20))).copy()
     lmap[top][:10, :10] += np.eye(10)

@@ -87,14 +87,15 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
+from .bnstep import (BatchNormLayer, UnitLaw, batch_norm_from_world, pair_functions, unit_pair_moments,
+                     unit_slope_moments, world_fluctuation)
 from .corrections import kernel_mean_shift, ntk_mean_shift
-from .fourworld import World, class_tensor, four_sample_mean, realized_world
+from .fourworld import class_tensor, four_sample_mean, inputs_world, realized_world
 from .ntkspread import ntk_spread
-from .spherebn import Sphere, beta_rule, chi_moment
 
 __all__ = ["HiddenBatchNormTerms", "hidden_batch_norm_terms", "finite_width_stats", "below_network", "default_method",
            "DRAWS", "CORRECTED", "BatchNormLayer", "batch_norm_layer",
-           "cross_unit_moments"]
+           "cross_unit_moments", "cross_unit_spread"]
 
 DRAWS = 40000      # Monte Carlo draws of each term
 SEED = 20261207    # their fixed seed: predictions are reproducible
@@ -273,15 +274,7 @@ def _world_below(net: Network, width: int) -> tuple:
     if l >= 2:
         below = below_network(net)
         return realized_world(below, width), kernel_mean_shift(below, width)[l - 1], ntk_mean_shift(below, width)
-    q1, q2 = float(net.input_q1), float(net.input_q2)
-    pairs = [(a, b) for a in range(4) for b in range(a, 4)]
-    Q = lambda a, b: q1 if a == b else q2  # noqa: E731 - the inputs' kernel
-    cov = np.zeros((20, 20))
-    for i, (a, b) in enumerate(pairs):
-        for j, (c, d) in enumerate(pairs):
-            cov[i, j] = (Q(a, c) * Q(b, d) + Q(a, d) * Q(b, c)) / net.widths(width)[0]
-    zero = np.zeros((4, 4))
-    return World((q1, q2), (0.0, 0.0), cov, {(0, 0): zero, (0, 1): zero}), (0.0, 0.0), (0.0, 0.0)
+    return inputs_world(net, width), (0.0, 0.0), (0.0, 0.0)
 
 
 def _diag_off(G: np.ndarray) -> np.ndarray:
@@ -407,108 +400,14 @@ def _terms(net: Network, width: int, samples: int, draws: int, seed: int) -> tup
     return (*(float(m) for m in mean), *sem, float(bv.mean()), float(bv.std() / math.sqrt(len(bv))))
 
 
-def _class_covariances(w: World, T: int) -> tuple:
-    """Cov(dK_ij, dK_kl), Cov(dK, dN), Cov(dN, dK), Cov(dN, dN) as T^4 tensors (the world's label patterns)."""
-    index = {p: i for i, p in enumerate(((a, b) for a in range(4) for b in range(a, 4)))}
-
-    def block(r: int, c: int) -> np.ndarray:
-        return class_tensor(T, lambda lab: w.cov[r + index[(min(lab[:2]), max(lab[:2]))],
-                                                 c + index[(min(lab[2:]), max(lab[2:]))]])
-    return block(0, 0), block(0, 10), block(10, 0), block(10, 10)
-
-
-class _Law:
-    """The normalized unit's law on a :class:`Sphere` of F = {0} (t = s = 0) or {0, 1} (t = 0, s = 1): per-node
-    E_beta[beta^p fun(argument)] (full: argument z, beta independent; centre-only: argument sqrt(v beta) z) and the
-    sandwich E[(R W R)_ts ... | z_F], R = Pi - kappa z z^T / T (kappa = 1 full, 0 centre-only), lambda^2 = 1 / (v beta)
-    (full) or 1 the square of A's scale."""
-
-    def __init__(self, T: int, k: int, center: bool, v: float) -> None:
-        self.S, self.T, self.center, self.v = Sphere(T, k), T, center, v
-        self.t, self.s = 0, k - 1
-        self.kappa = 0.0 if center else 1.0
-        self.Pi = np.eye(T) - 1.0 / T
-        z = self.S.z
-        self.xt, self.xs = z[:, 0], z[:, k - 1]
-        self.R = self.Pi[0, k - 1] - self.kappa * self.xt * self.xs / T       # R_ts per node
-        if center:
-            self.beta, self.bw = beta_rule(T)
-
-    def avg(self, fun, p: float) -> np.ndarray:
-        """Per node E_beta[beta^p fun(argument)]."""
-        if not self.center:
-            return chi_moment(self.T, p) * fun(self.S.z)
-        return sum(w * b**p * fun(math.sqrt(self.v * b) * self.S.z) for b, w in zip(self.beta, self.bw))
-
-    def lam(self, fun, p: float, j: int = 1) -> np.ndarray:
-        """Per node E_beta[lambda^(2 j) beta^p fun(argument)]."""
-        return self.avg(fun, p) if self.center else self.avg(fun, p - j) / self.v**j
-
-    def sandwich(self, W: np.ndarray) -> np.ndarray:
-        """Per node E[sum_uv R_tu R_vs W_uv...(z, ..., z) | z_F] (W of order 2 + e, e <= 2 free slots on z)."""
-        S, Pi, T, t, s = self.S, self.Pi, self.T, self.t, self.s
-        out = S.expect(np.tensordot(Pi[s], np.tensordot(Pi[t], W, axes=(0, 0)), axes=(0, 0)))
-        if self.kappa:
-            out = (out - self.xs / T * S.expect(np.tensordot(Pi[t], W, axes=(0, 0)))
-                   - self.xt / T * S.expect(np.tensordot(Pi[s], W, axes=(0, 1)))
-                   + self.xt * self.xs / T**2 * S.expect(W))
-        return out
-
-    def mom1(self, f: np.ndarray) -> np.ndarray:
-        """E[f z_i] over i (f per node)."""
-        return (self.S.w * f) @ (self.S.z @ self.S.V)
-
-    def mom2(self, f: np.ndarray) -> np.ndarray:
-        """E[f z_i z_j] over (i, j)."""
-        S = self.S
-        c0 = S.z @ S.V
-        return np.einsum("n,ni,nj->ij", S.w * f, c0, c0) + float((S.w * f * S.c[:, 1]).sum()) * S.P
-
-    def outer_R(self, f: np.ndarray) -> np.ndarray:
-        """E[f R_ti R_js] over (i, j)."""
-        Pi, T, t, s = self.Pi, self.T, self.t, self.s
-        out = self.S.mean(f) * np.outer(Pi[t], Pi[s])
-        if self.kappa:
-            out = (out - np.outer(Pi[t], self.mom1(f * self.xs)) / T - np.outer(self.mom1(f * self.xt), Pi[s]) / T
-                   + self.mom2(f * self.xt * self.xs) / T**2)
-        return out
-
-
-def _pair_functions(unit: Unit, k: int) -> tuple:
-    """phi(z_t) phi(z_s) and phi'(z_t) phi'(z_s) at the nodes' z_F (t = s for one coordinate)."""
-    f = lambda z: np.asarray(unit.f(z), dtype=float)    # noqa: E731
-    d = lambda z: np.asarray(unit.df(z), dtype=float)   # noqa: E731
-    return ((lambda z: f(z[:, 0]) * f(z[:, k - 1])), (lambda z: d(z[:, 0]) * d(z[:, k - 1])))
-
-
 def _fluctuation(net: Network, width: int, T: int) -> tuple:
     """The world below the normalized layer l = L - 1 as the exact terms use it: (M_{l-1}, sigma_w^2, the unit, the
-    world, the exchangeable shifts delta and dD, v, D, omega = sigma_w^2 / v, Pi, the class covariances CKK, CKN, CNK,
-    CNN, CTK = Cov(dTheta', dK), the fluctuation's averages e_t1k2, e_k22, e_const, W1 of the Hermite weight's
-    pieces, Y, its trace and the (K, N) covariance as one 2 T^2 x 2 T^2 block)."""
+    world, and bnstep's :func:`meanfield.finite.bnstep.world_fluctuation` of it)."""
     l = net.depth - 1
     M1 = net.widths(width)[l - 1]
     sw = float(net.sigma_w2[l - 1])
     w, shift_k, shift_theta = _world_below(net, width)
-    delta = (float(shift_k[0]) - float(shift_k[1])) / M1
-    dn = [(float(shift_theta[i]) - float(shift_k[i])) / sw for i in (0, 1)]
-    dD = M1 * delta + sw * (dn[0] - dn[1])
-    v = sw * (w.k[0] - w.k[1])
-    D = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])      # Theta' = D I + O 1 1^T at the mean
-    Pi = np.eye(T) - 1.0 / T
-    CKK, CKN, CNK, CNN = _class_covariances(w, T)
-    CTK = M1 * CKK + sw * CNK                                  # Cov(dTheta'_uv, dK_ij)
-    # the fluctuation's averages of the Hermite weight's pieces (module docstring of the derivation, section 8)
-    e_t1k2 = np.einsum("ij,ijkl->kl", Pi, CKK)
-    e_k22 = np.einsum("bc,abcd->ad", Pi, CKK)
-    e_const = np.einsum("ij,kl,ijkl->", Pi, Pi, CKK) + 2 * np.einsum("da,bc,abcd->", Pi, Pi, CKK)
-    W1 = np.einsum("ij,uvij->uv", Pi, CTK)
-    Y = class_tensor(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
-    trY = np.einsum("ab,uvab->uv", Pi, Y)
-    big = np.block([[CKK.reshape(T * T, T * T), CKN.reshape(T * T, T * T)],
-                    [CNK.reshape(T * T, T * T), CNN.reshape(T * T, T * T)]])
-    return (M1, sw, Unit.of(net.phi(l)), w, delta, dD, v, D, sw / v, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22,
-            e_const, W1, Y, trY, big)
+    return (M1, sw, Unit.of(net.phi(l)), w, *world_fluctuation(w, shift_k, shift_theta, M1, sw, T))
 
 
 @functools.lru_cache(maxsize=32)
@@ -525,9 +424,9 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
      big) = _fluctuation(net, width, T)
     out, quad = [], []
     for k in (1, 2):
-        law = _Law(T, k, center, v)
+        law = UnitLaw(T, k, center, v)
         S, R = law.S, law.R
-        ff, pp = _pair_functions(unit, k)
+        ff, pp = pair_functions(unit, k)
         f0, f1, f2 = (law.avg(ff, p) for p in (0, 1, 2))
         p0, p1, p2 = (law.lam(pp, p) for p in (0, 1, 2))
         G0, G1 = M2 * f0 + sw_out * D * R * p0, M2 * f1 + sw_out * D * R * p1      # Gamma_0 without its 1
@@ -550,46 +449,6 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
     (d1, d2, d3), (o1, o2, o3) = out
     below = (T * quad[0] + T * (T - 1) * quad[1]) / T**2
     return d1, o1, d2, o2, d3, o3, 0.0, 0.0, below, 0.0
-
-
-@dataclass(frozen=True)
-class BatchNormLayer:
-    """K^l = H^T H / M_l and N^l = (1/M_l) sum_a X_aa of a batch-normalized layer l, to O(1/M): the start of the plain
-    recursion above it (:mod:`meanfield.finite.deepbn`).
-
-    X_ac(t, s) = phi'_a(t) phi'_c(s) (A_a Theta^l_ac A_c)(t, s) is the NTK of the layer's outputs (layers <= l), so
-    E[T G_kk | layer l] = 1 + M_l K^l + sigma_w'^2 N^l for the layer above, and :func:`hidden_batch_norm_terms`'s
-    terms split into K's and N's shares (its M_2 F and its sigma_w'^2 parts).
-
-    Attributes:
-        kbar, nbar: mean-field (t t, t s, s s) of K^l and N^l.
-        dk, dn: their O(1/M) mean shifts (terms 1.-3.; Stein's term 3. enters N only).
-        cov: 6 x 6 covariance of (K tt, ts, ss, N tt, ts, ss) to leading order: the units' own (1 / M_l, i.i.d.
-            given the layer below) plus the layer below's (K^{l-1}, N^{l-1}) pushed through the first variation of
-            E[K^l, N^l | below].
-        y: (0, 0) and (0, 1) -> 2 x 2 Y^l_{tau tau'} = h(tau)^T X h(tau') (tau, tau' in {0, 1}) to leading order: its
-            diagonal part M_l E[phi_tau phi_tau' X_aa] and, below a weighted layer (l >= 2), its off-diagonal part by
-            Stein on the two rows w_a, w_c: M_l^2 (sigma_w^2 / M_{l-1})^2 sum D_t[tau](rho, t1) (Pi Y^{l-1}(t1, s1)
-            Pi)_{rho rho'} D_s[tau'](rho', s1), D_t[tau](rho, t1) = E[phi_tau phi'_t A(t, t1) g_rho] / v.
-        unit_second: 6 x 6 E[x_i x_j] of one unit's (phi_a phi_b, X_aa(a, b)) over the pairs (t t, t s, s s), at the
-            mean law (the output weights' Wick term of the entry variances needs E[X_aa X_aa]).
-    """
-
-    kbar: np.ndarray
-    nbar: np.ndarray
-    dk: np.ndarray
-    dn: np.ndarray
-    cov: np.ndarray
-    y: dict
-    unit_second: np.ndarray
-
-
-def _swap01(g: np.ndarray) -> np.ndarray:
-    """The gradient of sample 0's diagonal entry turned into sample 1's (exchangeability), over (K, N) T x T blocks."""
-    T = g.shape[-1]
-    perm = np.arange(T)
-    perm[[0, 1]] = [1, 0]
-    return g[..., perm, :][..., perm]
 
 
 @functools.lru_cache(maxsize=32)
@@ -623,88 +482,22 @@ def batch_norm_layer(net: Network, width: int, samples: int) -> BatchNormLayer:
         raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0 (the "
                               "exact sphere quadrature)")
     l = net.depth - 1
-    center = net.norms[0].center_only
-    Ml = net.widths(M)[l]
-    (M1, sw, unit, w, delta, dD, v, D, om, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
-     big) = _fluctuation(net, M, T)
-    mean, shift, grad = {}, {}, {}
-    for k in (1, 2):
-        law = _Law(T, k, center, v)
-        S, R = law.S, law.R
-        ff, pp = _pair_functions(unit, k)
-        fk = [law.avg(ff, p) for p in (0, 1, 2)]
-        pk = [law.lam(pp, p) for p in (0, 1, 2)]
-        nk = [D * R * x for x in pk]
-        ek2sq, et1k2, ek22 = S.expect(CKK), S.expect(e_t1k2), S.expect(e_k22)
-
-        def total(G: list, direct: float) -> float:
-            """Terms 1.-3. of E[Gamma] for Gamma = G (its beta-moments 0, 1, 2); ``direct``: Theta' enters."""
-            one = om * delta / 2 * S.mean(T * G[1] - (T - 1) * G[0]) + direct * dD * S.mean(pk[0], R)
-            two = (om**2 / 8 * S.mean(G[2] * ek2sq - 2 * G[1] * et1k2 - 4 * G[1] * ek22 + G[0] * e_const)
-                   + direct * om / 2 * S.mean(pk[1] * law.sandwich(CTK) - pk[0] * law.sandwich(W1)))
-            three = direct * (sw / M1) ** 2 / v * S.mean(pk[1] * law.sandwich(Y) - pk[0] * law.sandwich(trY))
-            return one + two + three
-        mean[k] = (S.mean(fk[0]), S.mean(nk[0]))
-        shift[k] = (total(fk, 0.0), total(nk, 1.0))
-        rr = law.outer_R(pk[0])
-        gK = om / 2 * (law.mom2(fk[1]) - S.mean(fk[0]) * Pi)
-        gN = om / 2 * (law.mom2(nk[1]) - S.mean(nk[0]) * Pi) + M1 * rr
-        grad[k] = (np.stack([gK, np.zeros((T, T))]), np.stack([gN, sw * rr]))
-    kbar = np.array([mean[1][0], mean[2][0], mean[1][0]])
-    nbar = np.array([mean[1][1], mean[2][1], mean[1][1]])
-    dk = np.array([shift[1][0], shift[2][0], shift[1][0]])
-    dnl = np.array([shift[1][1], shift[2][1], shift[1][1]])
-    rows = [grad[1][0], grad[2][0], _swap01(grad[1][0]), grad[1][1], grad[2][1], _swap01(grad[1][1])]
-    G = np.stack([g.ravel() for g in rows])
-    cov = G @ big @ G.T
-    # the units' own covariance (i.i.d. given the layer below), on the sphere of the two samples 0, 1
-    law = _Law(T, 2, center, v)
-    S = law.S
-    z = S.z
-    R = [[law.Pi[a, b] - law.kappa * z[:, a] * z[:, b] / T for b in (0, 1)] for a in (0, 1)]
-    f = lambda x: np.asarray(unit.f(x), dtype=float)    # noqa: E731
-    d = lambda x: np.asarray(unit.df(x), dtype=float)   # noqa: E731
-    pairs = ((0, 0), (0, 1), (1, 1))
-    kf = [(lambda x, a=a, b=b: f(x[:, a]) * f(x[:, b])) for a, b in pairs]
-    nf = [(lambda x, a=a, b=b: d(x[:, a]) * d(x[:, b])) for a, b in pairs]
-    nr = [R[a][b] for a, b in pairs]
-    mu = np.array([S.mean(law.avg(g, 0)) for g in kf] + [D * S.mean(law.lam(g, 0), r) for g, r in zip(nf, nr)])
-    second = np.empty((6, 6))
-    for i in range(3):
-        for j in range(3):
-            second[i, j] = S.mean(law.avg(lambda x: kf[i](x) * kf[j](x), 0))
-            second[i, 3 + j] = second[3 + j, i] = D * S.mean(law.lam(lambda x: kf[i](x) * nf[j](x), 0), nr[j])
-            second[3 + i, 3 + j] = D**2 * S.mean(law.lam(lambda x: nf[i](x) * nf[j](x), 0, 2), nr[i] * nr[j])
-    cov = cov + (second - np.outer(mu, mu)) / Ml
-    # Y^l: the diagonal part, and below a weighted layer the off-diagonal part (Stein on two rows)
-    y = {}
-    PYP = np.einsum("ar,uvrs,sb->uvab", Pi, Y, Pi)
-    dmat = {}
-    if l >= 2:
-        for t in (0, 1):
-            for tau in (0, 1):
-                fun = lambda x, t=t, tau=tau: f(x[:, tau]) * d(x[:, t])   # noqa: E731
-                if center:
-                    fn = math.sqrt(v) * law.avg(fun, 0.5)
-                    dmat[(t, tau)] = np.outer(law.mom1(fn), law.Pi[t]) / v
-                else:
-                    fn = law.avg(fun, 0)
-                    dmat[(t, tau)] = (np.outer(law.mom1(fn), law.Pi[t]) - law.mom2(fn * z[:, t]) / T) / v
-    for s in (0, 1):
-        yd = np.array([[Ml * D * S.mean(law.lam(lambda x, a=a, b=b: f(x[:, a]) * f(x[:, b]) * d(x[:, 0])
-                                                  * d(x[:, s]), 0), R[0][s]) for b in (0, 1)] for a in (0, 1)])
-        if l >= 2:
-            yd = yd + (Ml * sw / M1) ** 2 * np.array(
-                [[np.einsum("ri,ijrq,qj->", dmat[(0, a)], PYP, dmat[(s, b)]) for b in (0, 1)] for a in (0, 1)])
-        y[(0, s)] = yd
-    return BatchNormLayer(kbar, nbar, dk, dnl, cov, y, second)
+    w, shift_k, shift_theta = _world_below(net, M)
+    widths = net.widths(M)
+    return batch_norm_from_world(Unit.of(net.phi(l)), w, shift_k, shift_theta, widths[l - 1], widths[l],
+                                 float(net.sigma_w2[l - 1]), T, net.norms[0].center_only, l >= 2)
 
 
 @functools.lru_cache(maxsize=32)
-def _sigma4(net: Network, width: int, samples: int) -> np.ndarray:
+def cross_unit_spread(net: Network, width: int, samples: int) -> np.ndarray:
     """S4[t1, s1, t2, s2] = E[S_ac(t1, s1) S_ac(t2, s2)] (a != c) of the layer below the batch norm on layer l = L - 1,
     S_ac = w_a^T X w_c: (sw^2 / M1) E[phi'phi'phi'phi'] E[Theta^1 Theta^1] on layer 2, Theta^1 = 1 + x.x with its own
-    spread (M0 (Q Q + Q Q): for t != s mean O(1), spread O(sqrt M0)); zero on layer 1; deeper, :func:`ntk_spread`."""
+    spread (M0 (Q Q + Q Q): for t != s mean O(1), spread O(sqrt M0)); zero on layer 1; deeper, :func:`ntk_spread`.
+
+    Example:
+        >>> cross_unit_spread(Network(3, "tanh", 2, 0.1, norms=["batch:2"]), 64, 6).shape
+        (6, 6, 6, 6)
+    """
     T, l = samples, net.depth - 1
     if l == 1:
         return np.zeros((T,) * 4)
@@ -737,21 +530,7 @@ def _u2(net: Network, width: int, samples: int) -> np.ndarray:
     sw = float(net.sigma_w2[l - 1])
     w = _world_below(net, width)[0]
     v = sw * (w.k[0] - w.k[1])
-    unit = Unit.of(net.phi(l))
-    rep = {}
-    for kf in (1, 2):
-        law = _Law(T, kf, center, v)
-        pp = _pair_functions(unit, kf)[1]
-        rep[kf] = law.outer_R(law.lam(pp, 0))        # E[lambda^2 phi'_t phi'_s R_t,i R_s,j], t = 0, s = kf - 1
-    U2 = np.empty((T,) * 4)
-    for t in range(T):
-        for s in range(T):
-            # exchangeability: relabel t -> 0, s -> 1 (or t = s -> 0) and the other samples after them
-            order = [t] + ([s] if s != t else []) + [i for i in range(T) if i not in (t, s)]
-            sigma = np.empty(T, dtype=int)
-            sigma[order] = np.arange(T)
-            U2[t, :, s, :] = rep[1 if s == t else 2][np.ix_(sigma, sigma)]
-    return U2
+    return unit_slope_moments(Unit.of(net.phi(l)), v, T, center)
 
 
 def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
@@ -770,17 +549,10 @@ def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
     M, T, _ = _check(net, width, samples, DRAWS)
     if default_method(net, T) != "exact":
         raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0")
-    S4 = _sigma4(net, M, T)
+    S4 = cross_unit_spread(net, M, T)
     if not S4.any():
         return 0.0, 0.0, 0.0, 0.0
-    U2 = _u2(net, M, T)
-    W = np.einsum("taty->tay", U2)             # W[t] = U(t, t; ., .)
-    per = np.einsum("tab,tcd,acbd->t", W, W, S4, optimize=True)              # E X_ac(t, t)^2 per t
-    total = np.einsum("ab,cd,acbd->", W.sum(0), W.sum(0), S4, optimize=True)  # summed over all (t, s)
-    swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
-    xtt = float(per.mean())
-    # for t = s, X_ca(t, t) = X_ac(t, t) by symmetry of the pair: the swapped sum's diagonal is the direct one's
-    return (xtt, float((total - T * xtt) / (T * (T - 1))), xtt, float((swap - T * xtt) / (T * (T - 1))))
+    return unit_pair_moments(_u2(net, M, T), S4)
 
 
 @functools.lru_cache(maxsize=32)
@@ -799,7 +571,7 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
     w = _world_below(net, width)[0]
     v = sw * (w.k[0] - w.k[1])
     Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])     # Theta' = D' I + O 1 1^T at the mean
-    S4 = _sigma4(net, width, T)
+    S4 = cross_unit_spread(net, width, T)
     Pi = np.eye(T) - 1.0 / T
     B = np.linalg.svd(Pi)[0][:, : T - 1]
     inv2, inv4 = (1.0, 1.0) if center else (T / (v * (T - 3)), T**2 / (v**2 * (T - 3) * (T - 5)))
@@ -817,9 +589,9 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
     if exact:
         unit_sum = xaa = 0.0
         for kf in (1, 2):
-            law = _Law(T, kf, center, v)
+            law = UnitLaw(T, kf, center, v)
             S, R = law.S, law.R
-            ff, pp = _pair_functions(unit, kf)
+            ff, pp = pair_functions(unit, kf)
             e_ff, e_x = S.mean(law.avg(ff, 0)), Dp * S.mean(law.lam(pp, 0), R)
             e_x2 = Dp**2 * S.mean(law.lam(lambda z: pp(z) ** 2, 0, 2), R * R)
             e_ffx = Dp * S.mean(law.lam(lambda z: ff(z) * pp(z), 0), R)

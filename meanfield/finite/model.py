@@ -51,11 +51,11 @@ the mean entries are theory (:func:`meanfield.theory.fisher.predict` with the O(
 the entry variances that set s come from the four-point rules of :mod:`meanfield.finite.fourpoint`; the
 population profile from the limiting law of :mod:`meanfield.finite.deterministic` (the linear part of
 :mod:`meanfield.finite.population`, by a matrix Dyson equation); the coupling of several outputs from the
-supremum over the output sphere of a GOE quadratic form whose variance is the output-specific spread of a block
-top (:func:`_combined_derived`, :func:`block_scale_variance`); the C outliers' maximum from the Wishart-type form
+supremum over the output sphere of a Wishart form in the output weights (Hellmann-Feynman along the averaged block's
+top eigenvector, :mod:`meanfield.finite.blockspread`; :func:`_combined_derived`); the C outliers' maximum from the Wishart-type form
 of the outlier matrix (:func:`_outlier_top`). The Gaussian maxima are deterministic quadratures. Still
 approximate (and named in the result's notes): the population profile is the limiting law's quantiles with a
-Tracy-Widom top (no finite-width correction of the law itself), the small-T block top's norm step is second order
+Tracy-Widom top (its finite-width term only from the units' realized variances), the small-T block top's norm step is second order
 (its first order exact, the second order's resolvent weight the effective one it fixes); no number depends on a seed
 (the draws stay available: ``SMALL_T_TOP = "drawn"``, ``meanfield.finite.deterministic.POPULATION = "drawn"``);
 the O(1/M) correction of tr Sigma^2 is left out, and below a
@@ -79,13 +79,14 @@ import numpy as np
 
 from ..errors import InvalidArgument, check_int
 from ..spec.network import BatchNorm, Network
-from . import blockshare
+from . import blockshare, blockspread
 from .blockcoupling import random_state_coupling
 from .blocktop import invariant_block_top
 from .fluctuations import MEAN_DRAWS, MEAN_SEED, Fluctuations, measure_fluctuations, plain_output_twin
 from .freeprob import (edge_outlier_curvature, expected_max_scaled, expected_max_symmetric, expected_max_wishart,
                        TW_MEAN, TW_VARIANCE)
 from .outlier_coupling import coupled_top, lower_share
+from .outputbn_scale import normalized_block_extra
 
 __all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance",
            "layer_norm_outlier_fluctuations", "layer_norm_bulk_fluctuations", "COEFFICIENTS", "POPULATION_WIDTH",
@@ -200,8 +201,8 @@ def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> A
 
     As :func:`meanfield.finite.fourpoint.outlier_fluctuations` (the 15 patterns of equal samples among (t, s, u, v),
     each counted T (T - 1) ... times), with the entry covariances of
-    :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the layer norm's Jacobian and influence
-    functions in the four-point rules) and the mean outlier gram_diag + (T - 1) gram_offdiag of mean field.
+    :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the norm's Jacobian and influence, its
+    backward noise at width M: ``finite_noise``) and the mean outlier gram_diag + (T - 1) gram_offdiag of mean field.
 
     Args:
         net: a numeric network with C >= 2 outputs whose normalizations are layer norms on hidden layers.
@@ -219,7 +220,7 @@ def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> A
     """
     from ..theory.fisher import predict
     from .fourpoint import OutlierFluctuations, index_patterns
-    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance
+    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance as cov
 
     if check_layer_norms(net).outputs < 2:
         raise InvalidArgument("net", net.describe(), "a network with C >= 2 outputs")
@@ -229,7 +230,7 @@ def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> A
     def block_sum(first: tuple, second: tuple) -> float:
         total = 0.0
         for labels, count in index_patterns(T):     # the patterns of equal samples among (t, s, u, v)
-            total += count * layer_norm_gram_covariance(net, M, first + labels[:2], second + labels[2:])
+            total += count * cov(net, M, first + labels[:2], second + labels[2:], finite_noise=True)
         return total
 
     base = predict(net, M, T)
@@ -248,8 +249,8 @@ def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
         Var(m) = Cov(K_ts, K_tu) - Cov(K_ts, K_uv),
         Var|c|^2 = [Cov(K_tt, K_tt) - Cov(K_tt, K_uu)] - 4 [Cov(K_tt, K_ts) - Cov(K_tt, K_su)] + 4 Var(m),
 
-    with the entry covariances of :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the layer
-    norm's Jacobian and influence functions) and the mean-field scales d = E K_tt - E K_ts, o = E K_ts.
+    with the entry covariances of :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance`
+    (``finite_noise``: the norm's backward noise at width M) and the mean-field scales d = E K_tt - E K_ts, o = E K_ts.
 
     Args:
         net: a numeric network whose normalizations are layer norms on hidden layers.
@@ -273,7 +274,7 @@ def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
     one = net.with_(outputs=1)
 
     def cov(first: tuple, second: tuple) -> float:
-        return layer_norm_gram_covariance(one, M, first, second)
+        return layer_norm_gram_covariance(one, M, first, second, finite_noise=True)
 
     ts, tt = (0, 0, 0, 1), (0, 0, 0, 0)
     same, near, far = cov(ts, ts), cov(ts, (0, 0, 0, 2)), cov(ts, (0, 0, 2, 3))
@@ -629,7 +630,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any, *,
             if C > 1 and blockshare.FIRST_ORDER == "top-share":
                 shares = (blockshare.sample_top_share(plain_equivalent(twin), M, T, d, bulk["identity"], bulk["top"]),
                           blockshare.output_share_of_mean(plain_equivalent(twin), M, T, d))
-            lam = _combined_derived(M, T, bulk, last, v, C, scale_variance, population, coupling, d, shares)
+            # below a layer norm the four-point traces (plain equivalent) are not in this network's units: "scale"
+            units = None if C == 1 or blockshare.FIRST_ORDER != "units" or not below_plain else \
+                blockspread.first_order_units(twin, M, T, d, bulk["identity"], bulk["top"])
+            lam = _combined_derived(M, T, bulk, last, v, C, scale_variance, population, coupling, d, shares, units, net)
     else:
         if measured:
             a, b = (_positive_note(derived[name] if name in derived else fl.at(name, M) + fl.at(name + "_T", M) / T,
@@ -693,9 +697,9 @@ def _derived_notes(net: Network, below_plain: bool) -> list:
     """What the derived coefficients rest on, and what is still approximate (the result's notes)."""
     notes = ["all coefficients derived, no sampled network: bulk, spike, per-sample norm part and entry variances "
              "(meanfield.finite.fourpoint), O(1/M) mean entries (meanfield.finite.corrections), population profile "
-             "(meanfield.finite.population, the Gaussian-equivalent linear part), coupling of several outputs (a GOE "
-             "form over the output sphere with the output-specific spread of a block top, to second order in the other "
-             "outputs' blocks: meanfield.finite.blockcoupling), C outliers' maximum (the "
+             "(meanfield.finite.population, the Gaussian-equivalent linear part), coupling of several outputs (a Wishart "
+             "form in the output weights over the output sphere, meanfield.finite.blockspread, to second order in the "
+             "selected and the other outputs' blocks: meanfield.finite.blockcoupling), C outliers' maximum (the "
              "Wishart-type outlier matrix) coupled to the centred Gram (meanfield.finite.outlier_coupling)"]
     from . import deterministic
 
@@ -705,7 +709,7 @@ def _derived_notes(net: Network, below_plain: bool) -> list:
                       "not a closed-form deterministic equivalent)")
     else:
         population = ("population profile: the limiting law of the linear part (meanfield.finite.deterministic, "
-                      "quantiles with a Tracy-Widom top, no draws)")
+                      f"quantiles with a Tracy-Widom top, no draws; {deterministic.spread_note(plain_equivalent(plain_output_twin(net)))})")
     if SMALL_T_TOP == "deterministic":
         small = ("small-T block top (T <= 128) without draws: edge at T - 1 plus Tracy-Widom with the per-sample norm "
                  "step to second order, its first order exact (meanfield.finite.blocktop.invariant_block_top, "
@@ -778,8 +782,9 @@ def block_scale_variance(net: Network, width: int) -> float:
 
 
 def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, scale_variance: float,
-                      population: Any, coupling: float = 0.0, d: float = 1.0, shares: Any = None) -> float:
-    """The top of C outputs' centred Gram, derived: top (1 + E lambda_max(Y)), Y a C x C Gaussian (GOE) matrix.
+                      population: Any, coupling: float = 0.0, d: float = 1.0, shares: Any = None,
+                      units: Any = None, net: Network | None = None) -> float:
+    """The top of C outputs' centred Gram, derived: top (1 + E lambda_max(Y)), Y a C x C Wishart form (or GOE) matrix.
 
     The law of the Gram is invariant under rotations of the output space, and the Gram of the combined output
     a . f is sum_kl a_k a_l G_kl; to first order the top of the whole Gram is the supremum over unit a of
@@ -791,12 +796,16 @@ def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, s
     times the populations' spread less the part two outputs' population tops share, r = T / (T + n) (n the
     population's modes); plus the sample's (the drawn model's variance less its populations' part, or
     Tracy-Widom's at the edge) outside the output layer's share of the top mode. With full batch norm each block is also
-    scaled by Z_k / v, Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), per output: it adds to Y's diagonal
-    only); the larger of the coupled top times E Z and the exact expected maximum of the C scaled blocks is kept.
+    scaled by Z_k / v, Z_k ~ T / chi^2_{T-1} (per output, on Y's diagonal only, relative variance: outputbn_scale's
+    normalized_block_extra); the larger of the coupled top times E Z and the exact expected maximum is kept.
     The first-order top is coupled to the other outputs' blocks by a 2 x 2 Lanczos step
     (:func:`meanfield.finite.blockcoupling.second_order_block_top`, ``coupling`` = c_random, ``d`` = E G_tt - E G_ts).
     ``shares`` = (s_top, s_d) (the option :data:`meanfield.finite.blockshare.FIRST_ORDER`, not the default): a from the
-    slope (1 - s_top) / (1 - s_d) of a block top on its scale, and the Wishart form instead of the GOE.
+    slope (1 - s_top) / (1 - s_d) of a block top on its scale, and the Wishart form instead of the GOE. ``units`` =
+    (f, n, c_self) (``FIRST_ORDER = "units"``): the first order as s_top I + f W_n / n, f = 1 - s_top, n the
+    effective number of hidden units along the top state (:func:`meanfield.finite.blockspread.first_order_wishart`),
+    a = 2 f^2 / n, plus the selected block's rotation (c_self; blockcoupling.selected_block_rotation); the default; the GOE with
+    the spread described above is ``FIRST_ORDER = "scale"``.
     """
     share = population.output_layer_share if population is not None else 0.0
     correlation = 0.0
@@ -815,17 +824,23 @@ def _combined_derived(M: int, T: int, bulk: dict, last: Any, v: float, C: int, s
     if shares is not None:  # (s_top, s_d): the block top follows its scale with slope (1 - s_top) / (1 - s_d)
         slope = (1.0 - shares[0]) / (1.0 - shares[1])
         a = slope**2 * scale_variance + r * bulk["between_variance"] * (1.0 - correlation) + (1.0 - shares[0]) * sample
-    from .blockcoupling import second_order_block_top  # the other outputs' blocks to second order (2 x 2 Lanczos)
+    if units is not None:  # (f, n): Hellmann-Feynman along the top state, a Wishart form in the output weights
+        a = 2.0 * units[0] ** 2 / units[1]
+    from .blockcoupling import second_order_block_top, selected_block_rotation  # second order (2 x 2 Lanczos)
     from .blockshare import wishart_excess
 
     def excess(extra: float) -> float:  # the GOE form, or with shares the Wishart form W_n / n, n = 2 / a
+        if units is not None:
+            return expected_max_wishart(C, units[0], units[1], extra)
         return expected_max_symmetric(C, a + extra, a / 2.0) if shares is None else wishart_excess(C, a, extra)
 
+    lift = selected_block_rotation(top, min(d, top), units[2], max(1.0 + excess(0.0) / units[0], 1.0)) if C > 1 and \
+        units is not None and len(units) > 2 and units[0] > 0 else 0.0  # the selected block's rotation (blockcoupling)
     if last.center_only:
-        return second_order_block_top(top * (1.0 + excess(0.0)), top, C, coupling, d)
-    # full batch norm: block k is scaled by Z_k = T / chi^2_{T-1} (relative variance 2 / (T - 5), independent per
-    # output), which adds to the diagonal of Y only: sup_a a^T Z^(1/2) Y Z^(1/2) a to first order
-    coupled = second_order_block_top(top * (1.0 + excess(2.0 / (T - 5))), top, C, coupling, d) * T / (T - 3)
+        return second_order_block_top(top * (1.0 + excess(0.0)) + lift, top, C, coupling, d)
+    # full batch norm: block k over sigma_k^2 adds to Y's diagonal only (outputbn_scale.normalized_block_extra)
+    z = normalized_block_extra(net, M, T, top) if C > 1 and net is not None and T >= 6 and top > 0 else 2.0 / (T - 5)
+    coupled = second_order_block_top(top * (1.0 + excess(z)) + lift, top, C, coupling, d) * T / (T - 3)
     return max(coupled, top * expected_max_scaled(C, math.sqrt(a), T)) / v
 
 

@@ -75,7 +75,9 @@ uses more of the network below than 1. D, dD, v, dv, 2. the entry covariances of
 :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` and the world from
 :func:`meanfield.finite.layernorm_world.layer_norm_world` (the norms' influence functions and Jacobian projections,
 four samples). Checked against sampled networks (``meanfield/notes/corrections.md``, section "Layer norms below a
-full batch norm on the output").
+full batch norm on the output"). Behind one batch norm on a hidden layer the same inputs come
+from :func:`meanfield.finite.bnpair.full_output_below` (that norm's units on a fixed quasi-Monte Carlo rule; its
+four-sample world depends on T, so :func:`below_world` and the Monte Carlo method refuse it).
 
 Between outputs the blocks have mean zero and only term 2 enters at O(1/M). Checked against sampled networks
 (``derivations/corrections.md``, section 5: tanh, relu, cos, silu, several width profiles, M = 32 to 256, T = 12 to 32,
@@ -101,13 +103,17 @@ from .corrections import gram_corrections, kernel_mean_shift
 from .fourworld import World, class_tensor, pair_index, realized_world
 from .fourpoint import gram_covariance, set_partitions
 from .fourpoint_layernorm import layer_norm_gram_covariance
+from .bnpair import finite_width_stats as batch_norm_pair_finite_width_stats
+from .bnpair import full_output_below, pair_placement
 from .deepbn import finite_width_stats as deep_batch_norm_finite_width_stats
 from .hiddenbn import finite_width_stats as hidden_batch_norm_finite_width_stats
 from .layernorm import finite_width_stats as layer_norm_finite_width_stats
 from .layernorm import layer_norm_kernel_mean_shift, layer_norm_ntk_mean_shift
 from .layernorm_world import layer_norm_world
+from .multibn import finite_width_stats as multi_batch_norm_finite_width_stats
 
 __all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS",
+           "projected_pairings",
            "METHODS", "coupling_contractions", "OutputBatchNormBelow", "output_batch_norm_below",
            "output_batch_norm_from", "below_world"]
 
@@ -169,8 +175,16 @@ def _supported(net: object) -> bool:
     if not isinstance(net, Network):
         return False
     last = net.norm_at(net.depth)
+    if isinstance(last, BatchNorm) and not last.center_only and _hidden_batch_norm(net):
+        return True      # a hidden batch norm below it: the statistics below from bnpair
     return (isinstance(last, BatchNorm) and not last.center_only
             and all(isinstance(n, LayerNorm) and n.layer < net.depth for n in net.norms if n is not last))
+
+
+def _hidden_batch_norm(net: Network) -> bool:
+    """A batch norm on a hidden layer and one on the output, no other normalization (bnpair's placements)."""
+    pair = pair_placement(net)
+    return pair is not None
 
 
 def _check(net: Network, width: int, samples: int, draws: int, method: str) -> tuple[int, int, int, str]:
@@ -180,7 +194,7 @@ def _check(net: Network, width: int, samples: int, draws: int, method: str) -> t
         raise InvalidArgument("net", net.describe(), "numeric parameters")
     if not _supported(net):
         raise InvalidArgument("net", net.describe(), "a full batch norm on the output and no other normalization "
-                              "than layer norms on hidden layers")
+                              "than layer norms on hidden layers, or one batch norm on a hidden layer")
     if net.depth < 2:
         raise InvalidArgument("net", net.describe(), "depth >= 2 (a hidden layer below the output)")
     method = check_choice("method", method if isinstance(method, str) else repr(method), METHODS)
@@ -234,7 +248,7 @@ class OutputBatchNormBelow:
 
 def _inner(net: Network) -> Network:
     """The network without its output batch norm."""
-    return net.with_(norms=tuple(n for n in net.norms if isinstance(n, LayerNorm)))
+    return net.with_(norms=tuple(n for n in net.norms if n.layer < net.depth))
 
 
 def below_world(net: Network, width: int) -> World:
@@ -250,6 +264,9 @@ def below_world(net: Network, width: int) -> World:
     """
     M, _, _, _ = _check(net, width, 6, DRAWS, "exact")
     inner = _inner(net)
+    if _hidden_batch_norm(net):      # a batch norm's world depends on T: output_batch_norm_below(net, M, T).world
+        raise InvalidArgument("net", net.describe(), "no batch norm below the output's (its world depends on T: "
+                              "output_batch_norm_below(net, M, T).world)")
     return layer_norm_world(inner, M) if inner.norms else realized_world(inner, M)
 
 
@@ -259,7 +276,8 @@ def output_batch_norm_below(net: Network, width: int, samples: int) -> OutputBat
 
     Args:
         net: a numeric network with a full batch norm on the output, depth >= 2, otherwise plain or with layer norms
-            on hidden layers.
+            on hidden layers, or with one batch norm on a hidden layer
+            (:func:`meanfield.finite.bnpair.full_output_below`).
         width: M.
         samples: T >= 6.
 
@@ -276,6 +294,8 @@ def output_batch_norm_below(net: Network, width: int, samples: int) -> OutputBat
     """
     M, T, _, _ = _check(net, width, samples, DRAWS, "exact")
     inner = _inner(net)
+    if _hidden_batch_norm(net):
+        return OutputBatchNormBelow(inner, M, T, *full_output_below(net, M, T))
     L = net.depth
     sw = float(net.sigma_w2[L - 1])
     op = order_parameters(inner, T)
@@ -295,9 +315,9 @@ def output_batch_norm_below(net: Network, width: int, samples: int) -> OutputBat
         covariance, world = gram_covariance, realized_world(inner, M)
     dv = sw * float(shift[0] - shift[1]) / inner.widths(M)[L - 1]
     # sum over the T^4 tuples by the 15 label patterns (no T^4 tensor: O(1) in T)
-    same = _matchings(T, lambda lab: covariance(inner, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
+    same = projected_pairings(T, lambda lab: covariance(inner, M, (0, 0) + lab[:2], (0, 0) + lab[2:]))
     if net.outputs >= 2:
-        cross = _matchings(T, lambda lab: covariance(inner, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
+        cross = projected_pairings(T, lambda lab: covariance(inner, M, (0, 1) + lab[:2], (0, 1) + lab[2:]))
     else:
         cross = np.zeros(3)
     return OutputBatchNormBelow(inner, M, T, float(D0), float(D), v, dv, tuple(float(x) for x in same),
@@ -398,6 +418,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     for layer norms on hidden layers (also with a centre-only batch norm on the output),
     :func:`meanfield.finite.hiddenbn.finite_width_stats` for a batch norm on the last hidden layer,
     :func:`meanfield.finite.deepbn.finite_width_stats` for one on a lower hidden layer,
+    :func:`meanfield.finite.bnpair.finite_width_stats` for a hidden batch norm with a centre-only one on the output
+    (with a full one: :func:`output_batch_norm_terms`, the statistics below from bnpair),
+    :func:`meanfield.finite.multibn.finite_width_stats` for hidden batch norms on layers 1 and l, or one with layer
+    norms below it,
     :func:`meanfield.finite.corrections.finite_width_stats` otherwise (mean-field values and a note where nothing is
     derived).
 
@@ -415,6 +439,12 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     deep = deep_batch_norm_finite_width_stats(net, width, samples, base)
     if deep is not None:
         return deep
+    pair = batch_norm_pair_finite_width_stats(net, width, samples, base)
+    if pair is not None:
+        return pair
+    multi = multi_batch_norm_finite_width_stats(net, width, samples, base)
+    if multi is not None:
+        return multi
     if not _supported(net):
         return plain_finite_width_stats(net, width, samples, base)
     try:
@@ -425,7 +455,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     notes = ("full batch norm on the output: E G, m, s, kappa's with their derived O(1/M) terms; the coupling terms "
              "in closed form (exact Gaussian and chi-square moments, no random numbers)",
              "lambda_max: not corrected (the mean-field value or bounds)")
-    if len(net.norms) > 1:
+    if _hidden_batch_norm(net):
+        notes = (notes[0] + f"; below it {net.norms[0]}: the statistics below from meanfield.finite.bnpair (the "
+                 "units' laws on a fixed quasi-Monte Carlo rule, deterministic)", notes[1])
+    elif len(net.norms) > 1:
         layers = ", ".join(str(n) for n in net.norms if isinstance(n, LayerNorm))
         notes = (notes[0] + f"; below it {layers}: the NTK and kernel shifts, entry covariances and four-sample "
                  "world through the norms (leading order, gradient independence for the backward weights)",
@@ -442,16 +475,35 @@ def _canon(labels: tuple) -> tuple:
     return tuple(seen.setdefault(x, len(seen)) for x in labels)
 
 
-def _matchings(T: int, value) -> np.ndarray:
-    """(X_1, X_2, X_3) = sum over the T^4 index tuples of X_abcd times Pi_ab Pi_cd, Pi_ac Pi_bd, Pi_ad Pi_bc, for an
-    exchangeable X given by ``value(labels)`` on the 15 patterns of equal labels (as :func:`class_tensor`)."""
+def projected_pairings(samples: int, value: Any) -> np.ndarray:
+    """(X_1, X_2, X_3) = sum_{abcd} X_abcd (Pi_ab Pi_cd, Pi_ac Pi_bd, Pi_ad Pi_bc) for an exchangeable 4-tensor X.
+
+    ``value(labels)`` gives X on each of the 15 patterns of equal indices (canonical labels, first appearance
+    numbered 0, 1, 2, 3, as :func:`meanfield.finite.fourworld.class_tensor`); a pattern with j distinct labels occurs
+    T (T - 1) ... (T - j + 1) times, and Pi_ab = 1 - 1/T for equal labels, -1/T otherwise. O(1) in T.
+
+    Args:
+        samples: T >= 1.
+        value: X on a pattern.
+
+    Raises:
+        InvalidArgument: T not a positive integer.
+
+    Example:
+        >>> [round(float(x), 6) for x in projected_pairings(5, lambda labels: 1.0)]   # all-ones X: Pi 1 = 0
+        [0.0, 0.0, 0.0]
+        >>> [round(float(x), 6) for x in projected_pairings(5, lambda l: float(l[0] == l[2] and l[1] == l[3]))]
+        [4.0, 16.0, 4.0]
+    """
+    T = check_int("samples", samples, minimum=1)
     out = np.zeros(3)
     for labels in _PATTERNS:
-        count = math.prod(T - i for i in range(len(set(labels))))     # index tuples with this pattern
+        count = math.prod(T - i for i in range(len(set(labels))))
 
         def pi(i: int, j: int) -> float:
-            return 1 - 1 / T if labels[i] == labels[j] else -1 / T
-        out += count * value(labels) * np.array([pi(0, 1) * pi(2, 3), pi(0, 2) * pi(1, 3), pi(0, 3) * pi(1, 2)])
+            return 1.0 - 1.0 / T if labels[i] == labels[j] else -1.0 / T
+        out += count * float(value(labels)) * np.array([pi(0, 1) * pi(2, 3), pi(0, 2) * pi(1, 3),
+                                                         pi(0, 3) * pi(1, 2)])
     return out
 
 
@@ -465,10 +517,10 @@ def _coupling_exact(w: World, M: int, sw: float, T: int) -> tuple:
     n = T - 1
     v = sw * (w.k[0] - w.k[1])
     D = M * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])        # Theta' = D I + O 1 1^T and A 1 = 0
-    kk = _matchings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
-    kt = _matchings(T, lambda lab: M * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
+    kk = projected_pairings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
+    kt = projected_pairings(T, lambda lab: M * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
                     + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
-    yy = _matchings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])      # Y^uv_ab, slots (u, v, a, b)
+    yy = projected_pairings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])      # Y^uv_ab, slots (u, v, a, b)
     c = (sw / M) ** 2
     # (a): (1/8) E[Delta Delta] E[tr F0 He4], tr F0 = D (n - 1) / r^2; (b): (1/2) E[Delta_ab tr F1 He_ab]; (c): Stein
     trace = (D * (n - 1) * sw**2 * kk.sum() / (v**3 * n * (n * n - 4))
@@ -605,8 +657,8 @@ def coupling_contractions(net: Network, width: int, samples: int) -> dict:
     ML = net.widths(M)[L - 1]
     sw = float(net.sigma_w2[L - 1])
     w = below_world(net, M)
-    kk = _matchings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
-    kt = _matchings(T, lambda lab: ML * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
+    kk = projected_pairings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
+    kt = projected_pairings(T, lambda lab: ML * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
                     + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
-    yy = _matchings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
+    yy = projected_pairings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
     return dict(S_KK=float(kk.sum()), KT_1=float(kt[0]), S_KT=float(kt.sum()), Y_1=float(yy[0]), S_Y=float(yy.sum()))

@@ -18,7 +18,8 @@ whose top is a lower bound of lambda_max and, on sampled networks, within 0.1-2.
       V = (1/T) [ sum_{t,s,s'} Cov(G_ts, G_ts') - (1/T) sum_{t,s,t',s'} Cov(G_ts, G_t's') ],
 
   the sums over the patterns of equal samples, each counted T (T - 1) ... times (the means cancel: every row of a
-  block has the same mean). V_own uses one output's block G_11, V_cross a cross block G_21.
+  block has the same mean). V_own uses one output's block G_11, V_cross a cross block G_21. Below layer norms the
+  covariances take each norm's backward noise at width M (``finite_noise``, as the outlier variances).
 * The selected direction: v = Q G u is linear in G along u, and the top outlier's direction carries a Gram larger
   by r = lambda_O / E O_kk than a fixed direction, so E |v|^2 = r^2 V (a scaling argument, not an exact selection
   law: sampled |v|^2 of the top direction over that of fixed directions 1.7-2.3 at M = 64 against r^2 = 1.8-2.1).
@@ -120,7 +121,7 @@ def outlier_rows(net: Network, width: int, samples: int) -> OutlierRows:
         from .fourpoint_layernorm import layer_norm_gram_covariance
 
         def cov(first: tuple, second: tuple) -> float:
-            return layer_norm_gram_covariance(net, M, first, second)
+            return layer_norm_gram_covariance(net, M, first, second, finite_noise=True)
     else:
         from .fourpoint import gram_covariance
 

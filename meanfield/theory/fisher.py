@@ -229,7 +229,9 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
     "1/M": ("meanfield.finite.normalized:finite_width_stats",
             "the derived O(1/M) corrections of the statistics includes_1_over_M names (all of gram_diag, "
             "gram_offdiag, m, s, kappa1, kappa2 without normalization, with batch norm on the output and below "
-            "layer norms, and with one batch norm on any hidden layer; none elsewhere: see the notes); "
+            "layer norms, with one batch norm on any hidden layer, alone or with a batch norm on the output, and with "
+            "two hidden batch norms (layers 1 and l); the means only for a hidden batch norm above layer norms; none "
+            "elsewhere: see the notes); "
             "lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")

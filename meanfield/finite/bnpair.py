@@ -1,0 +1,663 @@
+"""A hidden batch norm together with a batch norm on the output: O(1/M) terms of E G, m, s, kappa's.
+
+The network has one batch norm (full or centre-only) on a hidden layer l and a batch norm on the output.
+
+Centre-only on the output. Its pre-normalization values are linear in the last hidden layer, so per output block,
+exactly,
+
+    G_kl = Pi G^in_kl Pi,    Pi = I - 1 1^T / T,
+
+G^in the Gram of the same network without the output's norm (the hidden batch norm alone). Hence
+
+* the means: E G_tt = (1 - 1/T)(d - o), E G_ts = -(d - o) / T with d, o the corrected E G^in_tt, E G^in_ts of
+  :mod:`meanfield.finite.hiddenbn` (l = L - 1) or :mod:`meanfield.finite.deepbn` (l < L - 1), so m and the kappa's;
+* s = [C sum_ts (E G_ts^2 + Var G_kk(t, s)) + C (C - 1) sum_ts E G_kl(t, s)^2] / P, and the entry variances summed
+  over the T^2 entries are the projected ones, sum Pi_uu' Pi_vv' Cov(G^in_uv, G^in_u'v') = E ||Pi dG^in Pi||_F^2.
+
+For l = L - 1 these are :mod:`meanfield.finite.hiddenbn`'s three parts with every output index projected:
+
+1. the units (i.i.d. given the layer below): M_l Var of one unit's Y = Pi (f f^T + c X_aa) Pi, f = phi(z) the unit's
+   normalized values, X_aa = D' diag(phi'(z)) A A diag(phi'(z)) at the mean law (A the unit's batch-norm Jacobian,
+   D' = M_{l-1}(K_tt - K_ts) + sigma_w^2 (N_tt - N_ts) below, c = sigma_w'^2 / M_l);
+2. the output weights (Wick): c^2 [2 M_l E ||Pi X_aa Pi||^2 + M_l (M_l - 1)(xac + xac_swap)], the a != c sums of
+   hiddenbn with U[t, i, s, j] = E[(Pi P)_ti (Pi P)_sj] in place of its U2 (P = diag(phi') A; the NTK's spread
+   between the units below, :func:`meanfield.finite.hiddenbn.cross_unit_spread`); between outputs the first Wick
+   term only;
+3. the layers below: g^T Cov(K, N) g summed over the projected entries, g the first variation of E[Pi T G^in Pi | K, N]
+   in the realized kernel and NTK average of layer l - 1 (Price's theorem: (sigma_w^2 / 2) E[F (a a^T - Pi / v)], a =
+   g / v, plus the explicit Theta' = M_{l-1} K + sigma_w^2 N of X_aa).
+
+For l < L - 1 (plain layers above the norm) the same three parts are those of the plain layer L - 1's units
+(pre-activations N(0, Q), Q = sigma_w^2 K^{L-2} + sigma_b^2, X_aa = diag(phi') Theta' diag(phi'), Price with Q^-1),
+on the mean kernel and NTK average below; "below" is then (K^{L-2}, N^{L-2}) over all T^2 entries, carried up from
+the normalized layer l (at each layer j the units' own covariance, 1 / M_j, plus the layer below's pushed through the
+first variation; below layer l as for l = L - 1), and the NTK's spread between two units of layer j is
+(sigma_w^2 / M_{j-1})^2 Phi^{j-1}, Phi^j = sum over pairs of units of E[X_bd X_bd] (M_j E[X_bb X_bb] plus M_j (M_j - 1)
+E[phi'phi'] E[phi'phi'] times the spread below; at the normalized layer U U Sigma4 between its units, zero on layer 1:
+the inputs' NTK is diagonal in the units), the recursion of :mod:`meanfield.finite.ntkspread` to leading order.
+
+Full batch norm on the output. :mod:`meanfield.finite.normalized` derives its O(1/M) terms from the statistics of the
+network below (D, dD, v, dv, the entry covariances' three Pi Pi pairings and the four-sample world of layer L - 1);
+:func:`full_output_below` gives them for the same two placements, the world from the same units (its covariance over
+the 20 pairs of four samples, and Y^{L-1} with its part between units by Stein on two rows).
+
+Projected, the unit's terms involve up to four distinct samples at once (Pi's 1 / T couples every sample), beyond the
+two-coordinate sphere quadrature of :mod:`meanfield.finite.spherebn`: they are integrated over the unit's exact law
+(g ~ N(0, v Pi); full: z = sqrt(T) g / |g| independent of sigma^2 = |g|^2 / T, whose moments are exact; plain: N(0,
+Q)) on a fixed quasi-Monte Carlo rule: unscrambled Sobol points through the normal quantile and their mirror images
+(deterministic, no random numbers; :data:`POINTS` nodes). Without the projection the same code reproduces hiddenbn's
+exact entry variances to 1e-4 - 2e-3 relative (a test holds it), the rule's error on O(1/M) terms; for l = 1 of three
+layers it agrees with deepbn's four-point layer sum (gradient independence above the norm) to 1.5-6% of the entry
+variances (which are relatively T/M of s: 0.1-0.5% of s at M = 64, T = 8).
+
+Measured against sampled networks: ``meanfield/notes/corrections.md``, section "A hidden batch norm with a batch norm
+on the output".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import qmc
+
+from ..errors import InvalidArgument, check_int
+from ..integrals.quadrature import Unit
+from ..spec.network import BatchNorm, Network
+from ..theory.fisher import predict
+from .corrections import STATISTICS, two_sample_layer
+from .deepbn import deep_batch_norm_terms, kernel_above, normalized_prefix
+from .fourworld import World, class_tensor, inputs_world, pair_index, realized_world, stein_matrices
+from .hiddenbn import (batch_norm_layer, below_network, cross_unit_spread, default_method,
+                       hidden_batch_norm_terms)
+from .spherebn import chi_moment
+
+__all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts",
+           "full_output_below", "finite_width_stats", "POINTS", "MAX_SAMPLES"]
+
+MAX_SAMPLES = 32   # the largest batch T (memory: six T^2 x T^2 moment matrices; time: O(T^6) contractions)
+POINTS = 2**14     # Sobol nodes of the unit's law (each with its mirror image): about 1e-3 of the O(1/M) terms
+_CHUNK = 4096
+
+
+def pair_placement(net: Any) -> tuple[BatchNorm, BatchNorm] | None:
+    """(hidden, output): a batch norm on one hidden layer and one on the output, the only norms; else None.
+
+    Example:
+        >>> h, o = pair_placement(Network(3, "tanh", 2, 0.1, norms=["batch:1", "batch-center:last"]))
+        >>> h.layer, o.layer, o.center_only
+        (1, 3, True)
+        >>> pair_placement(Network(3, "tanh", 2, 0.1, norms=["batch:2"])) is None
+        True
+    """
+    if not isinstance(net, Network) or net.is_symbolic or len(net.norms) != 2 or net.depth < 2:
+        return None
+    hidden, out = sorted(net.norms, key=lambda n: n.layer)
+    if (isinstance(hidden, BatchNorm) and isinstance(out, BatchNorm) and 1 <= hidden.layer < net.depth
+            and out.layer == net.depth):
+        return hidden, out
+    return None
+
+
+def _check(net: Any, width: Any, samples: Any) -> tuple[int, int, BatchNorm]:
+    pair = pair_placement(net)
+    if pair is None or not pair[1].center_only:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network with one batch norm on a hidden layer and a centre-only batch norm "
+                              "on the output, no other normalization")
+    hidden = pair[0]
+    M = check_int("width", width, minimum=1)
+    T = check_int("samples", samples, minimum=4 if hidden.center_only else 6)
+    return M, T, hidden
+
+
+def _inner(net: Network) -> Network:
+    """The network without its output batch norm (the hidden one alone)."""
+    return net.with_(norms=tuple(n for n in net.norms if n.layer < net.depth))
+
+
+@functools.lru_cache(maxsize=8)
+def _directions(T: int, points: int) -> np.ndarray:
+    """2 x points vectors y of N(0, Pi) in the complement of 1: unscrambled Sobol points through the normal quantile
+    (the first two, 0 and (1/2, ..., 1/2), skipped: an infinite and a zero vector), and their mirror images -y (the
+    law is symmetric: odd parts cancel exactly)."""
+    sobol = qmc.Sobol(T - 1, scramble=False)
+    sobol.fast_forward(2)
+    x = ndtri(sobol.random(points))
+    B = np.linalg.svd(np.eye(T) - 1.0 / T)[0][:, : T - 1]     # orthonormal basis of the complement of 1
+    y = x @ B.T
+    return np.concatenate([y, -y])
+
+
+def _world_below(net: Network, width: int) -> World:
+    """The four-sample world of layer l - 1 below the batch norm on layer l = L - 1 (the inputs on layer 1: K = x.x
+    / M_0 with Cov(K_ab, K_cd) = (Q_ac Q_bd + Q_ad Q_bc) / M_0, no NTK below), as hiddenbn's terms use it."""
+    l = net.depth - 1
+    if l >= 2:
+        return realized_world(below_network(net), width)
+    return inputs_world(net, width)
+
+
+def _below_covariance(w: World, T: int) -> np.ndarray:
+    """Cov of (K_ij, N_ij) over all T x T entries of the layer below, 2 T^2 x 2 T^2 (the world's label patterns)."""
+    def block(r: int, c: int) -> np.ndarray:
+        return class_tensor(T, lambda lab: w.cov[r + pair_index(lab[0], lab[1]), c + pair_index(lab[2], lab[3])])
+    n = T * T
+    return np.block([[block(0, 0).reshape(n, n), block(0, 10).reshape(n, n)],
+                     [block(10, 0).reshape(n, n), block(10, 10).reshape(n, n)]])
+
+
+@dataclass(frozen=True, eq=False)
+class _UnitMoments:
+    """One unit of the last hidden layer at the mean law, over the T^2 entries (vec of T x T): k = f f^T, x (X_aa =
+    xscale x: batch norm, diag(phi') R diag(phi') with xscale = D' lambda^2; plain, diag(phi') Theta' diag(phi')),
+    p (P = diag(phi') A; plain, diag(phi')); means, second moments, U = E[p (x) p] (with lambda^2), and the Price
+    gradients hk, hx of E[k], E[X_aa] in the unit's pre-activation kernel (T^2 x T^2 over (entry, Q_ij))."""
+
+    Ek: np.ndarray
+    Ex: np.ndarray
+    Ekk: np.ndarray
+    Ekx: np.ndarray
+    Exx: np.ndarray
+    U: np.ndarray
+    hk: np.ndarray
+    hx: np.ndarray
+    xscale: float
+    x2scale: float
+    fpz: np.ndarray | None = None     # batch norm: E[f_tau p_{t, t1} g_rho] / v (t = 0, 1; tau = 0..3), Stein's D_t
+
+
+def _accumulate(T: int, draws, points: int) -> list:
+    """Sums over the rule's nodes of k, x, k k, k x, x x, p p, k w, x w (w the Hermite weight's entries)."""
+    n2 = T * T
+    acc = [np.zeros(n2), np.zeros(n2)] + [np.zeros((n2, n2)) for _ in range(6)]
+    for k, x, p, wt in draws:
+        for i, (a, b) in enumerate(((k, None), (x, None), (k, k), (k, x), (x, x), (p, p), (k, wt), (x, wt))):
+            acc[i] += a.sum(0) if b is None else a.T @ b
+    return acc
+
+
+@functools.lru_cache(maxsize=16)
+def _bn_moments(net: Network, width: int, samples: int, points: int) -> tuple:
+    """(:class:`_UnitMoments`, v, D', world below) of the batch-normalized layer l = L - 1 of ``net`` on the rule."""
+    T, l = samples, net.depth - 1
+    center = net.norms[0].center_only
+    M1, sw = net.widths(width)[l - 1], float(net.sigma_w2[l - 1])
+    unit = Unit.of(net.phi(l))
+    w = _world_below(net, width)
+    if w.k[0] - w.k[1] <= 0:
+        raise InvalidArgument("net", net.describe(), "a positive spread K_tt - K_ts of the kernel below the norm")
+    v = sw * (w.k[0] - w.k[1])                                 # Omega = v Pi at the mean law
+    Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])      # Theta' = D' I + O 1 1^T at the mean
+    Pi = np.eye(T) - 1.0 / T
+    # the powers of the unit's 1 / sigma^2 (full: independent of z, exact moments) and of beta = sigma^2 / v
+    lam2, lam4 = (1.0, 1.0) if center else (chi_moment(T, -1) / v, chi_moment(T, -2) / v**2)
+    ys = _directions(T, points)
+
+    def draws():
+        for start in range(0, len(ys), _CHUNK):
+            y = ys[start: start + _CHUNK]
+            if center:
+                z = math.sqrt(v) * y                              # g itself; A = Pi
+                R = np.broadcast_to(Pi, (len(y), T, T))
+            else:
+                z = y * np.sqrt(T / (y * y).sum(-1))[:, None]      # on the sphere |z|^2 = T; A = R / sigma
+                R = Pi - z[:, :, None] * z[:, None, :] / T
+            f, d = np.asarray(unit.f(z), dtype=float), np.asarray(unit.df(z), dtype=float)
+            p = d[:, :, None] * R
+            # Stein's D_t[tau](rho, t1) = E[phi_tau phi'_t A(t, t1) g_rho] / v: A g = R z (full), Pi g (centre-only)
+            fpz[0] += np.einsum("na,nti,nr->atri", f[:, :4], p[:, :2], z, optimize=True)
+            yield ((f[:, :, None] * f[:, None, :]).reshape(len(y), -1), (p * d[:, None, :]).reshape(len(y), -1),
+                   p.reshape(len(y), -1), (z[:, :, None] * z[:, None, :]).reshape(len(y), -1))
+    fpz = [np.zeros((4, 2, T, T))]
+    Ek, Ex, Ekk, Ekx, Exx, U, Kzz, Xzz = (a / len(ys) for a in _accumulate(T, draws(), points))
+    pi = Pi.ravel()
+    # Price: d E[F] / d Omega = (1/2) E[F (a a^T - Pi / v)], a = g / v; full: g = sqrt(v beta) z, a a^T = beta z z^T
+    # / v and X_aa carries 1 / (v beta)
+    if center:
+        hk, hx = (Kzz / v - np.outer(Ek, pi)) / (2 * v), Dp * (Xzz / v - np.outer(Ex, pi)) / (2 * v)
+    else:
+        hk = (chi_moment(T, 1) * Kzz - np.outer(Ek, pi)) / (2 * v)
+        hx = Dp * (Xzz - chi_moment(T, -1) * np.outer(Ex, pi)) / (2 * v * v)
+    return (_UnitMoments(Ek, Ex, Ekk, Ekx, Exx, lam2 * U, hk, hx, Dp * lam2, Dp**2 * lam4, fpz[0] / (len(ys) * v)),
+            v, Dp, w)
+
+
+def _plain_moments(unit: Unit, Q: np.ndarray, theta: np.ndarray, T: int, points: int) -> _UnitMoments:
+    """:class:`_UnitMoments` of a plain unit, pre-activations g ~ N(0, Q), X_aa = diag(phi') theta diag(phi')."""
+    try:
+        chol = np.linalg.cholesky(Q)
+    except np.linalg.LinAlgError:
+        raise InvalidArgument("net", Q.tolist(), "a positive definite pre-activation kernel above the norm") from None
+    Qinv = np.linalg.inv(Q)
+    sobol = qmc.Sobol(T, scramble=False)
+    sobol.fast_forward(2)
+    e = ndtri(sobol.random(points))
+    e = np.concatenate([e, -e])
+
+    def draws():
+        for start in range(0, len(e), _CHUNK):
+            g = e[start: start + _CHUNK] @ chol.T
+            f, d = np.asarray(unit.f(g), dtype=float), np.asarray(unit.df(g), dtype=float)
+            a = g @ Qinv
+            yield ((f[:, :, None] * f[:, None, :]).reshape(len(g), -1),
+                   (d[:, :, None] * theta * d[:, None, :]).reshape(len(g), -1),
+                   (d[:, :, None] * np.eye(T)).reshape(len(g), -1), (a[:, :, None] * a[:, None, :]).reshape(len(g), -1))
+    Ek, Ex, Ekk, Ekx, Exx, U, Kaa, Xaa = (x / len(e) for x in _accumulate(T, draws(), points))
+    qi = Qinv.ravel()
+    return _UnitMoments(Ek, Ex, Ekk, Ekx, Exx, U, (Kaa - np.outer(Ek, qi)) / 2, (Xaa - np.outer(Ex, qi)) / 2, 1.0, 1.0)
+
+
+def _rr(U: np.ndarray, T: int) -> np.ndarray:
+    """d E[(P Theta' P^T)_ts] / d Theta'_ij = E[P_ti P_sj]: U over ((t, i), (s, j)) reordered to ((t, s), (i, j))."""
+    return U.reshape(T, T, T, T).transpose(0, 2, 1, 3).reshape(T * T, T * T)
+
+
+def _parts(u: _UnitMoments, T: int, M2: int, sw_out: float, left: np.ndarray, S4: np.ndarray, grad: np.ndarray,
+           cov_below: np.ndarray, swapped: bool = False) -> tuple:
+    """(same, below, cross) of the module docstring's parts 1.-3.: the last hidden layer's units ``u``, the output
+    map ``left`` on each side (Pi or I), the NTK's spread S4 between two units below, the first variation ``grad``
+    (T^2 x n) of E[T G | below] and the covariance ``cov_below`` (n x n) of what is below; with ``swapped`` also
+    sum E[G_kl(t, s) G_kl(s, t)] between outputs (k != l)."""
+    T2 = T * T
+    Lmat = np.kron(left, left)                                 # vec(L A L) = (L (x) L) vec(A)
+    c = sw_out / M2
+    EY = Lmat @ (u.Ek + c * u.xscale * u.Ex)
+    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.T) + c * c * u.x2scale * u.Exx
+    unit_sum = float(np.einsum("ij,ij->", Lmat @ EYY, Lmat)) - float(EY @ EY)
+    xaa = u.x2scale * float(np.einsum("ij,ij->", Lmat @ u.Exx, Lmat))
+    xac = xac_swap = 0.0
+    if S4.any():
+        LI = np.kron(left, np.eye(T))                          # (L P)_ti
+        U = (LI @ u.U @ LI.T).reshape(T, T, T, T)
+        W = np.einsum("taty->ay", U)
+        xac = float(np.einsum("ab,cd,acbd->", W, W, S4, optimize=True))
+        xac_swap = float(np.einsum("tisj,skto,ikjo->", U, U, S4, optimize=True))
+    k = c * c
+    same = (k * (2 * M2 * xaa + M2 * (M2 - 1) * (xac + xac_swap)) + M2 * unit_sum) / T**2
+    cross = k * (M2 * xaa + M2 * (M2 - 1) * xac) / T**2
+    g = Lmat @ grad.reshape(T2, -1)
+    below = float(np.einsum("ri,ij,rj->", g, cov_below, g, optimize=True)) / T**2
+    if swapped:
+        return float(same), below, float(cross), float(k * (M2 * xaa + M2 * (M2 - 1) * xac_swap) / T**2)
+    return float(same), below, float(cross)
+
+
+def _row_parts(u: _UnitMoments, T: int, M2: int, sw_out: float, ell: np.ndarray, S4: np.ndarray, grad: np.ndarray,
+               cov_below: np.ndarray) -> tuple[float, float]:
+    """(Var <ell, T G_kk>, E <ell, T G_kl>^2) for one symmetric T x T functional ``ell`` (k != l; the parts of
+    :func:`_parts`, the Wick pairing of the two output weights contracted with ell twice)."""
+    e = ell.ravel()
+    c = sw_out / M2
+    EY = float(e @ (u.Ek + c * u.xscale * u.Ex))
+    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.T) + c * c * u.x2scale * u.Exx
+    unit = float(e @ EYY @ e) - EY * EY
+    xaa = u.x2scale * float(e @ u.Exx @ e)
+    xac = 0.0
+    if S4.any():     # ell symmetric: ell(X_ca) = ell(X_ac^T) = ell(X_ac)
+        U = u.U.reshape(T, T, T, T)
+        xac = float(np.einsum("ts,ab,tiaj,skbl,ikjl->", ell, ell, U, U, S4, optimize=True))
+    k = c * c
+    g = e @ grad.reshape(T * T, -1)
+    same = k * (2 * M2 * xaa + 2 * M2 * (M2 - 1) * xac) + M2 * unit + float(g @ cov_below @ g)
+    return same, k * (M2 * xaa + M2 * (M2 - 1) * xac)
+
+
+def _check_last(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, int, int]:
+    if not isinstance(net, Network) or len(net.norms) != 1 or not isinstance(net.norms[0], BatchNorm) \
+            or net.norms[0].layer != net.depth - 1:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network whose only normalization is a batch norm on layer L - 1")
+    M = check_int("width", width, minimum=1)
+    # the rule's moments are T^2 x T^2 matrices and the spread's contractions O(T^6): T <= MAX_SAMPLES
+    T = check_int("samples", samples, minimum=4 if net.norms[0].center_only else 6, maximum=MAX_SAMPLES)
+    n = check_int("points", points, minimum=64)
+    if default_method(net, T) != "exact":
+        raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on layer L - 1")
+    return M, T, n
+
+
+@dataclass(frozen=True, eq=False)
+class _LastLayer:
+    """The last hidden layer L - 1 as the output's statistics use it: its units ``u``, the first variation ``grad``
+    (T^2 x n) of E[T G^in | below] and ``jac`` (2 T^2 x n) of E[(k, X_aa)] in what is below, whose covariance is
+    ``cov_below`` (n x n), the NTK's spread S4 between two of its units, and Stein's part of Y^{L-1}_{ab} between
+    units (4 x 4 for (u, v) = (0, 0), (0, 1)); M_prev, M_last, sw, sw_out: M_{L-2}, M_{L-1}, sigma_w^2 into L - 1 and
+    into the output."""
+
+    u: _UnitMoments
+    grad: np.ndarray
+    jac: np.ndarray
+    cov_below: np.ndarray
+    S4: np.ndarray
+    stein: dict
+    M_prev: int
+    M_last: int
+    sw: float
+    sw_out: float
+
+
+def _first_variation(u: _UnitMoments, T: int, M_prev: int, M_last: int, sw: float, sw_out: float) -> tuple:
+    """(grad, jac): Price on the law of the unit's pre-activations (d/dK = sw d/dQ) and the explicit Theta' = 1 +
+    M_prev K + sw N of X_aa."""
+    rr = _rr(u.U, T)
+    T2 = T * T
+    jac = np.block([[sw * u.hk, np.zeros((T2, T2))], [sw * u.hx + M_prev * rr, sw * rr]])
+    grad = M_last * jac[:T2] + sw_out * jac[T2:]
+    return grad, jac
+
+
+@functools.lru_cache(maxsize=16)
+def _last_bn(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+    """:class:`_LastLayer` for a batch norm on layer L - 1 (the only normalization of ``net``)."""
+    T, l = samples, net.depth - 1
+    widths = net.widths(width)
+    M1, M2 = widths[l - 1], widths[l]
+    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
+    u, v, Dp, w = _bn_moments(net, width, T, points)
+    grad, jac = _first_variation(u, T, M1, M2, sw, sw_out)
+    Pi = np.eye(T) - 1.0 / T
+    PYP = np.einsum("ar,uvrs,sb->uvab", Pi, class_tensor(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]]), Pi)
+    stein = {}
+    for s in (0, 1):    # Y^l between two units: Stein on their rows (zero on layer 1: no NTK below)
+        stein[(0, s)] = (M2 * sw / M1) ** 2 * np.array(
+            [[np.einsum("ri,ijrq,qj->", u.fpz[a, 0], PYP, u.fpz[c, s]) for c in range(4)] for a in range(4)])
+    return _LastLayer(u, grad, jac, _below_covariance(w, T), cross_unit_spread(net, width, T), stein, M1, M2, sw,
+                      sw_out)
+
+
+def _stein_matrices(unit: Unit, Q: np.ndarray) -> dict:
+    """D_s[tau, rho] = E[d_rho (phi_tau phi'_s)] over four exchangeable samples (s = 0, 1; fourworld's plain step)."""
+    return stein_matrices(two_sample_layer(unit, float(Q[0, 0]), float(Q[0, 1]), float(Q[0, 0])))
+
+
+@functools.lru_cache(maxsize=16)
+def _last_plain(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+    """:class:`_LastLayer` for the plain layer L - 1 above a batch norm on a hidden layer l < L - 1: the plain layers'
+    units on the mean kernel and NTK average below, whose covariance over all T^2 entries is carried up from layer l
+    (the units' own, 1 / M_j, plus the layer below's pushed through the first variation), the NTK's spread between two
+    units of layer j from Phi^{j-1} = sum over pairs of units of E[X_bd X_bd] (at the normalized layer its units' own
+    and, for l >= 2, U U Sigma4 between them), and Y^j between units by Stein (fourworld's D_u Y^{j-1} D_v^T)."""
+    T, L, l = samples, net.depth, net.norms[0].layer
+    widths = net.widths(width)
+    sws, sbs = [float(x) for x in net.sigma_w2], [float(x) for x in net.sigma_b2]
+    start = _last_bn(normalized_prefix(net), width, T, points)
+    u, jac, cov_below = start.u, start.jac, start.cov_below
+    phi4 = widths[l] * u.x2scale * u.Exx.reshape(T, T, T, T)
+    if start.S4.any():      # X_bd = P_b S_bd P_d^T between two units of the normalized layer
+        U = u.U.reshape(T, T, T, T)
+        phi4 = phi4 + widths[l] * (widths[l] - 1) * np.einsum("aicj,bkdl,ikjl->abcd", U, U, start.S4, optimize=True)
+    y = {(0, s): np.array([[widths[l] * u.xscale * u.Ekx[a * T + c, s] for c in range(4)] for a in range(4)])
+         + start.stein[(0, s)] for s in (0, 1)}
+    for j in range(l + 1, L):
+        mean = np.concatenate([u.Ek, u.xscale * u.Ex])
+        second = np.block([[u.Ekk, u.xscale * u.Ekx], [u.xscale * u.Ekx.T, u.x2scale * u.Exx]])
+        cov_below = (second - np.outer(mean, mean)) / widths[j - 1] + jac @ cov_below @ jac.T
+        K, N = u.Ek.reshape(T, T), u.xscale * u.Ex.reshape(T, T)
+        Q = sws[j - 1] * K + sbs[j - 1]
+        unit = Unit.of(net.phi(j))
+        u = _plain_moments(unit, Q, 1.0 + widths[j - 1] * K + sws[j - 1] * N, T, points)
+        grad, jac = _first_variation(u, T, widths[j - 1], widths[j], sws[j - 1], sws[j])
+        S4 = (sws[j - 1] / widths[j - 1]) ** 2 * phi4
+        D = _stein_matrices(unit, Q)
+        stein = {(0, s): (widths[j] / widths[j - 1]) ** 2 * sws[j - 1] ** 2 * (D[0] @ y[(0, s)] @ D[s].T)
+                 for s in (0, 1)}
+        # layer j's Phi: its units' own E[X_bb X_bb] and, between units, E[phi' phi'] E[phi' phi'] S4
+        Ud = np.einsum("ttss->ts", u.U.reshape(T, T, T, T))
+        phi4 = (widths[j] * u.Exx.reshape(T, T, T, T)
+                + widths[j] * (widths[j] - 1) * np.einsum("ac,bd,abcd->abcd", Ud, Ud, S4))
+        y = {(0, s): np.array([[widths[j] * u.Ekx[a * T + c, s] for c in range(4)] for a in range(4)]) + stein[(0, s)]
+             for s in (0, 1)}
+    return _LastLayer(u, grad, jac, cov_below, S4, stein, widths[L - 2], widths[L - 1], sws[L - 2], sws[L - 1])
+
+
+def _last_layer(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+    """bnpair's placements below the output: a batch norm on layer L - 1, or on a lower hidden layer."""
+    if net.norms[0].layer == net.depth - 1:
+        return _last_bn(net, width, samples, points)
+    return _last_plain(net, width, samples, points)
+
+
+def _check_inner(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, int, int]:
+    """(M, T, points) for a network whose only normalization is a batch norm on a hidden layer."""
+    ok = (isinstance(net, Network) and not net.is_symbolic and len(net.norms) == 1
+          and isinstance(net.norms[0], BatchNorm) and net.depth >= 2
+          and 1 <= net.norms[0].layer <= net.depth - 1)
+    if not ok:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network whose only normalization is a batch norm on a hidden layer")
+    prefix = net if net.norms[0].layer == net.depth - 1 else normalized_prefix(net)
+    return _check_last(prefix, width, samples, points)
+
+
+@functools.lru_cache(maxsize=16)
+def projected_entry_parts(net: Network, width: int, samples: int, project: bool = True,
+                          points: int = POINTS) -> tuple[float, float, float]:
+    """(same, below, cross): sum over the T^2 entries of Var G_kk(t, s) (the units with the output weights' share;
+    the layers below's) and of E G_kl(t, s)^2 (k != l), of Pi G Pi (``project``) or of G, for a batch norm on the last
+    hidden layer, or on a lower one with plain layers above (module docstring, parts 1.-3.; the units' laws on the
+    quasi-Monte Carlo rule).
+
+    Args:
+        net: a numeric network whose only normalization is a batch norm on layer L - 1 (``hiddenbn``'s placement) or
+            on a lower hidden layer, an activation smooth or with its breaks at 0 there, inputs with a non-negative mean
+            product.
+        width: M.
+        samples: T (>= 6 for a full batch norm, 4 centre-only).
+        project: True for the centred output (Pi G Pi), False for G itself (hiddenbn's exact values, a check).
+        points: Sobol nodes (each with its mirror image).
+
+    Returns:
+        (same, below, cross) in Gram units squared, summed over the entries of one block.
+
+    Raises:
+        InvalidArgument: another network, T too small, too few points.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2"])
+        >>> same, below, cross = projected_entry_parts(net, 64, 8, points=2**12)
+        >>> bool(same > 0 and below > 0 and cross > 0)
+        True
+    """
+    M, T, n = _check_inner(net, width, samples, points)
+    s = _last_layer(net, M, T, n)
+    left = np.eye(T) - 1.0 / T if project else np.eye(T)
+    return _parts(s.u, T, s.M_last, s.sw_out, left, s.S4, s.grad, s.cov_below)
+
+
+_P4 = tuple((a, b) for a in range(4) for b in range(a, 4))     # the 10 pairs of four samples (fourworld's order)
+
+
+@functools.lru_cache(maxsize=16)
+def full_output_below(net: Network, width: int, samples: int, points: int = POINTS) -> tuple:
+    """(D_0, D, v, dv, same, cross, world): the statistics below a full batch norm on the output that
+    :func:`meanfield.finite.normalized.output_batch_norm_from` takes, for one batch norm on any hidden layer.
+
+    D_0, D = T (E G^in_tt - E G^in_ts) (mean field, corrected: :mod:`meanfield.finite.hiddenbn`,
+    :mod:`meanfield.finite.deepbn`); v, dv = sigma_w^2 (K_tt - K_ts) of layer L - 1 and its O(1/M) shift
+    (:func:`meanfield.finite.hiddenbn.batch_norm_layer`; with plain layers above the norm
+    :func:`meanfield.finite.deepbn.kernel_above`); same, cross =
+    the three pairings (X_1, X_2, X_3) of Cov(T G^in_kl(u, v), T G^in_kl(u', v')) with Pi Pi (k = l; k != l), from
+    the module docstring's parts on the quasi-Monte Carlo rule (X_2 the projected entry variances, X_3 = X_2 for
+    k = l, X_1 = Var tr(Pi T G^in)); world = layer L - 1's four-sample world: its mean kernel and NTK average, their
+    covariance over the 20 pairs of four samples (the units' own, 1 / M_{L-1}, plus what is below pushed through the
+    first variation) and Y^{L-1}_{ab} = h_a^T X_{0s} h_b (its part over single units, and between units by Stein on
+    two rows).
+
+    Args:
+        net: a numeric network with a batch norm (full or centre-only) on a hidden layer and a
+            full batch norm on the output, no other normalization; an activation smooth or with its breaks at 0 on the
+            normalized layer.
+        width: M.
+        samples: T >= 6.
+        points: Sobol nodes of the rule.
+
+    Returns:
+        (D_0, D, v, dv, same, cross, world) with same, cross tuples of three floats and world a
+        :class:`meanfield.finite.fourworld.World`.
+
+    Raises:
+        InvalidArgument: another network, T < 6.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2", "batch:last"])
+        >>> D0, D, v, dv, same, cross, world = full_output_below(net, 64, 8, points=2**12)
+        >>> bool(D > D0 > 0 and v > 0), world.cov.shape, bool(same[1] == same[2] > 0)
+        (True, (20, 20), True)
+    """
+    pair = pair_placement(net)
+    if pair is None or pair[1].center_only:
+        raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
+                              "a numeric network with a hidden batch norm and a full batch norm on the output, no "
+                              "other normalization")
+    inner = _inner(net)
+    M, T, n = _check_inner(inner, width, samples, points)
+    T = check_int("samples", T, minimum=6)
+    last = pair[0].layer == net.depth - 1
+    s = _last_layer(inner, M, T, n)
+    u, T2, M2 = s.u, T * T, s.M_last
+    if last:
+        t = hidden_batch_norm_terms(inner, M, T)
+        b = batch_norm_layer(inner, M, T)
+        kbar, dk, nbar = b.kbar, b.dk, b.nbar
+    else:
+        t = deep_batch_norm_terms(inner, M, T)
+        kbar, dk = kernel_above(inner, M, T)
+        nbar = u.xscale * u.Ex[[0, 1]]
+    D0, D = T * (t.mean_field_diag - t.mean_field_offdiag), T * (t.mean_diag - t.mean_offdiag)
+    v, dv = s.sw_out * float(kbar[0] - kbar[1]), s.sw_out * float(dk[0] - dk[1])
+    Pi = np.eye(T) - 1.0 / T
+    same2, below2, cross2, cross3 = _parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below, swapped=True)
+    same1, cross1 = _row_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below)
+    x2 = T**2 * (same2 + below2)
+    same = (same1, x2, x2)
+    cross = (cross1, T**2 * cross2, T**2 * cross3) if net.outputs >= 2 else (0.0, 0.0, 0.0)
+    # layer L - 1's (K, N) over all entries: the units' own covariance and what is below pushed through
+    mean = np.concatenate([u.Ek, u.xscale * u.Ex])
+    second = np.block([[u.Ekk, u.xscale * u.Ekx], [u.xscale * u.Ekx.T, u.x2scale * u.Exx]])
+    cov = (second - np.outer(mean, mean)) / M2 + s.jac @ s.cov_below @ s.jac.T
+    idx = [a * T + c for a, c in _P4]
+    idx = idx + [T2 + i for i in idx]
+    y = {(0, v_): np.array([[M2 * u.xscale * u.Ekx[a * T + c, v_] for c in range(4)] for a in range(4)])
+         + s.stein[(0, v_)] for v_ in (0, 1)}
+    world = World((float(kbar[0]), float(kbar[1])), (float(nbar[0]), float(nbar[1])), cov[np.ix_(idx, idx)], y)
+    return float(D0), float(D), v, dv, same, cross, world
+
+
+@dataclass(frozen=True)
+class BatchNormPairTerms:
+    """E G, m, kappa_1, kappa_2 and s with their O(1/M) terms: a hidden batch norm and a centre-only one on the output.
+
+    Attributes:
+        network, width, samples: what was computed (M, T).
+        hidden_layer: l, the batch-normalized hidden layer.
+        mean_field_diag, mean_field_offdiag, m_mean_field, s_mean_field: ``predict``'s values.
+        inner_diag, inner_offdiag: the corrected E G^in_tt, E G^in_ts of the network without the output's norm.
+        mean_diag, mean_offdiag, m, kappa1, kappa2: corrected.
+        s_same, s_below, s_cross: the projected entry variances' parts of s (None where s is not corrected).
+        s: corrected where ``includes_1_over_M`` names it, else the mean-field value.
+        includes_1_over_M: the statistics that include their O(1/M) terms.
+        P, alpha: parameter count and sum alpha_l alpha_{l-1}.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2", "batch-center:last"])
+        >>> t = batch_norm_pair_terms(net, 64, 8)
+        >>> bool(t.s > t.s_mean_field), sorted(t.includes_1_over_M) == sorted(STATISTICS)
+        (True, True)
+    """
+
+    network: Network
+    width: int
+    samples: int
+    hidden_layer: int
+    mean_field_diag: float
+    mean_field_offdiag: float
+    m_mean_field: float
+    s_mean_field: float
+    inner_diag: float
+    inner_offdiag: float
+    mean_diag: float
+    mean_offdiag: float
+    m: float
+    kappa1: float
+    kappa2: float
+    s_same: float | None
+    s_below: float | None
+    s_cross: float | None
+    s: float
+    includes_1_over_M: frozenset
+    P: int
+    alpha: float
+
+
+@functools.lru_cache(maxsize=32)
+def batch_norm_pair_terms(net: Network, width: int, samples: int) -> BatchNormPairTerms:
+    """E G = Pi E G^in Pi and s from the projected entry variances: hidden batch norm + centre-only one on the output.
+
+    Args:
+        net: a numeric network with one batch norm (full or centre-only) on a hidden layer and a centre-only batch
+            norm on the output, no other normalization; an activation smooth or with its breaks at 0 on the normalized
+            layer; inputs with a non-negative mean product.
+        width: M.
+        samples: T (>= 6 with a full hidden batch norm, 4 centre-only).
+
+    Returns:
+        :class:`BatchNormPairTerms`.
+
+    Raises:
+        InvalidArgument: another placement, a symbolic network, T too small, a negative kernel overlap below.
+
+    Example:
+        >>> net = Network(4, "relu", 2, 0.1, outputs=2, norms=["batch-center:2", "batch-center:last"])
+        >>> t = batch_norm_pair_terms(net, 64, 8)      # a plain layer between the norms
+        >>> bool(abs(t.mean_offdiag + t.mean_diag / 7) < 1e-12), bool(t.s > t.s_mean_field)
+        (True, True)
+    """
+    M, T, hidden = _check(net, width, samples)
+    inner = _inner(net)
+    base = predict(net, M, T)
+    last = hidden.layer == net.depth - 1
+    t = hidden_batch_norm_terms(inner, M, T) if last else deep_batch_norm_terms(inner, M, T)
+    gd, go = t.mean_diag, t.mean_offdiag
+    # G = Pi G^in Pi per block, G^in exchangeable: diagonal (1 - 1/T)(d - o), off-diagonal -(d - o) / T
+    mean_d, mean_o = (1 - 1 / T) * (gd - go), -(gd - go) / T
+    C, P, alpha = net.outputs, int(base.P), float(base.alpha)
+    # every hidden layer: the batch-normalized layer's units, then the plain layers above it
+    same, below, cross = projected_entry_parts(inner, M, T)
+    parts = (C * same / P, C * below / P, C * (C - 1) * cross / P)
+    s = C * (T * mean_d**2 + T * (T - 1) * mean_o**2) / P + sum(parts)
+    return BatchNormPairTerms(net, M, T, hidden.layer, float(base.gram_diag), float(base.gram_offdiag),
+                              float(base.m), float(base.s), gd, go, mean_d, mean_o, C * T * mean_d / P,
+                              T * mean_d / (alpha * M), T * mean_o / (alpha * M), *parts, s, STATISTICS, P, alpha)
+
+
+def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict | None:
+    """The "1/M" model for a hidden batch norm with a centre-only one on the output; None for other networks (with a
+    full batch norm on the output it is :mod:`meanfield.finite.normalized`'s, fed by :func:`full_output_below`).
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2", "batch-center:last"])
+        >>> sorted(finite_width_stats(net, 64, 8, predict(net, 64, 8))["includes_1_over_M"])
+        ['gram_diag', 'gram_offdiag', 'kappa1', 'kappa2', 'm', 's']
+        >>> finite_width_stats(Network(3, "tanh", 2, 0.1, norms=["batch:2", "batch:last"]), 64, 8, None) is None
+        True
+    """
+    pair = pair_placement(net)
+    if pair is None or not pair[1].center_only:
+        return None
+    hidden = pair[0]
+    try:
+        t = batch_norm_pair_terms(net, width, samples)
+    except InvalidArgument as error:     # predict keeps working with mean-field values
+        return dict(s=base.s, includes_1_over_M=frozenset(),
+                    notes=(f"finite_width='1/M': not derived for this network ({error}): mean-field values",))
+    what = (f"{hidden} with a centre-only batch norm on the output (G = Pi G^in Pi, exact): E G_tt, E G_ts (so m and "
+            "the kappa's) from the hidden batch norm's derived O(1/M) terms; s with the projected entry variances "
+            "(the units' laws on a fixed quasi-Monte Carlo rule, deterministic); s still misses an O(T/M^2) term")
+    return dict(gram_diag=t.mean_diag, gram_offdiag=t.mean_offdiag, m=t.m, kappa1=t.kappa1, kappa2=t.kappa2,
+                s=t.s, includes_1_over_M=t.includes_1_over_M,
+                notes=(what, "lambda_max: not corrected (the mean-field value or bounds)"))
