@@ -87,8 +87,9 @@ def _edge_table(net: Network) -> tuple:
 
     law = population_law(net.with_(outputs=1))
     key = ("h", net.depth - 1)
-    # z on a geometric grid above the edge; u' by central differences in log z (u is smooth off the spectrum)
-    z = law.edge * (1.0 + np.geomspace(1e-5, 1e3, 161))
+    # z on a geometric grid above the edge (10 points a decade; 20 move the share by at most 0.3%, lambda_max by about
+    # 0.05%, and double the cost of a cold call's largest part); u' by central differences (u is smooth off the spectrum)
+    z = law.edge * (1.0 + np.geomspace(1e-5, 1e3, 81))
     g = channel_transforms(net, tuple(z.tolist()))
     u = np.array([z_ * sum(c.values()) for z_, c in zip(z, g)])
     uh = np.array([z_ * c[key] for z_, c in zip(z, g)])

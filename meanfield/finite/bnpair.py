@@ -63,7 +63,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
-from scipy.stats import qmc
 
 from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
@@ -125,6 +124,8 @@ def _directions(T: int, points: int) -> np.ndarray:
     """2 x points vectors y of N(0, Pi) in the complement of 1: unscrambled Sobol points through the normal quantile
     (the first two, 0 and (1/2, ..., 1/2), skipped: an infinite and a zero vector), and their mirror images -y (the
     law is symmetric: odd parts cancel exactly)."""
+    from scipy.stats import qmc  # here: scipy.stats takes most of a second to import, and only these rules need it
+
     sobol = qmc.Sobol(T - 1, scramble=False)
     sobol.fast_forward(2)
     x = ndtri(sobol.random(points))
@@ -234,6 +235,8 @@ def _plain_moments(unit: Unit, Q: np.ndarray, theta: np.ndarray, T: int, points:
     except np.linalg.LinAlgError:
         raise InvalidArgument("net", Q.tolist(), "a positive definite pre-activation kernel above the norm") from None
     Qinv = np.linalg.inv(Q)
+    from scipy.stats import qmc  # here, as above
+
     sobol = qmc.Sobol(T, scramble=False)
     sobol.fast_forward(2)
     e = ndtri(sobol.random(points))

@@ -452,7 +452,6 @@ def _moments(dyson: "_Dyson", n_out: float, radius: float, vec: np.ndarray, poin
     return tuple(float((zs ** (k + 1) * ms).real.mean()) for k in (1, 2, 3, 4))
 
 
-@functools.lru_cache(maxsize=64)
 def population_law(net: Any, types: int = 12) -> PopulationLaw:
     """rho(x): the limiting spectral law of the linear population of one output (module docstring).
 
@@ -478,8 +477,13 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
         raise InvalidArgument("net", net.describe(), "a numeric network without normalization layers")
     if net.depth < 2:
         raise InvalidArgument("net", net.describe(), "a network with a hidden layer")
-    k = check_int("types", types, minimum=2)
-    spaces, links = _pencil(net.with_(outputs=1), k)
+    # one law per hidden structure: the output count and the way the arguments are passed do not enter the cache key
+    return _population_law(net.with_(outputs=1), check_int("types", types, minimum=2))
+
+
+@functools.lru_cache(maxsize=64)
+def _population_law(net: Any, k: int) -> PopulationLaw:
+    spaces, links = _pencil(net, k)
     dyson = _Dyson(spaces, links)
     n_out = sum(s["M"] * s["z"].sum() for s in spaces)
     base = spaces[0]["M"] / float(net.alphas[0])
@@ -562,6 +566,9 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
 
 
 SPREAD_WIDTH = 256  # the width at which gains_spread evaluates its two-point rule (the shift is O(1/M): scaled)
+
+
+population_law.cache_clear = _population_law.cache_clear  # tests and benchmarks empty the law's cache
 
 
 def _real_edge(dyson: "_Dyson", guess: float, mean: float) -> float:
