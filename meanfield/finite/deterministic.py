@@ -452,6 +452,25 @@ def _moments(dyson: "_Dyson", n_out: float, radius: float, vec: np.ndarray, poin
     return tuple(float((zs ** (k + 1) * ms).real.mean()) for k in (1, 2, 3, 4))
 
 
+def _per_structure(fn: Any) -> Any:
+    """Cache ``fn(net, types)`` once per hidden structure: the key is the network with one output and the checked
+    ``types``, however the arguments were passed (an ``lru_cache`` on the function itself keys ``f(net)`` and
+    ``f(net, 12)`` apart, and the output count apart, and solved the same law up to three times per prediction)."""
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def call(net: Any, types: int = 12) -> Any:
+        from ..spec.network import Network
+
+        if not isinstance(net, Network):
+            raise InvalidArgument("net", net, "a meanfield Network")
+        return cached(net.with_(outputs=1), check_int("types", types, minimum=2))
+
+    call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return call
+
+
+@_per_structure
 def population_law(net: Any, types: int = 12) -> PopulationLaw:
     """rho(x): the limiting spectral law of the linear population of one output (module docstring).
 
@@ -469,21 +488,11 @@ def population_law(net: Any, types: int = 12) -> PopulationLaw:
         >>> law.modes_per_width, round(float(law.cdf[-1]), 6), law.edge > law.moments[0]
         (3.0, 1.0, True)
     """
-    from ..spec.network import Network
-
-    if not isinstance(net, Network):
-        raise InvalidArgument("net", net, "a meanfield Network")
-    if net.norms or net.is_symbolic:
+    if net.norms or net.is_symbolic:  # (the type, the output count and types are checked by _per_structure)
         raise InvalidArgument("net", net.describe(), "a numeric network without normalization layers")
     if net.depth < 2:
         raise InvalidArgument("net", net.describe(), "a network with a hidden layer")
-    # one law per hidden structure: the output count and the way the arguments are passed do not enter the cache key
-    return _population_law(net.with_(outputs=1), check_int("types", types, minimum=2))
-
-
-@functools.lru_cache(maxsize=64)
-def _population_law(net: Any, k: int) -> PopulationLaw:
-    spaces, links = _pencil(net, k)
+    spaces, links = _pencil(net, types)
     dyson = _Dyson(spaces, links)
     n_out = sum(s["M"] * s["z"].sum() for s in spaces)
     base = spaces[0]["M"] / float(net.alphas[0])
@@ -568,9 +577,6 @@ def _population_law(net: Any, k: int) -> PopulationLaw:
 SPREAD_WIDTH = 256  # the width at which gains_spread evaluates its two-point rule (the shift is O(1/M): scaled)
 
 
-population_law.cache_clear = _population_law.cache_clear  # tests and benchmarks empty the law's cache
-
-
 def _real_edge(dyson: "_Dyson", guess: float, mean: float) -> float:
     """The upper edge as the fold of the real solution: continued down the real axis from 1.3 ``guess`` to 1.025
     ``guess``, the smallest singular value s of the Newton Jacobian vanishes like sqrt(x - edge); a quadratic fit of s^2
@@ -610,14 +616,14 @@ def spread_note(net: Any) -> str:
     if not isinstance(net, Network):
         raise InvalidArgument("net", net, "a meanfield Network")
     try:
-        gains_spread(net.with_(outputs=1))
+        gains_spread(net)
     except InvalidArgument:
         return ("the top's O(1/M) term from the units' realized variances is not derived for this network (the law's "
                 "real solution has no fold above its edge): the limiting law's top")
     return "the top's O(1/M) term from the units' realized variances (gains_spread)"
 
 
-@functools.lru_cache(maxsize=64)
+@_per_structure
 def gains_spread(net: Any, types: int = 12) -> tuple[float, float]:
     """(c_e, c_m): the units' realized variances move the law's upper edge by c_e edge / M and m_2 by c_m m_2 / M.
 
@@ -653,10 +659,9 @@ def gains_spread(net: Any, types: int = 12) -> tuple[float, float]:
         True
     """
     law = population_law(net, types)
-    k = check_int("types", types, minimum=2)
     edges, m2 = [], []
     for at_ratio in (True, False):
-        spaces, links = _pencil(net.with_(outputs=1), k, width=SPREAD_WIDTH, at_ratio=at_ratio)
+        spaces, links = _pencil(net, types, width=SPREAD_WIDTH, at_ratio=at_ratio)
         dyson = _Dyson(spaces, links)
         n_out = sum(s["M"] * s["z"].sum() for s in spaces)
         edges.append(_real_edge(dyson, law.edge, law.moments[0]))

@@ -430,21 +430,13 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
         >>> sorted(finite_width_stats(net, 64, 16, predict(net, 64, 16))["includes_1_over_M"])
         ['gram_diag', 'gram_offdiag', 'kappa1', 'kappa2', 'm', 's']
     """
-    layer_norm = layer_norm_finite_width_stats(net, width, samples, base)
-    if layer_norm is not None:
-        return layer_norm
-    hidden = hidden_batch_norm_finite_width_stats(net, width, samples, base)
-    if hidden is not None:
-        return hidden
-    deep = deep_batch_norm_finite_width_stats(net, width, samples, base)
-    if deep is not None:
-        return deep
-    pair = batch_norm_pair_finite_width_stats(net, width, samples, base)
-    if pair is not None:
-        return pair
-    multi = multi_batch_norm_finite_width_stats(net, width, samples, base)
-    if multi is not None:
-        return multi
+    # each placement module answers None for a network that is not its own
+    for placement in (layer_norm_finite_width_stats, hidden_batch_norm_finite_width_stats,
+                      deep_batch_norm_finite_width_stats, batch_norm_pair_finite_width_stats,
+                      multi_batch_norm_finite_width_stats):
+        out = placement(net, width, samples, base)
+        if out is not None:
+            return out
     if not _supported(net):
         return plain_finite_width_stats(net, width, samples, base)
     try:
