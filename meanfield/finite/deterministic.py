@@ -269,6 +269,21 @@ def _pencil(net: Any, types: int, width: int | None = None, at_ratio: bool = Tru
         spaces[up]["C"] |= set(np.nonzero(np.abs(P).sum(1))[0].tolist())
         spaces[lo]["C"] |= set(np.nonzero(np.abs(P).sum(0))[0].tolist())
     for s in spaces:
+        # a channel tied only to coupled ones (an even unit with centred pre-activations, e.g. abs or cos at
+        # sigma_b^2 = 0: E phi' = 0 cuts the backward mean channel Nb from the eliminated block) would leave a zero
+        # row in Lambda_RR: it is kept among the coupled channels, where its block stays invertible
+        # (zero up to the quadrature's rounding of E phi' = 0); keeping a channel coupled is exact either way
+        tiny = 1e-12 * float(np.abs(s["lam"]).max())
+        changed = True
+        while changed:
+            changed = False
+            for i in range(len(s["ch"])):
+                rest = [r for r in range(len(s["ch"])) if r not in s["C"]]
+                if i in s["C"] or s["z"][i]:
+                    continue
+                if float(np.abs(s["lam"][:, i, rest]).max()) <= tiny:
+                    s["C"].add(i)
+                    changed = True
         s["C"] = np.array(sorted(s["C"]))
         s["lam"] = s["lam"].astype(complex)
     return spaces, links
