@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from meanfield import InvalidArgument, Network, predict
+from meanfield import Activation, InvalidArgument, Network, predict
 from meanfield.finite.corrections import (GramCorrections, finite_width_stats, gram_corrections, kernel_mean_shift,
                                           ntk_mean_shift)
 from meanfield.sampled.sampling import sample_many
@@ -142,8 +142,9 @@ def test_predict_one_over_m():
     base = predict(net, 64, 16)
     assert base.includes_1_over_M == frozenset()
     assert (st.lambda_max, st.lambda_max_kind) == (base.lambda_max, base.lambda_max_kind)
-    # a placement not derived (a layer norm above a hidden batch norm): mean-field values, nothing claimed, a note
-    ln = Network(3, "relu", 2.0, 0.1, outputs=2, norms=["batch:1", "layer:2"])
+    # a placement not derived (a break away from 0 on a batch-normalized layer): mean-field values, nothing claimed
+    shifted = Activation.from_expr("Max(0, x - 1/2)", name="relu_shift")
+    ln = Network(3, shifted, 2.0, 0.1, outputs=2, norms=["batch:1", "layer:2"])
     sb = predict(ln, 64, 16, finite_width="1/M")
     assert sb.includes_1_over_M == frozenset() and sb.s == predict(ln, 64, 16).s
     assert any("batch:1" in n for n in sb.notes)

@@ -246,3 +246,37 @@ def test_the_comparison_detects_a_wrong_expression():
     other = e - GaussianExpectation.of(mf.activation("tanh"), q1, q2) + GaussianExpectation.of(
         mf.activation("tanh").derivative, q1, q2)
     assert not equal(parsed, other, rng)
+
+
+# derive(net).corrections with a hidden batch norm and another normalization (meanfield.finite.symbolic_chains), and
+# the generic fallback: every statistic and every definition reads back, each named numeric atom by its LaTeX
+# (parse_latex's symbols), compared with the atoms held as stand-in symbols
+CORRECTIONS = [(3, "tanh", ("batch:2", "batch-center:last")), (3, "relu", ("batch:2", "batch:last")),
+               (4, "tanh", ("batch-center:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2")),
+               (3, "relu", ("layer:1", "batch:2")), (4, "tanh", ("batch:1", "batch-center:3", "batch-center:last")),
+               (4, "relu", ("layer:1", "batch:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2", "numeric"))]
+
+
+@pytest.mark.parametrize("depth, act, norms", CORRECTIONS,
+                         ids=lambda x: "+".join(x) if isinstance(x, tuple) else str(x))
+def test_correction_placements_read_back(depth, act, norms, monkeypatch):
+    from meanfield.finite import symbolic_normalized
+    from meanfield.finite.symbolic_placements import NumericPart
+
+    net = mf.derive(mf.Network(depth, act, 2, 0.1, outputs=2, norms=[n for n in norms if n != "numeric"])).network
+    if "numeric" in norms:      # the generic fallback's form of a network with a structured placement
+        monkeypatch.setattr(symbolic_normalized, "chain_placement_of", lambda net: "numeric")
+    d = symbolic_normalized.derive_network_corrections.__wrapped__(net)
+    atoms = set().union(*(sympy.sympify(e.rhs).atoms(NumericPart) for e in d.auxiliary))
+    known = (*d.symbols, *(e.lhs for e in d.auxiliary), *atoms)
+    stand_in = {a: sympy.Symbol(f"atom{i}") for i, a in enumerate(sorted(atoms, key=str))}
+    pairs = [(k, getattr(d, k)) for k in ("gram_diag", "gram_offdiag", "m", "s", "kappa1", "kappa2")
+             if getattr(d, k) is not None] + [(str(e.lhs), e) for e in d.auxiliary]
+    rng, failures = random.Random(0), []
+    for label, expr in pairs:
+        tex = latex(expr)
+        back = parse_latex(tex, symbols=known)
+        if not equal(back.xreplace(stand_in), sympy.sympify(expr).xreplace(stand_in), rng):
+            failures.append(f"{label}: parsed {str(back)[:200]}\n    {tex[:300]}")
+    assert (d.placement == "numeric") == ("numeric" in norms)
+    assert len(pairs) > 6 and atoms and not failures, "\n".join(failures)

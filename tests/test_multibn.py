@@ -29,8 +29,8 @@ from meanfield.finite.corrections import kernel_mean_shift, ntk_mean_shift, two_
 from meanfield.finite.deepbn import deep_batch_norm_terms
 from meanfield.finite.fourworld import four_sample_mean, realized_world
 from meanfield.finite.hiddenbn import batch_norm_layer
-from meanfield.finite.multibn import (CORRECTED, BelowWorld, _below_upper, _negative_overlap_mean, _prefix,
-                                      _world_above, batch_norm_step, finite_width_stats, first_layer_world,
+from meanfield.finite.multibn import (CORRECTED, BelowWorld, _below_upper, negative_overlap_mean, _prefix,
+                                      world_above, batch_norm_step, finite_width_stats, first_layer_world,
                                       multi_batch_norm_terms)
 from meanfield.integrals.quadrature import Unit
 from meanfield.sampled.sampling import sample_many
@@ -95,12 +95,14 @@ def test_the_claim_and_the_fallback():
     assert out["includes_1_over_M"] == CORRECTED | {"s"}
     t = multi_batch_norm_terms(net, M, T)
     assert out["m"] == t.m == 2 * T * t.mean_diag / t.P and out["s"] == t.s
-    # layer norms below the batch norm: the means only, s keeps its mean-field value and the note says so
+    # layer norms below the batch norm: the chain answers, with the same means and its s
     deep = _net("relu", 3, "layer:1,batch:2")
-    out = finite_width_stats(deep, M, T, predict(deep, M, T))
-    assert out["includes_1_over_M"] == CORRECTED
-    assert any("s keeps its mean-field value" in n for n in out["notes"])
-    assert out["s"] == float(predict(deep, M, T).s)
+    assert finite_width_stats(deep, M, T, predict(deep, M, T)) is None
+    chained = predict(deep, M, T, finite_width="1/M")
+    assert chained.includes_1_over_M == CORRECTED | {"s"}
+    t = multi_batch_norm_terms(deep, M, T)
+    assert float(chained.gram_diag) == pytest.approx(t.mean_diag, rel=1e-10)
+    assert float(chained.gram_offdiag) == pytest.approx(t.mean_offdiag, rel=1e-10, abs=1e-10 * t.mean_diag)
     # not this module's placements
     for norms in (["batch:2"], ["batch:1"], ["batch:1", "layer:2"], ["batch-center:1", "batch:2"],
                   ["batch:1", "batch:last"]):
@@ -139,7 +141,7 @@ def test_the_upper_step_over_a_plain_world_is_hiddenbns(act):
 def test_the_world_recursion_from_a_given_start_is_fourworlds():
     deep = Network(3, "tanh", 2.0, 0.1)
     start = realized_world(Network(2, "tanh", 2.0, 0.1), M)
-    mine, ref = _world_above(deep, M, start, 1, 3), realized_world(deep, M)
+    mine, ref = world_above(deep, M, start, 1, 3), realized_world(deep, M)
     np.testing.assert_allclose(mine.cov, ref.cov, rtol=1e-9, atol=1e-12 * np.abs(ref.cov).max())
     np.testing.assert_allclose(mine.k, ref.k, rtol=1e-12)
     np.testing.assert_allclose(mine.n, ref.n, rtol=1e-12)
@@ -148,17 +150,17 @@ def test_the_world_recursion_from_a_given_start_is_fourworlds():
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])
-def test_negative_overlap_means_meet_fourworlds_at_zero(act):
+def testnegative_overlap_means_meet_fourworlds_at_zero(act):
     unit = Unit.of(Network(2, act, 2.0, 0.1).phi(1))
     for factors in ((("f", 0), ("f", 1)), (("f", 0), ("f", 1), ("f", 2), ("f", 3)),
                     (("d", 0), ("d", 1), ("f", 0), ("f", 2)), (("f", 0), ("f", 0), ("d", 1), ("d", 1))):
-        below = _negative_overlap_mean(unit, 0.94, -1e-8, factors)
+        below = negative_overlap_mean(unit, 0.94, -1e-8, factors)
         above = four_sample_mean(unit, 0.94, 1e-8, factors)
         assert abs(below - above) <= 1e-7 + 1e-6 * abs(above), factors     # the means move by O(q_ts) = 2e-8
     # and at a negative overlap, the two-sample means of corrections' two-sample rule (exact in q_ts < 0)
     lay = two_sample_layer(unit, 0.94, -0.0123, 0.94)
-    assert abs(_negative_overlap_mean(unit, 0.94, -0.0123, (("f", 0), ("f", 1))) - lay.F[1]) <= 1e-9
-    assert abs(_negative_overlap_mean(unit, 0.94, -0.0123, (("d", 0), ("d", 1))) - lay.c[1]) <= 1e-9
+    assert abs(negative_overlap_mean(unit, 0.94, -0.0123, (("f", 0), ("f", 1))) - lay.F[1]) <= 1e-9
+    assert abs(negative_overlap_mean(unit, 0.94, -0.0123, (("d", 0), ("d", 1))) - lay.c[1]) <= 1e-9
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])

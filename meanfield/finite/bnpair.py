@@ -75,7 +75,8 @@ from .hiddenbn import (batch_norm_layer, below_network, cross_unit_spread, defau
                        hidden_batch_norm_terms)
 from .spherebn import chi_moment
 
-__all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts",
+__all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts", "TopBelow",
+           "output_pairings",
            "full_output_below", "finite_width_stats", "POINTS", "MAX_SAMPLES"]
 
 MAX_SAMPLES = 32   # the largest batch T (memory: six T^2 x T^2 moment matrices; time: O(T^6) contractions)
@@ -183,13 +184,13 @@ def _accumulate(T: int, draws, points: int) -> list:
 
 
 @functools.lru_cache(maxsize=16)
-def _bn_moments(net: Network, width: int, samples: int, points: int) -> tuple:
+def _bn_moments(net: Network, width: int, samples: int, points: int, below: Any = None) -> tuple:
     """(:class:`_UnitMoments`, v, D', world below) of the batch-normalized layer l = L - 1 of ``net`` on the rule."""
     T, l = samples, net.depth - 1
     center = net.norms[0].center_only
     M1, sw = net.widths(width)[l - 1], float(net.sigma_w2[l - 1])
     unit = Unit.of(net.phi(l))
-    w = _world_below(net, width)
+    w = _world_below(net, width) if below is None else below.world      # a chain's: its own world
     if w.k[0] - w.k[1] <= 0:
         raise InvalidArgument("net", net.describe(), "a positive spread K_tt - K_ts of the kernel below the norm")
     v = sw * (w.k[0] - w.k[1])                                 # Omega = v Pi at the mean law
@@ -355,13 +356,13 @@ def _first_variation(u: _UnitMoments, T: int, M_prev: int, M_last: int, sw: floa
 
 
 @functools.lru_cache(maxsize=16)
-def _last_bn(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+def _last_bn(net: Network, width: int, samples: int, points: int, below: Any = None) -> _LastLayer:
     """:class:`_LastLayer` for a batch norm on layer L - 1 (the only normalization of ``net``)."""
     T, l = samples, net.depth - 1
     widths = net.widths(width)
     M1, M2 = widths[l - 1], widths[l]
     sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
-    u, v, Dp, w = _bn_moments(net, width, T, points)
+    u, v, Dp, w = _bn_moments(net, width, T, points, below)
     grad, jac = _first_variation(u, T, M1, M2, sw, sw_out)
     Pi = np.eye(T) - 1.0 / T
     PYP = np.einsum("ar,uvrs,sb->uvab", Pi, class_tensor(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]]), Pi)
@@ -369,7 +370,8 @@ def _last_bn(net: Network, width: int, samples: int, points: int) -> _LastLayer:
     for s in (0, 1):    # Y^l between two units: Stein on their rows (zero on layer 1: no NTK below)
         stein[(0, s)] = (M2 * sw / M1) ** 2 * np.array(
             [[np.einsum("ri,ijrq,qj->", u.fpz[a, 0], PYP, u.fpz[c, s]) for c in range(4)] for a in range(4)])
-    return _LastLayer(u, grad, jac, _below_covariance(w, T), cross_unit_spread(net, width, T), stein, M1, M2, sw,
+    S4 = cross_unit_spread(net, width, T) if below is None else below.spread
+    return _LastLayer(u, grad, jac, _below_covariance(w, T), S4, stein, M1, M2, sw,
                       sw_out)
 
 
@@ -379,7 +381,7 @@ def _stein_matrices(unit: Unit, Q: np.ndarray) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _last_plain(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+def _last_plain(net: Network, width: int, samples: int, points: int, below: Any = None) -> _LastLayer:
     """:class:`_LastLayer` for the plain layer L - 1 above a batch norm on a hidden layer l < L - 1: the plain layers'
     units on the mean kernel and NTK average below, whose covariance over all T^2 entries is carried up from layer l
     (the units' own, 1 / M_j, plus the layer below's pushed through the first variation), the NTK's spread between two
@@ -388,7 +390,7 @@ def _last_plain(net: Network, width: int, samples: int, points: int) -> _LastLay
     T, L, l = samples, net.depth, net.norms[0].layer
     widths = net.widths(width)
     sws, sbs = [float(x) for x in net.sigma_w2], [float(x) for x in net.sigma_b2]
-    start = _last_bn(normalized_prefix(net), width, T, points)
+    start = _last_bn(normalized_prefix(net), width, T, points, below)
     u, jac, cov_below = start.u, start.jac, start.cov_below
     phi4 = widths[l] * u.x2scale * u.Exx.reshape(T, T, T, T)
     if start.S4.any():      # X_bd = P_b S_bd P_d^T between two units of the normalized layer
@@ -418,11 +420,11 @@ def _last_plain(net: Network, width: int, samples: int, points: int) -> _LastLay
     return _LastLayer(u, grad, jac, cov_below, S4, stein, widths[L - 2], widths[L - 1], sws[L - 2], sws[L - 1])
 
 
-def _last_layer(net: Network, width: int, samples: int, points: int) -> _LastLayer:
+def _last_layer(net: Network, width: int, samples: int, points: int, below: Any = None) -> _LastLayer:
     """bnpair's placements below the output: a batch norm on layer L - 1, or on a lower hidden layer."""
     if net.norms[0].layer == net.depth - 1:
-        return _last_bn(net, width, samples, points)
-    return _last_plain(net, width, samples, points)
+        return _last_bn(net, width, samples, points, below)
+    return _last_plain(net, width, samples, points, below)
 
 
 def _check_inner(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, int, int]:
@@ -437,9 +439,28 @@ def _check_inner(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, 
     return _check_last(prefix, width, samples, points)
 
 
+@dataclass(frozen=True, eq=False)
+class TopBelow:
+    """What is under the top batch norm of a chain (compared by identity): the four-sample world of the layer below it
+    and the NTK's spread Sigma4[t1, s1, t2, s2] between two of its units (T^4), as
+    :func:`meanfield.finite.hiddenbn.cross_unit_spread` gives it for a plain network below.
+
+    Example:
+        >>> from meanfield.finite.hiddenbn import cross_unit_spread
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2"])
+        >>> top = TopBelow(realized_world(Network(2, "tanh", 2, 0.1), 64), cross_unit_spread(net, 64, 8))
+        >>> own = projected_entry_parts(net, 64, 8, points=2**10)
+        >>> projected_entry_parts(net, 64, 8, points=2**10, below=top) == own
+        True
+    """
+
+    world: World
+    spread: np.ndarray
+
+
 @functools.lru_cache(maxsize=16)
 def projected_entry_parts(net: Network, width: int, samples: int, project: bool = True,
-                          points: int = POINTS) -> tuple[float, float, float]:
+                          points: int = POINTS, below: "TopBelow | None" = None) -> tuple[float, float, float]:
     """(same, below, cross): sum over the T^2 entries of Var G_kk(t, s) (the units with the output weights' share;
     the layers below's) and of E G_kl(t, s)^2 (k != l), of Pi G Pi (``project``) or of G, for a batch norm on the last
     hidden layer, or on a lower one with plain layers above (module docstring, parts 1.-3.; the units' laws on the
@@ -453,12 +474,14 @@ def projected_entry_parts(net: Network, width: int, samples: int, project: bool 
         samples: T (>= 6 for a full batch norm, 4 centre-only).
         project: True for the centred output (Pi G Pi), False for G itself (hiddenbn's exact values, a check).
         points: Sobol nodes (each with its mirror image).
+        below: a :class:`TopBelow` in place of the plain world and spread under the batch norm (a chain of batch
+            norms: ``net`` then carries only the top one); None for ``net``'s own.
 
     Returns:
         (same, below, cross) in Gram units squared, summed over the entries of one block.
 
     Raises:
-        InvalidArgument: another network, T too small, too few points.
+        InvalidArgument: another network, T too small, too few points, ``below`` not a TopBelow of T samples.
 
     Example:
         >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2"])
@@ -467,7 +490,9 @@ def projected_entry_parts(net: Network, width: int, samples: int, project: bool 
         True
     """
     M, T, n = _check_inner(net, width, samples, points)
-    s = _last_layer(net, M, T, n)
+    if below is not None and (not isinstance(below, TopBelow) or below.spread.shape != (T,) * 4):
+        raise InvalidArgument("below", below, f"a TopBelow whose spread is over T = {T} samples")
+    s = _last_layer(net, M, T, n, below)
     left = np.eye(T) - 1.0 / T if project else np.eye(T)
     return _parts(s.u, T, s.M_last, s.sw_out, left, s.S4, s.grad, s.cov_below)
 
@@ -522,7 +547,7 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
     T = check_int("samples", T, minimum=6)
     last = pair[0].layer == net.depth - 1
     s = _last_layer(inner, M, T, n)
-    u, T2, M2 = s.u, T * T, s.M_last
+    u = s.u
     if last:
         t = hidden_batch_norm_terms(inner, M, T)
         b = batch_norm_layer(inner, M, T)
@@ -533,6 +558,41 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
         nbar = u.xscale * u.Ex[[0, 1]]
     D0, D = T * (t.mean_field_diag - t.mean_field_offdiag), T * (t.mean_diag - t.mean_offdiag)
     v, dv = s.sw_out * float(kbar[0] - kbar[1]), s.sw_out * float(dk[0] - dk[1])
+    same, cross, world = output_pairings(inner, M, T, (float(kbar[0]), float(kbar[1])),
+                                         (float(nbar[0]), float(nbar[1])), n)
+    return float(D0), float(D), v, dv, same, cross, world
+
+
+def output_pairings(net: Network, width: int, samples: int, kbar: tuple, nbar: tuple, points: int = POINTS,
+                    below: TopBelow | None = None) -> tuple:
+    """(same, cross, world): the pairings (X_1, X_2, X_3) of Cov(T G_kl(u, v), T G_kl(u', v')) with Pi Pi (k = l;
+    k != l) and layer L - 1's four-sample world (:func:`full_output_below`'s), for a network whose only normalization is
+    a batch norm on a hidden layer, below a full batch norm on the output.
+
+    Args:
+        net: a numeric network whose only normalization is a batch norm on a hidden layer (as
+            :func:`projected_entry_parts`).
+        width, samples: M, T >= 6.
+        kbar, nbar: the mean-field (K_tt, K_ts) and (N_tt, N_ts) of layer L - 1, the world's means.
+        points: Sobol nodes of the rule.
+        below: a :class:`TopBelow` in place of the plain world and spread under the batch norm (a chain).
+
+    Raises:
+        InvalidArgument: another network, T < 6, ``below`` not a TopBelow of T samples.
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2", "batch:last"])
+        >>> D0, D, v, dv, same, cross, world = full_output_below(net, 64, 8, points=2**10)
+        >>> inner = net.with_(norms=("batch:2",))
+        >>> output_pairings(inner, 64, 8, world.k, world.n, 2**10)[:2] == (same, cross)
+        True
+    """
+    M, T, n = _check_inner(net, width, samples, points)
+    T = check_int("samples", T, minimum=6)
+    if below is not None and (not isinstance(below, TopBelow) or below.spread.shape != (T,) * 4):
+        raise InvalidArgument("below", below, f"a TopBelow whose spread is over T = {T} samples")
+    s = _last_layer(net, M, T, n, below)
+    u, T2, M2 = s.u, T * T, s.M_last
     Pi = np.eye(T) - 1.0 / T
     same2, below2, cross2, cross3 = _parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below, swapped=True)
     same1, cross1 = _row_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below)
@@ -548,7 +608,7 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
     y = {(0, v_): np.array([[M2 * u.xscale * u.Ekx[a * T + c, v_] for c in range(4)] for a in range(4)])
          + s.stein[(0, v_)] for v_ in (0, 1)}
     world = World((float(kbar[0]), float(kbar[1])), (float(nbar[0]), float(nbar[1])), cov[np.ix_(idx, idx)], y)
-    return float(D0), float(D), v, dv, same, cross, world
+    return same, cross, world
 
 
 @dataclass(frozen=True)

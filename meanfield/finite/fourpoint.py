@@ -69,7 +69,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import IDENTITY, RANGE, Unit, breaks, normal_rule
 
 __all__ = ["entry_covariance", "check_entry", "CrossOutputVariance", "cross_output_variance", "SameOutputVariance", "same_output_variance",
-           "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "bulk_estimates",
+           "gram_covariance", "BulkFluctuations", "bulk_fluctuations", "block_bulk_fluctuations", "bulk_estimates",
            "OutlierFluctuations", "outlier_fluctuations", "set_partitions",
            "index_patterns", "label_classes", "slope_jacobian"]
 
@@ -253,8 +253,10 @@ def check_entry(name: str, entry: Any) -> tuple[int, int, int, int]:
     return k, l, t, s
 
 
-def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple) -> tuple[float, float, float]:
-    """(Cov(T G_first, T G_second), E T G_first, E T G_second) to first order in 1/M (module docstring)."""
+def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple,
+                layers: Any = None) -> tuple[float, float, float]:
+    """(Cov(T G_first, T G_second), E T G_first, E T G_second) to first order in 1/M (module docstring), restricted
+    to the parameter blocks of ``layers`` (1..L; None: all)."""
     labels = sorted({first[2], first[3], second[2], second[3]})
     fw = _forward(net, width, samples, len(labels))
     op = fw["op"]
@@ -264,11 +266,11 @@ def _covariance(net: Any, width: int, samples: int, first: tuple, second: tuple)
         return _product_mean(table, _counts((1,) + p1, (1,) + p2))
 
     return entry_covariance(first, second, sigma_w2=net.sigma_w2, widths=fw["widths"], op=op, pairs=fw["pairs"],
-                            cov=fw["cov"], slope_means=fw["means"], noise_mean=noise_mean)
+                            cov=fw["cov"], slope_means=fw["means"], noise_mean=noise_mean, layers=layers)
 
 
 def entry_covariance(first: tuple, second: tuple, *, sigma_w2: Any, widths: Any, op: Any, pairs: list, cov: dict,
-                     slope_means: Any, noise_mean: Any) -> tuple[float, float, float]:
+                     slope_means: Any, noise_mean: Any, layers: Any = None) -> tuple[float, float, float]:
     """(Cov(T G_first, T G_second), E T G_first, E T G_second): the first-order sum over layers of the module docstring.
 
     Shared by the plain engine and the one through layer norms (:mod:`meanfield.finite.fourpoint_layernorm`), which
@@ -276,6 +278,9 @@ def entry_covariance(first: tuple, second: tuple, *, sigma_w2: Any, widths: Any,
     averages of layers j and m (indices: the kernel of pair p at ``pairs.index(p)``, its slope at ``len(pairs)`` more),
     ``slope_means[m]`` their means, and ``noise_mean(m, p1, p2)`` the mean of the fresh backward weights' product at
     layer m (per unit, times any normalization scale). ``op`` gives the mean-field qhat's for the forward means.
+    ``layers`` (a collection of layer indices 1..L, None for all) restricts T G to those layers' parameter blocks,
+    T G = sum_{j in layers} A_j B_j: the covariance is bilinear in the layers, so the blocks of a split add up with
+    their cross terms (the pairs j, j' on different sides).
 
     Example:
         >>> from meanfield.spec.network import Network
@@ -348,14 +353,15 @@ def entry_covariance(first: tuple, second: tuple, *, sigma_w2: Any, widths: Any,
                              for m in range(j, L) for mp in range(jp, L))
 
     total = 0.0
-    for j in range(1, L + 1):
-        for jp in range(1, L + 1):
+    chosen = range(1, L + 1) if layers is None else sorted(set(int(j) for j in layers) & set(range(1, L + 1)))
+    for j in chosen:
+        for jp in chosen:
             a1, a2, b1, b2 = E1["abar"][j], E2["abar"][jp], E1["bbar"][j], E2["bbar"][jp]
             bb = cov_bb(j, jp)
             total += ((b1 * b2 + bb) * cov_nn(j, jp) + a1 * a2 * bb + a1 * b2 * cov_ba(E1, j, E2, jp)
                       + b1 * a2 * cov_ba(E2, jp, E1, j) + b1 * b2 * cov_aa(j, jp))
-    mean1 = sum(E1["abar"][j] * E1["bbar"][j] for j in range(1, L + 1))
-    mean2 = sum(E2["abar"][j] * E2["bbar"][j] for j in range(1, L + 1))
+    mean1 = sum(E1["abar"][j] * E1["bbar"][j] for j in chosen)
+    mean2 = sum(E2["abar"][j] * E2["bbar"][j] for j in chosen)
     return total, mean1, mean2
 
 
@@ -581,15 +587,51 @@ def bulk_fluctuations(net: Any, width: int) -> BulkFluctuations:
         True
     """
     M, _ = _check_plain(net, width, 1, 1)
+    return _bulk(net, M, None)
 
+
+def block_bulk_fluctuations(net: Any, width: int, layers: Any) -> BulkFluctuations:
+    """:func:`bulk_fluctuations` restricted to the parameter blocks of ``layers``: g = the gradient in the weights and
+    biases of those layers only (T G = sum_{j in layers} A_j B_j, module docstring), same first-order rules.
+
+    The engine's value of a block, so that a block carried to a higher order (for instance the top two layers,
+    :func:`meanfield.finite.fourpoint_deep.top_blocks_next_order`) can replace its first order consistently: the
+    whole tr Sigma^2 minus this block's first order is the rest's first order (the other blocks and the cross terms).
+    ``d`` and ``o`` are the restricted kernel's means.
+
+    Args:
+        net: a :class:`~meanfield.spec.network.Network` without normalization layers.
+        width: M.
+        layers: a non-empty collection of layer indices in 1..L (L the output layer).
+
+    Raises:
+        InvalidArgument: as :func:`bulk_fluctuations`, or layers empty or out of range.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> net = Network(2, "relu", 2, 0)
+        >>> round(block_bulk_fluctuations(net, 64, (1, 2)).trace_sigma2 / bulk_fluctuations(net, 64).trace_sigma2, 12)
+        1.0
+    """
+    M, _ = _check_plain(net, width, 1, 1)
+    try:
+        chosen = tuple(sorted({int(j) for j in layers}))
+    except (TypeError, ValueError):
+        raise InvalidArgument("layers", layers, "a collection of layer indices 1..L") from None
+    if not chosen or chosen[0] < 1 or chosen[-1] > net.depth:
+        raise InvalidArgument("layers", layers, f"a non-empty collection of layer indices in 1..{net.depth}")
+    return _bulk(net, M, chosen)
+
+
+def _bulk(net: Any, M: int, layers: Any) -> BulkFluctuations:
     def cov(e1: tuple, e2: tuple) -> float:
-        return _covariance(net, M, 1, e1, e2)[0]
+        return _covariance(net, M, 1, e1, e2, layers)[0]
 
     ts = (0, 0, 0, 1)
-    same, _, mean_off = _covariance(net, M, 1, ts, ts)
+    same, _, mean_off = _covariance(net, M, 1, ts, ts, layers)
     one, none = cov(ts, (0, 0, 0, 2)), cov(ts, (0, 0, 2, 3))
     tt = (0, 0, 0, 0)
-    dsame, mean_diag, _ = _covariance(net, M, 1, tt, tt)
+    dsame, mean_diag, _ = _covariance(net, M, 1, tt, tt, layers)
     dnone = cov(tt, (0, 0, 1, 1))
     xone, xnone = cov(tt, ts), cov(tt, (0, 0, 1, 2))
     mean_direction = one - none

@@ -26,9 +26,11 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit, breaks, normal_rule
 from ..spec.network import Network
 from .corrections import two_sample_layer
+from .fourpoint import set_partitions
 
 __all__ = ["World", "realized_world", "carry_world", "inputs_world", "stein_matrices", "class_tensor", "pair_index",
-           "four_sample_mean", "plain_step", "world_recursion", "conditional_moments"]
+           "four_sample_mean", "plain_step", "world_recursion", "conditional_moments", "projected_pairings",
+           "world_contractions"]
 
 
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
@@ -393,3 +395,65 @@ def realized_world(net: Network, width: int) -> World:
                               "a plain numeric network of depth >= 2")
     return _world(net, check_int("width", width, minimum=1))
 
+
+def projected_pairings(samples: int, value: Any) -> np.ndarray:
+    """(X_1, X_2, X_3) = sum_{abcd} X_abcd (Pi_ab Pi_cd, Pi_ac Pi_bd, Pi_ad Pi_bc) for an exchangeable 4-tensor X.
+
+    ``value(labels)`` gives X on each of the 15 patterns of equal indices (canonical labels, first appearance
+    numbered 0, 1, 2, 3, as :func:`class_tensor`); a pattern with j distinct labels occurs
+    T (T - 1) ... (T - j + 1) times, and Pi_ab = 1 - 1/T for equal labels, -1/T otherwise. O(1) in T.
+
+    Args:
+        samples: T >= 1.
+        value: X on a pattern.
+
+    Raises:
+        InvalidArgument: T not a positive integer.
+
+    Example:
+        >>> [round(float(x), 6) for x in projected_pairings(5, lambda labels: 1.0)]   # all-ones X: Pi 1 = 0
+        [0.0, 0.0, 0.0]
+        >>> [round(float(x), 6) for x in projected_pairings(5, lambda l: float(l[0] == l[2] and l[1] == l[3]))]
+        [4.0, 16.0, 4.0]
+    """
+    T = check_int("samples", samples, minimum=1)
+    out = np.zeros(3)
+    for labels in _PATTERNS:
+        count = math.prod(T - i for i in range(len(set(labels))))
+
+        def pi(i: int, j: int) -> float:
+            return 1.0 - 1.0 / T if labels[i] == labels[j] else -1.0 / T
+        out += count * float(value(labels)) * np.array([pi(0, 1) * pi(2, 3), pi(0, 2) * pi(1, 3),
+                                                         pi(0, 3) * pi(1, 2)])
+    return out
+
+
+_PATTERNS = set_partitions(4)     # the 15 of four slots
+
+
+def world_contractions(world: World, width: int, sw: float, samples: int) -> tuple:
+    """(KK, KT, YY): :func:`projected_pairings` of the world's kernel covariance Cov(K_ab, K_cd), of M Cov(K_ab, K_cd)
+    + sw Cov(K_ab, N_cd) and of the sandwiched NTK Y^ab_cd: the contractions a full batch norm on the output takes of
+    the four-sample world of layer L - 1 (width M, sigma_w^2 = sw of the output layer).
+
+    Args:
+        world: the four-sample world of layer L - 1.
+        width: M_{L-1}.
+        sw: sigma_w^2 of the output layer.
+        samples: T >= 1.
+
+    Raises:
+        InvalidArgument: T or the width not a positive integer.
+
+    Example:
+        >>> kk, kt, yy = world_contractions(realized_world(Network(3, "tanh", 2, 0.1), 64), 64, 2.0, 8)
+        >>> kk.shape, bool(kk.sum() > 0)
+        ((3,), True)
+    """
+    T = check_int("samples", samples, minimum=1)
+    M = check_int("width", width, minimum=1)
+
+    def cov(lab: tuple, shift: int = 0) -> float:
+        return world.cov[pair_index(lab[0], lab[1]), shift + pair_index(lab[2], lab[3])]
+    return (projected_pairings(T, cov), projected_pairings(T, lambda lab: M * cov(lab) + sw * cov(lab, 10)),
+            projected_pairings(T, lambda lab: world.y[(0, lab[1])][lab[2], lab[3]]))

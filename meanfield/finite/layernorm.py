@@ -80,7 +80,7 @@ from .fourpoint_layernorm import (check_layer_norms, layer_norm_entry_variances,
 
 __all__ = ["layer_norm_kernel_shift", "LayerNormTerms", "layer_norm_terms", "layer_norm_kernel_mean_shift",
            "LayerNormGramMeans", "layer_norm_gram_means", "finite_width_stats", "LayerNormCorrections",
-           "layer_norm_corrections", "layer_norm_ntk_mean_shift"]
+           "layer_norm_corrections", "layer_norm_ntk_mean_shift", "layer_norm_layer"]
 
 _PAIRS = ((0, 0), (0, 1), (1, 1))   # kernel entries (tt, ts, ss) of two samples
 
@@ -592,6 +592,39 @@ def _ln_ntk(net: Network, width: int, pair: tuple) -> tuple[float, float]:
         theta = 1.0 + Mw[j] * float(fw.kbar[j][p]) + sw[j] * nbar
         dtheta = Mw[j] * float(fw.dk[j][p]) + sw[j] * dn
     return float(theta), float(dtheta)
+
+
+def layer_norm_layer(phi, Q: tuple, pair: tuple, A: float, B: float, Y: np.ndarray, width: int, width_below: int,
+                     sw: float) -> dict:
+    """F(rho(Q)), c(rho(Q)) / sqrt(Q_tt Q_ss) with their gradients and Hessians in Q, the norm's own shifts and the
+    Jacobian's (projector + Stein + cross) O(1/M) terms of N: one layer-normed layer of
+    :func:`layer_norm_ntk_mean_shift`'s recursion.
+
+    Args:
+        phi: the layer's activation; Q: its mean pre-activation kernel (tt, ts, ss).
+        pair: (0, 0) or (0, 1); A, B: 1 + M_{j-1} K^{j-1} and sigma_w^2 N^{j-1} of that pair (the NTK below);
+        Y: the 2 x 2 sandwiched NTK Y^{j-1} of that pair; width, width_below: M_j, M_{j-1}; sw: sigma_w^2 into layer j.
+
+    Returns:
+        dict F, c, gradF, gradc, hessF, hessc (over the entries of Q), own_k (M_j x the norm's own shift of K~),
+        own_c (of c~, divided by Q_tt) and extra (the O(1) terms of N beyond the realized-average expansion).
+
+    Example:
+        >>> t = layer_norm_layer(Network(3, "relu", 2, 0.1).phi(2), (1.1, 0.5, 1.1), (0, 1), 65.0, 2.0,
+        ...                      np.zeros((2, 2)), 64, 64, 2.0)
+        >>> round(float(t["F"][0]), 12), sorted(t)[:3]
+        (0.5, ['F', 'c', 'extra'])
+    """
+    Q = np.asarray(Q, dtype=float)
+    if Q.shape != (3,) or not Q[0] > abs(Q[1]) or Q[0] != Q[2] or pair not in ((0, 0), (0, 1)):
+        raise InvalidArgument("Q", Q, "an exchangeable kernel (tt, ts, tt) with tt > |ts|, pair (0, 0) or (0, 1)")
+    unit = Unit.of(phi)
+    F, c, gradF, gradc, hessF, hessc = _ln_functions(unit, Q)
+    rho = float(Q[1] / Q[0])
+    Y = np.asarray(Y, dtype=float)
+    return dict(F=F, c=c, gradF=gradF, gradc=gradc, hessF=hessF, hessc=hessc, own_k=_terms(unit, rho).shift,
+                own_c=_own_c(unit, rho) / float(Q[0]),
+                extra=float(sum(_ln_layer_terms(unit, Q, pair, A, B, Y, width, width_below, sw))))
 
 
 def _centred_variance(net: Network, M: int, T: int, outputs: tuple, fixed: tuple) -> float:

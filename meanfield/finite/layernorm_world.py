@@ -44,7 +44,7 @@ from .corrections import two_sample_rule
 from .fourpoint_layernorm import check_layer_norms, realized_averages
 from .fourworld import World, conditional_moments, plain_step, world_recursion
 
-__all__ = ["layer_norm_world", "four_sample_moment"]
+__all__ = ["layer_norm_world", "four_sample_moment", "layer_norm_step"]
 
 # fixed breaks of both normal variables besides the unit's kinks: one Gauss-Legendre piece over [-12, 12] is not
 # enough for the Gaussian weight (E[tanh^2 tanh'^2] comes out 0.6% high; with these pieces it is exact to 1e-15)
@@ -150,6 +150,26 @@ def _step(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tupl
     loc = realized_averages(net.phi(j), qa, qb, True, 4)
     return (np.asarray(loc.mean, dtype=float), loc.sigma, loc.jac,
             _ln_y(unit, qa, qb, theta, y, Mj, Mb, sw, first))
+
+
+def layer_norm_step(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tuple, y: dict) -> tuple:
+    """(means, M x cov, d/dQ, Y^j) of layer j for :func:`meanfield.finite.fourworld.carry_world`: the layer-norm step
+    (module docstring) at a layer-normed layer j, else the plain step with this module's quadrature.
+
+    Args:
+        net: the network; widths: its widths; j: the layer (>= 1); qa, qb: the mean pre-activation kernel (0 <= qb <
+            qa); theta: the mean NTK (tt, ts) of the layer's pre-activations; y: Y^{j-1} for (0, 0), (0, 1).
+
+    Example:
+        >>> net = Network(3, "relu", 2, 0.1, norms=["layer:2"])
+        >>> y0 = {(0, 0): np.zeros((4, 4)), (0, 1): np.zeros((4, 4))}
+        >>> means, sigma, jac, y = layer_norm_step(net, net.widths(64), 2, 1.1, 0.5, (65.0, 33.0), y0)
+        >>> round(float(means[0]), 12), jac.shape
+        (0.5, (20, 10))
+    """
+    if not isinstance(net, Network) or not 1 <= j < net.depth:
+        raise InvalidArgument("j", j, "a hidden layer of a numeric network")
+    return _step(net, widths, j, qa, qb, theta, y)
 
 
 @functools.lru_cache(maxsize=32)

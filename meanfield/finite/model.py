@@ -58,7 +58,9 @@ approximate (and named in the result's notes): the population profile is the lim
 Tracy-Widom top (its finite-width term only from the units' realized variances), the small-T block top's norm step is second order
 (its first order exact, the second order's resolvent weight the effective one it fixes); no number depends on a seed
 (the draws stay available: ``SMALL_T_TOP = "drawn"``, ``meanfield.finite.deterministic.POPULATION = "drawn"``);
-the O(1/M) correction of tr Sigma^2 is left out, and below a
+tr Sigma^2 and the spike are exact at one hidden layer (:mod:`meanfield.finite.fourpoint_next`); deeper, the last two
+layers' blocks carry their O(1/M) term (:mod:`meanfield.finite.fourpoint_deep`) and the lower blocks and the centred
+norms' variance stay at first order (relu L = 3: tr Sigma^2 still 3-4% low at M = 64), and below a
 layer norm the population profile's shape is that of :func:`plain_equivalent` (the bulk, spike, outlier variances,
 mean entries and, without an output norm, the entry variances come from the layer norm's own four-point rules:
 :func:`layer_norm_bulk_fluctuations`, :func:`layer_norm_outlier_fluctuations`,
@@ -87,6 +89,7 @@ from .freeprob import (edge_outlier_curvature, expected_max_scaled, expected_max
                        TW_MEAN, TW_VARIANCE)
 from .outlier_coupling import coupled_top, lower_share
 from .outputbn_scale import normalized_block_extra
+from .layernorm_fluctuations import layer_norm_bulk_fluctuations, layer_norm_outlier_fluctuations
 
 __all__ = ["finite_width_stats", "finite_width_stats_measured", "plain_equivalent", "block_scale_variance",
            "layer_norm_outlier_fluctuations", "layer_norm_bulk_fluctuations", "COEFFICIENTS", "POPULATION_WIDTH",
@@ -151,7 +154,8 @@ def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
     without its output norm is plain (the centred Gram of a batch norm on the output is that network's), the
     outlier variances without any normalization. With ``approximate`` the same for a layer norm below the output,
     from :func:`plain_equivalent`."""
-    from .fourpoint import bulk_fluctuations, outlier_fluctuations
+    from .fourpoint import outlier_fluctuations
+    from .fourpoint_next import next_order_bulk
     from .population import linear_population
 
     twin = plain_output_twin(net)
@@ -164,7 +168,10 @@ def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
                 b = layer_norm_bulk_fluctuations(twin, M)
             except InvalidArgument:
                 pass
-        b = b or bulk_fluctuations(plain, M)
+        # one hidden layer: exact at width M (the next order of tr Sigma^2, the spike and the norms included;
+        # meanfield.finite.fourpoint_next); deeper: tr Sigma^2 and the spike with the top two layers' blocks at the
+        # next order, the rest (and the norms) at the first (fourpoint_next.top_corrected_bulk)
+        b = b or next_order_bulk(plain, M)
         out.update(block2=b.block2, spike=b.spike, semicircle=b.semicircle)
         reference = min(M, POPULATION_WIDTH)
         # the population is that of one output (and, for the covariance of two outputs' tops, of a second one):
@@ -194,96 +201,6 @@ def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
         o = o or outlier_fluctuations(plain_equivalent(net), M, T)
         out.update(outlier_self=o.outlier_self, outlier_cross=o.outlier_cross)
     return out
-
-
-def layer_norm_outlier_fluctuations(net: Network, width: int, samples: int) -> Any:
-    """Var(O_kk) - Cov(O_kk, O_ll) and E O_kl^2 of O_kl = 1^T G_kl 1 / T below hidden layer norms, derived.
-
-    As :func:`meanfield.finite.fourpoint.outlier_fluctuations` (the 15 patterns of equal samples among (t, s, u, v),
-    each counted T (T - 1) ... times), with the entry covariances of
-    :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance` (the norm's Jacobian and influence, its
-    backward noise at width M: ``finite_noise``) and the mean outlier gram_diag + (T - 1) gram_offdiag of mean field.
-
-    Args:
-        net: a numeric network with C >= 2 outputs whose normalizations are layer norms on hidden layers.
-        width: M.
-        samples: T.
-
-    Returns:
-        a :class:`meanfield.finite.fourpoint.OutlierFluctuations`.
-
-    Example:
-        >>> from meanfield.spec.network import LayerNorm
-        >>> o = layer_norm_outlier_fluctuations(Network(3, "tanh", 1, 0.1, outputs=2, norms=[LayerNorm(1)]), 64, 16)
-        >>> o.outlier_self > 0 and o.outlier_cross > 0
-        True
-    """
-    from ..theory.fisher import predict
-    from .fourpoint import OutlierFluctuations, index_patterns
-    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance as cov
-
-    if check_layer_norms(net).outputs < 2:
-        raise InvalidArgument("net", net.describe(), "a network with C >= 2 outputs")
-    M = check_int("width", width, minimum=1)
-    T = check_int("samples", samples, minimum=2)
-
-    def block_sum(first: tuple, second: tuple) -> float:
-        total = 0.0
-        for labels, count in index_patterns(T):     # the patterns of equal samples among (t, s, u, v)
-            total += count * cov(net, M, first + labels[:2], second + labels[2:], finite_noise=True)
-        return total
-
-    base = predict(net, M, T)
-    mean = float(base.gram_diag + (T - 1) * base.gram_offdiag)
-    same, other, cross = block_sum((0, 0), (0, 0)), block_sum((0, 0), (1, 1)), block_sum((0, 1), (0, 1))
-    return OutlierFluctuations(M, T, mean, (same - other) / T**4, cross / T**4)
-
-
-@functools.lru_cache(maxsize=64)
-def layer_norm_bulk_fluctuations(net: Network, width: int) -> Any:
-    """tr Sigma_W^2, Var(mu . c) and Var|c|^2 of one output's gradients below hidden layer norms, derived.
-
-    The Hoeffding decomposition of :func:`meanfield.finite.fourpoint.bulk_fluctuations` (t, s, u, v distinct),
-
-        tr Sigma^2 = Cov(K_ts, K_ts) - 2 Cov(K_ts, K_tu) + Cov(K_ts, K_uv),
-        Var(m) = Cov(K_ts, K_tu) - Cov(K_ts, K_uv),
-        Var|c|^2 = [Cov(K_tt, K_tt) - Cov(K_tt, K_uu)] - 4 [Cov(K_tt, K_ts) - Cov(K_tt, K_su)] + 4 Var(m),
-
-    with the entry covariances of :func:`meanfield.finite.fourpoint_layernorm.layer_norm_gram_covariance`
-    (``finite_noise``: the norm's backward noise at width M) and the mean-field scales d = E K_tt - E K_ts, o = E K_ts.
-
-    Args:
-        net: a numeric network whose normalizations are layer norms on hidden layers.
-        width: M.
-
-    Returns:
-        a :class:`meanfield.finite.fourpoint.BulkFluctuations`.
-
-    Example:
-        >>> from meanfield.spec.network import LayerNorm
-        >>> b = layer_norm_bulk_fluctuations(Network(3, "tanh", 1, 0.1, norms=[LayerNorm(1)]), 64)
-        >>> 0 < b.block2 < 2 and b.spike > 0
-        True
-    """
-    from ..theory.fisher import predict
-    from .fourpoint import BulkFluctuations
-    from .fourpoint_layernorm import check_layer_norms, layer_norm_gram_covariance
-
-    check_layer_norms(net)
-    M = check_int("width", width, minimum=1)
-    one = net.with_(outputs=1)
-
-    def cov(first: tuple, second: tuple) -> float:
-        return layer_norm_gram_covariance(one, M, first, second, finite_noise=True)
-
-    ts, tt = (0, 0, 0, 1), (0, 0, 0, 0)
-    same, near, far = cov(ts, ts), cov(ts, (0, 0, 0, 2)), cov(ts, (0, 0, 2, 3))
-    mean_direction = near - far
-    diagonal = (cov(tt, tt) - cov(tt, (0, 0, 1, 1))) - 4.0 * (cov(tt, ts) - cov(tt, (0, 0, 1, 2))) \
-        + 4.0 * mean_direction
-    base = predict(one, M, 4)
-    d, o = 4 * float(base.gram_diag - base.gram_offdiag), 4 * float(base.gram_offdiag)  # units of T G
-    return BulkFluctuations(M, same - 2.0 * near + far, mean_direction, diagonal, d, o)
 
 
 @functools.lru_cache(maxsize=256)

@@ -46,9 +46,10 @@ started at layer 1's Phi^1 = M_1 E[X_bb X_bb]; with hiddenbn's U of the upper no
 order of the entry variances, O(T/M^2) (-2% to -3% at M = 64, T = 8, as for one batch norm on layer 2 or 3).
 
 Not derived here (mean-field values, named in the notes): s in placement (b) (the NTK's spread behind layer norms),
-lambda_max, centre-only batch norms, a lower batch norm on a layer other than 1, three or more batch norms, layer norms
-above a batch norm, activations with breaks away from 0 on the batch-normalized layers, inputs with a negative mean
-product, T < 6.
+lambda_max, activations with breaks away from 0 on the batch-normalized layers, inputs with a negative mean product,
+T < 6. Every other chain of hidden batch norms (centre-only ones, a lower norm above layer 1, three or more, with a
+norm on the output) is :mod:`meanfield.finite.chain`'s, which carries this module's steps through any such chain;
+layer norms above a batch norm too (:mod:`meanfield.finite.chain_layernorm`'s step).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ from .layernorm_world import layer_norm_world
 from .spherebn import chi_moment
 
 __all__ = ["MultiBatchNormTerms", "multi_batch_norm_terms", "BelowWorld", "first_layer_world", "batch_norm_step",
-           "finite_width_stats", "CORRECTED", "QMC_POINTS"]
+           "finite_width_stats", "CORRECTED", "QMC_POINTS", "world_above", "ntk_shift_between",
+           "negative_overlap_mean"]
 
 CORRECTED = frozenset({"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2"})
 QMC_POINTS = 2**15      # Sobol points on the sphere (each with its antipode) for layer 1's four-coordinate moments
@@ -286,9 +288,18 @@ def _layer_one(net: Network, M: int, T: int) -> BelowWorld:
 
 # -- 2. and 4.: plain layers above a batch-normalized layer -------------------------------------------------------
 
-def _ntk_shift(net: Network, width: int, b: BatchNormLayer, lo: int, hi: int) -> tuple:
-    """The O(1) shifts of (t t, t s) of the NTK of layer hi's pre-activations, 1 + M_{hi-1} K + sigma_w^2 N,
-    carried from the batch-normalized layer lo by deepbn's plain recursion."""
+def ntk_shift_between(net: Network, width: int, b: BatchNormLayer, lo: int, hi: int) -> tuple:
+    """((dTheta_tt, dTheta_ts), (M dK_tt, M dK_ts)): the O(1) shifts of the NTK of layer hi's pre-activations,
+    1 + M_{hi-1} K + sigma_w^2 N, and M_{hi-1} x the mean shift of K^{hi-1}, carried from the batch-normalized layer lo
+    by deepbn's plain recursion (hi = lo + 1: layer lo's own).
+
+    Example:
+        >>> net = Network(4, "tanh", 2, 0.1, norms=["batch:1", "batch:3"])
+        >>> b = batch_norm_layer(_prefix(net, 2, ("batch:1",)), 64, 8)
+        >>> (dd, do), (sk, so) = ntk_shift_between(net, 64, b, 1, 3)
+        >>> all(math.isfinite(x) for x in (dd, do, sk, so))
+        True
+    """
     fw = plain_forward(net, width, b, lo, hi)
     (_, dd), (_, do) = ntk_carry(net, width, b, lo, hi, fw)
     widths, dk = fw["widths"], fw["dk"]
@@ -312,10 +323,18 @@ def _negative_rule(unit: Unit, q1: float, q2: float, nodes: int = 96) -> tuple:
     return zw, w, np.asarray(unit.f(x), dtype=float), np.asarray(unit.df(x), dtype=float)
 
 
-def _negative_overlap_mean(unit: Unit, q1: float, q2: float, factors: tuple) -> float:
+def negative_overlap_mean(unit: Unit, q1: float, q2: float, factors: tuple) -> float:
     """fourworld's ``four_sample_mean`` for a negative overlap q2 < 0 (the common part imaginary: u_i = sqrt(q1 - q2)
     e_i + i sqrt(-q2) z has Cov u = (q1 - q2) I + q2 1 1^T, and every product of phi, phi' of the u_i is an average over
-    z of products of the Gaussian-smoothed, hence analytic, one-sample functions)."""
+    z of products of the Gaussian-smoothed, hence analytic, one-sample functions).
+
+    Example:
+        >>> from meanfield.integrals.quadrature import IDENTITY
+        >>> round(negative_overlap_mean(IDENTITY, 1.0, -0.1, (("f", 0), ("f", 1))), 8)     # E[u_0 u_1] = q2
+        -0.1
+    """
+    if not float(q2) < 0 < float(q1) - float(q2):
+        raise InvalidArgument("q2", q2, "a negative overlap q2 < 0 with q1 > q2 (four_sample_mean takes q2 >= 0)")
     zw, w, fa, fd = _negative_rule(unit, float(q1), float(q2))
     powers = [[0, 0] for _ in range(4)]
     for kind, sample in factors:
@@ -327,9 +346,16 @@ def _negative_overlap_mean(unit: Unit, q1: float, q2: float, factors: tuple) -> 
     return float(out.sum().real)
 
 
-def _world_above(net: Network, width: int, start: World, lo: int, hi: int) -> World:
+def world_above(net: Network, width: int, start: World, lo: int, hi: int) -> World:
     """fourworld's world recursion through the plain layers lo+1..hi-1, started at the batch-normalized layer lo's
-    world (X^lo = (K^lo, N^lo): N^lo a variable of its own)."""
+    world (X^lo = (K^lo, N^lo): N^lo a variable of its own); a negative mean overlap takes the common part imaginary.
+
+    Example:
+        >>> net = Network(4, "tanh", 2, 0.1, outputs=2, norms=["batch:1", "batch:3"])
+        >>> w1 = first_layer_world(net, 64, 8).world
+        >>> world_above(net, 64, w1, 1, 3).cov.shape, world_above(net, 64, w1, 1, 2).cov is not None
+        ((20, 20), True)
+    """
     widths = net.widths(width)
     sw = [float(x) for x in net.sigma_w2]
     kbar, nbar = start.k, start.n
@@ -340,7 +366,7 @@ def _world_above(net: Network, width: int, start: World, lo: int, hi: int) -> Wo
     def step(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tuple, y: dict) -> tuple:
         unit = Unit.of(net.phi(j))
         mean = (functools.partial(four_sample_mean, unit, qa, qb) if qb >= 0 else
-                functools.partial(_negative_overlap_mean, unit, qa, qb))
+                functools.partial(negative_overlap_mean, unit, qa, qb))
         return plain_step(mean, unit, qa, qb, theta, y, widths[j], widths[j - 1], sw[j - 1], False)
     return carry_world(net, width, step, lo, hi, (kbar, nbar, theta, start.y), {(lo, lo): start.cov}, {lo: e})
 
@@ -357,8 +383,8 @@ def _below_upper(net: Network, width: int, samples: int) -> BelowWorld:
     if l == 2:
         return first
     b = batch_norm_layer(_prefix(net, 2, ("batch:1",)), width, samples)
-    shift_theta, shift_k = _ntk_shift(net, width, b, 1, l)
-    return BelowWorld(_world_above(net, width, first.world, 1, l), shift_k, shift_theta,
+    shift_theta, shift_k = ntk_shift_between(net, width, b, 1, l)
+    return BelowWorld(world_above(net, width, first.world, 1, l), shift_k, shift_theta,
                       _spread_between(net, width, first, l))
 
 
@@ -372,11 +398,11 @@ def _spread_between(net: Network, width: int, first: BelowWorld, l: int) -> np.n
     sws = [float(x) for x in net.sigma_w2]
     phi = first.spread[:4, :4, :4, :4] * (widths[1] / sws[1]) ** 2       # the table at canonical labels 0..3
     for j in range(2, l):
-        w = first.world if j == 2 else _world_above(net, width, first.world, 1, j)
+        w = first.world if j == 2 else world_above(net, width, first.world, 1, j)
         sw, sb, Mb = sws[j - 1], float(net.sigma_b2[j - 1]), widths[j - 1]
         theta = (1 + Mb * w.k[0] + sw * w.n[0], 1 + Mb * w.k[1] + sw * w.n[1])
         qa, qb = sw * w.k[0] + sb, sw * w.k[1] + sb
-        mean = functools.partial(four_sample_mean if qb >= 0 else _negative_overlap_mean, Unit.of(net.phi(j)), qa, qb)
+        mean = functools.partial(four_sample_mean if qb >= 0 else negative_overlap_mean, Unit.of(net.phi(j)), qa, qb)
 
         def value(lab: tuple, old=phi, mean=mean, w=w, sw=sw, Mb=Mb, theta=theta, Mj=widths[j]) -> float:
             t1, s1, t2, s2 = lab
@@ -515,7 +541,7 @@ def multi_batch_norm_terms(net: Network, width: int, samples: int) -> MultiBatch
         sw = float(net.sigma_w2[L - 1])
         dd, do = widths[l] * float(b.dk[0]) + sw * float(b.dn[0]), widths[l] * float(b.dk[1]) + sw * float(b.dn[1])
     else:
-        (dd, do), _ = _ntk_shift(net, M, b, l, L)
+        (dd, do), _ = ntk_shift_between(net, M, b, l, L)
     base = predict(net, M, T)
     gd, go = float(base.gram_diag), float(base.gram_offdiag)
     mean_d, mean_o = gd + dd / T, go + do / T
@@ -537,7 +563,8 @@ def multi_batch_norm_terms(net: Network, width: int, samples: int) -> MultiBatch
 
 def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dict | None:
     """The "1/M" model for full batch norms on hidden layers 1 and l > 1 (corrected gram_diag, gram_offdiag, m, kappa1,
-    kappa2 and s) or one on a hidden layer l > 1 with layer norms below it (the same but s); None for other networks.
+    kappa2 and s); None for other networks (one batch norm above layer norms included: :mod:`meanfield.finite.chain`
+    gives it with s, :func:`multi_batch_norm_terms` still computes its means).
 
     Example:
         >>> from meanfield import predict
@@ -548,7 +575,9 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
         True
     """
     where = _placement(net)
-    if where is None:
+    if where is None or where[0] == "layer":
+        # one batch norm above layer norms: meanfield.finite.chain answers (the same means to rounding, and its s: the
+        # NTK's spread between the batch norm's units carried through the layer norms)
         return None
     try:
         t = multi_batch_norm_terms(net, width, samples)

@@ -100,8 +100,8 @@ from ..theory.fisher import predict
 from ..theory.recursions import order_parameters
 from .corrections import STATISTICS, finite_width_stats as plain_finite_width_stats
 from .corrections import gram_corrections, kernel_mean_shift
-from .fourworld import World, class_tensor, pair_index, realized_world
-from .fourpoint import gram_covariance, set_partitions
+from .fourworld import World, class_tensor, pair_index, projected_pairings, realized_world, world_contractions
+from .fourpoint import gram_covariance
 from .fourpoint_layernorm import layer_norm_gram_covariance
 from .bnpair import finite_width_stats as batch_norm_pair_finite_width_stats
 from .bnpair import full_output_below, pair_placement
@@ -111,6 +111,7 @@ from .layernorm import finite_width_stats as layer_norm_finite_width_stats
 from .layernorm import layer_norm_kernel_mean_shift, layer_norm_ntk_mean_shift
 from .layernorm_world import layer_norm_world
 from .multibn import finite_width_stats as multi_batch_norm_finite_width_stats
+from .chain import finite_width_stats as chain_finite_width_stats
 
 __all__ = ["OutputBatchNormTerms", "output_batch_norm_terms", "class_tensor", "finite_width_stats", "DRAWS",
            "projected_pairings",
@@ -421,7 +422,8 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     :func:`meanfield.finite.bnpair.finite_width_stats` for a hidden batch norm with a centre-only one on the output
     (with a full one: :func:`output_batch_norm_terms`, the statistics below from bnpair),
     :func:`meanfield.finite.multibn.finite_width_stats` for hidden batch norms on layers 1 and l, or one with layer
-    norms below it,
+    norms below it, :func:`meanfield.finite.chain.finite_width_stats` for every other chain of hidden batch norms
+    (with layer norms below them, and nothing or a batch norm on the output; s derived without an output norm),
     :func:`meanfield.finite.corrections.finite_width_stats` otherwise (mean-field values and a note where nothing is
     derived).
 
@@ -433,7 +435,7 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
     # each placement module answers None for a network that is not its own
     for placement in (layer_norm_finite_width_stats, hidden_batch_norm_finite_width_stats,
                       deep_batch_norm_finite_width_stats, batch_norm_pair_finite_width_stats,
-                      multi_batch_norm_finite_width_stats):
+                      multi_batch_norm_finite_width_stats, chain_finite_width_stats):
         out = placement(net, width, samples, base)
         if out is not None:
             return out
@@ -467,39 +469,6 @@ def _canon(labels: tuple) -> tuple:
     return tuple(seen.setdefault(x, len(seen)) for x in labels)
 
 
-def projected_pairings(samples: int, value: Any) -> np.ndarray:
-    """(X_1, X_2, X_3) = sum_{abcd} X_abcd (Pi_ab Pi_cd, Pi_ac Pi_bd, Pi_ad Pi_bc) for an exchangeable 4-tensor X.
-
-    ``value(labels)`` gives X on each of the 15 patterns of equal indices (canonical labels, first appearance
-    numbered 0, 1, 2, 3, as :func:`meanfield.finite.fourworld.class_tensor`); a pattern with j distinct labels occurs
-    T (T - 1) ... (T - j + 1) times, and Pi_ab = 1 - 1/T for equal labels, -1/T otherwise. O(1) in T.
-
-    Args:
-        samples: T >= 1.
-        value: X on a pattern.
-
-    Raises:
-        InvalidArgument: T not a positive integer.
-
-    Example:
-        >>> [round(float(x), 6) for x in projected_pairings(5, lambda labels: 1.0)]   # all-ones X: Pi 1 = 0
-        [0.0, 0.0, 0.0]
-        >>> [round(float(x), 6) for x in projected_pairings(5, lambda l: float(l[0] == l[2] and l[1] == l[3]))]
-        [4.0, 16.0, 4.0]
-    """
-    T = check_int("samples", samples, minimum=1)
-    out = np.zeros(3)
-    for labels in _PATTERNS:
-        count = math.prod(T - i for i in range(len(set(labels))))
-
-        def pi(i: int, j: int) -> float:
-            return 1.0 - 1.0 / T if labels[i] == labels[j] else -1.0 / T
-        out += count * float(value(labels)) * np.array([pi(0, 1) * pi(2, 3), pi(0, 2) * pi(1, 3),
-                                                         pi(0, 3) * pi(1, 2)])
-    return out
-
-
-_PATTERNS = set_partitions(4)     # the 15 of four slots
 
 
 def _coupling_exact(w: World, M: int, sw: float, T: int) -> tuple:
@@ -509,10 +478,7 @@ def _coupling_exact(w: World, M: int, sw: float, T: int) -> tuple:
     n = T - 1
     v = sw * (w.k[0] - w.k[1])
     D = M * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])        # Theta' = D I + O 1 1^T and A 1 = 0
-    kk = projected_pairings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
-    kt = projected_pairings(T, lambda lab: M * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
-                    + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
-    yy = projected_pairings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])      # Y^uv_ab, slots (u, v, a, b)
+    kk, kt, yy = world_contractions(w, M, sw, T)      # Y^uv_ab in yy: slots (u, v, a, b)
     c = (sw / M) ** 2
     # (a): (1/8) E[Delta Delta] E[tr F0 He4], tr F0 = D (n - 1) / r^2; (b): (1/2) E[Delta_ab tr F1 He_ab]; (c): Stein
     trace = (D * (n - 1) * sw**2 * kk.sum() / (v**3 * n * (n * n - 4))
@@ -649,8 +615,5 @@ def coupling_contractions(net: Network, width: int, samples: int) -> dict:
     ML = net.widths(M)[L - 1]
     sw = float(net.sigma_w2[L - 1])
     w = below_world(net, M)
-    kk = projected_pairings(T, lambda lab: w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])])
-    kt = projected_pairings(T, lambda lab: ML * w.cov[pair_index(lab[0], lab[1]), pair_index(lab[2], lab[3])]
-                    + sw * w.cov[pair_index(lab[0], lab[1]), 10 + pair_index(lab[2], lab[3])])
-    yy = projected_pairings(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
+    kk, kt, yy = world_contractions(w, ML, sw, T)
     return dict(S_KK=float(kk.sum()), KT_1=float(kt[0]), S_KT=float(kt.sum()), Y_1=float(yy[0]), S_Y=float(yy.sum()))

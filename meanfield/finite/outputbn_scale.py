@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from ..errors import InvalidArgument, check_int, check_real
 from ..spec.network import BatchNorm, Network
-from .fourworld import pair_index, realized_world
-from .normalized import below_world, projected_pairings
+from .fourworld import pair_index, projected_pairings, realized_world
+from .normalized import below_world
 
 __all__ = ["OutputScaleLaw", "output_scale_law", "scale_top_covariance",
            "normalized_block_extra"]

@@ -46,9 +46,12 @@ these are ``predict(net, M, T, finite_width="1/M")``'s):
   recursion as predict does (~1e-9 relative apart); s with the entry variances of the four-point engine through the
   norm (:class:`meanfield.finite.symbolic_placements.LayerNormCovariance` atoms);
 * layer norms on any hidden layers (any depth and widths, possibly with a centre-only or a full batch norm on the
-  output) and a batch norm (full or centre-only) on the last hidden layer: :mod:`meanfield.finite.symbolic_placements`.
+  output) and one batch norm (full or centre-only) on any hidden layer: :mod:`meanfield.finite.symbolic_placements`;
+* a hidden batch norm with a batch norm on the output, two hidden batch norms, a batch norm over layer norms, any
+  chain of hidden batch norms, and (generic fallback, "numeric") any other network the numeric path claims statistics
+  for: :mod:`meanfield.finite.symbolic_chains`.
 
-Other placements (a batch norm on a hidden layer below the last, several batch norms) are not derived:
+Other placements (e.g. an activation with breaks away from 0 on a batch-normalized layer) are not derived:
 :func:`derive_network_corrections` raises InvalidArgument naming the normalization and listing what is derived, never
 returns numbers for them.
 """
@@ -76,6 +79,7 @@ from .normalized import DRAWS, coupling_contractions, output_batch_norm_terms
 from .symbolic_placements import PLACEMENTS as MORE_PLACEMENTS, NumericPart, layer_norm_variance_equations
 from .symbolic_placements import LayerNormShift, coupling_closed_form, placement_of, placement_parts
 from .symbolic_placements import full_batch_norm_statistics, label_class_sum, projector_sum
+from .symbolic_chains import CHAIN_PLACEMENTS, chain_parts, chain_placement_of
 from .symbolic_corrections import (DPHI, GRAM_MEAN_FIELD, P_SS, P_TS, P_TT, PHI, U_S, U_T, VARIANCES, Y_S, Y_T,
                                    CorrectionDerivation, NormalExpectation, centring_weight, derive_corrections,
                                    projected_variance)
@@ -87,7 +91,7 @@ __all__ = ["GramCovariance", "BatchNormCoupling", "LayerNormPart", "NormalizedCo
 #: derive's mean-field s of the (normalized) network, in the corrected s of the batch norms
 S_MEAN_FIELD = sympy.Symbol("s_mf")
 #: the placements with symbolic O(1/M) corrections (what :func:`correction_placement` returns)
-DERIVED_PLACEMENTS = ("none", "batch-center:last", "batch:last", "layer:2") + MORE_PLACEMENTS
+DERIVED_PLACEMENTS = ("none", "batch-center:last", "batch:last", "layer:2") + MORE_PLACEMENTS + CHAIN_PLACEMENTS
 _LAYER_PARTS = ("forward", "below", "normalization", "projector", "stein", "cross")
 #: the five contractions of the full batch norm's coupling terms (:class:`WorldContraction` names)
 CONTRACTIONS = ("S_KK", "KT_1", "S_KT", "Y_1", "S_Y")
@@ -366,13 +370,13 @@ def correction_placement(net: Network) -> str:
     """Which derived placement ``net`` is: one of :data:`DERIVED_PLACEMENTS`, else InvalidArgument naming it.
 
     Raises:
-        InvalidArgument: not a Network, or a normalization whose O(1/M) corrections are not derived (a batch norm
-            with another normalization, several batch norms, full batch norm on the output of a depth-1 net).
+        InvalidArgument: not a Network, or a normalization whose O(1/M) corrections the numeric path does not derive
+            either (a break away from 0 on a batch-normalized layer, full batch norm on the output of a depth-1 net).
 
     Example:
         >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch-center:last"]))
         'batch-center:last'
-        >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch:1", "batch:2"]))
+        >>> correction_placement(Network(1, "relu", 2, 0.1, norms=["batch:last"]))
         Traceback (most recent call last):
         ...
         meanfield.errors.InvalidArgument: ...
@@ -382,7 +386,8 @@ def correction_placement(net: Network) -> str:
     if not net.norms:
         return "none"
     what = ("no normalization, centre-only or full batch norm on the output, layer norms on hidden layers (possibly "
-            "with a centre-only or full batch norm on the output), or one batch norm on a hidden layer")
+            "with a centre-only or full batch norm on the output), batch norms on hidden layers (layer norms only "
+            "below them, any batch norm on the output), or another network the numeric 1/M path derives")
     norm = net.norms[0]
     if len(net.norms) == 1:
         if isinstance(norm, BatchNorm) and norm.layer == net.depth:
@@ -395,6 +400,8 @@ def correction_placement(net: Network) -> str:
             return "layer:2"
     if placement_of(net) is not None:     # layer norms elsewhere, batch norm on the last hidden layer
         return placement_of(net)
+    if chain_placement_of(net) is not None:     # a hidden batch norm with another norm; what the numeric path claims
+        return chain_placement_of(net)
     raise InvalidArgument("net", net.describe(), what, "the symbolic O(1/M) corrections are not derived for "
                           f"{', '.join(map(str, net.norms))}; predict(net, M, T, finite_width='1/M') says what its "
                           "numeric path covers")
@@ -448,7 +455,8 @@ class NormalizedCorrectionDerivation(CorrectionDerivation):
         """
         width = check_int("width", width, minimum=1)
         # full batch norm: E[1/sigma^4] and the couplings' chi-square moments are finite for T - 1 > 4
-        Tn = check_int("samples", samples, minimum=6 if self.placement in ("batch:last", "layer+batch:last") else 2)
+        full = self.placement in ("batch:last", "layer+batch:last", "batch+batch:last")
+        Tn = check_int("samples", samples, minimum=6 if full else 2)
         net = self.network
         net.widths(width)
         numbers: dict = {M: width, T: Tn, C: net.outputs}
@@ -804,14 +812,16 @@ def derive_network_corrections(net: Network) -> CorrectionDerivation:
 
     Args:
         net: a network with numeric parameters: no normalization, centre-only or full batch norm on the output,
-            layer norms on hidden layers (possibly with a centre-only batch norm on the output), or a batch norm on
-            the last hidden layer (:mod:`meanfield.finite.symbolic_placements`).
+            layer norms on hidden layers (possibly with a batch norm on the output), one batch norm on a hidden
+            layer (:mod:`meanfield.finite.symbolic_placements`), or a hidden batch norm with other norms and any
+            other network the numeric 1/M path claims statistics for (:mod:`meanfield.finite.symbolic_chains`).
 
     Returns:
         :func:`meanfield.finite.symbolic_corrections.derive_corrections`' derivation for a plain network, else a
         :class:`NormalizedCorrectionDerivation`; ``evaluate(M, T)`` gives the numbers of the numeric path it is
         written on (gram_corrections, output_batch_norm_terms, layer_norm_gram_means, layer_norm_corrections,
-        hidden_batch_norm_terms).
+        hidden_batch_norm_terms, deep_batch_norm_terms, batch_norm_pair_terms, multi_batch_norm_terms, chain_terms,
+        predict's own 1/M terms for the generic fallback).
 
     Raises:
         InvalidArgument: not a Network, symbolic parameters, or a placement not derived (correction_placement):
@@ -828,8 +838,9 @@ def derive_network_corrections(net: Network) -> CorrectionDerivation:
     if where == "none":
         return derive_corrections(net)
     mf = derive(net)
-    if where in MORE_PLACEMENTS:
-        parts, statements, layers, sections = placement_parts(net, where, mf), (), (), ()
+    if where in MORE_PLACEMENTS or where in CHAIN_PLACEMENTS:
+        parts = (placement_parts if where in MORE_PLACEMENTS else chain_parts)(net, where, mf)
+        statements, layers, sections = (), (), ()
         shift_d, shift_o = parts.pop("shifts")
     elif where == "layer:2":
         parts = _layer(net, mf)

@@ -68,7 +68,7 @@ from .symbolic_corrections import centring_weight, label_choices, label_classes
 __all__ = ["PLACEMENTS", "NumericPart", "LayerNormShift", "LayerNormCovariance", "HiddenBatchNormPart",
            "OutputBatchNormPart", "DeepBatchNormPart", "placement_of", "placement_parts",
            "layer_norm_variance_equations", "coupling_closed_form", "label_class_sum", "projector_sum",
-           "full_batch_norm_statistics"]
+           "full_batch_norm_statistics", "placement_statistics", "entry_variance_s"]
 
 #: the placements derived here (what :func:`placement_of` returns)
 PLACEMENTS = ("layer", "layer+batch-center:last", "batch:hidden", "batch-center:hidden", "layer+batch:last",
@@ -289,7 +289,7 @@ def _deep(net: Network, mf: Any) -> dict:
         names = ("var_tt", "var_ts") + (("xsq_tt", "xsq_ts") if net.outputs >= 2 else ())
         for sym, name in zip(VARIANCES, names):
             aux.append(sympy.Eq(sym, DeepBatchNormPart(name), evaluate=False))
-        s, missing = _entry_s(net, gd, go, mf), ()
+        s, missing = entry_variance_s(net, gd, go, mf), ()
         var_d, var_o, xd, xo = VARIANCES
         parts += [("var_diag", var_d), ("var_offdiag", var_o), ("cross_square_diag", xd if net.outputs >= 2 else 0),
                   ("cross_square_offdiag", xo if net.outputs >= 2 else 0)]
@@ -298,7 +298,8 @@ def _deep(net: Network, mf: Any) -> dict:
     else:
         notes.append("missing: s (the entry variances behind a batch norm on a hidden layer l >= 3 below the last "
                      "hidden layer are not derived)")
-    return dict(stats=_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=tuple(notes), missing=missing,
+    return dict(stats=placement_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=tuple(notes),
+                missing=missing,
                 parts=tuple(parts), shifts=tuple(syms))
 
 
@@ -360,14 +361,32 @@ def layer_norm_variance_equations(net: Network, centre: bool) -> tuple:
     return tuple(eqs)
 
 
-def _statistics(gd: Any, go: Any, s: Any, mf: Any) -> dict:
+def placement_statistics(gd: Any, go: Any, s: Any, mf: Any) -> dict:
+    """m = C T E G_tt / P, kappa_1 = T E G_tt / (alpha M), kappa_2 = T E G_ts / (alpha M) with E G_tt, E G_ts and s
+    given: the statistics of a placement (``mf``: derive's mean field of the network; kappa's None for alpha = 0).
+
+    Example:
+        >>> from meanfield.theory.derivation import derive
+        >>> st = placement_statistics(*sympy.symbols("a b s"), derive(Network(2, "relu", 2, 0.1)))
+        >>> st["m"]
+        C*T*a/(C*(M + 1) + M*(M + 1))
+    """
     k1 = k2 = None
     if mf.alpha != 0:
         k1, k2 = T * gd / (mf.alpha * M), T * go / (mf.alpha * M)
     return dict(gram_diag=gd, gram_offdiag=go, m=C * T * gd / mf.P, s=s, kappa1=k1, kappa2=k2)
 
 
-def _entry_s(net: Network, gd: Any, go: Any, mf: Any) -> sympy.Expr:
+def entry_variance_s(net: Network, gd: Any, go: Any, mf: Any) -> sympy.Expr:
+    """s = [C T (E G_tt^2 + Var_tt) + C T (T - 1)(E G_ts^2 + Var_ts) + C (C - 1)(T Xsq_tt + T (T - 1) Xsq_ts)] / P,
+    the entry variances the VARIANCES symbols (no cross term for C = 1).
+
+    Example:
+        >>> from meanfield.theory.derivation import derive
+        >>> net = Network(2, "relu", 2, 0.1)
+        >>> sorted(str(x) for x in entry_variance_s(net, *sympy.symbols("a b"), derive(net)).free_symbols)
+        ['C', 'M', 'T', 'Var_ts', 'Var_tt', 'a', 'b']
+    """
     var_d, var_o, xd, xo = VARIANCES
     cross = C * (C - 1) * (T * xd + T * (T - 1) * xo) if net.outputs >= 2 else 0
     return (C * T * (gd**2 + var_d) + C * T * (T - 1) * (go**2 + var_o) + cross) / mf.P
@@ -393,7 +412,8 @@ def _layer(net: Network, where: str, mf: Any) -> dict:
     var_d, var_o, xd, xo = VARIANCES
     parts = (("var_diag", var_d), ("var_offdiag", var_o), ("cross_square_diag", xd if net.outputs >= 2 else 0),
              ("cross_square_offdiag", xo if net.outputs >= 2 else 0))
-    return dict(stats=_statistics(gd, go, _entry_s(net, gd, go, mf), mf), aux=tuple(aux), steps=(), notes=notes,
+    return dict(stats=placement_statistics(gd, go, entry_variance_s(net, gd, go, mf), mf), aux=tuple(aux), steps=(),
+                notes=notes,
                 missing=(), parts=parts, shifts=(dd, do))
 
 
@@ -422,7 +442,8 @@ def _hidden(net: Network, mf: Any) -> dict:
     else:
         notes.append("missing: s (the entry variances behind this hidden batch norm are not derived)")
     parts = tuple((f"{p}_{q}", sympy.Symbol(f"dG_{p}_{q}")) for q in ("tt", "ts") for p in ("shift", "second", "stein"))
-    return dict(stats=_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=tuple(notes), missing=missing,
+    return dict(stats=placement_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=tuple(notes),
+                missing=missing,
                 parts=parts, shifts=tuple(sympy.Symbol(f"dG_shift_{q}") for q in ("tt", "ts")))
 
 
@@ -548,7 +569,8 @@ def _layer_full(net: Network, mf: Any) -> dict:
              "the coupling terms Cpl_tt, Cpl_ts, Cpl_F2, Cpl_s in closed form in T (sphere and chi-square moments, "
              "n = T - 1) in the four-sample world through the norms (v_w, D_w and the contractions S_KK, KT_1, S_KT, "
              "Y_1, S_Y as OBN[...] atoms, meanfield.finite.layernorm_world)")
-    return dict(stats=_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=notes, missing=(), parts=parts,
+    return dict(stats=placement_statistics(gd, go, s, mf), aux=tuple(aux), steps=(), notes=notes, missing=(),
+                parts=parts,
                 shifts=(dd, do))
 
 

@@ -337,13 +337,14 @@ class Derivation:
         """The O(1/M) corrections of E G_tt, E G_ts, m, s, kappa_1, kappa_2 as sympy recursions (numeric parameters):
         :func:`meanfield.finite.symbolic_normalized.derive_network_corrections` of this network, reached through
         :data:`CORRECTIONS_ENTRY`, for plain networks, centre-only or full batch norm on the output, layer norms on
-        any hidden layers (possibly with a centre-only or full batch norm on the output) and one batch norm on any hidden
-        layer (what that path does not derive is named in ``.missing``); ``.evaluate(M, T)`` gives the numbers of the
-        numeric 1/M path it is written on (predict(..., finite_width="1/M")'s).
+        any hidden layers, batch norms (full or centre-only) on any hidden layers with layer norms below or above them,
+        each possibly with a centre-only or full batch norm on the output (what that path does not derive, e.g. s
+        through a layer norm above a batch norm, is named in ``.missing``); ``.evaluate(M, T)`` gives the numbers of
+        the numeric 1/M path it is written on (predict(..., finite_width="1/M")'s).
 
         Raises:
-            InvalidArgument: symbolic parameters, or a placement whose O(1/M) corrections are not derived (a batch
-                norm with another normalization, several batch norms): the message names it.
+            InvalidArgument: symbolic parameters, or a network whose O(1/M) corrections are not derived (e.g. an
+                activation with a break away from 0 on a batch-normalized layer): the message names it.
 
         Example:
             >>> c = derive(Network(2, "relu", 2, 0.1)).corrections
