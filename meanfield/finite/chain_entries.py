@@ -74,7 +74,6 @@ def output_coupling(world: World, width: int, sw: float, samples: int) -> float:
                  - c / v**2 * (yy[0] / (n * (n - 2)) + yy.sum() / (n * (n + 2))))
 
 
-
 def output_square(world: World, width: int, sw: float, samples: int) -> float:
     """Cpl_F2: the coupling terms' (a)-(c) share of E ||G_kk||_F^2 per output block (a full batch norm on the output),
     in closed form from layer L - 1's four-sample world (:mod:`meanfield.finite.normalized`'s exact method).

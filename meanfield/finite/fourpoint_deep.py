@@ -72,9 +72,9 @@ def _hermite_e(e: np.ndarray, kmax: int) -> list:
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _table(unit: Unit, q1: float, q2: float) -> tuple:
-    """The z weights and E_e[phi(c z + sigma e)^p He_k(e)] / sigma^k per z node (c^2 = q2, sigma^2 = q1 - q2)."""
+def _nodes(unit: Unit, q1: float, q2: float) -> tuple:
+    """(z weights, e nodes, e weights, u = c z + sigma e, sigma) of the exchangeable point (c^2 = q2, sigma^2 = q1 - q2):
+    Gauss-Hermite in the common part z, the unit's piecewise rule in the own part e."""
     if not (q1 > q2 >= 0.0):
         raise InvalidArgument("net", (q1, q2), "an exchangeable covariance with q1 > q2 >= 0")
     c, s = math.sqrt(q2), math.sqrt(q1 - q2)
@@ -84,7 +84,13 @@ def _table(unit: Unit, q1: float, q2: float) -> tuple:
     else:
         z, wz = np.zeros(1), np.ones(1)
     e, we = normal_rule(breaks(unit, c * z, s))
-    u = c * z[:, None] + s * e
+    return wz, e, we, c * z[:, None] + s * e, s
+
+
+@functools.lru_cache(maxsize=64)
+def _table(unit: Unit, q1: float, q2: float) -> tuple:
+    """The z weights and E_e[phi(c z + sigma e)^p He_k(e)] / sigma^k per z node (c^2 = q2, sigma^2 = q1 - q2)."""
+    wz, e, we, u, s = _nodes(unit, q1, q2)
     f = unit.f(u)
     he = _hermite_e(e, _KMAX)
     powers = [np.ones_like(f)]
@@ -120,16 +126,7 @@ def _deriv(tab: tuple, powers: tuple, entries: tuple, scale: float) -> float:
 def _table2(unit: Unit, q1: float, q2: float) -> tuple:
     """As :func:`_table` for products phi^p phi'^r: E_e[phi^p phi'^r (c z + sigma e) He_k(e)] / sigma^k per z node
     (p, r <= 4, k <= 6: two kernel entries per sample and up to three derivatives in one entry)."""
-    if not (q1 > q2 >= 0.0):
-        raise InvalidArgument("net", (q1, q2), "an exchangeable covariance with q1 > q2 >= 0")
-    c, s = math.sqrt(q2), math.sqrt(q1 - q2)
-    if c > 0:
-        x, w = np.polynomial.hermite_e.hermegauss(_Z)
-        z, wz = x, w / w.sum()
-    else:
-        z, wz = np.zeros(1), np.ones(1)
-    e, we = normal_rule(breaks(unit, c * z, s))
-    u = c * z[:, None] + s * e
+    wz, e, we, u, s = _nodes(unit, q1, q2)
     f, d = unit.f(u), unit.df(u)
     he = np.stack(_hermite_e(e, 6))                                     # (k, z, e)
     fp, dr = np.stack([f**p for p in range(5)]), np.stack([d**r for r in range(5)])

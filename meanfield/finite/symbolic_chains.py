@@ -72,7 +72,7 @@ from .fourworld import world_contractions
 from .multibn import multi_batch_norm_terms
 from .normalized import output_batch_norm_below
 from .symbolic_corrections import GRAM_MEAN_FIELD, VARIANCES
-from .symbolic_placements import (DeepBatchNormPart, HiddenBatchNormPart, NumericPart, OutputBatchNormPart,
+from .symbolic_placements import (DeepBatchNormPart, HiddenBatchNormPart, NamedPart, NumericPart, OutputBatchNormPart,
                                   coupling_closed_form, entry_variance_s, full_batch_norm_statistics,
                                   placement_of, placement_statistics)
 
@@ -85,21 +85,6 @@ CHAIN_PLACEMENTS = ("batch+batch-center:last", "batch+batch:last", "batch:1+batc
 #: T of the reference point at which :func:`numeric_claims` asks the numeric path what it derives
 REFERENCE_SAMPLES = 8
 _CONTRACTIONS = ("S_KK", "KT_1", "S_KT", "Y_1", "S_Y")
-
-
-class _Named(NumericPart):
-    """A numeric part named by one string of the class's ``NAMES`` (InvalidArgument otherwise)."""
-
-    NAMES: tuple = ()
-
-    def __new__(cls, name: str):
-        if name not in cls.NAMES:
-            raise InvalidArgument("name", name, f"one of {cls.NAMES}")
-        return sympy.Expr.__new__(cls, sympy.Symbol(name))
-
-    @property
-    def name(self) -> str:
-        return self.args[0].name
 
 
 def _inner(net: Network) -> Network:
@@ -153,7 +138,7 @@ class BelowOutputNorm(NumericPart):
 _PAIR = {"s_same": "s_same", "s_below": "s_below", "s_cross": "s_cross"}
 
 
-class PairBatchNormPart(_Named):
+class PairBatchNormPart(NamedPart):
     """One entry-variance part of s behind a hidden batch norm and a centre-only one on the output; unevaluated.
 
     ``name``: s_same (the units with the output weights' share of sum_ts Var (Pi G^in Pi)_ts, times C / P), s_below
@@ -185,7 +170,7 @@ class PairBatchNormPart(_Named):
         return rf"\mathcal{{P}}^{{\mathrm{{{self.name[2:]}}}}}_{{s}}"
 
 
-class BelowPairing(_Named):
+class BelowPairing(NamedPart):
     """X_i of the entry covariances below a full batch norm on the output (i = 1, 2, 3); unevaluated.
 
     ``name``: same_i (Cov(Theta_00(u, v), Theta_00(u', v')), Theta = T G^in) or cross_i (Theta_01, between outputs)
@@ -227,7 +212,7 @@ def _contractions(net: Network, width: int, samples: int) -> dict:
     return dict(S_KK=float(kk.sum()), KT_1=float(kt[0]), S_KT=float(kt.sum()), Y_1=float(yy[0]), S_Y=float(yy.sum()))
 
 
-class BelowContraction(_Named):
+class BelowContraction(NamedPart):
     """One of the five contractions S_KK, KT_1, S_KT, Y_1, S_Y of the four-sample world below a full batch norm on the
     output (the coupling terms' input), taken from the world the numeric path uses; unevaluated.
 
@@ -263,7 +248,7 @@ _MULTI = {"shift_tt": ("shift_diag", None), "shift_ts": ("shift_offdiag", None),
           "var_ts": ("entry_variances", 1), "xsq_tt": ("entry_variances", 2), "xsq_ts": ("entry_variances", 3)}
 
 
-class MultiBatchNormPart(_Named):
+class MultiBatchNormPart(NamedPart):
     """One O(1/M) part of a chain of norms with a hidden batch norm (:mod:`meanfield.finite.multibn`); unevaluated.
 
     ``name``: shift_tt, shift_ts (E G_p - G_p_mf, Gram units: the chain of the norms' steps carried up by the plain
@@ -280,23 +265,9 @@ class MultiBatchNormPart(_Named):
     """
 
     NAMES = tuple(_MULTI)
-
-    def value(self, net: Network, width: int, samples: int) -> float:
-        """The part at M = width, T = samples (InvalidArgument where the numeric path does not derive it)."""
-        field, index = _MULTI[self.name]
-        got = getattr(multi_batch_norm_terms(net, width, samples), field)
-        if index is not None:
-            if got is None:
-                raise InvalidArgument("net", net.describe(), "a network whose entry variances are derived")
-            got = got[index]
-        return float(got)
-
-    def _sympystr(self, printer: Any) -> str:
-        return f"MBN[{self.name}]"
-
-    def _latex(self, printer: Any) -> str:
-        part, pair = self.name.rsplit("_", 1)
-        return rf"\mathcal{{M}}^{{\mathrm{{{part}}}}}_{{\mathrm{{{pair}}}}}"
+    FIELDS = _MULTI
+    TAG, LETTER = "MBN", "M"
+    TERMS = staticmethod(multi_batch_norm_terms)
 
 
 #: ChainPart names -> (ChainTerms field, index or None)
@@ -305,7 +276,7 @@ _CHAIN = {"ntk_tt": ("ntk_shift", 0), "ntk_ts": ("ntk_shift", 1), "shift_tt": ("
           "xsq_tt": ("entry_variances", 2), "xsq_ts": ("entry_variances", 3)}
 
 
-class ChainPart(_Named):
+class ChainPart(NamedPart):
     """One O(1/M) part of a chain of hidden batch norms (:mod:`meanfield.finite.chain`); unevaluated.
 
     ``name``: ntk_tt, ntk_ts (dTheta_p, the O(1) shift of T E G^in_p of the network without its output norm: the
@@ -352,7 +323,7 @@ def _predicted(net: Network, width: int, samples: int) -> tuple:
 _NUMERIC = {"shift_tt": "gram_diag", "shift_ts": "gram_offdiag", "shift_s": "s"}
 
 
-class NumericStatistic(_Named):
+class NumericStatistic(NamedPart):
     """The numeric path's whole O(1/M) term of one statistic (the generic fallback); unevaluated.
 
     ``name``: shift_tt, shift_ts (E G_p - G_p_mf), shift_s (s - s_mf): ``predict(net, M, T, finite_width="1/M")``

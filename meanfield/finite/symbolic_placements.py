@@ -65,7 +65,7 @@ from .normalized import coupling_contractions, output_batch_norm_below
 from .symbolic_corrections import GRAM_MEAN_FIELD, VARIANCES, projected_variance
 from .symbolic_corrections import centring_weight, label_choices, label_classes
 
-__all__ = ["PLACEMENTS", "NumericPart", "LayerNormShift", "LayerNormCovariance", "HiddenBatchNormPart",
+__all__ = ["PLACEMENTS", "NumericPart", "NamedPart", "LayerNormShift", "LayerNormCovariance", "HiddenBatchNormPart",
            "OutputBatchNormPart", "DeepBatchNormPart", "placement_of", "placement_parts",
            "layer_norm_variance_equations", "coupling_closed_form", "label_class_sum", "projector_sum",
            "full_batch_norm_statistics", "placement_statistics", "entry_variance_s"]
@@ -109,10 +109,23 @@ class NumericPart(sympy.Expr):
         raise NotImplementedError
 
 
-class _NamedPart(NumericPart):
-    """A numeric part named by one string of the class's ``NAMES`` (InvalidArgument otherwise)."""
+class NamedPart(NumericPart):
+    """A numeric part named by one string of the class's ``NAMES`` (InvalidArgument otherwise).
+
+    A subclass that reads a field of a terms dataclass sets ``TERMS`` (a function (net, width, samples) -> terms),
+    ``FIELDS`` (name -> (field, index into it or None)), ``TAG`` (its printed prefix) and ``LETTER`` (its LaTeX
+    letter); :meth:`value`, the printed form TAG[name] and the LaTeX \\mathcal{LETTER}^{part}_{pair} come from them.
+
+    Example:
+        >>> DeepBatchNormPart("var_ts").name, str(DeepBatchNormPart("var_ts"))
+        ('var_ts', 'DBN[var_ts]')
+    """
 
     NAMES: tuple = ()
+    FIELDS: dict = {}
+    TAG = ""
+    LETTER = ""
+    TERMS: Any = None
 
     def __new__(cls, name: str):
         if name not in cls.NAMES:
@@ -122,6 +135,27 @@ class _NamedPart(NumericPart):
     @property
     def name(self) -> str:
         return self.args[0].name
+
+    def value(self, net: Network, width: int, samples: int) -> float:
+        """The part at M = width, T = samples: the ``FIELDS`` entry of ``TERMS(net, width, samples)`` (called as
+        predict calls it, so that its cached terms are these; InvalidArgument where the numeric path does not derive
+        it)."""
+        if not self.FIELDS:  # pragma: no cover - a subclass without a terms table defines its own value
+            raise NotImplementedError
+        field, index = self.FIELDS[self.name]
+        got = getattr(type(self).TERMS(net, width, samples), field)
+        if index is not None:
+            if got is None:
+                raise InvalidArgument("net", net.describe(), "a network whose entry variances are derived")
+            got = got[index]
+        return float(got)
+
+    def _sympystr(self, printer: Any) -> str:
+        return f"{self.TAG}[{self.name}]"
+
+    def _latex(self, printer: Any) -> str:
+        part, pair = self.name.rsplit("_", 1)
+        return rf"\mathcal{{{self.LETTER}}}^{{\mathrm{{{part}}}}}_{{\mathrm{{{pair}}}}}"
 
 
 class LayerNormShift(NumericPart):
@@ -193,7 +227,7 @@ class LayerNormCovariance(NumericPart):
                 rf"\Theta_{{{k}{l}}}({u2}, {v2})\right)")
 
 
-class HiddenBatchNormPart(_NamedPart):
+class HiddenBatchNormPart(NamedPart):
     """One O(1/M) part of a batch norm on the last hidden layer (a field of ``hidden_batch_norm_terms``); unevaluated.
 
     ``name``: shift_tt, shift_ts (the exchangeable mean shifts below), second_tt, second_ts (second order in the
@@ -234,7 +268,7 @@ _DEEP = {"shift_tt": ("shift_diag", None), "shift_ts": ("shift_offdiag", None), 
          "var_ts": ("entry_variances", 1), "xsq_tt": ("entry_variances", 2), "xsq_ts": ("entry_variances", 3)}
 
 
-class DeepBatchNormPart(_NamedPart):
+class DeepBatchNormPart(NamedPart):
     """One O(1/M) part below plain layers above a batch norm on hidden layer l < L - 1; unevaluated.
 
     ``name``: shift_tt, shift_ts (E G_p - G_p_mf, Gram units: the batch-normalized layer's kernel and NTK average to
@@ -252,24 +286,9 @@ class DeepBatchNormPart(_NamedPart):
     """
 
     NAMES = tuple(_DEEP)
-
-    def value(self, net: Network, width: int, samples: int) -> float:
-        """The part at M = width, T = samples (called as predict calls it, so that its cached terms are these;
-        InvalidArgument where the numeric path does not derive it)."""
-        field, index = _DEEP[self.name]
-        got = getattr(deep_batch_norm_terms(net, width, samples), field)
-        if index is not None:
-            if got is None:
-                raise InvalidArgument("net", net.describe(), "a network whose entry variances are derived")
-            got = got[index]
-        return float(got)
-
-    def _sympystr(self, printer: Any) -> str:
-        return f"DBN[{self.name}]"
-
-    def _latex(self, printer: Any) -> str:
-        part, pair = self.name.rsplit("_", 1)
-        return rf"\mathcal{{D}}^{{\mathrm{{{part}}}}}_{{\mathrm{{{pair}}}}}"
+    FIELDS = _DEEP
+    TAG, LETTER = "DBN", "D"
+    TERMS = staticmethod(deep_batch_norm_terms)
 
 
 def _deep(net: Network, mf: Any) -> dict:
@@ -452,7 +471,7 @@ _CONTRACTIONS = ("S_KK", "KT_1", "S_KT", "Y_1", "S_Y")
 _BELOW = ("D0", "dD", "v", "dv", "v_w", "D_w") + _CONTRACTIONS
 
 
-class OutputBatchNormPart(_NamedPart):
+class OutputBatchNormPart(NamedPart):
     """One statistic of the network below a full batch norm on the output, behind layer norms; unevaluated.
 
     ``name``: D0 (T (G_tt - G_ts) of the network without its output batch norm, mean field), dD (its O(1) shift,

@@ -227,11 +227,11 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
                      "the random-matrix model with the coefficients it does not derive measured on sampled "
                      "reference networks (semi-empirical)"),
     "1/M": ("meanfield.finite.normalized:finite_width_stats",
-            "the derived O(1/M) corrections of the statistics includes_1_over_M names (all of gram_diag, "
-            "gram_offdiag, m, s, kappa1, kappa2 without normalization, with batch norm on the output and below "
-            "layer norms, with one batch norm on any hidden layer, alone or with a batch norm on the output, and with "
-            "two hidden batch norms (layers 1 and l); the means only for a hidden batch norm above layer norms; none "
-            "elsewhere: see the notes); "
+            "the derived O(1/M) corrections of the statistics includes_1_over_M names (gram_diag, gram_offdiag, m, "
+            "kappa1, kappa2 for every placement of batch norms (full or centre-only) and layer norms, s too except "
+            "through a layer norm above a batch norm or for T > 32 under a hidden and an output batch norm; none where "
+            "a step's quadrature does not apply, e.g. a negative mean overlap under a layer norm above a batch norm: "
+            "see the notes); "
             "lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
