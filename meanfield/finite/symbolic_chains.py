@@ -294,23 +294,9 @@ class ChainPart(NamedPart):
     """
 
     NAMES = tuple(_CHAIN)
-
-    def value(self, net: Network, width: int, samples: int) -> float:
-        """The part at M = width, T = samples (InvalidArgument where the chain does not derive it)."""
-        field, index = _CHAIN[self.name]
-        got = getattr(chain_terms(net, width, samples), field)
-        if index is not None:
-            if got is None:
-                raise InvalidArgument("net", net.describe(), "a chain whose entry variances are derived")
-            got = got[index]
-        return float(got)
-
-    def _sympystr(self, printer: Any) -> str:
-        return f"CH[{self.name}]"
-
-    def _latex(self, printer: Any) -> str:
-        part, pair = self.name.rsplit("_", 1)
-        return rf"\mathcal{{K}}^{{\mathrm{{{part}}}}}_{{\mathrm{{{pair}}}}}"
+    FIELDS = _CHAIN
+    TAG, LETTER = "CH", "K"
+    TERMS = staticmethod(chain_terms)
 
 
 @functools.lru_cache(maxsize=32)
