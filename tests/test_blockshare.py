@@ -79,3 +79,30 @@ def test_first_order_options(monkeypatch):
     assert default < shared < scale
     assert default == pytest.approx(4.494, rel=0.05)
     assert shared == pytest.approx(4.494, rel=0.06)
+
+
+def test_channel_shares_sum_and_the_output_layer_entry():
+    # every channel's share at the sample edge: they sum to 1 (the Hellmann-Feynman slopes add up to the edge's), the
+    # output layer's is linear_edge_share's, and the layers' shares are the channels of their weights' gradients
+    for T in (8, 64, 4096):
+        shares = bs.edge_channel_shares(RELU, 64, T)
+        assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
+        assert shares[("h", 2)] == bs.linear_edge_share(RELU, 64, T)[0]
+        assert bs.layer_edge_share(RELU, 64, T, 2) == pytest.approx(shares[("h", 1)] + shares[("d", 2)], abs=1e-12)
+    with pytest.raises(TypeError):
+        shares[("h", 2)] = 0.0  # the cached mapping is read-only
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_layer_shares_of_the_mean_add_up_to_the_mean_field_block(act):
+    # the layers' parts of T (G_tt - G_ts) from the order parameters, bias terms included, add up to the mean-field
+    # centred block's mean eigenvalue (predict's Gram entries of the plain network; its leading-order entries are
+    # 0.3-0.7% below them here)
+    net = Network(3, act, *((2.0, 0.0) if act == "relu" else (1.0, 0.1)))
+    base = predict(net, 64, 16)
+    d = float(base.gram_diag - base.gram_offdiag)
+    parts = [bs.layer_share_of_mean(net, 64, 16, d, layer) for layer in (1, 2, 3)]
+    assert sum(parts) == pytest.approx(1.0, rel=1e-9)
+    assert parts[2] == bs.output_share_of_mean(net, 64, 16, d)
+    with pytest.raises(InvalidArgument):
+        bs.layer_share_of_mean(net, 64, 16, d, 4)

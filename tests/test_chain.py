@@ -95,9 +95,12 @@ def test_placements_and_dispatch():
     net = _net(4, "tanh", ["batch:1", "batch:2", "batch:3"])
     out = predict(net, M, T, finite_width="1/M")
     assert {"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2", "s"} <= set(out.includes_1_over_M)
-    above = _net(3, "relu", ["batch:1", "layer:2"])      # s is not carried through a layer norm above a batch norm
+    above = _net(3, "relu", ["batch:1", "layer:2"])      # s through a layer norm above a batch norm
     out = finite_width_stats(above, M, T, predict(above, M, T))
-    assert "s" not in out["includes_1_over_M"] and any("layer norm above" in n for n in out["notes"])
+    assert "s" in out["includes_1_over_M"] and any("four-point layer sum" in n for n in out["notes"])
+    # a negative mean overlap under it (tanh, sigma_w^2 = 2: Q_ts = -0.012) is derived too
+    negative = Network(3, "tanh", 2.0, 0.1, outputs=2, norms=["batch:1", "layer:2"])
+    assert len(finite_width_stats(negative, M, T, predict(negative, M, T))["includes_1_over_M"]) == 6
     # one hidden batch norm with a full one on the output stays normalized's own (its s is derived there)
     assert finite_width_stats(_net(3, "tanh", ["batch:2", "batch:last"]), M, T, None) is None
     with pytest.raises(InvalidArgument):

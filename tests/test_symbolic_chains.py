@@ -46,7 +46,10 @@ NETWORKS = [(3, ("batch:2", "batch-center:last"), "batch+batch-center:last"),
             (3, ("layer:1", "batch:2"), "chain"),
             (4, ("batch:1", "batch:2", "batch:3"), "chain"),
             (4, ("batch:1", "batch-center:3", "batch-center:last"), "chain"),
-            (4, ("layer:1", "batch:2", "batch:last"), "chain")]
+            (4, ("layer:1", "batch:2", "batch:last"), "chain"),
+            # a layer norm above a batch norm: s through it; tanh (2, 0.1) has a negative overlap under it
+            (3, ("batch:1", "layer:2"), "chain"),
+            (3, ("batch-center:1", "layer:2"), "chain")]
 
 
 def compare(d, width: int = WIDTH, samples: int = SAMPLES) -> dict:
@@ -148,7 +151,7 @@ def test_refused_and_bad_atoms():
 
 # derive's own networks (exact sigma's): the numeric path's terms computed above are reused (cached per network)
 WRITTEN = [derive(Network(depth, act, 2, 0.1, outputs=2, norms=list(norms))).network
-           for act, (depth, norms, _) in zip(("tanh", "relu") * 4, NETWORKS)]
+           for act, (depth, norms, _) in zip(("tanh", "relu") * 5, NETWORKS)]
 WRITTEN.append(derive(Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch-center:1", "batch:last"])).network)
 
 

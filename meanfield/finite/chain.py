@@ -41,7 +41,14 @@ and over layer norms (a layer-normed unit enters as a plain one at the standardi
 1 / sqrt(q_1): the Jacobian's projections move the spread by O(1/M) relative); at a batch norm on layer lo,
 Phi^lo = M_lo E[X_bb X_bb] of one unit (:func:`meanfield.finite.chain_world.unit_spread`) + M_lo (M_lo - 1)
 E[X_bd X_bd] of two through the spread below (sum U2 U2 Sigma4, U2 bnstep's ``unit_slope_moments``); through plain
-layers, ntkspread's Phi recursion. s misses the next order of the entry variances (-1% to -5% at M = 64, T = 8; notes).
+layers, ntkspread's Phi recursion. A layer norm above a batch norm (on layer l) passes the spread on as a plain layer
+whose unit is standardized (:func:`meanfield.finite.chain_layernorm.layer_norm_moment`: the law at (1, rho), each phi'
+with 1 / sqrt(q_1); the Jacobian J = (1 / s)(I - 1 1^T / M - u~ u~^T / M) acts across the units, its projections move
+X_ac by O(1) against S_ac's O(sqrt M)): Phi^l by ntkspread's step from the spread Sigma4 between l's units; as the top
+norm, deepbn's layer sum above it with its unit's E[X_aa X_aa] (Theta_aa at its mean,
+:func:`meanfield.finite.chain_layernorm.layer_norm_unit_second`) and E[X_ac X_ac] through U2 = delta_{t t1} delta_{s t2}
+E[phi'_t phi'_s] / q_1 (:func:`meanfield.finite.chain_layernorm.layer_norm_slope_moments`). s misses the next order of
+the entry variances (-1% to -5% at M = 64, T = 8; notes).
 
 s under a norm on the output (:mod:`meanfield.finite.chain_entries`): bnpair's parts of the entry covariances over all
 T^2 entries (the top norm's units with the output weights' Wick share, the layers below through the first variation,
@@ -52,11 +59,15 @@ statistics below (the chain's D_0, D, v, dv; the three Pi Pi pairings and layer 
 :func:`meanfield.finite.bnpair.output_pairings`). With one hidden batch norm these are bnpair's (a test). T <= 32
 (bnpair's ``MAX_SAMPLES``: T^2 x T^2 moment matrices); above it s keeps its mean-field value.
 
+A negative mean overlap of the pre-activations under a layer norm above a batch norm (tanh, sigma_w^2 = 2, sigma_b^2 =
+0.1 over a batch norm on layer 1: Q_ts = -0.012) takes the common part of the four-sample integrals imaginary
+(:mod:`meanfield.finite.layernorm_overlap`, as :func:`meanfield.finite.multibn.negative_overlap_mean` for plain layers).
+
 Not derived here (``predict`` keeps the mean-field value with a note): s in multibn's placement of one batch norm over
-layer norms (multibn answers first; ``chain_terms`` has it), s through a layer
-norm above a batch norm (its NTK spread between units; the means are derived), lambda_max, activations with breaks
-away from 0 on the batch-normalized layers, inputs with a negative mean product, a negative mean overlap under a layer
-norm above a batch norm, T < 6 with a full batch norm (4 centre-only only).
+layer norms (multibn answers first; ``chain_terms`` has it), s under a norm on the output with a layer norm as the
+top hidden norm (bnpair's projected entry parts are a batch-normalized unit's), lambda_max, activations with breaks
+away from 0 on the batch-normalized layers, inputs with a negative mean product, T < 6 with a full batch norm (4
+centre-only only).
 """
 
 from __future__ import annotations
@@ -73,14 +84,14 @@ from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from .bnpair import MAX_SAMPLES, TopBelow, pair_placement, projected_entry_parts
 from .bnstep import batch_norm_from_world, unit_pair_moments, unit_slope_moments
-from .chain_layernorm import layer_norm_from_below
+from .chain_layernorm import layer_norm_from_below, layer_norm_moment, layer_norm_slope_moments
 from .chain_entries import full_output_s, output_coupling
 from .chain_world import batch_norm_world, unit_spread
 from .corrections import kernel_mean_shift, ntk_mean_shift
 from .deepbn import entry_variance_above, plain_forward
 from .fourworld import World, class_tensor, four_sample_mean, inputs_world, pair_index, realized_world
 from .layernorm import layer_norm_kernel_mean_shift, layer_norm_ntk_mean_shift
-from .layernorm_world import four_sample_moment, layer_norm_world
+from .layernorm_world import layer_norm_world
 from .multibn import BelowWorld, negative_overlap_mean, ntk_shift_between, world_above
 
 __all__ = ["ChainTerms", "chain_terms", "chain_placement", "output_coupling", "finite_width_stats", "CORRECTED"]
@@ -103,9 +114,9 @@ def _norms(net: Network) -> tuple[list, str | None] | None:
     return hidden, out
 
 
-def _layer_above(hidden: tuple) -> bool:
-    """Whether a layer norm sits above a batch norm among the hidden norms ((layer, kind), ...)."""
-    return any(k == "layer" and any(j < l and kj != "layer" for j, kj in hidden) for l, k in hidden)
+def _layer_on_top(hidden: tuple) -> bool:
+    """Whether the top hidden norm ((layer, kind), ... in layer order) is a layer norm (above a batch norm)."""
+    return bool(hidden) and max(hidden)[1] == "layer"
 
 
 def chain_placement(net: Any) -> tuple | None:
@@ -203,34 +214,57 @@ def _spread_below(net: Network, width: int, l: int, hidden: tuple, T: int) -> np
             below = _prefix(net, j, lower)
             w = layer_norm_world(below, width) if lower else realized_world(below, width)
             k, n = w.k, w.n
-
-            def shared(lab: tuple, w=w, Mb=widths[j - 1], sw=sw) -> float:
-                t1, s1, t2, s2 = lab
-                a, b = pair_index(t1, s1), pair_index(t2, s2)
-                c = w.cov
-                return Mb * Mb * c[a, b] + Mb * sw * (c[a, 10 + b] + c[10 + a, b]) + sw * sw * c[10 + a, 10 + b]
+            shared = _world_shared(w, widths[j - 1], sw)
         theta = (1 + widths[j - 1] * k[0] + sw * n[0], 1 + widths[j - 1] * k[1] + sw * n[1])
         qa, qb = sw * k[0] + sb, sw * k[1] + sb
         if j in layers:      # the standardized unit: phi' at kernel (1, rho), 1 / sqrt(q_1) per factor
-            act = net.phi(j)
-
-            def mean(factors: tuple, act=act, rho=qb / qa, qa=qa) -> float:
-                return four_sample_moment(act, 1.0, rho, factors) / qa ** (len(factors) / 2)
+            mean = functools.partial(layer_norm_moment, net.phi(j), qa, qb)
         else:
             mean = functools.partial(four_sample_mean, Unit.of(net.phi(j)), qa, qb)
-        coef = (sw / widths[j - 1]) ** 2
-
-        def value(lab: tuple, old=phi, mean=mean, theta=theta, shared=shared, coef=coef, Mj=widths[j]) -> float:
-            t1, s1, t2, s2 = lab
-            m4 = mean(tuple(("d", i) for i in lab))
-            out = Mj * m4 * (theta[t1 != s1] * theta[t2 != s2] + shared(lab))
-            if old is not None:
-                c1, c2 = mean((("d", t1), ("d", t2))), mean((("d", s1), ("d", s2)))
-                out += (Mj * m4 * coef * (old[t1, s1, t2, s2] + old[t1, s1, s2, t2])
-                        + Mj * (Mj - 1) * c1 * c2 * coef * old[t1, s1, t2, s2])
-            return out
-        phi = class_tensor(4, value)
+        phi = _phi_step(mean, theta, shared, (sw / widths[j - 1]) ** 2, phi, widths[j])
     return (float(net.sigma_w2[l - 1]) / widths[l - 1]) ** 2 * class_tensor(T, lambda lab: phi[lab])
+
+
+def _phi_step(mean, theta: tuple, shared, coef: float, old: np.ndarray | None, width: int) -> np.ndarray:
+    """One step of :mod:`meanfield.finite.ntkspread`'s recursion at canonical labels (a 4^4 table): Phi^j = M_j
+    E[phi'^4] (Theta Theta + shared + coef (old + old swapped)) + M_j (M_j - 1) c c coef old, ``mean`` the unit's
+    four-sample means, ``shared`` the covariance of M K + sigma_w^2 N below, old = Phi^{j-1}, coef = (sigma_w^2 /
+    M_{j-1})^2."""
+    def value(lab: tuple) -> float:
+        t1, s1, t2, s2 = lab
+        m4 = mean(tuple(("d", i) for i in lab))
+        out = width * m4 * (theta[t1 != s1] * theta[t2 != s2] + shared(lab))
+        if old is not None:
+            c1, c2 = mean((("d", t1), ("d", t2))), mean((("d", s1), ("d", s2)))
+            out += (width * m4 * coef * (old[t1, s1, t2, s2] + old[t1, s1, s2, t2])
+                    + width * (width - 1) * c1 * c2 * coef * old[t1, s1, t2, s2])
+        return out
+    return class_tensor(4, value)
+
+
+def _world_shared(w: World, Mb: int, sw: float):
+    """lab -> Cov(M_{j-1} K + sigma_w^2 N) of the world w of layer j - 1 between the pairs (t1, s1), (t2, s2)."""
+    def shared(lab: tuple) -> float:
+        t1, s1, t2, s2 = lab
+        a, b = pair_index(t1, s1), pair_index(t2, s2)
+        c = w.cov
+        return Mb * Mb * c[a, b] + Mb * sw * (c[a, 10 + b] + c[10 + a, b]) + sw * sw * c[10 + a, 10 + b]
+    return shared
+
+
+def _phi_layer_norm(net: Network, width: int, below: World, sigma4: np.ndarray, l: int) -> np.ndarray:
+    """Phi^l (T^4) of a layer-normed layer l above a batch norm: ntkspread's step with the
+    layer-normed unit (:func:`meanfield.finite.chain_layernorm.layer_norm_moment`: the standardized law, each phi'
+    with 1 / sqrt(q_1); the Jacobian's projections move Phi by O(1/M) relative), the world of layer l - 1 ``below`` and
+    the spread Sigma4 = (sigma_w^2 / M_{l-1})^2 Phi^{l-1} between layer l's units (so coef old = Sigma4)."""
+    widths = net.widths(width)
+    sw, sb, Mb = float(net.sigma_w2[l - 1]), float(net.sigma_b2[l - 1]), widths[l - 1]
+    theta = (1 + Mb * below.k[0] + sw * below.n[0], 1 + Mb * below.k[1] + sw * below.n[1])
+    qa, qb = sw * below.k[0] + sb, sw * below.k[1] + sb
+    coef = (sw / Mb) ** 2
+    mean = functools.partial(layer_norm_moment, net.phi(l), qa, qb)
+    phi = _phi_step(mean, theta, _world_shared(below, Mb, sw), coef, sigma4[:4, :4, :4, :4] / coef, widths[l])
+    return class_tensor(sigma4.shape[0], lambda lab: phi[lab])
 
 
 def _phi_norm(unit: Unit, below: World, sigma4: np.ndarray, width_below: int, width: int, sw: float, T: int,
@@ -263,19 +297,7 @@ def _spread(net: Network, width: int, phi_lo: np.ndarray, world: World, lo: int,
         theta = (1 + Mb * w.k[0] + sw * w.n[0], 1 + Mb * w.k[1] + sw * w.n[1])
         qa, qb = sw * w.k[0] + sb, sw * w.k[1] + sb
         mean = functools.partial(four_sample_mean if qb >= 0 else negative_overlap_mean, Unit.of(net.phi(j)), qa, qb)
-
-        def value(lab: tuple, old=phi, mean=mean, w=w, sw=sw, Mb=Mb, theta=theta, Mj=widths[j]) -> float:
-            t1, s1, t2, s2 = lab
-            m4 = mean(tuple(("d", i) for i in lab))
-            a, b = pair_index(t1, s1), pair_index(t2, s2)
-            shared = (Mb * Mb * w.cov[a, b] + Mb * sw * (w.cov[a, 10 + b] + w.cov[10 + a, b])
-                      + sw * sw * w.cov[10 + a, 10 + b])
-            coef = (sw / Mb) ** 2
-            c1, c2 = mean((("d", t1), ("d", t2))), mean((("d", s1), ("d", s2)))
-            return (Mj * m4 * (theta[t1 != s1] * theta[t2 != s2] + shared)
-                    + Mj * m4 * coef * (old[t1, s1, t2, s2] + old[t1, s1, s2, t2])
-                    + Mj * (Mj - 1) * c1 * c2 * coef * old[t1, s1, t2, s2])
-        phi = class_tensor(4, value)
+        phi = _phi_step(mean, theta, _world_shared(w, Mb, sw), (sw / Mb) ** 2, phi, widths[j])
     return (sws[hi - 1] / widths[hi - 1]) ** 2 * class_tensor(T, lambda lab: phi[lab])
 
 
@@ -363,27 +385,27 @@ def chain_terms(net: Network, width: int, samples: int) -> ChainTerms:
     batch = [(l, k) for l, k in hidden if k != "layer" or l > lowest]     # and the layer norms above the lowest
     below = _start(net, M, batch[0][0], hidden)
     # the NTK's spread between the units of the batch norm processed next (s needs the top's): none on layer 1, the
-    # plain network's below (hiddenbn's), not derived behind layer norms
+    # plain network's below (hiddenbn's), behind layer norms the standardized units
     first = batch[0][0]
     spread = np.zeros((T,) * 4) if first == 1 else _spread_below(net, M, first, hidden, T)
     for i, (l, kind) in enumerate(batch):
         unit = Unit.of(net.phi(l))
         center = kind == "center"
-        if kind == "layer":      # a layer norm above a batch norm: chain_layernorm's step (s not carried through it)
+        if kind == "layer":      # a layer norm above a batch norm: chain_layernorm's step
             b, lnw = layer_norm_from_below(net, M, below, l)
-            spread = None
         else:
             b = batch_norm_from_world(unit, below.world, below.shift_k, below.shift_theta, widths[l - 1], widths[l],
                                       sw[l - 1], T, center, l >= 2)
         hi = batch[i + 1][0] if i + 1 < len(batch) else L
         shift_theta, shift_k = ntk_shift_between(net, M, b, l, hi)
         if hi == L:
-            top, top_below, top_spread = (unit, center, l, b), below.world, spread
+            top, top_below, top_spread = (kind, unit, center, l, b), below.world, spread
         if hi < L or out == "batch":       # the world above is needed
             w = lnw if kind == "layer" else batch_norm_world(unit, below.world, b, widths[l - 1], widths[l],
                                                              sw[l - 1], T, center, l >= 2)
-            if hi < L and spread is not None:
-                phi = _phi_norm(unit, below.world, spread, widths[l - 1], widths[l], sw[l - 1], T, center)
+            if hi < L:
+                phi = (_phi_layer_norm(net, M, below.world, spread, l) if kind == "layer" else
+                       _phi_norm(unit, below.world, spread, widths[l - 1], widths[l], sw[l - 1], T, center))
                 spread = _spread(net, M, phi, w, l, hi)
             below = BelowWorld(world_above(net, M, w, l, hi), shift_k, shift_theta)
     dd, do = (float(x) for x in shift_theta)
@@ -406,24 +428,30 @@ def chain_terms(net: Network, width: int, samples: int) -> ChainTerms:
     C, P, alpha = net.outputs, int(base.P), float(base.alpha)
     mean_d, mean_o = gd + sd, go + so
     s, var, corrected, parts = float(base.s), None, CORRECTED, None
-    if out is None and top_spread is not None:     # the entry variances above the top norm (multibn's s)
-        unit, center, l, b = top
+    top_kind = top[0]
+    if out is None:     # the entry variances above the top norm (multibn's s)
+        _, unit, center, l, b = top
         fw = plain_forward(net, M, b, l, L)
-        ac = unit_pair_moments(unit_slope_moments(unit, sw[l - 1] * (top_below.k[0] - top_below.k[1]), T, center),
-                               top_spread)
+        if top_kind == "layer":      # the layer-normed units' slopes (the norm's Jacobian across units only)
+            Q = (sw[l - 1] * top_below.k[0] + float(net.sigma_b2[l - 1]),
+                 sw[l - 1] * top_below.k[1] + float(net.sigma_b2[l - 1]))
+            U2 = layer_norm_slope_moments(net.phi(l), Q, T)
+        else:
+            U2 = unit_slope_moments(unit, sw[l - 1] * (top_below.k[0] - top_below.k[1]), T, center)
+        ac = unit_pair_moments(U2, top_spread)
         var = tuple(entry_variance_above(net, fw, b, l, ac, cross, pair) / T**2 for cross in (False, True)
                     for pair in (0, 1))
         s = (C * (T * (mean_d**2 + var[0]) + T * (T - 1) * (mean_o**2 + var[1]))
              + C * (C - 1) * (T * var[2] + T * (T - 1) * var[3])) / P
         corrected = CORRECTED | {"s"}
-    elif out == "center" and top_spread is not None and T <= MAX_SAMPLES:   # G = Pi G^in Pi: bnpair's projected parts
-        l = top[2]
+    elif out == "center" and top_kind != "layer" and T <= MAX_SAMPLES:   # G = Pi G^in Pi: bnpair's projected parts
+        l = top[3]
         proxy = net.with_(norms=tuple(n for n in net.norms if n.layer == l))      # the top norm over the chain's world
         parts = projected_entry_parts(proxy, M, T, below=TopBelow(top_below, top_spread))
         s = (C * (T * mean_d**2 + T * (T - 1) * mean_o**2) + C * (parts[0] + parts[1]) + C * (C - 1) * parts[2]) / P
         corrected = CORRECTED | {"s"}
-    elif out == "batch" and top_spread is not None and T <= MAX_SAMPLES:    # normalized's s from the statistics below
-        s, parts = full_output_s(net, M, T, top[2], TopBelow(top_below, top_spread), below.world,
+    elif out == "batch" and top_kind != "layer" and T <= MAX_SAMPLES:    # normalized's s from the statistics below
+        s, parts = full_output_s(net, M, T, top[3], TopBelow(top_below, top_spread), below.world,
                                (D0, D0 + dd - do, v, dv), float(base.s), P)
         corrected = CORRECTED | {"s"}
     return ChainTerms(net, M, T, hidden, out, gd, go, float(base.m), float(base.s), (dd, do), sd, so, mean_d, mean_o,
@@ -468,14 +496,14 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
                 notes=(f"{norms}: E G_tt, E G_ts (so m and the kappa's) with their derived O(1/M) terms, carried "
                        "through the chain of norms (each batch norm's terms by exact sphere quadrature over the "
                        "four-sample world below it, that world by a fixed quasi-Monte Carlo rule; deterministic)",
-                       ("s with the entry variances of the four-point layer sum above the top batch norm (gradient "
+                       ("s with the entry variances of the four-point layer sum above the top hidden norm (gradient "
                         "independence); s still misses the next order (-1% to -5% at M = 64, T = 8)")
                        if "s" in t.includes_1_over_M and t.output is None else
                        ("s with the entry covariances projected through the output's batch norm (the top hidden norm's "
                         "units over the chain's world, on a fixed quasi-Monte Carlo rule); s still misses the next "
                         "order (-1% to -3% at M = 64, T = 8)")
                        if "s" in t.includes_1_over_M else
-                       ("s keeps its mean-field value (its entry variances "
-                        + ("through a layer norm above a batch norm" if _layer_above(t.hidden) else
-                           "under a norm on the output") + ": not derived)"),
+                       ("s keeps its mean-field value (its entry variances under a norm on the output "
+                        + ("over a layer norm as the top hidden norm" if _layer_on_top(t.hidden) else
+                           f"for T > {MAX_SAMPLES}") + ": not derived)"),
                        "lambda_max: not corrected (the mean-field value or bounds)"))

@@ -40,9 +40,10 @@ Checks (``tests/test_fourpoint_next.py``, ``meanfield/notes/rmt.md``): the first
 :func:`meanfield.finite.fourpoint.bulk_fluctuations`'s realized-kernel recursion; a linear network's exact Wick value
 3 M + 3 + 3 / M (L = 3, sigma_w^2 = q = 1) to O(1/M); sampled relu and tanh networks at L = 3 and 4. The top two
 layers' blocks (:func:`top_blocks_next_order`, tr Sigma^2 and the spike) replace their own four-point first order in
-:func:`meanfield.finite.fourpoint_next.top_corrected_bulk`, which the model uses; the lower layers' blocks (the backward
-gradients through W^{L-1} and below, sums over pairs of units given the layers below) and the centred norms at L >= 3
-are not carried, so they stay at the first order.
+:func:`meanfield.finite.fourpoint_next.top_corrected_bulk`, which the model uses; for L = 3 the first layer's block
+and its cross terms are carried there too (:mod:`meanfield.finite.fourpoint_lower`, by the same conditioning one
+layer down with :func:`total_cumulants` and :func:`smooth_covariance`); the lower blocks of L >= 4 and the centred
+norms stay at the first order.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ import numpy as np
 from ..errors import InvalidArgument, check_int, check_real
 from ..integrals.quadrature import Unit, breaks, normal_rule
 
-__all__ = ["OutputBlock", "output_block_next_order", "top_blocks_next_order", "exchangeable_moment"]
+__all__ = ["OutputBlock", "output_block_next_order", "top_blocks_next_order", "exchangeable_moment", "stein_table",
+           "kernel_cumulants", "total_cumulants", "smooth_covariance", "KERNEL_ENTRIES"]
 
 _PAIRS = tuple((a, b) for a in range(4) for b in range(a, 4))   # the ten entries of a 4 x 4 kernel
 _INDEX = {p: i for i, p in enumerate(_PAIRS)}
+KERNEL_ENTRIES = _PAIRS                                         # the order of the kernels' entries (public)
 _PMAX, _KMAX = 6, 8   # powers of phi per sample (three products phi_a phi_b) and derivative orders (Price)
 _Z = 48               # Gauss-Hermite nodes for the shared variable z (the conditional moments are smooth in z: 3e-8)
 
@@ -126,13 +129,63 @@ def _deriv(tab: tuple, powers: tuple, entries: tuple, scale: float) -> float:
 def _table2(unit: Unit, q1: float, q2: float) -> tuple:
     """As :func:`_table` for products phi^p phi'^r: E_e[phi^p phi'^r (c z + sigma e) He_k(e)] / sigma^k per z node
     (p, r <= 4, k <= 6: two kernel entries per sample and up to three derivatives in one entry)."""
+    wz, arr = _stein_table(unit, float(q1), float(q2), 4, 4, 6)
+    return wz, {(p, r, k): arr[p, r, k] for p in range(5) for r in range(5) for k in range(7)}
+
+
+def stein_table(unit: Unit, q1: float, q2: float, pmax: int, rmax: int, kmax: int) -> tuple:
+    """(z weights, array A[p, r, k, z]) with A = E_e[phi^p phi'^r (c z + sigma e) He_k(e)] / sigma^k at the exchangeable
+    point c^2 = q2, sigma^2 = q1 - q2 (Stein: the k-th derivative's mean), exactly 1 at p = r = k = 0 and 0 at
+    p = r = 0 < k (a derivative of a constant).
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> wz, A = stein_table(Unit.of(Network(2, "relu", 2, 0).phi(1)), 1.0, 0.0, 2, 1, 2)
+        >>> round(float(wz @ A[2, 0, 0]), 12), round(float(wz @ A[0, 1, 1]), 6)   # E relu^2 = 1/2, E relu'' = phi(0)
+        (0.5, 0.398942)
+    """
+    return _stein_table(unit, float(q1), float(q2), int(pmax), int(rmax), int(kmax))
+
+
+@functools.lru_cache(maxsize=64)
+def _stein_table(unit: Unit, q1: float, q2: float, pmax: int, rmax: int, kmax: int) -> tuple:
     wz, e, we, u, s = _nodes(unit, q1, q2)
     f, d = unit.f(u), unit.df(u)
-    he = np.stack(_hermite_e(e, 6))                                     # (k, z, e)
-    fp, dr = np.stack([f**p for p in range(5)]), np.stack([d**r for r in range(5)])
-    sums = np.einsum("ze,pze,rze,kze->prkz", we, fp, dr, he, optimize=True)  # one contraction: cold cost
-    tab = {(p, r, k): sums[p, r, k] / s**k for p in range(5) for r in range(5) for k in range(7)}
-    return wz, tab
+    he = np.stack(_hermite_e(e, max(kmax, 1))[:kmax + 1])
+    fp, dr = np.stack([f**p for p in range(pmax + 1)]), np.stack([d**r for r in range(rmax + 1)])
+    arr = np.einsum("ze,pze,rze,kze->prkz", we, fp, dr, he, optimize=True)  # one contraction: cold cost
+    arr = arr / (s ** np.arange(kmax + 1))[None, None, :, None]
+    arr[0, 0, 0] = 1.0
+    arr[0, 0, 1:] = 0.0
+    return wz, arr
+
+
+def kernel_cumulants(net: Any, width: int, layer: int) -> dict:
+    """The realized kernel of four independent inputs at ``layer`` (0: the inputs' Gram X X^T / M_0), over its ten
+    entries (a, b), a <= b: ``mean`` (exact to O(1/M)), ``mf`` (mean field), ``cov`` (to O(1/M^2)), ``first`` (first
+    order) and ``kappa`` (third cumulant, O(1/M^2)), module docstring.
+
+    Raises:
+        InvalidArgument: as :func:`output_block_next_order` (L >= 2 here), or layer outside 0..L-1.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> k = kernel_cumulants(Network(3, "relu", 2, 0), 64, 0)
+        >>> float(k["mean"][0]), round(float(k["cov"][0, 0]) * 64, 12)    # q = 1: Var(|x|^2 / M_0) = 2 / M_0
+        (1.0, 2.0)
+    """
+    M = _check(net, width, minimum_depth=2)
+    layer = check_int("layer", layer, minimum=0, maximum=net.depth - 1)
+    return _kernel_cumulants(net, M, layer)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_cumulants(net: Any, M: int, layer: int) -> dict:
+    widths = net.widths(M)
+    low = _inputs(net, widths[0])
+    for j in range(1, layer + 1):
+        low = _propagate(low, net.phi(j), float(net.sigma_w2[j - 1]), float(net.sigma_b2[j - 1]), widths[j])
+    return low
 
 
 def _term_deriv(tab: tuple, terms: tuple, entries: tuple, scale: float, G: Any, slope: float) -> float:
@@ -286,6 +339,44 @@ def _inputs(net: Any, M0: int) -> dict:
     return dict(mean=mean, mf=mean, cov=cov, first=cov, kappa=kap)
 
 
+def total_cumulants(mu: np.ndarray, J: np.ndarray, H: np.ndarray, T: np.ndarray, sig: np.ndarray, curv: np.ndarray,
+                    dS: np.ndarray, ku: np.ndarray, C: np.ndarray, kin: np.ndarray, M: int) -> tuple:
+    """Mean, covariance (to O(1/M^2)) and third cumulant (O(1/M^2)) of a sample mean over M i.i.d. units whose law
+    depends on a lower statistic K_low (exact covariance C, third cumulant kin): the law of total cumulance expanded
+    to second order around K_low's exact mean (module docstring).
+
+    Args:
+        mu, J, H, T: one unit's mean of the statistics and its first three derivatives in K_low at K_low's mean
+            (shapes (n,), (n, m), (n, m, m), (n, m, m, m)).
+        sig: one unit's covariance (n, n); curv: C : d^2 sig / dK_low^2 (n, n); dS: d sig / dK_low (m, n, n);
+        ku: one unit's third cumulant (n, n, n).
+        C, kin: K_low's covariance (m, m) and third cumulant (m, m, m).
+        M: the number of units.
+
+    Returns:
+        (mean, covariance, third cumulant) of the sample mean.
+
+    Example:
+        >>> import numpy as np
+        >>> z1, z2, z3 = np.zeros((1, 1)), np.zeros((1, 1, 1)), np.zeros((1, 1, 1, 1))
+        >>> m, c, k = total_cumulants(np.ones(1), np.ones((1, 1)), z2, z3, np.ones((1, 1)), z1, z2, z2, z1, z2, 4)
+        >>> float(m[0]), float(c[0, 0])       # no lower fluctuation: a plain sample mean
+        (1.0, 0.25)
+    """
+    hc = np.einsum("aef,ef->a", H, C)
+    mean = mu + 0.5 * hc
+    jhk = 0.5 * np.einsum("ai,bjk,ijk->ab", J, H, kin, optimize=True)
+    jtc = 0.5 * np.einsum("ai,bjkl,ij,kl->ab", J, T, C, C, optimize=True)
+    hhcc = 0.5 * np.einsum("aij,bkl,ik,jl->ab", H, H, C, C, optimize=True)
+    cov = (sig + 0.5 * curv) / M + J @ C @ J.T + jhk + jhk.T + hhcc + jtc + jtc.T
+    mixed = np.einsum("ae,ef,fbc->abc", J, C, dS, optimize=True)
+    jjh = np.einsum("ai,ij,cjk,kl,bl->abc", J, C, H, C, J, optimize=True)
+    kap = (ku / M**2 + (mixed + mixed.transpose(1, 0, 2) + mixed.transpose(1, 2, 0)) / M
+           + np.einsum("ai,bj,ck,ijk->abc", J, J, J, kin, optimize=True) + jjh + jjh.transpose(0, 2, 1)
+           + jjh.transpose(2, 1, 0))
+    return mean, cov, kap
+
+
 def _propagate(low: dict, phi: Any, sw: float, sb: float, M: int) -> dict:
     """One layer up: the realized kernel K = mean over M i.i.d. units of v_ab = phi(u_a) phi(u_b), u ~ N(0, sw K_low
     + sb) given the layer below, from K_low's exact mean, covariance to O(1/M^2) (and first order) and third cumulant
@@ -322,30 +413,17 @@ def _propagate(low: dict, phi: Any, sw: float, sb: float, M: int) -> dict:
                           if C[i, j] != 0.0) for B in _PAIRS] for A in _PAIRS])
     hc = np.einsum("aef,ef->a", H, C)
     curv -= np.outer(hc, mu) + np.outer(mu, hc) + 2 * J @ C @ J.T                          # C : d^2 Sigma
-    mean = mu + 0.5 * hc
-    jhk = 0.5 * np.einsum("ai,bjk,ijk->ab", J, H, kin, optimize=True)
-    jtc = 0.5 * np.einsum("ai,bjkl,ij,kl->ab", J, T, C, C, optimize=True)
-    hhcc = 0.5 * np.einsum("aij,bkl,ik,jl->ab", H, H, C, C, optimize=True)
-    cov = (sig + 0.5 * curv) / M + J @ C @ J.T + jhk + jhk.T + hhcc + jtc + jtc.T
     vvv = np.array([[[m((A, B, D)) for D in _PAIRS] for B in _PAIRS] for A in _PAIRS])
     ku = (vvv - np.einsum("ab,c->abc", vv, mu) - np.einsum("ac,b->abc", vv, mu) - np.einsum("bc,a->abc", vv, mu)
           + 2 * np.einsum("a,b,c->abc", mu, mu, mu))
-    mixed = np.einsum("ae,ef,fbc->abc", J, C, dS, optimize=True)
-    jjh = np.einsum("ai,ij,cjk,kl,bl->abc", J, C, H, C, J, optimize=True)
-    kap = (ku / M**2 + (mixed + mixed.transpose(1, 0, 2) + mixed.transpose(1, 2, 0)) / M
-           + np.einsum("ai,bj,ck,ijk->abc", J, J, J, kin, optimize=True) + jjh + jjh.transpose(0, 2, 1)
-           + jjh.transpose(2, 1, 0))
+    mean, cov, kap = total_cumulants(mu, J, H, T, sig, curv, dS, ku, C, kin, M)
     return dict(mean=mean, mf=mu1, cov=cov, first=first, kappa=kap)
 
 
 @functools.lru_cache(maxsize=32)
 def _below(net: Any, M: int) -> dict:
     """The realized kernel of four inputs at layer L - 2 (the inputs' Gram for L = 2)."""
-    widths = net.widths(M)
-    low = _inputs(net, widths[0])
-    for j in range(1, net.depth - 1):
-        low = _propagate(low, net.phi(j), float(net.sigma_w2[j - 1]), float(net.sigma_b2[j - 1]), widths[j])
-    return low
+    return _kernel_cumulants(net, M, net.depth - 2)
 
 
 _PSI = (((2, 0, 2, 0), 1.0), ((2, 0, 1, 1), -1.0), ((1, 1, 2, 0), -1.0), ((1, 1, 1, 1), 1.0))
@@ -365,14 +443,36 @@ def _cov_pairs(J: np.ndarray, H: np.ndarray, T: np.ndarray, C: np.ndarray, kap: 
     """Cov(F_A, F_B) to O(1/M^2) (module docstring); kap None: the first order J C J."""
     ia = [_INDEX[(A[0], A[0])], _INDEX[(A[1], A[1])], _INDEX[tuple(sorted(A))]]
     ib = [_INDEX[(B[0], B[0])], _INDEX[(B[1], B[1])], _INDEX[tuple(sorted(B))]]
-    cab, caa, cbb = C[np.ix_(ia, ib)], C[np.ix_(ia, ia)], C[np.ix_(ib, ib)]
-    v = J @ cab @ J
     if kap is None:
-        return float(v)
-    v += 0.5 * np.einsum("i,jk,ijk->", J, H, kap[np.ix_(ia, ib, ib)])
-    v += 0.5 * np.einsum("ij,k,ijk->", H, J, kap[np.ix_(ia, ia, ib)])
-    v += 0.5 * np.einsum("ij,kl,ik,jl->", H, H, cab, cab)
-    v += 0.5 * np.einsum("i,jkl,ij,kl->", J, T, cab, cbb) + 0.5 * np.einsum("i,jkl,ji,kl->", J, T, cab, caa)
+        return float(J @ C[np.ix_(ia, ib)] @ J)
+    return smooth_covariance((J, H, T), (J, H, T), ia, ib, C, kap)
+
+
+def smooth_covariance(first: tuple, second: tuple, ia: Any, ib: Any, C: np.ndarray, kap: np.ndarray) -> float:
+    """Cov(F(Y), G(Y)) to O(1/M^2) for smooth F, G of a statistic Y with covariance C (to O(1/M^2)) and third cumulant
+    kap (O(1/M^2)), fourth moments by Gaussian pairing (module docstring):
+
+        J_F C J_G + 1/2 (J_F H_G kap + H_F J_G kap) + 1/2 H_F H_G C C + 1/2 (J_F T_G C C + T_F J_G C C).
+
+    Args:
+        first, second: (J, H, T), the first three derivatives of F and of G at Y's exact mean in the entries of Y
+            listed by ``ia`` and ``ib`` (F depends on Y[ia] only, G on Y[ib]).
+        ia, ib: indices into Y.
+        C, kap: Y's covariance and third cumulant.
+
+    Example:
+        >>> import numpy as np
+        >>> lin = (np.ones(1), np.zeros((1, 1)), np.zeros((1, 1, 1)))
+        >>> smooth_covariance(lin, lin, [0], [0], np.full((1, 1), 0.5), np.zeros((1, 1, 1)))
+        0.5
+    """
+    (Ja, Ha, Ta), (Jb, Hb, Tb) = first, second
+    cab, caa, cbb = C[np.ix_(ia, ib)], C[np.ix_(ia, ia)], C[np.ix_(ib, ib)]
+    v = Ja @ cab @ Jb
+    v += 0.5 * np.einsum("i,jk,ijk->", Ja, Hb, kap[np.ix_(ia, ib, ib)])
+    v += 0.5 * np.einsum("ij,k,ijk->", Ha, Jb, kap[np.ix_(ia, ia, ib)])
+    v += 0.5 * np.einsum("ij,kl,ik,jl->", Ha, Hb, cab, cab)
+    v += 0.5 * np.einsum("i,jkl,ij,kl->", Ja, Tb, cab, cbb) + 0.5 * np.einsum("i,jkl,ji,kl->", Jb, Ta, cab, caa)
     return float(v)
 
 

@@ -320,29 +320,34 @@ def _negative_rule(unit: Unit, q1: float, q2: float, nodes: int = 96) -> tuple:
     x = np.concatenate([(g - 1) * top / 2, (g + 1) * top / 2])
     xw = np.concatenate([gw, gw]) * top / 2
     w = np.exp(-((x[None, :] - 1j * s * zt[:, None]) ** 2) / (2 * c)) / math.sqrt(2 * math.pi * c) * xw[None, :]
-    return zw, w, np.asarray(unit.f(x), dtype=float), np.asarray(unit.df(x), dtype=float)
+    return zw, w, x, np.asarray(unit.f(x), dtype=float), np.asarray(unit.df(x), dtype=float)
 
 
 def negative_overlap_mean(unit: Unit, q1: float, q2: float, factors: tuple) -> float:
     """fourworld's ``four_sample_mean`` for a negative overlap q2 < 0 (the common part imaginary: u_i = sqrt(q1 - q2)
     e_i + i sqrt(-q2) z has Cov u = (q1 - q2) I + q2 1 1^T, and every product of phi, phi' of the u_i is an average over
-    z of products of the Gaussian-smoothed, hence analytic, one-sample functions).
+    z of products of the Gaussian-smoothed, hence analytic, one-sample functions). Kinds 'f' (phi), 'd' (phi') and,
+    as in :func:`meanfield.finite.layernorm_world.four_sample_moment`, 'u' (the pre-activation itself).
 
     Example:
         >>> from meanfield.integrals.quadrature import IDENTITY
         >>> round(negative_overlap_mean(IDENTITY, 1.0, -0.1, (("f", 0), ("f", 1))), 8)     # E[u_0 u_1] = q2
         -0.1
+        >>> round(negative_overlap_mean(IDENTITY, 1.0, -0.1, (("u", 0), ("u", 0), ("u", 1), ("u", 1))), 8)  # 1 + 2 q2^2
+        1.02
     """
     if not float(q2) < 0 < float(q1) - float(q2):
         raise InvalidArgument("q2", q2, "a negative overlap q2 < 0 with q1 > q2 (four_sample_mean takes q2 >= 0)")
-    zw, w, fa, fd = _negative_rule(unit, float(q1), float(q2))
-    powers = [[0, 0] for _ in range(4)]
-    for kind, sample in factors:
-        powers[sample][0 if kind == "f" else 1] += 1
+    zw, w, x, fa, fd = _negative_rule(unit, float(q1), float(q2))
+    powers = [[0, 0, 0] for _ in range(4)]
+    for item in factors:
+        if not (isinstance(item, tuple) and len(item) == 2 and item[0] in ("f", "d", "u") and item[1] in range(4)):
+            raise InvalidArgument("factors", factors, "(kind, sample) pairs, kind 'f', 'd' or 'u', sample 0..3")
+        powers[item[1]]["fdu".index(item[0])] += 1
     out = zw.astype(complex)
-    for p, q in powers:
-        if p or q:
-            out = out * (w @ (fa**p * fd**q))
+    for p, q, k in powers:
+        if p or q or k:
+            out = out * (w @ (fa**p * fd**q * x**k))
     return float(out.sum().real)
 
 
