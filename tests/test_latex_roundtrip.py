@@ -254,7 +254,10 @@ def test_the_comparison_detects_a_wrong_expression():
 CORRECTIONS = [(3, "tanh", ("batch:2", "batch-center:last")), (3, "relu", ("batch:2", "batch:last")),
                (4, "tanh", ("batch-center:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2")),
                (3, "relu", ("layer:1", "batch:2")), (4, "tanh", ("batch:1", "batch-center:3", "batch-center:last")),
-               (4, "relu", ("layer:1", "batch:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2", "numeric"))]
+               (4, "relu", ("layer:1", "batch:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2", "numeric")),
+               # a layer norm above a batch norm (s through it; tanh at sigma_w^2 = 2: a negative mean overlap under it)
+               (3, "relu", ("batch:1", "layer:2")), (3, "tanh", ("batch:1", "layer:2")),
+               (3, "tanh", ("batch-center:1", "layer:2")), (4, "relu", ("batch:1", "layer:2", "batch:3"))]
 
 
 @pytest.mark.parametrize("depth, act, norms", CORRECTIONS,

@@ -50,6 +50,19 @@ exact entry variances to 1e-4 - 2e-3 relative (a test holds it), the rule's erro
 layers it agrees with deepbn's four-point layer sum (gradient independence above the norm) to 1.5-6% of the entry
 variances (which are relatively T/M of s: 0.1-0.5% of s at M = 64, T = 8).
 
+Every moment is exchangeable (i.i.d. inputs): an entry of E[k (x) k], E[p (x) p], ... over (t, s, t', s') depends only
+on which of the four indices coincide, so the moments are held by their 15 pattern values
+(:class:`meanfield.finite.exchangeable.Exchangeable`) and every sum over the entries above is an exact contraction of
+such tensors over T samples (:func:`meanfield.finite.exchangeable.contract`, O(1) in T). Per node the pattern values
+come from power sums of phi, phi', z over the T samples (Moebius inversion,
+:func:`meanfield.finite.exchangeable.node_class_moments`): O(T) per node, and equal to rounding to the class averages
+of the dense T^2 x T^2 matrices the module accumulated before (session 10; the dense contractions fed those averages
+reproduce every output to 1e-12; the dense evaluation itself read single entries, which carry the rule's asymmetry:
+its outputs differ from these by up to 1% at T = 32, 0.1% at T = 16). No T limit of its own: T <= :data:`MAX_SAMPLES`
+keeps LAPACK's basis of the complement of 1 (the rule of the numbers in the notes), above it Helmert's (O(T) per
+node). The compositions with the hidden norm's corrected means (:func:`batch_norm_pair_terms`,
+:func:`full_output_below`) take T <= :data:`MEAN_SAMPLES`, the means' limit.
+
 Measured against sampled networks: ``meanfield/notes/corrections.md``, section "A hidden batch norm with a batch norm
 on the output".
 """
@@ -70,18 +83,27 @@ from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
 from .corrections import STATISTICS, two_sample_layer
 from .deepbn import deep_batch_norm_terms, kernel_above, normalized_prefix
-from .fourworld import World, class_tensor, inputs_world, pair_index, realized_world, stein_matrices
+from .exchangeable import Exchangeable, Poly, contract, identity, node_class_moments, projector
+from .fourworld import World, inputs_world, pair_index, realized_world, stein_matrices
 from .hiddenbn import (batch_norm_layer, below_network, cross_unit_spread, default_method,
                        hidden_batch_norm_terms)
 from .spherebn import chi_moment
 
 __all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts", "TopBelow",
            "output_pairings",
-           "full_output_below", "finite_width_stats", "POINTS", "MAX_SAMPLES"]
+           "full_output_below", "finite_width_stats", "POINTS", "MAX_SAMPLES", "MEAN_SAMPLES", "bn_unit_fields",
+           "spread_classes"]
 
-MAX_SAMPLES = 32   # the largest batch T (memory: six T^2 x T^2 moment matrices; time: O(T^6) contractions)
+# Not a limit any more (the moments are exchangeable tensors, O(T) per node): the largest T whose rule keeps LAPACK's
+# basis of the complement of 1, the nodes of earlier sessions (T <= 32); above it Helmert's basis.
+MAX_SAMPLES = 32
+# The largest T of :func:`batch_norm_pair_terms` and :func:`full_output_below`: not this module's limit (its parts take
+# any T) but that of the hidden batch norm's O(1/M) means they compose with (:mod:`meanfield.finite.bnstep`'s
+# T^4 class tensors and 2 T^2 x 2 T^2 covariance, half a gigabyte at T = 64); above it predict keeps mean-field values.
+MEAN_SAMPLES = 64
 POINTS = 2**14     # Sobol nodes of the unit's law (each with its mirror image): about 1e-3 of the O(1/M) terms
-_CHUNK = 4096
+_CHUNK_NUMBERS = 2**20     # Sobol numbers per chunk of nodes (memory, not results)
+_SOBOL_DIMENSIONS = 21201  # scipy.stats.qmc.Sobol's largest dimension
 
 
 def pair_placement(net: Any) -> tuple[BatchNorm, BatchNorm] | None:
@@ -111,7 +133,7 @@ def _check(net: Any, width: Any, samples: Any) -> tuple[int, int, BatchNorm]:
                               "on the output, no other normalization")
     hidden = pair[0]
     M = check_int("width", width, minimum=1)
-    T = check_int("samples", samples, minimum=4 if hidden.center_only else 6)
+    T = check_int("samples", samples, minimum=4 if hidden.center_only else 6, maximum=MEAN_SAMPLES)
     return M, T, hidden
 
 
@@ -121,18 +143,62 @@ def _inner(net: Network) -> Network:
 
 
 @functools.lru_cache(maxsize=8)
-def _directions(T: int, points: int) -> np.ndarray:
-    """2 x points vectors y of N(0, Pi) in the complement of 1: unscrambled Sobol points through the normal quantile
-    (the first two, 0 and (1/2, ..., 1/2), skipped: an infinite and a zero vector), and their mirror images -y (the
-    law is symmetric: odd parts cancel exactly)."""
+def _basis(T: int) -> np.ndarray | None:
+    """An orthonormal basis of the complement of 1 (T x (T - 1)): LAPACK's singular vectors of Pi for T <=
+    :data:`MAX_SAMPLES` (the rule of the numbers in the notes), None above it (Helmert's basis, applied in O(T) per
+    node by :func:`_helmert`)."""
+    if T > MAX_SAMPLES:
+        return None
+    return np.linalg.svd(np.eye(T) - 1.0 / T)[0][:, : T - 1]
+
+
+def _helmert(x: np.ndarray) -> np.ndarray:
+    """y = x H^T for Helmert's basis H (T x (T - 1)): column k (1-based) is (1, ..., 1, -k, 0, ..., 0) / sqrt(k (k + 1))
+    with k ones, so y_i = sum_{k > i} x_k / sqrt(k (k + 1)) - i x_i / sqrt(i (i + 1)) (0-based rows, x_i for i >= 1)."""
+    n, T = x.shape[0], x.shape[1] + 1
+    k = np.arange(1, T, dtype=float)
+    a = x / np.sqrt(k * (k + 1))                                   # a_k, k = 1..T-1
+    tail = np.concatenate([np.cumsum(a[:, ::-1], axis=1)[:, ::-1], np.zeros((n, 1))], axis=1)   # sum_{k >= j}
+    y = tail.copy()                                                # row 0: sum over all k >= 1
+    y[:, 1:] = tail[:, 1:] - k * a                                 # row i >= 1: sum_{k > i} a_k - i a_i
+    return y
+
+
+def _sobol_chunks(dim: int, points: int):
+    """The unscrambled Sobol points of ``dim`` coordinates through the normal quantile (the first two, 0 and (1/2,
+    ..., 1/2), skipped: an infinite and a zero vector), in chunks of a few million numbers."""
     from scipy.stats import qmc  # here: scipy.stats takes most of a second to import, and only these rules need it
 
-    sobol = qmc.Sobol(T - 1, scramble=False)
+    sobol = qmc.Sobol(dim, scramble=False)
     sobol.fast_forward(2)
-    x = ndtri(sobol.random(points))
-    B = np.linalg.svd(np.eye(T) - 1.0 / T)[0][:, : T - 1]     # orthonormal basis of the complement of 1
-    y = x @ B.T
-    return np.concatenate([y, -y])
+    size = max(1, min(points, 2 ** max(0, int(math.log2(max(1, _CHUNK_NUMBERS // dim))))))
+    done = 0
+    while done < points:
+        m = min(size, points - done)
+        yield ndtri(sobol.random(m))
+        done += m
+
+
+def bn_unit_fields(samples: int, v: float, center: bool, unit: Unit, points: int = POINTS):
+    """Chunks (3, nodes, T) of (phi(z), phi'(z), z) over the rule's nodes of one batch-normalized unit: y ~ N(0, Pi)
+    from unscrambled Sobol points through the normal quantile in an orthonormal basis of the complement of 1, and
+    their mirror images -y (the law is symmetric: odd parts cancel exactly); full: z = sqrt(T) y / |y| on the sphere
+    (A = (Pi - z z^T / T) / sigma), centre-only: z = sqrt(v) y = g (A = Pi).
+
+    Example:
+        >>> from meanfield.integrals.quadrature import IDENTITY
+        >>> chunks = list(bn_unit_fields(6, 1.0, False, IDENTITY, points=64))
+        >>> z = np.concatenate([c[2] for c in chunks])
+        >>> z.shape, bool(np.allclose((z * z).sum(1), 6)), bool(np.allclose(z.sum(1), 0))
+        ((128, 6), True, True)
+    """
+    T = check_int("samples", samples, minimum=2)
+    B = _basis(T)
+    for x in _sobol_chunks(T - 1, check_int("points", points, minimum=1)):
+        y = x @ B.T if B is not None else _helmert(x)
+        for s in (y, -y):
+            z = math.sqrt(v) * s if center else s * np.sqrt(T / (s * s).sum(-1))[:, None]
+            yield np.stack([np.asarray(unit.f(z), dtype=float), np.asarray(unit.df(z), dtype=float), z])
 
 
 def _world_below(net: Network, width: int) -> World:
@@ -144,43 +210,56 @@ def _world_below(net: Network, width: int) -> World:
     return inputs_world(net, width)
 
 
-def _below_covariance(w: World, T: int) -> np.ndarray:
-    """Cov of (K_ij, N_ij) over all T x T entries of the layer below, 2 T^2 x 2 T^2 (the world's label patterns)."""
-    def block(r: int, c: int) -> np.ndarray:
-        return class_tensor(T, lambda lab: w.cov[r + pair_index(lab[0], lab[1]), c + pair_index(lab[2], lab[3])])
-    n = T * T
-    return np.block([[block(0, 0).reshape(n, n), block(0, 10).reshape(n, n)],
-                     [block(10, 0).reshape(n, n), block(10, 10).reshape(n, n)]])
+def _below_covariance(w: World) -> dict:
+    """Cov of (K_ij, N_ij) over all entries of the layer below: blocks (0 = K, 1 = N) of exchangeable 4-tensors over
+    ((i, j), (i', j')), the world's label patterns."""
+    return {(r, c): Exchangeable.from_function(
+        4, lambda lab, r=r, c=c: w.cov[10 * r + pair_index(lab[0], lab[1]), 10 * c + pair_index(lab[2], lab[3])])
+        for r in (0, 1) for c in (0, 1)}
 
 
 @dataclass(frozen=True, eq=False)
 class _UnitMoments:
-    """One unit of the last hidden layer at the mean law, over the T^2 entries (vec of T x T): k = f f^T, x (X_aa =
+    """One unit of the last hidden layer at the mean law, exchangeable tensors over the entries: k = f f^T, x (X_aa =
     xscale x: batch norm, diag(phi') R diag(phi') with xscale = D' lambda^2; plain, diag(phi') Theta' diag(phi')),
-    p (P = diag(phi') A; plain, diag(phi')); means, second moments, U = E[p (x) p] (with lambda^2), and the Price
-    gradients hk, hx of E[k], E[X_aa] in the unit's pre-activation kernel (T^2 x T^2 over (entry, Q_ij))."""
+    p (P = diag(phi') A; plain, diag(phi')); means Ek, Ex (t, s), second moments Ekk, Ekx, Exx ((t, s), (t', s')),
+    U[t, i, s, j] = E[p_ti p_sj] (with lambda^2), and the Price gradients hk, hx of E[k], E[X_aa] in the unit's
+    pre-activation kernel ((entry), (Q_ij))."""
 
-    Ek: np.ndarray
-    Ex: np.ndarray
-    Ekk: np.ndarray
-    Ekx: np.ndarray
-    Exx: np.ndarray
-    U: np.ndarray
-    hk: np.ndarray
-    hx: np.ndarray
+    Ek: Exchangeable
+    Ex: Exchangeable
+    Ekk: Exchangeable
+    Ekx: Exchangeable
+    Exx: Exchangeable
+    U: Exchangeable
+    hk: Exchangeable
+    hx: Exchangeable
     xscale: float
     x2scale: float
-    fpz: np.ndarray | None = None     # batch norm: E[f_tau p_{t, t1} g_rho] / v (t = 0, 1; tau = 0..3), Stein's D_t
+    fpz: Exchangeable | None = None     # batch norm: E[f_a p_{t, i} z_r] / v over (a, t, r, i), Stein's D_t
 
 
-def _accumulate(T: int, draws, points: int) -> list:
-    """Sums over the rule's nodes of k, x, k k, k x, x x, p p, k w, x w (w the Hermite weight's entries)."""
-    n2 = T * T
-    acc = [np.zeros(n2), np.zeros(n2)] + [np.zeros((n2, n2)) for _ in range(6)]
-    for k, x, p, wt in draws:
-        for i, (a, b) in enumerate(((k, None), (x, None), (k, k), (k, x), (x, x), (p, p), (k, wt), (x, wt))):
-            acc[i] += a.sum(0) if b is None else a.T @ b
-    return acc
+def _unit_polys(R, x_of) -> dict:
+    """The moments' polynomials over the fields (phi, phi', w): R(slots, a, b) the Jacobian's projection, x_of(slots,
+    a, b) the entry of x, w the Price weight's per-sample factor (z, or Q^-1 g)."""
+    def fld(k: int, s: int, f: int) -> Poly:
+        return Poly.field(k, s, f, 3)
+
+    def kk(k: int, a: int, b: int) -> Poly:
+        return fld(k, a, 0) * fld(k, b, 0)
+
+    def pp(k: int, a: int, b: int) -> Poly:
+        return fld(k, a, 1) * R(k, a, b)
+
+    def ww(k: int, a: int, b: int) -> Poly:
+        return fld(k, a, 2) * fld(k, b, 2)
+    return dict(Ek=kk(2, 0, 1), Ex=x_of(2, 0, 1), Ekk=kk(4, 0, 1) * kk(4, 2, 3), Ekx=kk(4, 0, 1) * x_of(4, 2, 3),
+                Exx=x_of(4, 0, 1) * x_of(4, 2, 3), U=pp(4, 0, 1) * pp(4, 2, 3), Kw=kk(4, 0, 1) * ww(4, 2, 3),
+                Xw=x_of(4, 0, 1) * ww(4, 2, 3), fpz=fld(4, 0, 0) * pp(4, 1, 3) * fld(4, 2, 2))
+
+
+def _outer(T: int, a: Exchangeable, b: Exchangeable) -> Exchangeable:
+    return contract(T, "ab,cd->abcd", a, b)
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,120 +274,157 @@ def _bn_moments(net: Network, width: int, samples: int, points: int, below: Any 
         raise InvalidArgument("net", net.describe(), "a positive spread K_tt - K_ts of the kernel below the norm")
     v = sw * (w.k[0] - w.k[1])                                 # Omega = v Pi at the mean law
     Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])      # Theta' = D' I + O 1 1^T at the mean
-    Pi = np.eye(T) - 1.0 / T
+    Pi = projector(T)
     # the powers of the unit's 1 / sigma^2 (full: independent of z, exact moments) and of beta = sigma^2 / v
     lam2, lam4 = (1.0, 1.0) if center else (chi_moment(T, -1) / v, chi_moment(T, -2) / v**2)
-    ys = _directions(T, points)
 
-    def draws():
-        for start in range(0, len(ys), _CHUNK):
-            y = ys[start: start + _CHUNK]
-            if center:
-                z = math.sqrt(v) * y                              # g itself; A = Pi
-                R = np.broadcast_to(Pi, (len(y), T, T))
-            else:
-                z = y * np.sqrt(T / (y * y).sum(-1))[:, None]      # on the sphere |z|^2 = T; A = R / sigma
-                R = Pi - z[:, :, None] * z[:, None, :] / T
-            f, d = np.asarray(unit.f(z), dtype=float), np.asarray(unit.df(z), dtype=float)
-            p = d[:, :, None] * R
-            # Stein's D_t[tau](rho, t1) = E[phi_tau phi'_t A(t, t1) g_rho] / v: A g = R z (full), Pi g (centre-only)
-            fpz[0] += np.einsum("na,nti,nr->atri", f[:, :4], p[:, :2], z, optimize=True)
-            yield ((f[:, :, None] * f[:, None, :]).reshape(len(y), -1), (p * d[:, None, :]).reshape(len(y), -1),
-                   p.reshape(len(y), -1), (z[:, :, None] * z[:, None, :]).reshape(len(y), -1))
-    fpz = [np.zeros((4, 2, T, T))]
-    Ek, Ex, Ekk, Ekx, Exx, U, Kzz, Xzz = (a / len(ys) for a in _accumulate(T, draws(), points))
-    pi = Pi.ravel()
+    def R(k: int, a: int, b: int) -> Poly:     # A g = R z (full: R = Pi - z z^T / T), Pi g (centre-only)
+        out = Poly.delta(k, a, b, 3) + Poly.const(k, -1.0 / T, 3)
+        return out if center else out + Poly.field(k, a, 2, 3) * Poly.field(k, b, 2, 3) * (-1.0 / T)
+
+    def x_of(k: int, a: int, b: int) -> Poly:
+        return Poly.field(k, a, 1, 3) * R(k, a, b) * Poly.field(k, b, 1, 3)
+    m = node_class_moments(T, _unit_polys(R, x_of), bn_unit_fields(T, v, center, unit, points))
     # Price: d E[F] / d Omega = (1/2) E[F (a a^T - Pi / v)], a = g / v; full: g = sqrt(v beta) z, a a^T = beta z z^T
     # / v and X_aa carries 1 / (v beta)
+    Ekpi, Expi = _outer(T, m["Ek"], Pi), _outer(T, m["Ex"], Pi)
     if center:
-        hk, hx = (Kzz / v - np.outer(Ek, pi)) / (2 * v), Dp * (Xzz / v - np.outer(Ex, pi)) / (2 * v)
+        hk, hx = (m["Kw"] / v - Ekpi) / (2 * v), Dp * (m["Xw"] / v - Expi) / (2 * v)
     else:
-        hk = (chi_moment(T, 1) * Kzz - np.outer(Ek, pi)) / (2 * v)
-        hx = Dp * (Xzz - chi_moment(T, -1) * np.outer(Ex, pi)) / (2 * v * v)
-    return (_UnitMoments(Ek, Ex, Ekk, Ekx, Exx, lam2 * U, hk, hx, Dp * lam2, Dp**2 * lam4, fpz[0] / (len(ys) * v)),
-            v, Dp, w)
+        hk = (chi_moment(T, 1) * m["Kw"] - Ekpi) / (2 * v)
+        hx = Dp * (m["Xw"] - chi_moment(T, -1) * Expi) / (2 * v * v)
+    return (_UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], lam2 * m["U"], hk, hx, Dp * lam2,
+                         Dp**2 * lam4, m["fpz"] / v), v, Dp, w)
 
 
-def _plain_moments(unit: Unit, Q: np.ndarray, theta: np.ndarray, T: int, points: int) -> _UnitMoments:
+def _compound_cholesky(qa: float, qb: float, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """(diag, c): the Cholesky factor of Q = (qa - qb) I + qb 1 1^T has L_jj = diag_j and L_ij = c_j below the
+    diagonal (every Schur complement is again of this form), so g = L e costs O(T) per node."""
+    diag, c = np.empty(T), np.empty(T)
+    a, b = qa, qb
+    for j in range(T):
+        if not a > 0:
+            raise InvalidArgument("net", (qa, qb), "a positive definite pre-activation kernel above the norm")
+        diag[j] = math.sqrt(a)
+        c[j] = b / diag[j]
+        a, b = a - c[j] ** 2, b - c[j] ** 2
+    return diag, c
+
+
+def _plain_moments(unit: Unit, Q: Exchangeable, theta: Exchangeable, T: int, points: int) -> _UnitMoments:
     """:class:`_UnitMoments` of a plain unit, pre-activations g ~ N(0, Q), X_aa = diag(phi') theta diag(phi')."""
-    try:
-        chol = np.linalg.cholesky(Q)
-    except np.linalg.LinAlgError:
-        raise InvalidArgument("net", Q.tolist(), "a positive definite pre-activation kernel above the norm") from None
-    Qinv = np.linalg.inv(Q)
-    from scipy.stats import qmc  # here, as above
+    qa, qb = (float(x) for x in Q.values)
+    diag, c = _compound_cholesky(qa, qb, T)
+    alpha, beta = qa - qb, qb
+    if not alpha > 0 or not alpha + T * beta > 0:
+        raise InvalidArgument("net", (qa, qb), "a positive definite pre-activation kernel above the norm")
+    Qinv = Exchangeable(2, np.array([1 - beta / (alpha + T * beta), -beta / (alpha + T * beta)]) / alpha)
 
-    sobol = qmc.Sobol(T, scramble=False)
-    sobol.fast_forward(2)
-    e = ndtri(sobol.random(points))
-    e = np.concatenate([e, -e])
+    def fields():
+        for e in _sobol_chunks(T, points):
+            for s in (e, -e):
+                ce = s * c
+                g = s * diag + np.concatenate([np.zeros((len(s), 1)), np.cumsum(ce, axis=1)[:, :-1]], axis=1)
+                a = (g - beta / (alpha + T * beta) * g.sum(1, keepdims=True)) / alpha       # Q^-1 g
+                yield np.stack([np.asarray(unit.f(g), dtype=float), np.asarray(unit.df(g), dtype=float), a])
+    th_tt, th_ts = (float(x) for x in theta.values)
 
-    def draws():
-        for start in range(0, len(e), _CHUNK):
-            g = e[start: start + _CHUNK] @ chol.T
-            f, d = np.asarray(unit.f(g), dtype=float), np.asarray(unit.df(g), dtype=float)
-            a = g @ Qinv
-            yield ((f[:, :, None] * f[:, None, :]).reshape(len(g), -1),
-                   (d[:, :, None] * theta * d[:, None, :]).reshape(len(g), -1),
-                   (d[:, :, None] * np.eye(T)).reshape(len(g), -1), (a[:, :, None] * a[:, None, :]).reshape(len(g), -1))
-    Ek, Ex, Ekk, Ekx, Exx, U, Kaa, Xaa = (x / len(e) for x in _accumulate(T, draws(), points))
-    qi = Qinv.ravel()
-    return _UnitMoments(Ek, Ex, Ekk, Ekx, Exx, U, (Kaa - np.outer(Ek, qi)) / 2, (Xaa - np.outer(Ex, qi)) / 2, 1.0, 1.0)
+    def R(k: int, a: int, b: int) -> Poly:
+        return Poly.delta(k, a, b, 3)
 
-
-def _rr(U: np.ndarray, T: int) -> np.ndarray:
-    """d E[(P Theta' P^T)_ts] / d Theta'_ij = E[P_ti P_sj]: U over ((t, i), (s, j)) reordered to ((t, s), (i, j))."""
-    return U.reshape(T, T, T, T).transpose(0, 2, 1, 3).reshape(T * T, T * T)
+    def x_of(k: int, a: int, b: int) -> Poly:
+        th = Poly.const(k, th_ts, 3) + Poly.delta(k, a, b, 3) * (th_tt - th_ts)
+        return Poly.field(k, a, 1, 3) * th * Poly.field(k, b, 1, 3)
+    m = node_class_moments(T, _unit_polys(R, x_of), fields())
+    hk, hx = (m["Kw"] - _outer(T, m["Ek"], Qinv)) / 2, (m["Xw"] - _outer(T, m["Ex"], Qinv)) / 2
+    return _UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], m["U"], hk, hx, 1.0, 1.0)
 
 
-def _parts(u: _UnitMoments, T: int, M2: int, sw_out: float, left: np.ndarray, S4: np.ndarray, grad: np.ndarray,
-           cov_below: np.ndarray, swapped: bool = False) -> tuple:
+def _rr(U: Exchangeable) -> Exchangeable:
+    """d E[(P Theta' P^T)_ts] / d Theta'_ij = E[P_ti P_sj]: U over (t, i, s, j) reordered to (t, s, i, j)."""
+    return U.permuted((0, 2, 1, 3))
+
+
+def _block_sandwich(T: int, A: dict, C: dict, B: dict, rows: tuple, cols: tuple) -> dict:
+    """(A C B^T) over blocks of exchangeable 4-tensors ((entry), (entry)); missing blocks are zero."""
+    out = {}
+    for r in rows:
+        for s in cols:
+            acc = None
+            for (r1, p), a in A.items():
+                if r1 != r:
+                    continue
+                for (p1, q), cc in C.items():
+                    if p1 != p or (s, q) not in B:
+                        continue
+                    term = contract(T, "abij,ijkl,cdkl->abcd", a, cc, B[(s, q)])
+                    acc = term if acc is None else acc + term
+            if acc is not None:
+                out[(r, s)] = acc
+    return out
+
+
+def _second(u: _UnitMoments) -> dict:
+    """E[(k, X_aa) (k, X_aa)] over ((entry), (entry)) as blocks (0 = k, 1 = X_aa)."""
+    return {(0, 0): u.Ekk, (0, 1): u.xscale * u.Ekx, (1, 0): u.xscale * u.Ekx.permuted((2, 3, 0, 1)),
+            (1, 1): u.x2scale * u.Exx}
+
+
+def _unit_covariance(T: int, u: _UnitMoments) -> dict:
+    """Cov of one unit's (k, X_aa) over all entries, blocks."""
+    mean = (u.Ek, u.xscale * u.Ex)
+    return {(r, c): b - _outer(T, mean[r], mean[c]) for (r, c), b in _second(u).items()}
+
+
+def _parts(u: _UnitMoments, T: int, M2: int, sw_out: float, left: Exchangeable, S4: Exchangeable, grad: dict,
+           cov_below: dict, swapped: bool = False) -> tuple:
     """(same, below, cross) of the module docstring's parts 1.-3.: the last hidden layer's units ``u``, the output
     map ``left`` on each side (Pi or I), the NTK's spread S4 between two units below, the first variation ``grad``
-    (T^2 x n) of E[T G | below] and the covariance ``cov_below`` (n x n) of what is below; with ``swapped`` also
-    sum E[G_kl(t, s) G_kl(s, t)] between outputs (k != l)."""
-    T2 = T * T
-    Lmat = np.kron(left, left)                                 # vec(L A L) = (L (x) L) vec(A)
+    (blocks over ((t, s), below's entries)) of E[T G | below] and the covariance ``cov_below`` of what is below; with
+    ``swapped`` also sum E[G_kl(t, s) G_kl(s, t)] between outputs (k != l). Every sum over the entries is an exact
+    contraction of exchangeable tensors (:func:`meanfield.finite.exchangeable.contract`)."""
     c = sw_out / M2
-    EY = Lmat @ (u.Ek + c * u.xscale * u.Ex)
-    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.T) + c * c * u.x2scale * u.Exx
-    unit_sum = float(np.einsum("ij,ij->", Lmat @ EYY, Lmat)) - float(EY @ EY)
-    xaa = u.x2scale * float(np.einsum("ij,ij->", Lmat @ u.Exx, Lmat))
+    L = left
+    EY = u.Ek + c * u.xscale * u.Ex
+    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
+    # tr((L (x) L) EYY (L (x) L)) - |(L (x) L) EY|^2
+    unit_sum = (contract(T, "ta,sb,abcd,tc,sd->", L, L, EYY, L, L)
+                - contract(T, "ta,sb,ab,tc,sd,cd->", L, L, EY, L, L, EY))
+    xaa = u.x2scale * contract(T, "ta,sb,abcd,tc,sd->", L, L, u.Exx, L, L)
     xac = xac_swap = 0.0
     if S4.any():
-        LI = np.kron(left, np.eye(T))                          # (L P)_ti
-        U = (LI @ u.U @ LI.T).reshape(T, T, T, T)
-        W = np.einsum("taty->ay", U)
-        xac = float(np.einsum("ab,cd,acbd->", W, W, S4, optimize=True))
-        xac_swap = float(np.einsum("tisj,skto,ikjo->", U, U, S4, optimize=True))
+        U = contract(T, "ta,sb,aibj->tisj", L, L, u.U)           # (L P)_ti (L P)_sj
+        W = contract(T, "taty->ay", U)
+        xac = contract(T, "ab,cd,acbd->", W, W, S4)
+        xac_swap = contract(T, "tisj,skto,ikjo->", U, U, S4)
     k = c * c
     same = (k * (2 * M2 * xaa + M2 * (M2 - 1) * (xac + xac_swap)) + M2 * unit_sum) / T**2
     cross = k * (M2 * xaa + M2 * (M2 - 1) * xac) / T**2
-    g = Lmat @ grad.reshape(T2, -1)
-    below = float(np.einsum("ri,ij,rj->", g, cov_below, g, optimize=True)) / T**2
+    g = {p: contract(T, "ra,sb,abij->rsij", L, L, b) for p, b in grad.items()}
+    below = sum(contract(T, "rsij,ijkl,rskl->", g[p], cc, g[q]) for (p, q), cc in cov_below.items()
+                if p in g and q in g) / T**2
     if swapped:
-        return float(same), below, float(cross), float(k * (M2 * xaa + M2 * (M2 - 1) * xac_swap) / T**2)
-    return float(same), below, float(cross)
+        return float(same), float(below), float(cross), float(k * (M2 * xaa + M2 * (M2 - 1) * xac_swap) / T**2)
+    return float(same), float(below), float(cross)
 
 
-def _row_parts(u: _UnitMoments, T: int, M2: int, sw_out: float, ell: np.ndarray, S4: np.ndarray, grad: np.ndarray,
-               cov_below: np.ndarray) -> tuple[float, float]:
-    """(Var <ell, T G_kk>, E <ell, T G_kl>^2) for one symmetric T x T functional ``ell`` (k != l; the parts of
-    :func:`_parts`, the Wick pairing of the two output weights contracted with ell twice)."""
-    e = ell.ravel()
+def _row_parts(u: _UnitMoments, T: int, M2: int, sw_out: float, ell: Exchangeable, S4: Exchangeable, grad: dict,
+               cov_below: dict) -> tuple[float, float]:
+    """(Var <ell, T G_kk>, E <ell, T G_kl>^2) for one symmetric exchangeable T x T functional ``ell`` (k != l; the parts
+    of :func:`_parts`, the Wick pairing of the two output weights contracted with ell twice)."""
     c = sw_out / M2
-    EY = float(e @ (u.Ek + c * u.xscale * u.Ex))
-    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.T) + c * c * u.x2scale * u.Exx
-    unit = float(e @ EYY @ e) - EY * EY
-    xaa = u.x2scale * float(e @ u.Exx @ e)
+    EY = contract(T, "ab,ab->", ell, u.Ek + c * u.xscale * u.Ex)
+    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
+    unit = contract(T, "ab,abcd,cd->", ell, EYY, ell) - EY * EY
+    xaa = u.x2scale * contract(T, "ab,abcd,cd->", ell, u.Exx, ell)
     xac = 0.0
     if S4.any():     # ell symmetric: ell(X_ca) = ell(X_ac^T) = ell(X_ac)
-        U = u.U.reshape(T, T, T, T)
-        xac = float(np.einsum("ts,ab,tiaj,skbl,ikjl->", ell, ell, U, U, S4, optimize=True))
+        xac = contract(T, "ts,ab,tiaj,skbl,ikjl->", ell, ell, u.U, u.U, S4)
     k = c * c
-    g = e @ grad.reshape(T * T, -1)
-    same = k * (2 * M2 * xaa + 2 * M2 * (M2 - 1) * xac) + M2 * unit + float(g @ cov_below @ g)
-    return same, k * (M2 * xaa + M2 * (M2 - 1) * xac)
+    g = {p: contract(T, "ab,abij->ij", ell, b) for p, b in grad.items()}
+    below = sum(contract(T, "ij,ijkl,kl->", g[p], cc, g[q]) for (p, q), cc in cov_below.items() if p in g and q in g)
+    same = k * (2 * M2 * xaa + 2 * M2 * (M2 - 1) * xac) + M2 * unit + below
+    return float(same), float(k * (M2 * xaa + M2 * (M2 - 1) * xac))
 
 
 def _check_last(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, int, int]:
@@ -317,8 +433,8 @@ def _check_last(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, i
         raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
                               "a numeric network whose only normalization is a batch norm on layer L - 1")
     M = check_int("width", width, minimum=1)
-    # the rule's moments are T^2 x T^2 matrices and the spread's contractions O(T^6): T <= MAX_SAMPLES
-    T = check_int("samples", samples, minimum=4 if net.norms[0].center_only else 6, maximum=MAX_SAMPLES)
+    # the rule's Sobol points have T coordinates (plain layers above the norm): scipy's direction numbers stop there
+    T = check_int("samples", samples, minimum=4 if net.norms[0].center_only else 6, maximum=_SOBOL_DIMENSIONS)
     n = check_int("points", points, minimum=64)
     if default_method(net, T) != "exact":
         raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on layer L - 1")
@@ -328,16 +444,16 @@ def _check_last(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, i
 @dataclass(frozen=True, eq=False)
 class _LastLayer:
     """The last hidden layer L - 1 as the output's statistics use it: its units ``u``, the first variation ``grad``
-    (T^2 x n) of E[T G^in | below] and ``jac`` (2 T^2 x n) of E[(k, X_aa)] in what is below, whose covariance is
-    ``cov_below`` (n x n), the NTK's spread S4 between two of its units, and Stein's part of Y^{L-1}_{ab} between
-    units (4 x 4 for (u, v) = (0, 0), (0, 1)); M_prev, M_last, sw, sw_out: M_{L-2}, M_{L-1}, sigma_w^2 into L - 1 and
-    into the output."""
+    (blocks over ((t, s), below's entries)) of E[T G^in | below] and ``jac`` (blocks over ((k or X_aa entry), below's
+    entries)) of E[(k, X_aa)] in what is below, whose covariance is ``cov_below`` (blocks), the NTK's spread S4 between
+    two of its units, and Stein's part of Y^{L-1}_{ab} between units (4 x 4 for (u, v) = (0, 0), (0, 1)); M_prev,
+    M_last, sw, sw_out: M_{L-2}, M_{L-1}, sigma_w^2 into L - 1 and into the output."""
 
     u: _UnitMoments
-    grad: np.ndarray
-    jac: np.ndarray
-    cov_below: np.ndarray
-    S4: np.ndarray
+    grad: dict
+    jac: dict
+    cov_below: dict
+    S4: Exchangeable
     stein: dict
     M_prev: int
     M_last: int
@@ -345,14 +461,29 @@ class _LastLayer:
     sw_out: float
 
 
-def _first_variation(u: _UnitMoments, T: int, M_prev: int, M_last: int, sw: float, sw_out: float) -> tuple:
+def _first_variation(u: _UnitMoments, M_prev: int, M_last: int, sw: float, sw_out: float) -> tuple:
     """(grad, jac): Price on the law of the unit's pre-activations (d/dK = sw d/dQ) and the explicit Theta' = 1 +
-    M_prev K + sw N of X_aa."""
-    rr = _rr(u.U, T)
-    T2 = T * T
-    jac = np.block([[sw * u.hk, np.zeros((T2, T2))], [sw * u.hx + M_prev * rr, sw * rr]])
-    grad = M_last * jac[:T2] + sw_out * jac[T2:]
+    M_prev K + sw N of X_aa (blocks: 0 = K, 1 = N below)."""
+    rr = _rr(u.U)
+    jac = {(0, 0): sw * u.hk, (1, 0): sw * u.hx + M_prev * rr, (1, 1): sw * rr}
+    grad = {0: M_last * jac[(0, 0)] + sw_out * jac[(1, 0)], 1: sw_out * jac[(1, 1)]}
     return grad, jac
+
+
+@functools.lru_cache(maxsize=16)
+def spread_classes(net: Network, width: int) -> Exchangeable:
+    """The NTK's spread S4 between two units of the layer below a batch norm on layer L - 1
+    (:func:`meanfield.finite.hiddenbn.cross_unit_spread`) as an exchangeable tensor: its 15 values do not depend on
+    T (four samples carry every pattern).
+
+    Example:
+        >>> from meanfield.finite.hiddenbn import cross_unit_spread
+        >>> net = Network(3, "tanh", 2, 0.1, norms=["batch:2"])
+        >>> bool(np.allclose(spread_classes(net, 64).dense(6), cross_unit_spread(net, 64, 6), rtol=1e-13, atol=0))
+        True
+    """
+    dense = cross_unit_spread(net, width, 4)
+    return Exchangeable.from_function(4, lambda lab: dense[lab])
 
 
 @functools.lru_cache(maxsize=16)
@@ -363,21 +494,27 @@ def _last_bn(net: Network, width: int, samples: int, points: int, below: Any = N
     M1, M2 = widths[l - 1], widths[l]
     sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
     u, v, Dp, w = _bn_moments(net, width, T, points, below)
-    grad, jac = _first_variation(u, T, M1, M2, sw, sw_out)
-    Pi = np.eye(T) - 1.0 / T
-    PYP = np.einsum("ar,uvrs,sb->uvab", Pi, class_tensor(T, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]]), Pi)
+    grad, jac = _first_variation(u, M1, M2, sw, sw_out)
+    Pi = projector(T)
+    Y = Exchangeable.from_function(4, lambda lab: w.y[(0, lab[1])][lab[2], lab[3]])
+    PYP = contract(T, "ar,uvrs,sb->uvab", Pi, Y, Pi)
+    both = contract(T, "atri,ijrq,csqj->atcs", u.fpz, PYP, u.fpz)
     stein = {}
     for s in (0, 1):    # Y^l between two units: Stein on their rows (zero on layer 1: no NTK below)
-        stein[(0, s)] = (M2 * sw / M1) ** 2 * np.array(
-            [[np.einsum("ri,ijrq,qj->", u.fpz[a, 0], PYP, u.fpz[c, s]) for c in range(4)] for a in range(4)])
-    S4 = cross_unit_spread(net, width, T) if below is None else below.spread
-    return _LastLayer(u, grad, jac, _below_covariance(w, T), S4, stein, M1, M2, sw,
-                      sw_out)
+        stein[(0, s)] = (M2 * sw / M1) ** 2 * np.array([[both.at((a, 0, c, s)) for c in range(4)] for a in range(4)])
+    S4 = spread_classes(net, width) if below is None else below.classes
+    return _LastLayer(u, grad, jac, _below_covariance(w), S4, stein, M1, M2, sw, sw_out)
 
 
-def _stein_matrices(unit: Unit, Q: np.ndarray) -> dict:
+def _stein_matrices(unit: Unit, Q: Exchangeable) -> dict:
     """D_s[tau, rho] = E[d_rho (phi_tau phi'_s)] over four exchangeable samples (s = 0, 1; fourworld's plain step)."""
-    return stein_matrices(two_sample_layer(unit, float(Q[0, 0]), float(Q[0, 1]), float(Q[0, 0])))
+    qa, qb = (float(x) for x in Q.values)
+    return stein_matrices(two_sample_layer(unit, qa, qb, qa))
+
+
+def _y_part(u: _UnitMoments, M: int, scale: float, s: int) -> np.ndarray:
+    """M scale E[k_ac X_0s] over four samples (a, c): Y's part over single units."""
+    return np.array([[M * scale * u.Ekx.at((a, c, 0, s)) for c in range(4)] for a in range(4)])
 
 
 @functools.lru_cache(maxsize=16)
@@ -392,31 +529,29 @@ def _last_plain(net: Network, width: int, samples: int, points: int, below: Any 
     sws, sbs = [float(x) for x in net.sigma_w2], [float(x) for x in net.sigma_b2]
     start = _last_bn(normalized_prefix(net), width, T, points, below)
     u, jac, cov_below = start.u, start.jac, start.cov_below
-    phi4 = widths[l] * u.x2scale * u.Exx.reshape(T, T, T, T)
+    phi4 = widths[l] * u.x2scale * u.Exx
     if start.S4.any():      # X_bd = P_b S_bd P_d^T between two units of the normalized layer
-        U = u.U.reshape(T, T, T, T)
-        phi4 = phi4 + widths[l] * (widths[l] - 1) * np.einsum("aicj,bkdl,ikjl->abcd", U, U, start.S4, optimize=True)
-    y = {(0, s): np.array([[widths[l] * u.xscale * u.Ekx[a * T + c, s] for c in range(4)] for a in range(4)])
-         + start.stein[(0, s)] for s in (0, 1)}
+        phi4 = phi4 + widths[l] * (widths[l] - 1) * contract(T, "aicj,bkdl,ikjl->abcd", u.U, u.U, start.S4)
+    y = {(0, s): _y_part(u, widths[l], u.xscale, s) + start.stein[(0, s)] for s in (0, 1)}
     for j in range(l + 1, L):
-        mean = np.concatenate([u.Ek, u.xscale * u.Ex])
-        second = np.block([[u.Ekk, u.xscale * u.Ekx], [u.xscale * u.Ekx.T, u.x2scale * u.Exx]])
-        cov_below = (second - np.outer(mean, mean)) / widths[j - 1] + jac @ cov_below @ jac.T
-        K, N = u.Ek.reshape(T, T), u.xscale * u.Ex.reshape(T, T)
-        Q = sws[j - 1] * K + sbs[j - 1]
+        own = _unit_covariance(T, u)
+        carried = _block_sandwich(T, jac, cov_below, jac, (0, 1), (0, 1))
+        cov_below = {key: own[key] / widths[j - 1] + carried[key] if key in carried else own[key] / widths[j - 1]
+                     for key in own}
+        K, N = u.Ek, u.xscale * u.Ex
+        Q = Exchangeable(2, sws[j - 1] * K.values + sbs[j - 1])
+        theta = Exchangeable(2, 1.0 + widths[j - 1] * K.values + sws[j - 1] * N.values)
         unit = Unit.of(net.phi(j))
-        u = _plain_moments(unit, Q, 1.0 + widths[j - 1] * K + sws[j - 1] * N, T, points)
-        grad, jac = _first_variation(u, T, widths[j - 1], widths[j], sws[j - 1], sws[j])
+        u = _plain_moments(unit, Q, theta, T, points)
+        grad, jac = _first_variation(u, widths[j - 1], widths[j], sws[j - 1], sws[j])
         S4 = (sws[j - 1] / widths[j - 1]) ** 2 * phi4
         D = _stein_matrices(unit, Q)
         stein = {(0, s): (widths[j] / widths[j - 1]) ** 2 * sws[j - 1] ** 2 * (D[0] @ y[(0, s)] @ D[s].T)
                  for s in (0, 1)}
         # layer j's Phi: its units' own E[X_bb X_bb] and, between units, E[phi' phi'] E[phi' phi'] S4
-        Ud = np.einsum("ttss->ts", u.U.reshape(T, T, T, T))
-        phi4 = (widths[j] * u.Exx.reshape(T, T, T, T)
-                + widths[j] * (widths[j] - 1) * np.einsum("ac,bd,abcd->abcd", Ud, Ud, S4))
-        y = {(0, s): np.array([[widths[j] * u.Ekx[a * T + c, s] for c in range(4)] for a in range(4)]) + stein[(0, s)]
-             for s in (0, 1)}
+        Ud = contract(T, "ttss->ts", u.U)
+        phi4 = widths[j] * u.Exx + widths[j] * (widths[j] - 1) * contract(T, "ac,bd,abcd->abcd", Ud, Ud, S4)
+        y = {(0, s): _y_part(u, widths[j], 1.0, s) + stein[(0, s)] for s in (0, 1)}
     return _LastLayer(u, grad, jac, cov_below, S4, stein, widths[L - 2], widths[L - 1], sws[L - 2], sws[L - 1])
 
 
@@ -442,8 +577,10 @@ def _check_inner(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, 
 @dataclass(frozen=True, eq=False)
 class TopBelow:
     """What is under the top batch norm of a chain (compared by identity): the four-sample world of the layer below it
-    and the NTK's spread Sigma4[t1, s1, t2, s2] between two of its units (T^4), as
-    :func:`meanfield.finite.hiddenbn.cross_unit_spread` gives it for a plain network below.
+    and the NTK's spread Sigma4[t1, s1, t2, s2] between two of its units, as
+    :func:`meanfield.finite.hiddenbn.cross_unit_spread` gives it for a plain network below: an exchangeable dense T^4
+    array (read at each pattern's canonical index) or an :class:`meanfield.finite.exchangeable.Exchangeable` of order
+    4 (any T).
 
     Example:
         >>> from meanfield.finite.hiddenbn import cross_unit_spread
@@ -455,7 +592,20 @@ class TopBelow:
     """
 
     world: World
-    spread: np.ndarray
+    spread: Any
+
+    @property
+    def classes(self) -> Exchangeable:
+        """The spread as an exchangeable tensor."""
+        if isinstance(self.spread, Exchangeable):
+            return self.spread
+        return Exchangeable.from_function(4, lambda lab: self.spread[lab])
+
+    def fits(self, samples: int) -> bool:
+        """Whether the spread is over ``samples`` samples (any T for an exchangeable one)."""
+        if isinstance(self.spread, Exchangeable):
+            return self.spread.order == 4
+        return np.shape(self.spread) == (samples,) * 4
 
 
 @functools.lru_cache(maxsize=16)
@@ -490,10 +640,10 @@ def projected_entry_parts(net: Network, width: int, samples: int, project: bool 
         True
     """
     M, T, n = _check_inner(net, width, samples, points)
-    if below is not None and (not isinstance(below, TopBelow) or below.spread.shape != (T,) * 4):
+    if below is not None and (not isinstance(below, TopBelow) or not below.fits(T)):
         raise InvalidArgument("below", below, f"a TopBelow whose spread is over T = {T} samples")
     s = _last_layer(net, M, T, n, below)
-    left = np.eye(T) - 1.0 / T if project else np.eye(T)
+    left = projector(T) if project else identity()
     return _parts(s.u, T, s.M_last, s.sw_out, left, s.S4, s.grad, s.cov_below)
 
 
@@ -544,7 +694,7 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
                               "other normalization")
     inner = _inner(net)
     M, T, n = _check_inner(inner, width, samples, points)
-    T = check_int("samples", T, minimum=6)
+    T = check_int("samples", T, minimum=6, maximum=MEAN_SAMPLES)
     last = pair[0].layer == net.depth - 1
     s = _last_layer(inner, M, T, n)
     u = s.u
@@ -555,7 +705,7 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
     else:
         t = deep_batch_norm_terms(inner, M, T)
         kbar, dk = kernel_above(inner, M, T)
-        nbar = u.xscale * u.Ex[[0, 1]]
+        nbar = u.xscale * u.Ex.values
     D0, D = T * (t.mean_field_diag - t.mean_field_offdiag), T * (t.mean_diag - t.mean_offdiag)
     v, dv = s.sw_out * float(kbar[0] - kbar[1]), s.sw_out * float(dk[0] - dk[1])
     same, cross, world = output_pairings(inner, M, T, (float(kbar[0]), float(kbar[1])),
@@ -589,25 +739,27 @@ def output_pairings(net: Network, width: int, samples: int, kbar: tuple, nbar: t
     """
     M, T, n = _check_inner(net, width, samples, points)
     T = check_int("samples", T, minimum=6)
-    if below is not None and (not isinstance(below, TopBelow) or below.spread.shape != (T,) * 4):
+    if below is not None and (not isinstance(below, TopBelow) or not below.fits(T)):
         raise InvalidArgument("below", below, f"a TopBelow whose spread is over T = {T} samples")
     s = _last_layer(net, M, T, n, below)
-    u, T2, M2 = s.u, T * T, s.M_last
-    Pi = np.eye(T) - 1.0 / T
+    u, M2 = s.u, s.M_last
+    Pi = projector(T)
     same2, below2, cross2, cross3 = _parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below, swapped=True)
     same1, cross1 = _row_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below)
     x2 = T**2 * (same2 + below2)
     same = (same1, x2, x2)
     cross = (cross1, T**2 * cross2, T**2 * cross3) if net.outputs >= 2 else (0.0, 0.0, 0.0)
     # layer L - 1's (K, N) over all entries: the units' own covariance and what is below pushed through
-    mean = np.concatenate([u.Ek, u.xscale * u.Ex])
-    second = np.block([[u.Ekk, u.xscale * u.Ekx], [u.xscale * u.Ekx.T, u.x2scale * u.Exx]])
-    cov = (second - np.outer(mean, mean)) / M2 + s.jac @ s.cov_below @ s.jac.T
-    idx = [a * T + c for a, c in _P4]
-    idx = idx + [T2 + i for i in idx]
-    y = {(0, v_): np.array([[M2 * u.xscale * u.Ekx[a * T + c, v_] for c in range(4)] for a in range(4)])
-         + s.stein[(0, v_)] for v_ in (0, 1)}
-    world = World((float(kbar[0]), float(kbar[1])), (float(nbar[0]), float(nbar[1])), cov[np.ix_(idx, idx)], y)
+    own = _unit_covariance(T, u)
+    carried = _block_sandwich(T, s.jac, s.cov_below, s.jac, (0, 1), (0, 1))
+    cov = np.zeros((20, 20))
+    for (r, c), block in own.items():
+        total = block / M2 + carried[(r, c)] if (r, c) in carried else block / M2
+        for i, (a, b) in enumerate(_P4):
+            for j, (a2, b2) in enumerate(_P4):
+                cov[10 * r + i, 10 * c + j] = total.at((a, b, a2, b2))
+    y = {(0, v_): _y_part(u, M2, u.xscale, v_) + s.stein[(0, v_)] for v_ in (0, 1)}
+    world = World((float(kbar[0]), float(kbar[1])), (float(nbar[0]), float(nbar[1])), cov, y)
     return same, cross, world
 
 

@@ -56,8 +56,10 @@ between outputs; carried through the plain layers above the top norm) with the c
 its Sigma4 in place of the plain network's (:class:`meanfield.finite.bnpair.TopBelow`): centre-only, G = Pi G^in Pi so
 the projected entry variances (:func:`meanfield.finite.bnpair.projected_entry_parts`); full, normalized's s from the
 statistics below (the chain's D_0, D, v, dv; the three Pi Pi pairings and layer L - 1's world from
-:func:`meanfield.finite.bnpair.output_pairings`). With one hidden batch norm these are bnpair's (a test). T <= 32
-(bnpair's ``MAX_SAMPLES``: T^2 x T^2 moment matrices); above it s keeps its mean-field value.
+:func:`meanfield.finite.bnpair.output_pairings`). With one hidden batch norm these are bnpair's (a test). bnpair's parts
+take any T (exchangeable tensors, :mod:`meanfield.finite.exchangeable`); the chain's own spreads (Sigma4, Phi) and
+bnstep's steps are dense T^4 tensors, so s through an output norm is derived for T <= :data:`DENSE_SAMPLES`; above it
+s keeps its mean-field value.
 
 A negative mean overlap of the pre-activations under a layer norm above a batch norm (tanh, sigma_w^2 = 2, sigma_b^2 =
 0.1 over a batch norm on layer 1: Q_ts = -0.012) takes the common part of the four-sample integrals imaginary
@@ -82,7 +84,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
-from .bnpair import MAX_SAMPLES, TopBelow, pair_placement, projected_entry_parts
+from .bnpair import TopBelow, pair_placement, projected_entry_parts
 from .bnstep import batch_norm_from_world, unit_pair_moments, unit_slope_moments
 from .chain_layernorm import layer_norm_from_below, layer_norm_moment, layer_norm_slope_moments
 from .chain_entries import full_output_s, output_coupling
@@ -97,6 +99,7 @@ from .multibn import BelowWorld, negative_overlap_mean, ntk_shift_between, world
 __all__ = ["ChainTerms", "chain_terms", "chain_placement", "output_coupling", "finite_width_stats", "CORRECTED"]
 
 CORRECTED = frozenset({"gram_diag", "gram_offdiag", "m", "kappa1", "kappa2"})
+DENSE_SAMPLES = 32   # the largest T of s through an output norm: the chain's Sigma4 / Phi are dense T^4 tensors
 
 
 def _norms(net: Network) -> tuple[list, str | None] | None:
@@ -444,13 +447,13 @@ def chain_terms(net: Network, width: int, samples: int) -> ChainTerms:
         s = (C * (T * (mean_d**2 + var[0]) + T * (T - 1) * (mean_o**2 + var[1]))
              + C * (C - 1) * (T * var[2] + T * (T - 1) * var[3])) / P
         corrected = CORRECTED | {"s"}
-    elif out == "center" and top_kind != "layer" and T <= MAX_SAMPLES:   # G = Pi G^in Pi: bnpair's projected parts
+    elif out == "center" and top_kind != "layer" and T <= DENSE_SAMPLES:   # G = Pi G^in Pi: bnpair's parts
         l = top[3]
         proxy = net.with_(norms=tuple(n for n in net.norms if n.layer == l))      # the top norm over the chain's world
         parts = projected_entry_parts(proxy, M, T, below=TopBelow(top_below, top_spread))
         s = (C * (T * mean_d**2 + T * (T - 1) * mean_o**2) + C * (parts[0] + parts[1]) + C * (C - 1) * parts[2]) / P
         corrected = CORRECTED | {"s"}
-    elif out == "batch" and top_kind != "layer" and T <= MAX_SAMPLES:    # normalized's s from the statistics below
+    elif out == "batch" and top_kind != "layer" and T <= DENSE_SAMPLES:    # normalized's s from the statistics below
         s, parts = full_output_s(net, M, T, top[3], TopBelow(top_below, top_spread), below.world,
                                (D0, D0 + dd - do, v, dv), float(base.s), P)
         corrected = CORRECTED | {"s"}
@@ -505,5 +508,5 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
                        if "s" in t.includes_1_over_M else
                        ("s keeps its mean-field value (its entry variances under a norm on the output "
                         + ("over a layer norm as the top hidden norm" if _layer_on_top(t.hidden) else
-                           f"for T > {MAX_SAMPLES}") + ": not derived)"),
+                           f"for T > {DENSE_SAMPLES}") + ": not derived)"),
                        "lambda_max: not corrected (the mean-field value or bounds)"))
