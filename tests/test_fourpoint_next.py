@@ -349,7 +349,8 @@ def test_lower_blocks_against_sampled_networks(act, sw, sb, M, N, seed):
 def test_lower_blocks_not_covered():
     from meanfield.finite.fourpoint_lower import covers_lower, lower_blocks_next_order
 
-    for net in (Network(2, "relu", 2, 0), Network(4, "relu", 2, 0), Network(3, "relu", 2, 0, input_q2=0.1),
+    assert covers_lower(Network(4, "relu", 2, 0))      # L >= 4: layer L - 2's block
+    for net in (Network(2, "relu", 2, 0), Network(3, "relu", 2, 0, input_q2=0.1),
                 Network(3, "relu", 2, 0, norms=[BatchNorm(1)])):
         assert not covers_lower(net)
         with pytest.raises(InvalidArgument):
@@ -374,3 +375,94 @@ def test_lower_statistics_carry_the_kernel_cumulants():
             for name in ("cov", "first"):
                 assert np.allclose(Y[name][part, part], k[name], rtol=1e-10, atol=1e-14)
             assert np.allclose(Y["kappa"][part, part, part], k["kappa"], rtol=1e-10, atol=1e-16)
+
+
+# --- L >= 4: layer L - 2's block and its cross terms with the top at the next order (fourpoint_lower)
+
+
+@pytest.mark.parametrize("L,sw,sb,q", [(4, 1.0, 0.0, 1.0), (4, 1.5, 0.0, 2.0), (4, 0.8, 1.0, 1.0), (5, 1.0, 0.5, 1.0)])
+def test_deep_blocks_linear_network_exact(L, sw, sb, q):
+    # linear networks, exact by Wick (meanfield.finite.linear_wick): the top two layers' blocks and layer L - 2's block
+    # with its crosses (layers L-2..L minus L-1..L) are right to O(1/M) absolute: M (derived - exact) settles to a
+    # constant (measured: L = 4 top -27.2 / piece -33.1, L = 5 -54.7 / -69.5 at M = 128, sw = q = 1; their own
+    # O(1/M) moves them by about 1% from M = 128 to 512), while the
+    # engine's first order of the piece is O(1) off (M (first - exact) grows like M: about -5 M at L = 4)
+    from meanfield.finite.fourpoint import block_bulk_fluctuations
+    from meanfield.finite.fourpoint_deep import top_blocks_next_order
+    from meanfield.finite.fourpoint_lower import lower_blocks_next_order
+    from meanfield.finite.linear_wick import linear_trace_sigma2
+
+    net = Network(L, "linear", sw, sb, input_q1=q)
+    upper, top = tuple(range(L - 2, L + 1)), (L - 1, L)
+    gaps, tops, firsts = [], [], []
+    for M in (128, 512):
+        exact_top = linear_trace_sigma2(net, M, top)
+        exact = linear_trace_sigma2(net, M, upper) - exact_top
+        gaps.append(M * (lower_blocks_next_order(net, M).trace - exact))
+        tops.append(M * (top_blocks_next_order(net, M).trace - exact_top))
+        first = block_bulk_fluctuations(net, M, upper).trace_sigma2 - block_bulk_fluctuations(net, M, top).trace_sigma2
+        firsts.append(M * (first - exact))
+    scale = q * q * sw ** (2 * L - 2)
+    for g in (gaps, tops):
+        assert abs(g[0] - g[1]) < 0.02 * abs(g[1]) + 1e-6 * scale
+    assert abs(firsts[1]) > 3 * abs(firsts[0]) > 3 * abs(gaps[1])
+
+
+def _piece_draw(rng, M, n, act, sw, sb, L=4):
+    """One numpy draw (the sampler's conventions): unbiased (tr Sigma^2, spike) estimates of layer L - 2's block and
+    its crosses with the top (kernel of layers L-2..L minus that of L-1, L)."""
+    f = (lambda u: np.maximum(u, 0.0)) if act == "relu" else np.tanh
+    df = (lambda u: (u > 0) * 1.0) if act == "relu" else (lambda u: 1.0 - np.tanh(u) ** 2)
+    hs, us, Ws = [rng.normal(0.0, 1.0, (n, M))], [], [None]
+    for _ in range(1, L):
+        W = rng.normal(0.0, np.sqrt(sw / M), (M, M))
+        us.append(hs[-1] @ W.T + rng.normal(0.0, np.sqrt(sb), M))
+        hs.append(f(us[-1]))
+        Ws.append(W)
+    back = df(us[L - 2]) * rng.normal(0.0, np.sqrt(sw / M), M)
+    top = hs[L - 1] @ hs[L - 1].T + 1.0 + (back @ back.T) * (hs[L - 2] @ hs[L - 2].T + 1.0)
+    delta = df(us[L - 3]) * (back @ Ws[L - 1])
+    upper = top + (delta @ delta.T) * (hs[L - 3] @ hs[L - 3].T + 1.0)
+    return np.array(bulk_estimates(upper)[:2]) - np.array(bulk_estimates(top)[:2])
+
+
+@pytest.mark.parametrize("act,sw,sb,M,N,seed", [("relu", 2.0, 0.0, 64, 2000, 21), ("tanh", 1.0, 0.1, 32, 4000, 22)])
+def test_deep_blocks_against_sampled_networks(act, sw, sb, M, N, seed):
+    # L = 4, 64 inputs per draw: layer 2's block and its crosses with the top two layers. Measured
+    # (benchmarks/fourpoint_lower.py --piece, seed 11, meanfield/notes/rmt.md): relu M = 64 next +0.5 se, first -19 se
+    # of 4000 draws; tanh M = 32 next -0.0 se, first +5.4 se of 6000 (spike -1.5 se). Checks: tr Sigma^2's next order
+    # within 3 se (relu's remainder about 0.4 of this test's se: false alarm about 0.5%; tanh 0.3%), the relu spike's
+    # too (0.4 se: 0.5%); power: relu's first order about 13 se below (tr Sigma^2), tanh's about 4 se above (asserted
+    # at 2 se: power about 0.95)
+    from meanfield.finite.fourpoint import block_bulk_fluctuations
+    from meanfield.finite.fourpoint_lower import lower_blocks_next_order
+
+    rng = np.random.default_rng(seed)
+    v = np.array([_piece_draw(rng, M, 64, act, sw, sb) for _ in range(N)])
+    mean, se = v.mean(axis=0), v.std(axis=0, ddof=1) / np.sqrt(N)
+    net = Network(4, act, sw, sb)
+    assert abs(mean[0] - lower_blocks_next_order(net, M).trace) < 3 * se[0]
+    first = (block_bulk_fluctuations(net, M, (2, 3, 4)).trace_sigma2
+             - block_bulk_fluctuations(net, M, (3, 4)).trace_sigma2)
+    if act == "relu":
+        assert abs(mean[1] - lower_blocks_next_order(net, M, "spike").trace) < 3 * se[1]
+        assert mean[0] - first > 3 * se[0]
+    else:
+        assert first - mean[0] > 2 * se[0]
+
+
+def test_top_corrected_bulk_deep_composition():
+    # L = 4: top blocks + layer 2's piece at the next order + the engine's first order of the rest (all blocks minus
+    # layers 2..4), for tr Sigma^2 and the spike; the corrected value moves away from the first order
+    from meanfield.finite.fourpoint import block_bulk_fluctuations
+    from meanfield.finite.fourpoint_deep import top_blocks_next_order
+    from meanfield.finite.fourpoint_lower import lower_blocks_next_order
+
+    net, M = Network(4, "relu", 2, 0), 32
+    first, upper = bulk_fluctuations(net, M), block_bulk_fluctuations(net, M, (2, 3, 4))
+    b = top_corrected_bulk(net, M)
+    for got, quantity, whole, up in ((b.trace_sigma2, "trace", first.trace_sigma2, upper.trace_sigma2),
+                                     (b.mean_direction, "spike", first.mean_direction, upper.mean_direction)):
+        want = top_blocks_next_order(net, M, quantity).trace + lower_blocks_next_order(net, M, quantity).trace
+        assert got == pytest.approx(want + whole - up, rel=1e-12)
+    assert b.trace_sigma2 > first.trace_sigma2

@@ -42,8 +42,10 @@ Checks (``tests/test_fourpoint_next.py``, ``meanfield/notes/rmt.md``): the first
 layers' blocks (:func:`top_blocks_next_order`, tr Sigma^2 and the spike) replace their own four-point first order in
 :func:`meanfield.finite.fourpoint_next.top_corrected_bulk`, which the model uses; for L = 3 the first layer's block
 and its cross terms are carried there too (:mod:`meanfield.finite.fourpoint_lower`, by the same conditioning one
-layer down with :func:`total_cumulants` and :func:`smooth_covariance`); the lower blocks of L >= 4 and the centred
-norms stay at the first order.
+layer down with :func:`total_cumulants` and :func:`smooth_covariance`), and for L >= 4 layer L - 2's block and its
+cross terms the same way; the blocks below L - 2 of L >= 4 and the centred norms stay at the first order. The top
+blocks' next order is exact at O(1) for a linear network at L = 4 and 5 too
+(:func:`meanfield.finite.linear_wick.linear_trace_sigma2`).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ variables (generalized Laguerre and Gauss-Jacobi, by Golub-Welsch) with the two-
 inside (closed forms for relu, piecewise Gauss-Legendre otherwise). One unit's blocks depend on x only through
 s = w . x / |w| and |x_perp|^2 (independent), so D and the per-unit variances are one-dimensional integrals,
 averaged over |w|^2 (a chi-square), b and v (Gauss rules). Deeper plain networks: :func:`top_corrected_bulk`
-(the top two layers' blocks at the next order, :mod:`meanfield.finite.fourpoint_deep`, and for L = 3 the first layer's
-blocks too, :mod:`meanfield.finite.fourpoint_lower`); :func:`bulk_scale` stays one hidden layer's.
+(the top two layers' blocks at the next order, :mod:`meanfield.finite.fourpoint_deep`, and the first layer's blocks
+too for L = 3, layer L - 2's for L >= 4, :mod:`meanfield.finite.fourpoint_lower`); :func:`bulk_scale` stays one hidden
+layer's.
 """
 
 from __future__ import annotations
@@ -343,11 +344,11 @@ def top_corrected_bulk(net: Any, width: int) -> Any:
     :func:`meanfield.finite.fourpoint_deep.top_blocks_next_order`. For L = 3 the rest of tr Sigma^2 (the first hidden
     layer's block and its cross terms with the top) is at the next order too,
     :func:`meanfield.finite.fourpoint_lower.lower_blocks_next_order`, so tr Sigma^2 is whole at the next order (error
-    O(1/M) absolute against O(M)); likewise the spike Var(mu . g). For L >= 4 the top blocks replace their own first
-    order in the four-point engine (:func:`meanfield.finite.fourpoint.block_bulk_fluctuations` of layers L - 1 and L),
-    so the rest (the lower blocks and their cross terms with the top) stays at the engine's first order and the sum is
-    consistent at one order: error O(1) absolute (the lower blocks' next order) against O(M). The centred norms'
-    variance ``diagonal`` and the scales d, o stay at the first order.
+    O(1/M) absolute against O(M)); likewise the spike Var(mu . g). For L >= 4 layer L - 2's block and its cross terms
+    with the top are at the next order too (the same function), and the blocks below L - 2 with their cross terms
+    (four-point engine: all blocks minus :func:`meanfield.finite.fourpoint.block_bulk_fluctuations` of layers L - 2..L)
+    stay at the engine's first order: error O(1) absolute (their next order, not derived) against O(M). The centred
+    norms' variance ``diagonal`` and the scales d, o stay at the first order.
 
     Args:
         net: a numeric plain :class:`~meanfield.spec.network.Network` with L >= 3 and independent inputs.
@@ -381,16 +382,16 @@ def _top_corrected_bulk(net: Any, M: int) -> Any:
     from .fourpoint import BulkFluctuations, block_bulk_fluctuations, bulk_fluctuations
     from .fourpoint_deep import top_blocks_next_order
 
-    from .fourpoint_lower import covers_lower, lower_blocks_next_order
+    from .fourpoint_lower import lower_blocks_next_order
 
     L = net.depth
-    first, block = bulk_fluctuations(net, M), block_bulk_fluctuations(net, M, (L - 1, L))
-    if covers_lower(net):   # L = 3: the first layer's block and its cross terms at the next order too
-        trace = lower_blocks_next_order(net, M).trace + top_blocks_next_order(net, M).trace
-        spike = lower_blocks_next_order(net, M, "spike").trace + top_blocks_next_order(net, M, "spike").trace
-    else:
-        trace = first.trace_sigma2 - block.trace_sigma2 + top_blocks_next_order(net, M).trace
-        spike = first.mean_direction - block.mean_direction + top_blocks_next_order(net, M, "spike").trace
+    first = bulk_fluctuations(net, M)
+    trace = lower_blocks_next_order(net, M).trace + top_blocks_next_order(net, M).trace
+    spike = lower_blocks_next_order(net, M, "spike").trace + top_blocks_next_order(net, M, "spike").trace
+    if L >= 4:   # the blocks below layer L - 2 and their cross terms at the engine's first order
+        upper = block_bulk_fluctuations(net, M, tuple(range(L - 2, L + 1)))
+        trace += first.trace_sigma2 - upper.trace_sigma2
+        spike += first.mean_direction - upper.mean_direction
     return BulkFluctuations(M, trace, spike, first.diagonal, first.d, first.o)
 
 
@@ -411,7 +412,8 @@ def covers_top(net: Any) -> bool:
 def next_order_bulk(net: Any, width: int) -> Any:
     """The bulk fluctuations at their best derived order: exact at width M where :func:`covers` (one hidden layer,
     :func:`two_layer_bulk`); for deeper plain networks (:func:`covers_top`) tr Sigma^2 and the spike with the top two
-    layers' blocks at the next order, and at L = 3 the lower blocks too (:func:`top_corrected_bulk`); else
+    layers' blocks at the next order, and the lower blocks too (all at L = 3, layer L - 2's at L >= 4:
+    :func:`top_corrected_bulk`); else
     the first order of
     :func:`meanfield.finite.fourpoint.bulk_fluctuations`.
 

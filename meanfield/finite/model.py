@@ -59,9 +59,9 @@ Tracy-Widom top (its finite-width term only from the units' realized variances),
 (its first order exact, the second order's resolvent weight the effective one it fixes); no number depends on a seed
 (the draws stay available: ``SMALL_T_TOP = "drawn"``, ``meanfield.finite.deterministic.POPULATION = "drawn"``);
 tr Sigma^2 and the spike are exact at one hidden layer (:mod:`meanfield.finite.fourpoint_next`); deeper, the last two
-layers' blocks carry their O(1/M) term (:mod:`meanfield.finite.fourpoint_deep`), at L = 3 the lower blocks too
-(:mod:`meanfield.finite.fourpoint_lower`); the lower blocks at L >= 4 and the centred norms' variance stay at first
-order, and below a
+layers' blocks carry their O(1/M) term (:mod:`meanfield.finite.fourpoint_deep`), at L = 3 the lower blocks too and
+at L >= 4 layer L - 2's block (:mod:`meanfield.finite.fourpoint_lower`); the blocks below L - 2 and the centred norms'
+variance stay at first order, and below a
 layer norm the population profile's shape is that of :func:`plain_equivalent` (the bulk, spike, outlier variances,
 mean entries and, without an output norm, the entry variances come from the layer norm's own four-point rules:
 :func:`layer_norm_bulk_fluctuations`, :func:`layer_norm_outlier_fluctuations`,
@@ -171,7 +171,7 @@ def _derived(net: Network, M: int, T: int, approximate: bool = False) -> dict:
                 pass
         # one hidden layer: exact at width M (the next order of tr Sigma^2, the spike and the norms included;
         # meanfield.finite.fourpoint_next); deeper: tr Sigma^2 and the spike with the top two layers' blocks at the
-        # next order, at L = 3 the lower blocks too, the rest (and the norms) at the first
+        # next order, at L = 3 the lower blocks too (at L >= 4 layer L - 2's), the rest (and the norms) at the first
         # (fourpoint_next.top_corrected_bulk)
         b = b or next_order_bulk(plain, M)
         out.update(block2=b.block2, spike=b.spike, semicircle=b.semicircle)
