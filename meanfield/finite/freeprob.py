@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InvalidArgument, check_int, check_real
 
-__all__ = ["mp_edge", "free_edge", "spike_outlier", "edge_outlier_curvature", "normalized_block_top",
+__all__ = ["mp_edge", "free_edge", "spike_outlier", "edge_outlier_curvature", "isolated_top", "normalized_block_top",
            "self_normalized_top", "overlap_form", "block_arrays", "expected_max_symmetric", "expected_max_scaled", "expected_max_wishart", "TW_MEAN", "TW_VARIANCE"]
 
 TW_MEAN, TW_VARIANCE = -1.2065, 1.6078  # mean and variance of the Tracy-Widom law TW_1
@@ -181,6 +181,82 @@ def edge_outlier_curvature(identity: float, semicircle: float, blocks: Any, samp
         R, _ = _r_transform(float(identity), float(semicircle), (n, lam), T)
         top = float(max(edge, T * ell + R(1.0 / (T * ell))))
     return edge, g, top, zpp
+
+
+def _max_of_two(m1: float, v1: float, m2: float, v2: float) -> tuple[float, float]:
+    """(E, Var) of max(X_1, X_2) for independent Gaussians X_i ~ N(m_i, v_i) (Clark, Operations Research 9, 1961)."""
+    a = math.sqrt(v1 + v2)
+    if a == 0.0:
+        return max(m1, m2), 0.0
+    al = (m1 - m2) / a
+    cdf, pdf = 0.5 * math.erfc(-al / math.sqrt(2.0)), math.exp(-0.5 * al * al) / math.sqrt(2.0 * math.pi)
+    mean = m1 * cdf + m2 * (1.0 - cdf) + a * pdf
+    second = (m1 * m1 + v1) * cdf + (m2 * m2 + v2) * (1.0 - cdf) + (m1 + m2) * a * pdf
+    return mean, max(second - mean * mean, 0.0)
+
+
+def isolated_top(identity: float, semicircle: float, blocks: Any, samples: float,
+                 spike: float) -> tuple[float, float]:
+    """(E, Var) of the top when the population's largest modes are single eigenvalues above the rest's threshold.
+
+    A block of count 1 is one population eigenvalue theta = T lam_1. Where 1/theta < g*_rest (the edge root of the
+    R-transform without it) it is a spike of the rest: its sample eigenvalue sits at the BBP location
+    x(theta) = theta + R_rest(1/theta), with Gaussian fluctuations of variance 2 theta^2 x'(theta) / T for real
+    Gaussian samples (Bai and Yao, Ann. Inst. H. Poincare Probab. Stat. 44, 2008: sqrt(T) (x^ - psi(theta)) ->
+    N(0, 2 theta^2 psi'(theta)), psi = x here), not at the upper edge of a band of mass 1/T with a Tracy-Widom shift,
+    which is what :func:`edge_outlier_curvature` gives when the mode stays inside the free sum (a soft-edge law for
+    a band that holds a single eigenvalue). The rest's top is found the same way (its own largest mode may be
+    isolated too), down to a rest whose top is the bulk edge plus the Tracy-Widom mean (variance Var[TW_1] times
+    the squared scale, taken as Gaussian) or the BBP outlier of ``spike``; the top is the larger of the outlier and
+    the rest's top, the first two moments of the maximum of two independent Gaussians. With no isolated mode this
+    is the edge + Tracy-Widom top (or the spike's outlier, variance 0) of :func:`edge_outlier_curvature`.
+
+    Args:
+        identity, semicircle, blocks, samples, spike: as :func:`edge_outlier_curvature`.
+
+    Returns:
+        (mean, variance) of the top.
+
+    Example:
+        >>> e, g, top, zpp = edge_outlier_curvature(0.0, 0.0, [(100, 1.0)], 25, 0.0)   # no single mode: edge + TW
+        >>> mean, var = isolated_top(0.0, 0.0, [(100, 1.0)], 25, 0.0)
+        >>> bool(abs(mean - (e + TW_MEAN * (zpp / 2) ** (1 / 3) * 25 ** (-2 / 3))) < 1e-9)
+        True
+        >>> mean, var = isolated_top(0.0, 0.0, [(100, 1.0), (1, 40.0)], 400, 0.0)   # theta = 16000: its BBP outlier
+        >>> x = 16000.0 + 100.0 / (1.0 - 400.0 / 16000.0)
+        >>> bool(abs(mean - x) < 1e-6 * x), bool(var > 0)
+        (True, True)
+    """
+    T = check_real("samples", samples, minimum=0, strict_min=True)
+    ell = check_real("spike", spike, minimum=0)
+    n, lam = block_arrays(blocks)
+    order = np.argsort(lam)[::-1]
+    n, lam = n[order], lam[order]
+    outliers = []  # (mean, variance) of the isolated modes' sample eigenvalues, largest first
+    k = 0
+    while k < n.size and n[k] == 1.0:
+        rest = (n[k + 1:], lam[k + 1:])
+        _, g_rest = free_edge(identity, semicircle, np.column_stack(rest) if rest[0].size else (), T)
+        theta = T * float(lam[k])
+        if not 1.0 / theta < g_rest:
+            break
+        R, _ = _r_transform(float(identity), float(semicircle), rest, T)
+        g = 1.0 / theta
+        # x'(theta) = 1 - R'(1/theta) / theta^2, R'(g) = sigma_D^2 + sum n T lam^2 / (1 - T lam g)^2
+        dR = float(semicircle) + float(np.sum(rest[0] * T * rest[1] ** 2 / (1.0 - T * rest[1] * g) ** 2))
+        slope = 1.0 - dR / theta**2
+        outliers.append((theta + R(g), 2.0 * theta * theta * max(slope, 0.0) / T))
+        k += 1
+    edge, g_star, top, zpp = edge_outlier_curvature(identity, semicircle, np.column_stack([n[k:], lam[k:]])
+                                                    if k < n.size else (), T, ell)
+    if top > edge or not math.isfinite(g_star):
+        mean, variance = top, 0.0
+    else:
+        shift = TW_MEAN * (zpp / 2.0) ** (1.0 / 3.0) * T ** (-2.0 / 3.0)
+        mean, variance = edge + shift, TW_VARIANCE / TW_MEAN**2 * shift**2
+    for m1, v1 in reversed(outliers):
+        mean, variance = _max_of_two(m1, v1, mean, variance)
+    return float(mean), float(variance)
 
 
 def normalized_block_top(identity: float, blocks: Any, norm_variance: float, spike: float,
