@@ -278,11 +278,12 @@ def test_layer_norm_equals_numeric(net):
 @pytest.mark.parametrize("norms", [["batch:1", "layer:2"], ["batch-center:1", "layer:2", "batch:last"],
                                    ["batch:1", "layer:2", "batch-center:last"]])
 def test_placements_not_derived_are_refused(norms):
-    """A break away from 0 on a hidden batch-normalized layer (the numeric path derives nothing): an InvalidArgument
-    naming the norms (layer norms anywhere, also with a full batch norm on the output, one batch norm on any hidden
-    layer and a hidden batch norm with other norms are derived: tests/test_symbolic_placements.py,
-    tests/test_layernorm_outputbn.py, tests/test_deep_bn.py, tests/test_symbolic_chains.py)."""
-    net = Network(3, mf.Activation.from_expr("Max(0, x - 1/2)", name="relu_shift"), 2, 0.1, norms=norms)
+    """An activation with unknown kinks (here infinitely many) on a hidden batch-normalized layer (the numeric path
+    derives nothing; known kinks anywhere are split by meanfield.finite.spherecut): an InvalidArgument naming the
+    norms (layer norms anywhere, also with a full batch norm on the output, one batch norm on any hidden layer and a
+    hidden batch norm with other norms are derived: tests/test_symbolic_placements.py,
+    tests/test_layernorm_outputbn.py, tests/test_deep_bn.py, tests/test_symbolic_chains.py, tests/test_kinked_bn.py)."""
+    net = Network(3, mf.Activation.from_expr("Max(0, sin(x))", name="relu_sin"), 2, 0.1, norms=norms)
     with pytest.raises(InvalidArgument, match="not derived for"):
         derive(net).corrections
     assert correction_placement(Network(4, "relu", 2, 0.1, norms=["layer:2"])) == "layer"

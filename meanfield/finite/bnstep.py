@@ -20,6 +20,7 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
 from .fourworld import World, class_tensor
 from .spherebn import Sphere, beta_rule, chi_moment
+from .spherecut import CutSphere, kinks_off_zero
 
 __all__ = ["BatchNormLayer", "UnitLaw", "pair_functions", "world_fluctuation", "batch_norm_from_world",
            "unit_slope_moments", "unit_pair_moments"]
@@ -47,21 +48,29 @@ class UnitLaw:
         True
     """
 
-    def __init__(self, T: int, k: int, center: bool, v: float) -> None:
-        self.S, self.T, self.center, self.v = Sphere(T, k), T, center, v
+    def __init__(self, T: int, k: int, center: bool, v: float, unit: Unit | None = None) -> None:
+        # a unit with kinks away from 0 needs its sphere rule split there (centre-only: a product rule over beta whose
+        # nodes carry their beta, the cuts at kink / sqrt(v beta)); relu-like and smooth units keep spherebn's rule
+        cuts = kinks_off_zero(unit) if unit is not None else ()
+        self.cut = bool(cuts)
+        S = CutSphere(T, k, cuts, v if center else None) if cuts else Sphere(T, k)
+        self.S, self.T, self.center, self.v = S, T, center, v
         self.t, self.s = 0, k - 1
         self.kappa = 0.0 if center else 1.0
         self.Pi = np.eye(T) - 1.0 / T
         z = self.S.z
         self.xt, self.xs = z[:, 0], z[:, k - 1]
         self.R = self.Pi[0, k - 1] - self.kappa * self.xt * self.xs / T       # R_ts per node
-        if center:
+        if center and not self.cut:
             self.beta, self.bw = beta_rule(T)
 
     def avg(self, fun, p: float) -> np.ndarray:
-        """Per node E_beta[beta^p fun(argument)]."""
+        """Per node E_beta[beta^p fun(argument)] (centre-only on a cut rule: the node's own beta, its weight in S.w)."""
         if not self.center:
             return chi_moment(self.T, p) * fun(self.S.z)
+        if self.cut:
+            b = self.S.beta[:, None]
+            return b[:, 0] ** p * fun(np.sqrt(self.v * b) * self.S.z)
         return sum(w * b**p * fun(math.sqrt(self.v * b) * self.S.z) for b, w in zip(self.beta, self.bw))
 
     def lam(self, fun, p: float, j: int = 1) -> np.ndarray:
@@ -80,13 +89,14 @@ class UnitLaw:
 
     def mom1(self, f: np.ndarray) -> np.ndarray:
         """E[f z_i] over i (f per node)."""
-        return (self.S.w * f) @ (self.S.z @ self.S.V)
+        # contracted over the nodes first: the conditional mean c0 = z_F V is never formed (nodes x T)
+        return ((self.S.w * f) @ self.S.z) @ self.S.V
 
     def mom2(self, f: np.ndarray) -> np.ndarray:
         """E[f z_i z_j] over (i, j)."""
         S = self.S
-        c0 = S.z @ S.V
-        return np.einsum("n,ni,nj->ij", S.w * f, c0, c0) + float((S.w * f * S.c[:, 1]).sum()) * S.P
+        zz = np.einsum("n,na,nb->ab", S.w * f, S.z, S.z)       # k x k: V^T zz V = sum_n w f c0 c0^T
+        return S.V.T @ zz @ S.V + float((S.w * f * S.c[:, 1]).sum()) * S.P
 
     def outer_R(self, f: np.ndarray) -> np.ndarray:
         """E[f R_ti R_js] over (i, j)."""
@@ -165,7 +175,7 @@ def batch_norm_from_world(unit: Unit, world: World, shift_k: tuple, shift_theta:
     plain network below) and :func:`meanfield.finite.multibn.batch_norm_step` (a world with norms in it) call it.
 
     Args:
-        unit: layer l's activation (smooth or with its breaks at 0).
+        unit: layer l's activation (smooth, or with known kinks anywhere: :mod:`meanfield.finite.spherecut`).
         world: the four-sample world of layer l - 1 (:class:`meanfield.finite.fourworld.World`).
         shift_k, shift_theta: as :func:`world_fluctuation`.
         width_below, width: M_{l-1} and M_l.
@@ -178,7 +188,7 @@ def batch_norm_from_world(unit: Unit, world: World, shift_k: tuple, shift_theta:
         :class:`BatchNormLayer`.
 
     Raises:
-        InvalidArgument: T too small, widths below 1, an activation with breaks away from 0, K_tt <= K_ts below.
+        InvalidArgument: T too small, widths below 1, an activation whose kinks are unknown, K_tt <= K_ts below.
 
     Example:
         >>> from meanfield.finite.fourworld import realized_world
@@ -191,15 +201,14 @@ def batch_norm_from_world(unit: Unit, world: World, shift_k: tuple, shift_theta:
     """
     T = check_int("samples", samples, minimum=4 if center else 6)
     M1, Ml = check_int("width_below", width_below, minimum=1), check_int("width", width, minimum=1)
-    if unit.kinks is None or any(float(k) != 0.0 for k in unit.kinks):
-        raise InvalidArgument("unit", unit, "an activation smooth or with its breaks at 0")
+    kinks_off_zero(unit)         # the kinks must be known (spherecut's rule splits at them)
     if not sw * (world.k[0] - world.k[1]) > 0:
         raise InvalidArgument("world", world.k, "a kernel with K_tt > K_ts below the batch norm")
     (delta, dD, v, D, om, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
      big) = world_fluctuation(world, shift_k, shift_theta, M1, sw, T)
     mean, shift, grad = {}, {}, {}
     for k in (1, 2):
-        law = UnitLaw(T, k, center, v)
+        law = UnitLaw(T, k, center, v, unit)
         S, R = law.S, law.R
         ff, pp = pair_functions(unit, k)
         fk = [law.avg(ff, p) for p in (0, 1, 2)]
@@ -228,7 +237,7 @@ def batch_norm_from_world(unit: Unit, world: World, shift_k: tuple, shift_theta:
     G = np.stack([g.ravel() for g in rows])
     cov = G @ big @ G.T
     # the units' own covariance (i.i.d. given the layer below), on the sphere of the two samples 0, 1
-    law = UnitLaw(T, 2, center, v)
+    law = UnitLaw(T, 2, center, v, unit)
     S = law.S
     z = S.z
     R = [[law.Pi[a, b] - law.kappa * z[:, a] * z[:, b] / T for b in (0, 1)] for a in (0, 1)]
@@ -330,7 +339,7 @@ def unit_slope_moments(unit: Unit, v: float, samples: int, center: bool = False)
     T = check_int("samples", samples, minimum=4 if center else 6)
     rep = {}
     for kf in (1, 2):
-        law = UnitLaw(T, kf, center, v)
+        law = UnitLaw(T, kf, center, v, unit)
         pp = pair_functions(unit, kf)[1]
         rep[kf] = law.outer_R(law.lam(pp, 0))        # E[lambda^2 phi'_t phi'_s R_t,i R_s,j], t = 0, s = kf - 1
     U2 = np.empty((T,) * 4)

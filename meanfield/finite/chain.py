@@ -67,8 +67,8 @@ A negative mean overlap of the pre-activations under a layer norm above a batch 
 
 Not derived here (``predict`` keeps the mean-field value with a note): s in multibn's placement of one batch norm over
 layer norms (multibn answers first; ``chain_terms`` has it), s under a norm on the output with a layer norm as the
-top hidden norm (bnpair's projected entry parts are a batch-normalized unit's), lambda_max, activations with breaks
-away from 0 on the batch-normalized layers, inputs with a negative mean product, T < 6 with a full batch norm (4
+top hidden norm (bnpair's projected entry parts are a batch-normalized unit's), lambda_max, activations with unknown
+kinks on the batch-normalized layers, inputs with a negative mean product, T < 6 with a full batch norm (4
 centre-only only).
 """
 
@@ -160,10 +160,9 @@ def _check(net: Any, width: Any, samples: Any) -> tuple[int, int, tuple]:
     M, T = check_int("width", width, minimum=1), check_int("samples", samples, minimum=6 if full else 4)
     for l, kind in where[:-1]:
         if kind != "layer":
-            kinks = Unit.of(net.phi(l)).kinks
-            if kinks is None or any(float(k) != 0.0 for k in kinks):
-                raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on the "
-                                      "batch-normalized layers")
+            if Unit.of(net.phi(l)).kinks is None:
+                raise InvalidArgument("net", net.describe(), "activations with known kinks (breaks of phi or phi') "
+                                      "on the batch-normalized layers")
     if not 0 <= float(net.input_q2) < float(net.input_q1):
         raise InvalidArgument("net", net.describe(), "distinct inputs with a non-negative mean product "
                               "(0 <= input_q2 < input_q1)")
@@ -363,8 +362,9 @@ def chain_terms(net: Network, width: int, samples: int) -> ChainTerms:
     """E G = mean field + (the chain's O(1/M) terms through every hidden batch norm and the output) (module docstring).
 
     Args:
-        net: a network :func:`chain_placement` covers; activations smooth or with their breaks at 0 on the
-            batch-normalized layers; inputs with a non-negative mean product.
+        net: a network :func:`chain_placement` covers; activations with known kinks on the batch-normalized layers
+            (split by :mod:`meanfield.finite.spherecut`'s rule where away from 0); inputs with a non-negative mean
+            product.
         width: M.
         samples: T >= 6 with a full batch norm anywhere, else T >= 4.
 

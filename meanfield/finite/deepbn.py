@@ -30,7 +30,8 @@ errors with the norm on layer 1 or 2, 2.8 on layer 3 of five (mean field off by 
 T = 8 (mean field: 11-23% low), the residual falling faster than 1/M.
 
 Not derived here: lambda_max, more than one normalization, inputs with a negative mean product, T < 6 (full batch
-norm) or T < 4 (centre-only), activations with breaks away from 0.
+norm) or T < 4 (centre-only), activations whose kinks are unknown (kinks anywhere else are split by
+:mod:`meanfield.finite.spherecut`'s rule).
 """
 
 from __future__ import annotations
@@ -411,7 +412,7 @@ def deep_batch_norm_terms(net: Network, width: int, samples: int) -> DeepBatchNo
 
     Args:
         net: a numeric network whose only normalization is a batch norm (full or centre-only) on a hidden layer
-            l = 1..L-1, inputs with a non-negative mean product, an activation smooth or with its breaks at 0 on
+            l = 1..L-1, inputs with a non-negative mean product, an activation with known kinks on
             layer l.
         width: M.
         samples: T (at least 6 for a full batch norm, 4 centre-only).
@@ -431,7 +432,7 @@ def deep_batch_norm_terms(net: Network, width: int, samples: int) -> DeepBatchNo
     M, T = _check(net, width, samples)
     norm = net.norms[0]
     if default_method(normalized_prefix(net), T) != "exact":
-        raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on the "
+        raise InvalidArgument("net", net.describe(), "an activation with known kinks (breaks of phi or phi') on the "
                               "batch-normalized layer")
     base = predict(net, M, T)
     (rd, dd), (ro, do) = _ntk_above(net, M, T)

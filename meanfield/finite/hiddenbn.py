@@ -38,7 +38,9 @@ label patterns contracted with z and Pi), g = sqrt(v beta) z with beta = sigma^2
 z, and every expectation over z is of phi or phi' of one or two coordinates times a polynomial of degree <= 4 in the
 others: :mod:`meanfield.finite.spherebn` conditions on those coordinates (the rest is uniform on a smaller sphere:
 exact moments) and integrates them by fixed quadrature split at relu's breaks (0.05-0.2 s at T = 8-16; converged to
-1e-14 relative between 40 and 80 nodes per angle). Needs T >= 4 and activations smooth or with their breaks at 0
+1e-14 relative between 40 and 80 nodes per angle); an activation with kinks away from 0 (hard tanh, a shifted relu)
+on :mod:`meanfield.finite.spherecut`'s rule split at them (every derivative in the law of g is a Hermite weight, so
+the kinks need no boundary terms, only the split). Needs T >= 4 and activations whose kinks are known
 (:func:`default_method`). ``method="monte-carlo"`` keeps the first implementation as the cross-check: 1. and 2. as
 differences of the same integrand at the same draws of g (common random numbers: g = B chol(Omega / v) c with one draw
 c ~ N(0, v I) for every kernel; 2. antithetic, the fluctuation scaled by eps and the second difference divided by
@@ -185,7 +187,7 @@ def below_network(net: Network) -> Network:
 
 
 def default_method(net: Network, samples: int) -> str:
-    """"exact" where the sphere quadrature applies (T >= 4; the activation's breaks, if any, at 0), else "monte-carlo".
+    """"exact" where the sphere quadrature applies (T >= 4; the activation's kinks known), else "monte-carlo".
 
     Example:
         >>> default_method(Network(3, "relu", 2, 0.1, norms=["batch-center:2"]), 3)
@@ -195,8 +197,7 @@ def default_method(net: Network, samples: int) -> str:
         raise InvalidArgument("net", net.describe() if isinstance(net, Network) else net,
                               "a numeric network whose only normalization is a batch norm on layer L - 1")
     samples = check_int("samples", samples, minimum=1)
-    kinks = Unit.of(net.phi(net.depth - 1)).kinks
-    ok = samples >= 4 and kinks is not None and all(float(k) == 0.0 for k in kinks)
+    ok = samples >= 4 and Unit.of(net.phi(net.depth - 1)).kinks is not None
     return "exact" if ok else "monte-carlo"
 
 
@@ -223,9 +224,10 @@ def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
         samples: T (at least 6 for a full batch norm: E[1 / sigma^4] enters; 3 centre-only, 4 for the exact method).
         draws: Monte Carlo draws per term (fixed seed; ``method="monte-carlo"`` only).
         method: "exact" (default: every expectation reduced to the joint law of one or two coordinates of the
-            normalized unit on its sphere and integrated by fixed quadrature, :mod:`meanfield.finite.spherebn`; T >= 4,
-            activations smooth or with their breaks at 0) or "monte-carlo" (the cross-check; its second differences
-            carry an O(EPS^2 / M^2) bias, a few percent of term 2 at M = 64, EPS = 1/2).
+            normalized unit on its sphere and integrated by fixed quadrature, :mod:`meanfield.finite.spherebn`, split at
+            kinks away from 0 by :mod:`meanfield.finite.spherecut`; T >= 4, activations with known kinks) or
+            "monte-carlo" (the cross-check; its second differences carry an O(EPS^2 / M^2) bias, a few percent of
+            term 2 at M = 64, EPS = 1/2).
 
     Returns:
         :class:`HiddenBatchNormTerms`.
@@ -246,7 +248,7 @@ def hidden_batch_norm_terms(net: Network, width: int, samples: int, *, draws: in
     exact = method == "exact"
     if exact and default_method(net, T) != "exact":
         raise InvalidArgument("method", method, 'method="monte-carlo" here (the exact quadrature needs T >= 4 and an '
-                              "activation smooth or with its breaks at 0)")
+                              "activation whose kinks are known)")
     base = predict(net, M, T)
     terms = _exact_terms(net, M, T) if exact else _terms(net, M, T, draws, SEED)
     d1, o1, d2, o2, d3, o3, sd, so, below_var, below_sem = terms
@@ -424,7 +426,7 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
      big) = _fluctuation(net, width, T)
     out, quad = [], []
     for k in (1, 2):
-        law = UnitLaw(T, k, center, v)
+        law = UnitLaw(T, k, center, v, unit)
         S, R = law.S, law.R
         ff, pp = pair_functions(unit, k)
         f0, f1, f2 = (law.avg(ff, p) for p in (0, 1, 2))
@@ -462,7 +464,7 @@ def batch_norm_layer(net: Network, width: int, samples: int) -> BatchNormLayer:
     Args:
         net: a numeric network of depth >= 2 whose only normalization is a batch norm on layer L - 1 (the layers
             above a deeper batch norm are the plain recursion's, :mod:`meanfield.finite.deepbn`).
-        width, samples: M and T (T >= 6 for a full batch norm, 4 centre-only; activations smooth or with breaks at 0).
+        width, samples: M and T (T >= 6 for a full batch norm, 4 centre-only; activations with known kinks).
 
     Returns:
         :class:`BatchNormLayer`.
@@ -479,7 +481,7 @@ def batch_norm_layer(net: Network, width: int, samples: int) -> BatchNormLayer:
     """
     M, T, _ = _check(net, width, samples, DRAWS)
     if default_method(net, T) != "exact":
-        raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0 (the "
+        raise InvalidArgument("samples", samples, "T >= 4 and an activation whose kinks are known (the "
                               "exact sphere quadrature)")
     l = net.depth - 1
     w, shift_k, shift_theta = _world_below(net, M)
@@ -548,7 +550,7 @@ def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
     """
     M, T, _ = _check(net, width, samples, DRAWS)
     if default_method(net, T) != "exact":
-        raise InvalidArgument("samples", samples, "T >= 4 and an activation smooth or with its breaks at 0")
+        raise InvalidArgument("samples", samples, "T >= 4 and an activation whose kinks are known")
     S4 = cross_unit_spread(net, M, T)
     if not S4.any():
         return 0.0, 0.0, 0.0, 0.0
@@ -589,7 +591,7 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
     if exact:
         unit_sum = xaa = 0.0
         for kf in (1, 2):
-            law = UnitLaw(T, kf, center, v)
+            law = UnitLaw(T, kf, center, v, unit)
             S, R = law.S, law.R
             ff, pp = pair_functions(unit, kf)
             e_ff, e_x = S.mean(law.avg(ff, 0)), Dp * S.mean(law.lam(pp, 0), R)

@@ -46,7 +46,7 @@ started at layer 1's Phi^1 = M_1 E[X_bb X_bb]; with hiddenbn's U of the upper no
 order of the entry variances, O(T/M^2) (-2% to -3% at M = 64, T = 8, as for one batch norm on layer 2 or 3).
 
 Not derived here (mean-field values, named in the notes): s in placement (b) (the NTK's spread behind layer norms),
-lambda_max, activations with breaks away from 0 on the batch-normalized layers, inputs with a negative mean product,
+lambda_max, activations with unknown kinks on the batch-normalized layers, inputs with a negative mean product,
 T < 6. Every other chain of hidden batch norms (centre-only ones, a lower norm above layer 1, three or more, with a
 norm on the output) is :mod:`meanfield.finite.chain`'s, which carries this module's steps through any such chain;
 layer norms above a batch norm too (:mod:`meanfield.finite.chain_layernorm`'s step).
@@ -112,10 +112,9 @@ def _check(net: Any, width: Any, samples: Any) -> tuple[int, int]:
                               "layer norms below it")
     M, T = check_int("width", width, minimum=1), check_int("samples", samples, minimum=6)
     for j in ((1, where[1]) if where[0] == "batch" else (where[1],)):
-        kinks = Unit.of(net.phi(j)).kinks
-        if kinks is None or any(float(k) != 0.0 for k in kinks):
-            raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on the "
-                                  "batch-normalized layers")
+        if Unit.of(net.phi(j)).kinks is None:
+            raise InvalidArgument("net", net.describe(), "activations with known kinks (breaks of phi or phi') on "
+                                  "the batch-normalized layers")
     if not 0 <= float(net.input_q2) < float(net.input_q1):
         raise InvalidArgument("net", net.describe(), "distinct inputs with a non-negative mean product "
                               "(0 <= input_q2 < input_q1)")
@@ -310,15 +309,16 @@ def ntk_shift_between(net: Network, width: int, b: BatchNormLayer, lo: int, hi: 
 def _negative_rule(unit: Unit, q1: float, q2: float, nodes: int = 96) -> tuple:
     """The conditioning u_i = sqrt(q1 - q2) e_i + i sqrt(-q2) z for four exchangeable samples with q2 < 0: per z node
     (Gauss-Hermite) the smoothed m_pq(i s z) = E_e[phi^p phi'^q (i s z + sqrt(q1 - q2) e)], an entire function of its
-    argument, by Gauss-Legendre over x = i s z + sqrt(c) e on real pieces split at 0 (the kinks) with the complex
-    Gaussian weight."""
+    argument, by Gauss-Legendre over x = i s z + sqrt(c) e on real pieces split at 0 and at the unit's kinks with the
+    complex Gaussian weight."""
     c, s = q1 - q2, math.sqrt(-q2)
     zt, zw = np.polynomial.hermite_e.hermegauss(40)
     zw = zw / zw.sum()
     g, gw = np.polynomial.legendre.leggauss(nodes)
     top = 12 * math.sqrt(c) + 12 * s
-    x = np.concatenate([(g - 1) * top / 2, (g + 1) * top / 2])
-    xw = np.concatenate([gw, gw]) * top / 2
+    edges = [-top, *sorted({0.0} | {float(k) for k in (unit.kinks or ()) if abs(float(k)) < top}), top]
+    x = np.concatenate([(g + 1) * (b - a) / 2 + a for a, b in zip(edges[:-1], edges[1:])])
+    xw = np.concatenate([gw * (b - a) / 2 for a, b in zip(edges[:-1], edges[1:])])
     w = np.exp(-((x[None, :] - 1j * s * zt[:, None]) ** 2) / (2 * c)) / math.sqrt(2 * math.pi * c) * xw[None, :]
     return zw, w, x, np.asarray(unit.f(x), dtype=float), np.asarray(unit.df(x), dtype=float)
 
@@ -435,7 +435,7 @@ def batch_norm_step(unit: Unit, below: BelowWorld, width_below: int, width: int,
     Omega = v Pi), Stein on the layer's rows (Y^{l-1}), and the units' own covariance.
 
     Args:
-        unit: layer l's activation (smooth or with its breaks at 0).
+        unit: layer l's activation (its kinks known: :mod:`meanfield.finite.spherecut` splits at them).
         below: the world of layer l - 1 and its mean shifts.
         width_below, width: M_{l-1} and M_l.
         sw: sigma_w^2 of the weights into layer l.
@@ -445,7 +445,7 @@ def batch_norm_step(unit: Unit, below: BelowWorld, width_below: int, width: int,
         :class:`meanfield.finite.hiddenbn.BatchNormLayer`.
 
     Raises:
-        InvalidArgument: T < 6, widths below 1, an activation with breaks away from 0.
+        InvalidArgument: T < 6, widths below 1, an activation whose kinks are unknown.
 
     Example:
         >>> from meanfield.finite.corrections import kernel_mean_shift, ntk_mean_shift
@@ -460,8 +460,8 @@ def batch_norm_step(unit: Unit, below: BelowWorld, width_below: int, width: int,
     M1, Ml = check_int("width_below", width_below, minimum=1), check_int("width", width, minimum=1)
     if not isinstance(below, BelowWorld):
         raise InvalidArgument("below", below, "a BelowWorld")
-    if unit.kinks is None or any(float(k) != 0.0 for k in unit.kinks):
-        raise InvalidArgument("unit", unit, "an activation smooth or with its breaks at 0")
+    if unit.kinks is None:
+        raise InvalidArgument("unit", unit, "an activation with known kinks (breaks of phi or phi')")
     return batch_norm_from_world(unit, below.world, below.shift_k, below.shift_theta, M1, Ml, sw, T)
 
 
@@ -519,7 +519,7 @@ def multi_batch_norm_terms(net: Network, width: int, samples: int) -> MultiBatch
     Args:
         net: a numeric network whose only normalizations are full batch norms on hidden layer 1 and on one hidden
             layer l > 1, or one full batch norm on a hidden layer l > 1 with layer norms below it (module docstring);
-            activations smooth or with their breaks at 0 on the batch-normalized layers, inputs with a non-negative
+            activations with known kinks on the batch-normalized layers, inputs with a non-negative
             mean product.
         width: M.
         samples: T >= 6.

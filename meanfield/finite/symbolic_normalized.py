@@ -51,7 +51,7 @@ these are ``predict(net, M, T, finite_width="1/M")``'s):
   chain of hidden batch norms, and (generic fallback, "numeric") any other network the numeric path claims statistics
   for: :mod:`meanfield.finite.symbolic_chains`.
 
-Other placements (e.g. an activation with breaks away from 0 on a batch-normalized layer) are not derived:
+Other placements (e.g. an activation with unknown kinks on a batch-normalized layer) are not derived:
 :func:`derive_network_corrections` raises InvalidArgument naming the normalization and listing what is derived, never
 returns numbers for them.
 """
@@ -371,7 +371,7 @@ def correction_placement(net: Network) -> str:
 
     Raises:
         InvalidArgument: not a Network, or a normalization whose O(1/M) corrections the numeric path does not derive
-            either (a break away from 0 on a batch-normalized layer, full batch norm on the output of a depth-1 net).
+            either (unknown kinks on a batch-normalized layer, full batch norm on the output of a depth-1 net).
 
     Example:
         >>> correction_placement(Network(3, "relu", 2, 0.1, norms=["batch-center:last"]))

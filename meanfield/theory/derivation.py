@@ -344,7 +344,7 @@ class Derivation:
 
         Raises:
             InvalidArgument: symbolic parameters, or a network whose O(1/M) corrections are not derived (e.g. an
-                activation with a break away from 0 on a batch-normalized layer): the message names it.
+                activation with unknown kinks on a batch-normalized layer): the message names it.
 
         Example:
             >>> c = derive(Network(2, "relu", 2, 0.1)).corrections

@@ -231,7 +231,7 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
             "kappa1, kappa2 for every placement of batch norms (full or centre-only) and layer norms, s too except "
             "under an output batch norm over a layer norm as the top hidden norm, or under a hidden and an output batch "
             "norm for T > 64 (one hidden batch norm) or T > 32 (several); none where a step's quadrature does not "
-            "apply, e.g. an activation with a kink away from 0 on a batch-normalized layer: see the notes); "
+            "apply, e.g. an activation with unknown kinks on a batch-normalized layer: see the notes); "
             "lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
