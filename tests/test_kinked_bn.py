@@ -28,7 +28,7 @@ import pytest
 from meanfield import Network, derive, predict
 from meanfield.finite import bnstep, hiddenbn
 from meanfield.finite.hiddenbn import hidden_batch_norm_terms
-from meanfield.finite.spherebn import Sphere, beta_rule, chi_moment
+from meanfield.finite.spherebn import Sphere, chi_moment
 from meanfield.finite.spherecut import CutSphere, cut_beta_rule, kinks_off_zero
 from meanfield.integrals.quadrature import Unit
 
