@@ -50,7 +50,7 @@ from ..spec.network import LayerNorm, Network
 from .corrections import two_sample_layer, two_sample_rule
 from .fourpoint import check_entry, entry_covariance, slope_jacobian
 
-__all__ = ["check_layer_norms", "layer_norm_gram_covariance", "LayerNormEntryVariances",
+__all__ = ["layer_norm_averages", "check_layer_norms", "layer_norm_gram_covariance", "LayerNormEntryVariances",
            "layer_norm_entry_variances", "RealizedAverages", "realized_averages", "noise_mean_shift"]
 
 _POWERS = tuple((i, j, k) for i in range(5) for j in range(5) for k in range(3) if i + j <= 4)
@@ -182,19 +182,45 @@ def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAver
         slopes = {kind: _slopes_plain(unit, q1, q2, kind) for kind in (0, 1)}
         jac = slope_jacobian(comps, pairs, slopes)
         return RealizedAverages(mean, second - np.outer(mean, mean), jac, (table, 1.0))
+    table = _table(unit, 1.0, q2 / q1)
+    mean, sigma, jac = layer_norm_averages(unit, q1, q2, n, lambda comps, powers=None: _mean(table, _counts(*comps,
+                                                                                                         powers=powers)))
+    return RealizedAverages(mean, sigma, jac, (table, 1.0 / q1**2))
+
+
+def layer_norm_averages(unit: Unit, q1: float, q2: float, n: int, moment: Any) -> tuple:
+    """(means, M x covariance, d mean / d Q) of a layer-normed layer's realized averages over n exchangeable samples
+    (:func:`realized_averages` with ``layer_norm=True``), the four-point moments from ``moment``.
+
+    ``moment(components, powers=None)`` is E[prod over components (kind, a, b) of phi_a phi_b (kind 0) or phi'_a
+    phi'_b (kind 1), times prod_a z_a^powers[a]] for n standard normal samples with correlation q2 / q1: this module's
+    conditioning on the common part (q2 >= 0), or :mod:`meanfield.finite.layernorm_overlap`'s at any sign of q2.
+
+    Example:
+        >>> from meanfield.spec.network import Network
+        >>> unit = Unit.of(Network(2, "tanh", 1, 0.1).phi(1))
+        >>> table = _table(unit, 1.0, 0.5)
+        >>> mean, sigma, jac = layer_norm_averages(unit, 2.0, 1.0, 2, lambda c, powers=None: _mean(table, _counts(*c,
+        ...                                                                                         powers=powers)))
+        >>> bool(np.allclose(mean, realized_averages(unit.f, 2.0, 1.0, True).mean))
+        True
+    """
+    pairs = _pairs(n)
+    comps = [(0, a, b) for a, b in pairs] + [(1, a, b) for a, b in pairs]
+    size, npair = len(comps), len(pairs)
+    jac = np.zeros((size, npair))
     rho = q2 / q1
-    table = _table(unit, 1.0, rho)
     rule = two_sample_rule(unit, 1.0, rho, 1.0)
     lay = two_sample_layer(unit, 1.0, rho, 1.0)
     z, y = rule.u, rule.y
-    raw = np.array([_mean(table, _counts(c)) for c in comps])
+    raw = np.array([moment((c,)) for c in comps])
     # the linear part of each influence function: alpha_i z_i + beta_i (z_i^2 - 1) over the component's samples
     lin = []
     pair_coef: dict = {}  # kind -> the two-sample coefficients per sample position (the same for every pair a < b)
     for r, (kind, a, b) in enumerate(comps):
         if a == b:
-            ez = _mean(table, _counts((kind, a, a), powers={a: 1}))
-            ez2 = _mean(table, _counts((kind, a, a), powers={a: 2}))
+            ez = moment(((kind, a, a),), {a: 1})
+            ez2 = moment(((kind, a, a),), {a: 2})
             coef = {a: [ez, 0.5 * (ez2 - raw[r])]}          # Stein at unit variance: E[d g] = E[g z], E[z d g] = E[g (z^2 - 1)]
         else:
             if kind not in pair_coef:
@@ -207,9 +233,9 @@ def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAver
                 coef[x][1] += 0.5 * raw[r]
         lin.append(coef)
     R = np.full((n, n), rho) + (1 - rho) * np.eye(n)
-    ez = np.array([[_mean(table, _counts(c, powers={x: 1})) for x in range(n)] for c in comps])
-    ez2 = np.array([[_mean(table, _counts(c, powers={x: 2})) - raw[r] for x in range(n)] for r, c in enumerate(comps)])
-    second = np.array([[_mean(table, _counts(c, d)) for d in comps] for c in comps])
+    ez = np.array([[moment((c,), {x: 1}) for x in range(n)] for c in comps])
+    ez2 = np.array([[moment((c,), {x: 2}) - raw[r] for x in range(n)] for r, c in enumerate(comps)])
+    second = np.array([[moment((c, d)) for d in comps] for c in comps])
     sigma = second - np.outer(raw, raw)
     for r in range(size):
         for s_ in range(size):
@@ -236,7 +262,7 @@ def _local(unit: Unit, q1: float, q2: float, norm: bool, n: int) -> RealizedAver
         else:
             jac[r, pairs.index((a, b))] = c1 / q1**2
             jac[r, pairs.index((a, a))] = jac[r, pairs.index((b, b))] = -(rho * c1 + c_rho) / (2 * q1**2)
-    return RealizedAverages(raw * scale, sigma * np.outer(scale, scale), jac, (table, 1.0 / q1**2))
+    return raw * scale, sigma * np.outer(scale, scale), jac
 
 
 _STEP = 2e-3  # finite-difference step in the normalizer's (m, v): the one-sample integrals are smooth in both

@@ -34,6 +34,7 @@ u~_c = (u_c - mu) / s over the M_j units, the rows i.i.d. N(0, Q) given the laye
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from .corrections import two_sample_rule
 from .fourpoint_layernorm import check_layer_norms, realized_averages
 from .fourworld import World, conditional_moments, plain_step, world_recursion
 
-__all__ = ["layer_norm_world", "four_sample_moment", "layer_norm_step"]
+__all__ = ["layer_norm_world", "four_sample_moment", "layer_norm_step", "layer_norm_sandwich"]
 
 # fixed breaks of both normal variables besides the unit's kinks: one Gauss-Legendre piece over [-12, 12] is not
 # enough for the Gaussian weight (E[tanh^2 tanh'^2] comes out 0.6% high; with these pieces it is exact to 1e-15)
@@ -99,12 +100,25 @@ def _moment(phi, q1: float, q2: float, factors: tuple) -> float:
     return four_sample_moment(phi, q1, q2, factors)
 
 
-def _ln_y(unit: Unit, q1: float, q2: float, theta: tuple, old: dict, Mj: int, Mb: int, sw: float,
-          first: bool) -> dict:
-    """The sandwiched NTK above a layer norm (module docstring): projected E4 and the Stein part with D~."""
+def layer_norm_sandwich(unit: Unit, q1: float, q2: float, theta: tuple, old: dict, Mj: int, Mb: int, sw: float,
+                        first: bool, moment: Any = None) -> dict:
+    """The sandwiched NTK Y^j above a layer norm (module docstring): projected E4 and the Stein part with D~.
+
+    ``moment(factors)`` gives the four standardized samples' moments (correlation q2 / q1; factors as
+    :func:`four_sample_moment`'s); by default :func:`four_sample_moment`, which conditions on the common part (q2 >= 0).
+    :mod:`meanfield.finite.layernorm_overlap` passes its moments at any sign of the overlap.
+
+    Example:
+        >>> from meanfield.integrals.quadrature import Unit
+        >>> from meanfield.spec.network import Network
+        >>> unit = Unit.of(Network(2, "tanh", 1, 0.1).phi(1))
+        >>> y = layer_norm_sandwich(unit, 1.0, 0.3, (1.0, 0.3), {(0, 0): None}, 64, 64, 1.0, True)
+        >>> y[(0, 0)].shape
+        (4, 4)
+    """
     rho = q2 / q1
     phi = unit.f
-    E = functools.partial(_moment, phi, 1.0, rho)
+    E = moment if moment is not None else functools.partial(_moment, phi, 1.0, rho)
     rule = two_sample_rule(unit, 1.0, rho, 1.0)
     z, y = rule.u, rule.y
     f = [np.asarray(unit.f(x), dtype=float) for x in z]
@@ -149,7 +163,7 @@ def _step(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tupl
                           sw, first)
     loc = realized_averages(net.phi(j), qa, qb, True, 4)
     return (np.asarray(loc.mean, dtype=float), loc.sigma, loc.jac,
-            _ln_y(unit, qa, qb, theta, y, Mj, Mb, sw, first))
+            layer_norm_sandwich(unit, qa, qb, theta, y, Mj, Mb, sw, first))
 
 
 def layer_norm_step(net: Network, widths: tuple, j: int, qa: float, qb: float, theta: tuple, y: dict) -> tuple:
