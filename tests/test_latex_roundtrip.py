@@ -257,7 +257,10 @@ CORRECTIONS = [(3, "tanh", ("batch:2", "batch-center:last")), (3, "relu", ("batc
                (4, "relu", ("layer:1", "batch:2", "batch:last")), (3, "tanh", ("batch:1", "batch:2", "numeric")),
                # a layer norm above a batch norm (s through it; tanh at sigma_w^2 = 2: a negative mean overlap under it)
                (3, "relu", ("batch:1", "layer:2")), (3, "tanh", ("batch:1", "layer:2")),
-               (3, "tanh", ("batch-center:1", "layer:2")), (4, "relu", ("batch:1", "layer:2", "batch:3"))]
+               (3, "tanh", ("batch-center:1", "layer:2")), (4, "relu", ("batch:1", "layer:2", "batch:3")),
+               # a layer norm as the top hidden norm under a batch norm on the output (s through it)
+               (3, "relu", ("batch:1", "layer:2", "batch-center:last")),
+               (3, "tanh", ("batch-center:1", "layer:2", "batch:last"))]
 
 
 @pytest.mark.parametrize("depth, act, norms", CORRECTIONS,

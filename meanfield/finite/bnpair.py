@@ -3,11 +3,7 @@
 The network has one batch norm (full or centre-only) on a hidden layer l and a batch norm on the output.
 
 Centre-only on the output. Its pre-normalization values are linear in the last hidden layer, so per output block,
-exactly,
-
-    G_kl = Pi G^in_kl Pi,    Pi = I - 1 1^T / T,
-
-G^in the Gram of the same network without the output's norm (the hidden batch norm alone). Hence
+exactly, G_kl = Pi G^in_kl Pi, Pi = I - 1 1^T / T, G^in the Gram of the network without the output's norm. Hence
 
 * the means: E G_tt = (1 - 1/T)(d - o), E G_ts = -(d - o) / T with d, o the corrected E G^in_tt, E G^in_ts of
   :mod:`meanfield.finite.hiddenbn` (l = L - 1) or :mod:`meanfield.finite.deepbn` (l < L - 1), so m and the kappa's;
@@ -55,16 +51,11 @@ on which of the four indices coincide, so the moments are held by their 15 patte
 (:class:`meanfield.finite.exchangeable.Exchangeable`) and every sum over the entries above is an exact contraction of
 such tensors over T samples (:func:`meanfield.finite.exchangeable.contract`, O(1) in T). Per node the pattern values
 come from power sums of phi, phi', z over the T samples (Moebius inversion,
-:func:`meanfield.finite.exchangeable.node_class_moments`): O(T) per node, and equal to rounding to the class averages
-of the dense T^2 x T^2 matrices the module accumulated before (session 10; the dense contractions fed those averages
-reproduce every output to 1e-12; the dense evaluation itself read single entries, which carry the rule's asymmetry:
-its outputs differ from these by up to 1% at T = 32, 0.1% at T = 16). No T limit of its own: T <= :data:`MAX_SAMPLES`
+:func:`meanfield.finite.exchangeable.node_class_moments`): O(T) per node, equal to rounding to the class averages of
+the dense T^2 x T^2 matrices (notes: the former dense evaluation). No T limit of its own: T <= :data:`MAX_SAMPLES`
 keeps LAPACK's basis of the complement of 1 (the rule of the numbers in the notes), above it Helmert's (O(T) per
 node). The compositions with the hidden norm's corrected means (:func:`batch_norm_pair_terms`,
-:func:`full_output_below`) take T <= :data:`MEAN_SAMPLES`, the means' limit.
-
-Measured against sampled networks: ``meanfield/notes/corrections.md``, section "A hidden batch norm with a batch norm
-on the output".
+:func:`full_output_below`) take T <= :data:`MEAN_SAMPLES`, the means' limit. Sampled checks: the notes, section 9.
 """
 
 from __future__ import annotations
@@ -92,14 +83,11 @@ from .spherebn import chi_moment
 __all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts", "TopBelow",
            "output_pairings",
            "full_output_below", "finite_width_stats", "POINTS", "MAX_SAMPLES", "MEAN_SAMPLES", "bn_unit_fields",
-           "spread_classes"]
+           "spread_classes", "UnitMoments", "entry_parts", "row_parts", "entry_covariance"]
 
-# Not a limit any more (the moments are exchangeable tensors, O(T) per node): the largest T whose rule keeps LAPACK's
-# basis of the complement of 1, the nodes of earlier sessions (T <= 32); above it Helmert's basis.
-MAX_SAMPLES = 32
-# The largest T of :func:`batch_norm_pair_terms` and :func:`full_output_below`: not this module's limit (its parts take
-# any T) but that of the hidden batch norm's O(1/M) means they compose with (:mod:`meanfield.finite.bnstep`'s
-# T^4 class tensors and 2 T^2 x 2 T^2 covariance, half a gigabyte at T = 64); above it predict keeps mean-field values.
+MAX_SAMPLES = 32   # not a limit: the largest T whose rule keeps LAPACK's basis of 1's complement (Helmert's above)
+# The largest T of :func:`batch_norm_pair_terms` and :func:`full_output_below`: the limit of the hidden batch norm's
+# O(1/M) means they compose with (bnstep's T^4 class tensors, half a gigabyte at T = 64), not of this module's parts.
 MEAN_SAMPLES = 64
 POINTS = 2**14     # Sobol nodes of the unit's law (each with its mirror image): about 1e-3 of the O(1/M) terms
 _CHUNK_NUMBERS = 2**20     # Sobol numbers per chunk of nodes (memory, not results)
@@ -210,21 +198,33 @@ def _world_below(net: Network, width: int) -> World:
     return inputs_world(net, width)
 
 
-def _below_covariance(w: World) -> dict:
-    """Cov of (K_ij, N_ij) over all entries of the layer below: blocks (0 = K, 1 = N) of exchangeable 4-tensors over
-    ((i, j), (i', j')), the world's label patterns."""
+def entry_covariance(w: World) -> dict:
+    """Cov of (K_ij, N_ij) over all entries of a layer: blocks (0 = K, 1 = N) of exchangeable 4-tensors over
+    ((i, j), (i', j')), read off the four-sample world's label patterns.
+
+    Example:
+        >>> w = realized_world(Network(2, "tanh", 2, 0.1), 64)
+        >>> bool(entry_covariance(w)[(0, 1)].at((0, 1, 0, 1)) == w.cov[1, 11])
+        True
+    """
     return {(r, c): Exchangeable.from_function(
         4, lambda lab, r=r, c=c: w.cov[10 * r + pair_index(lab[0], lab[1]), 10 * c + pair_index(lab[2], lab[3])])
         for r in (0, 1) for c in (0, 1)}
 
 
 @dataclass(frozen=True, eq=False)
-class _UnitMoments:
+class UnitMoments:
     """One unit of the last hidden layer at the mean law, exchangeable tensors over the entries: k = f f^T, x (X_aa =
     xscale x: batch norm, diag(phi') R diag(phi') with xscale = D' lambda^2; plain, diag(phi') Theta' diag(phi')),
     p (P = diag(phi') A; plain, diag(phi')); means Ek, Ex (t, s), second moments Ekk, Ekx, Exx ((t, s), (t', s')),
     U[t, i, s, j] = E[p_ti p_sj] (with lambda^2), and the Price gradients hk, hx of E[k], E[X_aa] in the unit's
-    pre-activation kernel ((entry), (Q_ij))."""
+    pre-activation kernel ((entry), (Q_ij)); None for a layer-normed unit
+    (:func:`meanfield.finite.lnpair.layer_norm_unit`: its layer's world carries the layers below whole).
+
+    Example:
+        >>> _last_layer(Network(3, "tanh", 2, 0.1, norms=["batch:2"]), 64, 6, 2**10).u.Exx.order
+        4
+    """
 
     Ek: Exchangeable
     Ex: Exchangeable
@@ -232,8 +232,8 @@ class _UnitMoments:
     Ekx: Exchangeable
     Exx: Exchangeable
     U: Exchangeable
-    hk: Exchangeable
-    hx: Exchangeable
+    hk: Exchangeable | None
+    hx: Exchangeable | None
     xscale: float
     x2scale: float
     fpz: Exchangeable | None = None     # batch norm: E[f_a p_{t, i} z_r] / v over (a, t, r, i), Stein's D_t
@@ -264,7 +264,7 @@ def _outer(T: int, a: Exchangeable, b: Exchangeable) -> Exchangeable:
 
 @functools.lru_cache(maxsize=16)
 def _bn_moments(net: Network, width: int, samples: int, points: int, below: Any = None) -> tuple:
-    """(:class:`_UnitMoments`, v, D', world below) of the batch-normalized layer l = L - 1 of ``net`` on the rule."""
+    """(:class:`UnitMoments`, v, D', world below) of the batch-normalized layer l = L - 1 of ``net`` on the rule."""
     T, l = samples, net.depth - 1
     center = net.norms[0].center_only
     M1, sw = net.widths(width)[l - 1], float(net.sigma_w2[l - 1])
@@ -293,8 +293,8 @@ def _bn_moments(net: Network, width: int, samples: int, points: int, below: Any 
     else:
         hk = (chi_moment(T, 1) * m["Kw"] - Ekpi) / (2 * v)
         hx = Dp * (m["Xw"] - chi_moment(T, -1) * Expi) / (2 * v * v)
-    return (_UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], lam2 * m["U"], hk, hx, Dp * lam2,
-                         Dp**2 * lam4, m["fpz"] / v), v, Dp, w)
+    return (UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], lam2 * m["U"], hk, hx, Dp * lam2,
+                        Dp**2 * lam4, m["fpz"] / v), v, Dp, w)
 
 
 def _compound_cholesky(qa: float, qb: float, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -311,8 +311,8 @@ def _compound_cholesky(qa: float, qb: float, T: int) -> tuple[np.ndarray, np.nda
     return diag, c
 
 
-def _plain_moments(unit: Unit, Q: Exchangeable, theta: Exchangeable, T: int, points: int) -> _UnitMoments:
-    """:class:`_UnitMoments` of a plain unit, pre-activations g ~ N(0, Q), X_aa = diag(phi') theta diag(phi')."""
+def _plain_moments(unit: Unit, Q: Exchangeable, theta: Exchangeable, T: int, points: int) -> UnitMoments:
+    """:class:`UnitMoments` of a plain unit, pre-activations g ~ N(0, Q), X_aa = diag(phi') theta diag(phi')."""
     qa, qb = (float(x) for x in Q.values)
     diag, c = _compound_cholesky(qa, qb, T)
     alpha, beta = qa - qb, qb
@@ -337,12 +337,7 @@ def _plain_moments(unit: Unit, Q: Exchangeable, theta: Exchangeable, T: int, poi
         return Poly.field(k, a, 1, 3) * th * Poly.field(k, b, 1, 3)
     m = node_class_moments(T, _unit_polys(R, x_of), fields())
     hk, hx = (m["Kw"] - _outer(T, m["Ek"], Qinv)) / 2, (m["Xw"] - _outer(T, m["Ex"], Qinv)) / 2
-    return _UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], m["U"], hk, hx, 1.0, 1.0)
-
-
-def _rr(U: Exchangeable) -> Exchangeable:
-    """d E[(P Theta' P^T)_ts] / d Theta'_ij = E[P_ti P_sj]: U over (t, i, s, j) reordered to (t, s, i, j)."""
-    return U.permuted((0, 2, 1, 3))
+    return UnitMoments(m["Ek"], m["Ex"], m["Ekk"], m["Ekx"], m["Exx"], m["U"], hk, hx, 1.0, 1.0)
 
 
 def _block_sandwich(T: int, A: dict, C: dict, B: dict, rows: tuple, cols: tuple) -> dict:
@@ -364,32 +359,42 @@ def _block_sandwich(T: int, A: dict, C: dict, B: dict, rows: tuple, cols: tuple)
     return out
 
 
-def _second(u: _UnitMoments) -> dict:
+def _second(u: UnitMoments) -> dict:
     """E[(k, X_aa) (k, X_aa)] over ((entry), (entry)) as blocks (0 = k, 1 = X_aa)."""
     return {(0, 0): u.Ekk, (0, 1): u.xscale * u.Ekx, (1, 0): u.xscale * u.Ekx.permuted((2, 3, 0, 1)),
             (1, 1): u.x2scale * u.Exx}
 
 
-def _unit_covariance(T: int, u: _UnitMoments) -> dict:
+def _unit_covariance(T: int, u: UnitMoments) -> dict:
     """Cov of one unit's (k, X_aa) over all entries, blocks."""
     mean = (u.Ek, u.xscale * u.Ex)
     return {(r, c): b - _outer(T, mean[r], mean[c]) for (r, c), b in _second(u).items()}
 
 
-def _parts(u: _UnitMoments, T: int, M2: int, sw_out: float, left: Exchangeable, S4: Exchangeable, grad: dict,
-           cov_below: dict, swapped: bool = False) -> tuple:
+def entry_parts(u: UnitMoments, T: int, M2: int, sw_out: float, left: Exchangeable, S4: Exchangeable, grad: dict,
+                cov_below: dict, swapped: bool = False, units: bool = True) -> tuple:
     """(same, below, cross) of the module docstring's parts 1.-3.: the last hidden layer's units ``u``, the output
     map ``left`` on each side (Pi or I), the NTK's spread S4 between two units below, the first variation ``grad``
     (blocks over ((t, s), below's entries)) of E[T G | below] and the covariance ``cov_below`` of what is below; with
     ``swapped`` also sum E[G_kl(t, s) G_kl(s, t)] between outputs (k != l). Every sum over the entries is an exact
-    contraction of exchangeable tensors (:func:`meanfield.finite.exchangeable.contract`)."""
+    contraction of exchangeable tensors (:func:`meanfield.finite.exchangeable.contract`). ``units`` False leaves out
+    the units' own variance, for units not i.i.d. given what is below (a layer norm: :mod:`meanfield.finite.lnpair`).
+
+    Example:
+        >>> s = _last_layer(Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2"]), 64, 6, 2**10)
+        >>> a, b = (entry_parts(s.u, 6, s.M_last, s.sw_out, identity(), s.S4, s.grad, s.cov_below, units=x)
+        ...         for x in (True, False))
+        >>> bool(a[0] > b[0] > 0), a[1:] == b[1:]
+        (True, True)
+    """
     c = sw_out / M2
     L = left
-    EY = u.Ek + c * u.xscale * u.Ex
-    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
-    # tr((L (x) L) EYY (L (x) L)) - |(L (x) L) EY|^2
-    unit_sum = (contract(T, "ta,sb,abcd,tc,sd->", L, L, EYY, L, L)
-                - contract(T, "ta,sb,ab,tc,sd,cd->", L, L, EY, L, L, EY))
+    unit_sum = 0.0
+    if units:   # tr((L (x) L) EYY (L (x) L)) - |(L (x) L) EY|^2
+        EY = u.Ek + c * u.xscale * u.Ex
+        EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
+        unit_sum = (contract(T, "ta,sb,abcd,tc,sd->", L, L, EYY, L, L)
+                    - contract(T, "ta,sb,ab,tc,sd,cd->", L, L, EY, L, L, EY))
     xaa = u.x2scale * contract(T, "ta,sb,abcd,tc,sd->", L, L, u.Exx, L, L)
     xac = xac_swap = 0.0
     if S4.any():
@@ -408,14 +413,23 @@ def _parts(u: _UnitMoments, T: int, M2: int, sw_out: float, left: Exchangeable, 
     return float(same), float(below), float(cross)
 
 
-def _row_parts(u: _UnitMoments, T: int, M2: int, sw_out: float, ell: Exchangeable, S4: Exchangeable, grad: dict,
-               cov_below: dict) -> tuple[float, float]:
+def row_parts(u: UnitMoments, T: int, M2: int, sw_out: float, ell: Exchangeable, S4: Exchangeable, grad: dict,
+              cov_below: dict, units: bool = True) -> tuple[float, float]:
     """(Var <ell, T G_kk>, E <ell, T G_kl>^2) for one symmetric exchangeable T x T functional ``ell`` (k != l; the parts
-    of :func:`_parts`, the Wick pairing of the two output weights contracted with ell twice)."""
+    of :func:`entry_parts`, the Wick pairing of the two output weights contracted with ell twice; ``units`` as there).
+
+    Example:
+        >>> s = _last_layer(Network(3, "tanh", 2, 0.1, outputs=2, norms=["batch:2"]), 64, 6, 2**10)
+        >>> same, cross = row_parts(s.u, 6, s.M_last, s.sw_out, projector(6), s.S4, s.grad, s.cov_below)
+        >>> bool(same > cross > 0)
+        True
+    """
     c = sw_out / M2
-    EY = contract(T, "ab,ab->", ell, u.Ek + c * u.xscale * u.Ex)
-    EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
-    unit = contract(T, "ab,abcd,cd->", ell, EYY, ell) - EY * EY
+    unit = 0.0
+    if units:
+        EY = contract(T, "ab,ab->", ell, u.Ek + c * u.xscale * u.Ex)
+        EYY = u.Ekk + c * u.xscale * (u.Ekx + u.Ekx.permuted((2, 3, 0, 1))) + c * c * u.x2scale * u.Exx
+        unit = contract(T, "ab,abcd,cd->", ell, EYY, ell) - EY * EY
     xaa = u.x2scale * contract(T, "ab,abcd,cd->", ell, u.Exx, ell)
     xac = 0.0
     if S4.any():     # ell symmetric: ell(X_ca) = ell(X_ac^T) = ell(X_ac)
@@ -437,7 +451,7 @@ def _check_last(net: Any, width: Any, samples: Any, points: Any) -> tuple[int, i
     T = check_int("samples", samples, minimum=4 if net.norms[0].center_only else 6, maximum=_SOBOL_DIMENSIONS)
     n = check_int("points", points, minimum=64)
     if default_method(net, T) != "exact":
-        raise InvalidArgument("net", net.describe(), "an activation smooth or with its breaks at 0 on layer L - 1")
+        raise InvalidArgument("net", net.describe(), "an activation with known kinks (breaks) on layer L - 1")
     return M, T, n
 
 
@@ -449,7 +463,7 @@ class _LastLayer:
     two of its units, and Stein's part of Y^{L-1}_{ab} between units (4 x 4 for (u, v) = (0, 0), (0, 1)); M_prev,
     M_last, sw, sw_out: M_{L-2}, M_{L-1}, sigma_w^2 into L - 1 and into the output."""
 
-    u: _UnitMoments
+    u: UnitMoments
     grad: dict
     jac: dict
     cov_below: dict
@@ -461,10 +475,10 @@ class _LastLayer:
     sw_out: float
 
 
-def _first_variation(u: _UnitMoments, M_prev: int, M_last: int, sw: float, sw_out: float) -> tuple:
+def _first_variation(u: UnitMoments, M_prev: int, M_last: int, sw: float, sw_out: float) -> tuple:
     """(grad, jac): Price on the law of the unit's pre-activations (d/dK = sw d/dQ) and the explicit Theta' = 1 +
     M_prev K + sw N of X_aa (blocks: 0 = K, 1 = N below)."""
-    rr = _rr(u.U)
+    rr = u.U.permuted((0, 2, 1, 3))     # d E[(P Theta' P^T)_ts] / d Theta'_ij = E[P_ti P_sj] over (t, s, i, j)
     jac = {(0, 0): sw * u.hk, (1, 0): sw * u.hx + M_prev * rr, (1, 1): sw * rr}
     grad = {0: M_last * jac[(0, 0)] + sw_out * jac[(1, 0)], 1: sw_out * jac[(1, 1)]}
     return grad, jac
@@ -503,7 +517,7 @@ def _last_bn(net: Network, width: int, samples: int, points: int, below: Any = N
     for s in (0, 1):    # Y^l between two units: Stein on their rows (zero on layer 1: no NTK below)
         stein[(0, s)] = (M2 * sw / M1) ** 2 * np.array([[both.at((a, 0, c, s)) for c in range(4)] for a in range(4)])
     S4 = spread_classes(net, width) if below is None else below.classes
-    return _LastLayer(u, grad, jac, _below_covariance(w), S4, stein, M1, M2, sw, sw_out)
+    return _LastLayer(u, grad, jac, entry_covariance(w), S4, stein, M1, M2, sw, sw_out)
 
 
 def _stein_matrices(unit: Unit, Q: Exchangeable) -> dict:
@@ -512,7 +526,7 @@ def _stein_matrices(unit: Unit, Q: Exchangeable) -> dict:
     return stein_matrices(two_sample_layer(unit, qa, qb, qa))
 
 
-def _y_part(u: _UnitMoments, M: int, scale: float, s: int) -> np.ndarray:
+def _y_part(u: UnitMoments, M: int, scale: float, s: int) -> np.ndarray:
     """M scale E[k_ac X_0s] over four samples (a, c): Y's part over single units."""
     return np.array([[M * scale * u.Ekx.at((a, c, 0, s)) for c in range(4)] for a in range(4)])
 
@@ -523,21 +537,27 @@ def _last_plain(net: Network, width: int, samples: int, points: int, below: Any 
     units on the mean kernel and NTK average below, whose covariance over all T^2 entries is carried up from layer l
     (the units' own, 1 / M_j, plus the layer below's pushed through the first variation), the NTK's spread between two
     units of layer j from Phi^{j-1} = sum over pairs of units of E[X_bd X_bd] (at the normalized layer its units' own
-    and, for l >= 2, U U Sigma4 between them), and Y^j between units by Stein (fourworld's D_u Y^{j-1} D_v^T)."""
+    and, for l >= 2, U U Sigma4 between them), and Y^j between units by Stein (fourworld's D_u Y^{j-1} D_v^T). A
+    ``below`` with a ``start`` supplies layer l's state itself (a layer norm there: :mod:`meanfield.finite.lnpair`)."""
     T, L, l = samples, net.depth, net.norms[0].layer
     widths = net.widths(width)
     sws, sbs = [float(x) for x in net.sigma_w2], [float(x) for x in net.sigma_b2]
-    start = _last_bn(normalized_prefix(net), width, T, points, below)
-    u, jac, cov_below = start.u, start.jac, start.cov_below
-    phi4 = widths[l] * u.x2scale * u.Exx
-    if start.S4.any():      # X_bd = P_b S_bd P_d^T between two units of the normalized layer
-        phi4 = phi4 + widths[l] * (widths[l] - 1) * contract(T, "aicj,bkdl,ikjl->abcd", u.U, u.U, start.S4)
-    y = {(0, s): _y_part(u, widths[l], u.xscale, s) + start.stein[(0, s)] for s in (0, 1)}
+
+    def up(u: UnitMoments, jac: dict, cov: dict, width: int) -> dict:    # the units' own + the layer below's
+        own, carried = _unit_covariance(T, u), _block_sandwich(T, jac, cov, jac, (0, 1), (0, 1))
+        return {key: own[key] / width + carried[key] if key in carried else own[key] / width for key in own}
+    if getattr(below, "start", None) is not None:
+        u, cov_below, phi4, y = below.start
+    else:
+        start = _last_bn(normalized_prefix(net), width, T, points, below)
+        u, cov_below = start.u, up(start.u, start.jac, start.cov_below, widths[l])
+        phi4 = widths[l] * u.x2scale * u.Exx
+        if start.S4.any():      # X_bd = P_b S_bd P_d^T between two units of the normalized layer
+            phi4 = phi4 + widths[l] * (widths[l] - 1) * contract(T, "aicj,bkdl,ikjl->abcd", u.U, u.U, start.S4)
+        y = {(0, s): _y_part(u, widths[l], u.xscale, s) + start.stein[(0, s)] for s in (0, 1)}
     for j in range(l + 1, L):
-        own = _unit_covariance(T, u)
-        carried = _block_sandwich(T, jac, cov_below, jac, (0, 1), (0, 1))
-        cov_below = {key: own[key] / widths[j - 1] + carried[key] if key in carried else own[key] / widths[j - 1]
-                     for key in own}
+        if j > l + 1:
+            cov_below = up(u, jac, cov_below, widths[j - 1])
         K, N = u.Ek, u.xscale * u.Ex
         Q = Exchangeable(2, sws[j - 1] * K.values + sbs[j - 1])
         theta = Exchangeable(2, 1.0 + widths[j - 1] * K.values + sws[j - 1] * N.values)
@@ -580,7 +600,8 @@ class TopBelow:
     and the NTK's spread Sigma4[t1, s1, t2, s2] between two of its units, as
     :func:`meanfield.finite.hiddenbn.cross_unit_spread` gives it for a plain network below: an exchangeable dense T^4
     array (read at each pattern's canonical index) or an :class:`meanfield.finite.exchangeable.Exchangeable` of order
-    4 (any T).
+    4 (any T); ``start``: for a layer norm on the top's layer l with plain layers above it, layer l's own state
+    (unit moments, Cov of its (K, N) over all entries, Phi^l, Y^l: :mod:`meanfield.finite.lnpair`).
 
     Example:
         >>> from meanfield.finite.hiddenbn import cross_unit_spread
@@ -593,6 +614,7 @@ class TopBelow:
 
     world: World
     spread: Any
+    start: Any = None
 
     @property
     def classes(self) -> Exchangeable:
@@ -618,7 +640,7 @@ def projected_entry_parts(net: Network, width: int, samples: int, project: bool 
 
     Args:
         net: a numeric network whose only normalization is a batch norm on layer L - 1 (``hiddenbn``'s placement) or
-            on a lower hidden layer, an activation smooth or with its breaks at 0 there, inputs with a non-negative mean
+            on a lower hidden layer, an activation with known kinks there, inputs with a non-negative mean
             product.
         width: M.
         samples: T (>= 6 for a full batch norm, 4 centre-only).
@@ -644,7 +666,7 @@ def projected_entry_parts(net: Network, width: int, samples: int, project: bool 
         raise InvalidArgument("below", below, f"a TopBelow whose spread is over T = {T} samples")
     s = _last_layer(net, M, T, n, below)
     left = projector(T) if project else identity()
-    return _parts(s.u, T, s.M_last, s.sw_out, left, s.S4, s.grad, s.cov_below)
+    return entry_parts(s.u, T, s.M_last, s.sw_out, left, s.S4, s.grad, s.cov_below)
 
 
 _P4 = tuple((a, b) for a in range(4) for b in range(a, 4))     # the 10 pairs of four samples (fourworld's order)
@@ -668,7 +690,7 @@ def full_output_below(net: Network, width: int, samples: int, points: int = POIN
 
     Args:
         net: a numeric network with a batch norm (full or centre-only) on a hidden layer and a
-            full batch norm on the output, no other normalization; an activation smooth or with its breaks at 0 on the
+            full batch norm on the output, no other normalization; an activation with known kinks on the
             normalized layer.
         width: M.
         samples: T >= 6.
@@ -744,8 +766,8 @@ def output_pairings(net: Network, width: int, samples: int, kbar: tuple, nbar: t
     s = _last_layer(net, M, T, n, below)
     u, M2 = s.u, s.M_last
     Pi = projector(T)
-    same2, below2, cross2, cross3 = _parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below, swapped=True)
-    same1, cross1 = _row_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below)
+    same2, below2, cross2, cross3 = entry_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below, swapped=True)
+    same1, cross1 = row_parts(u, T, M2, s.sw_out, Pi, s.S4, s.grad, s.cov_below)
     x2 = T**2 * (same2 + below2)
     same = (same1, x2, x2)
     cross = (cross1, T**2 * cross2, T**2 * cross3) if net.outputs >= 2 else (0.0, 0.0, 0.0)
@@ -815,7 +837,7 @@ def batch_norm_pair_terms(net: Network, width: int, samples: int) -> BatchNormPa
 
     Args:
         net: a numeric network with one batch norm (full or centre-only) on a hidden layer and a centre-only batch
-            norm on the output, no other normalization; an activation smooth or with its breaks at 0 on the normalized
+            norm on the output, no other normalization; an activation with known kinks on the normalized
             layer; inputs with a non-negative mean product.
         width: M.
         samples: T (>= 6 with a full hidden batch norm, 4 centre-only).

@@ -66,8 +66,8 @@ A negative mean overlap of the pre-activations under a layer norm above a batch 
 (:mod:`meanfield.finite.layernorm_overlap`, as :func:`meanfield.finite.multibn.negative_overlap_mean` for plain layers).
 
 Not derived here (``predict`` keeps the mean-field value with a note): s in multibn's placement of one batch norm over
-layer norms (multibn answers first; ``chain_terms`` has it), s under a norm on the output with a layer norm as the
-top hidden norm (bnpair's projected entry parts are a batch-normalized unit's), lambda_max, activations with unknown
+layer norms (multibn answers first; ``chain_terms`` has it), s under a norm on the output for T > DENSE_SAMPLES,
+lambda_max, activations with unknown
 kinks on the batch-normalized layers, inputs with a negative mean product, T < 6 with a full batch norm (4
 centre-only only).
 """
@@ -84,10 +84,10 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
-from .bnpair import TopBelow, pair_placement, projected_entry_parts
+from .bnpair import TopBelow, pair_placement
 from .bnstep import batch_norm_from_world, unit_pair_moments, unit_slope_moments
 from .chain_layernorm import layer_norm_from_below, layer_norm_moment, layer_norm_slope_moments
-from .chain_entries import full_output_s, output_coupling
+from .chain_entries import centre_output_parts, full_output_s, output_coupling
 from .chain_world import batch_norm_world, unit_spread
 from .corrections import kernel_mean_shift, ntk_mean_shift
 from .deepbn import entry_variance_above, plain_forward
@@ -115,11 +115,6 @@ def _norms(net: Network) -> tuple[list, str | None] | None:
         else:
             hidden.append((n.layer, kind))
     return hidden, out
-
-
-def _layer_on_top(hidden: tuple) -> bool:
-    """Whether the top hidden norm ((layer, kind), ... in layer order) is a layer norm (above a batch norm)."""
-    return bool(hidden) and max(hidden)[1] == "layer"
 
 
 def chain_placement(net: Any) -> tuple | None:
@@ -447,15 +442,15 @@ def chain_terms(net: Network, width: int, samples: int) -> ChainTerms:
         s = (C * (T * (mean_d**2 + var[0]) + T * (T - 1) * (mean_o**2 + var[1]))
              + C * (C - 1) * (T * var[2] + T * (T - 1) * var[3])) / P
         corrected = CORRECTED | {"s"}
-    elif out == "center" and top_kind != "layer" and T <= DENSE_SAMPLES:   # G = Pi G^in Pi: bnpair's parts
-        l = top[3]
-        proxy = net.with_(norms=tuple(n for n in net.norms if n.layer == l))      # the top norm over the chain's world
-        parts = projected_entry_parts(proxy, M, T, below=TopBelow(top_below, top_spread))
+    elif out == "center" and T <= DENSE_SAMPLES:   # G = Pi G^in Pi
+        # bnpair's parts over the chain's world (a batch-normalized top), or from a layer-normed top's own world
+        parts = centre_output_parts(net, M, T, top[3], TopBelow(top_below, top_spread),
+                                    lnw if top_kind == "layer" else None)
         s = (C * (T * mean_d**2 + T * (T - 1) * mean_o**2) + C * (parts[0] + parts[1]) + C * (C - 1) * parts[2]) / P
         corrected = CORRECTED | {"s"}
-    elif out == "batch" and top_kind != "layer" and T <= DENSE_SAMPLES:    # normalized's s from the statistics below
+    elif out == "batch" and T <= DENSE_SAMPLES:    # normalized's s from the statistics below
         s, parts = full_output_s(net, M, T, top[3], TopBelow(top_below, top_spread), below.world,
-                               (D0, D0 + dd - do, v, dv), float(base.s), P)
+                                 (D0, D0 + dd - do, v, dv), float(base.s), P, lnw if top_kind == "layer" else None)
         corrected = CORRECTED | {"s"}
     return ChainTerms(net, M, T, hidden, out, gd, go, float(base.m), float(base.s), (dd, do), sd, so, mean_d, mean_o,
                       C * T * mean_d / P, T * mean_d / (alpha * M), T * mean_o / (alpha * M), var, s, corrected, P,
@@ -503,10 +498,10 @@ def finite_width_stats(net: Network, width: int, samples: int, base: Any) -> dic
                         "independence); s still misses the next order (-1% to -5% at M = 64, T = 8)")
                        if "s" in t.includes_1_over_M and t.output is None else
                        ("s with the entry covariances projected through the output's batch norm (the top hidden norm's "
-                        "units over the chain's world, on a fixed quasi-Monte Carlo rule); s still misses the next "
+                        "units over the chain's world, on a fixed quasi-Monte Carlo rule; a layer norm as the top: "
+                        "its own world's covariance and its units' Wick terms); s still misses the next "
                         "order (-1% to -3% at M = 64, T = 8)")
                        if "s" in t.includes_1_over_M else
-                       ("s keeps its mean-field value (its entry variances under a norm on the output "
-                        + ("over a layer norm as the top hidden norm" if _layer_on_top(t.hidden) else
-                           f"for T > {DENSE_SAMPLES}") + ": not derived)"),
+                       (f"s keeps its mean-field value (its entry variances under a norm on the output for T > "
+                        f"{DENSE_SAMPLES}: not derived)"),
                        "lambda_max: not corrected (the mean-field value or bounds)"))

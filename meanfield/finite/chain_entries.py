@@ -1,4 +1,4 @@
-"""s under a batch norm on the output of a chain of hidden batch norms: the entry covariances through the output norm.
+"""s under a batch norm on the output of a chain of hidden norms: the entry covariances through the output norm.
 
 A chain (:mod:`meanfield.finite.chain`) carries up to its top batch norm, on layer l, the four-sample world of layer
 l - 1 (mean kernel and NTK average, their covariance over the 20 pairs of four samples, Y^{l-1}) and the NTK's spread
@@ -20,6 +20,11 @@ carried through plain layers above the top norm, hold with the chain's world and
   in closed form from layer L - 1's four-sample world (normalized's exact method; this module repeats its two
   formulas because :mod:`meanfield.finite.normalized` imports the chain: a test holds them equal).
 
+A layer norm on layer L - 1 as the top hidden norm couples its units, so the units' own variance and the layers
+below are not separate parts there: :mod:`meanfield.finite.lnpair` takes the covariance of the realized (K, N) of
+layer L - 1 whole from the layer norm's own four-sample world and the output weights' Wick terms from the layer-normed
+unit's laws (:func:`centre_output_parts`, :func:`full_output_s` dispatch on the top norm's kind).
+
 What the chain adds to bnpair is only the world and spread below the top norm; each is the chain's leading-order
 state (gradient independence for the backward weights above the top norm is not used: the parts are exact in the
 output weights). Measured against sampled networks: ``meanfield/notes/corrections.md``, section 9.
@@ -28,11 +33,45 @@ output weights). Measured against sampled networks: ``meanfield/notes/correction
 from __future__ import annotations
 
 from ..errors import InvalidArgument, check_int
-from ..spec.network import Network
-from .bnpair import TopBelow, output_pairings
+from ..spec.network import LayerNorm, Network
+from .bnpair import TopBelow, output_pairings, projected_entry_parts
 from .fourworld import World, world_contractions
+from .lnpair import TopLayerNorm, layer_norm_entry_parts, layer_norm_pairings
 
-__all__ = ["output_coupling", "output_square", "full_output_s"]
+__all__ = ["output_coupling", "output_square", "full_output_s", "centre_output_parts"]
+
+
+def _top_norm(net: Network, top: int) -> tuple:
+    """The norm on the chain's top hidden layer ``top`` (a tuple of one), checked."""
+    norm = tuple(n for n in net.norms if n.layer == top)
+    if not norm or top >= net.depth:
+        raise InvalidArgument("top", top, "the layer of a hidden norm of net")
+    return norm
+
+
+def centre_output_parts(net: Network, width: int, samples: int, top: int, below: TopBelow,
+                        world: World | None = None) -> tuple[float, float, float]:
+    """(same, below, cross): the projected entry variances of a chain under a centre-only batch norm on its output,
+    summed over the T^2 entries: a batch norm as the top hidden norm (on any hidden layer ``top``), bnpair's parts
+    over the chain's world below it and its spread (:func:`meanfield.finite.bnpair.projected_entry_parts`); a layer norm,
+    :func:`meanfield.finite.lnpair.layer_norm_entry_parts` from its own ``world`` (required there).
+
+    Raises:
+        InvalidArgument: no hidden norm on ``top``, a layer-normed top without its world.
+
+    Example:
+        >>> from meanfield.finite.chain import chain_terms
+        >>> t = chain_terms(Network(3, "relu", 2, 0.0, outputs=2, norms=["batch:1", "layer:2", "batch-center:last"]),
+        ...                 64, 8)
+        >>> t.output_parts[1], "s" in t.includes_1_over_M      # the layer norm's world carries "below" in "same"
+        (0.0, True)
+    """
+    norm = _top_norm(net, top)
+    if isinstance(norm[0], LayerNorm):
+        if not isinstance(world, World):
+            raise InvalidArgument("world", world, "the layer norm's own four-sample world (layer L - 1)")
+        return layer_norm_entry_parts(net, width, samples, TopLayerNorm(below.world, world, below.spread))
+    return projected_entry_parts(net.with_(norms=norm), width, samples, below=below)
 
 def _closed_form_inputs(world: World, width: int, sw: float, samples: int) -> tuple:
     """(n, v, D, c, (KK, KT, YY)) of the full output norm's closed forms: n = T - 1, v = sw (K_tt - K_ts),
@@ -107,26 +146,28 @@ def output_square(world: World, width: int, sw: float, samples: int) -> float:
 
 
 def full_output_s(net: Network, width: int, samples: int, top: int, below: TopBelow, world: World,
-                  spreads: tuple, s_mean_field: float, P: int) -> tuple[float, tuple]:
+                  spreads: tuple, s_mean_field: float, P: int, top_world: World | None = None) -> tuple[float, tuple]:
     """s = s_MF factor^2 + s_same + s_cross + C Cpl_F2 / P under a full batch norm on the output of a chain whose top
-    hidden batch norm is on layer ``top`` (module docstring).
+    hidden norm is on layer ``top``: a batch norm (bnpair's pairings over the chain's world below it), or a layer norm
+    (:func:`meanfield.finite.lnpair.layer_norm_pairings` from ``top_world``; module docstring).
 
     Args:
         net: the chain's network (a full batch norm on its output, batch norms on hidden layers).
         width, samples: M, T >= 6.
-        top: the layer of the chain's top hidden batch norm.
+        top: the layer of the chain's top hidden norm.
         below: the chain's world under the top norm and the NTK's spread between its units.
         world: the chain's four-sample world of layer L - 1 (its means k, n are the world's).
         spreads: (D_0, D, v, dv), T (G^in_tt - G^in_ts) at mean field and corrected, sigma_w^2 (K_tt - K_ts) of layer
             L - 1 and its O(1/M) shift.
         s_mean_field: ``predict``'s s of ``net``.
         P: the parameter count.
+        top_world: a layer-normed top's own four-sample world (required there).
 
     Returns:
         (s, (s_same, s_cross, C Cpl_F2 / P)).
 
     Raises:
-        InvalidArgument: no batch norm on ``top``, T < 6, a non-positive spread.
+        InvalidArgument: no hidden norm on ``top``, T < 6, a non-positive spread, a layer-normed top without its world.
 
     Example:
         >>> from meanfield.finite.chain import chain_terms
@@ -138,12 +179,15 @@ def full_output_s(net: Network, width: int, samples: int, top: int, below: TopBe
     D0, D, v, dv = (float(x) for x in spreads)
     if not (D0 > 0 and D > 0 and v > 0 and v + dv > 0):
         raise InvalidArgument("spreads", spreads, "positive D_0, D, v and v + dv")
-    norm = tuple(n for n in net.norms if n.layer == top)
-    if not norm or top >= net.depth:
-        raise InvalidArgument("top", top, "the layer of a hidden batch norm of net")
+    norm = _top_norm(net, top)
     L, C = net.depth, net.outputs
-    proxy = net.with_(norms=norm)      # the top norm alone, over the chain's world (``below``)
-    same, cross, w = output_pairings(proxy, M, T, world.k, world.n, below=below)
+    if isinstance(norm[0], LayerNorm):     # a layer-normed top (lnpair)
+        if not isinstance(top_world, World):
+            raise InvalidArgument("top_world", top_world, "the layer norm's own four-sample world")
+        same, cross, w = layer_norm_pairings(net, M, T, TopLayerNorm(below.world, top_world, below.spread), world)
+    else:
+        proxy = net.with_(norms=norm)      # the top norm alone, over the chain's world (``below``)
+        same, cross, w = output_pairings(proxy, M, T, world.k, world.n, below=below)
     factor = D / D0 * v / (v + dv)
     inv2 = T / (v * (T - 3))
     inv4 = T**2 / (v**2 * (T - 3) * (T - 5))

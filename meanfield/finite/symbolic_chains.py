@@ -38,8 +38,8 @@ an atom in ``[...]|_in`` (:class:`BelowOutputNorm`) is that network's part.
   dTheta_ch_p / T without an output norm, E G_tt = G_tt_mf + (1 - 1/T)(dTheta_ch_tt - dTheta_ch_ts) / T and E G_ts =
   G_ts_mf - (dTheta_ch_tt - dTheta_ch_ts) / T^2 through a centre-only one (exact), and E G_p = G_p_mf + dG_ch_p (one
   atom per pair) through a full one; m and the kappa's as above; s where the numeric path claims it from the chain's
-  entry variances Var_tt, Var_ts, Xsq_tt, Xsq_ts (ChainPart atoms; through a full output norm s = s_mf + ds_num, the
-  :class:`NumericStatistic` atom), else missing;
+  entry variances Var_tt, Var_ts, Xsq_tt, Xsq_ts (ChainPart atoms; through a norm on the output s = s_mf + ds_num, the
+  :class:`NumericStatistic` atom, a layer norm as the top hidden norm included), else missing;
 * **generic fallback** ("numeric"): any other network for which the numeric path claims statistics (predict's
   ``includes_1_over_M`` at the reference width and T = 8, :func:`numeric_claims`): E G_p = G_p_mf + dG_num_p and s =
   s_mf + ds_num, each a :class:`NumericStatistic` atom (predict's own O(1/M) term), m and the kappa's as above; what

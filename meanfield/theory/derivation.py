@@ -339,7 +339,7 @@ class Derivation:
         :data:`CORRECTIONS_ENTRY`, for plain networks, centre-only or full batch norm on the output, layer norms on
         any hidden layers, batch norms (full or centre-only) on any hidden layers with layer norms below or above them,
         each possibly with a centre-only or full batch norm on the output (what that path does not derive, e.g. s
-        under an output batch norm over a layer norm as the top hidden norm, is named in ``.missing``); ``.evaluate(M, T)`` gives the numbers of
+        under a hidden and an output batch norm for T > 64, is named in ``.missing``); ``.evaluate(M, T)`` gives the numbers of
         the numeric 1/M path it is written on (predict(..., finite_width="1/M")'s).
 
         Raises:

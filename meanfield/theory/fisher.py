@@ -229,9 +229,9 @@ _FINITE_WIDTH_MODELS: dict[str, tuple[Any, str]] = {
     "1/M": ("meanfield.finite.normalized:finite_width_stats",
             "the derived O(1/M) corrections of the statistics includes_1_over_M names (gram_diag, gram_offdiag, m, "
             "kappa1, kappa2 for every placement of batch norms (full or centre-only) and layer norms, s too except "
-            "under an output batch norm over a layer norm as the top hidden norm, or under a hidden and an output batch "
-            "norm for T > 64 (one hidden batch norm) or T > 32 (several); none where a step's quadrature does not "
-            "apply, e.g. an activation with unknown kinks on a batch-normalized layer: see the notes); "
+            "under a hidden and an output batch norm for T > 64 (one hidden batch norm) or T > 32 (several, or a "
+            "layer norm among them); none where a step's quadrature does not apply, e.g. an activation with unknown "
+            "kinks on a batch-normalized layer: see the notes); "
             "lambda_max is the mean-field value or bounds"),
 }
 _BUILT_IN = ("mean-field", "leading")
