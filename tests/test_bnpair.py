@@ -175,7 +175,7 @@ def test_above_the_old_sample_limit_against_sampled():
 
 
 def test_mean_limit_keeps_mean_field():
-    # above MEAN_SAMPLES the hidden norm's means (dense T^4 tensors of meanfield.finite.bnstep) are not formed: predict
+    # above MEAN_SAMPLES (the precision of the hidden norm's sphere and beta rules) the means are not formed: predict
     # answers at once with mean-field values and a note, for either output norm
     for out in ("batch-center:last", "batch:last"):
         net = _net("tanh", "batch:1", out=out)

@@ -137,3 +137,13 @@ def test_helmert_basis_above_the_lapack_range():
     assert np.allclose((z * z).sum(1), T) and np.allclose(z.sum(1), 0, atol=1e-12)
     g = np.concatenate([c[2] for c in bnpair.bn_unit_fields(T, 1.5, True, unit, points=256)])
     assert np.allclose(g.sum(1), 0, atol=1e-12) and len(g) == 512
+
+
+@pytest.mark.parametrize("T", [2048, 100000])
+def test_contract_keeps_its_precision_at_large_samples(T):
+    # the partition sum's terms grow like T^b and cancel where a projector meets a constant (the hidden batch norm's
+    # contractions at T = 2048): what is left is the rounding of the pattern values, 1e-16 of the T^2 scale
+    Pi = projector(T)
+    ones = Exchangeable.from_function(4, lambda lab: 1.0)
+    assert abs(contract(T, "ab,bc,cd,da->", Pi, Pi, Pi, Pi) - (T - 1)) <= 1e-12 * T
+    assert abs(contract(T, "ab,cd,abcd->", Pi, Pi, ones)) <= 1e-12 * T**2

@@ -176,3 +176,62 @@ def test_sphere_quadrature_converges():
             values.append((S.mean(np.maximum(z0, 0) * np.maximum(z1, 0), S.expect(W)),
                            S.mean((z0 > 0) * (z1 > 0), S.expect(W)), S.mean(np.tanh(z0) * np.tanh(z1), S.expect(W))))
         assert np.allclose(values[0], values[1], rtol=1e-9, atol=0)
+
+
+def _dense_exact_terms(net: Network, width: int, T: int) -> tuple:
+    """The exact terms over dense T^4 tensors (the evaluation the exchangeable one replaced, session 10): terms 1.-3.
+    of (E G_tt, E G_ts) and the layers below's share of the entry variances."""
+    from meanfield.finite.bnstep import UnitLaw, pair_functions, world_fluctuation
+    from meanfield.finite.corrections import kernel_mean_shift, ntk_mean_shift
+    from meanfield.finite.fourworld import realized_world
+    from meanfield.integrals.quadrature import Unit
+
+    l = net.depth - 1
+    widths = net.widths(width)
+    M1, M2 = widths[l - 1], widths[l]
+    sw, sw_out = float(net.sigma_w2[l - 1]), float(net.sigma_w2[l])
+    below = below_network(net)
+    (delta, dD, v, D, om, Pi, CKK, _, _, _, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
+     big) = world_fluctuation(realized_world(below, width), kernel_mean_shift(below, width)[l - 1],
+                              ntk_mean_shift(below, width), M1, sw, T)
+    out, quad = [], []
+    for k in (1, 2):
+        law = UnitLaw(T, k, net.norms[0].center_only, v)
+        S, R = law.S, law.R
+        ff, pp = pair_functions(Unit.of(net.phi(l)), k)
+        f0, f1, f2 = (law.avg(ff, p) for p in (0, 1, 2))
+        p0, p1, p2 = (law.lam(pp, p) for p in (0, 1, 2))
+        G0, G1, G2 = (M2 * f + sw_out * D * R * p for f, p in ((f0, p0), (f1, p1), (f2, p2)))
+        one = om * delta / 2 * S.mean(T * G1 - (T - 1) * G0) + sw_out * dD * S.mean(p0, R)
+        two = (om**2 / 8 * S.mean(G2 * S.expect(CKK) - 2 * G1 * S.expect(e_t1k2) - 4 * G1 * S.expect(e_k22)
+                                  + G0 * e_const)
+               + sw_out * om / 2 * S.mean(p1 * law.sandwich(CTK) - p0 * law.sandwich(W1)))
+        three = sw_out * (sw / M1) ** 2 / v * S.mean(p1 * law.sandwich(Y) - p0 * law.sandwich(trY))
+        out.append((one / T, two / T, three / T))
+        rr = law.outer_R(p0)
+        g = np.concatenate([(om / 2 * (law.mom2(G1) - S.mean(G0) * Pi) + sw_out * M1 * rr).ravel(),
+                            (sw_out * sw * rr).ravel()])
+        quad.append(float(g @ big @ g))
+    return out, (T * quad[0] + T * (T - 1) * quad[1]) / T**2
+
+
+@pytest.mark.parametrize("act,norm,samples", [("tanh", "batch:2", 6), ("relu", "batch-center:2", 8),
+                                              ("tanh", "batch:2", 16)])
+def test_exact_terms_equal_their_dense_evaluation(act, norm, samples):
+    # the exchangeable contractions (O(1) in T) against the dense T^4 evaluation: the same numbers to rounding
+    net = Network(3, act, 2.0, 0.1, outputs=2, norms=[norm])
+    t = hidden_batch_norm_terms(net, 64, samples)
+    (d1, d2, d3), (o1, o2, o3) = _dense_exact_terms(net, 64, samples)[0]
+    below = _dense_exact_terms(net, 64, samples)[1]
+    got = [t.shift_diag, t.second_diag, t.stein_diag, t.shift_offdiag, t.second_offdiag, t.stein_offdiag]
+    scale = abs(t.mean_field_diag)
+    assert np.allclose(got, [d1, d2, d3, o1, o2, o3], rtol=1e-10, atol=1e-12 * scale)
+    assert math.isclose(t.s_below * t.P / net.outputs, below, rel_tol=1e-10)
+
+
+def test_hidden_batch_norm_terms_at_large_samples():
+    # no T^4 array: T = 256 runs (the dense form needed 34 GB), and its mean stays near mean field at M = 256
+    net = Network(3, "tanh", 2.0, 0.1, outputs=2, norms=["batch:2"])
+    t = hidden_batch_norm_terms(net, 256, 256)
+    assert np.isfinite([t.mean_diag, t.mean_offdiag, t.s]).all()
+    assert abs(t.mean_diag / t.mean_field_diag - 1) < 0.05

@@ -200,11 +200,11 @@ def test_hidden_terms_on_the_cut_rule_equal_spherebn(act, norm, monkeypatch):
     # onto it) equals spherebn's to 1e-10 relative
     net = Network(3, act, 2.0, 0.1, outputs=2, norms=[norm])
     ref = hidden_batch_norm_terms(net, 64, 8)
-    for f in (hiddenbn._exact_terms, hiddenbn._entry_terms, hiddenbn.hidden_batch_norm_terms, hiddenbn._u2):
+    for f in (hiddenbn._exact_terms, hiddenbn._entry_terms, hiddenbn.hidden_batch_norm_terms, hiddenbn._u2_classes):
         f.cache_clear()
     monkeypatch.setattr(bnstep, "kinks_off_zero", lambda unit: tuple(float(k) for k in unit.kinks))
     got = hidden_batch_norm_terms(net, 64, 8)
-    for f in (hiddenbn._exact_terms, hiddenbn._entry_terms, hiddenbn.hidden_batch_norm_terms, hiddenbn._u2):
+    for f in (hiddenbn._exact_terms, hiddenbn._entry_terms, hiddenbn.hidden_batch_norm_terms, hiddenbn._u2_classes):
         f.cache_clear()
     for name in ("shift_diag", "shift_offdiag", "second_diag", "second_offdiag", "stein_diag", "stein_offdiag", "s"):
         assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-10, abs=1e-13), name

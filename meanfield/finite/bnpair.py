@@ -86,9 +86,9 @@ __all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "pro
            "spread_classes", "UnitMoments", "entry_parts", "row_parts", "entry_covariance"]
 
 MAX_SAMPLES = 32   # not a limit: the largest T whose rule keeps LAPACK's basis of 1's complement (Helmert's above)
-# The largest T of :func:`batch_norm_pair_terms` and :func:`full_output_below`: the limit of the hidden batch norm's
-# O(1/M) means they compose with (bnstep's T^4 class tensors, half a gigabyte at T = 64), not of this module's parts.
-MEAN_SAMPLES = 64
+# The largest T of :func:`batch_norm_pair_terms` and :func:`full_output_below`: the precision of the hidden batch
+# norm's sphere and beta rules (bnstep.UnitLaw; a zero dK of centre-only relu comes out 3e-7 at T = 256, 1e-2 at 1024).
+MEAN_SAMPLES = 256
 POINTS = 2**14     # Sobol nodes of the unit's law (each with its mirror image): about 1e-3 of the O(1/M) terms
 _CHUNK_NUMBERS = 2**20     # Sobol numbers per chunk of nodes (memory, not results)
 _SOBOL_DIMENSIONS = 21201  # scipy.stats.qmc.Sobol's largest dimension

@@ -89,15 +89,17 @@ from ..errors import InvalidArgument, check_int
 from ..integrals.quadrature import Unit
 from ..spec.network import BatchNorm, Network
 from ..theory.fisher import predict
-from .bnstep import (BatchNormLayer, UnitLaw, batch_norm_from_world, pair_functions, unit_pair_moments,
-                     unit_slope_moments, world_fluctuation)
+from .bnpinned import REP, embed, mom2_at, outer_r_at, pinned, sandwich, sphere_expect
+from .bnstep import (BatchNormLayer, UnitLaw, batch_norm_from_world, pair_functions, pinned_quadratic,
+                     unit_pair_classes, unit_slope_classes, world_classes)
 from .corrections import kernel_mean_shift, ntk_mean_shift
+from .exchangeable import Exchangeable, contract
 from .fourworld import class_tensor, four_sample_mean, inputs_world, realized_world
 from .ntkspread import ntk_spread
 
 __all__ = ["HiddenBatchNormTerms", "hidden_batch_norm_terms", "finite_width_stats", "below_network", "default_method",
            "DRAWS", "CORRECTED", "BatchNormLayer", "batch_norm_layer",
-           "cross_unit_moments", "cross_unit_spread"]
+           "cross_unit_moments", "cross_unit_spread", "cross_unit_spread_classes"]
 
 DRAWS = 40000      # Monte Carlo draws of each term
 SEED = 20261207    # their fixed seed: predictions are reproducible
@@ -404,12 +406,12 @@ def _terms(net: Network, width: int, samples: int, draws: int, seed: int) -> tup
 
 def _fluctuation(net: Network, width: int, T: int) -> tuple:
     """The world below the normalized layer l = L - 1 as the exact terms use it: (M_{l-1}, sigma_w^2, the unit, the
-    world, and bnstep's :func:`meanfield.finite.bnstep.world_fluctuation` of it)."""
+    world, and bnstep's :func:`meanfield.finite.bnstep.world_classes` of it: exchangeable, O(1) in T)."""
     l = net.depth - 1
     M1 = net.widths(width)[l - 1]
     sw = float(net.sigma_w2[l - 1])
     w, shift_k, shift_theta = _world_below(net, width)
-    return (M1, sw, Unit.of(net.phi(l)), w, *world_fluctuation(w, shift_k, shift_theta, M1, sw, T))
+    return M1, sw, Unit.of(net.phi(l)), w, world_classes(w, shift_k, shift_theta, M1, sw, T)
 
 
 @functools.lru_cache(maxsize=32)
@@ -422,8 +424,13 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
     center = net.norms[0].center_only
     widths = net.widths(width)
     M2, sw_out = widths[l], float(net.sigma_w2[L - 1])
-    (M1, sw, unit, w, delta, dD, v, D, om, Pi, CKK, CKN, CNK, CNN, CTK, e_t1k2, e_k22, e_const, W1, Y, trY,
-     big) = _fluctuation(net, width, T)
+    M1, sw, unit, w, wc = _fluctuation(net, width, T)
+    delta, dD, v, D, om = wc.delta, wc.dD, wc.v, wc.D, wc.om
+    # the world's T^4 tensors in the pinned form (samples 0, 1 fixed, :mod:`meanfield.finite.bnpinned`): O(1) in T
+    CKK, e_t1k2, e_k22, e_const = embed(wc.CKK), embed(wc.e_t1k2), embed(wc.e_k22), wc.e_const
+    CTK, W1, Y, trY = embed(wc.CTK), embed(wc.W1), embed(wc.Y), embed(wc.trY)
+    cov_below = {(0, 0): wc.CKK, (0, 1): wc.CKN, (1, 0): wc.CNK, (1, 1): wc.CNN}
+    Pi = np.eye(REP) - 1.0 / T                                 # Pi at the representative samples
     out, quad = [], []
     for k in (1, 2):
         law = UnitLaw(T, k, center, v, unit)
@@ -435,19 +442,20 @@ def _exact_terms(net: Network, width: int, samples: int) -> tuple:
         # 1.: first order in the exchangeable mean shifts (dK = delta I + .. 1 1^T: k2 = delta T, t1 = delta (T - 1))
         one = om * delta / 2 * S.mean(T * G1 - (T - 1) * G0) + sw_out * dD * S.mean(p0, R)
         # 2.: (1/8) E[Gamma_0 H4] + E[Gamma_1 h2] (half the second derivative), averaged over the fluctuation
-        ek2sq, et1k2, ek22 = S.expect(CKK), S.expect(e_t1k2), S.expect(e_k22)
+        ek2sq, et1k2, ek22 = sphere_expect(S, CKK), sphere_expect(S, e_t1k2), sphere_expect(S, e_k22)
         G2 = M2 * f2 + sw_out * D * R * p2
         two = (om**2 / 8 * S.mean(G2 * ek2sq - 2 * G1 * et1k2 - 4 * G1 * ek22 + G0 * e_const)
-               + sw_out * om / 2 * S.mean(p1 * law.sandwich(CTK) - p0 * law.sandwich(W1)))
+               + sw_out * om / 2 * S.mean(p1 * sandwich(law, CTK) - p0 * sandwich(law, W1)))
         # 3.: Stein on the normalized layer's rows
-        three = sw_out * (sw / M1) ** 2 / v * S.mean(p1 * law.sandwich(Y) - p0 * law.sandwich(trY))
+        three = sw_out * (sw / M1) ** 2 / v * S.mean(p1 * sandwich(law, Y) - p0 * sandwich(law, trY))
         out.append((one / T, two / T, three / T))
-        # the first variation of T E[G_ts | K, N] in (dK, dN), for the layers below's share of Var G
-        rr = law.outer_R(p0)
-        gK = om / 2 * (law.mom2(G1) - S.mean(G0) * Pi) + sw_out * M1 * rr
+        # the first variation of T E[G_ts | K, N] in (dK, dN), for the layers below's share of Var G (pinned T x T
+        # matrices, their REP x REP leading blocks)
+        rr = outer_r_at(law, p0)
+        gK = om / 2 * (mom2_at(law, G1) - S.mean(G0) * Pi) + sw_out * M1 * rr
         gN = sw_out * sw * rr
-        g = np.concatenate([gK.ravel(), gN.ravel()])
-        quad.append(float(g @ big @ g))
+        g = {0: pinned(2, lambda ij, m=gK: m[ij]), 1: pinned(2, lambda ij, m=gN: m[ij])}
+        quad.append(pinned_quadratic(T, g, cov_below, g))
     (d1, d2, d3), (o1, o2, o3) = out
     below = (T * quad[0] + T * (T - 1) * quad[1]) / T**2
     return d1, o1, d2, o2, d3, o3, 0.0, 0.0, below, 0.0
@@ -525,14 +533,27 @@ def cross_unit_spread(net: Network, width: int, samples: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _u2(net: Network, width: int, samples: int) -> np.ndarray:
-    """U2[t, t1, s, t2] = E[phi'(z_t) A(t, t1) phi'(z_s) A(s, t2)] of one normalized unit at the mean law (exact)."""
-    T, l = samples, net.depth - 1
-    center = net.norms[0].center_only
+def cross_unit_spread_classes(net: Network, width: int) -> Exchangeable:
+    """:func:`cross_unit_spread` as an exchangeable tensor (any T: its 15 values do not depend on T, four samples carry
+    every pattern).
+
+    Example:
+        >>> net = Network(3, "tanh", 2, 0.1, norms=["batch:2"])
+        >>> bool(np.allclose(cross_unit_spread_classes(net, 64).dense(6), cross_unit_spread(net, 64, 6), rtol=1e-13))
+        True
+    """
+    dense = cross_unit_spread(net, width, 4)
+    return Exchangeable.from_function(4, lambda lab: dense[lab])
+
+
+@functools.lru_cache(maxsize=32)
+def _u2_classes(net: Network, width: int, samples: int) -> Exchangeable:
+    """U2[t, t1, s, t2] = E[phi'(z_t) A(t, t1) phi'(z_s) A(s, t2)] of one normalized unit at the mean law (exact), an
+    exchangeable tensor (:func:`meanfield.finite.bnstep.unit_slope_classes`): O(1) in T."""
+    l = net.depth - 1
     sw = float(net.sigma_w2[l - 1])
     w = _world_below(net, width)[0]
-    v = sw * (w.k[0] - w.k[1])
-    return unit_slope_moments(Unit.of(net.phi(l)), v, T, center)
+    return unit_slope_classes(Unit.of(net.phi(l)), sw * (w.k[0] - w.k[1]), samples, net.norms[0].center_only)
 
 
 def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
@@ -551,10 +572,10 @@ def cross_unit_moments(net: Network, width: int, samples: int) -> tuple:
     M, T, _ = _check(net, width, samples, DRAWS)
     if default_method(net, T) != "exact":
         raise InvalidArgument("samples", samples, "T >= 4 and an activation whose kinks are known")
-    S4 = cross_unit_spread(net, M, T)
+    S4 = cross_unit_spread_classes(net, M)
     if not S4.any():
         return 0.0, 0.0, 0.0, 0.0
-    return unit_pair_moments(_u2(net, M, T), S4)
+    return unit_pair_classes(_u2_classes(net, M, T), S4, T)
 
 
 @functools.lru_cache(maxsize=32)
@@ -573,17 +594,22 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
     w = _world_below(net, width)[0]
     v = sw * (w.k[0] - w.k[1])
     Dp = M1 * (w.k[0] - w.k[1]) + sw * (w.n[0] - w.n[1])     # Theta' = D' I + O 1 1^T at the mean
-    S4 = cross_unit_spread(net, width, T)
-    Pi = np.eye(T) - 1.0 / T
-    B = np.linalg.svd(Pi)[0][:, : T - 1]
     inv2, inv4 = (1.0, 1.0) if center else (T / (v * (T - 3)), T**2 / (v**2 * (T - 3) * (T - 5)))
     c = sw_out / M2
 
-    def combine(unit_sum: float, xaa: float, U2: np.ndarray) -> tuple:
-        """(same, cross) from the units' variance and E X_aa^2 summed over the entries, and U2[t, t1, s, t2]."""
-        W = np.einsum("taty->ay", U2)
-        xac = np.einsum("ab,cd,acbd->", W, W, S4, optimize=True)
-        xac_swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
+    def combine(unit_sum: float, xaa: float, U2: Any) -> tuple:
+        """(same, cross) from the units' variance and E X_aa^2 summed over the entries, and U2[t, t1, s, t2] (an
+        exchangeable tensor: exact contractions, O(1) in T; or the Monte Carlo's dense array)."""
+        if isinstance(U2, Exchangeable):
+            S4 = cross_unit_spread_classes(net, width)
+            W = contract(T, "taty->ay", U2)
+            xac = contract(T, "ab,cd,acbd->", W, W, S4)
+            xac_swap = contract(T, "tisj,skto,ikjo->", U2, U2, S4)
+        else:
+            S4 = cross_unit_spread(net, width, T)
+            W = np.einsum("taty->ay", U2)
+            xac = np.einsum("ab,cd,acbd->", W, W, S4, optimize=True)
+            xac_swap = np.einsum("tisj,skto,ikjo->", U2, U2, S4, optimize=True)
         k = c**2
         same = (k * (2 * M2 * xaa + M2 * (M2 - 1) * (xac + xac_swap)) + M2 * unit_sum) / T**2
         return same, k * (M2 * xaa + M2 * (M2 - 1) * xac) / T**2
@@ -600,8 +626,10 @@ def _entry_terms(net: Network, width: int, samples: int, draws: int, seed: int, 
             var = S.mean(law.avg(lambda z: ff(z) ** 2, 0)) + 2 * c * e_ffx + c**2 * e_x2 - (e_ff + c * e_x) ** 2
             entries = T if kf == 1 else T * (T - 1)
             unit_sum, xaa = unit_sum + entries * var, xaa + entries * e_x2
-        same, cross = combine(unit_sum, xaa, _u2(net, width, T))
+        same, cross = combine(unit_sum, xaa, _u2_classes(net, width, T))
         return float(same), float(cross), 0.0, 0.0
+    Pi = np.eye(T) - 1.0 / T
+    B = np.linalg.svd(Pi)[0][:, : T - 1]
     rng = np.random.default_rng(seed + 1)
     batches = []
     per = max(draws // 10, 1)
