@@ -76,8 +76,8 @@ from .corrections import STATISTICS, two_sample_layer
 from .deepbn import deep_batch_norm_terms, kernel_above, normalized_prefix
 from .exchangeable import Exchangeable, Poly, contract, identity, node_class_moments, projector
 from .fourworld import World, inputs_world, pair_index, realized_world, stein_matrices
-from .hiddenbn import (batch_norm_layer, below_network, cross_unit_spread, default_method,
-                       hidden_batch_norm_terms)
+from .hiddenbn import (batch_norm_layer, below_network, cross_unit_spread_classes,
+                       default_method, hidden_batch_norm_terms)
 from .spherebn import chi_moment
 
 __all__ = ["BatchNormPairTerms", "batch_norm_pair_terms", "pair_placement", "projected_entry_parts", "TopBelow",
@@ -484,20 +484,9 @@ def _first_variation(u: UnitMoments, M_prev: int, M_last: int, sw: float, sw_out
     return grad, jac
 
 
-@functools.lru_cache(maxsize=16)
-def spread_classes(net: Network, width: int) -> Exchangeable:
-    """The NTK's spread S4 between two units of the layer below a batch norm on layer L - 1
-    (:func:`meanfield.finite.hiddenbn.cross_unit_spread`) as an exchangeable tensor: its 15 values do not depend on
-    T (four samples carry every pattern).
-
-    Example:
-        >>> from meanfield.finite.hiddenbn import cross_unit_spread
-        >>> net = Network(3, "tanh", 2, 0.1, norms=["batch:2"])
-        >>> bool(np.allclose(spread_classes(net, 64).dense(6), cross_unit_spread(net, 64, 6), rtol=1e-13, atol=0))
-        True
-    """
-    dense = cross_unit_spread(net, width, 4)
-    return Exchangeable.from_function(4, lambda lab: dense[lab])
+# the NTK's spread S4 between two units of the layer below a batch norm on layer L - 1 as an exchangeable tensor (its
+# 15 values do not depend on T): hiddenbn's, under the name this module has exported
+spread_classes = cross_unit_spread_classes
 
 
 @functools.lru_cache(maxsize=16)
